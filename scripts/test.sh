@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up the environment (if needed) and run the whole test suite on CPU.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${STEVE1_VENV:-.venv}
+bash scripts/setup.sh "$VENV"
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} RAY_USAGE_STATS_ENABLED=0 RAY_DEDUP_LOGS=0 \
+       RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS=0 TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

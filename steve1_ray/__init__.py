@@ -1,0 +1,29 @@
+"""steve1_ray: distributed trainer and rollout service for STEVE-1 on Ray.
+
+Public API (see README): `load_policy`, `load_mineclip`, `load_prior`, `steve1_ray.actions`,
+`steve1_ray.data.load_contractor_episode`.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def load_policy(model_path, weights_path=None, **kwargs):
+    """Build the STEVE-1 policy from an original `.model` file (or a preset name) and load weights."""
+    from steve1_ray.models.policy import load_policy as _load
+
+    return _load(model_path, weights_path, **kwargs)
+
+
+def load_mineclip(path=None, **kwargs):
+    """Build MineCLIP 'attn' and strictly load `attn.pth` (or one of our MineCLIP-layout checkpoints)."""
+    from steve1_ray.models.mineclip import load_mineclip as _load
+
+    return _load(path, **kwargs)
+
+
+def load_prior(path, **kwargs):
+    """Build the CVAE prior and load `steve1_prior.pt` (or one of ours)."""
+    from steve1_ray.models.prior import load_prior as _load
+
+    return _load(path, **kwargs)
