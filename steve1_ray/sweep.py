@@ -1,0 +1,637 @@
+"""Hyperparameter sweeps of the behaviour-cloning loop on Ray Tune (one Ray Train run per trial).
+
+    steve1 sweep --config tune/spaces/debug.yaml num_samples=4 max_concurrent_trials=2
+
+One YAML file describes a sweep: the training config it starts from (`train_configs` + `train_overrides`),
+the search space (`space:`), the search algorithm, the early-stopping scheduler and the resources of each
+trial. Each trial is a Tune function that builds a `TorchTrainer` for its sampled training config and
+forwards the metrics the training loop reports (`val/loss`, `frames`, ...) to Tune through
+`TuneReportCallback` — the Ray 2.60 way of running Train under Tune. ASHA stops trials whose deterministic
+validation loss trails the others at the same number of frames.
+
+Outputs under `<storage_path>/<name>/`: Tune's experiment state (an interrupted sweep resumes from it: run
+the same command again), one folder per trial with its TensorBoard events and its Train run, and at the end
+`results.csv` / `results.md` (config, best val loss, frames, status per trial), `best_train_config.yaml`
+(a ready-to-run training config) and `best.json`.
+
+Search-space entries (`space:` in the YAML), keyed by training-config field (dots for nested fields):
+
+    lr:             {dist: loguniform, low: 1.0e-5, high: 1.0e-3}
+    p_uncond:       {dist: uniform, low: 0.0, high: 0.3}
+    min_btwn_goals: {dist: int, low: 10, high: 30}        # inclusive bounds
+    batch_size:     {dist: choice, values: [4, 8, 12]}
+    T:              {dist: grid, values: [320, 640]}       # every value, num_samples times (random search only)
+    trunc_t:        64                                     # a plain value is fixed
+
+Every `min_X` / `max_X` pair must satisfy min < max for every sample: the top of `min_X`'s range must lie
+below the bottom of `max_X`'s range. The space is also checked by building the training config at its
+corners and for every choice combination, so a value the training config rejects fails before any trial.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import itertools
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from steve1_ray.config import ConfigError, check, from_dict, load_config, save_config, to_dict
+
+log = logging.getLogger(__name__)
+
+DISTS = ("loguniform", "uniform", "int", "logint", "choice", "grid")
+SEARCHES = ("random", "optuna")
+SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass
+class SweepConfig:
+    """One hyperparameter sweep: what to train, what to vary, how to search and stop, and where to write."""
+
+    name: str = "steve1_sweep"
+    """Experiment name: the folder under `storage_path`; rerunning with the same name resumes the sweep."""
+    storage_path: str = "runs/sweeps"
+    """Where experiments live: a local folder (made absolute) or a URI such as s3://bucket/sweeps.
+    On a multi-node cluster it must be storage every node can reach (NFS, S3, GCS)."""
+    train_configs: list[str] = field(default_factory=lambda: ["configs/train/debug.yaml"])
+    """Training-config YAML overlays every trial starts from (paths relative to the working directory)."""
+    train_overlay: Optional[str] = None
+    """Named overlay to pick inside `train_configs` files that hold several (`debug`, `paper`, ...)."""
+    train_overrides: list[str] = field(default_factory=list)
+    """`key=value` overrides applied to the training config before the sampled parameters."""
+    space: dict = field(default_factory=dict)
+    """Search space: training-config field -> {dist: ..., ...} or a fixed value (see the module docstring)."""
+    num_samples: int = 8
+    """Trials to sample (with `grid` entries: samples per grid point)."""
+    max_concurrent_trials: int = 2
+    """Trials running at once; each one holds `num_workers` Train workers."""
+    search: str = "random"
+    """`random` (seeded random search; supports `grid`) or `optuna` (TPE via OptunaSearch)."""
+    scheduler: str = "asha"
+    """`asha` (stop trials whose val loss trails at a rung) or `fifo` (run every trial to the end)."""
+    metric: str = "val/loss"
+    """The metric trials are compared on; the training loop reports it at every validation."""
+    mode: str = "min"
+    time_attr: str = "frames"
+    """Progress measure for ASHA rungs: frames seen, so trials with other batch sizes compare fairly."""
+    max_t: Optional[int] = None
+    """ASHA's horizon in `time_attr` units; default: the training config's total frames (`n_frames`)."""
+    grace_period: int = 1
+    """ASHA never stops a trial before this many `time_attr` units."""
+    reduction_factor: float = 2.0
+    """ASHA keeps the best 1/reduction_factor of trials at each rung."""
+    num_workers: int = 1
+    """Train workers per trial (>= 1: Train's local mode does not report to Tune)."""
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    trial_driver_cpus: float = 0.01
+    """CPUs reserved for each trial's driver (which only waits on its Train run; > 0 as Tune requires)."""
+    train_max_failures: int = 0
+    """Worker-group restarts a trial's Train run may use (it resumes from its last checkpoint)."""
+    keep_checkpoints: int = 1
+    """Train checkpoints kept per trial (the best by `metric`, plus the latest)."""
+    seed: int = 0
+    """Seeds the search algorithm (which configs are sampled, in which order)."""
+    resume: str = "auto"
+    """`auto`: resume `<storage_path>/<name>` if it holds an experiment, else start; `never`: refuse to
+    touch an existing experiment; `must`: fail unless there is one to resume."""
+
+    def __post_init__(self):
+        check(bool(self.name) and "/" not in self.name, f"name {self.name!r} must be a non-empty folder name")
+        check(self.num_samples >= 1, f"num_samples={self.num_samples} must be >= 1")
+        check(self.max_concurrent_trials >= 1,
+              f"max_concurrent_trials={self.max_concurrent_trials} must be >= 1")
+        check(self.search in SEARCHES, f"search={self.search!r} must be one of {SEARCHES}")
+        check(self.scheduler in SCHEDULERS, f"scheduler={self.scheduler!r} must be one of {SCHEDULERS}")
+        check(self.mode in ("min", "max"), f"mode={self.mode!r} must be 'min' or 'max'")
+        check(self.grace_period >= 1, f"grace_period={self.grace_period} must be >= 1")
+        check(self.reduction_factor > 1, f"reduction_factor={self.reduction_factor} must be > 1")
+        check(self.max_t is None or self.max_t >= self.grace_period,
+              f"max_t={self.max_t} must be >= grace_period={self.grace_period}")
+        check(self.num_workers >= 1,
+              f"num_workers={self.num_workers}: a trial needs >= 1 Train worker (local mode, 0, reports "
+              f"nothing to Tune)")
+        check(self.cpus_per_worker >= 0 and self.gpus_per_worker >= 0,
+              "cpus_per_worker and gpus_per_worker must be >= 0")
+        check(self.cpus_per_worker + self.gpus_per_worker > 0,
+              "a Train worker needs cpus_per_worker > 0 or gpus_per_worker > 0")
+        check(self.trial_driver_cpus > 0,
+              f"trial_driver_cpus={self.trial_driver_cpus} must be > 0 (Tune rejects an empty request; "
+              f"0.01 is enough)")
+        check(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints} must be >= 1")
+        check(self.resume in ("auto", "never", "must"),
+              f"resume={self.resume!r} must be 'auto', 'never' or 'must'")
+        check(isinstance(self.space, dict) and bool(self.space),
+              "space is empty: give at least one training-config field to vary, e.g. "
+              "space: {lr: {dist: loguniform, low: 1.0e-5, high: 1.0e-3}}")
+
+    @property
+    def experiment_path(self) -> str:
+        return _join(_abs_storage(self.storage_path), self.name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Search space: YAML -> Tune domains, with validation
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Param:
+    """One swept (or fixed) training-config field."""
+
+    key: str
+    dist: str  # one of DISTS, or "fixed"
+    low: Any = None
+    high: Any = None
+    values: tuple = ()
+
+    def candidates(self) -> list:
+        """Values that span the parameter's range: its bounds, or each of its values."""
+        if self.dist == "fixed":
+            return [self.low]
+        if self.dist in ("choice", "grid"):
+            return list(self.values)
+        return [self.low, self.high]
+
+    @property
+    def bounds(self) -> tuple[Any, Any]:
+        vals = self.candidates()
+        return min(vals), max(vals)
+
+
+def parse_space(space: dict) -> list[Param]:
+    """Read the `space:` mapping into Params; every mistake is named with the entry it is in."""
+    params = []
+    for key, spec in space.items():
+        where = f"space.{key}"
+        if not isinstance(spec, dict):
+            check(not isinstance(spec, list),
+                  f"{where}: a list is ambiguous; write {{dist: choice, values: {spec}}} or "
+                  f"{{dist: grid, values: {spec}}}")
+            params.append(Param(key, "fixed", low=spec))
+            continue
+        dist = spec.get("dist")
+        check(dist in DISTS, f"{where}: dist={dist!r} must be one of {DISTS} (or give a plain value to fix it)")
+        if dist in ("choice", "grid"):
+            extra = sorted(set(spec) - {"dist", "values"})
+            check(not extra, f"{where}: unknown key(s) {extra} for dist={dist}; it takes 'values'")
+            values = spec.get("values")
+            check(isinstance(values, list) and len(values) >= 1,
+                  f"{where}: dist={dist} needs a non-empty list 'values', got {values!r}")
+            params.append(Param(key, dist, values=tuple(values)))
+            continue
+        extra = sorted(set(spec) - {"dist", "low", "high"})
+        check(not extra, f"{where}: unknown key(s) {extra} for dist={dist}; it takes 'low' and 'high'")
+        low, high = _number(spec.get("low"), f"{where}.low"), _number(spec.get("high"), f"{where}.high")
+        check(low < high, f"{where}: low={low} must be < high={high}")
+        if dist in ("int", "logint"):
+            check(float(low).is_integer() and float(high).is_integer(),
+                  f"{where}: dist={dist} needs integer low/high, got {low}, {high}")
+            low, high = int(low), int(high)
+        if dist in ("loguniform", "logint"):
+            check(low > 0, f"{where}: dist={dist} needs low > 0, got {low}")
+        if dist in ("loguniform", "uniform"):
+            low, high = float(low), float(high)
+        params.append(Param(key, dist, low=low, high=high))
+    return params
+
+
+def _number(value, where: str) -> float | int:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}={value!r} is not a number") from None
+    check(isinstance(value, (int, float)) and not isinstance(value, bool),
+          f"{where}={value!r} must be a number")
+    return value
+
+
+def check_min_max_pairs(params: list[Param]) -> None:
+    """`min_X` < `max_X` for every possible sample (e.g. min_btwn_goals < max_btwn_goals)."""
+    by_key = {p.key: p for p in params}
+    for key, p in by_key.items():
+        head, _, last = key.rpartition(".")
+        if not last.startswith("min_"):
+            continue
+        other_key = (head + "." if head else "") + "max_" + last[len("min_"):]
+        q = by_key.get(other_key)
+        if q is None:
+            continue
+        lo_max, hi_min = q.bounds[0], p.bounds[1]
+        check(hi_min < lo_max,
+              f"space: {key} can reach {hi_min} but {other_key} can be as low as {lo_max}; every sample needs "
+              f"{key} < {other_key}, so keep {key}'s range below {other_key}'s (e.g. {key} high < {lo_max})")
+
+
+def check_space_against(params: list[Param], config_cls: type, base: dict, max_combos: int = 256) -> None:
+    """Build the training config for the space's corners and every choice combination.
+
+    Catches unknown fields, wrong types and values the config's own validation rejects (T not a multiple
+    of trunc_t, p_uncond > 1, ...) before any trial starts.
+    """
+    discrete = [p for p in params if p.dist in ("choice", "grid", "fixed")]
+    ranged = [p for p in params if p not in discrete]
+    combos = list(itertools.islice(itertools.product(*[p.candidates() for p in discrete]), max_combos))
+    for corner in ("low", "high"):
+        for combo in combos:
+            values = {p.key: v for p, v in zip(discrete, combo)}
+            values.update({p.key: getattr(p, corner) for p in ranged})
+            try:
+                from_dict(config_cls, apply_params(base, values))
+            except (ConfigError, TypeError, ValueError) as e:
+                raise ConfigError(f"space: the training config rejects the sample {values}: {e}") from None
+
+
+def to_tune_space(params: list[Param], search: str) -> dict:
+    """Tune's param_space: one domain per swept field (dotted keys kept flat), fixed values as-is."""
+    from ray import tune
+
+    out = {}
+    for p in params:
+        if p.dist == "grid":
+            check(search == "random", f"space.{p.key}: dist=grid needs search=random "
+                                      f"(optuna samples; use dist=choice instead)")
+            out[p.key] = tune.grid_search(list(p.values))
+        elif p.dist == "choice":
+            out[p.key] = tune.choice(list(p.values))
+        elif p.dist == "loguniform":
+            out[p.key] = tune.loguniform(p.low, p.high)
+        elif p.dist == "uniform":
+            out[p.key] = tune.uniform(p.low, p.high)
+        elif p.dist == "int":
+            out[p.key] = tune.randint(p.low, p.high + 1)  # Tune's upper bound is exclusive
+        elif p.dist == "logint":
+            out[p.key] = tune.lograndint(p.low, p.high + 1)
+        else:
+            out[p.key] = p.low
+    return out
+
+
+def apply_params(base: dict, params: dict) -> dict:
+    """A copy of the training-config dict `base` with `params` (dotted keys for nested fields) set."""
+    out = json.loads(json.dumps(base))
+    for key, value in params.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            check(isinstance(node, dict), f"space.{key}: {part!r} is not a section of the training config")
+        node[parts[-1]] = _plain(value)
+    return out
+
+
+def _plain(value):
+    """NumPy scalars (Tune samples them) -> Python scalars, so configs serialise cleanly."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The training side: which config class and loop a trial runs
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainTarget:
+    """What each trial trains: the config dataclass and `train_loop_per_worker(config_dict)`."""
+
+    config_cls: type
+    train_loop: Callable[[dict], None]
+    n_frames_field: str = "n_frames"
+    """Field of the config that holds the run's total frames (the default ASHA horizon)."""
+    out_dir_field: Optional[str] = None
+    """Field the loop writes TensorBoard logs/checkpoints under; set per trial to the trial's folder."""
+
+
+def default_target() -> TrainTarget:
+    """The behaviour-cloning loop of `steve1_ray.train`."""
+    from steve1_ray.train import TrainConfig, train_loop_per_worker  # noqa: WPS433 (lazy: heavy import)
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    out_dir = next((n for n in ("out_dir", "run_dir", "output_dir", "log_dir") if n in names), None)
+    return TrainTarget(TrainConfig, train_loop_per_worker, out_dir_field=out_dir)
+
+
+def load_base_train_config(cfg: SweepConfig, target: TrainTarget) -> dict:
+    train_cfg = load_config(target.config_cls, cfg.train_configs, cfg.train_overrides, overlay=cfg.train_overlay)
+    return to_dict(train_cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One trial = one Ray Train run
+# ----------------------------------------------------------------------------------------------------------
+
+def _report_callback():
+    """TuneReportCallback that turns a non-finite metric into +/-inf, so a diverged trial ranks last.
+
+    (ASHA compares with `<`; a NaN loss would compare false and never be stopped.)
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class FiniteReport(TuneReportCallback):
+        def __init__(self, metric: str, mode: str):
+            super().__init__()
+            self._metric, self._worst = metric, (math.inf if mode == "min" else -math.inf)
+
+        def after_report(self, run_context, metrics, checkpoint):
+            metrics = [dict(m) for m in metrics]
+            value = metrics[0].get(self._metric)
+            if value is not None and not math.isfinite(float(value)):
+                metrics[0][self._metric] = self._worst
+                metrics[0]["diverged"] = True
+            super().after_report(run_context, metrics, checkpoint)
+
+    return FiniteReport
+
+
+def run_trial(params: dict, *, base: dict, sweep: dict, target: TrainTarget) -> None:
+    """Tune function trial: train the sampled config with a TorchTrainer and forward its reports to Tune.
+
+    The Train run is stored in the trial's folder under a fixed name, so a restored sweep reruns this
+    function, Train finds its run snapshot there and the loop resumes from its last checkpoint.
+    """
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+
+    cfg = from_dict(SweepConfig, sweep)
+    ctx = tune.get_context()
+    trial_path = _join(cfg.experiment_path, Path(ctx.get_trial_dir()).name)
+    values = dict(params)
+    if target.out_dir_field:
+        values[target.out_dir_field] = _join(trial_path, "train_out")
+    train_dict = to_dict(from_dict(target.config_cls, apply_params(base, values)))  # validated
+
+    worker_resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.gpus_per_worker:
+        worker_resources["GPU"] = cfg.gpus_per_worker
+    trainer = TorchTrainer(
+        target.train_loop,
+        train_loop_config=train_dict,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0,
+                                               resources_per_worker=worker_resources),
+        run_config=ray.train.RunConfig(
+            name="train",
+            storage_path=trial_path,
+            callbacks=[_report_callback()(cfg.metric, cfg.mode)],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
+                                                         checkpoint_score_attribute=cfg.metric,
+                                                         checkpoint_score_order=cfg.mode),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train_max_failures),
+        ),
+    )
+    trainer.fit()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The Tuner: new or restored
+# ----------------------------------------------------------------------------------------------------------
+
+def _abs_storage(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if "://" in base else str(Path(base, *parts))
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+_RESUME_MUST_MATCH = ("train_configs", "train_overlay", "train_overrides", "space", "num_samples", "search",
+                      "scheduler", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor",
+                      "seed")
+
+
+def build_tuner(cfg: SweepConfig, target: TrainTarget, callbacks: list | None = None):
+    """A Tuner for `cfg`: a fresh one, or the interrupted experiment restored (finished trials kept)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    params = parse_space(cfg.space)
+    check_min_max_pairs(params)
+    base = load_base_train_config(cfg, target)
+    check_space_against(params, target.config_cls, base)
+    exp_path = cfg.experiment_path
+    sweep_dict = to_dict(cfg)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base, sweep=sweep_dict, target=target),
+        {"cpu": cfg.trial_driver_cpus})
+
+    saved_cfg = _join(exp_path, "sweep_config.yaml")
+    if tune.Tuner.can_restore(exp_path):
+        check(cfg.resume != "never",
+              f"{exp_path} already holds a sweep and resume=never: choose another name= or resume=auto")
+        if "://" not in exp_path and Path(saved_cfg).exists():
+            before = yaml.safe_load(Path(saved_cfg).read_text())
+            changed = [k for k in _RESUME_MUST_MATCH if before.get(k) != sweep_dict.get(k)]
+            check(not changed, f"{exp_path} was started with other settings for {changed}; resuming would mix "
+                               f"two sweeps: rerun with the saved settings ({saved_cfg}) or another name=")
+        log.info("resuming the sweep in %s", exp_path)
+        return tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
+    check(cfg.resume != "must", f"resume=must but {exp_path} holds no sweep to resume")
+
+    if "://" not in exp_path:
+        save_config(cfg, saved_cfg)
+    max_t = cfg.max_t or int(base.get(target.n_frames_field) or 0)
+    check(cfg.scheduler != "asha" or max_t >= cfg.grace_period,
+          f"ASHA needs max_t >= grace_period={cfg.grace_period}; set max_t= or the training config's "
+          f"{target.n_frames_field}")
+    if cfg.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr=cfg.time_attr, max_t=max_t, grace_period=cfg.grace_period,
+                                  reduction_factor=cfg.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    if cfg.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=cfg.seed)
+    else:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=cfg.seed)
+    return tune.Tuner(
+        trainable,
+        param_space=to_tune_space(params, cfg.search),
+        tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
+                                    max_concurrent_trials=cfg.max_concurrent_trials, scheduler=scheduler,
+                                    search_alg=search_alg, trial_dirname_creator=_trial_dirname,
+                                    trial_name_creator=_trial_dirname),
+        run_config=tune.RunConfig(name=cfg.name, storage_path=_abs_storage(cfg.storage_path),
+                                  callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Results: table, best config
+# ----------------------------------------------------------------------------------------------------------
+
+def trial_rows(result_grid, cfg: SweepConfig, max_t: int | None) -> list[dict]:
+    """One row per trial: id, status, its sampled config, best metric, frames reached."""
+    params = [p.key for p in parse_space(cfg.space) if p.dist != "fixed"]
+    rows = []
+    for result in result_grid:
+        config = result.config or {}
+        history = result.metrics_dataframe
+        best = frames = None
+        if history is not None and cfg.metric in history:
+            series = history[cfg.metric].dropna()
+            if len(series):
+                best = float(series.min() if cfg.mode == "min" else series.max())
+        if history is not None and cfg.time_attr in history and len(history[cfg.time_attr].dropna()):
+            frames = int(history[cfg.time_attr].dropna().max())
+        if result.error is not None:
+            status = "error"
+        elif frames is None:
+            status = "no report"
+        elif max_t and frames < max_t:
+            status = "stopped early"
+        else:
+            status = "completed"
+        trial_id = Path(result.path).name.removeprefix("trial_") if result.path else "?"
+        rows.append({"trial": trial_id, "status": status, **{k: _plain(config.get(k)) for k in params},
+                     f"best {cfg.metric}": best, cfg.time_attr: frames,
+                     "error": (str(result.error).splitlines() or [""])[0][:200] if result.error else "",
+                     "path": result.path})
+    key = (lambda r: (r[f"best {cfg.metric}"] is None, r[f"best {cfg.metric}"] if cfg.mode == "min"
+                      else -(r[f"best {cfg.metric}"] or 0)))
+    return sorted(rows, key=key)
+
+
+def write_results(rows: list[dict], out_dir: Path) -> None:
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(rows)
+    df.to_csv(out_dir / "results.csv", index=False)
+    shown = df.drop(columns=["path"]).fillna("")
+    header = "| " + " | ".join(shown.columns) + " |"
+    lines = [header, "|" + "---|" * len(shown.columns)]
+    for _, r in shown.iterrows():
+        lines.append("| " + " | ".join(_fmt(v) for v in r) + " |")
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def write_best(rows: list[dict], cfg: SweepConfig, base: dict, target: TrainTarget, out_dir: Path) -> dict | None:
+    """`best_train_config.yaml` (the best trial's config, ready for `steve1 train --config`) + `best.json`."""
+    scored = [r for r in rows if r[f"best {cfg.metric}"] is not None and math.isfinite(r[f"best {cfg.metric}"])]
+    if not scored:
+        return None
+    best = scored[0]
+    params = {p.key: best[p.key] for p in parse_space(cfg.space) if p.dist != "fixed"}
+    train_cfg = from_dict(target.config_cls, apply_params(base, params))
+    path = out_dir / "best_train_config.yaml"
+    save_config(train_cfg, path)
+    path.write_text(f"# best trial {best['trial']} of sweep {cfg.name}: {cfg.metric} = "
+                    f"{best[f'best {cfg.metric}']:.6g} at {cfg.time_attr} <= {best[cfg.time_attr]}\n"
+                    + path.read_text())
+    summary = {"trial": best["trial"], "params": params, f"best {cfg.metric}": best[f"best {cfg.metric}"],
+               cfg.time_attr: best[cfg.time_attr], "status": best["status"], "path": best["path"],
+               "train_config": str(path)}
+    (out_dir / "best.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------
+
+def run_sweep(cfg: SweepConfig, target: TrainTarget | None = None, callbacks: list | None = None) -> dict:
+    """Run (or resume) the sweep and write its results; returns {rows, best, path, interrupted}."""
+    target = target or default_target()
+    tuner = build_tuner(cfg, target, callbacks)
+    result_grid = tuner.fit()
+    base = load_base_train_config(cfg, target)
+    max_t = cfg.max_t or int(base.get(target.n_frames_field) or 0) or None
+    rows = trial_rows(result_grid, cfg, max_t)
+    out_dir = Path(cfg.experiment_path) if "://" not in cfg.experiment_path else Path(cfg.name)
+    write_results(rows, out_dir)
+    best = write_best(rows, cfg, base, target, out_dir)
+    unfinished = [r for r in rows if r["status"] == "no report"] or len(rows) < _expected_trials(cfg)
+    return {"rows": rows, "best": best, "path": str(out_dir), "interrupted": bool(unfinished)}
+
+
+def _expected_trials(cfg: SweepConfig) -> int:
+    grid = 1
+    for p in parse_space(cfg.space):
+        if p.dist == "grid":
+            grid *= len(p.values)
+    return cfg.num_samples * grid
+
+
+def connect_ray() -> None:
+    """Join the running cluster (RAY_ADDRESS or a local `ray start`), else start one with the dashboard on."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    try:
+        ray.init(address="auto")
+    except ConnectionError:
+        ray.init(include_dashboard=True)
+
+
+def warn_if_no_dashboard() -> None:
+    """Train under Tune leaks placement groups of stopped trials without the dashboard (State API)."""
+    try:
+        from ray.util.state import list_placement_groups
+
+        list_placement_groups(limit=1, timeout=5)
+    except Exception as e:  # the State API is served by the dashboard
+        log.warning("the Ray dashboard is not reachable (%s): trials stopped early will leak their placement "
+                    "groups and later trials may wait forever; start the cluster with the dashboard on "
+                    "(ray start --head --include-dashboard=true)", type(e).__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="steve1 sweep", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", default=[],
+                        help="sweep YAML (repeatable; later files override earlier), e.g. tune/spaces/debug.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. num_samples=4 "
+                                                     "'train_overrides=[n_frames=2048]'")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(SweepConfig, args.config, args.overrides)
+    except ConfigError as e:
+        print(f"steve1 sweep: {e}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump({"sweep": to_dict(cfg)}, sort_keys=False))
+    connect_ray()
+    warn_if_no_dashboard()
+    try:
+        out = run_sweep(cfg)
+    except ConfigError as e:
+        print(f"steve1 sweep: {e}", file=sys.stderr)
+        return 2
+    print((Path(out["path"]) / "results.md").read_text())
+    if out["best"]:
+        print(f"best trial {out['best']['trial']}: {cfg.metric} = {out['best'][f'best {cfg.metric}']:.6g}; "
+              f"config: {out['best']['train_config']}")
+    if out["interrupted"]:
+        print(f"the sweep is unfinished; run the same command again to resume it from {cfg.experiment_path}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
