@@ -1,0 +1,302 @@
+"""Steve1Policy: golden parity with the original STEVE-1 code, state semantics, heads, presets."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from steve1_ray.models.policy import (N_BUTTONS, N_CAMERA, PolicyConfig, Steve1Policy, build_policy,
+                                      cat_states, detach_state, load_policy, logprob, sample, select_state)
+
+torch.set_num_threads(1)
+GOLDEN = ["debug", "bilstm"]
+
+
+def _golden(fixtures_dir, name):
+    d = fixtures_dir / "policy"
+    policy = load_policy(d / f"{name}.model", d / f"{name}.weights")
+    return policy, np.load(d / f"{name}_golden.npz")
+
+
+def _inputs(B=2, T=12, seed=0, embed_dim=512):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randint(0, 256, (B, T, 16, 16, 3), generator=g, dtype=torch.uint8)
+    img = img.repeat_interleave(8, 2).repeat_interleave(8, 3)
+    goal = torch.randn(B, T, embed_dim, generator=g)
+    return img, goal, torch.zeros(B, T, dtype=torch.bool)
+
+
+@pytest.fixture(scope="module")
+def debug_policy():
+    torch.manual_seed(0)
+    return build_policy("debug").eval()
+
+
+# ---------------------------------------------------------------- golden parity
+@pytest.mark.parametrize("name", GOLDEN)
+def test_matches_original_over_two_chunks(fixtures_dir, name):
+    """Two consecutive chunks with carried state; chunk 2 has first[:,0]=True on row 1 and a
+    (to be ignored) mid-chunk first on row 2. Log-probs, values and the final state match."""
+    policy, g = _golden(fixtures_dir, name)
+    B, T2 = g["first"].shape
+    t = T2 // 2
+    state = None
+    with torch.no_grad():
+        for c in range(2):
+            sl = slice(c * t, (c + 1) * t)
+            lp, state = policy(torch.from_numpy(g["img"][:, sl]), torch.from_numpy(g["goal_embed"][:, sl]),
+                               torch.from_numpy(g["first"][:, sl]), state, return_value=True)
+            for key in ("buttons", "camera", "value"):
+                ref = torch.from_numpy(g[f"{key}_{c}"])
+                assert lp[key].shape == ref.shape
+                assert lp[key].dtype == torch.float32
+                torch.testing.assert_close(lp[key], ref, atol=1e-5, rtol=0, msg=f"{name} chunk {c} {key}")
+    names = sorted((k for k in g.files if k.startswith("state_")),
+                   key=lambda k: (int(k.split("_")[1]), ["mask", "K", "V", "h", "c"].index(k.split("_")[2])))
+    assert len(names) == len(state)
+    for k, s in zip(names, state):
+        if s.dtype == torch.bool:
+            assert torch.equal(s, torch.from_numpy(g[k])), k
+        else:
+            torch.testing.assert_close(s, torch.from_numpy(g[k]), atol=1e-5, rtol=0, msg=k)
+
+
+def test_golden_detects_wrong_first_handling(fixtures_dir):
+    """The fixture is sensitive: ignoring row 1's episode start changes chunk 2 by far more than 1e-5."""
+    policy, g = _golden(fixtures_dir, "debug")
+    t = g["first"].shape[1] // 2
+    first = torch.from_numpy(g["first"]).clone()
+    first[1, t] = False
+    with torch.no_grad():
+        _, s = policy(torch.from_numpy(g["img"][:, :t]), torch.from_numpy(g["goal_embed"][:, :t]), first[:, :t])
+        lp, _ = policy(torch.from_numpy(g["img"][:, t:]), torch.from_numpy(g["goal_embed"][:, t:]), first[:, t:], s)
+    diff = (lp["buttons"] - torch.from_numpy(g["buttons_1"])).abs()
+    assert diff[1].max() > 1e-3 and diff[0].max() < 1e-5
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_state_dict_keys_shapes_and_order_equal_original(fixtures_dir, name):
+    d = fixtures_dir / "policy"
+    original = torch.load(d / f"{name}.weights", weights_only=True)
+    ours = load_policy(d / f"{name}.model").state_dict()
+    assert list(ours) == list(original)
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in original.items()}
+
+
+def test_2x_preset_keys_and_size_on_meta_device():
+    with torch.device("meta"):
+        policy = build_policy("2x")
+    sd = policy.state_dict()
+    assert all(v.is_meta for v in sd.values())  # nothing allocated
+    assert len(sd) == 136
+    goal = 512 * 2048 + 2048
+    assert sum(v.numel() for v in sd.values()) == 248_495_294 + goal
+    assert list(sd)[-13:-9] == ["net.final_ln.weight", "net.final_ln.bias",
+                                "net.mineclip_embed_linear.weight", "net.mineclip_embed_linear.bias"]
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    blk = "net.recurrent_layer.blocks.3.r.orc_block."
+    assert shapes[blk + "b_nd"] == (10, 128) and shapes[blk + "r_layer.weight"] == (160, 2048)
+    assert blk + "k_layer.bias" not in shapes and shapes[blk + "q_layer.bias"] == (2048,)
+    assert shapes["net.img_process.cnn.dense.norm.weight"] == (65536,)
+    assert shapes["net.img_process.cnn.stacks.1.firstconv.layer.weight"] == (256, 128, 3, 3)
+    assert "net.img_process.cnn.stacks.1.firstconv.layer.bias" not in shapes
+    assert shapes["net.img_process.cnn.stacks.0.firstconv.layer.bias"] == (128,)
+    assert shapes["pi_head.buttons.linear_layer.weight"] == (N_BUTTONS, 2048)
+    assert shapes["pi_head.camera.linear_layer.weight"] == (N_CAMERA, 2048)
+    assert shapes["value_head.normalizer.debiasing_term"] == ()
+    assert list(sd).index("pi_head.camera.linear_layer.weight") < list(sd).index("pi_head.buttons.linear_layer.weight")
+
+
+@pytest.mark.parametrize("preset,hid,width", [("1x", 1024, 4), ("3x", 3072, 12)])
+def test_other_presets_build_on_meta(preset, hid, width):
+    with torch.device("meta"):
+        policy = build_policy(preset)
+    assert policy.net.final_ln.weight.shape == (hid,)
+    assert policy.net.img_process.cnn.stacks[0].firstconv.layer.weight.shape[0] == 16 * width
+
+
+# ---------------------------------------------------------------- state semantics
+def test_streaming_one_frame_at_a_time_equals_one_chunk(debug_policy):
+    """Clipped-causal attention + KV cache: feeding frames one by one gives the chunk's outputs."""
+    img, goal, first = _inputs(B=2, T=12)
+    first[:, 0] = True
+    with torch.no_grad():
+        lp_chunk, s_chunk = debug_policy(img, goal, first)
+        state, outs = debug_policy.initial_state(2), []
+        for i in range(12):
+            lp, state = debug_policy(img[:, i:i + 1], goal[:, i:i + 1], first[:, i:i + 1], state)
+            outs.append(lp["buttons"])
+    torch.testing.assert_close(torch.cat(outs, 1), lp_chunk["buttons"], atol=1e-5, rtol=0)
+    for a, b in zip(state, s_chunk):
+        assert torch.equal(a, b) if a.dtype == torch.bool else torch.allclose(a, b, atol=1e-5)
+
+
+def test_first_hides_memory_like_a_fresh_state(debug_policy):
+    img, goal, first = _inputs(B=2, T=20)
+    with torch.no_grad():
+        _, state = debug_policy(img[:, :10], goal[:, :10], first[:, :10])
+        reset = first[:, 10:].clone()
+        reset[:, 0] = True
+        lp_first, _ = debug_policy(img[:, 10:], goal[:, 10:], reset, state)
+        lp_fresh, _ = debug_policy(img[:, 10:], goal[:, 10:], first[:, 10:], None)
+        lp_carry, _ = debug_policy(img[:, 10:], goal[:, 10:], first[:, 10:], state)
+    torch.testing.assert_close(lp_first["buttons"], lp_fresh["buttons"], atol=1e-5, rtol=0)
+    assert (lp_carry["buttons"] - lp_fresh["buttons"]).abs().max() > 1e-4
+
+
+def test_state_rows_select_and_cat(debug_policy):
+    """Batch rows are independent: running rows separately and concatenating states == batched run."""
+    img, goal, first = _inputs(B=3, T=5)
+    with torch.no_grad():
+        _, s_all = debug_policy(img, goal, first)
+        parts = [debug_policy(img[i:i + 1], goal[i:i + 1], first[i:i + 1])[1] for i in range(3)]
+        s_cat = cat_states(parts)
+        lp_all, _ = debug_policy(img, goal, first, s_all)
+        lp_cat, _ = debug_policy(img, goal, first, s_cat)
+        lp_row, _ = debug_policy(img[2:3], goal[2:3], first[2:3], select_state(s_all, 2))
+    assert all(s.shape[0] == 3 for s in s_all)
+    torch.testing.assert_close(lp_all["buttons"], lp_cat["buttons"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(lp_row["buttons"], lp_all["buttons"][2:3], atol=1e-5, rtol=0)
+    assert [s.shape[0] for s in select_state(s_all, [0, 2])] == [2] * len(s_all)
+
+
+def test_initial_state_layout(debug_policy):
+    state = debug_policy.initial_state(4)
+    cfg = debug_policy.cfg
+    assert len(state) == 3 * cfg.n_recurrence_layers
+    mask, K, V = state[:3]
+    assert mask.dtype == torch.bool and mask.shape == (4, cfg.maxlen) and not mask.any()
+    assert K.shape == V.shape == (4, cfg.maxlen, cfg.hidsize)
+    lstm = build_policy("debug", recurrence_type="multi_layer_lstm")
+    assert [tuple(s.shape) for s in lstm.initial_state(4)] == [(4, 64)] * 4
+
+
+@pytest.mark.parametrize("kind", ["multi_layer_lstm", "none"])
+def test_other_recurrence_types_run(kind):
+    policy = build_policy("debug", recurrence_type=kind).eval()
+    img, goal, first = _inputs(B=2, T=4)
+    with torch.no_grad():
+        lp, state = policy(img, goal, first)
+        lp2, _ = policy(img, goal, first, state)
+    assert torch.isfinite(lp2["buttons"]).all()
+    assert len(state) == (4 if kind != "none" else 0)
+
+
+# ---------------------------------------------------------------- training features
+def test_backward_and_activation_checkpointing_give_same_grads():
+    torch.manual_seed(0)
+    policy = build_policy("debug")
+    img, goal, first = _inputs(B=2, T=6)
+    actions = sample(policy(img, goal, first)[0], generator=torch.Generator().manual_seed(0))
+
+    def grads(ckpt):
+        policy.zero_grad()
+        policy.set_activation_checkpointing(ckpt)
+        lp, state = policy(img, goal, first, detach_state(policy.initial_state(2)))
+        (-logprob(lp, actions["buttons"], actions["camera"]).sum(1).mean()).backward()
+        return {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+
+    g0, g1 = grads(False), grads(True)
+    assert set(g0) == set(g1) and "net.recurrent_layer.blocks.0.r.orc_block.b_nd" in g0
+    assert not any(n.startswith("value_head.normalizer") for n in g0)  # frozen statistics
+    for n in g0:
+        torch.testing.assert_close(g0[n], g1[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_bf16_autocast_close_to_fp32(debug_policy):
+    img, goal, first = _inputs(B=2, T=6)
+    with torch.no_grad():
+        ref, _ = debug_policy(img, goal, first)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lp, state = debug_policy(img, goal, first)
+            lp2, _ = debug_policy(img, goal, first, state)
+    assert lp["buttons"].dtype == torch.float32 and torch.isfinite(lp2["buttons"]).all()
+    assert (lp["camera"].exp() - ref["camera"].exp()).abs().max() < 0.05
+
+
+# ---------------------------------------------------------------- heads
+def test_logprob_sums_both_heads():
+    lp = {"buttons": torch.log_softmax(torch.randn(2, 3, N_BUTTONS), -1),
+          "camera": torch.log_softmax(torch.randn(2, 3, N_CAMERA), -1)}
+    b = torch.randint(0, N_BUTTONS, (2, 3))
+    c = torch.randint(0, N_CAMERA, (2, 3))
+    expect = lp["buttons"][0, 1, b[0, 1]] + lp["camera"][0, 1, c[0, 1]]
+    out = logprob(lp, b, c)
+    assert out.shape == (2, 3) and torch.isclose(out[0, 1], expect)
+
+
+def test_sample_gumbel_matches_distribution_and_is_seeded():
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    lp = {"buttons": probs.log().expand(20000, 1, 3), "camera": probs.log().expand(20000, 1, 3)}
+    a = sample(lp, generator=torch.Generator().manual_seed(1))
+    freq = torch.bincount(a["buttons"].flatten(), minlength=3).float() / 20000
+    assert torch.allclose(freq, probs, atol=0.015)
+    b = sample(lp, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a["camera"], b["camera"])
+    det = sample(lp, deterministic=True)
+    assert (det["buttons"] == 0).all() and det["buttons"].dtype == torch.int64
+
+
+def test_temperature_divides_logits(debug_policy):
+    img, goal, first = _inputs(B=1, T=2)
+    hot = Steve1Policy(dataclasses.replace(debug_policy.cfg, temperature=1.0)).eval()
+    hot.load_state_dict(debug_policy.state_dict())
+    with torch.no_grad():
+        a, _ = debug_policy(img, goal, first)
+        b, _ = hot(img, goal, first)
+    # log_softmax(z / 2) == log_softmax(log_softmax(z) / 2)
+    torch.testing.assert_close(a["camera"], torch.log_softmax(b["camera"] / 2.0, -1), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- config and errors
+def test_config_validation_quotes_bad_values():
+    with pytest.raises(ValueError, match="recurrence_type='gru'"):
+        PolicyConfig.preset("debug", recurrence_type="gru")
+    with pytest.raises(ValueError, match="attention_heads=5.*hidsize=64"):
+        PolicyConfig.preset("debug", attention_heads=5)
+    with pytest.raises(ValueError, match="attention_memory_size=16.*timesteps=16"):
+        PolicyConfig.preset("debug", attention_memory_size=16)
+    with pytest.raises(ValueError, match="unknown policy preset '4x'"):
+        PolicyConfig.preset("4x")
+    with pytest.raises(ValueError, match="img_statistics='stats.npz'"):
+        PolicyConfig(img_statistics="stats.npz")
+
+
+def test_config_works_with_job_config_machinery():
+    from steve1_ray.config import from_dict
+
+    cfg = from_dict(PolicyConfig, {**dataclasses.asdict(PolicyConfig.preset("debug")), "embed_dim": 768})
+    assert cfg.embed_dim == 768 and cfg.maxlen == 8
+    policy = build_policy(cfg)
+    assert policy.net.mineclip_embed_linear.weight.shape == (64, 768)
+    img, goal, first = _inputs(B=1, T=2, embed_dim=768)
+    assert policy(img, goal, first)[0]["buttons"].shape == (1, 2, N_BUTTONS)
+
+
+def test_bad_inputs_name_the_fix(debug_policy):
+    img, goal, first = _inputs(B=2, T=3)
+    with pytest.raises(ValueError, match=r"uint8 \(B, T, 128, 128, 3\)"):
+        debug_policy(img.float(), goal, first)
+    with pytest.raises(ValueError, match="resize"):
+        debug_policy(img[:, :, :64], goal, first)
+    with pytest.raises(ValueError, match="embed_dim"):
+        debug_policy(img, goal[..., :100], first)
+    with pytest.raises(ValueError, match=r"initial_state\(2\)"):
+        debug_policy(img, goal, first, debug_policy.initial_state(3))
+
+
+def test_goal_none_is_the_zero_goal(debug_policy):
+    img, goal, first = _inputs(B=1, T=3)
+    with torch.no_grad():
+        a, _ = debug_policy(img, None, first)
+        b, _ = debug_policy(img, torch.zeros_like(goal), first)
+    assert torch.equal(a["buttons"], b["buttons"])
+
+
+def test_package_level_load_policy_forwards():
+    import steve1_ray
+
+    policy = steve1_ray.load_policy("debug")
+    assert isinstance(policy, Steve1Policy) and not policy.training
