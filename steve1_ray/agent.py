@@ -1,0 +1,292 @@
+"""CFG agent: STEVE-1 episode streams with classifier-free guidance, one at a time or many in one forward.
+
+A stream (`AgentStream`) is what a serving session or an evaluation episode holds between steps:
+the goal embedding, its guidance scale, a seeded generator, and the recurrent state. With guidance
+the state has **two rows**: row 0 is the conditional stream (sees the goal), row 1 the unconditional
+stream (goal = zeros); both see the same frames and keep their own memory, as in the original
+`MinecraftPolicy.act(cond_scale=...)`. Each step combines every head's log-probs as
+
+    logits = (1 + s) * logp_cond - s * logp_uncond          # s = cond_scale; s = 0: plain conditional
+
+and samples with Gumbel-max from the stream's own generator (deterministic: argmax). `cond_scale=None`
+keeps a single conditional row (the original's `reset(None)`).
+
+`act_batch(policy, streams, povs)` runs any number of streams in **one** forward pass: their state rows
+are concatenated, each row keeps its own scale and generator, and the noise is drawn per stream in a
+fixed order, so a stream gets the same actions batched as alone. `two_pass_step` is the reference
+computation (one forward per stream row) used by tests and by the benchmark's baseline.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from steve1_ray.actions import N_BUTTONS, N_CAMERA, policy_to_env
+
+AGENT_RES = 128  # the policy sees 128x128 RGB frames
+HEADS = ("buttons", "camera")
+HEAD_SIZES = {"buttons": N_BUTTONS, "camera": N_CAMERA}
+
+
+# ----------------------------------------------------------------------------------------- inputs
+
+def resize_pov(pov: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (128, 128, 3) uint8 with cv2 INTER_LINEAR, as the original agent (no-op at 128)."""
+    pov = np.asarray(pov)
+    if pov.ndim != 3 or pov.shape[2] != 3:
+        raise ValueError(f"pov must be an (H, W, 3) RGB image, got shape {pov.shape}")
+    if pov.dtype != np.uint8:
+        raise ValueError(f"pov must be uint8 (0-255), got {pov.dtype}")
+    if pov.shape[:2] == (AGENT_RES, AGENT_RES):
+        return np.ascontiguousarray(pov)
+    return cv2.resize(pov, (AGENT_RES, AGENT_RES), interpolation=cv2.INTER_LINEAR)
+
+
+def policy_embed_dim(policy: torch.nn.Module) -> int:
+    """Goal-embedding width the policy expects (512 for the released STEVE-1)."""
+    cfg = getattr(policy, "cfg", None)
+    if cfg is not None and getattr(cfg, "embed_dim", None):
+        return int(cfg.embed_dim)
+    linear = policy.net.mineclip_embed_linear  # fallback: read it off the layer
+    return int(linear.in_features)
+
+
+def _device(policy: torch.nn.Module) -> torch.device:
+    return next(policy.parameters()).device
+
+
+def _state_ops():
+    from steve1_ray.models.policy import cat_states, select_state
+
+    return cat_states, select_state
+
+
+# ----------------------------------------------------------------------------------------- streams
+
+def make_generator(seed: int | None) -> tuple[torch.Generator, int]:
+    """A CPU generator for the Gumbel noise; `seed=None` draws one from the OS (returned, for replays)."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(7), "little")
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    return gen, int(seed)
+
+
+@dataclass
+class AgentStream:
+    """Everything one episode needs between steps. `state` has 2 rows when guided, else 1."""
+
+    goal_embed: torch.Tensor  # (D,) float32, on the policy's device
+    cond_scale: float | None
+    generator: torch.Generator
+    state: list[torch.Tensor]
+    seed: int
+    deterministic: bool = False
+    steps: int = 0
+    last: dict = field(default_factory=dict)  # last step's joint indices, for diagnostics
+
+    @property
+    def n_rows(self) -> int:
+        return 1 if self.cond_scale is None else 2
+
+
+def check_goal(policy: torch.nn.Module, goal_embed: Any) -> torch.Tensor:
+    """Goal embedding as a (D,) float32 tensor on the policy's device; wrong sizes name the expected one."""
+    dim = policy_embed_dim(policy)
+    goal = torch.as_tensor(np.asarray(goal_embed, dtype=np.float32)).reshape(-1)
+    if goal.numel() != dim:
+        raise ValueError(f"goal embedding has {goal.numel()} values but this policy expects {dim} "
+                         f"(a MineCLIP embedding of width {dim})")
+    if not torch.isfinite(goal).all():
+        raise ValueError("goal embedding contains NaN or infinite values")
+    return goal.to(_device(policy))
+
+
+def new_stream(policy: torch.nn.Module, goal_embed: Any, cond_scale: float | None = 6.0,
+               seed: int | None = None, deterministic: bool = False) -> AgentStream:
+    """A fresh episode stream: zero memory for the conditional (and, if guided, unconditional) row."""
+    if cond_scale is not None:
+        cond_scale = float(cond_scale)
+        if not np.isfinite(cond_scale):
+            raise ValueError(f"cond_scale must be a finite number, got {cond_scale!r}")
+    gen, seed = make_generator(seed)
+    rows = 1 if cond_scale is None else 2
+    state = [s.to(_device(policy)) for s in policy.initial_state(rows)]
+    return AgentStream(goal_embed=check_goal(policy, goal_embed), cond_scale=cond_scale, generator=gen,
+                       state=state, seed=seed, deterministic=deterministic)
+
+
+# ----------------------------------------------------------------------------------------- math
+
+def guided_logits(logp_cond: torch.Tensor, logp_uncond: torch.Tensor, cond_scale) -> torch.Tensor:
+    """(1 + s) * cond - s * uncond on log-softmax outputs (not renormalised), s broadcast over rows."""
+    s = torch.as_tensor(cond_scale, dtype=logp_cond.dtype, device=logp_cond.device)
+    while s.ndim < logp_cond.ndim:
+        s = s.unsqueeze(-1)
+    return (1 + s) * logp_cond - s * logp_uncond
+
+
+def gumbel_noise(n: int, generator: torch.Generator) -> torch.Tensor:
+    """-log(-log u) with u ~ U[0, 1) from `generator` (u == 1 -> 0.999, as VPT), shape (n,), CPU float32."""
+    u = torch.rand(n, generator=generator)
+    u = torch.where(u >= 1.0, torch.full_like(u, 0.999), u)
+    return -torch.log(-torch.log(u))
+
+
+def _draw_noise(streams: Sequence[AgentStream]) -> dict[str, torch.Tensor]:
+    """Per-stream noise, in a fixed order (buttons, then camera) from each stream's own generator."""
+    noise = {h: [] for h in HEADS}
+    for st in streams:
+        for h in HEADS:
+            if st.deterministic:
+                noise[h].append(torch.zeros(HEAD_SIZES[h]))
+            else:
+                noise[h].append(gumbel_noise(HEAD_SIZES[h], st.generator))
+    return {h: torch.stack(v) for h, v in noise.items()}  # (S, n)
+
+
+def _combine_rows(log_probs: dict[str, torch.Tensor], streams: Sequence[AgentStream]) -> dict[str, torch.Tensor]:
+    """Forward output rows (R, n) -> per-stream guided logits (S, n)."""
+    cond_idx, uncond_idx, scales, row = [], [], [], 0
+    for st in streams:
+        cond_idx.append(row)
+        if st.cond_scale is None:  # unguided: uncond = cond with scale 0 gives cond back
+            uncond_idx.append(row)
+            scales.append(0.0)
+        else:
+            uncond_idx.append(row + 1)
+            scales.append(st.cond_scale)
+        row += st.n_rows
+    dev = next(iter(log_probs.values())).device
+    ci, ui = torch.tensor(cond_idx, device=dev), torch.tensor(uncond_idx, device=dev)
+    return {h: guided_logits(lp[ci], lp[ui], scales) for h, lp in log_probs.items()}
+
+
+def _to_env_rows(buttons: np.ndarray, camera: np.ndarray) -> list[dict]:
+    env = policy_to_env(buttons, camera)  # arrays with leading dim S
+    out = []
+    for i in range(len(buttons)):
+        act = {k: int(np.asarray(v)[i]) for k, v in env.items() if k != "camera"}
+        act["camera"] = np.asarray(env["camera"][i], dtype=np.float32)
+        out.append(act)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- steps
+
+@torch.inference_mode()
+def batched_log_probs(policy: torch.nn.Module, streams: Sequence[AgentStream],
+                      povs: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    """One forward for all rows of all streams; updates each stream's state. Returns (R, n) log-probs."""
+    cat_states, select_state = _state_ops()
+    dev = _device(policy)
+    imgs, goals, firsts = [], [], []
+    for st, pov in zip(streams, povs):
+        img = torch.from_numpy(resize_pov(pov))
+        zeros = torch.zeros_like(st.goal_embed)
+        for r in range(st.n_rows):
+            imgs.append(img)
+            goals.append(st.goal_embed if r == 0 else zeros)
+            firsts.append(st.steps == 0)
+    img = torch.stack(imgs).to(dev)[:, None]  # (R, 1, 128, 128, 3) uint8
+    goal = torch.stack(goals)[:, None]  # (R, 1, D) float32
+    first = torch.tensor(firsts, device=dev)[:, None]  # (R, 1) bool
+    state = cat_states([st.state for st in streams]) if len(streams) > 1 else streams[0].state
+    log_probs, new_state = policy(img, goal, first, state)
+    row = 0
+    for st in streams:
+        idx = torch.arange(row, row + st.n_rows, device=dev)
+        st.state = select_state(new_state, idx)
+        row += st.n_rows
+    return {h: log_probs[h][:, 0].float() for h in HEADS}  # (R, n)
+
+
+def _sample(streams: Sequence[AgentStream], logits: dict[str, torch.Tensor]) -> list[dict]:
+    noise = _draw_noise(streams)
+    picks = {h: (logits[h].cpu() + noise[h]).argmax(-1).numpy() for h in HEADS}  # (S,)
+    actions = _to_env_rows(picks["buttons"].astype(np.int64), picks["camera"].astype(np.int64))
+    for i, st in enumerate(streams):
+        st.steps += 1
+        st.last = {"buttons": int(picks["buttons"][i]), "camera": int(picks["camera"][i])}
+    return actions
+
+
+def act_batch(policy: torch.nn.Module, streams: Sequence[AgentStream], povs: Sequence[np.ndarray],
+              return_logits: bool = False):
+    """One step for many streams in one forward pass -> list of MineRL env action dicts (one per stream).
+
+    Each stream's state, step count and generator advance exactly as if it had been stepped alone.
+    With `return_logits`, also returns the guided logits {head: (S, n)} before sampling.
+    """
+    if len(streams) != len(povs):
+        raise ValueError(f"{len(streams)} streams but {len(povs)} observations")
+    if not streams:
+        return ([], {}) if return_logits else []
+    log_probs = batched_log_probs(policy, streams, povs)
+    logits = _combine_rows(log_probs, streams)
+    actions = _sample(streams, logits)
+    return (actions, logits) if return_logits else actions
+
+
+@torch.inference_mode()
+def two_pass_step(policy: torch.nn.Module, stream: AgentStream, pov: np.ndarray,
+                  return_logits: bool = False):
+    """Reference step: a batch-1 forward for the conditional row, another for the unconditional row."""
+    _, select_state = _state_ops()
+    dev = _device(policy)
+    img = torch.from_numpy(resize_pov(pov)).to(dev)[None, None]  # (1, 1, 128, 128, 3)
+    first = torch.tensor([[stream.steps == 0]], device=dev)
+    outs, states = [], []
+    for r in range(stream.n_rows):
+        goal = (stream.goal_embed if r == 0 else torch.zeros_like(stream.goal_embed))[None, None]
+        row_state = select_state(stream.state, torch.tensor([r], device=dev))
+        lp, st = policy(img, goal, first, row_state)
+        outs.append({h: lp[h][:, 0].float() for h in HEADS})
+        states.append(st)
+    stream.state = states[0] if len(states) == 1 else _state_ops()[0](states)
+    if stream.cond_scale is None:
+        logits = outs[0]
+    else:
+        logits = {h: guided_logits(outs[0][h], outs[1][h], [stream.cond_scale]) for h in HEADS}
+    action = _sample([stream], logits)[0]
+    return (action, logits) if return_logits else action
+
+
+# ----------------------------------------------------------------------------------------- agent
+
+class Steve1Agent:
+    """One STEVE-1 agent with classifier-free guidance: `reset()`, then `act(pov, goal_embed)` per step.
+
+    policy: a `Steve1Policy` (see `steve1_ray.load_policy`). cond_scale: guidance scale (6.0 for text
+    prompts, 7.0 for visual ones in the original; None = no guidance, one stream). seed: Gumbel noise seed.
+    """
+
+    def __init__(self, policy: torch.nn.Module, cond_scale: float | None = 6.0, seed: int | None = None,
+                 deterministic: bool = False):
+        self.policy = policy.eval()
+        self.cond_scale = cond_scale
+        self.seed = seed
+        self.deterministic = deterministic
+        self.stream: AgentStream | None = None
+
+    def reset(self, cond_scale: float | None | str = "keep", seed: int | None | str = "keep") -> None:
+        """Forget the episode: fresh memory for both streams, and the generator re-seeded."""
+        if cond_scale != "keep":
+            self.cond_scale = cond_scale
+        if seed != "keep":
+            self.seed = seed
+        self.stream = None
+
+    def act(self, obs_pov: np.ndarray, goal_embed: Any) -> dict:
+        """obs_pov (H, W, 3) uint8 RGB, goal_embed (D,) -> MineRL action dict (buttons int, camera (2,) deg)."""
+        goal = check_goal(self.policy, goal_embed)
+        if self.stream is None:
+            self.stream = new_stream(self.policy, goal, self.cond_scale, self.seed, self.deterministic)
+        else:
+            self.stream.goal_embed = goal  # the goal may change mid-episode (the original allows it)
+        return act_batch(self.policy, [self.stream], [obs_pov])[0]

@@ -1,0 +1,90 @@
+"""`ServeConfig`: what the served application loads and the limits it enforces.
+
+Filled from the `args:` of `serve/config.yaml` (or `steve1 serve --config ... key=value`). Deployment
+sizes (replicas, autoscaling, `max_ongoing_requests`) live in the Serve config's `deployments:` list,
+where Serve itself reads them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from steve1_ray.config import check
+
+
+@dataclass
+class ServeConfig:
+    # --- models
+    policy: str = "debug"
+    """Policy architecture: a preset name (debug, 1x, 2x, 3x) or an original `.model` file."""
+    weights: Optional[str] = None
+    """Policy weights: the original `steve1.weights` or one of ours; None = random init (debug only)."""
+    checkpoint: Optional[str] = None
+    """A training checkpoint directory of ours; overrides `policy`/`weights` when set."""
+    mineclip: Optional[str] = None
+    """MineCLIP weights (`attn.pth` or ours); None = the randomly initialised `mineclip_preset`."""
+    mineclip_preset: str = "debug"
+    """MineCLIP architecture when `mineclip` is None or one of ours (attn | debug)."""
+    prior: Optional[str] = None
+    """CVAE prior weights (`steve1_prior.pt` or ours); None = a random prior of the right width."""
+    device: str = "cpu"
+    """torch device of the policy/embedder replicas (cpu, cuda)."""
+    # --- sessions
+    default_cond_scale: float = 6.0
+    """Guidance scale when a session does not give one (the original: 6 for text, 7 for visual)."""
+    max_cond_scale: float = 50.0
+    """Largest accepted |cond_scale|."""
+    max_sessions: int = 256
+    """Open sessions allowed at once; more get HTTP 429."""
+    session_ttl_s: float = 600.0
+    """A session idle this long expires (HTTP 410 afterwards)."""
+    state_sync_every: int = 1
+    """Copy a session's recurrent state to the session store every N steps (0 = never)."""
+    # --- batching
+    max_batch_size: int = 16
+    """Sessions stepped together in one forward pass."""
+    batch_wait_timeout_s: float = 0.005
+    """How long a lone request waits for company before its batch runs."""
+    # --- HTTP
+    max_payload_bytes: int = 8 * 1024 * 1024
+    """Largest request body accepted (HTTP 413 beyond)."""
+    max_image_pixels: int = 4096 * 4096
+    """Largest decoded observation image (width x height)."""
+    max_clip_frames: int = 16
+    """Frames in a visual goal clip (MineCLIP windows are 16 frames)."""
+    api_key: Optional[str] = None
+    """When set, every request except the page, /healthz and the docs needs `x-api-key: <key>`."""
+    # --- rollouts
+    rollout_workers: int = 2
+    """Rollout actors in the pool."""
+    rollout_backend: str = "crafter"
+    """World of the rollout actors: crafter (embedded) or minerl (when installed)."""
+    rollout_max_steps: int = 1000
+    """Largest episode length a rollout may ask for."""
+    rollout_default_steps: int = 200
+    rollout_queue: int = 8
+    """Rollouts allowed to wait for a free actor; more get HTTP 429."""
+    rollout_keep: int = 32
+    """Finished rollouts (metrics + mp4) kept in memory."""
+    rollout_num_cpus: float = 0.25
+    video_fps: int = 20
+    video_height: int = 360
+    """Height of the rollout mp4 (width follows the world's aspect ratio)."""
+
+    def __post_init__(self):
+        check(self.max_sessions >= 1, f"max_sessions must be >= 1, got {self.max_sessions}")
+        check(self.session_ttl_s > 0, f"session_ttl_s must be > 0, got {self.session_ttl_s}")
+        check(self.state_sync_every >= 0, f"state_sync_every must be >= 0, got {self.state_sync_every}")
+        check(self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        check(self.batch_wait_timeout_s >= 0,
+              f"batch_wait_timeout_s must be >= 0, got {self.batch_wait_timeout_s}")
+        check(self.max_payload_bytes >= 1024, f"max_payload_bytes must be >= 1024, got {self.max_payload_bytes}")
+        check(self.rollout_backend in ("crafter", "minerl"),
+              f"rollout_backend must be crafter or minerl, got {self.rollout_backend!r}")
+        check(self.rollout_workers >= 0, f"rollout_workers must be >= 0, got {self.rollout_workers}")
+        check(1 <= self.rollout_default_steps <= self.rollout_max_steps,
+              f"rollout_default_steps {self.rollout_default_steps} must be in [1, rollout_max_steps="
+              f"{self.rollout_max_steps}]")
+        check(self.video_height >= 16 and self.video_height % 2 == 0,
+              f"video_height must be an even number >= 16, got {self.video_height}")
+        check(self.device.split(":")[0] in ("cpu", "cuda"), f"device must be cpu or cuda[:i], got {self.device!r}")

@@ -1,0 +1,135 @@
+"""CFG agent: guided log-probs, batched vs alone vs the original two-pass computation, sampling, resize."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from steve1_ray import agent as A
+from steve1_ray.actions import env_to_policy
+from steve1_ray.models.policy import build_policy
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.manual_seed(0)
+    return build_policy("debug").eval()
+
+
+def _obs(rng, n, shape=(360, 640, 3)):
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+
+
+def test_resize_pov_matches_cv2_and_skips_128():
+    rng = np.random.default_rng(0)
+    pov = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    out = A.resize_pov(pov)
+    assert out.shape == (128, 128, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, cv2.resize(pov, (128, 128), interpolation=cv2.INTER_LINEAR))
+    small = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(A.resize_pov(small), small)
+    with pytest.raises(ValueError, match="RGB"):
+        A.resize_pov(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        A.resize_pov(np.zeros((10, 10, 3), np.float32))
+
+
+def test_guided_logits_formula():
+    c = torch.log_softmax(torch.randn(3, 7), -1)
+    u = torch.log_softmax(torch.randn(3, 7), -1)
+    s = [0.0, 6.0, -1.5]
+    out = A.guided_logits(c, u, s)
+    for i, si in enumerate(s):
+        torch.testing.assert_close(out[i], (1 + si) * c[i] - si * u[i])
+    torch.testing.assert_close(A.guided_logits(c, u, [0.0, 0.0, 0.0]), c)
+
+
+def test_batched_equals_alone_equals_two_pass(policy):
+    """Many streams with different scales in one forward == each alone == two batch-1 forwards per step."""
+    rng = np.random.default_rng(1)
+    scales = [6.0, 0.0, None, 3.0, 7.5]
+    goals = [rng.normal(size=512).astype(np.float32) for _ in scales]
+    batched = [A.new_stream(policy, g, s, seed=i) for i, (g, s) in enumerate(zip(goals, scales))]
+    alone = [A.new_stream(policy, g, s, seed=i) for i, (g, s) in enumerate(zip(goals, scales))]
+    two_pass = [A.new_stream(policy, g, s, seed=i) for i, (g, s) in enumerate(zip(goals, scales))]
+    n_diff = 0
+    for t in range(5):
+        obs = _obs(rng, len(scales))
+        acts_b, logits_b = A.act_batch(policy, batched, obs, return_logits=True)
+        for i in range(len(scales)):
+            act_a, logits_a = A.act_batch(policy, [alone[i]], [obs[i]], return_logits=True)
+            act_t, logits_t = A.two_pass_step(policy, two_pass[i], obs[i], return_logits=True)
+            for h in A.HEADS:
+                torch.testing.assert_close(logits_b[h][i], logits_a[h][0], atol=2e-5, rtol=1e-5)
+                torch.testing.assert_close(logits_b[h][i], logits_t[h][0], atol=2e-5, rtol=1e-5)
+            assert batched[i].last == alone[i].last == two_pass[i].last
+            for k in acts_b[i]:
+                np.testing.assert_array_equal(acts_b[i][k], act_t[k])
+            n_diff += int(batched[i].last != batched[0].last)
+    assert n_diff > 0  # the streams really differ (goals, scales, seeds)
+    assert all(s.steps == 5 for s in batched)
+
+
+def test_guidance_changes_the_distribution(policy):
+    rng = np.random.default_rng(2)
+    goal = rng.normal(size=512).astype(np.float32) * 5
+    obs = _obs(rng, 1)
+    _, l0 = A.act_batch(policy, [A.new_stream(policy, goal, 0.0, seed=0)], obs, return_logits=True)
+    _, l6 = A.act_batch(policy, [A.new_stream(policy, goal, 6.0, seed=0)], obs, return_logits=True)
+    assert not torch.allclose(l0["buttons"], l6["buttons"])
+    # scale 0 == the plain conditional log-probs of one stream without guidance
+    _, lnone = A.act_batch(policy, [A.new_stream(policy, goal, None, seed=0)], obs, return_logits=True)
+    torch.testing.assert_close(l0["buttons"], lnone["buttons"], atol=2e-5, rtol=1e-5)
+
+
+def test_agent_reset_replays_and_actions_are_valid(policy):
+    rng = np.random.default_rng(3)
+    goal = rng.normal(size=512).astype(np.float32)
+    obs = _obs(rng, 6)
+    agent = A.Steve1Agent(policy, cond_scale=6.0, seed=11)
+    first = [agent.act(o, goal) for o in obs]
+    agent.reset()
+    second = [agent.act(o, goal) for o in obs]
+    for a, b in zip(first, second):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    act = first[0]
+    assert act["camera"].shape == (2,) and np.all(np.abs(act["camera"]) <= 10)
+    assert act["ESC"] == 0 and set(act) >= {"attack", "forward", "hotbar.9", "camera"}
+    buttons, camera = env_to_policy({k: np.asarray(v) for k, v in act.items()})
+    assert 0 <= int(buttons) < 8641 and 0 <= int(camera) < 121
+    other = A.Steve1Agent(policy, cond_scale=6.0, seed=12)
+    lasts = []
+    for o in obs:
+        other.act(o, goal)
+        lasts.append(other.stream.last)
+    agent.reset()
+    assert lasts != [(agent.act(o, goal), agent.stream.last)[1] for o in obs]  # another seed, other actions
+
+
+def test_deterministic_is_argmax(policy):
+    rng = np.random.default_rng(4)
+    goal = rng.normal(size=512).astype(np.float32)
+    st = A.new_stream(policy, goal, 6.0, deterministic=True)
+    _, logits = A.act_batch(policy, [st], _obs(rng, 1), return_logits=True)
+    assert st.last == {"buttons": int(logits["buttons"][0].argmax()), "camera": int(logits["camera"][0].argmax())}
+
+
+def test_gumbel_sampling_follows_the_distribution():
+    gen, _ = A.make_generator(0)
+    logits = torch.log(torch.tensor([0.7, 0.2, 0.1]))
+    counts = np.bincount([int((logits + A.gumbel_noise(3, gen)).argmax()) for _ in range(4000)], minlength=3)
+    np.testing.assert_allclose(counts / 4000, [0.7, 0.2, 0.1], atol=0.03)
+
+
+def test_bad_goal_and_scale_are_named(policy):
+    with pytest.raises(ValueError, match="expects 512"):
+        A.new_stream(policy, np.zeros(10, np.float32), 6.0)
+    with pytest.raises(ValueError, match="NaN"):
+        A.new_stream(policy, np.full(512, np.nan, np.float32), 6.0)
+    with pytest.raises(ValueError, match="cond_scale"):
+        A.new_stream(policy, np.zeros(512, np.float32), float("inf"))
