@@ -1,0 +1,243 @@
+"""`TrainConfig`: every knob of one STEVE-1 behaviour-cloning run, validated on construction.
+
+Presets live in `configs/train/{debug,finetune,paper}.yaml`; `load_train_config` applies a preset file and
+`key=value` overrides on top of these defaults (which are the STEVE-1 paper recipe, see steve1-original.md).
+
+Units: `*_frames` count training frames summed over all workers; `*_steps` count optimizer steps. One
+optimizer step consumes `trunc_t * batch_size * grad_accum * num_workers` frames (`frames_per_step`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from steve1_ray.config import ConfigError, check, load_config
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOSS_REDUCTIONS = ("sum_time", "mean")
+# Short names for `freeze`; anything else is taken as a parameter-name prefix.
+FREEZE_ALIASES = {
+    "cnn": "net.img_process.cnn.",
+    "img_process": "net.img_process.",
+    "recurrent": "net.recurrent_layer.",
+    "lastlayer": "net.lastlayer.",
+    "final_ln": "net.final_ln.",
+    "goal": "net.mineclip_embed_linear.",
+    "pi_head": "pi_head.",
+}
+
+
+@dataclass
+class TrainConfig:
+    # --- model ------------------------------------------------------------------------------------------
+    model: str = "2x"
+    """Policy architecture: a preset name (`debug`, `1x`, `2x`, `3x`) or an original `.model` file."""
+    in_weights: Optional[str] = None
+    """Weights to start from: VPT (`rl-from-foundation-2x.weights`, no goal layer) or STEVE-1 (`steve1.weights`)."""
+    out_weights: Optional[str] = None
+    """Final weights in the original layout; `<stem>_best.weights` / `<stem>_snapshot_<frames>.weights` go beside.
+    Default: `<storage_path>/<run_name>/weights/steve1.weights`."""
+
+    # --- data -------------------------------------------------------------------------------------------
+    data: str = ""
+    """Root of a Parquet shard dataset (`manifest.json` + shards), written by `steve1 dataset`."""
+    sampling: Optional[str] = None
+    """Name of a sampling: episode ids are read from `<sampling_dir>/<sampling>_{train,val}.txt`.
+    None: every episode of the manifest, `val_fraction` of them (chosen by a hash of the id) held out."""
+    sampling_dir: Optional[str] = None
+    """Folder of the sampling files (default: `<data>/samplings`)."""
+    val_fraction: float = 0.1
+    T: int = 640
+    """Frames per training sequence (one relabeled episode segment)."""
+    trunc_t: int = 64
+    """Frames per piece of truncated BPTT; the recurrent state is carried (detached) from piece to piece."""
+    min_btwn_goals: int = 15
+    max_btwn_goals: int = 200
+    """Goal spacing is `randint(min_btwn_goals, max_btwn_goals)` (high bound exclusive), as in STEVE-1."""
+    p_uncond: float = 0.1
+    """Probability that a whole sequence gets zero goal embeddings (the classifier-free-guidance token)."""
+    loader_threads: int = 2
+    """Threads per training worker that read and decode sequences ahead of the model."""
+    prefetch_batches: int = 4
+
+    # --- batch / scale ----------------------------------------------------------------------------------
+    batch_size: int = 12
+    """Sequences per worker per micro-batch."""
+    grad_accum: int = 4
+    """Micro-batches (of different sequences) whose gradients are summed before each optimizer step."""
+    num_workers: int = 1
+    """Ray Train workers (one per GPU). 0 = run the loop in the driver process (local mode, for tests)."""
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+
+    # --- objective / optimizer --------------------------------------------------------------------------
+    loss_reduction: str = "sum_time"
+    """`sum_time`: the original's −mean over sequences of Σ_t log p(a_t) per piece; `mean`: per-frame mean."""
+    lr: float = 4e-5
+    weight_decay: float = 0.039428
+    """On weights of Linear/Conv/GroupNorm layers and other parameters; never on biases, LayerNorm, Embedding."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    max_grad_norm: float = 5.0
+    warmup_frames: int = 10_000_000
+    n_frames: int = 100_000_000
+    """Training stops once this many frames have been trained on."""
+    decay_frames_factor: float = 1.1
+    """Cosine decay reaches 0 at `decay_frames_factor * n_frames` (STEVE-1: 1.1)."""
+    precision: str = "bf16"
+    """`fp32`, `bf16` (autocast, fp32 master weights) or `fp16` (autocast + GradScaler)."""
+    activation_checkpointing: bool = False
+    """Recompute CNN stacks and transformer blocks in the backward pass (less memory, ~30% more compute)."""
+    freeze: list[str] = field(default_factory=list)
+    """Parts kept fixed: `cnn`, `img_process`, `recurrent`, `lastlayer`, `final_ln`, `goal`, `pi_head`, or
+    parameter-name prefixes. The value head is never trained (it is not in the loss)."""
+
+    # --- validation / checkpoints ---------------------------------------------------------------------
+    val_every_steps: int = 1000
+    val_at_start: bool = True
+    val_max_sequences: int = 0
+    """Validate on at most this many val sequences (0 = all)."""
+    val_seed: int = 12345
+    """Relabeling seed of the validation set: the same goals and p_uncond draws every time and every run."""
+    patience: int = 0
+    """Stop after this many validations without a new best (0 = never stop early)."""
+    checkpoint_every_steps: int = 1000
+    snapshot_every_frames: int = 50_000_000
+    """Also export `<out>_snapshot_<frames>.weights` every this many frames (0 = never)."""
+    num_to_keep: int = 2
+    """Ray checkpoints kept (the best by val/loss plus the latest)."""
+    log_every_steps: int = 10
+
+    # --- run --------------------------------------------------------------------------------------------
+    seed: int = 42
+    run_name: str = "steve1"
+    storage_path: str = "~/ray_results"
+    """Where Ray Train writes checkpoints: a local folder (single node) or shared storage (`s3://...`, NFS)."""
+    tensorboard_dir: Optional[str] = None
+    """TensorBoard event files (default: `<storage_path>/<run_name>/tensorboard` when local, else `./runs/<run_name>`)."""
+    max_failures: int = 3
+    """Worker-group restarts from the latest checkpoint before the run fails."""
+    fail_at_step: int = -1
+    """Testing aid: worker rank 1 (rank 0 if alone) exits with `os._exit` right after this optimizer step
+    in its first attempt. -1 = never."""
+
+    def __post_init__(self):
+        check(self.T > 0 and self.trunc_t > 0, f"T={self.T} and trunc_t={self.trunc_t} must be positive")
+        check(self.T % self.trunc_t == 0,
+              f"T={self.T} is not a multiple of trunc_t={self.trunc_t}: choose e.g. T={self.T // self.trunc_t * self.trunc_t or self.trunc_t}")
+        check(self.min_btwn_goals >= 15,
+              f"min_btwn_goals={self.min_btwn_goals}: must be >= 15 (the first 15 frames have no 16-frame goal embedding)")
+        check(self.max_btwn_goals > self.min_btwn_goals,
+              f"max_btwn_goals={self.max_btwn_goals} must be > min_btwn_goals={self.min_btwn_goals} (randint's high bound is exclusive)")
+        check(0.0 <= self.p_uncond <= 1.0, f"p_uncond={self.p_uncond} must be in [0, 1]")
+        check(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in [0, 1)")
+        check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        check(self.grad_accum >= 1, f"grad_accum={self.grad_accum} must be >= 1")
+        check(self.num_workers >= 0, f"num_workers={self.num_workers} must be >= 0 (0 = local mode)")
+        check(self.loader_threads >= 0 and self.prefetch_batches >= 1,
+              f"loader_threads={self.loader_threads} must be >= 0 and prefetch_batches={self.prefetch_batches} >= 1")
+        check(self.precision in PRECISIONS, f"precision={self.precision!r}: choose one of {PRECISIONS}")
+        check(self.loss_reduction in LOSS_REDUCTIONS,
+              f"loss_reduction={self.loss_reduction!r}: choose one of {LOSS_REDUCTIONS}")
+        check(self.lr > 0, f"lr={self.lr} must be > 0")
+        check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
+        check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0 (clipping is always on)")
+        check(self.n_frames > 0, f"n_frames={self.n_frames} must be > 0")
+        check(0 <= self.warmup_frames <= self.n_frames,
+              f"warmup_frames={self.warmup_frames} must be between 0 and n_frames={self.n_frames}")
+        check(self.decay_frames_factor >= 1.0, f"decay_frames_factor={self.decay_frames_factor} must be >= 1")
+        for name in ("val_every_steps", "checkpoint_every_steps", "log_every_steps"):
+            check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("val_max_sequences", "patience", "snapshot_every_frames", "max_failures"):
+            check(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        check(self.num_to_keep >= 1, f"num_to_keep={self.num_to_keep} must be >= 1")
+        check(self.cpus_per_worker > 0, f"cpus_per_worker={self.cpus_per_worker} must be > 0")
+        for part in self.freeze:
+            check(part in FREEZE_ALIASES or part.endswith("."),
+                  f"freeze: unknown part {part!r}; use one of {sorted(FREEZE_ALIASES)} or a parameter prefix ending in '.'")
+        check(bool(self.run_name) and "/" not in self.run_name,
+              f"run_name={self.run_name!r} must be a non-empty name without '/'")
+
+    # --- derived quantities ---------------------------------------------------------------------------
+    @property
+    def world_size(self) -> int:
+        return max(self.num_workers, 1)
+
+    @property
+    def frames_per_step(self) -> int:
+        """Frames behind one optimizer step, summed over micro-batches and workers."""
+        return self.trunc_t * self.batch_size * self.grad_accum * self.world_size
+
+    @property
+    def steps_per_group(self) -> int:
+        """Optimizer steps per group of micro-batches (one per trunc_t piece of the T-frame sequences)."""
+        return self.T // self.trunc_t
+
+    @property
+    def sequences_per_group(self) -> int:
+        """Sequences consumed by all workers together per group of `steps_per_group` optimizer steps."""
+        return self.batch_size * self.grad_accum * self.world_size
+
+    @property
+    def freeze_prefixes(self) -> list[str]:
+        return [FREEZE_ALIASES.get(p, p) for p in self.freeze]
+
+    def run_dir(self) -> str:
+        """`<storage_path>/<run_name>` (a path or a URI)."""
+        return _join(_expand(self.storage_path), self.run_name)
+
+    def resolved_out_weights(self) -> str:
+        return self.out_weights or _join(self.run_dir(), "weights", "steve1.weights")
+
+    def resolved_tensorboard_dir(self) -> str:
+        if self.tensorboard_dir:
+            return _expand(self.tensorboard_dir)
+        if is_uri(self.storage_path):
+            return os.path.abspath(os.path.join("runs", self.run_name))
+        return os.path.join(self.run_dir(), "tensorboard")
+
+    def resolved_sampling_dir(self) -> str:
+        return self.sampling_dir or os.path.join(self.data, "samplings")
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _expand(path: str) -> str:
+    if is_uri(path):
+        return path
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _join(base: str, *parts: str) -> str:
+    if is_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return os.path.join(base, *parts)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PRESET_DIR = REPO_ROOT / "configs" / "train"
+
+
+def preset_path(name_or_file: str, preset_dir: Path = PRESET_DIR) -> Path:
+    """`debug` -> configs/train/debug.yaml; a path is returned as is. Unknown names list the presets."""
+    path = Path(name_or_file)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = preset_dir / f"{name_or_file}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in preset_dir.glob("*.yaml"))
+    raise ConfigError(f"unknown preset {name_or_file!r}: use one of {known} or a YAML file path")
+
+
+def load_train_config(config: str | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults <- preset/YAML file <- `key=value` overrides."""
+    files = [preset_path(config)] if config else []
+    return load_config(TrainConfig, files, overrides)

@@ -1,0 +1,244 @@
+"""Training sequences: T-frame episode segments, relabeled when loaded, batched per worker in a fixed order.
+
+Why not Ray Data here: a sample is a whole T-frame sequence whose pieces must run in order on the same batch
+rows, and resuming must continue with exactly the sequences (and goals) the interrupted run would have seen.
+So the order is a pure function of (seed, epoch): a permutation of all sequences, dealt to worker `rank` as
+`perm[rank::world_size]` and cut into groups of `grad_accum` micro-batches of `batch_size` sequences. The data
+position in a checkpoint is just (epoch, group). Each worker reads its own sequences straight from the
+Parquet shards with a small thread pool (JPEG decoding releases the GIL) that runs `prefetch_batches` ahead.
+
+A batch is a dict of tensors:
+    img        (B, T, 128, 128, 3) uint8 RGB
+    goal_embed (B, T, D) float32    (zeros for an unconditional sequence)
+    buttons    (B, T) int64, camera (B, T) int64
+    first      (B, T) bool           True at t = 0 only
+    uncond     (B,) bool
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from steve1_ray.train.relabel import NONE_EMBED_OFFSET, relabel, sequence_rng, sequence_starts
+
+
+class EpisodeSource(Protocol):
+    """Where episodes come from: Parquet shards in production, arrays in memory in tests."""
+
+    def length(self, episode_id: str) -> int: ...
+
+    def read(self, episode_id: str, start: int, stop: int) -> dict:
+        """frames (n, 128, 128, 3) uint8, buttons (n,), camera (n,) for frames [start, stop)."""
+
+    def embeds(self, episode_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(embeds (N, D) float32, embed_valid (N,) bool) for the whole episode."""
+
+
+class InMemoryEpisodes:
+    """Episodes held as arrays: {id: {"frames", "buttons", "camera", "embeds"[, "embed_valid"]}}."""
+
+    def __init__(self, episodes: dict[str, dict]):
+        self.episodes = episodes
+
+    def episode_ids(self) -> list[str]:
+        return list(self.episodes)
+
+    def length(self, episode_id: str) -> int:
+        return len(self.episodes[episode_id]["buttons"])
+
+    def read(self, episode_id: str, start: int, stop: int) -> dict:
+        ep = self.episodes[episode_id]
+        return {k: ep[k][start:stop] for k in ("frames", "buttons", "camera")}
+
+    def embeds(self, episode_id: str) -> tuple[np.ndarray, np.ndarray]:
+        ep = self.episodes[episode_id]
+        valid = ep.get("embed_valid")
+        if valid is None:
+            valid = np.arange(len(ep["embeds"])) >= NONE_EMBED_OFFSET
+        return ep["embeds"], valid
+
+
+class ShardEpisodes:
+    """Episodes of a Parquet shard dataset (`steve1_ray.data.shards`; a local path or a URI).
+
+    Frames are read per sequence (only the segments overlapping it, only its frames decoded); the small
+    per-episode embeddings are cached, since relabeling draws goals over the whole episode.
+    """
+
+    def __init__(self, root: str, cache_episodes: int = 256):
+        from steve1_ray.data import shards
+
+        self.root = str(root)
+        self._shards = shards
+        self._lengths = {eid: int(e["n_frames"]) for eid, e in shards.list_episodes(self.root).items()}
+        self._embeds: collections.OrderedDict[str, tuple] = collections.OrderedDict()
+        self._cache_size = cache_episodes
+        self._lock = threading.Lock()
+
+    def episode_ids(self) -> list[str]:
+        return list(self._lengths)
+
+    def length(self, episode_id: str) -> int:
+        try:
+            return self._lengths[episode_id]
+        except KeyError:
+            raise KeyError(f"episode {episode_id!r} is not a finished episode of {self.root}; is the sampling "
+                           f"file from another dataset?") from None
+
+    def read(self, episode_id: str, start: int, stop: int) -> dict:
+        return self._shards.load_episode(self.root, episode_id, start, stop, columns=["frames", "buttons", "camera"])
+
+    def embeds(self, episode_id: str) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if episode_id in self._embeds:
+                self._embeds.move_to_end(episode_id)
+                return self._embeds[episode_id]
+        ep = self._shards.load_episode(self.root, episode_id, columns=["embeds", "embed_valid"])
+        out = (np.asarray(ep["embeds"], dtype=np.float32), np.asarray(ep["embed_valid"], dtype=bool))
+        with self._lock:
+            self._embeds[episode_id] = out
+            while len(self._embeds) > self._cache_size:
+                self._embeds.popitem(last=False)
+        return out
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    episode_id: str
+    start: int
+
+
+class SequenceDataset:
+    """All T-frame sequences of some episodes; `load(index, epoch)` reads and relabels one."""
+
+    def __init__(self, source: EpisodeSource, episode_ids: list[str], T: int, min_btwn_goals: int,
+                 max_btwn_goals: int, p_uncond: float, seed: int):
+        self.source = source
+        self.T, self.seed = T, seed
+        self.min_btwn_goals, self.max_btwn_goals, self.p_uncond = min_btwn_goals, max_btwn_goals, p_uncond
+        self.sequences: list[SequenceSpec] = []
+        self.skipped: list[str] = []
+        min_len = max(T, min_btwn_goals) + NONE_EMBED_OFFSET
+        for eid in episode_ids:
+            n = source.length(eid)
+            if n < min_len:
+                self.skipped.append(eid)
+                continue
+            self.sequences += [SequenceSpec(eid, s) for s in sequence_starts(n, T)]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.sequences) * self.T
+
+    def load(self, index: int, epoch: int) -> dict:
+        spec = self.sequences[index]
+        embeds, valid = self.source.embeds(spec.episode_id)
+        rng = sequence_rng(self.seed, epoch, index)
+        goal_embed, _, uncond = relabel(embeds, valid, spec.start, self.T, self.min_btwn_goals,
+                                        self.max_btwn_goals, self.p_uncond, rng)
+        seq = self.source.read(spec.episode_id, spec.start, spec.start + self.T)
+        if len(seq["buttons"]) != self.T or len(seq["frames"]) != self.T:
+            raise ValueError(f"episode {spec.episode_id}: frames [{spec.start}, {spec.start + self.T}) gave "
+                             f"{len(seq['frames'])} frames and {len(seq['buttons'])} actions; the shard is damaged, "
+                             f"rebuild it with `steve1 dataset`")
+        first = np.zeros(self.T, dtype=bool)
+        first[0] = True
+        return {"img": np.asarray(seq["frames"], dtype=np.uint8), "goal_embed": goal_embed,
+                "buttons": np.asarray(seq["buttons"], dtype=np.int64),
+                "camera": np.asarray(seq["camera"], dtype=np.int64), "first": first, "uncond": uncond}
+
+
+def collate(items: list[dict]) -> dict:
+    return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+
+
+def epoch_groups(n_sequences: int, seed: int, epoch: int, rank: int, world_size: int, batch_size: int,
+                 grad_accum: int) -> list[list[list[int]]]:
+    """This worker's sequence indices for one epoch: groups of `grad_accum` batches of `batch_size`.
+
+    Every worker gets the same number of groups (the remainder of the permutation is dropped this epoch).
+    """
+    perm = np.random.default_rng([seed, epoch, 7919]).permutation(n_sequences)
+    mine = perm[rank::world_size]
+    per_group = batch_size * grad_accum
+    n_groups = n_sequences // (world_size * per_group)
+    return [[mine[g * per_group + m * batch_size: g * per_group + (m + 1) * batch_size].tolist()
+             for m in range(grad_accum)] for g in range(n_groups)]
+
+
+def val_batches(n_sequences: int, rank: int, world_size: int, batch_size: int, limit: int = 0) -> list[list[int]]:
+    """Validation sequences of this worker: `range(n)[rank::world]` in batches (the last may be smaller)."""
+    n = min(n_sequences, limit) if limit else n_sequences
+    mine = list(range(rank, n, world_size))
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+class Prefetcher:
+    """Loads batches of sequences on a thread pool, keeping `ahead` batches in flight, in order."""
+
+    def __init__(self, dataset: SequenceDataset, threads: int, ahead: int):
+        self.dataset, self.ahead = dataset, ahead
+        self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 0 else None
+
+    def _submit(self, batch: list[int], epoch: int):
+        if self.pool is None:
+            return [self.dataset.load(i, epoch) for i in batch]
+        return [self.pool.submit(self.dataset.load, i, epoch) for i in batch]
+
+    @staticmethod
+    def _result(pending) -> dict:
+        return collate([p.result() if hasattr(p, "result") else p for p in pending])
+
+    def iter_batches(self, batches: list[list[int]], epoch: int) -> Iterator[dict]:
+        queue = collections.deque()
+        it = iter(batches)
+        for batch in it:
+            queue.append(self._submit(batch, epoch))
+            if len(queue) >= self.ahead:
+                break
+        while queue:
+            pending = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append(self._submit(nxt, epoch))
+            yield self._result(pending)
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def read_sampling(sampling_dir: str, name: str) -> tuple[list[str], list[str]]:
+    """Episode ids of `<name>_train.txt` and `<name>_val.txt` (one per line; blank lines and # comments skipped)."""
+    out = []
+    for split in ("train", "val"):
+        path = Path(sampling_dir) / f"{name}_{split}.txt"
+        if not path.exists():
+            raise FileNotFoundError(f"sampling file {path} does not exist: create it with `steve1 sampling`, or set "
+                                    f"sampling=null to split the dataset's episodes by val_fraction")
+        ids = [line.strip() for line in path.read_text().splitlines()]
+        out.append([Path(i).name if "/" in i else i for i in ids if i and not i.startswith("#")])
+    return out[0], out[1]
+
+
+def hash_split(episode_ids: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """Deterministic split by a hash of the id: the same episode is always on the same side."""
+    def h(eid: str) -> float:
+        return int(hashlib.sha1(eid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    train = [e for e in episode_ids if h(e) >= val_fraction]
+    val = [e for e in episode_ids if h(e) < val_fraction]
+    if val_fraction > 0 and not val and len(train) > 1:
+        val, train = train[-1:], train[:-1]
+    return train, val

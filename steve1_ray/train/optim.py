@@ -1,0 +1,101 @@
+"""AdamW with STEVE-1's weight-decay groups, part freezing, and activation checkpointing.
+
+Decay groups follow STEVE-1's `configure_optimizers`: every parameter named `*bias` and the weights of
+LayerNorm and Embedding modules get no weight decay; everything else (Linear/Conv weights, GroupNorm weights,
+the relative-attention `b_nd`, ...) gets `weight_decay`. Frozen parameters (requires_grad False) are left out.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding)
+
+
+def decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of trainable parameters (decay, no_decay), each parameter in exactly one list."""
+    owner = {}
+    for module_name, module in model.named_modules():
+        for param_name, _ in module.named_parameters(recurse=False):
+            owner[f"{module_name}.{param_name}" if module_name else param_name] = module
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.endswith("bias") or (name.endswith("weight") and isinstance(owner[name], NO_DECAY_MODULES)):
+            no_decay.append(name)
+        else:
+            decay.append(name)
+    return decay, no_decay
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999),
+                    eps: float = 1e-8) -> torch.optim.AdamW:
+    decay, no_decay = decay_groups(model)
+    params = dict(model.named_parameters())
+    if not decay and not no_decay:
+        raise ValueError("no trainable parameters: `freeze` covers the whole model; unfreeze at least one part")
+    groups = [
+        {"params": [params[n] for n in decay], "weight_decay": weight_decay, "names": decay},
+        {"params": [params[n] for n in no_decay], "weight_decay": 0.0, "names": no_decay},
+    ]
+    fused = any(p.is_cuda for p in params.values())
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
+
+
+def freeze_parts(model: nn.Module, prefixes: list[str], always: tuple[str, ...] = ("value_head.",)) -> dict:
+    """Set requires_grad=False on parameters whose name starts with a prefix; return counts per prefix.
+
+    A prefix that matches nothing is an error (a typo would otherwise silently train everything).
+    """
+    counts = {p: 0 for p in [*always, *prefixes]}
+    for name, param in model.named_parameters():
+        for prefix in counts:
+            if name.startswith(prefix):
+                param.requires_grad_(False)
+                counts[prefix] += param.numel()
+    missing = [p for p in prefixes if counts[p] == 0]
+    if missing:
+        tops = sorted({n.split(".")[0] + "." + n.split(".")[1] + "." for n, _ in model.named_parameters()
+                       if n.count(".") >= 2})
+        raise ValueError(f"freeze: {missing} match no parameter; prefixes in this model include {tops}")
+    return counts
+
+
+def enable_activation_checkpointing(model: nn.Module, module_names: list[str] | None = None) -> list[str]:
+    """Recompute the named submodules' activations in backward (torch.utils.checkpoint, non-reentrant).
+
+    Default: each ImpalaCNN stack and each transformer block of the policy. Returns the wrapped names.
+    """
+    if module_names is None:
+        module_names = [n for n, _ in model.named_modules()
+                        if _is_child_of(n, ("net.img_process.cnn.stacks", "net.recurrent_layer.blocks"))]
+    modules = dict(model.named_modules())
+    for name in module_names:
+        module = modules[name]
+        if getattr(module, "_steve1_checkpointed", False):
+            continue
+        original = module.forward
+
+        @functools.wraps(original)
+        def forward(*args, _original=original, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+            return _original(*args, **kwargs)
+
+        module.forward = forward
+        module._steve1_checkpointed = True
+    if not module_names:
+        raise ValueError("activation_checkpointing: the policy has no `net.img_process.cnn.stacks.*` or "
+                         "`net.recurrent_layer.blocks.*` modules to checkpoint")
+    return module_names
+
+
+def _is_child_of(name: str, parents: tuple[str, ...]) -> bool:
+    for parent in parents:
+        if name.startswith(parent + ".") and name[len(parent) + 1:].isdigit():
+            return True
+    return False

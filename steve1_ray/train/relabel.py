@@ -1,0 +1,71 @@
+"""Packed hindsight relabeling (STEVE-1 Algorithm 1), seeded per (seed, epoch, sequence).
+
+For an episode of N frames, goal timesteps are drawn over the whole episode: `cur = 0`; repeat
+`cur += randint(min_btwn_goals, max_btwn_goals)` (high exclusive); if `N − cur < min_btwn_goals` then
+`cur = N − 1`; until `cur == N − 1`. Timestep t is conditioned on `embeds[goal_i]` for the first goal with
+`t <= goal_i + 1` (the frame right after a goal still shows it), i.e. always a future 16-frame clip.
+With probability `p_uncond` the whole sequence gets zero embeddings.
+
+The original draws from the global NumPy RNG inside DataLoader workers; here each sequence gets its own
+generator `default_rng([seed, epoch, index])`, so goals are fresh every epoch, identical on resume and on any
+number of workers, and fixed for validation (`epoch = val_seed`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NONE_EMBED_OFFSET = 15  # embeds[0..14] are not defined: a goal clip needs 16 frames
+
+
+def sequence_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index])
+
+
+def goal_timesteps(n_frames: int, min_btwn_goals: int, max_btwn_goals: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    goals = []
+    cur = 0
+    while cur < n_frames - 1:
+        cur += int(rng.integers(min_btwn_goals, max_btwn_goals))
+        if n_frames - cur < min_btwn_goals:
+            cur = n_frames - 1
+        goals.append(cur)
+    return np.asarray(goals, dtype=np.int64)
+
+
+def goal_index_per_timestep(goals: np.ndarray, timesteps: np.ndarray) -> np.ndarray:
+    """For each timestep t, the goal timestep it is conditioned on (the first goal g with t <= g + 1)."""
+    return goals[np.searchsorted(goals + 1, timesteps, side="left")]
+
+
+def relabel(embeds: np.ndarray, embed_valid: np.ndarray | None, start: int, T: int, min_btwn_goals: int,
+            max_btwn_goals: int, p_uncond: float, rng: np.random.Generator):
+    """Goal embeddings for frames [start, start + T) of an episode whose per-frame embeds are `embeds` (N, D).
+
+    Returns (goal_embed (T, D) float32, goal_t (T,) int64 goal timestep per frame, uncond bool).
+    """
+    n_frames = len(embeds)
+    goals = goal_timesteps(n_frames, min_btwn_goals, max_btwn_goals, rng)
+    goal_t = goal_index_per_timestep(goals, np.arange(start, start + T))
+    if embed_valid is not None and not bool(np.all(embed_valid[goal_t])):
+        bad = int(goal_t[~embed_valid[goal_t]][0])
+        raise ValueError(f"goal timestep {bad} has no valid embedding (embed_valid is False): the embedder's "
+                         f"window is longer than {NONE_EMBED_OFFSET + 1} frames; raise min_btwn_goals")
+    uncond = bool(rng.random() < p_uncond)
+    goal_embed = np.asarray(embeds[goal_t], dtype=np.float32)
+    if uncond:
+        goal_embed = np.zeros_like(goal_embed)
+    return goal_embed, goal_t, uncond
+
+
+def sequence_starts(n_frames: int, T: int) -> list[int]:
+    """Start frames of the T-frame sequences of an episode: from 15 in steps of T, the last moved to end at N.
+
+    Episodes shorter than T + 15 frames give no sequence.
+    """
+    if n_frames < T + NONE_EMBED_OFFSET:
+        return []
+    starts = []
+    for start in range(NONE_EMBED_OFFSET, n_frames, T):
+        starts.append(min(start, n_frames - T))
+    return starts
