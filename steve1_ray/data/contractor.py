@@ -292,8 +292,7 @@ class ContractorEpisode:
     frames: np.ndarray  # (N, 128, 128, 3) uint8 RGB
     frames_mineclip: np.ndarray | None  # (N, 160, 256, 3) uint8 RGB, None if not requested
     env_actions: dict[str, np.ndarray]  # 23 button keys (N,) int8 + camera (N, 2) float64 degrees
-    n_lines: int = 0  # jsonl lines (= video frames read)
-    n_video_frames: int = 0
+    n_lines: int = 0  # jsonl lines
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -301,6 +300,55 @@ class ContractorEpisode:
 
     def __getitem__(self, key: str):  # dict-style access: ep["frames"]
         return getattr(self, key)
+
+
+def read_actions(jsonl_path: str | Path, vpt_compat: bool = False) -> ConvertedActions:
+    """Read and convert a contractor jsonl file (raises EpisodeError if unreadable or malformed)."""
+    jsonl_path = Path(jsonl_path)
+    try:
+        text = jsonl_path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EpisodeError(f"{jsonl_path}: cannot read actions ({e})") from None
+    steps = parse_jsonl(text, str(jsonl_path))
+    if not steps:
+        raise EpisodeError(f"{jsonl_path}: no action lines (empty file)")
+    return convert_actions(steps, vpt_compat=vpt_compat, where=str(jsonl_path))
+
+
+def iter_kept_frames(video_path: str | Path, actions: ConvertedActions,
+                     cursor_image: str | Path | np.ndarray | None = None, *, with_mineclip: bool = True,
+                     expected_resolution: tuple[int, int] | None = None, max_frame_mismatch: int = 0,
+                     decode_threads: int = 1) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """Decode the video and yield (line index, (128,128,3) frame, (160,256,3) MineCLIP frame or None)
+    for every kept (non-null) step, cursor drawn when the GUI is open. Checks the frame count at the end
+    (so a consumer may have seen frames of an episode that then raises EpisodeError)."""
+    cursor_rgb, cursor_alpha = load_cursor(cursor_image)
+    n_lines = len(actions.keep)
+    n_read = 0
+    for i, frame in enumerate(iter_video_frames(video_path, threads=decode_threads)):
+        n_read += 1
+        if expected_resolution is not None and (frame.shape[1], frame.shape[0]) != tuple(expected_resolution):
+            raise EpisodeError(f"{video_path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, expected "
+                               f"{expected_resolution[0]}x{expected_resolution[1]}; set "
+                               "expected_resolution=null to accept other sizes")
+        if i >= n_lines:
+            if n_read - n_lines > max_frame_mismatch:
+                break  # more frames than lines: report below without decoding the rest
+            continue
+        if not actions.keep[i]:
+            continue
+        if actions.gui_open[i]:
+            scale = frame.shape[0] / ORIGINAL_HEIGHT_PX
+            x, y = actions.cursor_xy[i]
+            overlay_cursor(frame, cursor_rgb, cursor_alpha, int(x * scale), int(y * scale))
+        yield i, resize_policy(frame), (resize_mineclip(frame) if with_mineclip else None)
+    if n_read == 0:
+        raise EpisodeError(f"{video_path}: no frames could be decoded; the video is empty or corrupt")
+    if abs(n_read - n_lines) > max_frame_mismatch:
+        more = "at least " if n_read > n_lines else ""
+        raise EpisodeError(f"{video_path}: {more}{n_read} video frames but {n_lines} action lines; the pair "
+                           "does not match (truncated or wrong file?). To accept small differences set "
+                           f"max_frame_mismatch={abs(n_read - n_lines)}")
 
 
 def load_contractor_episode(video_path: str | Path, jsonl_path: str | Path, vpt_compat: bool = False,
@@ -316,50 +364,23 @@ def load_contractor_episode(video_path: str | Path, jsonl_path: str | Path, vpt_
     max_frame_mismatch:  how many frames the video may have more or fewer than the jsonl has lines
                          (the original silently ignores any difference; here it is an error by default).
     """
-    jsonl_path = Path(jsonl_path)
-    try:
-        text = jsonl_path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise EpisodeError(f"{jsonl_path}: cannot read actions ({e})") from None
-    steps = parse_jsonl(text, str(jsonl_path))
-    if not steps:
-        raise EpisodeError(f"{jsonl_path}: no action lines")
-    conv = convert_actions(steps, vpt_compat=vpt_compat, where=str(jsonl_path))
-    cursor_rgb, cursor_alpha = load_cursor(cursor_image)
-
+    actions = read_actions(jsonl_path, vpt_compat)
     frames, frames_mc, kept = [], [], []
-    n_read = 0
-    for i, frame in enumerate(iter_video_frames(video_path, threads=decode_threads)):
-        n_read += 1
-        if expected_resolution is not None and (frame.shape[1], frame.shape[0]) != tuple(expected_resolution):
-            raise EpisodeError(f"{video_path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, expected "
-                               f"{expected_resolution[0]}x{expected_resolution[1]}; pass "
-                               "expected_resolution=None (config: expected_resolution=null) to accept it")
-        if i >= len(steps) or not conv.keep[i]:
-            continue
-        if conv.gui_open[i]:
-            scale = frame.shape[0] / ORIGINAL_HEIGHT_PX
-            x, y = conv.cursor_xy[i]
-            overlay_cursor(frame, cursor_rgb, cursor_alpha, int(x * scale), int(y * scale))
-        frames.append(resize_policy(frame))
-        if with_mineclip:
-            frames_mc.append(resize_mineclip(frame))
+    for i, frame, frame_mc in iter_kept_frames(
+            video_path, actions, cursor_image, with_mineclip=with_mineclip,
+            expected_resolution=expected_resolution, max_frame_mismatch=max_frame_mismatch,
+            decode_threads=decode_threads):
+        frames.append(frame)
+        frames_mc.append(frame_mc)
         kept.append(i)
-    if n_read == 0:
-        raise EpisodeError(f"{video_path}: no frames could be decoded; the video is empty or corrupt")
-    if abs(n_read - len(steps)) > max_frame_mismatch:
-        raise EpisodeError(f"{video_path}: {n_read} video frames but {jsonl_path.name} has {len(steps)} "
-                           f"action lines; the pair does not match (truncated download?). Allow a "
-                           f"difference with max_frame_mismatch={abs(n_read - len(steps))}")
     idx = np.asarray(kept, np.int64)
-    env_actions = {k: v[idx] for k, v in conv.env_actions.items()}
     n = len(idx)
     return ContractorEpisode(
         frames=np.stack(frames) if n else np.zeros((0, 128, 128, 3), np.uint8),
         frames_mineclip=(np.stack(frames_mc) if n else np.zeros((0, 160, 256, 3), np.uint8))
         if with_mineclip else None,
-        env_actions=env_actions, n_lines=len(steps), n_video_frames=n_read,
-        meta={"kept_lines": idx, "vpt_compat": vpt_compat})
+        env_actions={k: v[idx] for k, v in actions.env_actions.items()},
+        n_lines=len(actions.keep), meta={"kept_lines": idx, "vpt_compat": vpt_compat})
 
 
 def pack_env_buttons(env_actions: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,0 +1,464 @@
+"""The dataset job on Ray Data: episodes -> (decode + convert) -> (embed + write) -> Parquet shards.
+
+    tasks  = resolve_sources(cfg.sources)                       # driver: which episodes, minus finished ones
+    ray.data.from_items(tasks)                                  # one block per episode
+      .flat_map(convert_episode)        CPU tasks              # download, decode, actions, resize, JPEG;
+                                                               # one row per segment (or one error row)
+      .map_batches(EmbedAndWrite, compute=ActorPoolStrategy)   # GPU (or CPU) actors: MineCLIP with cached
+                                                               # per-frame features, then the shard file
+      .iter_rows()                                             # driver: index/<id>.json once all segments
+                                                               # of an episode are in; quarantine on error
+
+An episode counts as finished only when its index entry exists, which the driver writes after all its
+segment files are in place; a rerun skips finished (and, unless `retry_quarantined`, quarantined)
+episodes. A bad episode becomes one error row and a quarantine/<id>.json file; it never stops the run.
+
+Run: `python jobs/generate_dataset.py --config configs/data/debug.yaml output=/data/ds sources=[local:/rec]`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import numpy as np
+
+from steve1_ray.config import check, load_config, save_config, to_dict
+from steve1_ray.data import shards
+from steve1_ray.data.contractor import (EpisodeError, iter_kept_frames, pack_env_buttons, read_actions)
+from steve1_ray.data.embed import WINDOW
+from steve1_ray.data.sources import EpisodeTask, fetch_episode, resolve_sources
+
+FPS = 20  # contractor recordings and the embedded world run at 20 Hz
+
+
+@dataclass
+class DataConfig:
+    """Config of jobs/generate_dataset.py (YAML overlays + key=value overrides)."""
+
+    output: str = ""
+    """Dataset root: a local path or a s3:// / gs:// / file:// URI."""
+    sources: list[str] = field(default_factory=list)
+    """`contractor:<version|index.json|url>`, `local:<dir>` or `<dir>` (see steve1_ray.data.sources)."""
+    num_episodes: int = -1
+    """Episodes taken from each source (-1: all), starting at `episode_offset`."""
+    episode_offset: int = 0
+    mirror: Optional[str] = None
+    """Local copy of the contractor files with the index's relpaths under it (no download then)."""
+    cache_dir: str = "/tmp/steve1_contractor_cache"
+    """Where downloads go (resumed if interrupted); deleted after conversion unless `keep_downloads`."""
+    keep_downloads: bool = False
+    download_retries: int = 5
+    download_timeout_s: float = 60.0
+    vpt_compat: bool = False
+    """Truncate camera degrees toward zero like VPT/STEVE-1 (openai/Video-Pre-Training#54). Off: exact."""
+    cursor_image: Optional[str] = None
+    """PNG with alpha for the GUI cursor; null draws our own arrow (VPT's png gives bit parity)."""
+    expected_resolution: Optional[list[int]] = field(default_factory=lambda: [640, 360])
+    """(W, H) every video frame must have; null accepts any size."""
+    max_frame_mismatch: int = 0
+    """Allowed |video frames - jsonl lines|; larger differences quarantine the episode."""
+    min_frames: int = 1000
+    """Episodes with fewer kept (non-null) frames are quarantined as too short (original: 1000)."""
+    segment_len: int = 500
+    """Frames per shard row/file (the last segment of an episode may be shorter)."""
+    frame_codec: str = "jpeg"
+    """jpeg | png | raw; see docs/data.md for the measured bytes/frame and decode speed."""
+    jpeg_quality: int = 95
+    embedder: str = "mineclip"
+    """mineclip | none (no embeddings: zeros, embed_valid False)."""
+    mineclip_preset: str = "attn"
+    mineclip_path: Optional[str] = None
+    """MineCLIP checkpoint (attn.pth); null means random (seeded) weights, for tests only."""
+    embed_dim_none: int = 512
+    """Width of the zero embeddings when embedder=none."""
+    embed_dtype: str = "fp16"
+    """fp16 | bf16 | fp32 autocast on GPUs (CPU actors always compute in fp32)."""
+    frame_batch: int = 64
+    """Frames per ViT forward pass."""
+    num_embed_actors: int = 1
+    """Maximum size of the embedding actor pool (one GPU each when the cluster has GPUs)."""
+    convert_cpus: float = 1.0
+    """CPUs reserved per decode/convert task."""
+    decode_threads: int = 1
+    retry_quarantined: bool = False
+    """Also redo episodes quarantined by an earlier run."""
+    overwrite: bool = False
+    """Redo finished episodes too."""
+    progress: bool = True
+
+    def __post_init__(self):
+        check(self.frame_codec in shards.FRAME_CODECS,
+              f"frame_codec={self.frame_codec!r}: use one of {list(shards.FRAME_CODECS)}")
+        check(self.embedder in ("mineclip", "none"), f"embedder={self.embedder!r}: use mineclip or none")
+        check(self.embed_dtype in ("fp16", "bf16", "fp32"), f"embed_dtype={self.embed_dtype!r}: fp16|bf16|fp32")
+        check(self.segment_len >= WINDOW, f"segment_len={self.segment_len} must be >= {WINDOW}")
+        check(self.min_frames >= 1, f"min_frames={self.min_frames} must be >= 1")
+        check(1 <= self.jpeg_quality <= 100, f"jpeg_quality={self.jpeg_quality} must be in 1..100")
+        check(self.num_embed_actors >= 1, f"num_embed_actors={self.num_embed_actors} must be >= 1")
+        check(self.max_frame_mismatch >= 0, f"max_frame_mismatch={self.max_frame_mismatch} must be >= 0")
+        check(self.expected_resolution is None or len(self.expected_resolution) == 2,
+              f"expected_resolution={self.expected_resolution!r}: give [W, H] or null")
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 1: one episode -> segment rows (runs in Ray tasks; plain Python, testable without Ray)
+
+
+def _error_row(task: dict, reason: str) -> dict:
+    return {"episode_id": task["episode_id"], "error": reason, "task": json.dumps(task), "segment": -1,
+            "last": True, "start": 0, "n_frames": 0, "context": 0, "frames": [], "buttons": b"",
+            "camera": b"", "env_buttons": b"", "env_camera": b"", "mineclip": b"", "episode": ""}
+
+
+def convert_episode(task: dict, cfg: DataConfig) -> Iterator[dict]:
+    """Yield one row per segment of the episode, or a single error row (never raises).
+
+    A segment row carries the encoded 128x128 frames and actions of frames [start, start+n), plus the
+    MineCLIP frames of [start-context, start+n) (context = the up to 15 frames before it, so that its
+    windows can be embedded without the previous segment).
+    """
+    from steve1_ray.actions import env_to_policy
+
+    t0 = time.perf_counter()
+    downloaded = None
+    try:
+        video, actions_path, was_downloaded = fetch_episode(EpisodeTask(**task), cfg.cache_dir,
+                                                            cfg.download_retries, cfg.download_timeout_s)
+        if was_downloaded:
+            downloaded = video.parent
+        actions = read_actions(actions_path, vpt_compat=cfg.vpt_compat)
+        n_kept = int(actions.keep.sum())
+        if n_kept < cfg.min_frames:
+            raise EpisodeError(f"too short: {n_kept} non-null frames (of {len(actions.keep)} lines) < "
+                               f"min_frames={cfg.min_frames}")
+        buttons, camera = env_to_policy(actions.env_actions)
+        env_bits = pack_env_buttons(actions.env_actions)
+        env_cam = actions.env_actions["camera"].astype(np.float32)
+        with_mc = cfg.embedder != "none"
+        res = tuple(cfg.expected_resolution) if cfg.expected_resolution is not None else None
+
+        seg_frames: list[np.ndarray] = []
+        seg_lines: list[int] = []
+        mc: list[np.ndarray] = []  # MineCLIP frames of this segment, after `context` carried frames
+        context: list[np.ndarray] = []
+        start = segment = 0
+        pending: dict | None = None  # rows are yielded one segment late, so the last one can say so
+
+        def make_row() -> dict:
+            idx = np.asarray(seg_lines, np.int64)
+            mc_all = np.stack(context + mc) if with_mc else np.zeros((0,), np.uint8)
+            return {"episode_id": task["episode_id"], "error": "", "task": json.dumps(task), "segment": segment,
+                    "last": False, "start": start, "n_frames": len(idx), "context": len(context),
+                    "frames": shards.encode_frames(np.stack(seg_frames), cfg.frame_codec, cfg.jpeg_quality),
+                    "buttons": buttons[idx].astype(np.int16).tobytes(),
+                    "camera": camera[idx].astype(np.int16).tobytes(),
+                    "env_buttons": env_bits[idx].tobytes(), "env_camera": env_cam[idx].tobytes(),
+                    "mineclip": mc_all.tobytes(), "episode": ""}
+
+        for line, frame, frame_mc in iter_kept_frames(
+                video, actions, cfg.cursor_image, with_mineclip=with_mc, expected_resolution=res,
+                max_frame_mismatch=cfg.max_frame_mismatch, decode_threads=cfg.decode_threads):
+            seg_frames.append(frame)
+            seg_lines.append(line)
+            if with_mc:
+                mc.append(frame_mc)
+            if len(seg_frames) == cfg.segment_len:
+                if pending is not None:
+                    yield pending
+                pending = make_row()
+                context = (context + mc)[-(WINDOW - 1):] if with_mc else []
+                start += len(seg_frames)
+                segment += 1
+                seg_frames, seg_lines, mc = [], [], []
+        if seg_frames:
+            if pending is not None:
+                yield pending
+            pending = make_row()
+        n_frames = start + len(seg_frames)
+        if pending is None:
+            raise EpisodeError("no frames left after dropping null actions")
+        if n_frames < cfg.min_frames:
+            raise EpisodeError(f"too short: {n_frames} frames after decoding < min_frames={cfg.min_frames}")
+        pending["last"] = True
+        pending["episode"] = json.dumps({
+            "n_frames": n_frames, "n_lines": len(actions.keep), "seconds": len(actions.keep) / FPS,
+            "convert_s": round(time.perf_counter() - t0, 3)})
+        yield pending
+    except EpisodeError as e:
+        yield _error_row(task, str(e))
+    except Exception as e:  # noqa: BLE001 - any failure of one episode is that episode's problem
+        tb = traceback.format_exception_only(type(e), e)[-1].strip()
+        yield _error_row(task, f"unexpected error while converting: {tb}")
+    finally:
+        if downloaded is not None and not cfg.keep_downloads:
+            import shutil
+
+            shutil.rmtree(downloaded, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 2: embed + write (Ray actors; plain class, testable without Ray)
+
+
+class EmbedAndWrite:
+    """Computes a segment's MineCLIP embeddings (cached per-frame features) and writes its shard file."""
+
+    def __init__(self, cfg: DataConfig, embedder_factory=None):
+        self.cfg = cfg
+        self.store = shards.Store(cfg.output)
+        self.model = None
+        if cfg.embedder == "mineclip":
+            if embedder_factory is None:
+                from steve1_ray.data.embed import load_embedder
+
+                self.model = load_embedder(cfg.mineclip_preset, cfg.mineclip_path)
+            else:
+                self.model = embedder_factory()
+        self.dim = int(self.model.embed_dim) if self.model is not None else cfg.embed_dim_none
+
+    def embed(self, mineclip: bytes, n: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of the segment's n frames given its context+n MineCLIP frames."""
+        from steve1_ray.data.embed import window_embeds
+
+        if self.model is None:
+            return np.zeros((n, self.dim), np.float32), np.zeros(n, bool)
+        frames = np.frombuffer(mineclip, np.uint8).reshape(context + n, 160, 256, 3)
+        embeds, valid = window_embeds(self.model, frames, frame_batch=self.cfg.frame_batch,
+                                      dtype=self.cfg.embed_dtype)
+        return embeds[context:], valid[context:]
+
+    def process_row(self, row: dict) -> dict:
+        out = {"episode_id": row["episode_id"], "segment": int(row["segment"]), "last": bool(row["last"]),
+               "error": row["error"], "task": row["task"], "episode": row["episode"], "entry": "",
+               "embed_s": 0.0}
+        if row["error"]:
+            return out
+        try:
+            t0 = time.perf_counter()
+            n, context = int(row["n_frames"]), int(row["context"])
+            embeds, valid = self.embed(row["mineclip"], n, context)
+            out["embed_s"] = time.perf_counter() - t0
+            table = shards.segment_table(
+                row["episode_id"], int(row["segment"]), int(row["start"]), list(row["frames"]),
+                np.frombuffer(row["buttons"], np.int16), np.frombuffer(row["camera"], np.int16),
+                np.frombuffer(row["env_buttons"], np.int32),
+                np.frombuffer(row["env_camera"], np.float32).reshape(n, 2),
+                embeds, valid, self.cfg.frame_codec)
+            out["entry"] = json.dumps(shards.write_segment(self.store, table))
+        except Exception as e:  # noqa: BLE001
+            out["error"] = "embedding/writing failed: " + traceback.format_exception_only(type(e), e)[-1].strip()
+        return out
+
+    def __call__(self, batch):
+        """batch: a pyarrow.Table of segment rows (pyarrow keeps binary columns exact)."""
+        import pyarrow as pa
+
+        outs = [self.process_row(r) for r in batch.to_pylist()]
+        return pa.Table.from_pylist(outs, schema=_RESULT_SCHEMA)
+
+
+def _result_schema():
+    import pyarrow as pa
+
+    return pa.schema([("episode_id", pa.string()), ("segment", pa.int64()), ("last", pa.bool_()),
+                      ("error", pa.string()), ("task", pa.string()), ("episode", pa.string()),
+                      ("entry", pa.string()), ("embed_s", pa.float64())])
+
+
+_RESULT_SCHEMA = _result_schema()
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver: bookkeeping of finished / quarantined episodes, manifest, summary
+
+
+class Ledger:
+    """Collects segment results on the driver; finishes or quarantines episodes as they complete."""
+
+    def __init__(self, store: shards.Store, cfg: DataConfig):
+        self.store, self.cfg = store, cfg
+        self.parts: dict[str, dict] = {}  # episode_id -> {"segments": {k: entry}, "n": total or None, ...}
+        self.finished: list[str] = []
+        self.quarantined: list[str] = []
+        self.frames = 0
+        self.seconds = 0.0
+        self.embed_s = 0.0
+
+    def add(self, row: dict) -> None:
+        eid = row["episode_id"]
+        if eid in self.quarantined:
+            if row.get("entry"):  # a late segment of an episode that already failed
+                self.store.delete(json.loads(row["entry"])["file"])
+            return
+        st = self.parts.setdefault(eid, {"segments": {}, "n": None, "episode": None})
+        if row["error"]:
+            self.quarantine(eid, json.loads(row["task"]), row["error"])
+            return
+        self.embed_s += float(row["embed_s"])
+        entry = json.loads(row["entry"])
+        st["segments"][entry["segment"]] = entry
+        if row["last"]:
+            st["n"] = entry["segment"] + 1
+            st["episode"] = json.loads(row["episode"])
+            st["task"] = json.loads(row["task"])
+        if st["n"] is not None and len(st["segments"]) == st["n"]:
+            self.finish(eid)
+
+    def quarantine(self, eid: str, task: dict, reason: str) -> None:
+        for entry in self.parts.get(eid, {}).get("segments", {}).values():
+            self.store.delete(entry["file"])
+        self.parts.pop(eid, None)
+        self.quarantined.append(eid)
+        self.store.delete(f"index/{eid}.json")
+        self.store.write_json(f"quarantine/{eid}.json", {"episode_id": eid, "reason": reason, "task": task})
+        print(f"[generate_dataset] quarantined {eid}: {reason}", file=sys.stderr, flush=True)
+
+    def finish(self, eid: str) -> None:
+        st = self.parts.pop(eid)
+        segs = [st["segments"][k] for k in range(st["n"])]
+        entry = {"episode_id": eid, "n_frames": st["episode"]["n_frames"], "n_segments": len(segs),
+                 "n_lines": st["episode"]["n_lines"], "seconds": st["episode"]["seconds"],
+                 "source": st["task"]["source"], "video": st["task"]["video"], "index": st["task"]["index"],
+                 "segments": segs}
+        self.store.delete(f"quarantine/{eid}.json")
+        self.store.write_json(f"index/{eid}.json", entry)
+        self.finished.append(eid)
+        self.frames += entry["n_frames"]
+        self.seconds += entry["seconds"]
+
+
+def write_manifest(store: shards.Store, cfg: DataConfig, embed_dim: int) -> dict:
+    """manifest.json from index/ and quarantine/ (all runs so far)."""
+    episodes = shards.list_episodes(store)
+    quarantined = [store.read_json(f"quarantine/{n}") for n in store.list("quarantine", ".json")]
+    quarantined = [q for q in quarantined if q["episode_id"] not in episodes]
+    frames = sum(e["n_frames"] for e in episodes.values())
+    seconds = sum(e["seconds"] for e in episodes.values())
+    manifest = {
+        "format": "steve1_ray.shards", "version": shards.SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "counts": {"episodes": len(episodes), "quarantined": len(quarantined), "frames": frames,
+                   "segments": sum(e["n_segments"] for e in episodes.values()),
+                   "bytes": sum(s["bytes"] for e in episodes.values() for s in e["segments"]),
+                   "hours": round(seconds / 3600, 4)},
+        "sources": sorted({e["source"] for e in episodes.values()}),
+        "options": to_dict(cfg),
+        "schema": {"frame_codec": cfg.frame_codec, "frame_shape": list(shards.FRAME_SHAPE),
+                   "embed_dim": embed_dim, "embedder": cfg.embedder, "segment_len": cfg.segment_len,
+                   "embed_window": WINDOW, "fps": FPS},
+        "episodes": [{k: e[k] for k in ("episode_id", "n_frames", "n_segments", "seconds", "source")}
+                     | {"checksums": {s["file"]: s["sha256"] for s in e["segments"]}}
+                     for _, e in sorted(episodes.items())],
+        "quarantined": [{"episode_id": q["episode_id"], "reason": q["reason"], "source": q["task"]["source"]}
+                        for q in quarantined],
+    }
+    store.write_json("manifest.json", manifest)
+    return manifest
+
+
+def _connect_ray():
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", log_to_driver=False)
+        return
+    try:
+        ray.init(address="auto", log_to_driver=False)
+    except (ConnectionError, RuntimeError):
+        ray.init(log_to_driver=False)
+
+
+def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
+    """Run the pipeline; returns the summary dict (also printed). Connects to / starts Ray."""
+    import ray
+    import ray.data as rd
+
+    check(bool(cfg.output), "output is empty: pass output=<dataset root> (a path or s3://, gs:// URI)")
+    check(bool(cfg.sources), "sources is empty: pass e.g. sources=[local:/path/to/episodes] or "
+                             "sources=[contractor:10.x] (see docs/data.md)")
+    store = shards.Store(cfg.output)
+    store.write_bytes("config.yaml", __import__("yaml").safe_dump(to_dict(cfg), sort_keys=False).encode())
+    tasks = resolve_sources(cfg.sources, cfg.num_episodes, cfg.episode_offset, cfg.mirror, cfg.cache_dir)
+    done = set() if cfg.overwrite else set(shards.list_episodes(store))
+    skip_q = set() if cfg.retry_quarantined or cfg.overwrite else {
+        n[:-5] for n in store.list("quarantine", ".json")}
+    todo = [t.to_dict() for t in tasks if t.episode_id not in done and t.episode_id not in skip_q]
+    print(f"[generate_dataset] {len(tasks)} episodes in sources, {len(done & {t.episode_id for t in tasks})} "
+          f"already finished, {len(skip_q & {t.episode_id for t in tasks})} quarantined before, "
+          f"{len(todo)} to convert -> {cfg.output}", flush=True)
+
+    _connect_ray()
+    ctx = rd.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.progress
+    ledger = Ledger(store, cfg)
+    t0 = time.perf_counter()
+    embed_dim = cfg.embed_dim_none
+    if todo:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        ds = (rd.from_items(todo, override_num_blocks=len(todo))
+              .flat_map(convert_episode, fn_kwargs={"cfg": cfg}, num_cpus=cfg.convert_cpus)
+              .map_batches(EmbedAndWrite, batch_size=1, batch_format="pyarrow", fn_constructor_kwargs={
+                  "cfg": cfg, "embedder_factory": embedder_factory},
+                  compute=rd.ActorPoolStrategy(min_size=1, max_size=cfg.num_embed_actors),
+                  num_gpus=1 if gpus >= 1 and cfg.embedder != "none" else 0,
+                  num_cpus=1 if not gpus else 0.5))
+        bar = _progress(len(todo), cfg.progress)
+        for row in ds.iter_rows():
+            before = len(ledger.finished) + len(ledger.quarantined)
+            ledger.add(row)
+            if bar is not None:
+                bar.update(len(ledger.finished) + len(ledger.quarantined) - before)
+                bar.set_postfix(frames=ledger.frames, quarantined=len(ledger.quarantined))
+        if bar is not None:
+            bar.close()
+        for eid, st in list(ledger.parts.items()):  # rows lost (should not happen): never leave half episodes
+            ledger.quarantine(eid, st.get("task", {"source": "?"}), "incomplete: not all segments came back")
+    if cfg.embedder != "none":
+        finished = shards.list_episodes(store)
+        if finished:
+            first = next(iter(finished.values()))["segments"][0]["file"]
+            embed_dim = int(shards.read_segment(store, first, ["embeds"])["embeds"].shape[1])
+    manifest = write_manifest(store, cfg, embed_dim)
+    wall = time.perf_counter() - t0
+    summary = {"episodes_written": len(ledger.finished), "episodes_quarantined": len(ledger.quarantined),
+               "frames": ledger.frames, "hours_of_gameplay": round(ledger.seconds / 3600, 4),
+               "wall_s": round(wall, 2), "frames_per_s": round(ledger.frames / wall, 1) if wall > 0 else 0.0,
+               "dataset_episodes": manifest["counts"]["episodes"], "dataset_frames": manifest["counts"]["frames"],
+               "quarantined_ids": ledger.quarantined, "output": cfg.output}
+    print("[generate_dataset] summary: " + json.dumps({k: v for k, v in summary.items()
+                                                       if k != "quarantined_ids"}), flush=True)
+    return summary
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="episodes", unit="ep", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python jobs/generate_dataset.py [--config a.yaml ...] [key=value ...]`; exit code 0."""
+    p = argparse.ArgumentParser(prog="generate_dataset", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action="append", default=[], help="YAML overlay(s), applied in order")
+    p.add_argument("--overlay", default=None, help="named section of the YAML files to use")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. output=/data/ds sources=[local:/rec]")
+    args = p.parse_args(argv)
+    cfg = load_config(DataConfig, args.config, args.overrides, overlay=args.overlay)
+    print("[generate_dataset] config: " + json.dumps(to_dict(cfg)), flush=True)
+    generate_dataset(cfg)
+    return 0
+
+
+__all__ = ["DataConfig", "convert_episode", "EmbedAndWrite", "generate_dataset", "main", "save_config"]
