@@ -1,0 +1,220 @@
+"""The embedded world: crafter behind the MineRL interface (`steve1_ray.world.env`).
+
+Crafter (Hafner, 2021) is a 2-D open-world survival game modelled on Minecraft: trees, stone, coal, iron,
+water, cows, zombies, a crafting table, 22 achievements. It runs anywhere pip does, so recording, rollouts,
+evaluation and CI run on it; real Minecraft stays available through the `minerl` backend.
+
+Action adapter (one MineRL action dict -> one of crafter's 17 actions; also in docs/world.md):
+
+    hotbar.1 .. hotbar.9   select slot 1..9 (kept between steps, like Minecraft; starts at slot 1;
+                           several pressed: the highest number wins). Applied first, then:
+    inventory  (+ slot)    slot 1 make_wood_pickaxe, 2 make_stone_pickaxe, 3 make_iron_pickaxe,
+                           4 make_wood_sword, 5 make_stone_sword, 6 make_iron_sword, 7-9 noop
+    use        (+ slot)    slot 1 place_stone, 2 place_table, 3 place_furnace, 4 place_plant, 5-9 noop
+    attack                 do (collect / hit / drink / eat what the player faces)
+    sneak                  sleep
+    forward / back         move_up / move_down   (screen directions; forward+back cancel)
+    left / right           move_left / move_right (left+right cancel)
+    anything else          noop (camera, jump, sprint, drop, ESC, swapHands, pickItem are ignored)
+
+    Several keys pressed: the first rule in the order inventory, use, attack, sneak, forward/back,
+    left/right decides (vertical moves before horizontal ones). A move into a blocked tile only turns
+    the player, which is how it faces a tree, water or a cow before `attack`.
+
+Frames: the local view is 16x8 tiles plus one 16-slot inventory row (9 rows of tiles), rendered at
+`tile_px` pixels per tile (default 20 -> 320x180) and scaled with nearest-neighbour to `frame_size`
+(default 640x360, MineRL's size). A 9-cell hotbar strip at the bottom of the view shows the selected
+slot. The night-time noise of crafter's renderer uses its own RNG, so frame size never changes the
+world's dynamics; `reset(seed)` makes an episode reproducible.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+
+import crafter
+from crafter import constants, engine
+
+from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, normalize_action, pressed_hotbar
+
+CRAFTER_ACTIONS: tuple[str, ...] = tuple(constants.actions)  # the 17 actions, in crafter's index order
+ACHIEVEMENTS: tuple[str, ...] = tuple(constants.achievements)  # the 22 achievements
+ACTION_INDEX = {name: i for i, name in enumerate(CRAFTER_ACTIONS)}
+
+# Hotbar slot (0-based) -> crafter action for `use` and for `inventory`.
+PLACE_SLOTS: dict[int, str] = {0: "place_stone", 1: "place_table", 2: "place_furnace", 3: "place_plant"}
+CRAFT_SLOTS: dict[int, str] = {0: "make_wood_pickaxe", 1: "make_stone_pickaxe", 2: "make_iron_pickaxe",
+                               3: "make_wood_sword", 4: "make_stone_sword", 5: "make_iron_sword"}
+SLOT_OF: dict[str, int] = {**{v: k for k, v in PLACE_SLOTS.items()}, **{v: k for k, v in CRAFT_SLOTS.items()}}
+
+VIEW_TILES = (16, 9)  # (columns, rows) incl. the inventory row
+
+
+def crafter_action(action: Mapping[str, Any], hotbar: int) -> tuple[str, int]:
+    """The adapter: (full MineRL action dict, selected slot 0..8) -> (crafter action name, new slot)."""
+    slot = pressed_hotbar(action)
+    if slot is not None:
+        hotbar = slot
+    if action.get("inventory", 0):
+        return CRAFT_SLOTS.get(hotbar, "noop"), hotbar
+    if action.get("use", 0):
+        return PLACE_SLOTS.get(hotbar, "noop"), hotbar
+    if action.get("attack", 0):
+        return "do", hotbar
+    if action.get("sneak", 0):
+        return "sleep", hotbar
+    vertical = int(action.get("back", 0)) - int(action.get("forward", 0))
+    horizontal = int(action.get("right", 0)) - int(action.get("left", 0))
+    if vertical:
+        return ("move_down" if vertical > 0 else "move_up"), hotbar
+    if horizontal:
+        return ("move_right" if horizontal > 0 else "move_left"), hotbar
+    return "noop", hotbar
+
+
+def action_for(crafter_name: str, hotbar: int = 0) -> dict[str, int]:
+    """The inverse, for scripts: a minimal MineRL action (as a partial dict) that yields `crafter_name`.
+
+    Place/craft actions press the slot's hotbar key in the same step when it is not already selected.
+    """
+    simple = {"noop": {}, "do": {"attack": 1}, "sleep": {"sneak": 1}, "move_up": {"forward": 1},
+              "move_down": {"back": 1}, "move_left": {"left": 1}, "move_right": {"right": 1}}
+    if crafter_name in simple:
+        return dict(simple[crafter_name])
+    if crafter_name not in SLOT_OF:
+        raise ValueError(f"unknown crafter action {crafter_name!r}; known: {list(CRAFTER_ACTIONS)}")
+    slot = SLOT_OF[crafter_name]
+    act = {"use" if crafter_name.startswith("place_") else "inventory": 1}
+    if slot != hotbar:
+        act[f"hotbar.{slot + 1}"] = 1
+    return act
+
+
+class _LocalView(engine.LocalView):
+    """crafter's local view with the night noise drawn from its own RNG (not the world's)."""
+
+    rng = np.random.RandomState(0)
+
+    def _noise(self, canvas, amount, stddev):
+        noise = self.rng.uniform(32, 127, canvas.shape[:2])[..., None]
+        mask = amount * self._vignette(canvas.shape, stddev)[..., None]
+        return (1 - mask) * canvas + mask * noise
+
+
+class _Core(crafter.Env):
+    """crafter.Env rendering our frame layout (one render per step)."""
+
+    def __init__(self, area, length, tile_px, frame_size):
+        cols, rows = VIEW_TILES
+        super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
+                         reward=True, length=length, seed=0)
+        self._local_view = _LocalView(self._world, self._textures, [cols, rows - 1])
+        self._tile = tile_px
+        self._frame_size = tuple(frame_size)  # (W, H)
+        self.hotbar = 0
+
+    def render(self, size=None):
+        unit = np.array([self._tile, self._tile])
+        local = self._local_view(self._player, unit)  # (W, H_local, 3) float, x-major
+        items = self._item_view(self._player.inventory, unit)
+        view = np.concatenate([local.astype(np.uint8), items], 1).transpose(1, 0, 2)  # (H, W, 3)
+        view = np.ascontiguousarray(view)
+        self._draw_hotbar(view, local.shape[1])
+        if (view.shape[1], view.shape[0]) != self._frame_size:
+            view = cv2.resize(view, self._frame_size, interpolation=cv2.INTER_NEAREST)
+        return view
+
+    def _draw_hotbar(self, view: np.ndarray, bottom: int) -> None:
+        cell = max(4, self._tile // 2)
+        y0 = bottom - cell - max(1, self._tile // 10)
+        x0 = (view.shape[1] - 9 * cell) // 2
+        view[y0:y0 + cell, x0:x0 + 9 * cell] = 30
+        for i in range(9):
+            x = x0 + i * cell
+            view[y0 + 1:y0 + cell - 1, x + 1:x + cell - 1] = 235 if i == self.hotbar else 110
+
+
+class CrafterEnv(WorldEnv):
+    """Crafter with MineRL's action dicts and 640x360 RGB frames. See the module docstring for the adapter.
+
+    Args:
+        frame_size: (W, H) of obs["pov"]; default MineRL's (640, 360).
+        tile_px:    pixels per tile before scaling (20 -> a 320x180 render scaled 2x).
+        max_steps:  episode length limit (crafter's default 10000); `done` also when the player dies.
+        area:       world size in tiles.
+    """
+
+    backend = "crafter"
+
+    def __init__(self, frame_size: tuple[int, int] = (FRAME_SHAPE[1], FRAME_SHAPE[0]), tile_px: int = 20,
+                 max_steps: int = 10000, area: tuple[int, int] = (64, 64)):
+        if tile_px < 4:
+            raise ValueError(f"tile_px={tile_px} is too small to draw tiles; use 4 or more (default 20)")
+        if len(frame_size) != 2 or min(frame_size) < 16:
+            raise ValueError(f"frame_size={frame_size!r} must be (width, height), each at least 16 pixels")
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps} must be at least 1")
+        self.frame_size = (int(frame_size[0]), int(frame_size[1]))
+        self.max_steps = int(max_steps)
+        self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size)
+        self._seed_rng = np.random.default_rng()
+        self.seed: int | None = None
+        self._done = True
+        self._started = False
+
+    # The live crafter state, for scripted demonstrators and tests (read-only use).
+    @property
+    def world(self) -> engine.World:
+        return self._core._world
+
+    @property
+    def player(self):
+        return self._core._player
+
+    @property
+    def hotbar(self) -> int:
+        """Selected hotbar slot, 0..8."""
+        return self._core.hotbar
+
+    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        if seed is None:
+            seed = int(self._seed_rng.integers(0, 2**31 - 1))
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed={seed!r} must be a non-negative integer (or None for a random one)")
+        self.seed = int(seed)
+        core = self._core
+        core._seed, core._episode = self.seed, 0  # crafter seeds the world with hash((seed, episode))
+        core._local_view.rng = np.random.RandomState(self.seed % (2**32))
+        core.hotbar = 0
+        pov = core.reset()
+        self._done, self._started = False, True
+        return {"pov": pov}
+
+    def step(self, action: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], float, bool, dict]:
+        if not self._started:
+            raise RuntimeError("step() before reset(); call env.reset(seed) first")
+        if self._done:
+            raise RuntimeError("step() after the episode ended (done=True); call env.reset(seed)")
+        act = normalize_action(action)
+        name, self._core.hotbar = crafter_action(act, self._core.hotbar)
+        pov, reward, done, cinfo = self._core.step(ACTION_INDEX[name])
+        self._done = bool(done)
+        player = self.player
+        info = {
+            "inventory": cinfo["inventory"],
+            "achievements": cinfo["achievements"],
+            "crafter_action": name,
+            "hotbar": self._core.hotbar,
+            "player_pos": (int(player.pos[0]), int(player.pos[1])),
+            "facing": (int(player.facing[0]), int(player.facing[1])),
+            "sleeping": bool(player.sleeping),
+            "daylight": float(self.world.daylight),
+            "discount": cinfo["discount"],
+            "step": int(self._core._step),
+        }
+        return {"pov": pov}, float(reward), self._done, info
+
+    def close(self) -> None:
+        self._done, self._started = True, False

@@ -1,0 +1,445 @@
+"""Scripted demonstrators for the embedded world: play with purpose, switch goals, caption each segment.
+
+Contractors play Minecraft by pursuing one small goal after another (chop a tree, make a table, find
+water...). A `Demonstrator` does the same in crafter: it picks a feasible goal weighted by its needs and
+its inventory (thirsty -> drink, no pickaxe -> make one), walks there on the shortest free path (BFS over
+the tile map, never into lava), faces the target and acts through the MineRL action dict, until the goal's
+achievement counter rises or the goal times out. Then it picks the next goal. Noise (random moves, camera
+glances, hesitation) keeps recordings from looking like replays of one script.
+
+Every goal segment carries a caption drawn from a few paraphrases (`GOALS[name].captions`): the text the
+video-text embedder and the prior are trained on. Goals map to crafter achievements one to one (explore
+has none). The demonstrator reads the live crafter state (privileged information), so it only drives the
+crafter backend. Every action it emits is non-null (a key, a button or a camera move), so the contractor
+ingestion keeps every frame; its first action never holds attack (the ingestion's attack-stuck
+workaround would otherwise erase it).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from crafter import constants, objects
+
+from steve1_ray.world.crafter_env import SLOT_OF, CrafterEnv
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str
+    achievement: str | None  # the crafter achievement that marks success (None: explore)
+    captions: tuple[str, ...]  # natural-language prompts for this behaviour
+
+
+GOALS: dict[str, Goal] = {g.name: g for g in (
+    Goal("collect_wood", "collect_wood", ("chop a tree", "collect wood", "get some wood", "punch a tree",
+                                          "gather wood from trees")),
+    Goal("collect_sapling", "collect_sapling", ("collect a sapling", "gather saplings from the grass",
+                                                "look for a sapling")),
+    Goal("place_plant", "place_plant", ("plant a sapling", "place a sapling on the grass", "plant a tree")),
+    Goal("place_table", "place_table", ("place a crafting table", "build a crafting table",
+                                        "put down a workbench")),
+    Goal("make_wood_pickaxe", "make_wood_pickaxe", ("make a wooden pickaxe", "craft a wood pickaxe",
+                                                    "craft a pickaxe")),
+    Goal("make_wood_sword", "make_wood_sword", ("make a wooden sword", "craft a wood sword")),
+    Goal("collect_stone", "collect_stone", ("mine stone", "collect stone", "dig some stone",
+                                            "mine cobblestone")),
+    Goal("place_stone", "place_stone", ("place a stone block", "put down stone", "build with stone")),
+    Goal("make_stone_pickaxe", "make_stone_pickaxe", ("make a stone pickaxe", "craft a stone pickaxe")),
+    Goal("make_stone_sword", "make_stone_sword", ("make a stone sword", "craft a stone sword")),
+    Goal("place_furnace", "place_furnace", ("build a furnace", "place a furnace")),
+    Goal("collect_coal", "collect_coal", ("mine coal", "collect coal", "dig for coal")),
+    Goal("collect_drink", "collect_drink", ("drink water", "go drink from the lake", "get a drink of water")),
+    Goal("eat_cow", "eat_cow", ("eat a cow", "hunt a cow", "kill a cow for food")),
+    Goal("defeat_zombie", "defeat_zombie", ("fight the zombie", "kill the zombie", "defeat a zombie")),
+    Goal("sleep", "wake_up", ("go to sleep", "sleep through the night", "take a nap")),
+    Goal("explore", None, ("explore", "walk around and explore", "look around the area")),
+)}
+
+
+@dataclass
+class Segment:
+    """Frames [start, end) of an episode spent on one goal."""
+    start: int
+    end: int
+    goal: str
+    achievement: str | None
+    text: str
+    success: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DIRS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+MOVE_KEY = {"left": "left", "right": "right", "up": "forward", "down": "back"}
+_DIR_OF = {v: k for k, v in DIRS.items()}
+GLANCE_DEG = (-9.0, -6.0, -3.0, 3.0, 6.0, 9.0)  # camera glances: multiples of 3 degrees (20 mouse counts)
+
+
+@dataclass
+class _Active:
+    goal: Goal
+    start: int
+    text: str
+    baseline: int
+    target: int
+    deadline: int
+    explore_dir: str = "up"
+    done: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Demonstrator:
+    """A goal-driven scripted player for one `CrafterEnv` episode.
+
+        demo = Demonstrator(env, seed=3)
+        obs = env.reset(seed=3); demo.reset()
+        while not done:
+            action = demo.act()
+            obs, reward, done, info = env.step(action)
+        segments = demo.finish()
+
+    Args:
+        noise:     per-step probability of a random action (safe move, glance, stray key).
+        goal_steps: step budget of one goal before it is abandoned.
+        radius:    how far (tiles) the demonstrator looks for targets.
+        goals:     restrict the goals it may pick (names of `GOALS`); default all.
+    """
+
+    def __init__(self, env: CrafterEnv, seed: int = 0, noise: float = 0.05, goal_steps: int = 150,
+                 radius: int = 12, goals: tuple[str, ...] | list[str] | None = None):
+        if not isinstance(env, CrafterEnv):
+            raise TypeError("Demonstrator drives the crafter backend (it reads crafter's tile map); "
+                            f"got {type(env).__name__}")
+        unknown = sorted(set(goals or ()) - set(GOALS))
+        if unknown:
+            raise ValueError(f"unknown goal(s) {unknown}; known goals: {sorted(GOALS)}")
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"noise={noise} must be a probability in [0, 1]")
+        self.env = env
+        self.rng = np.random.default_rng(seed)
+        self.noise = float(noise)
+        self.goal_steps = int(goal_steps)
+        self.radius = int(radius)
+        self.allowed = tuple(goals) if goals else tuple(GOALS)
+        self.segments: list[Segment] = []
+        self._active: _Active | None = None
+        self._t = 0
+        self._warmup = 0
+
+    # ------------------------------------------------------------------ episode API
+    def reset(self) -> None:
+        """Call after env.reset(seed)."""
+        self.segments, self._active, self._t = [], None, 0
+        self._warmup = int(self.rng.integers(1, 4))  # look around first (never attack on frame 0)
+
+    def act(self) -> dict[str, Any]:
+        """The action for the current state (a partial MineRL action dict, never null)."""
+        t = self._t
+        self._t += 1
+        self._update_goal(t)
+        if t < self._warmup:
+            return self._glance()
+        if self.rng.random() < self.noise:
+            return self._noise_action()
+        action = self._goal_action(self._active)
+        if not action:
+            action = self._glance()
+        return action
+
+    def finish(self) -> list[Segment]:
+        """Close the open segment; returns all segments (frames [start, end) cover the episode)."""
+        if self._active is not None:
+            self._close(self._t, self._achieved(self._active))
+        return self.segments
+
+    # ------------------------------------------------------------------ goals
+    @property
+    def current_goal(self) -> str | None:
+        return self._active.goal.name if self._active else None
+
+    def _count(self, goal: Goal) -> int:
+        return int(self.env.player.achievements.get(goal.achievement, 0)) if goal.achievement else 0
+
+    def _achieved(self, a: _Active) -> bool:
+        return a.goal.achievement is not None and self._count(a.goal) - a.baseline >= a.target
+
+    def _close(self, t: int, success: bool) -> None:
+        a = self._active
+        if t > a.start:
+            self.segments.append(Segment(a.start, t, a.goal.name, a.goal.achievement, a.text, bool(success)))
+        self._active = None
+
+    def _update_goal(self, t: int) -> None:
+        a = self._active
+        if a is not None:
+            zombie_close = a.goal.name != "defeat_zombie" and self._nearest_object(objects.Zombie, 2)
+            fight = bool(zombie_close) and "defeat_zombie" in self.allowed
+            if self._achieved(a) or t >= a.deadline or a.done or fight:
+                self._close(t, self._achieved(a))
+                if fight:
+                    self._start("defeat_zombie", t)
+        if self._active is None:
+            self._start(self._choose(), t)
+
+    def _start(self, name: str, t: int) -> None:
+        goal = GOALS[name]
+        target = 1
+        if name in ("collect_wood", "collect_stone", "collect_drink", "collect_coal"):
+            target = int(self.rng.integers(1, 4))
+        budget = self.goal_steps if name != "explore" else int(self.rng.integers(15, 50))
+        if name == "sleep":
+            budget = 2 * self.goal_steps
+        self._active = _Active(goal, t, str(self.rng.choice(goal.captions)), self._count(goal), target, t + budget,
+                               explore_dir=str(self.rng.choice(list(DIRS))))
+
+    def _choose(self) -> str:
+        weights = {name: w for name, w in self._weights().items() if name in self.allowed and w > 0}
+        if not weights:
+            return "explore" if "explore" in self.allowed else self.allowed[0]
+        names = list(weights)
+        p = np.array([weights[n] for n in names], np.float64)
+        return str(names[self.rng.choice(len(names), p=p / p.sum())])
+
+    def _weights(self) -> dict[str, float]:
+        inv = self.env.player.inventory
+        near = self._near_materials()
+        has_table = "table" in near
+        w: dict[str, float] = {"explore": 0.6}
+        if self._nearest_object(objects.Zombie, 4):
+            w["defeat_zombie"] = 6.0
+        if "tree" in near and inv["wood"] < 9:
+            w["collect_wood"] = 3.0 if inv["wood"] < 4 else 1.0
+        if "grass" in near and inv["sapling"] < 9:
+            w["collect_sapling"] = 0.6
+        if inv["sapling"] >= 1:
+            w["place_plant"] = 1.2
+        if inv["wood"] >= 2 and not has_table:
+            w["place_table"] = 3.0
+        if has_table and inv["wood"] >= 1:
+            w["make_wood_pickaxe"] = 3.0 if inv["wood_pickaxe"] == 0 else 0.3
+            w["make_wood_sword"] = 1.0 if inv["wood_sword"] == 0 else 0.2
+        if inv["wood_pickaxe"] and "stone" in near and inv["stone"] < 9:
+            w["collect_stone"] = 2.5
+        if inv["wood_pickaxe"] and "coal" in near and inv["coal"] < 9:
+            w["collect_coal"] = 1.5
+        if inv["stone"] >= 1:
+            w["place_stone"] = 0.8
+        if has_table and inv["wood"] >= 1 and inv["stone"] >= 1:
+            w["make_stone_pickaxe"] = 2.5 if inv["stone_pickaxe"] == 0 else 0.2
+            w["make_stone_sword"] = 1.0 if inv["stone_sword"] == 0 else 0.2
+        if inv["stone"] >= 4 and has_table and "furnace" not in near:
+            w["place_furnace"] = 1.5
+        if "water" in near and inv["drink"] < 9:
+            w["collect_drink"] = 4.0 if inv["drink"] < 6 else 0.5
+        if self._nearest_object(objects.Cow, self.radius) and inv["food"] < 9:
+            w["eat_cow"] = 4.0 if inv["food"] < 6 else 0.7
+        if inv["energy"] < 7:
+            w["sleep"] = 3.0 if inv["energy"] < 4 else 1.0
+        return w
+
+    # ------------------------------------------------------------------ world queries
+    def _window(self):
+        px, py = (int(v) for v in self.env.player.pos)
+        r = self.radius
+        area = self.env.world.area
+        x0, x1 = max(0, px - r), min(area[0], px + r + 1)
+        y0, y1 = max(0, py - r), min(area[1], py + r + 1)
+        return px, py, x0, x1, y0, y1
+
+    def _near_materials(self) -> set[str]:
+        _, _, x0, x1, y0, y1 = self._window()
+        world = self.env.world
+        ids = np.unique(world._mat_map[x0:x1, y0:y1])
+        return {world._mat_names[int(i)] for i in ids}
+
+    def _nearest_object(self, cls, radius: int):
+        pos = self.env.player.pos
+        best, best_d = None, radius + 1
+        for obj in self.env.world.objects:
+            if isinstance(obj, cls):
+                d = int(np.abs(obj.pos - pos).sum())
+                if d < best_d:
+                    best, best_d = obj, d
+        return best
+
+    def _facing_tile(self):
+        p = self.env.player
+        target = (int(p.pos[0] + p.facing[0]), int(p.pos[1] + p.facing[1]))
+        return target, self.env.world[target]
+
+    def _safe(self, direction: str) -> bool:
+        p = self.env.player
+        dx, dy = DIRS[direction]
+        material, _ = self.env.world[(int(p.pos[0] + dx), int(p.pos[1] + dy))]
+        return material is not None and material != "lava"
+
+    # ------------------------------------------------------------------ planning
+    def _path_step(self, target_mask: np.ndarray, reach: str = "adjacent") -> str | None | bool:
+        """BFS over free walkable tiles in the window to a tile next to `target_mask` (window coords).
+
+        Returns the first move, None when already there, False when unreachable. `reach`: "adjacent"
+        (4-neighbour, to face it) or "near" (within the 3x3 block, for crafting next to a table).
+        """
+        px, py, x0, x1, y0, y1 = self._window()
+        world = self.env.world
+        mat = world._mat_map[x0:x1, y0:y1]
+        walk_ids = [world._mat_ids[m] for m in constants.walkable if m in world._mat_ids]
+        free = np.isin(mat, walk_ids) & (world._obj_map[x0:x1, y0:y1] == 0)
+        sx, sy = px - x0, py - y0
+        free[sx, sy] = True
+        goal = np.zeros_like(target_mask)
+        shifts = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+        if reach == "near":
+            shifts += [(-1, -1), (-1, 1), (1, -1), (1, 1), (0, 0)]
+        w, h = target_mask.shape
+        for dx, dy in shifts:  # goal[x, y] |= target[x + dx, y + dy]
+            xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+            ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+            goal[xs, ys] |= target_mask[xd, yd]
+        goal &= free
+        if goal[sx, sy]:
+            return None
+        parent = {(sx, sy): None}
+        queue = deque([(sx, sy)])
+        order = list(DIRS.items())
+        self.rng.shuffle(order)  # break ties differently each time: paths vary like a person's
+        while queue:
+            cx, cy = queue.popleft()
+            for name, (dx, dy) in order:
+                nx, ny = cx + dx, cy + dy
+                if 0 <= nx < w and 0 <= ny < h and free[nx, ny] and (nx, ny) not in parent:
+                    parent[(nx, ny)] = (cx, cy)
+                    if goal[nx, ny]:
+                        node = (nx, ny)
+                        while parent[node] != (sx, sy):
+                            node = parent[node]
+                        return _DIR_OF[(node[0] - sx, node[1] - sy)]
+                    queue.append((nx, ny))
+        return False
+
+    def _material_mask(self, names) -> np.ndarray:
+        _, _, x0, x1, y0, y1 = self._window()
+        world = self.env.world
+        ids = [world._mat_ids[m] for m in names if m in world._mat_ids]
+        return np.isin(world._mat_map[x0:x1, y0:y1], ids)
+
+    def _object_mask(self, cls) -> np.ndarray:
+        _, _, x0, x1, y0, y1 = self._window()
+        mask = np.zeros((x1 - x0, y1 - y0), bool)
+        for obj in self.env.world.objects:
+            x, y = int(obj.pos[0]), int(obj.pos[1])
+            if isinstance(obj, cls) and x0 <= x < x1 and y0 <= y < y1:
+                mask[x - x0, y - y0] = True
+        return mask
+
+    def _approach_and(self, mask: np.ndarray, final: dict, is_target) -> dict:
+        """Walk next to a target tile, turn to it, then do `final` (e.g. attack)."""
+        tile, (material, obj) = self._facing_tile()
+        if is_target(material, obj):
+            return dict(final)
+        step = self._path_step(mask)
+        if step is False:
+            return self._explore_step()
+        if step is None:  # adjacent: turn toward the target (the move is blocked, so it only turns)
+            p = self.env.player
+            for name, (dx, dy) in DIRS.items():
+                m, o = self.env.world[(int(p.pos[0] + dx), int(p.pos[1] + dy))]
+                if is_target(m, o):
+                    return {MOVE_KEY[name]: 1}
+            return self._explore_step()
+        return {MOVE_KEY[step]: 1}
+
+    # ------------------------------------------------------------------ behaviours
+    def _goal_action(self, a: _Active) -> dict:
+        name = a.goal.name
+        attack = {"attack": 1}
+        if name in ("collect_wood", "collect_stone", "collect_coal", "collect_drink"):
+            material = {"collect_wood": "tree", "collect_stone": "stone", "collect_coal": "coal",
+                        "collect_drink": "water"}[name]
+            return self._approach_and(self._material_mask([material]), attack,
+                                      lambda m, o: m == material and o is None)
+        if name == "collect_sapling":
+            _, (material, obj) = self._facing_tile()
+            if material == "grass" and obj is None:
+                return attack
+            return self._explore_step()
+        if name in ("eat_cow", "defeat_zombie"):
+            cls = objects.Cow if name == "eat_cow" else objects.Zombie
+            if self._nearest_object(cls, self.radius) is None:
+                a.done = True
+                return self._glance()
+            return self._approach_and(self._object_mask(cls), attack, lambda m, o: isinstance(o, cls))
+        if name.startswith("place_"):
+            what = name[len("place_"):]
+            info = constants.place[what]
+            if any(self.env.player.inventory[k] < v for k, v in info["uses"].items()):
+                a.done = True
+                return self._glance()
+            _, (material, obj) = self._facing_tile()
+            if material in info["where"] and obj is None:
+                return self._use_slot(name, "use")
+            return self._explore_step()
+        if name.startswith("make_"):
+            what = name[len("make_"):]
+            info = constants.make[what]
+            if any(self.env.player.inventory[k] < v for k, v in info["uses"].items()):
+                a.done = True
+                return self._glance()
+            step = self._path_step(self._material_mask(info["nearby"][:1]), reach="near")
+            if step is None:
+                near, _ = self.env.world.nearby(self.env.player.pos, 1)
+                if all(n in near for n in info["nearby"]):
+                    return self._use_slot(name, "inventory")
+                a.done = True
+                return self._glance()
+            if step is False:
+                a.done = True
+                return self._glance()
+            return {MOVE_KEY[step]: 1}
+        if name == "sleep":
+            return {"sneak": 1}
+        return self._explore_step()  # explore
+
+    def _use_slot(self, crafter_name: str, button: str) -> dict:
+        slot = SLOT_OF[crafter_name]
+        if self.env.hotbar != slot:  # select the slot first, like pressing a number key
+            return {f"hotbar.{slot + 1}": 1}
+        return {button: 1}
+
+    def _explore_step(self) -> dict:
+        a = self._active
+        direction = a.explore_dir if a else "up"
+        if not self._safe(direction) or self._blocked(direction) or self.rng.random() < 0.08:
+            options = [d for d in DIRS if self._safe(d) and not self._blocked(d)]
+            if not options:
+                return self._glance()
+            direction = str(self.rng.choice(options))
+            if a:
+                a.explore_dir = direction
+        action = {MOVE_KEY[direction]: 1}
+        if self.rng.random() < 0.1:
+            action["camera"] = [0.0, float(self.rng.choice(GLANCE_DEG))]
+        return action
+
+    def _blocked(self, direction: str) -> bool:
+        p = self.env.player
+        dx, dy = DIRS[direction]
+        return not p.is_free((int(p.pos[0] + dx), int(p.pos[1] + dy)))
+
+    def _glance(self) -> dict:
+        pitch = float(self.rng.choice((0.0, 0.0, -3.0, 3.0)))
+        return {"camera": [pitch, float(self.rng.choice(GLANCE_DEG))]}
+
+    def _noise_action(self) -> dict:
+        r = self.rng.random()
+        if r < 0.5:
+            options = [d for d in DIRS if self._safe(d)]
+            return {MOVE_KEY[str(self.rng.choice(options))]: 1} if options else self._glance()
+        if r < 0.85:
+            return self._glance()
+        return {str(self.rng.choice(["jump", "sprint"])): 1, "camera": [0.0, float(self.rng.choice(GLANCE_DEG))]}
