@@ -331,9 +331,7 @@ def iter_kept_frames(video_path: str | Path, actions: ConvertedActions,
             raise EpisodeError(f"{video_path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, expected "
                                f"{expected_resolution[0]}x{expected_resolution[1]}; set "
                                "expected_resolution=null to accept other sizes")
-        if i >= n_lines:
-            if n_read - n_lines > max_frame_mismatch:
-                break  # more frames than lines: report below without decoding the rest
+        if i >= n_lines:  # more frames than lines: count them (reported below)
             continue
         if not actions.keep[i]:
             continue
@@ -345,8 +343,7 @@ def iter_kept_frames(video_path: str | Path, actions: ConvertedActions,
     if n_read == 0:
         raise EpisodeError(f"{video_path}: no frames could be decoded; the video is empty or corrupt")
     if abs(n_read - n_lines) > max_frame_mismatch:
-        more = "at least " if n_read > n_lines else ""
-        raise EpisodeError(f"{video_path}: {more}{n_read} video frames but {n_lines} action lines; the pair "
+        raise EpisodeError(f"{video_path}: {n_read} video frames but {n_lines} action lines; the pair "
                            "does not match (truncated or wrong file?). To accept small differences set "
                            f"max_frame_mismatch={abs(n_read - n_lines)}")
 
