@@ -1,0 +1,632 @@
+"""Programmatic evaluation: K episodes per (goal, guidance scale) + the unconditioned baseline -> a report.
+
+    steve1 evaluate --config configs/eval/debug.yaml episodes=4 out_dir=runs/eval_debug
+    python jobs/evaluate.py --config configs/eval/crafter.yaml policy=runs/train/ckpt/000100
+
+What it does, top to bottom (`run_evaluation`):
+1. Plan: every (goal, scale, episode) becomes one `job` with its own seeds (`plan_jobs`). The world seed
+   depends only on the episode index, so every cell plays the same K worlds (paired comparisons); the
+   agent seed (Gumbel noise, prior sample) on (goal, scale, episode).
+2. Goals: text prompts go through the embedder's `encode_text` and, if a prior is given, one seeded
+   `prior.sample` per episode (as STEVE-1 does per episode); visual goals are a stored embedding
+   (.npy/.pt) or a clip (.mp4/.npz frames) encoded with `encode_video`. The baseline's goal is zeros.
+3. Rollouts: `EvalWorker` Ray actors each hold the policy and a few worlds, and play their jobs in
+   lockstep, all streams in one forward pass (`steve1_ray.agent.act_batch`). Per step, each episode's
+   `info` goes into a `MetricTracker`; a few episodes per cell are also encoded as mp4 with the prompt
+   written over the frames.
+4. Report: `steve1_ray.eval_report.write_report` (Markdown with CIs, plots, per-episode JSON).
+
+Which achievement a prompt asks for comes from `PROMPT_ACHIEVEMENTS` (documented in
+docs/evaluation.md) merged with the config's `prompt_achievements`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from steve1_ray.config import ConfigError, check, load_config, save_config, to_dict
+
+# ------------------------------------------------------------------------------- prompts -> targets
+
+_WOOD = ["collect_wood"]
+# Prompt (lower case, stripped) -> crafter achievements that mean "the agent did what it was asked".
+# STEVE-1's own text prompts (steve1/run_agent/paper_prompts.py) are mapped to their nearest crafter
+# achievement; "go explore" has none (travel distance is its metric).
+PROMPT_ACHIEVEMENTS: dict[str, list[str]] = {
+    "collect wood": _WOOD, "chop a tree": _WOOD, "chop down a tree": _WOOD, "chop down the tree": _WOOD,
+    "gather wood": _WOOD, "get wood": _WOOD, "break tree": _WOOD,
+    "chop down the tree, gather wood, pick up wood, chop it down, break tree": _WOOD,
+    "collect sapling": ["collect_sapling"], "collect a sapling": ["collect_sapling"],
+    "collect seeds": ["collect_sapling"], "break grass": ["collect_sapling"],
+    "break tall grass, break grass, collect seeds, punch the ground, run around in circles getting seeds "
+    "from bushes": ["collect_sapling"],
+    "place a table": ["place_table"], "place table": ["place_table"], "place a crafting table": ["place_table"],
+    "build a table": ["place_table"],
+    "drink water": ["collect_drink"], "drink": ["collect_drink"],
+    "eat cow": ["eat_cow"], "eat a cow": ["eat_cow"], "hunt a cow": ["eat_cow"],
+    "collect stone": ["collect_stone"], "mine stone": ["collect_stone"],
+    "collect coal": ["collect_coal"], "mine coal": ["collect_coal"],
+    "collect iron": ["collect_iron"], "collect diamond": ["collect_diamond"],
+    "place stone": ["place_stone"], "place a stone": ["place_stone"],
+    "place a plant": ["place_plant"], "plant a sapling": ["place_plant"],
+    "place a furnace": ["place_furnace"], "place furnace": ["place_furnace"],
+    "eat a plant": ["eat_plant"], "eat plant": ["eat_plant"],
+    "make a wood pickaxe": ["make_wood_pickaxe"], "make wood pickaxe": ["make_wood_pickaxe"],
+    "make a stone pickaxe": ["make_stone_pickaxe"], "make an iron pickaxe": ["make_iron_pickaxe"],
+    "make a wood sword": ["make_wood_sword"], "make wood sword": ["make_wood_sword"],
+    "make a stone sword": ["make_stone_sword"], "make an iron sword": ["make_iron_sword"],
+    "defeat a zombie": ["defeat_zombie"], "defeat zombie": ["defeat_zombie"],
+    "defeat a skeleton": ["defeat_skeleton"], "sleep": ["wake_up"], "go to sleep": ["wake_up"],
+}
+CRAFTER_ACHIEVEMENTS = (
+    "collect_coal", "collect_diamond", "collect_drink", "collect_iron", "collect_sapling", "collect_stone",
+    "collect_wood", "defeat_skeleton", "defeat_zombie", "eat_cow", "eat_plant", "make_iron_pickaxe",
+    "make_iron_sword", "make_stone_pickaxe", "make_stone_sword", "make_wood_pickaxe", "make_wood_sword",
+    "place_furnace", "place_plant", "place_stone", "place_table", "wake_up")
+
+
+def targets_for(goal: str, overrides: dict[str, list[str]] | None = None) -> list[str]:
+    """Target achievements of a goal: the config's table first, then `PROMPT_ACHIEVEMENTS`; a goal that
+    is itself an achievement name (`collect_wood`, "collect wood" with spaces) targets that one."""
+    key = " ".join(goal.lower().split())
+    for table in (overrides or {}, PROMPT_ACHIEVEMENTS):
+        norm = {" ".join(k.lower().split()): v for k, v in table.items()}
+        if key in norm:
+            return list(norm[key])
+    name = key.replace(" ", "_")
+    return [name] if name in CRAFTER_ACHIEVEMENTS else []
+
+
+# ------------------------------------------------------------------------------- config
+
+@dataclass
+class EvalConfig:
+    """One evaluation: which model, which goals and scales, how many episodes, where the report goes."""
+
+    policy: str = "debug"
+    """Policy: a preset name (`debug`, `2x`), an original `.model` file, or one of our training
+    checkpoint folders (`<ckpt>` holding `model/policy.model` + `model/steve1.weights`)."""
+    weights: Optional[str] = None
+    """Weights for a preset/.model policy (`steve1.weights`); ignored for checkpoint folders. None with a
+    preset = random init seeded by `seed` (tests only)."""
+    embedder: str = "debug"
+    """Goal embedder: MineCLIP `attn.pth`, one of our MineCLIP-layout checkpoints, or `debug` (random)."""
+    prior: Optional[str] = None
+    """CVAE prior (`steve1_prior.pt` or ours) turning text embeddings into visual ones; None = use the
+    text embedding as the goal (an embedder whose text and video spaces are aligned)."""
+    prior_deterministic: bool = False
+    """Decode the prior at z = 0 instead of one seeded sample per episode."""
+    prompts: list[str] = field(default_factory=lambda: ["collect wood", "place a table"])
+    """Text goals."""
+    visual_goals: dict[str, str] = field(default_factory=dict)
+    """Visual goals, name -> file: an embedding (.npy/.pt, (D,)) or a clip (.mp4, or .npz with `frames`)
+    whose last 16 frames are encoded. The name looks up target achievements like a prompt."""
+    prompt_achievements: dict[str, list[str]] = field(default_factory=dict)
+    """Extra/overriding goal -> target achievements (merged over the built-in table)."""
+    cond_scales: list[float] = field(default_factory=lambda: [0.0, 3.0, 6.0])
+    """Guidance scales to sweep (0 = plain conditional policy; STEVE-1 uses 6 for text, 7 for visual)."""
+    unconditioned: bool = True
+    """Also run the baseline: zero goal, no guidance (the policy's unconditional behaviour)."""
+    episodes: int = 8
+    """Episodes per (goal, scale) cell, and for the baseline."""
+    max_steps: int = 1000
+    """Steps per episode (an episode also ends when the world says done, e.g. on death)."""
+    backend: str = "crafter"
+    """World backend (`crafter` or `minerl`); `minerl` adds STEVE-1's paper metrics."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed to `steve1_ray.world.make_env`."""
+    seed: int = 0
+    """Everything (worlds, prior samples, action sampling, CI bootstraps) derives from this."""
+    deterministic: bool = False
+    """Argmax actions instead of sampling."""
+    workers: int = 2
+    """Rollout actors."""
+    streams_per_worker: int = 4
+    """Episodes a worker plays at once, batched into one forward pass per step."""
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    torch_threads: int = 1
+    """torch intra-op threads per worker."""
+    videos_per_cell: int = 1
+    """Sample mp4s per (goal, scale) cell, with the prompt written over the frames (0 = none)."""
+    video_height: int = 256
+    video_fps: int = 20
+    confidence: float = 0.95
+    out_dir: str = "runs/eval"
+    progress: bool = True
+    """A tqdm progress bar over episodes."""
+
+    def __post_init__(self):
+        check(self.episodes >= 1, f"episodes must be >= 1, got {self.episodes!r}")
+        check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps!r}")
+        check(self.workers >= 1, f"workers must be >= 1, got {self.workers!r}")
+        check(self.streams_per_worker >= 1, f"streams_per_worker must be >= 1, got {self.streams_per_worker!r}")
+        check(self.backend in ("crafter", "minerl"), f"backend must be 'crafter' or 'minerl', got {self.backend!r}")
+        check(0 < self.confidence < 1, f"confidence must be in (0, 1), got {self.confidence!r}")
+        check(self.videos_per_cell >= 0, f"videos_per_cell must be >= 0, got {self.videos_per_cell!r}")
+        check(self.video_height >= 32 and self.video_height % 2 == 0,
+              f"video_height must be an even number >= 32, got {self.video_height!r}")
+        check(self.cpus_per_worker > 0, f"cpus_per_worker must be > 0, got {self.cpus_per_worker!r}")
+        check(bool(self.prompts or self.visual_goals or self.unconditioned),
+              "nothing to evaluate: give prompts=[...], visual_goals={...} or unconditioned=true")
+        check(bool(self.cond_scales) or not (self.prompts or self.visual_goals),
+              "cond_scales is empty; give at least one guidance scale, e.g. cond_scales=[6.0]")
+        for s in self.cond_scales:
+            check(isinstance(s, (int, float)) and math.isfinite(s) and s >= 0,
+                  f"cond_scales must be finite numbers >= 0, got {s!r}")
+        check(len(set(self.cond_scales)) == len(self.cond_scales), f"cond_scales has repeats: {self.cond_scales}")
+        names = list(self.prompts) + list(self.visual_goals)
+        check(len(set(names)) == len(names), f"a goal is listed twice: {names}")
+        check("unconditioned" not in names, "'unconditioned' is reserved for the baseline; rename that goal")
+        for p in self.prompts:
+            check(isinstance(p, str) and p.strip() != "", f"prompts must be non-empty strings, got {p!r}")
+        for goal, ach in self.prompt_achievements.items():
+            check(isinstance(ach, list) and all(isinstance(a, str) for a in ach),
+                  f"prompt_achievements[{goal!r}] must be a list of achievement names, got {ach!r}")
+
+
+# ------------------------------------------------------------------------------- planning
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from any printable parts (same parts, same seed, on every machine)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (2**31 - 1)
+
+
+def plan_jobs(cfg: EvalConfig) -> list[dict]:
+    """Every episode to play, in report order: per goal, per scale, per episode; then the baseline."""
+    jobs = []
+    goals = [(p, "text") for p in cfg.prompts] + [(v, "visual") for v in cfg.visual_goals]
+    cells = [(g, kind, float(s)) for g, kind in goals for s in cfg.cond_scales]
+    if cfg.unconditioned:
+        cells.append(("unconditioned", "unconditioned", None))
+    for goal, kind, scale in cells:
+        targets = [] if kind == "unconditioned" else targets_for(goal, cfg.prompt_achievements)
+        for k in range(cfg.episodes):
+            jobs.append({"goal": goal, "kind": kind, "cond_scale": scale, "episode": k,
+                         "world_seed": derive_seed(cfg.seed, "world", k),
+                         "agent_seed": derive_seed(cfg.seed, "agent", kind, goal, scale, k),
+                         "targets": targets, "video": k < cfg.videos_per_cell})
+    return jobs
+
+
+# ------------------------------------------------------------------------------- models
+
+def resolve_policy_files(policy: str, weights: str | None) -> tuple[str, str | None]:
+    """(model, weights) for `load_policy`: a checkpoint folder becomes its model/ files."""
+    p = Path(policy)
+    if p.is_dir():
+        model_dir = p / "model" if (p / "model").is_dir() else p
+        model, w = model_dir / "policy.model", model_dir / "steve1.weights"
+        if not (model.exists() and w.exists()):
+            raise ConfigError(f"policy={policy!r} is a folder but has no model/policy.model and "
+                              "model/steve1.weights; point policy= at a training checkpoint folder, a .model "
+                              "file or a preset name (debug, 2x)")
+        return str(model), str(w)
+    from steve1_ray.models.policy import PRESETS
+
+    if policy not in PRESETS and not p.exists():
+        raise ConfigError(f"policy={policy!r} is neither a preset ({sorted(PRESETS)}) nor an existing file or "
+                          "checkpoint folder")
+    if weights is not None and not Path(weights).exists():
+        raise ConfigError(f"weights={weights!r} does not exist")
+    return policy, weights
+
+
+def load_eval_policy(cfg: EvalConfig):
+    """The policy to evaluate, on CPU, in eval mode (random presets seeded by `cfg.seed`)."""
+    import torch
+
+    from steve1_ray.models.policy import load_policy
+
+    model, weights = resolve_policy_files(cfg.policy, cfg.weights)
+    torch.manual_seed(cfg.seed)
+    return load_policy(model, weights).eval()
+
+
+def load_embedder(spec: str, seed: int = 0):
+    """MineCLIP (or a MineCLIP-layout model of ours) from a file, or the random `debug` preset."""
+    from steve1_ray.models.mineclip import load_mineclip
+
+    if Path(spec).is_file():
+        return load_mineclip(spec).eval()
+    if spec == "debug":
+        return load_mineclip(None, "debug", seed=seed)
+    raise ConfigError(f"embedder={spec!r} does not exist; give MineCLIP's attn.pth, one of our embedder "
+                      "checkpoints, or 'debug'")
+
+
+def _load_clip(path: Path) -> np.ndarray:
+    """The last 16 frames of a clip as (16, 160, 256, 3) uint8 RGB (MineCLIP's input size)."""
+    import cv2
+
+    if path.suffix == ".npz":
+        frames = np.load(path)["frames"]
+    else:
+        import av
+
+        with av.open(str(path)) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 16:
+        raise ConfigError(f"visual goal {path}: need at least 16 RGB frames, got an array of shape {frames.shape}")
+    clip = [cv2.resize(np.asarray(f, np.uint8), (256, 160), interpolation=cv2.INTER_LINEAR) for f in frames[-16:]]
+    return np.stack(clip)
+
+
+def load_visual_goal(path: str, embedder) -> np.ndarray:
+    """A visual goal as a (D,) float32 embedding: stored (.npy/.pt) or encoded from a clip."""
+    import torch
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"visual goal file {path!r} does not exist")
+    if p.suffix == ".npy":
+        emb = np.load(p)
+    elif p.suffix in (".pt", ".pth"):
+        emb = torch.load(p, map_location="cpu", weights_only=True)
+        emb = emb.numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb)
+    elif p.suffix in (".mp4", ".npz"):
+        with torch.inference_mode():
+            emb = embedder.encode_video(torch.from_numpy(_load_clip(p))[None]).float().numpy()
+    else:
+        raise ConfigError(f"visual goal {path!r}: use an embedding (.npy, .pt) or a clip (.mp4, .npz)")
+    emb = np.asarray(emb, np.float32)
+    if emb.ndim == 2 and emb.shape[0] == 1:
+        emb = emb[0]
+    if emb.ndim != 1:
+        raise ConfigError(f"visual goal {path!r}: expected one embedding of shape (D,), got {emb.shape}")
+    return emb
+
+
+def embed_goals(cfg: EvalConfig, jobs: list[dict], embed_dim: int) -> None:
+    """Fill every job's `goal_embed` ((D,) float32) in place; the checks name the mismatch."""
+    import torch
+
+    goal_jobs = [j for j in jobs if j["kind"] != "unconditioned"]
+    for j in jobs:
+        if j["kind"] == "unconditioned":
+            j["goal_embed"] = np.zeros(embed_dim, np.float32)
+    if not goal_jobs:
+        return
+    embedder = load_embedder(cfg.embedder, cfg.seed)
+    prior = None
+    if cfg.prior is not None:
+        from steve1_ray.models.prior import load_prior
+
+        if not Path(cfg.prior).exists():
+            raise ConfigError(f"prior={cfg.prior!r} does not exist; give steve1_prior.pt, one of ours, or null")
+        prior = load_prior(cfg.prior).eval()
+    with torch.inference_mode():
+        texts = list(cfg.prompts)
+        text_embeds = dict(zip(texts, embedder.encode_text(texts).float().numpy())) if texts else {}
+        visual = {name: load_visual_goal(path, embedder) for name, path in cfg.visual_goals.items()}
+        for j in goal_jobs:
+            if j["kind"] == "visual":
+                emb = visual[j["goal"]]
+            elif prior is None:
+                emb = text_embeds[j["goal"]]
+            else:
+                text = torch.from_numpy(text_embeds[j["goal"]])[None]
+                emb = prior.sample(text, seed=j["agent_seed"], deterministic=cfg.prior_deterministic)
+                emb = emb.float().numpy().reshape(-1)
+            emb = np.asarray(emb, np.float32).reshape(-1)
+            if emb.size != embed_dim:
+                raise ConfigError(f"goal {j['goal']!r}: the embedder/prior give {emb.size}-dim goals but the "
+                                  f"policy expects {embed_dim}; use the embedder the policy was trained with")
+            j["goal_embed"] = emb
+
+
+# ------------------------------------------------------------------------------- video
+
+class PromptVideo:
+    """H.264 mp4 in memory (browser-playable, yuv420p) of an episode, with the prompt over each frame."""
+
+    BANNER = 36
+
+    def __init__(self, title: str, subtitle: str, height: int = 256, fps: int = 20):
+        import av
+
+        self.title, self.subtitle, self.height, self.fps = title, subtitle, height, fps
+        self.buf = io.BytesIO()
+        self.container = av.open(self.buf, "w", format="mp4")
+        self.stream = None
+        self.frames = 0
+
+    def _compose(self, pov: np.ndarray, step: int) -> np.ndarray:
+        import cv2
+
+        h, w = pov.shape[:2]
+        width = int(round(w * self.height / h / 2)) * 2
+        frame = cv2.resize(pov, (width, self.height), interpolation=cv2.INTER_AREA)
+        banner = np.full((self.BANNER, width, 3), 24, np.uint8)
+        font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.42
+        title = self.title
+        while len(title) > 4 and cv2.getTextSize(title, font, scale, 1)[0][0] > width - 8:
+            title = title[:-4] + "..."
+        cv2.putText(banner, title, (4, 14), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(banner, f"{self.subtitle}  step {step}", (4, 30), font, scale, (180, 220, 255), 1,
+                    cv2.LINE_AA)
+        return np.ascontiguousarray(np.concatenate([banner, frame], axis=0))
+
+    def add(self, pov: np.ndarray, step: int) -> None:
+        import av
+
+        img = self._compose(np.asarray(pov, np.uint8), step)
+        if self.stream is None:
+            self.stream = self.container.add_stream("libx264", rate=self.fps)
+            self.stream.height, self.stream.width = img.shape[:2]
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": "28", "preset": "veryfast"}
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def finish(self) -> bytes:
+        if self.stream is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        self.container.close()
+        return self.buf.getvalue() if self.frames else b""
+
+
+# ------------------------------------------------------------------------------- rollouts
+
+@dataclass
+class _Slot:
+    job: dict
+    env: Any
+    stream: Any
+    tracker: Any
+    obs: dict
+    video: Optional[PromptVideo]
+    t0: float
+    steps: int = 0
+
+
+def _record(job: dict, steps: int, died: bool, metrics: dict, seconds: float, error: str | None = None) -> dict:
+    rec = {k: job[k] for k in ("goal", "kind", "cond_scale", "episode", "world_seed", "agent_seed", "targets")}
+    rec.update(steps=steps, died=died, metrics=metrics, video=None, seconds=round(seconds, 3))
+    if error:
+        rec["error"] = error
+    return rec
+
+
+def _failed(jobs: Sequence[dict], error: str) -> list[tuple[dict, None]]:
+    return [(_record(j, 0, False, {}, 0.0, error), None) for j in jobs]
+
+
+def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, paper_metrics: bool = False,
+                  deterministic: bool = False, video_height: int = 256, video_fps: int = 20
+                  ) -> list[tuple[dict, bytes | None]]:
+    """Play `jobs` (one per env, at most len(envs)) to the end in lockstep; one forward per step for all.
+
+    Returns (record, mp4 bytes or None) per job, in order. A world that raises ends only its own
+    episode (the record carries `error`); the others play on.
+    """
+    from steve1_ray.agent import act_batch, new_stream
+    from steve1_ray.eval_metrics import MetricTracker
+
+    if len(jobs) > len(envs):
+        raise ValueError(f"{len(jobs)} jobs but only {len(envs)} worlds")
+    results: list[Optional[tuple[dict, bytes | None]]] = [None] * len(jobs)
+    slots: list[tuple[int, _Slot]] = []
+    for i, (job, env) in enumerate(zip(jobs, envs)):
+        t0 = time.perf_counter()
+        try:
+            obs = env.reset(seed=job["world_seed"])
+        except Exception as exc:  # noqa: BLE001 - one bad world must not end the evaluation
+            results[i] = (_record(job, 0, False, {}, 0.0, f"reset failed: {exc!r}"), None)
+            continue
+        scale = job["cond_scale"]
+        stream = new_stream(policy, job["goal_embed"], None if not scale else scale, seed=job["agent_seed"],
+                            deterministic=deterministic)  # scale 0 == plain conditional: one row suffices
+        video = None
+        if job.get("video"):
+            sub = "no goal" if job["kind"] == "unconditioned" else f"{job['kind']} goal, scale {scale:g}"
+            video = PromptVideo(job["goal"], f"{sub}, ep {job['episode']}", video_height, video_fps)
+            video.add(obs["pov"], 0)
+        slots.append((i, _Slot(job, env, stream, MetricTracker(job["targets"], paper_metrics), obs, video, t0)))
+
+    while slots:
+        actions = act_batch(policy, [s.stream for _, s in slots], [s.obs["pov"] for _, s in slots])
+        still = []
+        for (i, s), action in zip(slots, actions):
+            error, done = None, False
+            try:
+                s.obs, _, done, info = s.env.step(action)
+                s.steps += 1
+                s.tracker.update(info)
+                if s.video is not None:
+                    s.video.add(s.obs["pov"], s.steps)
+            except Exception as exc:  # noqa: BLE001
+                error, done = f"step {s.steps + 1} failed: {exc!r}", True
+            if done or s.steps >= max_steps:
+                mp4 = s.video.finish() if s.video is not None else None
+                died = bool(done and error is None and s.steps < max_steps)
+                results[i] = (_record(s.job, s.steps, died, s.tracker.result(),
+                                      time.perf_counter() - s.t0, error), mp4 or None)
+            else:
+                still.append((i, s))
+        slots = still
+    return results  # type: ignore[return-value]
+
+
+class EvalWorker:
+    """A rollout actor: the policy (built from a shipped config + state dict) and a few worlds."""
+
+    def __init__(self, policy_cfg, state_dict, cfg_dict: dict):
+        import torch
+
+        from steve1_ray.models.policy import Steve1Policy
+        from steve1_ray.world.env import make_env
+
+        self.cfg = EvalConfig(**cfg_dict)
+        torch.set_num_threads(self.cfg.torch_threads)
+        device = "cuda" if self.cfg.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
+        self.policy = Steve1Policy(policy_cfg)
+        self.policy.load_state_dict(state_dict, strict=True)
+        self.policy = self.policy.to(device).eval()
+        self.envs = [make_env(self.cfg.backend, **self.cfg.env_kwargs) for _ in range(self.cfg.streams_per_worker)]
+
+    def run(self, jobs: list[dict]) -> list[tuple[dict, bytes | None]]:
+        try:
+            return play_episodes(self.policy, self.envs, jobs, self.cfg.max_steps,
+                                 paper_metrics=self.cfg.backend == "minerl", deterministic=self.cfg.deterministic,
+                                 video_height=self.cfg.video_height, video_fps=self.cfg.video_fps)
+        except Exception as exc:  # noqa: BLE001 - report, keep the actor for the next chunk
+            return _failed(jobs, f"rollout failed: {exc!r}")
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster named by RAY_ADDRESS or a running local one; otherwise start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    try:
+        ray.init(address="auto", log_to_driver=False)
+    except ConnectionError:
+        ray.init(num_cpus=num_cpus, log_to_driver=False, include_dashboard=False)
+
+
+def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, bytes | None]]:
+    """Play every job on `cfg.workers` Ray actors, `streams_per_worker` episodes per call, with a progress bar."""
+    import ray
+    from tqdm import tqdm
+
+    chunks = [jobs[i:i + cfg.streams_per_worker] for i in range(0, len(jobs), cfg.streams_per_worker)]
+    n_workers = min(cfg.workers, len(chunks))
+    cfg_dict = to_dict(cfg)
+    policy_ref = ray.put({k: v.cpu() for k, v in policy.state_dict().items()})
+    Worker = ray.remote(EvalWorker)
+    actors = [Worker.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker)
+              .remote(policy.cfg, policy_ref, cfg_dict) for _ in range(n_workers)]
+    queue = deque(range(len(chunks)))
+    results: dict[int, list] = {}
+    pending: dict[Any, tuple[Any, int]] = {}
+
+    def submit(actor) -> None:
+        if queue:
+            c = queue.popleft()
+            pending[actor.run.remote(chunks[c])] = (actor, c)
+
+    for actor in actors:
+        submit(actor)
+    bar = tqdm(total=len(jobs), desc="evaluate", unit="ep", disable=not cfg.progress, file=sys.stderr)
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        actor, c = pending.pop(ref)
+        try:
+            results[c] = ray.get(ref)
+            submit(actor)
+        except ray.exceptions.RayActorError as exc:  # the actor died: its chunk is lost, the others go on
+            results[c] = _failed(chunks[c], f"worker died: {str(exc).splitlines()[0][:300]}")
+        except ray.exceptions.RayTaskError as exc:
+            results[c] = _failed(chunks[c], f"worker failed: {str(exc).splitlines()[0][:300]}")
+            submit(actor)
+        if not pending and queue:  # no worker left alive to take the rest
+            while queue:
+                r = queue.popleft()
+                results[r] = _failed(chunks[r], "not run: every worker died")
+        bar.update(len(chunks[c]))
+        ok = sum(1 for rs in results.values() for r, _ in rs if "error" not in r)
+        bar.set_postfix(ok=ok, failed=sum(len(rs) for rs in results.values()) - ok)
+    bar.close()
+    for actor in actors:
+        ray.kill(actor)
+    return [r for c in range(len(chunks)) for r in results[c]]
+
+
+# ------------------------------------------------------------------------------- the job
+
+def run_evaluation(cfg: EvalConfig) -> Path:
+    """Plan, embed goals, play every episode on Ray, write the report folder; returns report.md's path."""
+    from steve1_ray.agent import policy_embed_dim
+    from steve1_ray.eval_report import slug, write_report
+
+    t0 = time.time()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    policy = load_eval_policy(cfg)
+    jobs = plan_jobs(cfg)
+    embed_goals(cfg, jobs, policy_embed_dim(policy))
+    init_ray()
+    played = run_rollouts(cfg, policy, jobs)
+
+    (out / "videos").mkdir(exist_ok=True)
+    episodes, failed = [], []
+    for rec, mp4 in played:
+        if "error" in rec:
+            failed.append(rec)
+            continue
+        if mp4:
+            scale = "uncond" if rec["cond_scale"] is None else f"s{rec['cond_scale']:g}"
+            name = f"videos/{slug(rec['goal'])}_{scale}_ep{rec['episode']}.mp4"
+            (out / name).write_bytes(mp4)
+            rec["video"] = name
+        episodes.append(rec)
+    (out / "failed.json").write_text(json.dumps(failed, indent=1))
+    if not episodes:
+        first = failed[0]["error"] if failed else "no episodes were planned"
+        raise RuntimeError(f"every episode failed (see {out / 'failed.json'}); the first error: {first}")
+    wall = time.time() - t0
+    steps = sum(e["steps"] for e in episodes)
+    header = [f"- policy: `{cfg.policy}`" + (f", weights `{cfg.weights}`" if cfg.weights else ""),
+              f"- goals: embedder `{cfg.embedder}`, prior `{cfg.prior}`; world `{cfg.backend}`; "
+              f"{cfg.episodes} episodes per cell, at most {cfg.max_steps} steps; seed {cfg.seed}",
+              f"- {len(episodes)} episodes, {steps} steps in {wall:.0f} s "
+              f"({steps / max(wall, 1e-9):.0f} steps/s) on {cfg.workers} workers"
+              + (f"; **{len(failed)} episodes failed**, see failed.json" if failed else "")]
+    report = write_report(episodes, out, cfg.confidence, cfg.seed, header_lines=header)
+    return report
+
+
+def parse_args(argv: Sequence[str] | None) -> EvalConfig:
+    parser = argparse.ArgumentParser(
+        prog="steve1 evaluate",
+        description="Programmatic evaluation: prompts x guidance scales (+ unconditioned) -> report folder. "
+                    "Settings: YAML files (--config) then key=value overrides, e.g. episodes=4 "
+                    "'prompts=[collect wood, drink water]' cond_scales=[0,6]. Keys: "
+                    + ", ".join(f.name for f in dataclasses.fields(EvalConfig)))
+    parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
+    parser.add_argument("--overlay", default=None, help="named section of the YAML files to use")
+    parser.add_argument("overrides", nargs="*", help="key=value settings")
+    args = parser.parse_args(argv)
+    return load_config(EvalConfig, args.config, args.overrides, overlay=args.overlay)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = parse_args(argv)
+    except ConfigError as exc:
+        print(f"steve1 evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(to_dict(cfg), indent=1), flush=True)
+    try:
+        report = run_evaluation(cfg)
+    except ConfigError as exc:
+        print(f"steve1 evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {report}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

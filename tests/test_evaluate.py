@@ -1,0 +1,157 @@
+"""Evaluation: planning and seeds, goal tables, config errors, rollouts in the crafter world, the whole job."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from steve1_ray.config import ConfigError, load_config
+from steve1_ray.evaluate import (EvalConfig, PromptVideo, derive_seed, main, plan_jobs, play_episodes,
+                                 targets_for)
+
+DEBUG = "configs/eval/debug.yaml"
+
+
+def test_targets_for_table_overrides_and_achievement_names():
+    assert targets_for("collect wood") == ["collect_wood"]
+    assert targets_for("  Chop   a TREE ") == ["collect_wood"]
+    assert targets_for("drink water") == ["collect_drink"]
+    assert targets_for("make_wood_pickaxe") == ["make_wood_pickaxe"]
+    assert targets_for("place stone") == ["place_stone"]
+    assert targets_for("go explore") == []
+    assert targets_for("collect wood", {"collect wood": ["collect_wood", "place_table"]}) == \
+        ["collect_wood", "place_table"]
+    assert targets_for("go explore", {"Go Explore": []}) == []
+
+
+def test_plan_jobs_seeds_are_paired_and_repeatable():
+    cfg = load_config(EvalConfig, [DEBUG], ["episodes=3"])
+    jobs = plan_jobs(cfg)
+    assert len(jobs) == (2 * 2 + 1) * 3
+    # Every cell plays the same three worlds; agent seeds differ between cells and episodes.
+    worlds = {(j["goal"], j["cond_scale"]): [x["world_seed"] for x in jobs
+                                             if (x["goal"], x["cond_scale"]) == (j["goal"], j["cond_scale"])]
+              for j in jobs}
+    assert len({tuple(w) for w in worlds.values()}) == 1 and len(set(next(iter(worlds.values())))) == 3
+    assert len({j["agent_seed"] for j in jobs}) == len(jobs)
+    assert [j["agent_seed"] for j in plan_jobs(cfg)] == [j["agent_seed"] for j in jobs]
+    other = plan_jobs(load_config(EvalConfig, [DEBUG], ["episodes=3", "seed=1"]))
+    assert {j["world_seed"] for j in other}.isdisjoint({j["world_seed"] for j in jobs})
+    assert [j["video"] for j in jobs[:3]] == [True, False, False]
+    base = [j for j in jobs if j["kind"] == "unconditioned"]
+    assert base and all(j["cond_scale"] is None and j["targets"] == [] for j in base)
+    assert derive_seed(0, "a") == derive_seed(0, "a") != derive_seed(0, "b")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("episodes=0", "episodes must be >= 1"),
+    ("cond_scales=[-1]", "cond_scales must be finite numbers >= 0"),
+    ("backend=minecraft", "backend must be 'crafter' or 'minerl'"),
+    ("prompts=[unconditioned]", "reserved for the baseline"),
+    ("prompts=[a, a]", "listed twice"),
+    ("video_height=33", "video_height must be an even number"),
+    ("colour=red", "unknown key"),
+])
+def test_config_errors_name_the_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(EvalConfig, [DEBUG], [override])
+
+
+def test_main_rejects_bad_input_with_exit_code(tmp_path, capsys):
+    assert main(["--config", DEBUG, "episodes=zero"]) == 2
+    assert "expected an integer" in capsys.readouterr().err
+    assert main(["--config", DEBUG, f"policy={tmp_path}/nope.model", f"out_dir={tmp_path}/o"]) == 2
+    assert "neither a preset" in capsys.readouterr().err
+
+
+def test_prompt_video_is_h264_with_banner():
+    import av
+
+    video = PromptVideo("collect wood", "text goal, scale 6", height=64, fps=20)
+    pov = np.full((360, 640, 3), 200, np.uint8)
+    for step in range(5):
+        video.add(pov, step)
+    data = video.finish()
+    import io
+
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 5
+    assert frames[0].shape == (64 + PromptVideo.BANNER, 114, 3)  # 640x360 scaled to height 64, even width
+    banner = frames[0][:PromptVideo.BANNER].astype(int)
+    assert banner.mean() < 100 and banner.max() > 180  # dark strip with light text on it
+    assert abs(frames[0][PromptVideo.BANNER + 10:].mean() - 200) < 8
+
+
+def _debug_jobs(cfg, n):
+    from steve1_ray.agent import policy_embed_dim
+    from steve1_ray.evaluate import embed_goals, load_eval_policy
+
+    policy = load_eval_policy(cfg)
+    jobs = plan_jobs(cfg)
+    embed_goals(cfg, jobs, policy_embed_dim(policy))
+    return policy, jobs[:n]
+
+
+def test_play_episodes_in_crafter_world_is_repeatable():
+    import torch
+
+    from steve1_ray.world.env import make_env
+
+    torch.set_num_threads(1)
+    cfg = load_config(EvalConfig, [DEBUG], ["max_steps=6", "episodes=2", "video_height=64"])
+    policy, jobs = _debug_jobs(cfg, 3)  # collect wood: scale 0 (x2), scale 6 (x1)
+    envs = [make_env("crafter", frame_size=(128, 72), area=(32, 32)) for _ in range(3)]
+    first = play_episodes(policy, envs, jobs, cfg.max_steps, video_height=64)
+    again = play_episodes(policy, envs, jobs, cfg.max_steps, video_height=64)
+    for (rec, mp4), (rec2, _) in zip(first, again):
+        assert "error" not in rec and rec["steps"] == 6 and not rec["died"]
+        assert rec["metrics"] == rec2["metrics"]
+        assert rec["metrics"]["achievements/collect_wood"] >= 0
+        assert {"travel/max_dist", "target/success", "inventory_max/wood"} <= set(rec["metrics"])
+    assert first[0][1] and first[1][1] is None  # only the first episode of a cell is filmed
+    with pytest.raises(ValueError, match="only 3 worlds"):
+        play_episodes(policy, envs, jobs + jobs[:1], 2)
+
+
+def test_a_failing_world_only_ends_its_own_episode():
+    from steve1_ray.world.env import make_env
+
+    class Broken:
+        def reset(self, seed=None):
+            return {"pov": np.zeros((72, 128, 3), np.uint8)}
+
+        def step(self, action):
+            raise RuntimeError("the world crashed")
+
+    cfg = load_config(EvalConfig, [DEBUG], ["max_steps=3"])
+    policy, jobs = _debug_jobs(cfg, 2)
+    out = play_episodes(policy, [Broken(), make_env("crafter", frame_size=(128, 72), area=(32, 32))], jobs, 3)
+    assert "the world crashed" in out[0][0]["error"]
+    assert "error" not in out[1][0] and out[1][0]["steps"] == 3
+
+
+@pytest.mark.slow
+def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path):
+    out = tmp_path / "eval"
+    args = ["--config", DEBUG, f"out_dir={out}", "episodes=2", "max_steps=8", "prompts=[collect wood]",
+            "cond_scales=[0, 6]", "video_height=64", "env_kwargs={frame_size: [128, 72], area: [32, 32]}", "progress=false"]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    assert "| `collect wood` | collect_wood | 6 | 2 |" in report
+    assert "| `collect wood` | collect_wood | uncond. | 2 |" in report
+    episodes = json.loads((out / "episodes.json").read_text())
+    assert len(episodes) == 6 and all(e["steps"] == 8 for e in episodes)
+    assert json.loads((out / "failed.json").read_text()) == []
+    videos = sorted(p.name for p in (out / "videos").iterdir())
+    assert videos == ["collect_wood_s0_ep0.mp4", "collect_wood_s6_ep0.mp4", "unconditioned_uncond_ep0.mp4"]
+    assert (out / "plots" / "scale_collect_wood.png").stat().st_size > 5000
+    assert (out / "config.yaml").exists()
+    # The same seed replays the same evaluation, whichever worker plays which episode.
+    again = tmp_path / "again"
+    assert main(args[:-1] + [f"out_dir={again}", "workers=1", "streams_per_worker=2", "progress=false"]) == 0
+    episodes2 = json.loads((again / "episodes.json").read_text())
+    assert [e["metrics"] for e in episodes2] == [e["metrics"] for e in episodes]
