@@ -1,0 +1,113 @@
+"""Sources: contractor indexes (local mirror, HTTP with retries and resumed downloads), local folders."""
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import threading
+from functools import partial
+
+import pytest
+
+from conftest import FIXTURES
+from steve1_ray.data.sources import EpisodeTask, SourceError, download, fetch_episode, read_index, resolve_sources
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with Range support; the first GET of each file is cut short (a dropped connection)."""
+
+    cut: set = set()
+    ranges: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        try:
+            data = open(path, "rb").read()
+        except OSError:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            RangeHandler.ranges.append((self.path, rng))
+            start = int(rng.split("=")[1].split("-")[0])
+        body = data[start:]
+        self.send_response(206 if rng else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path not in RangeHandler.cut and len(body) > 100:
+            RangeHandler.cut.add(self.path)
+            self.wfile.write(body[: len(body) // 2])  # then close: the client sees a short read
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture()
+def server(tmp_path):
+    root = tmp_path / "www"
+    (root / "data" / "10.0").mkdir(parents=True)
+    for name in ("alpha-1", "beta-2"):
+        shutil.copy(FIXTURES / "contractor" / "video.mp4", root / "data" / "10.0" / f"{name}.mp4")
+        shutil.copy(FIXTURES / "contractor" / "actions.jsonl", root / "data" / "10.0" / f"{name}.jsonl")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(root)))
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    (root / "index.json").write_text(json.dumps({"basedir": f"{base}/", "relpaths": [
+        "data/10.0/alpha-1.mp4", "data/10.0/beta-2.mp4"]}))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    RangeHandler.cut, RangeHandler.ranges = set(), []
+    yield base, root
+    httpd.shutdown()
+
+
+def test_http_index_and_resumed_download(server, tmp_path):
+    base, root = server
+    tasks = resolve_sources([f"contractor:{base}/index.json"], num_episodes=1, episode_offset=1,
+                            cache_dir=str(tmp_path / "cache"))
+    assert [t.episode_id for t in tasks] == ["index-beta-2"] and tasks[0].video.endswith("/data/10.0/beta-2.mp4")
+    video, actions, downloaded = fetch_episode(tasks[0], str(tmp_path / "cache"), retries=3)
+    assert downloaded and video.read_bytes() == (root / "data/10.0/beta-2.mp4").read_bytes()
+    assert actions.read_bytes() == (root / "data/10.0/beta-2.jsonl").read_bytes()
+    assert not list(video.parent.glob("*.part"))
+    size = (root / "data/10.0/beta-2.mp4").stat().st_size
+    assert ("/data/10.0/beta-2.mp4", f"bytes={size // 2}-") in RangeHandler.ranges  # resumed, not restarted
+
+
+def test_download_gives_up_with_a_clear_error(server, tmp_path):
+    base, _ = server
+    with pytest.raises(OSError, match="failed after 2 tries"):
+        download(f"{base}/missing.mp4", tmp_path / "x.mp4", retries=2)
+
+
+def test_local_mirror_layout(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "data" / "8.0").mkdir(parents=True)
+    (mirror / "all_8xx_Jun_29.json").write_text(json.dumps({"basedir": "https://example.invalid/x/",
+                                                            "relpaths": ["data/8.0/a-1.mp4", "data/8.0/b-2.mp4"]}))
+    tasks = resolve_sources(["contractor:8.x"], mirror=str(mirror))
+    assert [t.episode_id for t in tasks] == ["8x-a-1", "8x-b-2"]
+    assert tasks[0].video == str(mirror / "data/8.0/a-1.mp4") and tasks[0].actions.endswith("a-1.jsonl")
+    assert fetch_episode(tasks[0], str(tmp_path))[2] is False  # local: nothing downloaded
+
+
+def test_local_folders_and_errors(tmp_path):
+    for name in ("episode_000", "episode_001"):
+        (tmp_path / "rec" / name).mkdir(parents=True)
+        (tmp_path / "rec" / name / "video.mp4").write_bytes(b"")
+    (tmp_path / "rec" / "flat.mp4").write_bytes(b"")
+    tasks = resolve_sources([f"local:{tmp_path / 'rec'}"])
+    assert [t.episode_id for t in tasks] == ["episode_000", "episode_001", "flat"]
+    assert isinstance(tasks[0], EpisodeTask) and tasks[2].actions.endswith("flat.jsonl")
+    assert len(resolve_sources([str(tmp_path / "rec")], num_episodes=2)) == 2
+    with pytest.raises(SourceError, match="same|both"):
+        resolve_sources([str(tmp_path / "rec"), f"local:{tmp_path / 'rec'}"])
+    with pytest.raises(SourceError, match="not a folder"):
+        resolve_sources([str(tmp_path / "nope")])
+    with pytest.raises(SourceError, match="unknown"):
+        read_index("11.x")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SourceError, match="basedir"):
+        read_index(str(tmp_path / "bad.json"))
