@@ -214,6 +214,13 @@ def test_bf16_autocast_close_to_fp32(debug_policy):
             lp2, _ = debug_policy(img, goal, first, state)
     assert lp["buttons"].dtype == torch.float32 and torch.isfinite(lp2["buttons"]).all()
     assert (lp["camera"].exp() - ref["camera"].exp()).abs().max() < 0.05
+    # a policy cast to bf16 as a whole (no autocast) also runs; its state is bf16
+    half = build_policy("debug").to(torch.bfloat16).eval()
+    with torch.no_grad():
+        lp, state = half(img, goal, first, return_value=True)
+        lp, state = half(img, goal, first, state, return_value=True)
+    assert lp["buttons"].dtype == torch.float32 and torch.isfinite(lp["value"]).all()
+    assert state[1].dtype == torch.bfloat16
 
 
 # ---------------------------------------------------------------- heads

@@ -510,11 +510,12 @@ class Steve1Policy(nn.Module):
         net = self.net
         if state is None:
             state = self.initial_state(b, device=img.device)
-        x = img.reshape(b * t, *img.shape[2:]) / 255.0                    # (B*T, H, W, 3) float32
+        dtype = net.final_ln.weight.dtype  # float32 unless the whole policy was cast (e.g. .half())
+        x = (img.reshape(b * t, *img.shape[2:]) / 255.0).to(dtype)          # (B*T, H, W, 3)
         x = net.img_process(x).reshape(b, t, -1)                           # (B, T, hidsize)
         if goal_embed is None:
             goal_embed = x.new_zeros(b, t, self.cfg.embed_dim)
-        x = x + net.mineclip_embed_linear(goal_embed.to(net.mineclip_embed_linear.weight.dtype))
+        x = x + net.mineclip_embed_linear(goal_embed.to(dtype))
         if net.pre_lstm_ln is not None:
             x = net.pre_lstm_ln(x)
 
