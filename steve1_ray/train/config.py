@@ -120,11 +120,15 @@ class TrainConfig:
     """TensorBoard event files (default: `<storage_path>/<run_name>/tensorboard` when local, else `./runs/<run_name>`)."""
     max_failures: int = 3
     """Worker-group restarts from the latest checkpoint before the run fails."""
+    stop_after_steps: int = 0
+    """End this job at the first group boundary at or after this optimizer step, with a checkpoint; rerunning
+    with the same run_name and storage_path resumes (for time-sliced clusters). 0 = run to n_frames."""
     fail_at_step: int = -1
     """Testing aid: worker rank 1 (rank 0 if alone) exits with `os._exit` right after this optimizer step
     in its first attempt. -1 = never."""
 
     def __post_init__(self):
+        _floats_from_strings(self)
         check(self.T > 0 and self.trunc_t > 0, f"T={self.T} and trunc_t={self.trunc_t} must be positive")
         check(self.T % self.trunc_t == 0,
               f"T={self.T} is not a multiple of trunc_t={self.trunc_t}: choose e.g. T={self.T // self.trunc_t * self.trunc_t or self.trunc_t}")
@@ -151,7 +155,7 @@ class TrainConfig:
         check(self.decay_frames_factor >= 1.0, f"decay_frames_factor={self.decay_frames_factor} must be >= 1")
         for name in ("val_every_steps", "checkpoint_every_steps", "log_every_steps"):
             check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("val_max_sequences", "patience", "snapshot_every_frames", "max_failures"):
+        for name in ("val_max_sequences", "patience", "snapshot_every_frames", "max_failures", "stop_after_steps"):
             check(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
         check(self.num_to_keep >= 1, f"num_to_keep={self.num_to_keep} must be >= 1")
         check(self.cpus_per_worker > 0, f"cpus_per_worker={self.cpus_per_worker} must be > 0")
@@ -201,6 +205,23 @@ class TrainConfig:
 
     def resolved_sampling_dir(self) -> str:
         return self.sampling_dir or os.path.join(self.data, "samplings")
+
+
+def _floats_from_strings(cfg) -> None:
+    """YAML 1.1 reads `3e-4` (no dot) as a string; accept it for float fields, reject anything else."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if hints[f.name] is float and isinstance(value, str):
+            try:
+                setattr(cfg, f.name, float(value))
+            except ValueError:
+                raise ConfigError(f"{f.name}: expected a number, got {value!r}") from None
+        elif hints[f.name] is int and isinstance(value, str):
+            raise ConfigError(f"{f.name}: expected an integer, got {value!r}")
 
 
 def is_uri(path: str) -> bool:

@@ -258,7 +258,10 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = build_optimizer(policy, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     progress = Progress(next_snapshot_frames=cfg.snapshot_every_frames)
+    local_mode = cfg.num_workers == 0 and not is_uri(cfg.storage_path)
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and local_mode:
+        checkpoint = latest_local_checkpoint(cfg)
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             progress = load_checkpoint(ckpt_dir, policy, optimizer, scaler)
@@ -286,6 +289,12 @@ def train_loop_per_worker(config: dict) -> None:
                    "steps": progress.steps, "epoch": progress.epoch, **extra}
         if not with_checkpoint:
             ray.train.report(metrics)
+            return
+        if local_mode:  # Ray does not persist local-mode checkpoints: keep them under the run dir
+            ckpt_dir = save_checkpoint(local_checkpoint_dir(cfg, progress.steps), policy, optimizer, scaler,
+                                       progress, cfg)
+            prune_local_checkpoints(cfg)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
             return
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
@@ -375,6 +384,8 @@ def train_loop_per_worker(config: dict) -> None:
             val = run_validation() if _crossed(steps_before, progress.steps, cfg.val_every_steps) else {}
             if cfg.patience and progress.vals_since_best >= cfg.patience:
                 stop_reason = f"early stopping: no better val/loss in {cfg.patience} validations"
+            if cfg.stop_after_steps and progress.steps >= cfg.stop_after_steps:
+                stop_reason = f"stop_after_steps={cfg.stop_after_steps} (rerun with the same run_name to resume)"
             ckpt_due = bool(_crossed(steps_before, progress.steps, cfg.checkpoint_every_steps)
                             or val.get("val/improved") or stop_reason)
             if val or ckpt_due:
@@ -384,12 +395,39 @@ def train_loop_per_worker(config: dict) -> None:
     loader.close()
 
     # ---- finish: final validation, export, last checkpoint ------------------------------------------
+    if cfg.stop_after_steps and stop_reason.startswith("stop_after_steps"):
+        log.line(f"paused ({stop_reason}): {progress.frames:,} frames, {progress.steps} steps")
+        log.close()
+        return
     val = run_validation()
     if is_main:
         export_weights(policy, out_weights)
     log.line(f"done ({stop_reason}): {progress.frames:,} frames, {progress.steps} steps; weights -> {out_weights}")
     report({**val, "done": 1.0}, with_checkpoint=True)
     log.close()
+
+
+def local_checkpoint_dir(cfg: TrainConfig, steps: int) -> Path:
+    return Path(cfg.run_dir()) / "checkpoints" / f"checkpoint_step{steps:09d}"
+
+
+def _local_checkpoints(cfg: TrainConfig) -> list[Path]:
+    root = Path(cfg.run_dir()) / "checkpoints"
+    return sorted(p for p in root.glob("checkpoint_step*") if (p / "training_state" / "progress.json").exists())
+
+
+def latest_local_checkpoint(cfg: TrainConfig):
+    import ray.train
+
+    found = _local_checkpoints(cfg)
+    return ray.train.Checkpoint.from_directory(str(found[-1])) if found else None
+
+
+def prune_local_checkpoints(cfg: TrainConfig) -> None:
+    import shutil
+
+    for old in _local_checkpoints(cfg)[:-cfg.num_to_keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _maybe_fail(cfg: TrainConfig, progress: Progress, rank: int, world: int) -> None:

@@ -6,8 +6,6 @@ the relative-attention `b_nd`, ...) gets `weight_decay`. Frozen parameters (requ
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -76,22 +74,32 @@ def enable_activation_checkpointing(model: nn.Module, module_names: list[str] | 
     modules = dict(model.named_modules())
     for name in module_names:
         module = modules[name]
-        if getattr(module, "_steve1_checkpointed", False):
-            continue
-        original = module.forward
-
-        @functools.wraps(original)
-        def forward(*args, _original=original, **kwargs):
-            if torch.is_grad_enabled():
-                return checkpoint(_original, *args, use_reentrant=False, **kwargs)
-            return _original(*args, **kwargs)
-
-        module.forward = forward
-        module._steve1_checkpointed = True
+        if not isinstance(module, _Checkpointed):
+            # a subclass rather than a patched bound method, so deepcopy / pickling keep working
+            module.__class__ = _checkpointed_class(type(module))
     if not module_names:
         raise ValueError("activation_checkpointing: the policy has no `net.img_process.cnn.stacks.*` or "
                          "`net.recurrent_layer.blocks.*` modules to checkpoint")
     return module_names
+
+
+class _Checkpointed:
+    """Mixin: run the base class's forward under torch.utils.checkpoint when gradients are on."""
+
+    def forward(self, *args, **kwargs):
+        base_forward = super().forward
+        if torch.is_grad_enabled():
+            return checkpoint(base_forward, *args, use_reentrant=False, **kwargs)
+        return base_forward(*args, **kwargs)
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _checkpointed_class(cls: type) -> type:
+    if cls not in _CLASSES:
+        _CLASSES[cls] = type(f"Checkpointed{cls.__name__}", (_Checkpointed, cls), {})
+    return _CLASSES[cls]
 
 
 def _is_child_of(name: str, parents: tuple[str, ...]) -> bool:

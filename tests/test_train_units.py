@@ -1,0 +1,293 @@
+"""Training building blocks without Ray: schedule, decay groups, freezing, relabeling, batching order,
+gradient accumulation, losses, precision, and config validation."""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from steve1_ray.config import ConfigError
+from steve1_ray.models.policy import build_policy, logprob
+from steve1_ray.train.config import TrainConfig, load_train_config
+from steve1_ray.train.data import (InMemoryEpisodes, SequenceDataset, collate, epoch_groups, hash_split,
+                                   val_batches)
+from steve1_ray.train.loop import optimizer_step, piece_loss
+from steve1_ray.train.optim import build_optimizer, decay_groups, enable_activation_checkpointing, freeze_parts
+from steve1_ray.train.relabel import (goal_index_per_timestep, goal_timesteps, relabel, sequence_rng,
+                                      sequence_starts)
+from steve1_ray.train.schedule import lr_at
+
+torch.set_num_threads(1)
+D = 16
+
+
+# ---- schedule ---------------------------------------------------------------------------------------
+def test_lr_warmup_then_cosine_to_zero_at_1_1_n_frames():
+    lr, warm, n = 4e-5, 10_000_000, 100_000_000
+    assert lr_at(0, lr, warm, n) == 0.0
+    assert lr_at(warm // 2, lr, warm, n) == pytest.approx(lr / 2)
+    assert lr_at(warm, lr, warm, n) == pytest.approx(lr)
+    mid = (warm + 1.1 * n) / 2
+    assert lr_at(int(mid), lr, warm, n) == pytest.approx(lr / 2, rel=1e-6)
+    # at the end of training the original's lr is ~2.45% of the peak, and 0 from 1.1 n on
+    assert lr_at(n, lr, warm, n) / lr == pytest.approx(0.5 * (1 + math.cos(math.pi * (n - warm) / (1.1 * n - warm))))
+    assert lr_at(n, lr, warm, n) / lr == pytest.approx(0.0245, abs=5e-4)
+    assert lr_at(int(1.1 * n), lr, warm, n) == 0.0
+    values = [lr_at(f, lr, warm, n) for f in range(warm, int(1.1 * n), 1_000_000)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+# ---- optimizer groups, freezing --------------------------------------------------------------------
+def test_decay_groups_match_steve1():
+    policy = build_policy("debug", embed_dim=D)
+    freeze_parts(policy, [])
+    decay, no_decay = decay_groups(policy)
+    assert not set(decay) & set(no_decay)
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert set(decay) | set(no_decay) == trainable
+    assert all(n.endswith("bias") or "norm" in n or "ln" in n for n in no_decay)
+    assert "net.final_ln.weight" in no_decay and "net.recurrent_layer.blocks.0.pre_r_ln.weight" in no_decay
+    # Linear/Conv weights, GroupNorm weights and the relative-attention table are decayed (as the original)
+    assert "pi_head.buttons.linear_layer.weight" in decay
+    assert "net.img_process.cnn.stacks.0.firstconv.layer.weight" in decay
+    assert "net.img_process.cnn.stacks.0.n.weight" in decay  # GroupNorm
+    assert any(n.endswith("b_nd") for n in decay)
+    assert not any(n.startswith("value_head.") for n in trainable)  # never trained
+    opt = build_optimizer(policy, 1e-4, 0.039428)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.039428, 0.0]
+
+
+def test_freeze_cnn_and_unknown_part():
+    policy = build_policy("debug", embed_dim=D)
+    counts = freeze_parts(policy, ["net.img_process.cnn."])
+    assert counts["net.img_process.cnn."] > 0
+    assert not any(p.requires_grad for n, p in policy.named_parameters() if n.startswith("net.img_process.cnn."))
+    assert all(p.requires_grad for n, p in policy.named_parameters() if n.startswith("pi_head."))
+    with pytest.raises(ValueError, match="match no parameter"):
+        freeze_parts(build_policy("debug", embed_dim=D), ["net.nonexistent."])
+    with pytest.raises(ConfigError, match="freeze: unknown part 'cnnn'"):
+        TrainConfig(freeze=["cnnn"])
+    assert TrainConfig(freeze=["cnn", "recurrent"]).freeze_prefixes == ["net.img_process.cnn.",
+                                                                         "net.recurrent_layer."]
+
+
+# ---- relabeling -------------------------------------------------------------------------------------
+def _reference_relabel(embeds, start, T, goals):
+    """The original per-timestep loop, written out: advance to the next goal after t == goal + 1."""
+    out, i = [], 0
+    for t in range(len(embeds)):
+        out.append(goals[i])
+        if t == goals[i] + 1:
+            i += 1
+    return np.asarray(out[start:start + T])
+
+
+def test_goal_timesteps_spacing_and_mapping():
+    rng = np.random.default_rng(0)
+    spacings = []
+    for _ in range(300):
+        n = int(rng.integers(80, 900))
+        goals = goal_timesteps(n, 15, 200, rng)
+        assert goals[-1] == n - 1 and np.all(np.diff(goals) > 0)
+        d = np.diff(np.concatenate([[0], goals]))
+        assert np.all(d[:-1] >= 15) and np.all(d[:-1] < 200)          # randint high bound is exclusive
+        assert n - goals[-2] >= 15 if len(goals) > 1 else True
+        spacings += d[:-1].tolist()
+        start = int(rng.integers(15, max(16, n - 32)))
+        mapped = goal_index_per_timestep(goals, np.arange(start, min(start + 32, n)))
+        assert np.array_equal(mapped, _reference_relabel(np.zeros(n), start, min(32, n - start), goals))
+        assert np.all(mapped >= np.arange(start, start + len(mapped)) - 1)  # a goal is never in the past
+    assert min(spacings) == 15 and max(spacings) == 199
+    assert np.mean(spacings) == pytest.approx((15 + 199) / 2, rel=0.05)
+
+
+def test_relabel_fresh_per_epoch_reproducible_and_p_uncond_statistics():
+    n, T = 400, 64
+    embeds = np.random.default_rng(1).standard_normal((n, D)).astype(np.float32)
+    valid = np.arange(n) >= 15
+    a, ga, _ = relabel(embeds, valid, 100, T, 15, 60, 0.0, sequence_rng(42, 0, 5))
+    b, gb, _ = relabel(embeds, valid, 100, T, 15, 60, 0.0, sequence_rng(42, 0, 5))
+    c, gc, _ = relabel(embeds, valid, 100, T, 15, 60, 0.0, sequence_rng(42, 1, 5))
+    assert np.array_equal(a, b) and np.array_equal(ga, gb)
+    assert not np.array_equal(ga, gc)                                   # fresh goals next epoch
+    assert np.array_equal(a, embeds[ga])                                 # each step: its goal's embedding
+    draws = [relabel(embeds, valid, 100, T, 15, 60, 0.25, sequence_rng(7, 0, i)) for i in range(2000)]
+    unconds = np.array([u for _, _, u in draws])
+    assert abs(unconds.mean() - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 2000)
+    for g, _, u in draws[:200]:
+        assert (not np.any(g)) if u else np.all(np.abs(g).sum(1) > 0)   # whole sequences zeroed, or none
+    with pytest.raises(ValueError, match="raise min_btwn_goals"):
+        relabel(embeds, np.arange(n) >= 300, 100, T, 15, 60, 0.0, sequence_rng(0, 0, 0))
+
+
+def test_sequence_starts_follow_the_original_chunking():
+    assert sequence_starts(655, 640) == [15]
+    assert sequence_starts(654, 640) == []
+    assert sequence_starts(1400, 640) == [15, 655, 760]   # the last one moved to end at N
+    assert sequence_starts(1295, 640) == [15, 655]
+
+
+def _episodes(n_eps=6, n=70, seed=0):
+    rng = np.random.default_rng(seed)
+    eps = {}
+    for i in range(n_eps):
+        eps[f"e{i}"] = {"frames": rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8),
+                        "buttons": rng.integers(0, 8641, n), "camera": rng.integers(0, 121, n),
+                        "embeds": rng.standard_normal((n, D)).astype(np.float32)}
+    return InMemoryEpisodes(eps)
+
+
+def test_sequence_dataset_and_worker_order():
+    src = _episodes()
+    ds = SequenceDataset(src, src.episode_ids(), T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.0, seed=3)
+    assert len(ds) == 6 * len(sequence_starts(70, 16))
+    item = ds.load(0, epoch=0)
+    assert item["img"].shape == (16, 128, 128, 3) and item["goal_embed"].shape == (16, D)
+    assert item["first"][0] and not item["first"][1:].any()
+    batch = collate([ds.load(i, 0) for i in range(3)])
+    assert batch["img"].dtype == torch.uint8 and batch["buttons"].shape == (3, 16)
+    # two workers: disjoint, equally many groups, same result when recomputed (resume), new order next epoch
+    g0 = epoch_groups(len(ds), 1, 0, 0, 2, 2, 2)
+    g1 = epoch_groups(len(ds), 1, 0, 1, 2, 2, 2)
+    flat0 = [i for g in g0 for b in g for i in b]
+    flat1 = [i for g in g1 for b in g for i in b]
+    assert len(g0) == len(g1) == len(ds) // 8 and not set(flat0) & set(flat1)
+    assert epoch_groups(len(ds), 1, 0, 0, 2, 2, 2) == g0 and epoch_groups(len(ds), 1, 1, 0, 2, 2, 2) != g0
+    vb = [val_batches(10, r, 3, 2) for r in range(3)]
+    assert sorted(i for r in vb for b in r for i in b) == list(range(10))
+    train, val = hash_split([f"ep{i}" for i in range(50)], 0.2)
+    assert set(train).isdisjoint(val) and len(train) + len(val) == 50 and 3 <= len(val) <= 20
+
+
+# ---- gradient accumulation and losses --------------------------------------------------------------
+def _cfg(**kw):
+    base = dict(T=16, trunc_t=8, batch_size=8, grad_accum=1, precision="fp32", max_grad_norm=1e9,
+                min_btwn_goals=15, max_btwn_goals=30)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _sgd_deltas(policy, micro_batches, cfg, n_pieces=2):
+    policy = copy.deepcopy(policy)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    opt = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=1.0)
+    states = [policy.initial_state(mb["img"].shape[0]) for mb in micro_batches]
+    losses = []
+    for k in range(n_pieces):
+        # SGD with lr 1: the update of the last piece is minus its gradient
+        before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+        out = optimizer_step(policy, policy, opt, None, micro_batches, states, k * cfg.trunc_t, cfg,
+                             torch.device("cpu"), lr=1e-3 if k < n_pieces - 1 else 1.0)
+        losses.append(out["loss_sum"])
+    deltas = {n: before[n] - p.detach() for n, p in policy.named_parameters() if p.requires_grad}
+    return deltas, losses, states
+
+
+def test_accumulation_4x2_equals_batch_8():
+    torch.manual_seed(0)
+    policy = build_policy("debug", embed_dim=D)
+    freeze_parts(policy, [])
+    src = _episodes(n_eps=8, n=40)
+    ds = SequenceDataset(src, src.episode_ids(), T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.0, seed=0)
+    items = [ds.load(i, 0) for i in range(8)]
+    full = [collate(items)]
+    split = [collate(items[2 * m:2 * m + 2]) for m in range(4)]
+    g_full, l_full, s_full = _sgd_deltas(policy, full, _cfg(batch_size=8, grad_accum=1))
+    g_acc, l_acc, s_acc = _sgd_deltas(policy, split, _cfg(batch_size=2, grad_accum=4))
+    for name in g_full:
+        rel = float((g_full[name] - g_acc[name]).norm() / g_full[name].norm().clamp_min(1e-12))
+        assert rel < 1e-4, (name, rel)
+    # a broken accumulation (the original's: only the last micro-batch's gradient survives) is far off
+    g_last, _, _ = _sgd_deltas(policy, split[-1:], _cfg(batch_size=2, grad_accum=1))
+    name = "pi_head.buttons.linear_layer.weight"
+    assert float((g_full[name] - g_last[name] / 4).norm() / g_full[name].norm()) > 0.1
+    assert l_full == pytest.approx(l_acc, rel=1e-5)
+    # the carried recurrent state of each micro-batch equals the matching rows of the big batch
+    for a, b in zip(s_full[0], [torch.cat(parts) for parts in zip(*s_acc)]):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def test_piece_loss_is_steve1_sum_over_time():
+    lp = {"buttons": torch.log_softmax(torch.randn(3, 5, 8641), -1),
+          "camera": torch.log_softmax(torch.randn(3, 5, 121), -1)}
+    b, c = torch.randint(0, 8641, (3, 5)), torch.randint(0, 121, (3, 5))
+    ref = -(lp["buttons"].gather(-1, b[..., None])[..., 0] + lp["camera"].gather(-1, c[..., None])[..., 0])
+    loss, nll, n = piece_loss(lp, b, c, "sum_time")
+    assert float(loss) == pytest.approx(float(ref.sum(1).mean()), rel=1e-6)
+    assert float(piece_loss(lp, b, c, "mean")[0]) == pytest.approx(float(ref.mean()), rel=1e-6)
+    assert float(nll) == pytest.approx(float(ref.sum()), rel=1e-6) and n == 15
+    assert torch.allclose(logprob(lp, b, c), -ref)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_step_runs(precision):
+    torch.manual_seed(0)
+    policy = build_policy("debug", embed_dim=D)
+    freeze_parts(policy, [])
+    src = _episodes(n_eps=2, n=40)
+    ds = SequenceDataset(src, src.episode_ids(), T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.0, seed=0)
+    batch = [collate([ds.load(0, 0), ds.load(1, 0)])]
+    cfg = _cfg(batch_size=2, precision=precision, max_grad_norm=5.0)
+    opt = build_optimizer(policy, 1e-3, 0.0)
+    scaler = torch.amp.GradScaler("cpu") if precision == "fp16" else None
+    before = policy.net.final_ln.weight.detach().clone()
+    out = optimizer_step(policy, policy, opt, scaler, batch, [policy.initial_state(2)], 0, cfg,
+                         torch.device("cpu"), lr=1e-3)
+    assert math.isfinite(out["loss_sum"]) and out["grad_norm"] > 0
+    assert policy.net.final_ln.weight.dtype == torch.float32  # fp32 master weights
+    if precision == "bf16":
+        assert not torch.equal(before, policy.net.final_ln.weight)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    policy = build_policy("debug", embed_dim=D)
+    freeze_parts(policy, [])
+    src = _episodes(n_eps=2, n=40)
+    ds = SequenceDataset(src, src.episode_ids(), T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.0, seed=0)
+    batch = [collate([ds.load(0, 0), ds.load(1, 0)])]
+    ref, _, _ = _sgd_deltas(policy, batch, _cfg(batch_size=2), n_pieces=1)
+    ckpt = copy.deepcopy(policy).set_activation_checkpointing(True)
+    names = enable_activation_checkpointing(ckpt, ["net.img_process.cnn.stacks.0", "net.img_process.cnn.stacks.1"])
+    assert names
+    got, _, _ = _sgd_deltas(ckpt, batch, _cfg(batch_size=2), n_pieces=1)
+    for name in ref:
+        assert float((ref[name] - got[name]).norm() / ref[name].norm().clamp_min(1e-12)) < 1e-4, name
+
+
+# ---- configs ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("override,match", [
+    (["T=100", "trunc_t=64"], "not a multiple of trunc_t"),
+    (["min_btwn_goals=10"], "must be >= 15"),
+    (["max_btwn_goals=15"], "must be > min_btwn_goals"),
+    (["precision=fp8"], "choose one of"),
+    (["p_uncond=1.5"], r"p_uncond=1.5 must be in \[0, 1\]"),
+    (["batch_size=0"], "batch_size=0 must be >= 1"),
+    (["warmup_frames=200000000"], "between 0 and n_frames"),
+    (["learning_rate=1e-4"], r"unknown key\(s\) \['learning_rate'\]"),
+    (["grad_accum=two"], "expected an integer"),
+    (["loss_reduction=sum"], "choose one of"),
+])
+def test_bad_configs_are_rejected_with_the_fix(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_train_config("paper", override)
+
+
+def test_presets_resolve():
+    paper = load_train_config("paper")
+    assert (paper.model, paper.T, paper.trunc_t, paper.batch_size, paper.grad_accum, paper.lr) == \
+        ("2x", 640, 64, 12, 4, 4e-5)
+    assert (paper.warmup_frames, paper.p_uncond, paper.min_btwn_goals, paper.max_btwn_goals) == \
+        (10_000_000, 0.1, 15, 200)
+    assert paper.n_frames >= 100_000_000 and paper.precision == "bf16" and paper.use_gpu
+    ft = load_train_config("finetune", ["in_weights=x.weights"])
+    assert (ft.lr, ft.T, ft.batch_size, ft.grad_accum, ft.warmup_frames, ft.n_frames, ft.val_every_steps,
+            ft.max_btwn_goals) == (1e-5, 320, 8, 2, 1_000_000, 10_000_000, 200, 100)
+    debug = load_train_config("debug", ["lr=3e-4"])
+    assert debug.lr == 3e-4 and debug.model == "debug" and not debug.use_gpu
+    assert paper.frames_per_step == 64 * 12 * 4 * paper.world_size
+    with pytest.raises(ConfigError, match="unknown preset 'papr'"):
+        load_train_config("papr")
