@@ -78,11 +78,22 @@ CRAFTER_ACHIEVEMENTS = (
     "place_furnace", "place_plant", "place_stone", "place_table", "wake_up")
 
 
+def caption_achievements() -> dict[str, list[str]]:
+    """The embedded world's training captions -> achievements (`steve1_ray.world.demonstrators.GOALS`),
+    so a policy is asked in the words its recordings were captioned with."""
+    try:
+        from steve1_ray.world.demonstrators import GOALS
+    except ImportError:  # the world package without its demonstrators: only the built-in table
+        return {}
+    return {c: ([g.achievement] if g.achievement else []) for g in GOALS.values() for c in g.captions}
+
+
 def targets_for(goal: str, overrides: dict[str, list[str]] | None = None) -> list[str]:
-    """Target achievements of a goal: the config's table first, then `PROMPT_ACHIEVEMENTS`; a goal that
-    is itself an achievement name (`collect_wood`, "collect wood" with spaces) targets that one."""
+    """Target achievements of a goal. Looked up, in order, in the config's `prompt_achievements`, the
+    world's training captions, `PROMPT_ACHIEVEMENTS`; a goal that is itself an achievement name
+    (`collect_wood`, or "collect wood" with spaces) targets that one; anything else has none."""
     key = " ".join(goal.lower().split())
-    for table in (overrides or {}, PROMPT_ACHIEVEMENTS):
+    for table in (overrides or {}, caption_achievements(), PROMPT_ACHIEVEMENTS):
         norm = {" ".join(k.lower().split()): v for k, v in table.items()}
         if key in norm:
             return list(norm[key])

@@ -23,6 +23,10 @@ def test_targets_for_table_overrides_and_achievement_names():
     assert targets_for("collect wood", {"collect wood": ["collect_wood", "place_table"]}) == \
         ["collect_wood", "place_table"]
     assert targets_for("go explore", {"Go Explore": []}) == []
+    # The embedded world's training captions count too (steve1_ray.world.demonstrators.GOALS).
+    assert targets_for("put down a workbench") == ["place_table"]
+    assert targets_for("go to sleep") == ["wake_up"]
+    assert targets_for("walk around and explore") == []
 
 
 def test_plan_jobs_seeds_are_paired_and_repeatable():
@@ -155,3 +159,38 @@ def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path):
     assert main(args[:-1] + [f"out_dir={again}", "workers=1", "streams_per_worker=2", "progress=false"]) == 0
     episodes2 = json.loads((again / "episodes.json").read_text())
     assert [e["metrics"] for e in episodes2] == [e["metrics"] for e in episodes]
+
+
+@pytest.mark.parametrize("goal, prompt", [("collect_wood", "chop a tree"), ("collect_drink", "drink water")])
+def test_metrics_on_scripted_demonstrator_episodes(goal, prompt):
+    """A scripted player pursues one goal; the metrics must match what the live world recorded."""
+    from steve1_ray.eval_metrics import episode_metrics
+    from steve1_ray.world.demonstrators import Demonstrator
+    from steve1_ray.world.env import make_env
+
+    env = make_env("crafter", frame_size=(64, 36), area=(32, 32))
+    demo = Demonstrator(env, seed=1, noise=0.0, goals=(goal,))
+    env.reset(seed=1)
+    demo.reset()
+    infos, positions, held, first = [], [], [], None
+    for t in range(40):
+        _, _, done, info = env.step(demo.act())
+        infos.append(info)
+        positions.append(np.array(env.player.pos, float))
+        item = "wood" if goal == "collect_wood" else "drink"
+        held.append(int(env.player.inventory[item]))
+        if first is None and env.player.achievements[goal] > 0:
+            first = t + 1
+        if done:
+            break
+    segments = demo.finish()
+    m = episode_metrics(infos, targets=targets_for(prompt))
+    assert any(s.success for s in segments) and first is not None  # the script did reach its goal
+    assert m["achievements/" + goal] == env.player.achievements[goal] > 0
+    assert m["target/success"] == 1.0 and m["target/count"] == env.player.achievements[goal]
+    assert m["target/first_step"] == first
+    assert m[f"inventory_max/{item}"] == max(held)
+    dist = max(np.linalg.norm(p - positions[0]) for p in positions)
+    assert m["travel/max_dist"] == pytest.approx(dist) and dist > 0
+    others = [k for k, v in m.items() if k.startswith("achievements/") and k != "achievements/" + goal and v]
+    assert others == []  # a single-goal script unlocks nothing else in 40 steps
