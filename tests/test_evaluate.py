@@ -194,3 +194,35 @@ def test_metrics_on_scripted_demonstrator_episodes(goal, prompt):
     assert m["travel/max_dist"] == pytest.approx(dist) and dist > 0
     others = [k for k, v in m.items() if k.startswith("achievements/") and k != "achievements/" + goal and v]
     assert others == []  # a single-goal script unlocks nothing else in 40 steps
+
+
+def test_embed_goals_prior_samples_and_visual_goals(tmp_path):
+    import torch
+
+    from steve1_ray.evaluate import embed_goals
+    from steve1_ray.models.prior import TranslatorVAE
+
+    torch.manual_seed(0)
+    torch.save(TranslatorVAE(512, 64, 32).state_dict(), tmp_path / "prior.pt")
+    np.save(tmp_path / "goal.npy", np.arange(512, dtype=np.float32)[None])
+    frames = np.random.default_rng(0).integers(0, 255, (20, 72, 128, 3), dtype=np.uint8)
+    np.savez(tmp_path / "clip.npz", frames=frames)
+    cfg = load_config(EvalConfig, [DEBUG], [
+        "episodes=2", "prompts=[collect wood]", f"prior={tmp_path / 'prior.pt'}",
+        f"visual_goals={{stored: {tmp_path / 'goal.npy'}, clip: {tmp_path / 'clip.npz'}}}"])
+    jobs = plan_jobs(cfg)
+    embed_goals(cfg, jobs, 512)
+    by = {(j["goal"], j["cond_scale"], j["episode"]): j["goal_embed"] for j in jobs}
+    # One prior sample per episode (seeded): episodes differ, a re-run gives the same vectors.
+    assert not np.allclose(by[("collect wood", 0.0, 0)], by[("collect wood", 0.0, 1)])
+    again = plan_jobs(cfg)
+    embed_goals(cfg, again, 512)
+    assert all(np.array_equal(a["goal_embed"], b["goal_embed"]) for a, b in zip(jobs, again))
+    assert np.array_equal(by[("stored", 6.0, 1)], np.arange(512, dtype=np.float32))
+    assert by[("clip", 0.0, 0)].shape == (512,) and np.isfinite(by[("clip", 0.0, 0)]).all()
+    assert not by[("unconditioned", None, 0)].any()
+    with pytest.raises(ConfigError, match="policy expects 256"):
+        embed_goals(cfg, plan_jobs(cfg), 256)
+    bad = load_config(EvalConfig, [DEBUG], [f"visual_goals={{x: {tmp_path / 'missing.npy'}}}"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        embed_goals(bad, plan_jobs(bad), 512)
