@@ -4,7 +4,7 @@
     obs = env.reset(seed=7)              # obs["pov"]: (360, 640, 3) uint8 RGB
     obs, reward, done, info = env.step({"forward": 1, "camera": [0.0, 3.0]})
 
-Actions are MineRL HumanSurvival action dicts: 22 buttons (0/1) and `camera` = [pitch, yaw] in degrees.
+Actions are MineRL HumanSurvival action dicts: 23 buttons (0/1) and `camera` = [pitch, yaw] in degrees.
 Missing keys count as 0; values may carry a batch dim of 1 (as VPT/STEVE-1 agents emit them).
 `info` always has `inventory` (dict name -> count) and `achievements` (dict name -> count).
 Rollout code only uses this module's names, never a backend's.
@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-# The 22 MineRL button keys (TARGET_ACTION_SPACE order) + camera: same as steve1_ray.actions.ENV_KEYS.
+# The 23 MineRL button keys (TARGET_ACTION_SPACE order) + camera: same as steve1_ray.actions.ENV_KEYS.
 BUTTON_KEYS: tuple[str, ...] = (
     "ESC", "attack", "back", "drop", "forward", *(f"hotbar.{i}" for i in range(1, 10)), "inventory",
     "jump", "left", "pickItem", "right", "sneak", "sprint", "swapHands", "use",
@@ -47,7 +47,7 @@ def _scalar(value: Any, key: str) -> Any:
 
 
 def normalize_action(action: Mapping[str, Any]) -> dict[str, Any]:
-    """Any MineRL-style action -> a full dict: ints 0/1 for the 22 buttons, camera float32 (2,) degrees.
+    """Any MineRL-style action -> a full dict: ints 0/1 for the 23 buttons, camera float32 (2,) degrees.
 
     Accepts partial dicts, NumPy/torch scalars and batch-of-one arrays. Unknown keys, non-binary
     buttons and non-finite or out-of-range cameras raise `ActionError`.

@@ -1,0 +1,268 @@
+"""The record job: N scripted-demonstrator episodes of the embedded world, in parallel Ray tasks.
+
+    python jobs/record.py out=data/world episodes=16 max_steps=1000
+    steve1 record out=data/world episodes=4 layout=custom
+    ray job submit --working-dir . -- python jobs/record.py out=/shared/world episodes=200
+
+Output (contractor layout, the default):
+
+    <out>/contractor/<name>.mp4 + <name>.jsonl   one pair per episode, VPT contractor format
+    <out>/index.json                             {"basedir": "<out>/", "relpaths": ["contractor/<name>.mp4", ...]}
+    <out>/captions.jsonl                         one line per goal segment: episode, start, end, text, ...
+    <out>/meta/<name>.json                       per-episode record (seed, frames, achievements, segments)
+    <out>/summary.json, <out>/record_config.yaml
+
+`layout=custom` writes `<out>/<name>/{video.mp4, actions.jsonl}` instead (no index.json). Re-running skips
+finished episodes (their meta file exists), so an interrupted job resumes; `overwrite=true` re-records.
+Feed the result to the dataset job with `sources=[contractor:<out>/index.json]` or `sources=[<out>/contractor]`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steve1_ray.config import check, load_config, save_config, to_dict
+from steve1_ray.world.demonstrators import GOALS
+from steve1_ray.world.recorder import EpisodeRecord, episode_paths, record_episode
+
+
+@dataclass
+class RecordConfig:
+    """Options of the record job (YAML overlays + key=value overrides)."""
+
+    out: str = "data/world"
+    """dataset root folder"""
+    episodes: int = 8
+    """how many episodes to record"""
+    max_steps: int = 1000
+    """episode length limit in frames (20 per second); an episode also ends when the player dies"""
+    seed: int = 0
+    """episode i uses world and demonstrator seed `seed + i`"""
+    layout: str = "contractor"
+    """contractor: <out>/contractor/<name>.mp4|.jsonl + index.json; custom: <out>/<name>/{video.mp4, actions.jsonl}"""
+    name_prefix: str = "crafter-demo"
+    """episode names are <name_prefix>-s<seed>-<i:05d> (letters, digits and '-' only)"""
+    noise: float = 0.05
+    """demonstrator: per-step probability of a random action"""
+    goal_steps: int = 150
+    """demonstrator: steps before an unfinished goal is abandoned"""
+    goals: list[str] = field(default_factory=list)
+    """demonstrator: goals it may pick (names in steve1_ray.world.demonstrators.GOALS); empty = all"""
+    frame_width: int = 640
+    frame_height: int = 360
+    tile_px: int = 20
+    """crafter render resolution per tile before scaling to frame_width x frame_height"""
+    crf: int = 23
+    """H.264 quality (lower = better, bigger files)"""
+    preset: str = "superfast"
+    """x264 speed preset"""
+    use_ray: bool = True
+    """false: record in this process, one episode after another"""
+    num_cpus: float = 1.0
+    """CPUs reserved per Ray task"""
+    overwrite: bool = False
+    """re-record episodes that already exist"""
+    progress: bool = True
+    """show a progress bar"""
+
+    def __post_init__(self):
+        check(self.episodes >= 1, f"episodes={self.episodes}: record at least 1")
+        check(self.max_steps >= 1, f"max_steps={self.max_steps} must be at least 1")
+        check(self.layout in ("contractor", "custom"),
+              f"layout={self.layout!r}: choose contractor or custom")
+        check(self.name_prefix.replace("-", "").replace("_", "").isalnum(),
+              f"name_prefix={self.name_prefix!r}: use letters, digits, '-' or '_' (no dots: STEVE-1 paths "
+              "must not contain '.')")
+        check(0.0 <= self.noise <= 1.0, f"noise={self.noise} must be in [0, 1]")
+        check(self.goal_steps >= 1, f"goal_steps={self.goal_steps} must be at least 1")
+        unknown = sorted(set(self.goals) - set(GOALS))
+        check(not unknown, f"goals: unknown {unknown}; known goals: {sorted(GOALS)}")
+        check(self.frame_width >= 16 and self.frame_height >= 16,
+              f"frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
+        check(self.tile_px >= 4, f"tile_px={self.tile_px} must be at least 4 (default 20)")
+        check(0 <= self.crf <= 51, f"crf={self.crf} must be in 0..51")
+        check(self.num_cpus > 0, f"num_cpus={self.num_cpus} must be positive")
+        check(self.seed >= 0, f"seed={self.seed} must be non-negative")
+
+
+def episode_name(cfg: RecordConfig, i: int) -> str:
+    return f"{cfg.name_prefix}-s{cfg.seed}-{i:05d}"
+
+
+def _record_one(cfg_dict: dict, i: int) -> dict:
+    """One episode -> its record dict (or {"name", "error"}); writes <out>/meta/<name>.json last."""
+    cfg = RecordConfig(**cfg_dict)
+    name = episode_name(cfg, i)
+    try:
+        rec = record_episode(
+            cfg.out, name, seed=cfg.seed + i, max_steps=cfg.max_steps, layout=cfg.layout,
+            env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px},
+            demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None},
+            crf=cfg.crf, preset=cfg.preset)
+    except Exception as e:  # noqa: BLE001 - one bad episode never stops the job
+        return {"name": name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    meta = Path(cfg.out) / "meta" / f"{name}.json"
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    tmp = meta.with_suffix(".json.part")
+    tmp.write_text(json.dumps(rec.to_dict()))
+    os.replace(tmp, meta)
+    return rec.to_dict()
+
+
+def _is_done(cfg: RecordConfig, name: str) -> bool:
+    root = Path(cfg.out)
+    sub = root / "contractor" if cfg.layout == "contractor" else root
+    video, jsonl = episode_paths(sub, name, cfg.layout)
+    return (root / "meta" / f"{name}.json").exists() and video.exists() and jsonl.exists()
+
+
+def _init_ray():
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", log_to_driver=False)
+        return ray
+    try:
+        ray.init(address="auto", log_to_driver=False)
+    except (ConnectionError, RuntimeError):
+        ray.init(log_to_driver=False)
+    return ray
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="record", unit="ep", disable=not enabled, file=sys.stderr)
+
+
+def record_episodes(cfg: RecordConfig) -> dict:
+    """Record `cfg.episodes` episodes (skipping finished ones), write index/captions/summary; returns summary."""
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "record_config.yaml")
+    names = [episode_name(cfg, i) for i in range(cfg.episodes)]
+    todo = [i for i, n in enumerate(names) if cfg.overwrite or not _is_done(cfg, n)]
+    cfg_dict = to_dict(cfg)
+    results: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    bar = _progress(len(todo), cfg.progress)
+    frames_done = 0
+    if todo and cfg.use_ray:
+        ray = _init_ray()
+        remote = ray.remote(_record_one).options(num_cpus=cfg.num_cpus, max_retries=1)
+        pending = [remote.remote(cfg_dict, i) for i in todo]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                res = ray.get(ref)
+                results[res["name"]] = res
+                frames_done += res.get("n_frames", 0)
+                bar.update(1)
+                bar.set_postfix(frames=frames_done)
+    else:
+        for i in todo:
+            res = _record_one(cfg_dict, i)
+            results[res["name"]] = res
+            frames_done += res.get("n_frames", 0)
+            bar.update(1)
+            bar.set_postfix(frames=frames_done)
+    bar.close()
+    wall = time.perf_counter() - t0
+
+    records, failed = [], []
+    for name in names:
+        res = results.get(name)
+        if res is None:  # recorded by an earlier run
+            meta = root / "meta" / f"{name}.json"
+            if meta.exists():
+                res = json.loads(meta.read_text())
+        if res is None or "error" in res:
+            failed.append({"name": name, "error": (res or {}).get("error", "missing")})
+            continue
+        records.append(res)
+    _write_outputs(cfg, root, records)
+    summary = _summary(cfg, records, failed, wall, len(todo))
+    (root / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _write_outputs(cfg: RecordConfig, root: Path, records: list[dict]) -> None:
+    if cfg.layout == "contractor":
+        index = {"basedir": str(root.resolve()) + "/", "relpaths": [r["video"] for r in records]}
+        (root / "index.json").write_text(json.dumps(index, indent=1))
+    with open(root / "captions.jsonl.part", "w") as f:
+        for r in records:
+            for s in r["segments"]:
+                f.write(json.dumps({"episode": r["name"], "video": r["video"], "actions": r["actions"], **s}) + "\n")
+    os.replace(root / "captions.jsonl.part", root / "captions.jsonl")
+
+
+def _summary(cfg: RecordConfig, records: list[dict], failed: list[dict], wall: float, n_new: int) -> dict:
+    seen = Counter()  # episodes in which each achievement happened
+    total = Counter()
+    for r in records:
+        for k, v in r["achievements"].items():
+            seen[k] += 1
+            total[k] += v
+    frames = sum(r["n_frames"] for r in records)
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in records)
+    return {
+        "out": str(Path(cfg.out).resolve()),
+        "layout": cfg.layout,
+        "episodes": len(records),
+        "failed": failed,
+        "recorded_now": n_new,
+        "frames": frames,
+        "null_frames": sum(r["n_null"] for r in records),
+        "deaths": sum(bool(r.get("died")) for r in records),
+        "segments": sum(len(r["segments"]) for r in records),
+        "segments_succeeded": sum(s["success"] for r in records for s in r["segments"]),
+        "achievements_seen": dict(sorted(seen.items())),
+        "achievement_counts": dict(sorted(total.items())),
+        "wall_seconds": round(wall, 2),
+        "episodes_per_s": round(n_new / wall, 4) if n_new and wall > 0 else None,
+        "cpu_seconds_per_episode": round(cpu / len(records), 2) if records else None,
+        "frames_per_cpu_second": round(frames / cpu, 1) if cpu > 0 else None,
+        "hours_of_gameplay": round(frames / 20 / 3600, 3),
+    }
+
+
+def format_summary(s: dict) -> str:
+    ach = ", ".join(f"{k} {v}/{s['episodes']}" for k, v in s["achievements_seen"].items()) or "none"
+    lines = [
+        f"recorded {s['episodes']} episodes ({s['recorded_now']} now, {len(s['failed'])} failed) in "
+        f"{s['wall_seconds']} s -> {s['out']} [{s['layout']} layout]",
+        f"frames {s['frames']} ({s['hours_of_gameplay']} h at 20 fps), null frames {s['null_frames']}, "
+        f"deaths {s['deaths']}, goal segments {s['segments']} ({s['segments_succeeded']} achieved)",
+        f"speed: {s['frames_per_cpu_second']} recorded frames per CPU-second, "
+        f"{s['cpu_seconds_per_episode']} CPU-s per episode",
+        f"achievements seen (episodes): {ach}",
+    ]
+    lines += [f"FAILED {f['name']}: {f['error']}" for f in s["failed"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python jobs/record.py [--config a.yaml ...] [key=value ...]`; exit code 1 if an episode failed."""
+    p = argparse.ArgumentParser(prog="record", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action="append", default=[], help="YAML overlay(s), applied in order")
+    p.add_argument("--overlay", default=None, help="named section of the YAML files to use")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out=data/world episodes=16")
+    args = p.parse_args(argv)
+    cfg = load_config(RecordConfig, args.config, args.overrides, overlay=args.overlay)
+    print("[record] config: " + json.dumps(to_dict(cfg)), flush=True)
+    summary = record_episodes(cfg)
+    print(format_summary(summary), flush=True)
+    return 1 if summary["failed"] else 0
+
+
+__all__ = ["RecordConfig", "record_episodes", "format_summary", "main", "EpisodeRecord"]
