@@ -13,7 +13,7 @@ What it does, top to bottom (`run_evaluation`):
 3. Rollouts: `EvalWorker` Ray actors each hold the policy and a few worlds, and play their jobs in
    lockstep, all streams in one forward pass (`steve1_ray.agent.act_batch`). Per step, each episode's
    `info` goes into a `MetricTracker`; a few episodes per cell are also encoded as mp4 with the prompt
-   written over the frames.
+   written over the frames (the serving rollouts' `Mp4Writer` and `draw_prompt`).
 4. Report: `steve1_ray.eval_report.write_report` (Markdown with CIs, plots, per-episode JSON).
 
 Which achievement a prompt asks for comes from `PROMPT_ACHIEVEMENTS` (documented in
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -340,59 +339,6 @@ def embed_goals(cfg: EvalConfig, jobs: list[dict], embed_dim: int) -> None:
             j["goal_embed"] = emb
 
 
-# ------------------------------------------------------------------------------- video
-
-class PromptVideo:
-    """H.264 mp4 in memory (browser-playable, yuv420p) of an episode, with the prompt over each frame."""
-
-    BANNER = 36
-
-    def __init__(self, title: str, subtitle: str, height: int = 256, fps: int = 20):
-        import av
-
-        self.title, self.subtitle, self.height, self.fps = title, subtitle, height, fps
-        self.buf = io.BytesIO()
-        self.container = av.open(self.buf, "w", format="mp4")
-        self.stream = None
-        self.frames = 0
-
-    def _compose(self, pov: np.ndarray, step: int) -> np.ndarray:
-        import cv2
-
-        h, w = pov.shape[:2]
-        width = int(round(w * self.height / h / 2)) * 2
-        frame = cv2.resize(pov, (width, self.height), interpolation=cv2.INTER_AREA)
-        banner = np.full((self.BANNER, width, 3), 24, np.uint8)
-        font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.42
-        title = self.title
-        while len(title) > 4 and cv2.getTextSize(title, font, scale, 1)[0][0] > width - 8:
-            title = title[:-4] + "..."
-        cv2.putText(banner, title, (4, 14), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.putText(banner, f"{self.subtitle}  step {step}", (4, 30), font, scale, (180, 220, 255), 1,
-                    cv2.LINE_AA)
-        return np.ascontiguousarray(np.concatenate([banner, frame], axis=0))
-
-    def add(self, pov: np.ndarray, step: int) -> None:
-        import av
-
-        img = self._compose(np.asarray(pov, np.uint8), step)
-        if self.stream is None:
-            self.stream = self.container.add_stream("libx264", rate=self.fps)
-            self.stream.height, self.stream.width = img.shape[:2]
-            self.stream.pix_fmt = "yuv420p"
-            self.stream.options = {"crf": "28", "preset": "veryfast"}
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            self.container.mux(packet)
-        self.frames += 1
-
-    def finish(self) -> bytes:
-        if self.stream is not None:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-        self.container.close()
-        return self.buf.getvalue() if self.frames else b""
-
-
 # ------------------------------------------------------------------------------- rollouts
 
 @dataclass
@@ -402,7 +348,8 @@ class _Slot:
     stream: Any
     tracker: Any
     obs: dict
-    video: Optional[PromptVideo]
+    video: Any  # steve1_ray.serving.rollouts.Mp4Writer or None
+    label: str
     t0: float
     steps: int = 0
 
@@ -430,6 +377,9 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
     from steve1_ray.agent import act_batch, new_stream
     from steve1_ray.eval_metrics import MetricTracker
 
+    if any(job.get("video") for job in jobs):
+        from steve1_ray.serving.rollouts import Mp4Writer, draw_prompt
+
     if len(jobs) > len(envs):
         raise ValueError(f"{len(jobs)} jobs but only {len(envs)} worlds")
     results: list[Optional[tuple[dict, bytes | None]]] = [None] * len(jobs)
@@ -444,12 +394,14 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
         scale = job["cond_scale"]
         stream = new_stream(policy, job["goal_embed"], None if not scale else scale, seed=job["agent_seed"],
                             deterministic=deterministic)  # scale 0 == plain conditional: one row suffices
-        video = None
+        video, label = None, ""
         if job.get("video"):
-            sub = "no goal" if job["kind"] == "unconditioned" else f"{job['kind']} goal, scale {scale:g}"
-            video = PromptVideo(job["goal"], f"{sub}, ep {job['episode']}", video_height, video_fps)
-            video.add(obs["pov"], 0)
-        slots.append((i, _Slot(job, env, stream, MetricTracker(job["targets"], paper_metrics), obs, video, t0)))
+            how = "no goal" if job["kind"] == "unconditioned" else f"scale {scale:g}"
+            label = f"{job['goal']} ({how}, ep {job['episode']})"
+            video = Mp4Writer(video_fps, video_height)
+            video.add(draw_prompt(obs["pov"], label, 0))
+        slots.append((i, _Slot(job, env, stream, MetricTracker(job["targets"], paper_metrics), obs, video,
+                               label, t0)))
 
     while slots:
         actions = act_batch(policy, [s.stream for _, s in slots], [s.obs["pov"] for _, s in slots])
@@ -461,7 +413,7 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
                 s.steps += 1
                 s.tracker.update(info)
                 if s.video is not None:
-                    s.video.add(s.obs["pov"], s.steps)
+                    s.video.add(draw_prompt(s.obs["pov"], s.label, s.steps))
             except Exception as exc:  # noqa: BLE001
                 error, done = f"step {s.steps + 1} failed: {exc!r}", True
             if done or s.steps >= max_steps:

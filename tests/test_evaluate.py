@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from steve1_ray.config import ConfigError, load_config
-from steve1_ray.evaluate import (EvalConfig, PromptVideo, derive_seed, main, plan_jobs, play_episodes,
+from steve1_ray.evaluate import (EvalConfig, derive_seed, main, plan_jobs, play_episodes,
                                  targets_for)
 
 DEBUG = "configs/eval/debug.yaml"
@@ -69,27 +69,6 @@ def test_main_rejects_bad_input_with_exit_code(tmp_path, capsys):
     assert "neither a preset" in capsys.readouterr().err
 
 
-def test_prompt_video_is_h264_with_banner():
-    import av
-
-    video = PromptVideo("collect wood", "text goal, scale 6", height=64, fps=20)
-    pov = np.full((360, 640, 3), 200, np.uint8)
-    for step in range(5):
-        video.add(pov, step)
-    data = video.finish()
-    import io
-
-    with av.open(io.BytesIO(data)) as c:
-        stream = c.streams.video[0]
-        assert stream.codec_context.name == "h264"
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert len(frames) == 5
-    assert frames[0].shape == (64 + PromptVideo.BANNER, 114, 3)  # 640x360 scaled to height 64, even width
-    banner = frames[0][:PromptVideo.BANNER].astype(int)
-    assert banner.mean() < 100 and banner.max() > 180  # dark strip with light text on it
-    assert abs(frames[0][PromptVideo.BANNER + 10:].mean() - 200) < 8
-
-
 def _debug_jobs(cfg, n):
     from steve1_ray.agent import policy_embed_dim
     from steve1_ray.evaluate import embed_goals, load_eval_policy
@@ -101,6 +80,10 @@ def _debug_jobs(cfg, n):
 
 
 def test_play_episodes_in_crafter_world_is_repeatable():
+    import io
+
+    import av
+    import cv2
     import torch
 
     from steve1_ray.world.env import make_env
@@ -116,7 +99,15 @@ def test_play_episodes_in_crafter_world_is_repeatable():
         assert rec["metrics"] == rec2["metrics"]
         assert rec["metrics"]["achievements/collect_wood"] >= 0
         assert {"travel/max_dist", "target/success", "inventory_max/wood"} <= set(rec["metrics"])
-    assert first[0][1] and first[1][1] is None  # only the first episode of a cell is filmed
+    assert first[1][1] is None  # only the first episode of a cell is filmed
+    with av.open(io.BytesIO(first[0][1])) as c:  # H.264, the reset frame + one per step, prompt on top
+        assert c.streams.video[0].codec_context.name == "h264"
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 7 and frames[0].shape == (64, 114, 3)
+    raw = np.asarray(envs[0].reset(seed=jobs[0]["world_seed"])["pov"])
+    small = cv2.resize(raw, (114, 64), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(frames[0][40:].astype(int) - small[40:]).mean() < 12  # the picture below the banner
+    assert np.abs(frames[0][:10].astype(int) - small[:10]).mean() > 20  # the darkened banner
     with pytest.raises(ValueError, match="only 3 worlds"):
         play_episodes(policy, envs, jobs + jobs[:1], 2)
 
