@@ -1,0 +1,122 @@
+"""The Ray Data job end to end: good episodes written, every bad-input class quarantined, resumable."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from steve1_ray.data import load_contractor_episode, shards
+from steve1_ray.data.pipeline import DataConfig, convert_episode, generate_dataset
+from steve1_ray.data.sampling import create_sampling, read_sampling
+from steve1_ray.data.sources import EpisodeTask
+from steve1_ray.data.synthetic import write_episode
+
+
+def _recordings(root):
+    """Two good episodes and one of each bad-input class."""
+    write_episode(root / "good_a", 60, seed=1)
+    write_episode(root / "good_b", 45, seed=2)
+    bad = write_episode(root / "corrupt", 30, seed=3)
+    (bad / "video.mp4").write_bytes(os.urandom(5000))
+    bad = write_episode(root / "truncated", 30, seed=4)
+    (bad / "video.mp4").write_bytes((bad / "video.mp4").read_bytes()[:4000])
+    bad = write_episode(root / "malformed", 30, seed=5)
+    (bad / "actions.jsonl").write_text((bad / "actions.jsonl").read_text()[:-40] + "\n{oops\n")
+    write_episode(root / "short_jsonl", 45, seed=6, n_video_frames=60)  # segments get written, then the mismatch
+    write_episode(root / "wrong_res", 30, seed=7, width=320, height=180)
+    write_episode(root / "too_short", 20, seed=8)
+
+
+def _cfg(root, out, **kw):
+    return DataConfig(output=str(out), sources=[f"local:{root}"], min_frames=24, segment_len=16,
+                      frame_codec="png", embedder="mineclip", mineclip_preset="debug", frame_batch=16,
+                      progress=False, **kw)
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(ray_cluster, tmp_path):
+    rec, out = tmp_path / "rec", tmp_path / "ds"
+    _recordings(rec)
+    summary = generate_dataset(_cfg(rec, out))
+    assert summary["episodes_written"] == 2 and summary["episodes_quarantined"] == 6
+    reasons = {q: json.loads((out / "quarantine" / f"{q}.json").read_text())["reason"]
+               for q in summary["quarantined_ids"]}
+    assert "cannot open video" in reasons["corrupt"]
+    assert "truncated" in reasons["truncated"]
+    assert "not valid JSON" in reasons["malformed"]
+    assert "60 video frames but 45 action lines" in reasons["short_jsonl"]
+    assert "is 320x180, expected 640x360" in reasons["wrong_res"]
+    assert "too short" in reasons["too_short"]
+    # quarantined episodes leave no shard behind (short_jsonl had segments written before failing)
+    assert sorted({p.name.rsplit("-", 1)[0] for p in (out / "shards").iterdir()}) == ["good_a", "good_b"]
+    assert not list((out / "_tmp").iterdir())
+
+    manifest = shards.read_manifest(out)
+    assert manifest["counts"]["episodes"] == 2 and manifest["counts"]["quarantined"] == 6
+    assert manifest["schema"]["embed_dim"] == 512 and manifest["options"]["segment_len"] == 16
+    for ep in manifest["episodes"]:
+        for rel, sha in ep["checksums"].items():
+            assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == sha
+
+    # contents equal the one-episode conversion, embeddings equal a direct computation
+    from steve1_ray.actions import env_to_policy
+    from steve1_ray.data.embed import load_embedder, window_embeds
+
+    ref = load_contractor_episode(rec / "good_a" / "video.mp4", rec / "good_a" / "actions.jsonl")
+    got = shards.load_episode(out, "good_a")
+    assert got["frames"].shape == ref.frames.shape and np.array_equal(got["frames"], ref.frames)
+    buttons, camera = env_to_policy(ref.env_actions)
+    assert np.array_equal(got["buttons"], buttons) and np.array_equal(got["camera"], camera)
+    np.testing.assert_allclose(got["env_camera"], ref.env_actions["camera"], rtol=1e-6)
+    embeds, valid = window_embeds(load_embedder("debug", device="cpu"), ref.frames_mineclip)
+    assert np.array_equal(got["embed_valid"], valid) and got["embed_valid"][:15].sum() == 0
+    assert np.abs(got["embeds"] - embeds).max() < 1e-4
+    assert len(shards.list_episodes(out)["good_a"]["segments"]) == -(-len(ref) // 16)
+
+    # rerun: nothing to do, nothing rewritten
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    again = generate_dataset(_cfg(rec, out))
+    assert again["episodes_written"] == 0 and again["episodes_quarantined"] == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == mtimes
+    # an unfinished episode (no index entry) is redone; quarantined ones only with retry_quarantined
+    (out / "index" / "good_b.json").unlink()
+    again = generate_dataset(_cfg(rec, out))
+    assert again["episodes_written"] == 1 and shards.read_manifest(out)["counts"]["episodes"] == 2
+
+    # the sampling job reads the result
+    info = create_sampling([str(out)], "t", tmp_path / "samplings", val_frames=1, train_frames=1, min_frames=1)
+    assert info["train_frames"] > 0 and len(read_sampling(tmp_path / "samplings", "t", "val")) == 1
+
+
+def test_convert_never_raises(tmp_path):
+    """One bad file gives one error row, whatever the error."""
+    task = EpisodeTask("x", str(tmp_path / "none.mp4"), str(tmp_path / "none.jsonl"), "local:test").to_dict()
+    rows = list(convert_episode(task, DataConfig(output=str(tmp_path), sources=["x"], min_frames=1)))
+    assert len(rows) == 1 and rows[0]["error"].startswith(str(tmp_path / "none.jsonl"))
+
+
+def test_config_rejects_bad_values():
+    from steve1_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="frame_codec='gif'"):
+        DataConfig(frame_codec="gif")
+    with pytest.raises(ConfigError, match="segment_len=4"):
+        DataConfig(segment_len=4)
+
+
+@pytest.mark.slow
+def test_job_script_connects_to_the_running_cluster(ray_cluster, tmp_path):
+    write_episode(tmp_path / "rec" / "ep", 40, seed=9)
+    env = dict(os.environ, RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(REPO / "jobs" / "generate_dataset.py"), f"output={tmp_path / 'ds'}",
+                          f"sources=[local:{tmp_path / 'rec'}]", "min_frames=16", "embedder=none", "progress=false"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '"episodes_written": 1' in out.stdout
+    assert shards.read_manifest(tmp_path / "ds")["counts"]["episodes"] == 1
