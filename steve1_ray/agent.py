@@ -98,7 +98,10 @@ class AgentStream:
 def check_goal(policy: torch.nn.Module, goal_embed: Any) -> torch.Tensor:
     """Goal embedding as a (D,) float32 tensor on the policy's device; wrong sizes name the expected one."""
     dim = policy_embed_dim(policy)
-    goal = torch.as_tensor(np.asarray(goal_embed, dtype=np.float32)).reshape(-1)
+    if isinstance(goal_embed, torch.Tensor):
+        goal = goal_embed.detach().float().reshape(-1)
+    else:
+        goal = torch.tensor(np.array(goal_embed, dtype=np.float32)).reshape(-1)
     if goal.numel() != dim:
         raise ValueError(f"goal embedding has {goal.numel()} values but this policy expects {dim} "
                          f"(a MineCLIP embedding of width {dim})")
@@ -187,7 +190,7 @@ def batched_log_probs(policy: torch.nn.Module, streams: Sequence[AgentStream],
     dev = _device(policy)
     imgs, goals, firsts = [], [], []
     for st, pov in zip(streams, povs):
-        img = torch.from_numpy(resize_pov(pov))
+        img = torch.tensor(resize_pov(pov))  # copy: arrays from Ray are read-only
         zeros = torch.zeros_like(st.goal_embed)
         for r in range(st.n_rows):
             imgs.append(img)

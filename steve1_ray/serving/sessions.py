@@ -3,7 +3,7 @@
 `SessionTable` is the plain logic (no Ray); `SessionStore` is the Serve deployment that wraps it.
 The policy replicas keep a hot copy of each session's state next to the model and push it here every
 `state_sync_every` steps, so a session survives a policy replica restart or a move to another replica
-(see docs/serving.md). Calls across processes return plain dicts; errors are `{"error", "status"}`.
+(see docs/serving.md). Calls across processes return plain dicts; errors are `{"error", "http_status"}`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 
 
 def error(status: int, message: str) -> dict:
-    return {"error": message, "status": status}
+    return {"error": message, "http_status": status}
 
 
 @dataclass
@@ -92,14 +92,15 @@ class SessionTable:
             out.update(state=rec.state, rng_state=rec.rng_state, state_steps=rec.state_steps)
         return out
 
-    def sync(self, owner: str, updates: list[dict]) -> list[str]:
-        """Step counts (and maybe states) from a policy replica -> ids it must drop (moved, reset or gone)."""
+    def sync(self, owner: str, updates: list[dict]) -> list[tuple[str, int]]:
+        """Step counts (and maybe states) from a policy replica -> (id, epoch) copies it must drop
+        (the session moved to another replica, was reset, or is gone)."""
         self.expire_idle()
         now, stale = self.clock(), []
         for u in updates:
             rec = self.sessions.get(u["session_id"])
             if rec is None or rec.epoch != u["epoch"] or (rec.owner not in (None, owner)):
-                stale.append(u["session_id"])
+                stale.append((u["session_id"], u["epoch"]))
                 continue
             rec.owner, rec.last_used = owner, now
             rec.steps = max(rec.steps, int(u["steps"]))

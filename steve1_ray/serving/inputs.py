@@ -1,0 +1,90 @@
+"""HTTP input checks: every bad request becomes an `InputError(status, message)` that says what to fix."""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+
+class InputError(Exception):
+    """A client mistake; `status` is the HTTP 4xx code, the message names the fix."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _b64(data: str, what: str) -> bytes:
+    if not isinstance(data, str) or not data:
+        raise InputError(400, f"{what}: expected a non-empty base64 string")
+    if data.startswith("data:"):  # data URL: data:image/png;base64,....
+        _, _, data = data.partition(",")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(400, f"{what}: not valid base64 (send the PNG/JPEG file bytes base64-encoded, "
+                              f"e.g. base64.b64encode(open('frame.png','rb').read()).decode())") from None
+
+
+def _image_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding the pixels (None if unknown)."""
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(raw)) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def decode_image(data: str, max_pixels: int, what: str = "image") -> np.ndarray:
+    """base64 PNG/JPEG/BMP/WebP -> (H, W, 3) uint8 RGB (grey and alpha images are converted)."""
+    raw = _b64(data, what)
+    size = _image_size(raw)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise InputError(413, f"{what}: {size[0]}x{size[1]} pixels is more than the {max_pixels} allowed; "
+                              f"downscale it first (the agent sees 128x128 anyway)")
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.ndim != 3 or img.size == 0:
+        raise InputError(400, f"{what}: the bytes are not a PNG/JPEG/BMP/WebP image cv2 can decode")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise InputError(413, f"{what}: {img.shape[1]}x{img.shape[0]} pixels is more than the {max_pixels} allowed")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def decode_pixels(data: str, shape: Sequence[int], max_pixels: int) -> np.ndarray:
+    """base64 raw uint8 RGB bytes + shape [H, W, 3] -> (H, W, 3) uint8 (lossless, no image codec)."""
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or shape[2] != 3 or min(shape) < 1:
+        raise InputError(400, f"shape must be [height, width, 3], got {shape!r}")
+    h, w, c = (int(x) for x in shape)
+    if h * w > max_pixels:
+        raise InputError(413, f"pixels: {w}x{h} is more than the {max_pixels} allowed")
+    raw = _b64(data, "pixels")
+    if len(raw) != h * w * c:
+        raise InputError(400, f"pixels: got {len(raw)} bytes but shape {list(shape)} needs {h * w * c} "
+                              f"(raw uint8 RGB, row-major)")
+    return np.frombuffer(raw, np.uint8).reshape(h, w, c).copy()
+
+
+def check_embedding(values: Any, dim: int, what: str = "goal_embed") -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1) if values is not None else np.zeros(0)
+    if arr.size != dim:
+        raise InputError(422, f"{what} has {arr.size} values but this model expects {dim} "
+                              f"(a MineCLIP embedding; GET /info shows embed_dim)")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(422, f"{what} contains NaN or infinite values")
+    return arr.astype(np.float32)
+
+
+def check_scale(value: Any, limit: float) -> float:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(422, f"cond_scale must be a finite number (6 is the original's text default), got {value!r}")
+    if abs(value) > limit:
+        raise InputError(422, f"cond_scale {value} is outside [-{limit}, {limit}] (max_cond_scale); "
+                              f"useful values are 0-10")
+    return float(value)

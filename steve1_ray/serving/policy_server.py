@@ -1,0 +1,271 @@
+"""Serve deployments that hold models: `PolicyServer` (batched CFG steps, hot session state),
+`SessionStore` (durable session records) and `GoalEmbedder` (prompt/clip -> goal embedding)."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from steve1_ray import agent as A
+from steve1_ray.config import from_dict
+from steve1_ray.serving.config import ServeConfig
+from steve1_ray.serving.sessions import SessionTable, error
+
+log = logging.getLogger("ray.serve")
+
+try:  # Ray 2.60: experimental session-affinity router (sticky by session id)
+    from ray.serve.config import RequestRouterConfig
+
+    STICKY = {"request_router_config": RequestRouterConfig(
+        request_router_class="ray.serve.experimental.consistent_hash_router.ConsistentHashRouter")}
+except Exception:  # pragma: no cover - older Ray: round-robin (sessions still recover via the store)
+    STICKY = {}
+
+
+def json_action(action: dict) -> dict:
+    """Env action dict (ints + camera array) -> JSON-ready dict (camera as [pitch, yaw] floats)."""
+    out = {k: int(v) for k, v in action.items() if k != "camera"}
+    out["camera"] = [float(x) for x in np.asarray(action["camera"]).reshape(-1)]
+    return out
+
+
+# ----------------------------------------------------------------------------------------- store
+
+@serve.deployment(name="SessionStore", num_replicas=1, max_ongoing_requests=256,
+                  ray_actor_options={"num_cpus": 0.05}, health_check_period_s=10, graceful_shutdown_timeout_s=5)
+class SessionStore:
+    """The one home of session records; survives policy replica restarts and moves. Single replica."""
+
+    def __init__(self, cfg: dict):
+        c = from_dict(ServeConfig, cfg)
+        self.table = SessionTable(c.max_sessions, c.session_ttl_s)
+
+    def create(self, goal_embed, cond_scale, seed, deterministic=False, prompt=None) -> dict:
+        return self.table.create(goal_embed, cond_scale, seed, deterministic, prompt)
+
+    def get(self, session_id: str, owner: str | None = None, with_state: bool = False) -> dict:
+        return self.table.get(session_id, owner, with_state)
+
+    def sync(self, owner: str, updates: list) -> list:
+        return self.table.sync(owner, updates)
+
+    def reset(self, session_id: str, cond_scale="keep", seed="keep") -> dict:
+        return self.table.reset(session_id, cond_scale, seed)
+
+    def delete(self, session_id: str) -> dict:
+        return self.table.delete(session_id)
+
+    def stats(self) -> dict:
+        return self.table.stats()
+
+
+# ----------------------------------------------------------------------------------------- goals
+
+@serve.deployment(name="GoalEmbedder", max_ongoing_requests=32, ray_actor_options={"num_cpus": 0.1},
+                  health_check_period_s=10, graceful_shutdown_timeout_s=5)
+class GoalEmbedder:
+    """Prompt -> MineCLIP text embedding -> prior sample (cached per prompt and prior seed); clip -> video embedding."""
+
+    def __init__(self, cfg: dict, embed_dim: int | None = None):
+        from steve1_ray.serving.models import load_goal_models
+
+        self.cfg = from_dict(ServeConfig, cfg)
+        self.mineclip, self.prior = load_goal_models(self.cfg, embed_dim)
+        self.cache: collections.OrderedDict = collections.OrderedDict()
+
+    def embed_text(self, prompt: str, prior_seed: int | None = 0) -> np.ndarray | dict:
+        from steve1_ray.serving.models import text_goal
+
+        if self.prior is None:
+            return error(503, "text prompts need the prior, which is not available in this deployment "
+                              "(steve1_ray.models.prior missing); send goal_embed or clip instead")
+
+        key = (prompt, prior_seed)
+        if prior_seed is not None and key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        goal = text_goal(self.mineclip, self.prior, prompt, prior_seed)
+        if prior_seed is not None:
+            self.cache[key] = goal
+            while len(self.cache) > 4096:
+                self.cache.popitem(last=False)
+        return goal
+
+    def embed_clip(self, frames: list) -> np.ndarray:
+        from steve1_ray.serving.models import clip_goal
+
+        return clip_goal(self.mineclip, frames)
+
+    def info(self) -> dict:
+        return {"embed_dim": int(self.mineclip.embed_dim), "cached_prompts": len(self.cache),
+                "window": int(self.mineclip.window)}
+
+
+# ----------------------------------------------------------------------------------------- policy
+
+@dataclass
+class _Hot:
+    stream: A.AgentStream
+    epoch: int
+    last_used: float
+
+
+@serve.deployment(name="PolicyServer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
+                  health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10,
+                  **STICKY)
+class PolicyServer:
+    """Steps many sessions per forward pass (`@serve.batch`). Holds each session's recurrent state (both
+    streams) next to the model; loads it from the SessionStore on a miss and pushes it back every
+    `state_sync_every` steps."""
+
+    def __init__(self, cfg: dict, store: DeploymentHandle):
+        from steve1_ray.serving.models import load_serving_policy
+
+        self.cfg = from_dict(ServeConfig, cfg)
+        self.policy = load_serving_policy(self.cfg)
+        self.embed_dim = A.policy_embed_dim(self.policy)
+        self.store = store
+        self.hot: dict[str, _Hot] = {}
+        try:
+            self.replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:
+            self.replica = f"local-{id(self)}"
+        self._act.set_max_batch_size(self.cfg.max_batch_size)
+        self._act.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+        self.stats = {"batches": 0, "steps": 0, "max_batch": 0, "loads": 0, "failures": 0}
+        self._failures_in_a_row = 0
+        self._background: set = set()
+
+    # -- public methods (called through handles) --
+    async def act(self, session_id: str, pov: np.ndarray) -> dict:
+        """One step of one session: pov (H, W, 3) uint8 RGB (128x128 avoids a resize) -> action dict."""
+        return await self._act(session_id, pov)
+
+    def drop(self, session_id: str) -> bool:
+        """Forget the hot state of a session (reset/delete); the next step reloads it from the store."""
+        return self.hot.pop(session_id, None) is not None
+
+    def info(self) -> dict:
+        cfg = self.policy.cfg
+        return {"embed_dim": self.embed_dim, "policy": self.cfg.checkpoint or self.cfg.policy,
+                "hidsize": cfg.hidsize, "layers": cfg.n_recurrence_layers, "replica": self.replica,
+                "hot_sessions": len(self.hot), "max_batch_size": self.cfg.max_batch_size, **self.stats}
+
+    def check_health(self):
+        if self._failures_in_a_row >= 5:
+            raise RuntimeError(f"{self._failures_in_a_row} policy batches failed in a row; replacing this replica")
+
+    # -- batching --
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _act(self, session_ids: list[str], povs: list[np.ndarray]) -> list[dict]:
+        results: list[dict | None] = [None] * len(session_ids)
+        errors = await self._ensure_hot(set(session_ids))
+        pending = list(range(len(session_ids)))
+        touched: set[str] = set()
+        while pending:  # a session asked twice in one batch steps twice, in arrival order
+            seen, now, later = set(), [], []
+            for i in pending:
+                sid = session_ids[i]
+                if sid in errors or sid not in self.hot:
+                    results[i] = errors.get(sid) or error(404, f"session {sid} was reset or deleted meanwhile; retry")
+                elif sid in seen:
+                    later.append(i)
+                else:
+                    seen.add(sid)
+                    now.append(i)
+            if now:
+                hots = [self.hot[session_ids[i]] for i in now]
+                try:
+                    actions = await asyncio.to_thread(A.act_batch, self.policy, [h.stream for h in hots],
+                                                      [povs[i] for i in now])
+                    self._failures_in_a_row = 0
+                except Exception as exc:  # a bug, not bad input (inputs are checked at the ingress)
+                    self._failures_in_a_row += 1
+                    self.stats["failures"] += 1
+                    log.exception("policy batch failed")
+                    for i in now:
+                        results[i] = error(500, f"policy step failed: {type(exc).__name__}: {exc}")
+                    pending = later
+                    continue
+                stamp = time.time()
+                for i, h, act in zip(now, hots, actions):
+                    h.last_used = stamp
+                    touched.add(session_ids[i])
+                    results[i] = {"session_id": session_ids[i], "step": h.stream.steps, "action": json_action(act),
+                                  "buttons": h.stream.last["buttons"], "camera_bin": h.stream.last["camera"]}
+                self.stats["batches"] += 1
+                self.stats["steps"] += len(now)
+                self.stats["max_batch"] = max(self.stats["max_batch"], len(now))
+            pending = later
+        self._sync(touched)
+        self._expire()
+        return results
+
+    async def _ensure_hot(self, session_ids: set[str]) -> dict[str, dict]:
+        """Load sessions this replica does not hold from the store (their saved state, if any)."""
+        missing = [sid for sid in session_ids if sid not in self.hot]
+        if not missing:
+            return {}
+        records = await asyncio.gather(*[self.store.get.remote(sid, self.replica, True) for sid in missing])
+        errors = {}
+        for sid, rec in zip(missing, records):
+            if "error" in rec:
+                errors[sid] = rec
+                continue
+            try:
+                self.hot[sid] = _Hot(self._stream_from(rec), rec["epoch"], time.time())
+                self.stats["loads"] += 1
+            except ValueError as exc:
+                errors[sid] = error(422, str(exc))
+        return errors
+
+    def _stream_from(self, rec: dict) -> A.AgentStream:
+        s = rec["session"]
+        stream = A.new_stream(self.policy, rec["goal_embed"], s["cond_scale"], s["seed"], s["deterministic"])
+        if rec.get("state") is not None:
+            dev = next(self.policy.parameters()).device
+            stream.state = [torch.from_numpy(np.asarray(x)).to(dev) for x in rec["state"]]
+            stream.generator.set_state(torch.from_numpy(np.asarray(rec["rng_state"], dtype=np.uint8)))
+            stream.steps = int(rec["state_steps"])
+        return stream
+
+    def _sync(self, touched: set[str]) -> None:
+        """Tell the store about the steps (and every `state_sync_every` steps the state); drop what moved."""
+        if not touched:
+            return
+        every = self.cfg.state_sync_every
+        updates = []
+        for sid in touched:
+            h = self.hot.get(sid)
+            if h is None:
+                continue
+            u = {"session_id": sid, "epoch": h.epoch, "steps": h.stream.steps}
+            if every and h.stream.steps % every == 0:
+                u["state"] = [s.detach().cpu().numpy() for s in h.stream.state]
+                u["rng_state"] = h.stream.generator.get_state().numpy()
+            updates.append(u)
+
+        async def push():
+            try:
+                stale = await self.store.sync.remote(self.replica, updates)
+                for sid, epoch in stale:  # only the copy the store rejected, not a newer one
+                    if sid in self.hot and self.hot[sid].epoch == epoch:
+                        del self.hot[sid]
+            except Exception:
+                log.exception("session sync failed")
+
+        task = asyncio.get_running_loop().create_task(push())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _expire(self) -> None:
+        cutoff = time.time() - self.cfg.session_ttl_s
+        for sid in [sid for sid, h in self.hot.items() if h.last_used < cutoff]:
+            del self.hot[sid]
