@@ -171,3 +171,30 @@ def test_half_precision_file_loads_into_fp32_policy(tmp_path, original_sd):
     policy = build_policy("debug")
     report = load_weights(policy, tmp_path / "h.weights")
     assert report.dtypes == ["float16"] and policy.net.final_ln.weight.dtype == torch.float32
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_convert_prefixed_file_to_original_layout(tmp_path, fixtures_dir, original_sd, capsys):
+    from steve1_ray.models.formats import main
+
+    torch.save({"policy." + k: v for k, v in reversed(list(original_sd.items()))}, tmp_path / "single_gpu.weights")
+    assert main(["convert", str(tmp_path / "single_gpu.weights"), str(tmp_path / "fixed.weights"),
+                 "--model", "debug"]) == 0
+    fixed = torch.load(tmp_path / "fixed.weights", weights_only=True)
+    assert list(fixed) == list(original_sd) and all(torch.equal(fixed[k], original_sd[k]) for k in fixed)
+    assert "stripped prefix 'policy.'" in capsys.readouterr().out
+
+    assert main(["inspect", str(tmp_path / "single_gpu.weights")]) == 0
+    out = capsys.readouterr().out
+    assert "104 tensors" in out and "prefix 'policy.'" in out and "matching presets: ['debug']" in out
+
+    assert main(["convert", str(tmp_path / "single_gpu.weights"), str(tmp_path / "x.weights"),
+                 "--model", str(fixtures_dir / "policy" / "bilstm.model")]) == 2
+    assert "wrong --model preset" in capsys.readouterr().err and not (tmp_path / "x.weights").exists()
+
+
+def test_cli_write_model(tmp_path):
+    from steve1_ray.models.formats import main
+
+    assert main(["write-model", "2x", str(tmp_path / "2x.model")]) == 0
+    assert read_model_file(tmp_path / "2x.model") == PolicyConfig.preset("2x")

@@ -145,8 +145,8 @@ def _strip_prefix(sd: dict) -> tuple[dict, Optional[str]]:
     return dict(sd), None
 
 
-def load_weights(policy: torch.nn.Module, path_or_state_dict, allow_missing_goal: bool = True) -> LoadReport:
-    """Strictly load an original `.weights` file (or a state_dict) into `policy`."""
+def read_state_dict(path_or_state_dict) -> tuple[dict, str]:
+    """(state_dict, source name) from a `.weights` path (read with weights_only=True) or a dict."""
     if isinstance(path_or_state_dict, dict):
         source, sd = "state_dict", path_or_state_dict
     else:
@@ -160,22 +160,38 @@ def load_weights(policy: torch.nn.Module, path_or_state_dict, allow_missing_goal
                                f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise WeightsError(f"{source}: expected a state_dict (dict of tensors), got {type(sd).__name__}")
-    sd, prefix = _strip_prefix(sd)
-    expected = policy.state_dict()
-    hint = "wrong --model preset or .model file for these weights?"
+    return sd, source
 
-    extra = [k for k in sd if k not in expected]
+
+def check_state_dict(sd: dict, expected: dict, source: str = "state_dict",
+                     allow_missing_goal: bool = True) -> tuple[dict, Optional[str], list[str]]:
+    """Strip the prefix and check `sd` against `expected` (key -> tensor or shape) strictly.
+
+    Returns (stripped state_dict, prefix or None, missing keys); raises `WeightsError` naming the key."""
+    sd, prefix = _strip_prefix(sd)
+    shapes = {k: tuple(getattr(v, "shape", v)) for k, v in expected.items()}
+    hint = "wrong --model preset or .model file for these weights?"
+    extra = [k for k in sd if k not in shapes]
     if extra:
         raise WeightsError(f"{source}: {len(extra)} unexpected key(s), e.g. {extra[:3]}; {hint}")
     for k, v in sd.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
+        if tuple(v.shape) != shapes[k]:
             raise WeightsError(f"{source}: key {k} has shape {tuple(v.shape)} but the model expects "
-                               f"{tuple(expected[k].shape)}: {hint}")
-    missing = [k for k in expected if k not in sd]
+                               f"{shapes[k]}: {hint}")
+    missing = [k for k in shapes if k not in sd]
     allowed = set(GOAL_KEYS) if allow_missing_goal else set()
     bad = [k for k in missing if k not in allowed]
     if bad:
         raise WeightsError(f"{source}: {len(bad)} key(s) missing, e.g. {bad[:3]}; {hint}")
+    return sd, prefix, missing
+
+
+def load_weights(policy: torch.nn.Module, path_or_state_dict, allow_missing_goal: bool = True) -> LoadReport:
+    """Strictly load an original `.weights` file (or a state_dict) into `policy`; nothing is changed
+    when the check fails."""
+    sd, source = read_state_dict(path_or_state_dict)
+    expected = policy.state_dict()
+    sd, prefix, missing = check_state_dict(sd, expected, source, allow_missing_goal)
     full = {k: (sd[k] if k in sd else expected[k]) for k in expected}
     policy.load_state_dict(full, strict=True)
     return LoadReport(source=source, n_loaded=len(sd), prefix=prefix, missing=missing,
@@ -189,3 +205,96 @@ def save_weights(policy: torch.nn.Module, path: Union[str, Path]) -> Path:
     sd = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()}
     torch.save(sd, path)
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line: inspect / convert original files
+# --------------------------------------------------------------------------------------------------
+def _expected_shapes(cfg: PolicyConfig) -> dict:
+    from steve1_ray.models.policy import Steve1Policy
+
+    with torch.device("meta"):  # shapes only, nothing allocated
+        return {k: tuple(v.shape) for k, v in Steve1Policy(cfg).state_dict().items()}
+
+
+def _config_for(model: str, sd: dict) -> PolicyConfig:
+    from steve1_ray.models.policy import PRESETS
+
+    if model in PRESETS:
+        stripped, _ = _strip_prefix(sd)
+        goal = stripped.get(GOAL_KEYS[0])
+        return PolicyConfig.preset(model, **({"embed_dim": goal.shape[1]} if goal is not None else {}))
+    return read_model_file(model)
+
+
+def matching_presets(sd: dict) -> list[str]:
+    """Presets whose architecture these weights fit (goal layer optional)."""
+    from steve1_ray.models.policy import PRESETS
+
+    found = []
+    for name in PRESETS:
+        try:
+            check_state_dict(sd, _expected_shapes(_config_for(name, sd)))
+            found.append(name)
+        except WeightsError:
+            pass
+    return found
+
+
+def main(argv=None) -> int:
+    """`inspect WEIGHTS [--model M]`, `convert IN OUT --model M` (strip prefixes, check strictly, write
+    the original layout), `write-model PRESET OUT`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="steve1_ray.models.formats", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("inspect", help="keys, prefix, dtypes, size and matching preset of a .weights file")
+    p.add_argument("weights")
+    p.add_argument("--model", default=None, help=".model file or preset to check against")
+    p = sub.add_parser("convert", help="rewrite a .weights file in the original layout (no prefix)")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--model", required=True, help=".model file or preset (1x, 2x, 3x, debug)")
+    p = sub.add_parser("write-model", help="write a preset as an original .model file")
+    p.add_argument("preset")
+    p.add_argument("dst")
+    args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except (WeightsError, UnsafePickleError, ValueError, FileNotFoundError) as e:
+        import sys
+
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    if args.cmd == "write-model":
+        print(write_model_file(PolicyConfig.preset(args.preset), args.dst))
+        return 0
+    src = args.weights if args.cmd == "inspect" else args.src
+    sd, source = read_state_dict(src)
+    if args.cmd == "inspect":
+        stripped, prefix = _strip_prefix(sd)
+        n = sum(v.numel() for v in stripped.values())
+        dtypes = sorted({str(v.dtype).replace("torch.", "") for v in stripped.values()})
+        print(f"{source}: {len(stripped)} tensors, {n:,} elements, dtypes {dtypes}, prefix {prefix!r}, "
+              f"goal layer {'present' if GOAL_KEYS[0] in stripped else 'absent (a VPT file)'}")
+        if args.model:
+            _, _, missing = check_state_dict(sd, _expected_shapes(_config_for(args.model, sd)), source)
+            print(f"matches {args.model}" + (f" (missing {missing})" if missing else ""))
+        else:
+            print(f"matching presets: {matching_presets(sd) or 'none (pass --model FILE.model)'}")
+        return 0
+    expected = _expected_shapes(_config_for(args.model, sd))
+    stripped, prefix, missing = check_state_dict(sd, expected, source)
+    out = {k: stripped[k] for k in expected if k in stripped}  # the original key order
+    Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, args.dst)
+    print(f"wrote {args.dst}: {len(out)} tensors (stripped prefix {prefix!r}"
+          + (f", missing {missing}" if missing else "") + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -173,6 +173,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # --------------------------------------------------------------------------------------------------
 def _fan_in_(layer: nn.Module, scale: float) -> None:
     """Rescale each output row of a fresh Linear/Conv to L2 norm `scale`; zero the bias (VPT's init)."""
+    if layer.weight.is_meta:  # shapes only (e.g. counting parameters): nothing to initialise
+        return
     with torch.no_grad():
         w = layer.weight
         w.mul_(scale / torch.linalg.vector_norm(w, dim=tuple(range(1, w.ndim)), keepdim=True))
@@ -295,7 +297,9 @@ class SelfAttention(nn.Module):
         self.v_layer = _normed_linear(hidsize, hidsize, s, bias=False)
         self.proj_layer = _normed_linear(hidsize, hidsize, s)
         self.r_layer = _normed_linear(hidsize, self.NBASIS * heads, 0.1)
-        self.b_nd = nn.Parameter(torch.randn(self.NBASIS, maxlen) * 0.2)
+        self.b_nd = nn.Parameter(torch.empty(self.NBASIS, maxlen))
+        if not self.b_nd.is_meta:
+            nn.init.normal_(self.b_nd, std=0.2)
 
     def _split(self, x):  # (B, t, h*e) -> (B, h, t, e); head k uses features [k*e, (k+1)*e)
         b, t, _ = x.shape
@@ -369,11 +373,12 @@ class ResidualRecurrentBlock(nn.Module):
             self.r = MaskedAttention(cfg, scale=s)
         elif self.kind in ("multi_layer_lstm", "multi_layer_bilstm"):
             self.r = nn.LSTM(cfg.hidsize, cfg.hidsize, batch_first=True)
-            with torch.no_grad():
-                for w in (self.r.weight_hh_l0, self.r.weight_ih_l0):
-                    w.normal_(0.0, s * w.shape[0] ** -0.5)
-                self.r.bias_hh_l0.zero_()
-                self.r.bias_ih_l0.zero_()
+            if not self.r.weight_hh_l0.is_meta:
+                with torch.no_grad():
+                    for w in (self.r.weight_hh_l0, self.r.weight_ih_l0):
+                        w.normal_(0.0, s * w.shape[0] ** -0.5)
+                    self.r.bias_hh_l0.zero_()
+                    self.r.bias_ih_l0.zero_()
         else:
             self.r = None
 
