@@ -129,6 +129,11 @@ class _Core(crafter.Env):
         self._frame_size = tuple(frame_size)  # (W, H)
         self.hotbar = 0
 
+    def _balance_chunk(self, chunk, objs):
+        # crafter passes a set of objects here and picks the one to despawn by index into it, so the
+        # outcome depended on memory addresses (same seed, different episode). Position order fixes it.
+        super()._balance_chunk(chunk, sorted(objs, key=lambda o: (int(o.pos[0]), int(o.pos[1]))))
+
     def render(self, size=None):
         unit = np.array([self._tile, self._tile])
         local = self._local_view(self._player, unit)  # (W, H_local, 3) float, x-major
