@@ -307,3 +307,17 @@ def test_package_level_load_policy_forwards():
 
     policy = steve1_ray.load_policy("debug")
     assert isinstance(policy, Steve1Policy) and not policy.training
+
+
+def test_2x_preset_is_vpt_2x_model_kwargs():
+    """The kwargs VPT's agent.py hard-codes for 2x (POLICY_KWARGS + PI_HEAD_KWARGS)."""
+    vpt_2x = dict(attention_heads=16, attention_mask_style="clipped_causal", attention_memory_size=256,
+                  diff_mlp_embedding=False, hidsize=2048, img_shape=[128, 128, 3], impala_chans=[16, 32, 32],
+                  impala_kwargs={"post_pool_groups": 1}, impala_width=8,
+                  init_norm_kwargs={"batch_norm": False, "group_norm_groups": 1}, n_recurrence_layers=4,
+                  pointwise_ratio=4, pointwise_use_activation=False, recurrence_is_residual=True,
+                  recurrence_type="transformer", timesteps=128, use_pointwise_layer=True, use_pre_lstm_ln=False)
+    kwargs = PolicyConfig.preset("2x").to_model_kwargs()
+    assert {k: kwargs[k] for k in vpt_2x} == vpt_2x
+    assert kwargs["mineclip_embed_dim"] == 512 and PolicyConfig.preset("2x").temperature == 2.0
+    assert PolicyConfig.preset("2x").maxlen == 128

@@ -125,9 +125,10 @@ class PolicyConfig:
             bad("impala_kwargs", "post_pool_groups must be a positive integer or null")
         if self.init_norm_kwargs.get("batch_norm", False):
             bad("init_norm_kwargs", "batch_norm=True is not supported (no released model uses it)")
-        unknown = set(self.init_norm_kwargs) - {"batch_norm", "group_norm_groups", "layer_norm"}
+        unknown = set(self.init_norm_kwargs) - {"batch_norm", "group_norm_groups"}
         if unknown:
-            bad("init_norm_kwargs", f"unsupported keys {sorted(unknown)}")
+            bad("init_norm_kwargs", f"unsupported keys {sorted(unknown)}; only batch_norm (false) and "
+                "group_norm_groups are used by VPT models")
         ggn = self.init_norm_kwargs.get("group_norm_groups")
         if ggn is not None and (not isinstance(ggn, int) or ggn < 1):
             bad("init_norm_kwargs", "group_norm_groups must be a positive integer or null")
@@ -254,7 +255,7 @@ class ImpalaCNN(nn.Module):
                                             post_pool_groups=cfg.impala_kwargs.get("post_pool_groups"),
                                             init_scale=math.sqrt(len(chans))))
             c, h, w = cout, (h + 1) // 2, (w + 1) // 2
-        dense_norm = "layer" if (groups is not None or cfg.init_norm_kwargs.get("layer_norm")) else None
+        dense_norm = "layer" if groups is not None else None
         self.dense = NormLayer(c * h * w, outsize, "linear", dense_norm, init_scale=1.4)
 
     def forward(self, x):  # (N, H, W, C) float -> (N, outsize)
@@ -412,8 +413,8 @@ class PolicyNet(nn.Module):
 
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
-        dense_norm = "layer" if (cfg.init_norm_kwargs.get("group_norm_groups") is not None
-                                 or cfg.init_norm_kwargs.get("layer_norm")) else None
+        # dense layers use LayerNorm where the CNN uses GroupNorm (VPT's dense_init_norm_kwargs)
+        dense_norm = "layer" if cfg.init_norm_kwargs.get("group_norm_groups") is not None else None
         self.img_process = ImgObsProcess(cfg, dense_norm)
         self.pre_lstm_ln = nn.LayerNorm(cfg.hidsize) if cfg.use_pre_lstm_ln else None
         self.recurrent_layer = RecurrentBlocks(cfg)
