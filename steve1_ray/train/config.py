@@ -44,10 +44,10 @@ class TrainConfig:
     data: str = ""
     """Root of a Parquet shard dataset (`manifest.json` + shards), written by `steve1 dataset`."""
     sampling: Optional[str] = None
-    """Name of a sampling: episode ids are read from `<sampling_dir>/<sampling>_{train,val}.txt`.
-    None: every episode of the manifest, `val_fraction` of them (chosen by a hash of the id) held out."""
-    sampling_dir: Optional[str] = None
-    """Folder of the sampling files (default: `<data>/samplings`)."""
+    """Name of a sampling (`steve1 sampling --name ...`): episodes from `<sampling_dir>/<sampling>_{train,val}.txt`,
+    which may mix several datasets. None: every episode of `data`, `val_fraction` of them held out (by id hash)."""
+    sampling_dir: str = "samplings"
+    """Folder of the sampling files (`steve1 sampling --output_dir`)."""
     val_fraction: float = 0.1
     T: int = 640
     """Frames per training sequence (one relabeled episode segment)."""
@@ -203,8 +203,6 @@ class TrainConfig:
             return os.path.abspath(os.path.join("runs", self.run_name))
         return os.path.join(self.run_dir(), "tensorboard")
 
-    def resolved_sampling_dir(self) -> str:
-        return self.sampling_dir or os.path.join(self.data, "samplings")
 
 
 def _floats_from_strings(cfg) -> None:

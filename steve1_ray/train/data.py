@@ -21,7 +21,6 @@ import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -108,6 +107,36 @@ class ShardEpisodes:
             while len(self._embeds) > self._cache_size:
                 self._embeds.popitem(last=False)
         return out
+
+
+class MultiSource:
+    """Several shard datasets behind one EpisodeSource; episode keys are `<root>\t<episode_id>`."""
+
+    def __init__(self, roots: list[str]):
+        self.sources = {root: ShardEpisodes(root) for root in roots}
+
+    @staticmethod
+    def key(root: str, episode_id: str) -> str:
+        return f"{root}\t{episode_id}"
+
+    def _split(self, key: str):
+        root, _, eid = key.rpartition("\t")
+        return self.sources[root], eid
+
+    def episode_ids(self) -> list[str]:
+        return [self.key(r, e) for r, src in self.sources.items() for e in src.episode_ids()]
+
+    def length(self, key: str) -> int:
+        src, eid = self._split(key)
+        return src.length(eid)
+
+    def read(self, key: str, start: int, stop: int) -> dict:
+        src, eid = self._split(key)
+        return src.read(eid, start, stop)
+
+    def embeds(self, key: str):
+        src, eid = self._split(key)
+        return src.embeds(eid)
 
 
 @dataclass(frozen=True)
@@ -219,23 +248,10 @@ class Prefetcher:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def read_sampling(sampling_dir: str, name: str) -> tuple[list[str], list[str]]:
-    """Episode ids of `<name>_train.txt` and `<name>_val.txt` (one per line; blank lines and # comments skipped)."""
-    out = []
-    for split in ("train", "val"):
-        path = Path(sampling_dir) / f"{name}_{split}.txt"
-        if not path.exists():
-            raise FileNotFoundError(f"sampling file {path} does not exist: create it with `steve1 sampling`, or set "
-                                    f"sampling=null to split the dataset's episodes by val_fraction")
-        ids = [line.strip() for line in path.read_text().splitlines()]
-        out.append([Path(i).name if "/" in i else i for i in ids if i and not i.startswith("#")])
-    return out[0], out[1]
-
-
 def hash_split(episode_ids: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
     """Deterministic split by a hash of the id: the same episode is always on the same side."""
-    def h(eid: str) -> float:
-        return int(hashlib.sha1(eid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    def h(key: str) -> float:  # the episode id only (not the dataset path in `root\tid` keys)
+        return int(hashlib.sha1(key.rpartition("\t")[2].encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
     train = [e for e in episode_ids if h(e) >= val_fraction]
     val = [e for e in episode_ids if h(e) < val_fraction]

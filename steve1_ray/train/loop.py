@@ -29,8 +29,7 @@ from steve1_ray.config import from_dict
 from steve1_ray.train.checkpoint import (Progress, export_weights, load_checkpoint, save_checkpoint,
                                          sibling_weights)
 from steve1_ray.train.config import TrainConfig, is_uri
-from steve1_ray.train.data import (Prefetcher, SequenceDataset, ShardEpisodes, epoch_groups, hash_split,
-                                   read_sampling, val_batches)
+from steve1_ray.train.data import MultiSource, Prefetcher, SequenceDataset, epoch_groups, hash_split, val_batches
 from steve1_ray.train.optim import build_optimizer, enable_activation_checkpointing, freeze_parts
 from steve1_ray.train.schedule import lr_at
 
@@ -39,17 +38,25 @@ from steve1_ray.train.schedule import lr_at
 # Helpers the loop names
 # ------------------------------------------------------------------------------------------------------
 def open_dataset(cfg: TrainConfig):
-    """(source, train episode ids, val episode ids) of the shard dataset at `cfg.data`."""
+    """(source, train episode keys, val episode keys) from `cfg.sampling` files or the dataset at `cfg.data`."""
+    if cfg.sampling:
+        from steve1_ray.data.sampling import read_sampling
+
+        splits = [read_sampling(cfg.sampling_dir, cfg.sampling, split) for split in ("train", "val")]
+        if any(not root for split in splits for root, _ in split) and not cfg.data:
+            raise ValueError(f"sampling {cfg.sampling!r} does not name its dataset: pass data=<shard dataset>")
+        roots = sorted({root or cfg.data for split in splits for root, _ in split})
+        source = MultiSource(roots)
+        train_ids, val_ids = ([MultiSource.key(root or cfg.data, eid) for root, eid in split] for split in splits)
+        return source, train_ids, val_ids
     if not cfg.data:
-        raise ValueError("data is not set: pass data=<shard dataset folder> (written by `steve1 dataset`)")
-    source = ShardEpisodes(cfg.data)
+        raise ValueError("data is not set: pass data=<shard dataset folder> (written by `steve1 dataset`) "
+                         "or sampling=<name> (written by `steve1 sampling`)")
+    source = MultiSource([cfg.data])
     if not source.episode_ids():
         raise ValueError(f"data={cfg.data!r} has no finished episodes: point it at a dataset written by "
                          f"`steve1 dataset`")
-    if cfg.sampling:
-        train_ids, val_ids = read_sampling(cfg.resolved_sampling_dir(), cfg.sampling)
-    else:
-        train_ids, val_ids = hash_split(sorted(source.episode_ids()), cfg.val_fraction)
+    train_ids, val_ids = hash_split(sorted(source.episode_ids()), cfg.val_fraction)
     return source, train_ids, val_ids
 
 
