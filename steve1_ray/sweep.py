@@ -31,17 +31,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import itertools
 import json
 import logging
 import math
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import yaml
 
@@ -63,18 +61,18 @@ class SweepConfig:
     storage_path: str = "runs/sweeps"
     """Where experiments live: a local folder (made absolute) or a URI such as s3://bucket/sweeps.
     On a multi-node cluster it must be storage every node can reach (NFS, S3, GCS)."""
-    train_configs: list[str] = field(default_factory=lambda: ["configs/train/debug.yaml"])
-    """Training-config YAML overlays every trial starts from (paths relative to the working directory)."""
-    train_overlay: Optional[str] = None
-    """Named overlay to pick inside `train_configs` files that hold several (`debug`, `paper`, ...)."""
+    train_configs: list[str] = field(default_factory=lambda: ["debug"])
+    """Training presets (`debug`, `finetune`, `paper`) or YAML files every trial starts from, in order.
+    The training config also sets each trial's resources: `num_workers` x (`cpus_per_worker`, `gpus_per_worker`)."""
     train_overrides: list[str] = field(default_factory=list)
-    """`key=value` overrides applied to the training config before the sampled parameters."""
+    """`key=value` training-config overrides applied before the sampled parameters (on the command line:
+    `train.key=value`)."""
     space: dict = field(default_factory=dict)
     """Search space: training-config field -> {dist: ..., ...} or a fixed value (see the module docstring)."""
     num_samples: int = 8
     """Trials to sample (with `grid` entries: samples per grid point)."""
     max_concurrent_trials: int = 2
-    """Trials running at once; each one holds `num_workers` Train workers."""
+    """Trials running at once; each one holds the training config's `num_workers` Train workers."""
     search: str = "random"
     """`random` (seeded random search; supports `grid`) or `optuna` (TPE via OptunaSearch)."""
     scheduler: str = "asha"
@@ -90,16 +88,8 @@ class SweepConfig:
     """ASHA never stops a trial before this many `time_attr` units."""
     reduction_factor: float = 2.0
     """ASHA keeps the best 1/reduction_factor of trials at each rung."""
-    num_workers: int = 1
-    """Train workers per trial (>= 1: Train's local mode does not report to Tune)."""
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
     trial_driver_cpus: float = 0.01
-    """CPUs reserved for each trial's driver (which only waits on its Train run; > 0 as Tune requires)."""
-    train_max_failures: int = 0
-    """Worker-group restarts a trial's Train run may use (it resumes from its last checkpoint)."""
-    keep_checkpoints: int = 1
-    """Train checkpoints kept per trial (the best by `metric`, plus the latest)."""
+    """CPUs reserved for each trial's driver, which only waits on its Train run (Tune needs > 0)."""
     seed: int = 0
     """Seeds the search algorithm (which configs are sampled, in which order)."""
     resume: str = "auto"
@@ -118,17 +108,9 @@ class SweepConfig:
         check(self.reduction_factor > 1, f"reduction_factor={self.reduction_factor} must be > 1")
         check(self.max_t is None or self.max_t >= self.grace_period,
               f"max_t={self.max_t} must be >= grace_period={self.grace_period}")
-        check(self.num_workers >= 1,
-              f"num_workers={self.num_workers}: a trial needs >= 1 Train worker (local mode, 0, reports "
-              f"nothing to Tune)")
-        check(self.cpus_per_worker >= 0 and self.gpus_per_worker >= 0,
-              "cpus_per_worker and gpus_per_worker must be >= 0")
-        check(self.cpus_per_worker + self.gpus_per_worker > 0,
-              "a Train worker needs cpus_per_worker > 0 or gpus_per_worker > 0")
         check(self.trial_driver_cpus > 0,
               f"trial_driver_cpus={self.trial_driver_cpus} must be > 0 (Tune rejects an empty request; "
               f"0.01 is enough)")
-        check(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints} must be >= 1")
         check(self.resume in ("auto", "never", "must"),
               f"resume={self.resume!r} must be 'auto', 'never' or 'must'")
         check(isinstance(self.space, dict) and bool(self.space),
@@ -205,6 +187,14 @@ def parse_space(space: dict) -> list[Param]:
     return params
 
 
+def _lookup(data: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
 def _number(value, where: str) -> float | int:
     if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
         try:
@@ -216,9 +206,20 @@ def _number(value, where: str) -> float | int:
     return value
 
 
-def check_min_max_pairs(params: list[Param]) -> None:
-    """`min_X` < `max_X` for every possible sample (e.g. min_btwn_goals < max_btwn_goals)."""
+def check_min_max_pairs(params: list[Param], base: dict | None = None) -> None:
+    """`min_X` < `max_X` for every possible sample (e.g. min_btwn_goals < max_btwn_goals).
+
+    A pair with one side swept is checked against the other side's value in the training config `base`.
+    """
     by_key = {p.key: p for p in params}
+    for key in list(by_key):
+        head, _, last = key.rpartition(".")
+        for a, b in (("min_", "max_"), ("max_", "min_")):
+            if last.startswith(a):
+                other = (head + "." if head else "") + b + last[len(a):]
+                value = _lookup(base or {}, other)
+                if other not in by_key and value is not None:
+                    by_key[other] = Param(other, "fixed", low=value)
     for key, p in by_key.items():
         head, _, last = key.rpartition(".")
         if not last.startswith("min_"):
@@ -296,40 +297,60 @@ def _plain(value):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The training side: which config class and loop a trial runs
+# The training config every trial starts from
 # ----------------------------------------------------------------------------------------------------------
 
-@dataclass
-class TrainTarget:
-    """What each trial trains: the config dataclass and `train_loop_per_worker(config_dict)`."""
-
-    config_cls: type
-    train_loop: Callable[[dict], None]
-    n_frames_field: str = "n_frames"
-    """Field of the config that holds the run's total frames (the default ASHA horizon)."""
-    out_dir_field: Optional[str] = None
-    """Field the loop writes TensorBoard logs/checkpoints under; set per trial to the trial's folder."""
+PATH_FIELDS = ("data", "sampling_dir", "in_weights", "model")
+"""Training-config fields that may name local files: made absolute, since trials run in their own folders."""
 
 
-def default_target() -> TrainTarget:
-    """The behaviour-cloning loop of `steve1_ray.train`."""
-    from steve1_ray.train import TrainConfig, train_loop_per_worker  # noqa: WPS433 (lazy: heavy import)
+def load_base_train_config(cfg: SweepConfig) -> dict:
+    """The resolved training config (presets + overrides) as a dict, local paths made absolute."""
+    from steve1_ray.train.config import TrainConfig, preset_path
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    out_dir = next((n for n in ("out_dir", "run_dir", "output_dir", "log_dir") if n in names), None)
-    return TrainTarget(TrainConfig, train_loop_per_worker, out_dir_field=out_dir)
+    train_cfg = load_config(TrainConfig, [preset_path(c) for c in cfg.train_configs], cfg.train_overrides)
+    check(train_cfg.num_workers >= 1,
+          f"the training config has num_workers={train_cfg.num_workers}: local mode (0) reports nothing to "
+          f"Tune; use train.num_workers=1 or more")
+    check(bool(train_cfg.data), "the training config has no data: pass train.data=<shard dataset root> (written by "
+                                "`steve1 dataset`, or steve1_ray.train.synthetic.make_dataset for a smoke test)")
+    check("://" in train_cfg.data or Path(train_cfg.data).expanduser().exists(),
+          f"train.data={train_cfg.data!r} does not exist here: give the shard dataset's root (a shared path or "
+          f"URI on a cluster)")
+    base = to_dict(train_cfg)
+    for name in PATH_FIELDS:
+        value = base.get(name)
+        if isinstance(value, str) and value and "://" not in value and Path(value).expanduser().exists():
+            base[name] = str(Path(value).expanduser().resolve())
+    return base
 
 
-def load_base_train_config(cfg: SweepConfig, target: TrainTarget) -> dict:
-    train_cfg = load_config(target.config_cls, cfg.train_configs, cfg.train_overrides, overlay=cfg.train_overlay)
-    return to_dict(train_cfg)
+def trial_train_config(base: dict, params: dict, storage_path: str, run_name: str):
+    """The TrainConfig one trial trains: base + sampled params, writing only under its own run folder.
+
+    Validation relabeling is pinned to the base config (when the training config has `val_<param>`
+    fields), so trials that sample other p_uncond or goal spacings are still scored on the same goals.
+    """
+    from steve1_ray.train.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = dict(params)
+    for key in params:
+        if f"val_{key}" in fields and base.get(f"val_{key}") is None:
+            values[f"val_{key}"] = base[key]
+    values.update(run_name=run_name, storage_path=storage_path, out_weights=None)
+    if "://" in storage_path:  # TensorBoard needs a local folder; keep each trial's apart
+        values["tensorboard_dir"] = str(Path.cwd() / "tensorboard")
+    else:
+        values["tensorboard_dir"] = None  # -> <storage_path>/<run_name>/tensorboard
+    return from_dict(TrainConfig, apply_params(base, values))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # One trial = one Ray Train run
 # ----------------------------------------------------------------------------------------------------------
 
-def _report_callback():
+def _report_callback(metric: str, mode: str):
     """TuneReportCallback that turns a non-finite metric into +/-inf, so a diverged trial ranks last.
 
     (ASHA compares with `<`; a NaN loss would compare false and never be stopped.)
@@ -337,63 +358,72 @@ def _report_callback():
     from ray.tune.integration.ray_train import TuneReportCallback
 
     class FiniteReport(TuneReportCallback):
-        def __init__(self, metric: str, mode: str):
-            super().__init__()
-            self._metric, self._worst = metric, (math.inf if mode == "min" else -math.inf)
-
         def after_report(self, run_context, metrics, checkpoint):
             metrics = [dict(m) for m in metrics]
-            value = metrics[0].get(self._metric)
+            value = metrics[0].get(metric)
             if value is not None and not math.isfinite(float(value)):
-                metrics[0][self._metric] = self._worst
-                metrics[0]["diverged"] = True
+                metrics[0][metric] = math.inf if mode == "min" else -math.inf
+                metrics[0]["diverged"] = 1.0
             super().after_report(run_context, metrics, checkpoint)
 
-    return FiniteReport
+    return FiniteReport()
 
 
-def run_trial(params: dict, *, base: dict, sweep: dict, target: TrainTarget) -> None:
+def run_trial(params: dict, *, base: dict, sweep: dict) -> None:
     """Tune function trial: train the sampled config with a TorchTrainer and forward its reports to Tune.
 
-    The Train run is stored in the trial's folder under a fixed name, so a restored sweep reruns this
-    function, Train finds its run snapshot there and the loop resumes from its last checkpoint.
+    The Train run lives in the trial's folder under a fixed name (`train`), so when a restored sweep
+    reruns this function, Train finds its run there and the loop resumes from its latest checkpoint.
     """
-    import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
+
+    from steve1_ray.train.run import build_trainer
 
     cfg = from_dict(SweepConfig, sweep)
-    ctx = tune.get_context()
-    trial_path = _join(cfg.experiment_path, Path(ctx.get_trial_dir()).name)
-    values = dict(params)
-    if target.out_dir_field:
-        values[target.out_dir_field] = _join(trial_path, "train_out")
-    train_dict = to_dict(from_dict(target.config_cls, apply_params(base, values)))  # validated
-
-    worker_resources = {"CPU": cfg.cpus_per_worker}
-    if cfg.gpus_per_worker:
-        worker_resources["GPU"] = cfg.gpus_per_worker
-    trainer = TorchTrainer(
-        target.train_loop,
-        train_loop_config=train_dict,
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0,
-                                               resources_per_worker=worker_resources),
-        run_config=ray.train.RunConfig(
-            name="train",
-            storage_path=trial_path,
-            callbacks=[_report_callback()(cfg.metric, cfg.mode)],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
-                                                         checkpoint_score_attribute=cfg.metric,
-                                                         checkpoint_score_order=cfg.mode),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.train_max_failures),
-        ),
-    )
-    trainer.fit()
+    trial_path = _join(cfg.experiment_path, Path(tune.get_context().get_trial_dir()).name)
+    train_cfg = trial_train_config(base, params, storage_path=trial_path, run_name="train")
+    if "://" not in trial_path:
+        save_config(train_cfg, Path(trial_path) / "train_config.yaml")
+    build_trainer(train_cfg, callbacks=[_report_callback(cfg.metric, cfg.mode)]).fit()
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The Tuner: new or restored
 # ----------------------------------------------------------------------------------------------------------
+
+def horizon(cfg: SweepConfig, params: list[Param], base: dict) -> int:
+    """ASHA's max_t: `max_t`, else the most frames any trial trains (`n_frames`, swept or not)."""
+    if cfg.max_t:
+        return cfg.max_t
+    swept = [p for p in params if p.key == "n_frames"]
+    return int(swept[0].bounds[1] if swept else base["n_frames"])
+
+
+def check_resources(cfg: SweepConfig, params: list[Param], base: dict) -> None:
+    """A trial that can never be placed fails now, naming the fix; too many concurrent trials only queue."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    per_trial = {"CPU": 0.0, "GPU": 0.0}
+    for corner in ("low", "high"):
+        values = {p.key: (p.candidates()[-1] if p.dist in ("choice", "grid", "fixed") else getattr(p, corner))
+                  for p in params}
+        t = apply_params(base, values)
+        per_trial["CPU"] = max(per_trial["CPU"], t["num_workers"] * t["cpus_per_worker"] + cfg.trial_driver_cpus)
+        if t["use_gpu"]:
+            per_trial["GPU"] = max(per_trial["GPU"], t["num_workers"] * t["gpus_per_worker"])
+    total = ray.cluster_resources()
+    for kind, need in per_trial.items():
+        have = total.get(kind, 0.0)
+        check(need <= have, f"one trial needs {need:g} {kind} (num_workers x {kind.lower()}s_per_worker) but the "
+                            f"cluster has {have:g}: lower train.num_workers / train.{kind.lower()}s_per_worker"
+                            + (" or set train.use_gpu=false" if kind == "GPU" else ""))
+        if need * cfg.max_concurrent_trials > have:
+            log.warning("max_concurrent_trials=%d trials need %g %s at once but the cluster has %g: trials will "
+                        "wait for each other's workers", cfg.max_concurrent_trials,
+                        need * cfg.max_concurrent_trials, kind, have)
+
 
 def _abs_storage(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
@@ -407,25 +437,27 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-_RESUME_MUST_MATCH = ("train_configs", "train_overlay", "train_overrides", "space", "num_samples", "search",
+_RESUME_MUST_MATCH = ("train_configs", "train_overrides", "space", "num_samples", "search",
                       "scheduler", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor",
                       "seed")
 
 
-def build_tuner(cfg: SweepConfig, target: TrainTarget, callbacks: list | None = None):
+def build_tuner(cfg: SweepConfig, callbacks: list | None = None):
     """A Tuner for `cfg`: a fresh one, or the interrupted experiment restored (finished trials kept)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from steve1_ray.train.config import TrainConfig
+
     params = parse_space(cfg.space)
-    check_min_max_pairs(params)
-    base = load_base_train_config(cfg, target)
-    check_space_against(params, target.config_cls, base)
+    base = load_base_train_config(cfg)
+    check_min_max_pairs(params, base)
+    check_space_against(params, TrainConfig, base)
+    check_resources(cfg, params, base)
     exp_path = cfg.experiment_path
     sweep_dict = to_dict(cfg)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base, sweep=sweep_dict, target=target),
-        {"cpu": cfg.trial_driver_cpus})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, sweep=sweep_dict),
+                                    {"cpu": cfg.trial_driver_cpus})
 
     saved_cfg = _join(exp_path, "sweep_config.yaml")
     if tune.Tuner.can_restore(exp_path):
@@ -442,10 +474,9 @@ def build_tuner(cfg: SweepConfig, target: TrainTarget, callbacks: list | None = 
 
     if "://" not in exp_path:
         save_config(cfg, saved_cfg)
-    max_t = cfg.max_t or int(base.get(target.n_frames_field) or 0)
+    max_t = horizon(cfg, params, base)
     check(cfg.scheduler != "asha" or max_t >= cfg.grace_period,
-          f"ASHA needs max_t >= grace_period={cfg.grace_period}; set max_t= or the training config's "
-          f"{target.n_frames_field}")
+          f"ASHA needs max_t >= grace_period={cfg.grace_period}; raise max_t= or train.n_frames=")
     if cfg.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr=cfg.time_attr, max_t=max_t, grace_period=cfg.grace_period,
                                   reduction_factor=cfg.reduction_factor)
@@ -527,14 +558,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_best(rows: list[dict], cfg: SweepConfig, base: dict, target: TrainTarget, out_dir: Path) -> dict | None:
+def write_best(rows: list[dict], cfg: SweepConfig, base: dict, out_dir: Path) -> dict | None:
     """`best_train_config.yaml` (the best trial's config, ready for `steve1 train --config`) + `best.json`."""
     scored = [r for r in rows if r[f"best {cfg.metric}"] is not None and math.isfinite(r[f"best {cfg.metric}"])]
     if not scored:
         return None
     best = scored[0]
     params = {p.key: best[p.key] for p in parse_space(cfg.space) if p.dist != "fixed"}
-    train_cfg = from_dict(target.config_cls, apply_params(base, params))
+    train_cfg = trial_train_config(base, params, storage_path=base["storage_path"], run_name=f"{cfg.name}-best")
     path = out_dir / "best_train_config.yaml"
     save_config(train_cfg, path)
     path.write_text(f"# best trial {best['trial']} of sweep {cfg.name}: {cfg.metric} = "
@@ -551,19 +582,17 @@ def write_best(rows: list[dict], cfg: SweepConfig, base: dict, target: TrainTarg
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
-def run_sweep(cfg: SweepConfig, target: TrainTarget | None = None, callbacks: list | None = None) -> dict:
+def run_sweep(cfg: SweepConfig, callbacks: list | None = None) -> dict:
     """Run (or resume) the sweep and write its results; returns {rows, best, path, interrupted}."""
-    target = target or default_target()
-    tuner = build_tuner(cfg, target, callbacks)
+    tuner = build_tuner(cfg, callbacks)
     result_grid = tuner.fit()
-    base = load_base_train_config(cfg, target)
-    max_t = cfg.max_t or int(base.get(target.n_frames_field) or 0) or None
-    rows = trial_rows(result_grid, cfg, max_t)
-    out_dir = Path(cfg.experiment_path) if "://" not in cfg.experiment_path else Path(cfg.name)
+    base = load_base_train_config(cfg)
+    rows = trial_rows(result_grid, cfg, horizon(cfg, parse_space(cfg.space), base))
+    out_dir = Path(cfg.experiment_path) if "://" not in cfg.experiment_path else Path("runs", "sweeps", cfg.name)
     write_results(rows, out_dir)
-    best = write_best(rows, cfg, base, target, out_dir)
-    unfinished = [r for r in rows if r["status"] == "no report"] or len(rows) < _expected_trials(cfg)
-    return {"rows": rows, "best": best, "path": str(out_dir), "interrupted": bool(unfinished)}
+    best = write_best(rows, cfg, base, out_dir)
+    unfinished = any(r["status"] == "no report" for r in rows) or len(rows) < _expected_trials(cfg)
+    return {"rows": rows, "best": best, "path": str(out_dir), "interrupted": unfinished}
 
 
 def _expected_trials(cfg: SweepConfig) -> int:
@@ -606,12 +635,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[],
                         help="sweep YAML (repeatable; later files override earlier), e.g. tune/spaces/debug.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. num_samples=4 "
-                                                     "'train_overrides=[n_frames=2048]'")
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value sweep overrides (num_samples=4) and train.key=value training overrides "
+                             "(train.data=/data/shards)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sweep_overrides = [o for o in args.overrides if not o.startswith("train.")]
+    train_overrides = [o[len("train."):] for o in args.overrides if o.startswith("train.")]
     try:
-        cfg = load_config(SweepConfig, args.config, args.overrides)
+        cfg = load_config(SweepConfig, args.config, sweep_overrides)
+        cfg.train_overrides = [*cfg.train_overrides, *train_overrides]
     except ConfigError as e:
         print(f"steve1 sweep: {e}", file=sys.stderr)
         return 2
