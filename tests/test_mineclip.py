@@ -163,6 +163,12 @@ def test_save_load_roundtrip(tmp_path, debug_model):
         load_mineclip(tmp_path / "bare.pth", cfg=MineCLIPConfig.preset("debug", vision_width=128, vision_heads=2))
     md5 = file_md5(path)
     assert load_mineclip(path, md5=md5).embed_dim == 512
+    # Non-tensor objects in the file: refused unless the checksum is verified.
+    import argparse
+    torch.save({"state_dict": raw["state_dict"], "hparams": argparse.Namespace(lr=1)}, tmp_path / "pl.pth")
+    with pytest.raises(ValueError, match="md5='official'"):
+        load_mineclip(tmp_path / "pl.pth", cfg="debug")
+    assert load_mineclip(tmp_path / "pl.pth", cfg="debug", md5=file_md5(tmp_path / "pl.pth")).embed_dim == 512
     with pytest.raises(ValueError, match=ATTN_MD5):
         load_mineclip(path, md5="official")
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -512,12 +513,22 @@ def load_mineclip(path: str | Path | None = None, cfg: MineCLIPConfig | str | No
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MineCLIP checkpoint {path} not found (STEVE-1's is data/weights/mineclip/attn.pth)")
+    verified = False
     if md5 is not None:
         want = ATTN_MD5 if md5 == "official" else md5
         got = file_md5(path)
         if got != want:
             raise ValueError(f"{path}: md5 {got} != expected {want}; the download is broken or a different file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        verified = True
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # Lightning-era checkpoints may pickle more than tensors. Only a checksum-verified file is
+        # unpickled in full; anything else is refused with the way out.
+        if not verified:
+            raise ValueError(f"{path}: holds objects other than tensors ({str(e).splitlines()[0]}); if it is the "
+                             "official attn.pth, load it with md5='official' (verified files are unpickled in full)")
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path}: expected a dict with a 'state_dict' entry (MineCLIP attn.pth layout)")
     if cfg is None:
