@@ -1,0 +1,73 @@
+"""The record job: Ray tasks, outputs (index, captions, summary), resume, bad config, and the jobs/ wrapper."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steve1_ray.config import ConfigError
+from steve1_ray.data import load_contractor_episode
+from steve1_ray.world.record import RecordConfig, main, record_episodes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_record_job_on_ray_writes_a_contractor_dataset(ray_cluster, tmp_path, capsys):
+    out = tmp_path / "world"
+    rc = main([f"out={out}", "episodes=2", "max_steps=40", "seed=5", "progress=false"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "recorded 2 episodes" in printed and "achievements seen" in printed
+
+    index = json.loads((out / "index.json").read_text())
+    assert index["basedir"] == str(out.resolve()) + "/"
+    assert index["relpaths"] == ["contractor/crafter-demo-s5-00000.mp4", "contractor/crafter-demo-s5-00001.mp4"]
+    for rel in index["relpaths"]:  # STEVE-1's rule: basedir + relpath, .mp4 -> .jsonl
+        stem = index["basedir"] + rel[: -len(".mp4")]
+        ep = load_contractor_episode(stem + ".mp4", stem + ".jsonl", with_mineclip=False)
+        assert len(ep) == 40
+
+    captions = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+    assert {c["episode"] for c in captions} == {"crafter-demo-s5-00000", "crafter-demo-s5-00001"}
+    assert all(c["text"] and 0 <= c["start"] < c["end"] <= 40 for c in captions)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 2 and summary["frames"] == 80 and summary["null_frames"] == 0
+    assert summary["failed"] == [] and summary["recorded_now"] == 2
+    assert (out / "record_config.yaml").exists()
+
+    # resume: finished episodes are skipped, one more is added
+    mtime = (out / "contractor" / "crafter-demo-s5-00000.mp4").stat().st_mtime_ns
+    summary = record_episodes(RecordConfig(out=str(out), episodes=3, max_steps=40, seed=5, progress=False))
+    assert summary["recorded_now"] == 1 and summary["episodes"] == 3
+    assert (out / "contractor" / "crafter-demo-s5-00000.mp4").stat().st_mtime_ns == mtime
+
+
+def test_bad_config_names_the_fix():
+    with pytest.raises(ConfigError, match="layout='zip'"):
+        RecordConfig(layout="zip")
+    with pytest.raises(ConfigError, match="known goals"):
+        RecordConfig(goals=["fly"])
+    with pytest.raises(ConfigError, match="no dots"):
+        RecordConfig(name_prefix="a.b")
+    with pytest.raises(ConfigError, match="unknown key"):
+        main(["episodez=3"])
+
+
+@pytest.mark.slow
+def test_jobs_wrapper_runs_as_a_script(tmp_path):
+    """`python jobs/record.py ...` without Ray (use_ray=false), custom layout."""
+    out = tmp_path / "w"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "record.py"), f"out={out}", "episodes=1", "max_steps=15",
+         "layout=custom", "use_ray=false", "progress=false"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "crafter-demo-s0-00000" / "video.mp4").exists()
+    assert (out / "crafter-demo-s0-00000" / "actions.jsonl").exists()
+    assert not (out / "index.json").exists()
+    assert "recorded 1 episodes" in proc.stdout
