@@ -12,7 +12,6 @@ from steve1_ray.models.formats import (GOAL_KEYS, UnsafePickleError, WeightsErro
                                        read_model_file, read_model_kwargs, save_weights, write_model_file)
 from steve1_ray.models.policy import PolicyConfig, build_policy, load_policy
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import torch
 from steve1_ray.models.policy import (N_BUTTONS, N_CAMERA, PolicyConfig, Steve1Policy, build_policy,
                                       cat_states, detach_state, load_policy, logprob, sample, select_state)
 
-torch.set_num_threads(1)
 GOLDEN = ["debug", "bilstm"]
 
 
