@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import numpy as np
+import yaml
 
-from steve1_ray.config import check, load_config, save_config, to_dict
+from steve1_ray.config import check, load_config, to_dict
 from steve1_ray.data import shards
-from steve1_ray.data.contractor import (EpisodeError, iter_kept_frames, pack_env_buttons, read_actions)
+from steve1_ray.data.contractor import EpisodeError, iter_kept_frames, pack_env_buttons, read_actions
 from steve1_ray.data.embed import WINDOW
 from steve1_ray.data.sources import EpisodeTask, fetch_episode, resolve_sources
 
@@ -385,7 +386,7 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     check(bool(cfg.sources), "sources is empty: pass e.g. sources=[local:/path/to/episodes] or "
                              "sources=[contractor:10.x] (see docs/data.md)")
     store = shards.Store(cfg.output)
-    store.write_bytes("config.yaml", __import__("yaml").safe_dump(to_dict(cfg), sort_keys=False).encode())
+    store.write_bytes("config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     tasks = resolve_sources(cfg.sources, cfg.num_episodes, cfg.episode_offset, cfg.mirror, cfg.cache_dir)
     done = set() if cfg.overwrite else set(shards.list_episodes(store))
     skip_q = set() if cfg.retry_quarantined or cfg.overwrite else {
@@ -461,4 +462,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DataConfig", "convert_episode", "EmbedAndWrite", "generate_dataset", "main", "save_config"]
+__all__ = ["DataConfig", "convert_episode", "EmbedAndWrite", "generate_dataset", "main"]
