@@ -110,6 +110,13 @@ def test_load_save_load_is_bit_exact_in_original_layout(fixtures_dir, tmp_path, 
     assert all(torch.equal(v, original_sd[k]) for k, v in again.state_dict().items())
 
 
+def test_save_weights_unwraps_data_parallel(tmp_path, original_sd):
+    policy = build_policy("debug")
+    load_weights(policy, original_sd)
+    save_weights(torch.nn.DataParallel(policy), tmp_path / "dp.weights")
+    assert list(torch.load(tmp_path / "dp.weights", weights_only=True)) == list(original_sd)
+
+
 @pytest.mark.parametrize("prefix", ["module.policy.", "policy."])
 def test_prefixes_are_stripped(prefix, original_sd):
     policy = build_policy("debug")

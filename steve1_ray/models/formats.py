@@ -186,9 +186,21 @@ def check_state_dict(sd: dict, expected: dict, source: str = "state_dict",
     return sd, prefix, missing
 
 
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The policy inside DDP / DataParallel / torch.compile wrappers (their keys carry extra prefixes)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
 def load_weights(policy: torch.nn.Module, path_or_state_dict, allow_missing_goal: bool = True) -> LoadReport:
     """Strictly load an original `.weights` file (or a state_dict) into `policy`; nothing is changed
     when the check fails."""
+    policy = _unwrap(policy)
     sd, source = read_state_dict(path_or_state_dict)
     expected = policy.state_dict()
     sd, prefix, missing = check_state_dict(sd, expected, source, allow_missing_goal)
@@ -199,7 +211,9 @@ def load_weights(policy: torch.nn.Module, path_or_state_dict, allow_missing_goal
 
 
 def save_weights(policy: torch.nn.Module, path: Union[str, Path]) -> Path:
-    """`torch.save` of the state_dict in the original layout (no prefix, CPU tensors)."""
+    """`torch.save` of the state_dict in the original layout (no prefix, CPU tensors), also when
+    `policy` is wrapped in DDP or torch.compile."""
+    policy = _unwrap(policy)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()}
