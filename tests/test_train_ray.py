@@ -109,3 +109,22 @@ def test_two_workers_loss_falls_and_a_killed_worker_is_recovered(ray_cluster, da
     vals = _vals(cfg)
     assert vals[-1] < vals[0], vals
     assert os.path.exists(cfg.resolved_out_weights())
+
+
+def test_train_job_script_runs_the_debug_preset(ray_cluster, dataset, tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(repo / "jobs/train.py"), "--config", "debug", f"data={dataset}", "num_workers=0",
+           "T=16", "trunc_t=8", "batch_size=2", "grad_accum=1", "n_frames=64", "warmup_frames=16", "val_every_steps=2",
+           f"storage_path={tmp_path}", "run_name=smoke"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resolved config:" in proc.stdout and "model: debug" in proc.stdout
+    assert "step 4 | frames 64/64" in proc.stdout and "finished: 64 frames" in proc.stdout
+    assert (tmp_path / "smoke" / "train_config.yaml").exists()
+    assert (tmp_path / "smoke" / "weights" / "steve1.weights").exists()
+    bad = subprocess.run(cmd + ["T=20"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "T=20 is not a multiple of trunc_t=8" in bad.stderr

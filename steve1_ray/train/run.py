@@ -79,8 +79,9 @@ def connect_ray() -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    address = os.environ.get("RAY_ADDRESS", "auto")  # RAY_ADDRESS=local forces a fresh local cluster
     try:
-        ray.init(address="auto", log_to_driver=True)
+        ray.init(address=address)
     except ConnectionError:
         ray.init()
 
