@@ -1,0 +1,163 @@
+"""Training throughput: the data loader's frames/s against the model's, and whole Ray Train runs per worker count.
+
+    python benchmarks/bench_train.py                         # debug preset, CPU, 0/1/2 workers
+    python benchmarks/bench_train.py --presets debug 2x --precision bf16 --workers 1 --device cuda
+
+1. loader: `Prefetcher` over a shard dataset (JPEG decode + relabeling), frames/s per thread count.
+2. model: `optimizer_step` (forward + backward + AdamW on one trunc_t piece of B sequences) on in-memory batches,
+   frames/s and peak memory (process RSS on CPU, `max_memory_allocated` on CUDA).
+3. ray: `run_training` on the synthetic dataset with num_workers = 0 (local mode), 1, 2; frames/s from the run's
+   own log (mean of the logged windows after the first) and peak RSS per worker.
+Prints a Markdown table; `--out FILE` also writes it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+
+def bench_loader(root: str, T: int, batch_size: int, threads: int, n_batches: int) -> dict:
+    from steve1_ray.train.data import MultiSource, Prefetcher, SequenceDataset
+
+    src = MultiSource([root])
+    ds = SequenceDataset(src, src.episode_ids(), T, 15, 40, 0.1, seed=0)
+    batches = [list(range(i * batch_size, (i + 1) * batch_size)) for i in range(min(n_batches, len(ds) // batch_size))]
+    loader = Prefetcher(ds, threads, ahead=4)
+    for _ in loader.iter_batches(batches[:1], 0):
+        pass
+    t = time.perf_counter()
+    n = sum(b["img"].shape[0] * b["img"].shape[1] for b in loader.iter_batches(batches, 1))
+    dt = time.perf_counter() - t
+    loader.close()
+    return {"frames_per_s": n / dt, "frames": n}
+
+
+def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, device: str, steps: int,
+                embed_dim: int) -> dict:
+    from steve1_ray.models.policy import build_policy
+    from steve1_ray.train.config import TrainConfig
+    from steve1_ray.train.loop import optimizer_step
+    from steve1_ray.train.optim import build_optimizer, freeze_parts
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    policy = build_policy(preset, embed_dim=embed_dim).to(dev).train()
+    freeze_parts(policy, [])
+    opt = build_optimizer(policy, 1e-4, 0.039428)
+    cfg = TrainConfig(model=preset, T=trunc_t * 2, trunc_t=trunc_t, batch_size=batch_size, grad_accum=1,
+                      precision=precision, min_btwn_goals=15, max_btwn_goals=40)
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+    batch = {"img": torch.randint(0, 256, (batch_size, cfg.T, 128, 128, 3), dtype=torch.uint8),
+             "goal_embed": torch.randn(batch_size, cfg.T, embed_dim),
+             "first": torch.zeros(batch_size, cfg.T, dtype=torch.bool),
+             "buttons": torch.randint(0, 8641, (batch_size, cfg.T)), "camera": torch.randint(0, 121, (batch_size, cfg.T))}
+    batch["first"][:, 0] = True
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    states = [policy.initial_state(batch_size, device=dev)]
+    optimizer_step(policy, policy, opt, scaler, [batch], states, 0, cfg, dev, 1e-4)  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t = time.perf_counter()
+    for k in range(steps):
+        optimizer_step(policy, policy, opt, scaler, [batch], states, (k % 2) * trunc_t, cfg, dev, 1e-4)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    dt = time.perf_counter() - t
+    out = {"frames_per_s": steps * batch_size * trunc_t / dt,
+           "params_M": sum(p.numel() for p in policy.parameters()) / 1e6,
+           "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+    if dev.type == "cuda":
+        out["peak_cuda_gb"] = torch.cuda.max_memory_allocated(dev) / 1024**3
+    return out
+
+
+def bench_ray(root: str, workers: int, n_frames: int, storage: str) -> dict:
+    from steve1_ray.train.config import load_train_config
+    from steve1_ray.train.run import run_training
+
+    cfg = load_train_config("debug", [f"data={root}", f"num_workers={workers}", "T=32", "trunc_t=8",
+                                      "batch_size=2", "grad_accum=1", f"n_frames={n_frames}", "warmup_frames=64",
+                                      "log_every_steps=4", "val_every_steps=100000", "val_at_start=false",
+                                      "checkpoint_every_steps=100000", f"storage_path={storage}",
+                                      f"run_name=bench_w{workers}", "cpus_per_worker=0.5", "val_fraction=0.0"])
+    t = time.perf_counter()
+    result = run_training(cfg)
+    wall = time.perf_counter() - t
+    if result.error:
+        raise RuntimeError(result.error)
+    recs = [json.loads(l) for l in Path(cfg.resolved_tensorboard_dir(), "metrics.jsonl").read_text().splitlines()]
+    rates = [r["train/frames_per_s"] for r in recs if "train/frames_per_s" in r][1:]
+    return {"frames_per_s": statistics.mean(rates) if rates else float("nan"), "wall_s": wall,
+            "peak_rss_gb_rank0": max(r.get("sys/rss_peak_gb", 0) for r in recs),
+            "frames_per_step": cfg.frames_per_step}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", nargs="+", default=["debug"])
+    p.add_argument("--precision", nargs="+", default=["fp32"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch_size", type=int, default=2)
+    p.add_argument("--trunc_t", type=int, default=16)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--loader_threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--workers", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--ray_frames", type=int, default=512)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+
+    from steve1_ray.train.synthetic import make_dataset
+
+    lines = [f"Machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, device {args.device}; "
+             f"load average {os.getloadavg()[0]:.1f} at start.", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_dataset(os.path.join(tmp, "shards"), n_episodes=8, n_frames=160, embed_dim=512, seed=0)
+        lines += ["| loader | threads | frames/s |", "|---|---|---|"]
+        for th in args.loader_threads:
+            r = bench_loader(root, 64, args.batch_size, th, 8)
+            lines.append(f"| Prefetcher (JPEG 128x128, T=64, B={args.batch_size}) | {th} | {r['frames_per_s']:,.0f} |")
+            print(lines[-1], flush=True)
+        lines += ["", "| model | precision | B x trunc_t | params | train frames/s | peak memory |", "|---|---|---|---|---|---|"]
+        for preset in args.presets:
+            for prec in args.precision:
+                r = bench_model(preset, args.batch_size, args.trunc_t, prec, args.device, args.steps, 512)
+                mem = f"{r['peak_cuda_gb']:.2f} GB CUDA" if "peak_cuda_gb" in r else f"{r['peak_rss_gb']:.2f} GB RSS (process)"
+                lines.append(f"| {preset} | {prec} | {args.batch_size} x {args.trunc_t} | {r['params_M']:.1f}M | "
+                             f"{r['frames_per_s']:,.1f} | {mem} |")
+                print(lines[-1], flush=True)
+        if args.workers:
+            import ray
+
+            os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+            ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+            lines += ["", "| Ray Train (debug preset, CPU, gloo) | workers | frames/step | train frames/s | fit wall s | peak RSS rank 0 |",
+                      "|---|---|---|---|---|---|"]
+            for w in args.workers:
+                r = bench_ray(root, w, args.ray_frames, os.path.join(tmp, "runs"))
+                lines.append(f"| T=32 trunc_t=8 B=2 | {w or '0 (local mode)'} | {r['frames_per_step']} | "
+                             f"{r['frames_per_s']:,.1f} | {r['wall_s']:.1f} | {r['peak_rss_gb_rank0']:.2f} GB |")
+                print(lines[-1], flush=True)
+            ray.shutdown()
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
