@@ -128,3 +128,7 @@ def test_train_job_script_runs_the_debug_preset(ray_cluster, dataset, tmp_path):
     assert (tmp_path / "smoke" / "weights" / "steve1.weights").exists()
     bad = subprocess.run(cmd + ["T=20"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert bad.returncode == 2 and "T=20 is not a multiple of trunc_t=8" in bad.stderr
+    if not ray_cluster.cluster_resources().get("GPU"):
+        gpu = subprocess.run(cmd + ["num_workers=1", "use_gpu=true"], capture_output=True, text=True, timeout=120,
+                             env=env, cwd=tmp_path)
+        assert gpu.returncode == 2 and "use_gpu=true" in gpu.stderr and "set use_gpu=false" in gpu.stderr

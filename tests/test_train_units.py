@@ -291,3 +291,22 @@ def test_presets_resolve():
     assert paper.frames_per_step == 64 * 12 * 4 * paper.world_size
     with pytest.raises(ConfigError, match="unknown preset 'papr'"):
         load_train_config("papr")
+
+
+def test_open_dataset_from_data_or_a_sampling(tmp_path):
+    from steve1_ray.data.sampling import create_sampling
+    from steve1_ray.train.loop import open_dataset
+    from steve1_ray.train.synthetic import make_dataset
+
+    root = make_dataset(str(tmp_path / "shards"), n_episodes=4, n_frames=40, embed_dim=D)
+    source, train, val = open_dataset(TrainConfig(data=root, val_fraction=0.25))
+    assert sorted(train + val) == sorted(source.episode_ids()) and len(source.episode_ids()) == 4
+    item = SequenceDataset(source, train, 16, 15, 30, 0.0, seed=0).load(0, 0)
+    assert item["img"].shape == (16, 128, 128, 3) and item["goal_embed"].shape == (16, D)
+    create_sampling([root], "tiny", tmp_path / "samplings", val_frames=40, min_frames=40)
+    source, train, val = open_dataset(TrainConfig(sampling="tiny", sampling_dir=str(tmp_path / "samplings")))
+    assert len(train) == 3 and len(val) == 1 and source.length(val[0]) == 40
+    with pytest.raises(ValueError, match="data is not set"):
+        open_dataset(TrainConfig())
+    with pytest.raises(FileNotFoundError, match="create it with"):
+        open_dataset(TrainConfig(sampling="nope", sampling_dir=str(tmp_path / "samplings")))

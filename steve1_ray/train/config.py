@@ -117,7 +117,8 @@ class TrainConfig:
     storage_path: str = "~/ray_results"
     """Where Ray Train writes checkpoints: a local folder (single node) or shared storage (`s3://...`, NFS)."""
     tensorboard_dir: Optional[str] = None
-    """TensorBoard event files (default: `<storage_path>/<run_name>/tensorboard` when local, else `./runs/<run_name>`)."""
+    """TensorBoard event files (default: `<storage_path>/<run_name>/tensorboard`; with remote storage they are
+    written to `~/ray_results/<run_name>/tensorboard` on the rank-0 node and copied there at each checkpoint)."""
     max_failures: int = 3
     """Worker-group restarts from the latest checkpoint before the run fails."""
     stop_after_steps: int = 0
@@ -199,8 +200,8 @@ class TrainConfig:
     def resolved_tensorboard_dir(self) -> str:
         if self.tensorboard_dir:
             return _expand(self.tensorboard_dir)
-        if is_uri(self.storage_path):
-            return os.path.abspath(os.path.join("runs", self.run_name))
+        if is_uri(self.storage_path):  # written locally on the rank-0 node, copied to storage at checkpoints
+            return os.path.join(os.path.expanduser("~/ray_results"), self.run_name, "tensorboard")
         return os.path.join(self.run_dir(), "tensorboard")
 
 

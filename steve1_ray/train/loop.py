@@ -206,6 +206,19 @@ class RunLog:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         self.writer.flush()
 
+    def sync_to_storage(self) -> None:
+        """With remote storage (s3://...), copy the event files next to the checkpoints."""
+        if not self.enabled or not is_uri(self.cfg.storage_path) or self.cfg.tensorboard_dir:
+            return
+        import pyarrow.fs as pafs
+
+        self.writer.flush()
+        fs, path = pafs.FileSystem.from_uri(self.cfg.run_dir() + "/tensorboard")
+        try:
+            pafs.copy_files(self.writer.log_dir, path, destination_filesystem=fs)
+        except OSError as e:  # logs are not worth failing a run over
+            print(f"warning: could not copy TensorBoard logs to {self.cfg.run_dir()}: {e}", file=sys.stderr)
+
     def line(self, text: str) -> None:
         if self.enabled:
             print(text, flush=True)
@@ -308,6 +321,7 @@ def train_loop_per_worker(config: dict) -> None:
             if is_main:
                 save_checkpoint(tmp, policy, optimizer, scaler, progress, cfg)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
+                log.sync_to_storage()
             ray.train.report(metrics, checkpoint=ckpt)
 
     def run_validation() -> dict:
