@@ -113,7 +113,8 @@ class EvalConfig:
     """Weights for a preset/.model policy (`steve1.weights`); ignored for checkpoint folders. None with a
     preset = random init seeded by `seed` (tests only)."""
     embedder: str = "debug"
-    """Goal embedder: MineCLIP `attn.pth`, one of our MineCLIP-layout checkpoints, or `debug` (random)."""
+    """Goal embedder: MineCLIP `attn.pth`, one of our MineCLIP-layout checkpoints, or `debug` (the random
+    debug MineCLIP the data pipeline uses with `mineclip_preset=debug` and no checkpoint)."""
     prior: Optional[str] = None
     """CVAE prior (`steve1_prior.pt` or ours) turning text embeddings into visual ones; None = use the
     text embedding as the goal (an embedder whose text and video spaces are aligned)."""
@@ -247,14 +248,17 @@ def load_eval_policy(cfg: EvalConfig):
     return load_policy(model, weights).eval()
 
 
-def load_embedder(spec: str, seed: int = 0):
-    """MineCLIP (or a MineCLIP-layout model of ours) from a file, or the random `debug` preset."""
+def load_embedder(spec: str):
+    """MineCLIP (or a MineCLIP-layout model of ours) from a file, or `debug`: the random MineCLIP the
+    data pipeline embeds with when it has no checkpoint (same seed, so goals match its embeddings)."""
     from steve1_ray.models.mineclip import load_mineclip
 
     if Path(spec).is_file():
         return load_mineclip(spec).eval()
     if spec == "debug":
-        return load_mineclip(None, "debug", seed=seed)
+        from steve1_ray.data.embed import load_embedder as data_embedder
+
+        return data_embedder("debug", None, device="cpu")
     raise ConfigError(f"embedder={spec!r} does not exist; give MineCLIP's attn.pth, one of our embedder "
                       "checkpoints, or 'debug'")
 
@@ -311,7 +315,7 @@ def embed_goals(cfg: EvalConfig, jobs: list[dict], embed_dim: int) -> None:
             j["goal_embed"] = np.zeros(embed_dim, np.float32)
     if not goal_jobs:
         return
-    embedder = load_embedder(cfg.embedder, cfg.seed)
+    embedder = load_embedder(cfg.embedder)
     prior = None
     if cfg.prior is not None:
         from steve1_ray.models.prior import load_prior
@@ -407,7 +411,7 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
         actions = act_batch(policy, [s.stream for _, s in slots], [s.obs["pov"] for _, s in slots])
         still = []
         for (i, s), action in zip(slots, actions):
-            error, done = None, False
+            error, done, info = None, False, {}
             try:
                 s.obs, _, done, info = s.env.step(action)
                 s.steps += 1
@@ -418,7 +422,8 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
                 error, done = f"step {s.steps + 1} failed: {exc!r}", True
             if done or s.steps >= max_steps:
                 mp4 = s.video.finish() if s.video is not None else None
-                died = bool(done and error is None and s.steps < max_steps)
+                # Died: the world ended the episode with discount 0 (crafter), or early without saying why.
+                died = bool(done and error is None and float(info.get("discount", 0.0)) == 0.0)
                 results[i] = (_record(s.job, s.steps, died, s.tracker.result(),
                                       time.perf_counter() - s.t0, error), mp4 or None)
             else:
