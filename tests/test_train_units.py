@@ -310,3 +310,23 @@ def test_open_dataset_from_data_or_a_sampling(tmp_path):
         open_dataset(TrainConfig())
     with pytest.raises(FileNotFoundError, match="create it with"):
         open_dataset(TrainConfig(sampling="nope", sampling_dir=str(tmp_path / "samplings")))
+
+
+def test_start_from_vpt_or_steve1_weights(tmp_path):
+    from steve1_ray.models.formats import save_weights
+    from steve1_ray.train.loop import make_policy
+
+    torch.manual_seed(1)
+    trained = build_policy("debug", embed_dim=D)
+    save_weights(trained, tmp_path / "steve1.weights")
+    vpt = {k: v for k, v in trained.state_dict().items() if not k.startswith("net.mineclip_embed_linear.")}
+    torch.save(vpt, tmp_path / "vpt.weights")
+    full = make_policy(TrainConfig(model="debug", in_weights=str(tmp_path / "steve1.weights")), D)
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), trained.state_dict().values()))
+    part = make_policy(TrainConfig(model="debug", in_weights=str(tmp_path / "vpt.weights")), D)
+    assert part.load_report.missing_goal_layer
+    assert torch.equal(part.net.final_ln.weight, trained.net.final_ln.weight)
+    with pytest.raises(FileNotFoundError, match="does not exist: give the path of a VPT"):
+        make_policy(TrainConfig(model="debug", in_weights=str(tmp_path / "nope.weights")), D)
+    with pytest.raises(Exception, match="shape"):   # a 16-d goal layer cannot take 32-d embeddings
+        make_policy(TrainConfig(model="debug", in_weights=str(tmp_path / "steve1.weights")), 32)

@@ -65,9 +65,15 @@ def make_policy(cfg: TrainConfig, embed_dim: int | None):
     from steve1_ray.models.policy import PRESETS, load_policy
 
     overrides = {}
-    if cfg.model in PRESETS and embed_dim is not None and cfg.in_weights is None:
+    if cfg.model in PRESETS and embed_dim is not None:  # a .model file fixes its own goal width
         overrides["embed_dim"] = embed_dim
+    if cfg.in_weights is not None and "://" not in cfg.in_weights and not Path(cfg.in_weights).is_file():
+        raise FileNotFoundError(f"in_weights={cfg.in_weights!r} does not exist: give the path of a VPT "
+                                f"(rl-from-foundation-2x.weights) or STEVE-1 (steve1.weights) file, or in_weights=null")
     policy = load_policy(cfg.model, cfg.in_weights, **overrides)
+    report = getattr(policy, "load_report", None)
+    if report is not None and report.missing_goal_layer:
+        print(f"{cfg.in_weights}: no goal layer (a VPT file); net.mineclip_embed_linear starts fresh", flush=True)
     if embed_dim is not None and policy.cfg.embed_dim != embed_dim:
         raise ValueError(f"the dataset's goal embeddings have {embed_dim} dims but model={cfg.model!r} "
                          f"expects {policy.cfg.embed_dim}: embed the data with the matching embedder")
