@@ -101,7 +101,9 @@ async def _validation_error(request: Request, exc: RequestValidationError):
 
 @app.middleware("http")
 async def _limits_and_auth(request: Request, call_next):
-    cfg: ServeConfig | None = getattr(app.state, "cfg", None)
+    from steve1_ray.serving import inputs  # the real module: Serve pickles this app by value
+
+    cfg: ServeConfig | None = inputs.RUNTIME.get("cfg")
     if cfg is not None:
         if cfg.api_key and request.url.path not in PUBLIC_PATHS:
             given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
@@ -130,7 +132,9 @@ class Api:
     def __init__(self, cfg: dict, policy: DeploymentHandle, store: DeploymentHandle, embedder: DeploymentHandle,
                  rollouts: DeploymentHandle):
         self.cfg = from_dict(ServeConfig, cfg)
-        app.state.cfg = self.cfg
+        from steve1_ray.serving import inputs
+
+        inputs.RUNTIME["cfg"] = self.cfg  # read by the middleware (module globals here are a pickled copy)
         self.policy, self.store, self.embedder, self.rollouts = policy, store, embedder, rollouts
         self._info: dict | None = None
 
@@ -179,7 +183,7 @@ class Api:
     async def info(self):
         """Model and limits."""
         c = self.cfg
-        return {**(await self._policy_info()), "default_cond_scale": c.default_cond_scale,
+        return {**(await self.policy.info.remote()), "default_cond_scale": c.default_cond_scale,
                 "max_sessions": c.max_sessions, "session_ttl_s": c.session_ttl_s,
                 "max_payload_bytes": c.max_payload_bytes, "rollout_backend": c.rollout_backend,
                 "rollout_max_steps": c.rollout_max_steps, "auth": bool(c.api_key)}

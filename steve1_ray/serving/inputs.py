@@ -11,6 +11,10 @@ import cv2
 import numpy as np
 
 
+RUNTIME: dict = {}
+"""Per-process settings of the ingress replica (`cfg`), shared by the Api class and the HTTP middleware."""
+
+
 class InputError(Exception):
     """A client mistake; `status` is the HTTP 4xx code, the message names the fix."""
 

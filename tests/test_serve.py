@@ -1,0 +1,297 @@
+"""The Serve application running for real on a local Ray cluster (debug preset, CPU), over HTTP.
+
+One app for the module (starting Serve costs tens of seconds on 2 cores). Its policy weights are saved
+here first, so the tests can replay every session locally and compare actions exactly.
+"""
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import io
+import socket
+import time
+
+import cv2
+import numpy as np
+import pytest
+import requests
+import torch
+
+from steve1_ray import agent as A
+
+pytestmark = pytest.mark.slow
+
+API_KEY = "test-key"
+TTL_S = 60.0
+MAX_SESSIONS = 40
+TIMEOUT = 180
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def png_b64(img: np.ndarray) -> str:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    assert ok
+    return base64.b64encode(data.tobytes()).decode()
+
+
+class Client:
+    def __init__(self, url: str, key: str | None = API_KEY):
+        self.url, self.s = url, requests.Session()
+        self.s.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))
+        if key:
+            self.s.headers["x-api-key"] = key
+
+    def get(self, path, **kw):
+        return self.s.get(self.url + path, timeout=TIMEOUT, **kw)
+
+    def post(self, path, **kw):
+        return self.s.post(self.url + path, timeout=TIMEOUT, **kw)
+
+    def delete(self, path, **kw):
+        return self.s.delete(self.url + path, timeout=TIMEOUT, **kw)
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster, tmp_path_factory):
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    from steve1_ray.models.formats import save_weights
+    from steve1_ray.models.policy import build_policy
+    from steve1_ray.serving.app import build_app
+    from steve1_ray.serving.config import ServeConfig
+
+    torch.manual_seed(123)
+    policy = build_policy("debug").eval()
+    weights = tmp_path_factory.mktemp("serve") / "debug.weights"
+    save_weights(policy, weights)
+    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    port = _get_global_client().http_config.port
+    cfg = ServeConfig(policy="debug", weights=str(weights), max_sessions=MAX_SESSIONS, session_ttl_s=TTL_S,
+                      max_payload_bytes=2_000_000, max_image_pixels=1024 * 1024, api_key=API_KEY,
+                      rollout_workers=1, rollout_max_steps=50, rollout_default_steps=20, video_height=180, batch_wait_timeout_s=0.01)
+    serve.run(build_app(cfg), name="steve1", route_prefix="/",
+              logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    client = Client(f"http://127.0.0.1:{port}")
+    expiring = client.post("/sessions", json={"goal_embed": [0.0] * 512}).json()["session_id"]
+    yield {"client": client, "policy": policy, "url": client.url, "expiring": expiring, "t_expiring": time.time()}
+    serve.delete("steve1")
+
+
+def _replay(policy, goal, scale, seed, observations):
+    """What one session alone must produce: the original's two forward passes per step."""
+    stream = A.new_stream(policy, goal, scale, seed)
+    out = []
+    for obs in observations:
+        A.two_pass_step(policy, stream, obs)
+        out.append((stream.last["buttons"], stream.last["camera"]))
+    return out
+
+
+def test_health_info_and_docs(served):
+    c = served["client"]
+    health = c.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    info = c.get("/info").json()
+    assert info["embed_dim"] == 512 and info["auth"] is True
+    assert c.get("/docs").status_code == 200
+    paths = c.get("/openapi.json").json()["paths"]
+    assert {"/sessions", "/sessions/{session_id}/act", "/rollouts", "/rollouts/{rollout_id}/video.mp4"} <= set(paths)
+
+
+def test_api_key_required_except_public_paths(served):
+    anon = Client(served["url"], key=None)
+    r = anon.post("/sessions", json={"goal_embed": [0.0] * 512})
+    assert r.status_code == 401 and "x-api-key" in r.json()["error"]
+    assert Client(served["url"], key="wrong").get("/info").status_code == 401
+    assert anon.get("/healthz").status_code == 200
+    page = anon.get("/")
+    assert page.status_code == 200 and "Guidance scale" in page.text
+
+
+def test_concurrent_sessions_match_running_alone(served):
+    """12 sessions stepped concurrently (batched on the server) == each replayed alone with two passes."""
+    c, policy = served["client"], served["policy"]
+    rng = np.random.default_rng(5)
+    n_sessions, n_steps = 12, 4
+    specs = [(rng.normal(size=512).astype(np.float32), [6.0, 0.0, 3.5, 9.0][i % 4], 100 + i)
+             for i in range(n_sessions)]
+    obs = [[rng.integers(0, 256, (96 + 8 * i, 160, 3), dtype=np.uint8) for _ in range(n_steps)]
+           for i in range(n_sessions)]
+    sids = []
+    for goal, scale, seed in specs:
+        r = c.post("/sessions", json={"goal_embed": goal.tolist(), "cond_scale": scale, "seed": seed})
+        assert r.status_code == 201, r.text
+        sids.append(r.json()["session_id"])
+    before = c.get("/info").json()
+
+    def play(i):
+        out = []
+        for t in range(n_steps):
+            r = c.post(f"/sessions/{sids[i]}/act", json={"image": png_b64(obs[i][t])})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["step"] == t + 1 and body["session_id"] == sids[i]
+            out.append((body["buttons"], body["camera_bin"]))
+        return out
+
+    with cf.ThreadPoolExecutor(n_sessions) as pool:
+        served_actions = list(pool.map(play, range(n_sessions)))
+    for i, (goal, scale, seed) in enumerate(specs):
+        assert served_actions[i] == _replay(policy, goal, scale, seed, obs[i]), f"session {i} differs"
+    assert len({tuple(a) for a in served_actions}) > 1
+    stats = c.get("/info").json()
+    assert stats["steps"] - before["steps"] == n_sessions * n_steps
+    assert stats["batches"] - before["batches"] < n_sessions * n_steps  # several sessions per forward
+    for sid in sids:
+        assert c.delete(f"/sessions/{sid}").status_code == 200
+
+
+def test_state_survives_losing_the_replica_copy(served):
+    """Drop the policy replica's hot state mid-episode: the session continues from the SessionStore."""
+    from ray import serve
+
+    c, policy = served["client"], served["policy"]
+    rng = np.random.default_rng(6)
+    goal = rng.normal(size=512).astype(np.float32)
+    obs = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(5)]
+    sid = c.post("/sessions", json={"goal_embed": goal.tolist(), "cond_scale": 6.0, "seed": 9}).json()["session_id"]
+    got = []
+    handle = serve.get_deployment_handle("PolicyServer", app_name="steve1")
+    for t, o in enumerate(obs):
+        if t == 3:
+            time.sleep(1.0)  # let the state sync of step 3 land
+            assert handle.options(session_id=sid).drop.remote(sid).result() is True
+        raw = base64.b64encode(o.tobytes()).decode()
+        body = c.post(f"/sessions/{sid}/act", json={"pixels": raw, "shape": [128, 128, 3]}).json()
+        got.append((body["buttons"], body["camera_bin"]))
+    assert got == _replay(policy, goal, 6.0, 9, obs)
+    assert c.get(f"/sessions/{sid}").json()["steps"] == 5
+
+
+def test_prompt_session_reset_and_delete(served):
+    c = served["client"]
+    g1 = c.post("/goals", json={"prompt": "chop down the tree", "prior_seed": 3}).json()["goal_embed"]
+    g2 = c.post("/goals", json={"prompt": "chop down the tree", "prior_seed": 3}).json()["goal_embed"]
+    g3 = c.post("/goals", json={"prompt": "chop down the tree", "prior_seed": 4}).json()["goal_embed"]
+    assert g1 == g2 and g1 != g3 and len(g1) == 512
+    r = c.post("/sessions", json={"prompt": "chop down the tree", "prior_seed": 3, "cond_scale": 6, "seed": 2})
+    assert r.status_code == 201 and r.json()["prompt"] == "chop down the tree"
+    sid = r.json()["session_id"]
+    frames = [png_b64(np.full((64, 64, 3), v, np.uint8)) for v in (10, 200, 90)]
+    first = [c.post(f"/sessions/{sid}/act", json={"image": f}).json()["buttons"] for f in frames]
+    reset = c.post(f"/sessions/{sid}/reset")
+    assert reset.status_code == 200 and reset.json()["steps"] == 0
+    again = [c.post(f"/sessions/{sid}/act", json={"image": f}).json()["buttons"] for f in frames]
+    assert again == first  # fresh memory for both streams and the generator re-seeded
+    assert c.delete(f"/sessions/{sid}").status_code == 200
+    gone = c.post(f"/sessions/{sid}/act", json={"image": frames[0]})
+    assert gone.status_code == 404 and "POST /sessions" in gone.json()["error"]
+
+
+def test_visual_goal_from_a_clip(served):
+    c = served["client"]
+    rng = np.random.default_rng(7)
+    clip = [png_b64(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)) for _ in range(4)]
+    goal = c.post("/goals", json={"clip": clip}).json()["goal_embed"]
+    assert len(goal) == 512 and np.isfinite(goal).all()
+    r = c.post("/sessions", json={"clip": clip, "cond_scale": 7.0})
+    assert r.status_code == 201
+    assert c.post(f"/sessions/{r.json()['session_id']}/act", json={"image": clip[0]}).status_code == 200
+
+
+def test_bad_inputs_get_4xx_that_name_the_fix(served):
+    c = served["client"]
+    sid = c.post("/sessions", json={"goal_embed": [0.0] * 512}).json()["session_id"]
+    good = png_b64(np.zeros((32, 32, 3), np.uint8))
+    cases = [
+        ("bad base64", f"/sessions/{sid}/act", {"image": "not base64!!"}, 400, "base64"),
+        ("not an image", f"/sessions/{sid}/act", {"image": base64.b64encode(b"hello").decode()}, 400, "image"),
+        ("no observation", f"/sessions/{sid}/act", {}, 422, "image"),
+        ("raw pixels wrong size", f"/sessions/{sid}/act", {"pixels": base64.b64encode(b"abc").decode(),
+                                                          "shape": [2, 2, 3]}, 400, "needs 12"),
+        ("unknown session", "/sessions/doesnotexist/act", {"image": good}, 404, "POST /sessions"),
+        ("wrong embedding size", "/sessions", {"goal_embed": [0.1] * 10}, 422, "expects 512"),
+        ("no goal", "/sessions", {"cond_scale": 6}, 422, "exactly one goal"),
+        ("two goals", "/sessions", {"prompt": "dig", "goal_embed": [0.0] * 512}, 422, "exactly one goal"),
+        ("empty prompt", "/sessions", {"prompt": "   "}, 422, "prompt"),
+        ("absurd scale", "/sessions", {"goal_embed": [0.0] * 512, "cond_scale": 1e6}, 422, "cond_scale"),
+        ("wrong type", "/sessions", {"goal_embed": "abc"}, 422, "goal_embed"),
+        ("too many clip frames", "/sessions", {"clip": [good] * 17}, 422, "at most 16"),
+        ("rollout too long", "/rollouts", {"prompt": "dig", "steps": 10_000}, 422, "rollout_max_steps"),
+        ("unknown rollout", None, "/rollouts/nope", 404, "POST /rollouts"),
+    ]
+    for name, path, body, status, words in cases:
+        r = c.get(body) if path is None else c.post(path, json=body)
+        assert r.status_code == status, (name, r.status_code, r.text)
+        assert words in r.json()["error"], (name, r.json())
+    # malformed JSON
+    r = c.post(f"/sessions/{sid}/act", data=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "error" in r.json()
+    # oversized payload and oversized image
+    r = c.post(f"/sessions/{sid}/act", json={"image": "A" * 2_100_000})
+    assert r.status_code == 413 and "max_payload_bytes" in r.json()["error"]
+    big = np.zeros((1100, 1100, 3), np.uint8)
+    ok, jpg = cv2.imencode(".jpg", big)
+    r = c.post(f"/sessions/{sid}/act", json={"image": base64.b64encode(jpg.tobytes()).decode()})
+    assert r.status_code == 413 and "downscale" in r.json()["error"]
+    # too many sessions
+    opened, status = [], 201
+    for _ in range(MAX_SESSIONS + 1):
+        r = c.post("/sessions", json={"goal_embed": [0.0] * 512})
+        status = r.status_code
+        if status != 201:
+            break
+        opened.append(r.json()["session_id"])
+    assert status == 429 and "max_sessions" in r.json()["error"]
+    for s in opened + [sid]:
+        c.delete(f"/sessions/{s}")
+    # the service is still fine
+    assert c.get("/healthz").json()["status"] == "ok"
+    sid = c.post("/sessions", json={"goal_embed": [0.0] * 512}).json()["session_id"]
+    assert c.post(f"/sessions/{sid}/act", json={"image": good}).status_code == 200
+    c.delete(f"/sessions/{sid}")
+
+
+def test_rollout_returns_playable_mp4_and_metrics(served):
+    import av
+
+    c = served["client"]
+    r = c.post("/rollouts", json={"prompt": "collect wood", "cond_scale": 6.0, "steps": 12, "world_seed": 3})
+    assert r.status_code == 202, r.text
+    rid = r.json()["rollout_id"]
+    assert c.get(f"/rollouts/{rid}/video.mp4").status_code in (409, 200)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        status = c.get(f"/rollouts/{rid}").json()
+        if status["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    assert status["status"] == "done", status
+    metrics = c.get(f"/rollouts/{rid}/metrics").json()
+    assert metrics["steps"] == 12 and metrics["prompt"] == "collect wood"
+    assert "collect_wood" in metrics["achievements"] and "wood" in metrics["inventory"]
+    video = c.get(f"/rollouts/{rid}/video.mp4")
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(video.content)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 13 and frames[0].shape == (180, 320, 3)
+    assert np.median(frames[-1][:5]) < 80  # the prompt banner (30 % brightness) across the top
+    jpg = c.get(f"/rollouts/{rid}/frame.jpg")
+    assert jpg.status_code == 200 and cv2.imdecode(np.frombuffer(jpg.content, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_idle_session_expires(served):
+    c = served["client"]
+    wait = served["t_expiring"] + TTL_S + 1 - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    r = c.post(f"/sessions/{served['expiring']}/act", json={"image": png_b64(np.zeros((8, 8, 3), np.uint8))})
+    assert r.status_code == 410 and "expired" in r.json()["error"]
