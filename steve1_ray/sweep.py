@@ -425,6 +425,38 @@ def check_resources(cfg: SweepConfig, params: list[Param], base: dict) -> None:
                         need * cfg.max_concurrent_trials, kind, have)
 
 
+def resumable_asha(**kwargs):
+    """ASHA whose rungs survive `Tuner.restore`.
+
+    Tune restores the scheduler from the pickle taken when the sweep started, so plain ASHA forgets every
+    value recorded at its rungs and would let the next trial pass unchallenged. This one replays each
+    restored trial's reported history (its `progress.csv`) into the rungs when the trial is re-added.
+    """
+    import pandas as pd
+    from ray.tune.schedulers import ASHAScheduler
+
+    class ResumableASHA(ASHAScheduler):
+        def on_trial_add(self, tune_controller, trial):
+            super().on_trial_add(tune_controller, trial)
+            storage = getattr(trial, "storage", None)
+            if storage is None or not trial.run_metadata.last_result:
+                return  # a new trial: nothing to replay
+            try:
+                with storage.storage_filesystem.open_input_stream(f"{trial.path}/progress.csv") as f:
+                    history = pd.read_csv(f)
+            except (OSError, ValueError, pd.errors.EmptyDataError):
+                log.warning("trial %s: no readable progress.csv; ASHA will not count its past results",
+                            trial.trial_id)
+                return
+            if self._time_attr not in history or self._metric not in history:
+                return
+            bracket = self._trial_info[trial.trial_id]
+            for t, value in history[[self._time_attr, self._metric]].dropna().itertuples(index=False):
+                bracket.on_result(trial, t, self._metric_op * value)  # records rung values; actions ignored
+
+    return ResumableASHA(**kwargs)
+
+
 def _abs_storage(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
@@ -445,7 +477,7 @@ _RESUME_MUST_MATCH = ("train_configs", "train_overrides", "space", "num_samples"
 def build_tuner(cfg: SweepConfig, callbacks: list | None = None):
     """A Tuner for `cfg`: a fresh one, or the interrupted experiment restored (finished trials kept)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     from steve1_ray.train.config import TrainConfig
 
@@ -478,23 +510,24 @@ def build_tuner(cfg: SweepConfig, callbacks: list | None = None):
     check(cfg.scheduler != "asha" or max_t >= cfg.grace_period,
           f"ASHA needs max_t >= grace_period={cfg.grace_period}; raise max_t= or train.n_frames=")
     if cfg.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr=cfg.time_attr, max_t=max_t, grace_period=cfg.grace_period,
-                                  reduction_factor=cfg.reduction_factor)
+        scheduler = resumable_asha(time_attr=cfg.time_attr, max_t=max_t, grace_period=cfg.grace_period,
+                                   reduction_factor=cfg.reduction_factor)
     else:
         scheduler = FIFOScheduler()
     if cfg.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(seed=cfg.seed)
-    else:
+        search_alg, max_concurrent = OptunaSearch(seed=cfg.seed), cfg.max_concurrent_trials
+    else:  # a SearchGenerator: it limits concurrency itself (Tune ignores max_concurrent_trials for it)
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=cfg.seed)
+        search_alg = BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
+        max_concurrent = None
     return tune.Tuner(
         trainable,
         param_space=to_tune_space(params, cfg.search),
         tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
-                                    max_concurrent_trials=cfg.max_concurrent_trials, scheduler=scheduler,
+                                    max_concurrent_trials=max_concurrent, scheduler=scheduler,
                                     search_alg=search_alg, trial_dirname_creator=_trial_dirname,
                                     trial_name_creator=_trial_dirname),
         run_config=tune.RunConfig(name=cfg.name, storage_path=_abs_storage(cfg.storage_path),
@@ -509,6 +542,11 @@ def build_tuner(cfg: SweepConfig, callbacks: list | None = None):
 def trial_rows(result_grid, cfg: SweepConfig, max_t: int | None) -> list[dict]:
     """One row per trial: id, status, its sampled config, best metric, frames reached."""
     params = [p.key for p in parse_space(cfg.space) if p.dist != "fixed"]
+    # Tune's trial states as saved for a restore (a Result has none): TERMINATED, ERROR, or PENDING/RUNNING
+    # for trials an interrupted sweep will rerun
+    from ray.tune import ExperimentAnalysis
+
+    states = {t.trial_id: t.status for t in ExperimentAnalysis(result_grid.experiment_path).trials}
     rows = []
     for result in result_grid:
         config = result.config or {}
@@ -520,15 +558,18 @@ def trial_rows(result_grid, cfg: SweepConfig, max_t: int | None) -> list[dict]:
                 best = float(series.min() if cfg.mode == "min" else series.max())
         if history is not None and cfg.time_attr in history and len(history[cfg.time_attr].dropna()):
             frames = int(history[cfg.time_attr].dropna().max())
-        if result.error is not None:
+        trial_id = Path(result.path).name.removeprefix("trial_") if result.path else "?"
+        state = states.get(trial_id)
+        if result.error is not None or state == "ERROR":
             status = "error"
+        elif state in ("RUNNING", "PENDING", "PAUSED"):
+            status = "unfinished"
         elif frames is None:
             status = "no report"
-        elif max_t and frames < max_t:
-            status = "stopped early"
-        else:
+        elif (result.metrics or {}).get("done") or (max_t and frames >= max_t):
             status = "completed"
-        trial_id = Path(result.path).name.removeprefix("trial_") if result.path else "?"
+        else:
+            status = "stopped early"
         rows.append({"trial": trial_id, "status": status, **{k: _plain(config.get(k)) for k in params},
                      f"best {cfg.metric}": best, cfg.time_attr: frames,
                      "error": (str(result.error).splitlines() or [""])[0][:200] if result.error else "",
@@ -591,7 +632,7 @@ def run_sweep(cfg: SweepConfig, callbacks: list | None = None) -> dict:
     out_dir = Path(cfg.experiment_path) if "://" not in cfg.experiment_path else Path("runs", "sweeps", cfg.name)
     write_results(rows, out_dir)
     best = write_best(rows, cfg, base, out_dir)
-    unfinished = any(r["status"] == "no report" for r in rows) or len(rows) < _expected_trials(cfg)
+    unfinished = any(r["status"] == "unfinished" for r in rows) or len(rows) < _expected_trials(cfg)
     return {"rows": rows, "best": best, "path": str(out_dir), "interrupted": unfinished}
 
 
@@ -604,30 +645,53 @@ def _expected_trials(cfg: SweepConfig) -> int:
 
 
 def connect_ray() -> None:
-    """Join the running cluster (RAY_ADDRESS or a local `ray start`), else start one with the dashboard on."""
+    """Join the running cluster (RAY_ADDRESS, `ray job submit`, `ray start`), else start one with the dashboard.
+
+    Train's placement-group cleaner finds its cluster's State API through RAY_ADDRESS; on a host that runs
+    several Ray instances (parallel test runs) it would otherwise give up and leak the placement groups of
+    stopped trials. So the cluster's address is passed to every worker of this job when we choose the job's
+    runtime env (not under `ray job submit`, whose runtime env is set by the submission).
+    """
     import ray
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
+    submitted = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    address = os.environ.get("RAY_ADDRESS", "")
+    if submitted or address.startswith(("http://", "https://", "ray://")):
         ray.init()
+        return
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": {"RAY_ADDRESS": address}})
         return
     try:
         ray.init(address="auto")
-    except ConnectionError:
-        ray.init(include_dashboard=True)
+    except ConnectionError:  # none running (or several: then pick none of them)
+        port = _free_port()
+        ray.init(include_dashboard=True, dashboard_port=port,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def warn_if_no_dashboard() -> None:
     """Train under Tune leaks placement groups of stopped trials without the dashboard (State API)."""
+    import ray
+
     try:
         from ray.util.state import list_placement_groups
 
-        list_placement_groups(limit=1, timeout=5)
+        list_placement_groups(address=ray.get_runtime_context().gcs_address, limit=1, timeout=10)
     except Exception as e:  # the State API is served by the dashboard
-        log.warning("the Ray dashboard is not reachable (%s): trials stopped early will leak their placement "
-                    "groups and later trials may wait forever; start the cluster with the dashboard on "
-                    "(ray start --head --include-dashboard=true)", type(e).__name__)
+        log.warning("the Ray State API (dashboard) is not reachable (%s): trials stopped early will leak their "
+                    "placement groups and later trials may wait forever; start the cluster with the dashboard "
+                    "on (ray start --head --include-dashboard=true)", type(e).__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
