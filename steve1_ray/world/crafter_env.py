@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 import crafter
-from crafter import constants, engine
+from crafter import constants, engine, objects
 
 from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, normalize_action, pressed_hotbar
 
@@ -120,14 +120,23 @@ class _LocalView(engine.LocalView):
 class _Core(crafter.Env):
     """crafter.Env rendering our frame layout (one render per step)."""
 
-    def __init__(self, area, length, tile_px, frame_size):
+    def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0):
         cols, rows = VIEW_TILES
         super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
                          reward=True, length=length, seed=0)
         self._local_view = _LocalView(self._world, self._textures, [cols, rows - 1])
         self._tile = tile_px
         self._frame_size = tuple(frame_size)  # (W, H)
+        self.zombie_rate = float(zombie_rate)
         self.hotbar = 0
+
+    def _balance_object(self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob,
+                        ctor, target_fn):
+        if cls is objects.Zombie and self.zombie_rate != 1.0:  # scale crafter's per-chunk zombie targets
+            base, rate = target_fn, self.zombie_rate
+            target_fn = lambda num, space: tuple(rate * v for v in base(num, space))  # noqa: E731
+        super()._balance_object(chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob,
+                                ctor, target_fn)
 
     def _balance_chunk(self, chunk, objs):
         # crafter passes a set of objects here and picks the one to despawn by index into it, so the
@@ -162,21 +171,25 @@ class CrafterEnv(WorldEnv):
         tile_px:    pixels per tile before scaling (20 -> a 320x180 render scaled 2x).
         max_steps:  episode length limit (crafter's default 10000); `done` also when the player dies.
         area:       world size in tiles.
+        zombie_rate: multiplies crafter's night-time zombie spawning (1 = crafter as published, 0 = none
+                    after the first few; the scripted demonstrators survive longer below 1).
     """
 
     backend = "crafter"
 
     def __init__(self, frame_size: tuple[int, int] = (FRAME_SHAPE[1], FRAME_SHAPE[0]), tile_px: int = 20,
-                 max_steps: int = 10000, area: tuple[int, int] = (64, 64)):
+                 max_steps: int = 10000, area: tuple[int, int] = (64, 64), zombie_rate: float = 1.0):
         if tile_px < 4:
             raise ValueError(f"tile_px={tile_px} is too small to draw tiles; use 4 or more (default 20)")
         if len(frame_size) != 2 or min(frame_size) < 16:
             raise ValueError(f"frame_size={frame_size!r} must be (width, height), each at least 16 pixels")
         if max_steps < 1:
             raise ValueError(f"max_steps={max_steps} must be at least 1")
+        if not 0.0 <= zombie_rate <= 10.0:
+            raise ValueError(f"zombie_rate={zombie_rate} must be in [0, 10] (1 = crafter's own rate)")
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.max_steps = int(max_steps)
-        self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size)
+        self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate)
         self._seed_rng = np.random.default_rng()
         self.seed: int | None = None
         self._done = True

@@ -55,6 +55,7 @@ GOALS: dict[str, Goal] = {g.name: g for g in (
     Goal("collect_drink", "collect_drink", ("drink water", "go drink from the lake", "get a drink of water")),
     Goal("eat_cow", "eat_cow", ("eat a cow", "hunt a cow", "kill a cow for food")),
     Goal("defeat_zombie", "defeat_zombie", ("fight the zombie", "kill the zombie", "defeat a zombie")),
+    Goal("flee", None, ("run away from the zombie", "escape from the zombie", "get away from the zombie")),
     Goal("sleep", "wake_up", ("go to sleep", "sleep through the night", "take a nap")),
     Goal("explore", None, ("explore", "walk around and explore", "look around the area")),
 )}
@@ -177,12 +178,18 @@ class Demonstrator:
     def _update_goal(self, t: int) -> None:
         a = self._active
         if a is not None:
-            zombie_close = a.goal.name != "defeat_zombie" and self._nearest_object(objects.Zombie, 2)
-            fight = bool(zombie_close) and "defeat_zombie" in self.allowed
-            if self._achieved(a) or t >= a.deadline or a.done or fight:
+            react = None
+            if a.goal.name not in ("defeat_zombie", "flee") and self._nearest_object(objects.Zombie, 2):
+                react = "defeat_zombie" if self.env.player.health >= 3 else "flee"
+                react = react if react in self.allowed else None
+            elif a.goal.name == "defeat_zombie" and self.env.player.health < 3 and "flee" in self.allowed:
+                react = "flee"
+            elif a.goal.name == "flee" and not self._nearest_object(objects.Zombie, 6):
+                a.done = True
+            if self._achieved(a) or t >= a.deadline or a.done or react:
                 self._close(t, self._achieved(a))
-                if fight:
-                    self._start("defeat_zombie", t)
+                if react:
+                    self._start(react, t)
         if self._active is None:
             self._start(self._choose(), t)
 
@@ -192,6 +199,8 @@ class Demonstrator:
         if name in ("collect_wood", "collect_stone", "collect_drink", "collect_coal"):
             target = int(self.rng.integers(1, 4))
         budget = self.goal_steps if name != "explore" else int(self.rng.integers(15, 50))
+        if name == "flee":
+            budget = 40
         if name == "sleep":
             budget = 2 * self.goal_steps
         self._active = _Active(goal, t, str(self.rng.choice(goal.captions)), self._count(goal), target, t + budget,
@@ -211,7 +220,7 @@ class Demonstrator:
         has_table = "table" in near
         w: dict[str, float] = {"explore": 0.6}
         if self._nearest_object(objects.Zombie, 4):
-            w["defeat_zombie"] = 6.0
+            w["defeat_zombie" if self.env.player.health >= 3 else "flee"] = 6.0
         if "tree" in near and inv["wood"] < 9:
             w["collect_wood"] = 3.0 if inv["wood"] < 4 else 1.0
         if "grass" in near and inv["sapling"] < 9:
@@ -222,7 +231,7 @@ class Demonstrator:
             w["place_table"] = 3.0
         if has_table and inv["wood"] >= 1:
             w["make_wood_pickaxe"] = 3.0 if inv["wood_pickaxe"] == 0 else 0.3
-            w["make_wood_sword"] = 1.0 if inv["wood_sword"] == 0 else 0.2
+            w["make_wood_sword"] = 2.0 if inv["wood_sword"] == 0 else 0.2
         if inv["wood_pickaxe"] and "stone" in near and inv["stone"] < 9:
             w["collect_stone"] = 2.5
         if inv["wood_pickaxe"] and "coal" in near and inv["coal"] < 9:
@@ -236,16 +245,28 @@ class Demonstrator:
             w["place_furnace"] = 1.5
         if "water" in near and inv["drink"] < 9:
             w["collect_drink"] = 4.0 if inv["drink"] < 6 else 0.5
-        if self._nearest_object(objects.Cow, self.radius) and inv["food"] < 9:
+        if self._nearest_object(objects.Cow, self._search_radius()) and inv["food"] < 9:
             w["eat_cow"] = 4.0 if inv["food"] < 6 else 0.7
-        if inv["energy"] < 7:
+        safe = self.env.player.health >= 5 and not self._nearest_object(objects.Zombie, 8)
+        if inv["energy"] < 7 and safe:  # sleeping players take 7 damage per zombie hit: only when none is near
             w["sleep"] = 3.0 if inv["energy"] < 4 else 1.0
+        # urgent needs first: a thirsty or hungry player drinks or hunts, or looks for water or cows
+        if inv["drink"] <= 4:
+            w["collect_drink" if "collect_drink" in w else "explore"] = 20.0
+        if inv["food"] <= 4:
+            w["eat_cow" if "eat_cow" in w else "explore"] = max(w.get("explore", 0), 15.0)
+        if inv["energy"] <= 2 and safe:
+            w["sleep"] = 15.0
         return w
 
     # ------------------------------------------------------------------ world queries
+    def _search_radius(self) -> int:
+        inv = self.env.player.inventory  # thirsty or hungry: look twice as far for water and cows
+        return 2 * self.radius if inv["drink"] <= 4 or inv["food"] <= 4 else self.radius
+
     def _window(self):
         px, py = (int(v) for v in self.env.player.pos)
-        r = self.radius
+        r = self._search_radius()
         area = self.env.world.area
         x0, x1 = max(0, px - r), min(area[0], px + r + 1)
         y0, y1 = max(0, py - r), min(area[1], py + r + 1)
@@ -370,7 +391,7 @@ class Demonstrator:
             return self._explore_step()
         if name in ("eat_cow", "defeat_zombie"):
             cls = objects.Cow if name == "eat_cow" else objects.Zombie
-            if self._nearest_object(cls, self.radius) is None:
+            if self._nearest_object(cls, self._search_radius()) is None:
                 a.done = True
                 return self._glance()
             return self._approach_and(self._object_mask(cls), attack, lambda m, o: isinstance(o, cls))
@@ -403,7 +424,25 @@ class Demonstrator:
             return {MOVE_KEY[step]: 1}
         if name == "sleep":
             return {"sneak": 1}
+        if name == "flee":
+            return self._flee_step()
         return self._explore_step()  # explore
+
+    def _flee_step(self) -> dict:
+        zombie = self._nearest_object(objects.Zombie, 8)
+        if zombie is None:
+            return self._explore_step()
+        _, (_, obj) = self._facing_tile()
+        if isinstance(obj, objects.Zombie):  # cornered: hit back
+            return {"attack": 1}
+        p = self.env.player
+        best, best_d = None, -1
+        for name, (dx, dy) in DIRS.items():
+            if self._safe(name) and not self._blocked(name):
+                d = abs(int(p.pos[0]) + dx - int(zombie.pos[0])) + abs(int(p.pos[1]) + dy - int(zombie.pos[1]))
+                if d > best_d:
+                    best, best_d = name, d
+        return {MOVE_KEY[best]: 1} if best else {"attack": 1}
 
     def _use_slot(self, crafter_name: str, button: str) -> dict:
         slot = SLOT_OF[crafter_name]

@@ -59,6 +59,8 @@ class RecordConfig:
     frame_height: int = 360
     tile_px: int = 20
     """crafter render resolution per tile before scaling to frame_width x frame_height"""
+    zombie_rate: float = 1.0
+    """crafter's night-time zombie spawning x this (1 = crafter as published; lower = longer episodes)"""
     crf: int = 23
     """H.264 quality (lower = better, bigger files)"""
     preset: str = "superfast"
@@ -87,6 +89,7 @@ class RecordConfig:
         check(self.frame_width >= 16 and self.frame_height >= 16,
               f"frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
         check(self.tile_px >= 4, f"tile_px={self.tile_px} must be at least 4 (default 20)")
+        check(0.0 <= self.zombie_rate <= 10.0, f"zombie_rate={self.zombie_rate} must be in [0, 10] (1 = crafter)")
         check(0 <= self.crf <= 51, f"crf={self.crf} must be in 0..51")
         check(self.num_cpus > 0, f"num_cpus={self.num_cpus} must be positive")
         check(self.seed >= 0, f"seed={self.seed} must be non-negative")
@@ -103,7 +106,8 @@ def _record_one(cfg_dict: dict, i: int) -> dict:
     try:
         rec = record_episode(
             cfg.out, name, seed=cfg.seed + i, max_steps=cfg.max_steps, layout=cfg.layout,
-            env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px},
+            env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px,
+                        "zombie_rate": cfg.zombie_rate},
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None},
             crf=cfg.crf, preset=cfg.preset)
     except Exception as e:  # noqa: BLE001 - one bad episode never stops the job
