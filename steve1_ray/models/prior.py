@@ -29,6 +29,13 @@ def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
                          nn.Linear(hidden, d_out))
 
 
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """N(0, I) draws from `generator` (on its own device, e.g. a CPU generator for a GPU model) or the global RNG."""
+    if generator is None:
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype).to(like.device)
+
+
 class TranslatorVAE(nn.Module):
     """Conditional VAE prior. Defaults are the released prior's dims (512 / 512 / 512)."""
 
@@ -77,7 +84,7 @@ class TranslatorVAE(nn.Module):
         else:
             if generator is None and seed is not None:
                 generator = torch.Generator(device=text.device).manual_seed(int(seed))
-            z = torch.randn(shape, generator=generator, device=text.device, dtype=text.dtype)
+            z = _randn(shape, generator, text)
         out = self.decode(z, text)
         return out[0] if squeeze else out
 
@@ -98,7 +105,7 @@ class TranslatorVAE(nn.Module):
         mu, logvar = self.posterior(visual, text)
         std = torch.exp(0.5 * logvar)
         if eps is None:
-            eps = torch.randn(std.shape, generator=generator, device=std.device, dtype=std.dtype)
+            eps = _randn(tuple(std.shape), generator, std)
         pred = self.decode(mu + eps * std, text)
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         mse = F.mse_loss(pred, visual)
