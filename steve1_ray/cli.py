@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("steve1_ray.sweep", "hyperparameter sweep on Ray Tune"),
     "evaluate": ("steve1_ray.evaluate", "programmatic evaluation: prompts × guidance scales → report"),
     "serve": ("steve1_ray.serving.run", "start the prompt-to-action HTTP service on Ray Serve"),
+    "weights": ("steve1_ray.models.formats", "inspect / convert original .model and .weights files"),
 }
 
 
