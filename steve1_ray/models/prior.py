@@ -73,7 +73,8 @@ class TranslatorVAE(nn.Module):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Visual goal embedding for each text embedding: decode(z, text) with z ~ N(0, I).
 
-        `deterministic=True` uses z = 0. `seed` (or an explicit `generator`) makes z reproducible;
+        `deterministic=True` uses z = 0. `seed` (drawn on the CPU, so the same z on any device) or an
+        explicit `generator` makes z reproducible;
         otherwise z comes from torch's global RNG, as in the original. Accepts (B, D) or (D,).
         """
         squeeze = getattr(text_embed, "ndim", None) == 1
@@ -83,7 +84,7 @@ class TranslatorVAE(nn.Module):
             z = torch.zeros(shape, device=text.device, dtype=text.dtype)
         else:
             if generator is None and seed is not None:
-                generator = torch.Generator(device=text.device).manual_seed(int(seed))
+                generator = torch.Generator().manual_seed(int(seed))  # CPU: same z on every device
             z = _randn(shape, generator, text)
         out = self.decode(z, text)
         return out[0] if squeeze else out
