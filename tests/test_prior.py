@@ -76,6 +76,8 @@ def test_sampling_seeds(prior):
     a, b = prior.sample(text, seed=5), prior.sample(text, seed=5)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert not torch.allclose(a, prior.sample(text, seed=6))
+    z = torch.randn(3, 512, generator=torch.Generator().manual_seed(5))  # the contract: a CPU generator
+    torch.testing.assert_close(a, prior.decode(z, text), atol=0, rtol=0)
     torch.testing.assert_close(prior.sample(text, deterministic=True), prior(text, deterministic=True))
     one = prior.sample(text[0].numpy(), deterministic=True)
     assert one.shape == (512,)
