@@ -132,3 +132,16 @@ def test_train_job_script_runs_the_debug_preset(ray_cluster, dataset, tmp_path):
         gpu = subprocess.run(cmd + ["num_workers=1", "use_gpu=true"], capture_output=True, text=True, timeout=120,
                              env=env, cwd=tmp_path)
         assert gpu.returncode == 2 and "use_gpu=true" in gpu.stderr and "set use_gpu=false" in gpu.stderr
+
+
+def test_early_stopping_with_patience(ray_cluster, dataset, tmp_path):
+    from steve1_ray.train.run import run_training
+
+    # lr 1e-30 leaves every fp32 weight unchanged, so val/loss never improves after the first validation
+    cfg = _cfg(dataset, tmp_path, "patience", lr=1e-30, patience=2, val_every_steps=2, n_frames=512,
+               snapshot_every_frames=0, val_max_sequences=2)
+    result = run_training(cfg)
+    assert result.error is None
+    assert result.metrics["steps"] == 4 and result.metrics["frames"] == 64    # stopped long before 512 frames
+    vals = _vals(cfg)
+    assert len(set(vals)) == 1 and len(vals) >= 3
