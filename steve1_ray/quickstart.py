@@ -1,0 +1,238 @@
+"""`steve1 quickstart`: the whole STEVE-1 pipeline on the embedded world (crafter), on one machine.
+
+    record → train the world embedder → dataset (embeddings, shards, sampling) → train the policy →
+    train the prior → serve → play a prompt over HTTP → evaluate → print where everything is
+
+Every stage runs the same job a user would run by hand (`steve1 record ...`, `steve1 dataset ...`, ...), with
+small settings, on one local Ray cluster; the commands are printed as they run, so each stage can be re-run
+or scaled up alone. Outputs go under `out` (default `runs/quickstart`). Stages whose outputs exist are skipped
+on a re-run (`fresh=true` starts over). On 2 CPU cores the default budget takes about 15 minutes;
+`tiny=true` shrinks every stage for a smoke test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steve1_ray.config import check, load_config, save_config, to_dict
+
+
+@dataclass
+class QuickstartConfig:
+    """Budget of each stage of the quick start."""
+
+    out: str = "runs/quickstart"
+    """everything is written under this folder"""
+    episodes: int = 12
+    """embedded-world episodes recorded by the scripted demonstrators"""
+    max_steps: int = 600
+    """frames per episode at most (20 per second)"""
+    embedder_epochs: int = 8
+    policy_frames: int = 24576
+    """behaviour-cloning frames (the debug policy preset)"""
+    prior_epochs: int = 50
+    prompt: str = "chop a tree"
+    """the prompt played through the server"""
+    cond_scale: float = 6.0
+    play_steps: int = 200
+    eval_prompts: list[str] = field(default_factory=lambda: ["chop a tree", "collect a sapling", "drink water"])
+    eval_scales: list[float] = field(default_factory=lambda: [0.0, 6.0])
+    eval_episodes: int = 4
+    eval_steps: int = 300
+    port: int = 8000
+    tiny: bool = False
+    """smallest settings everywhere (the smoke test of the quick start)"""
+    fresh: bool = False
+    """delete `out` first"""
+    keep_serving: bool = False
+    """leave the server running at the end (Ctrl-C to stop)"""
+
+    def __post_init__(self):
+        check(self.episodes >= 2, f"episodes={self.episodes!r}: need at least 2 (one is held out for validation)")
+        check(self.max_steps >= 64, f"max_steps={self.max_steps!r}: episodes need at least 64 frames")
+        if self.tiny:
+            self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
+            self.policy_frames, self.prior_epochs, self.play_steps = 1024, 2, 20
+            self.eval_prompts, self.eval_scales = self.eval_prompts[:1], [0.0, 6.0]
+            self.eval_episodes, self.eval_steps = 1, 20
+
+
+class Stages:
+    """Runs each stage as its job's `main(argv)`, printing the equivalent command and the time it took."""
+
+    def __init__(self, cfg: QuickstartConfig):
+        self.cfg = cfg
+        self.root = Path(cfg.out).resolve()
+        self.times: dict[str, float] = {}
+        self.t0 = time.time()
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def run(self, name: str, command: str, module: str, argv: list[str], done: Path | None = None) -> None:
+        n = len(self.times) + 1
+        if done is not None and done.exists():
+            print(f"\n[{n}] {name}: already done ({done}), skipping", flush=True)
+            self.times[name] = 0.0
+            return
+        print(f"\n[{n}] {name}  (t+{time.time() - self.t0:.0f}s)\n    $ steve1 {command} "
+              + " ".join(shlex.quote(a) for a in argv), flush=True)
+        t = time.time()
+        import importlib
+
+        rc = importlib.import_module(module).main(argv)
+        if rc not in (0, None):
+            raise SystemExit(f"quickstart: stage {name!r} failed (exit {rc}); see the output above")
+        self.times[name] = time.time() - t
+        print(f"    {name} took {self.times[name]:.0f}s", flush=True)
+
+
+def _start_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+
+
+def _play_prompt(cfg: QuickstartConfig, out: Path) -> dict:
+    """POST /rollouts for the prompt, poll until done, save the mp4 and the metrics."""
+    import requests
+
+    base = f"http://127.0.0.1:{cfg.port}"
+    r = requests.post(f"{base}/rollouts", json={"prompt": cfg.prompt, "cond_scale": cfg.cond_scale,
+                                                "steps": cfg.play_steps, "world_seed": 1, "policy_seed": 1},
+                      timeout=60)
+    r.raise_for_status()
+    rid = r.json()["rollout_id"]
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = requests.get(f"{base}/rollouts/{rid}", timeout=30).json()
+        print(f"    rollout {rid}: {status.get('status')} step {status.get('step', 0)}/{cfg.play_steps}",
+              flush=True)
+        if status.get("status") in ("done", "failed"):
+            break
+        time.sleep(2)
+    if status.get("status") != "done":
+        raise SystemExit(f"quickstart: the rollout did not finish: {status}")
+    video = requests.get(f"{base}/rollouts/{rid}/video.mp4", timeout=60)
+    video.raise_for_status()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rollout.mp4").write_bytes(video.content)
+    metrics = requests.get(f"{base}/rollouts/{rid}/metrics", timeout=30).json()
+    (out / "rollout_metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict:
+    st = Stages(cfg)
+    if cfg.fresh and st.root.exists():
+        shutil.rmtree(st.root)
+    st.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, st.path("quickstart_config.yaml"))
+    print(f"steve1 quickstart: everything goes to {st.root}")
+    _start_ray()
+
+    world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
+    samplings, train_dir, prior = st.path("samplings"), st.path("train"), st.path("prior", "prior.pt")
+
+    st.run("record embedded-world episodes", "record", "steve1_ray.world.record",
+           [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0"],
+           done=world / "summary.json")
+    st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder", "steve1_ray.embedder",
+           [f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}"],
+           done=embedder / "mineclip.pth")
+    st.run("dataset: decode, convert actions, embed with the world embedder, write shards", "dataset",
+           "steve1_ray.data.pipeline",
+           [f"output={shards}", f"sources=[local:{world / 'contractor'}]", "embedder=mineclip",
+            f"mineclip_path={embedder / 'mineclip.pth'}", "min_frames=64", "embed_dtype=fp32", "segment_len=200"],
+           done=shards / "manifest.json")
+    n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
+    st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
+           ["--name", "quickstart", "--dataset", str(shards), "--output_dir", str(samplings),
+            "--val_frames", str(max(64, n_frames // 6)), "--min_frames", "64"],
+           done=samplings / "quickstart_train.txt")
+    st.run("train the policy (behaviour cloning, hindsight relabeling, Ray Train)", "train", "steve1_ray.train.run",
+           ["--config", "debug", f"data={shards}", "sampling=quickstart", f"sampling_dir={samplings}",
+            f"storage_path={train_dir}", "run_name=policy", f"n_frames={cfg.policy_frames}",
+            f"out_weights={train_dir / 'policy.weights'}"],
+           done=train_dir / "policy.weights")
+    st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
+           ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}",
+            f"epochs={cfg.prior_epochs}", f"mineclip_path={embedder / 'mineclip.pth'}"],
+           done=prior)
+
+    checkpoint = _latest_checkpoint(train_dir)
+    st.run("serve: start the prompt-to-action service", "serve", "steve1_ray.serving.run",
+           ["--non-blocking", "--port", str(cfg.port), f"checkpoint={checkpoint}",
+            f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1"])
+    print(f"\n[{len(st.times) + 1}] play {cfg.prompt!r} through http://127.0.0.1:{cfg.port}/rollouts", flush=True)
+    t = time.time()
+    play = _play_prompt(cfg, st.path("play"))
+    st.times["play a prompt"] = time.time() - t
+    if not cfg.keep_serving:
+        from ray import serve
+
+        serve.shutdown()
+    st.run("evaluate: prompts × guidance scales vs the unconditioned agent", "evaluate", "steve1_ray.evaluate",
+           ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "eval" / "crafter.yaml"),
+            f"policy={checkpoint}", f"embedder={embedder / 'mineclip.pth'}", f"prior={prior}",
+            f"out_dir={st.path('eval')}", f"episodes={cfg.eval_episodes}", f"max_steps={cfg.eval_steps}",
+            "prompts=" + json.dumps(cfg.eval_prompts), "cond_scales=" + json.dumps(cfg.eval_scales),
+            "workers=1"])
+
+    summary = {"out": str(st.root), "minutes": round((time.time() - st.t0) / 60, 1),
+               "stage_seconds": {k: round(v, 1) for k, v in st.times.items()},
+               "rollout_video": str(st.path("play", "rollout.mp4")), "rollout_metrics": play,
+               "report": str(st.path("eval", "report.md")), "tensorboard": f"tensorboard --logdir {train_dir}",
+               "policy_weights": str(train_dir / "policy.weights"), "checkpoint": str(checkpoint)}
+    st.path("summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    print("\n" + "=" * 72)
+    print(f"quickstart done in {summary['minutes']} min")
+    print(f"  video of {cfg.prompt!r}:  {summary['rollout_video']}")
+    print(f"  evaluation report:     {summary['report']}")
+    print(f"  TensorBoard:           {summary['tensorboard']}")
+    print(f"  policy (original fmt): {summary['policy_weights']}")
+    if cfg.keep_serving:
+        print(f"  server:                http://127.0.0.1:{cfg.port}/  (Ctrl-C to stop)")
+    return summary
+
+
+def _latest_checkpoint(train_dir: Path) -> Path:
+    """The newest checkpoint folder of the policy run (Ray Train's `checkpoint_*` folders)."""
+    found = sorted(train_dir.glob("policy/checkpoint_*"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"quickstart: no checkpoint under {train_dir / 'policy'}; did training fail?")
+    return found[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="steve1 quickstart", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="key=value overrides of QuickstartConfig, e.g. tiny=true")
+    args = p.parse_args(argv)
+    cfg = load_config(QuickstartConfig, [], args.overrides)
+    print(json.dumps(to_dict(cfg)))
+    run_quickstart(cfg)
+    if cfg.keep_serving:
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
