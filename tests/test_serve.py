@@ -288,6 +288,79 @@ def test_rollout_returns_playable_mp4_and_metrics(served):
     assert jpg.status_code == 200 and cv2.imdecode(np.frombuffer(jpg.content, np.uint8), cv2.IMREAD_COLOR) is not None
 
 
+def _chromium():
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("chromium/chromedriver not installed: run `bash scripts/install_browser.sh`")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.skip("selenium not installed: pip install selenium")
+    return chromium, driver
+
+
+@pytest.mark.browser
+def test_web_page_plays_an_episode_in_headless_chromium(served, tmp_path):
+    import os
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, driver_path = _chromium()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,800", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        browser.set_page_load_timeout(60)
+        browser.get(served["url"] + "/")
+        assert "STEVE-1" in browser.title
+        browser.find_element(By.ID, "apikey").send_keys(API_KEY)
+        prompt = browser.find_element(By.ID, "prompt")
+        prompt.clear()
+        prompt.send_keys("collect wood")
+        browser.execute_script("const s = document.getElementById('scale'); s.value = '8';"
+                               "s.dispatchEvent(new Event('input'));")
+        assert browser.find_element(By.ID, "scaleValue").text == "8"
+        steps = browser.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("15")
+        browser.find_element(By.ID, "start").click()
+        WebDriverWait(browser, 240, poll_frequency=0.5).until(
+            lambda b: b.find_element(By.ID, "status").text in ("done", "failed"))
+        assert browser.find_element(By.ID, "status").text == "done", browser.find_element(By.ID, "error").text
+        assert browser.find_element(By.ID, "step").text == "15"
+        WebDriverWait(browser, 30).until(
+            lambda b: b.execute_script("return document.getElementById('frame').naturalWidth") > 0)
+        link = browser.find_element(By.ID, "videoLink").get_attribute("href")
+        assert link.endswith("/video.mp4")
+        rollouts = served["client"].get("/rollouts").json()
+        mine = [r for r in rollouts if r["prompt"] == "collect wood" and r["cond_scale"] == 8.0]
+        assert mine and mine[-1]["status"] == "done"
+        shot = tmp_path / "page.png"
+        browser.save_screenshot(str(shot))
+        rect = browser.find_element(By.ID, "frame").rect
+    finally:
+        browser.quit()
+    if os.environ.get("STEVE1_SCREENSHOT_DIR"):
+        shutil.copy(shot, os.environ["STEVE1_SCREENSHOT_DIR"])
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[0] >= 600 and img.shape[1] >= 1000
+    x, y, w, h = (int(rect[k]) for k in ("x", "y", "width", "height"))
+    view = img[y + 30:y + h - 5, x + 5:x + w - 5]  # the streamed frame, below the prompt banner
+    assert view.std() > 10, "the frame area is blank: the agent's view was not shown"
+    assert abs(view.astype(float).mean() - 0x11) > 5  # not the empty #111 background
+
+
 def test_idle_session_expires(served):
     c = served["client"]
     wait = served["t_expiring"] + TTL_S + 1 - time.time()

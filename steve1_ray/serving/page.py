@@ -73,11 +73,13 @@ async function refreshFrame() {
     }
   } catch (e) {}
 }
+let polling = false;
 async function poll() {
-  if (!rolloutId) return;
+  if (!rolloutId || polling) return;
+  polling = true;
   try {
     const s = await (await api("/rollouts/" + rolloutId)).json();
-    $("status").textContent = s.status; $("step").textContent = s.step; $("total").textContent = s.steps;
+    $("step").textContent = s.step; $("total").textContent = s.steps;
     $("reward").textContent = (s.reward || 0).toFixed(1);
     showAchievements(s.achievements);
     await refreshFrame();
@@ -88,7 +90,9 @@ async function poll() {
         $("videoBox").innerHTML = '<a id="videoLink" href="/rollouts/' + rolloutId + '/video.mp4">episode mp4</a>';
       }
     }
+    $("status").textContent = s.status;  // last: "done" means everything above is on the page
   } catch (e) { $("error").textContent = String(e); }
+  polling = false;
 }
 $("start").onclick = async () => {
   $("error").textContent = ""; $("videoBox").innerHTML = ""; $("achievements").innerHTML = "";

@@ -1,0 +1,175 @@
+"""Load test: N concurrent sessions against the served app vs the original's one-session-at-a-time loop.
+
+    python benchmarks/bench_serve.py --sessions 1 4 16 --steps 30 --out benchmarks/results/serve.md
+
+Served: a local Ray cluster + the Serve app (debug preset unless --policy/--weights), HTTP on 127.0.0.1;
+N client threads, each with its own session, post JPEG frames (640x360 embedded-world frames) in a
+bounded loop. Baseline: the original's inference loop in one process, one session at a time, two forward
+passes per step (conditional, then unconditional) on the same frames, including JPEG decode and resize.
+Reports actions/s and per-step latency p50/p99.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures as cf
+import os
+import platform
+import socket
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def world_frames(n: int, seed: int = 0) -> list[bytes]:
+    """JPEG-encoded 640x360 frames from the embedded world under random actions."""
+    from steve1_ray.world.env import make_env, noop_action
+
+    env = make_env("crafter")
+    obs = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(obs["pov"], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        out.append(data.tobytes())
+        act = noop_action()
+        act[["forward", "left", "right", "attack", "jump"][rng.integers(5)]] = 1
+        obs, _, done, _ = env.step(act)
+        if done:
+            obs = env.reset(seed=seed + 1)
+    return out
+
+
+def pct(xs, q):
+    return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+def baseline(frames: list[bytes], steps: int, args) -> dict:
+    """The original: one session, two batch-1 forwards per step (cond, uncond), sample, repeat."""
+    import torch
+
+    from steve1_ray import agent as A
+    from steve1_ray.models.policy import load_policy
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy, args.weights).eval()
+    goal = np.random.default_rng(0).normal(size=A.policy_embed_dim(policy)).astype(np.float32)
+    stream = A.new_stream(policy, goal, 6.0, seed=0)
+    lat = []
+    for t in range(steps + 3):
+        t0 = time.perf_counter()
+        img = cv2.cvtColor(cv2.imdecode(np.frombuffer(frames[t % len(frames)], np.uint8), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)
+        A.two_pass_step(policy, stream, img)
+        if t >= 3:  # warm-up
+            lat.append(time.perf_counter() - t0)
+    return {"actions_per_s": len(lat) / sum(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+
+
+def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str | None) -> dict:
+    import requests
+
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=max(64, n_sessions * 2)))
+    headers = {"x-api-key": key} if key else {}
+    sids = []
+    for i in range(n_sessions):
+        r = session.post(url + "/sessions", json={"prompt": "chop down the tree", "cond_scale": 6.0, "seed": i},
+                         headers=headers, timeout=120)
+        r.raise_for_status()
+        sids.append(r.json()["session_id"])
+    b64 = [base64.b64encode(f).decode() for f in frames]
+
+    def play(i):
+        lat = []
+        for t in range(steps + 2):
+            t0 = time.perf_counter()
+            r = session.post(f"{url}/sessions/{sids[i]}/act", json={"image": b64[(t + i) % len(b64)]},
+                             headers=headers, timeout=120)
+            r.raise_for_status()
+            if t >= 2:
+                lat.append((time.perf_counter() - t0, time.perf_counter()))
+        return lat
+
+    t_start = time.perf_counter()
+    with cf.ThreadPoolExecutor(n_sessions) as pool:
+        lats = [x for per in pool.map(play, range(n_sessions)) for x in per]
+    wall = max(end for _, end in lats) - t_start
+    for sid in sids:
+        session.delete(f"{url}/sessions/{sid}", headers=headers, timeout=60)
+    info = session.get(url + "/info", headers=headers, timeout=60).json()
+    xs = [d for d, _ in lats]
+    return {"actions_per_s": len(xs) / wall, "p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99),
+            "max_batch": info.get("max_batch")}
+
+
+def start_app(args) -> tuple[str, object]:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    from steve1_ray.serving.app import build_app
+    from steve1_ray.serving.config import ServeConfig
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg = ServeConfig(policy=args.policy, weights=args.weights, device=args.device, rollout_workers=0,
+                      max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait,
+                      max_sessions=max(64, max(args.sessions) * 2))
+    serve.run(build_app(cfg), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
+                                                                                "log_level": "WARNING"})
+    return f"http://127.0.0.1:{port}", serve
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--steps", type=int, default=30, help="steps per session (bounded loop)")
+    p.add_argument("--baseline-steps", type=int, default=60)
+    p.add_argument("--policy", default="debug")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the baseline process")
+    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--batch-wait", type=float, default=0.005)
+    p.add_argument("--out", default=None, help="write a Markdown table here")
+    args = p.parse_args(argv)
+
+    frames = world_frames(16)
+    rows = [("baseline: 1 session, two passes/step, in-process", 1, baseline(frames, args.baseline_steps, args))]
+    print(rows[-1])
+    url, serve = start_app(args)
+    try:
+        for n in args.sessions:
+            rows.append((f"served: {n} concurrent sessions over HTTP", n, served(frames, n, args.steps, url, None)))
+            print(rows[-1])
+    finally:
+        serve.shutdown()
+    base = rows[0][2]["actions_per_s"]
+    lines = [f"# Serving load test ({args.policy} preset, {args.device})", "",
+             f"Command: `python benchmarks/bench_serve.py --sessions {' '.join(map(str, args.sessions))} "
+             f"--steps {args.steps} --policy {args.policy} --device {args.device}`", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
+             f"{os.getloadavg()[0]:.1f} (shared machine). Frames: 640x360 JPEG (q90) from the embedded world.", "",
+             "| setup | sessions | actions/s | vs baseline | p50 ms | p99 ms | largest batch |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, n, r in rows:
+        lines.append(f"| {name} | {n} | {r['actions_per_s']:.1f} | {r['actions_per_s'] / base:.2f}x | "
+                     f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('max_batch', '-')} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
