@@ -182,25 +182,62 @@ def _to_env_rows(buttons: np.ndarray, camera: np.ndarray) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------- steps
 
+def _shared_frame_forward(policy, frames: torch.Tensor, frame_of_row: torch.Tensor, goal: torch.Tensor,
+                          first: torch.Tensor, state: list[torch.Tensor]):
+    """`policy(img[frame_of_row], goal, first, state)` with the image encoder run once per *frame*.
+
+    A guided session's two rows see the same frame, so the ImpalaCNN (most of the debug preset's cost)
+    runs on S frames instead of R = 2S rows; everything after it is the policy's own modules in the
+    policy's order. tests/test_agent.py checks this equals `policy.forward` (the two-pass reference)."""
+    import torch.nn.functional as F
+
+    net, cfg = policy.net, policy.cfg
+    s = frames.shape[0]
+    x = net.img_process(frames.reshape(s, *frames.shape[2:]) / 255.0)  # (S, hidsize)
+    x = x[frame_of_row].unsqueeze(1)  # (R, 1, hidsize)
+    x = x + net.mineclip_embed_linear(goal.to(net.mineclip_embed_linear.weight.dtype))
+    if net.pre_lstm_ln is not None:
+        x = net.pre_lstm_ln(x)
+    first0 = first[:, 0].bool()
+    n, new_state = policy.state_tensors_per_block, []
+    for k, block in enumerate(net.recurrent_layer.blocks):
+        x, *block_state = block(x, first0, *state[k * n:(k + 1) * n])
+        new_state += block_state
+    x = net.final_ln(net.lastlayer(F.relu(x)))
+    log_probs = {h: F.log_softmax(policy.pi_head[h].linear_layer(x).float() / cfg.temperature, dim=-1)
+                 for h in HEADS}
+    return log_probs, new_state
+
+
+def _can_share_frames(policy) -> bool:
+    net = getattr(policy, "net", None)
+    return all(hasattr(net, a) for a in ("img_process", "mineclip_embed_linear", "recurrent_layer", "lastlayer",
+                                         "final_ln", "pre_lstm_ln")) and hasattr(policy, "pi_head")
+
+
 @torch.inference_mode()
 def batched_log_probs(policy: torch.nn.Module, streams: Sequence[AgentStream],
                       povs: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
     """One forward for all rows of all streams; updates each stream's state. Returns (R, n) log-probs."""
     cat_states, select_state = _state_ops()
     dev = _device(policy)
-    imgs, goals, firsts = [], [], []
-    for st, pov in zip(streams, povs):
-        img = torch.tensor(resize_pov(pov))  # copy: arrays from Ray are read-only
+    frames, frame_of_row, goals, firsts = [], [], [], []
+    for j, (st, pov) in enumerate(zip(streams, povs)):
+        frames.append(torch.tensor(resize_pov(pov)))  # copy: arrays from Ray are read-only
         zeros = torch.zeros_like(st.goal_embed)
         for r in range(st.n_rows):
-            imgs.append(img)
+            frame_of_row.append(j)
             goals.append(st.goal_embed if r == 0 else zeros)
             firsts.append(st.steps == 0)
-    img = torch.stack(imgs).to(dev)[:, None]  # (R, 1, 128, 128, 3) uint8
+    frames_t = torch.stack(frames).to(dev)[:, None]  # (S, 1, 128, 128, 3) uint8
+    rows = torch.tensor(frame_of_row, device=dev)  # (R,)
     goal = torch.stack(goals)[:, None]  # (R, 1, D) float32
     first = torch.tensor(firsts, device=dev)[:, None]  # (R, 1) bool
     state = cat_states([st.state for st in streams]) if len(streams) > 1 else streams[0].state
-    log_probs, new_state = policy(img, goal, first, state)
+    if _can_share_frames(policy):
+        log_probs, new_state = _shared_frame_forward(policy, frames_t, rows, goal, first, state)
+    else:
+        log_probs, new_state = policy(frames_t[rows], goal, first, state)
     row = 0
     for st in streams:
         idx = torch.arange(row, row + st.n_rows, device=dev)
