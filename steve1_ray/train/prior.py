@@ -179,8 +179,9 @@ def world_pairs(cfg: PriorConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def _text_encoder(cfg: PriorConfig, options: dict):
     from steve1_ray.data.embed import load_embedder
 
-    preset = cfg.mineclip_preset or options.get("mineclip_preset", "attn")
     path = cfg.mineclip_path or options.get("mineclip_path")
+    # A checkpoint of ours carries its architecture; the dataset's preset only describes a random/attn model.
+    preset = cfg.mineclip_preset or (None if path else options.get("mineclip_preset", "attn"))
     return load_embedder(preset, path, device="cpu")
 
 
