@@ -73,8 +73,9 @@ class SessionTable:
             return error(429, f"too many open sessions ({len(self.sessions)} of max_sessions="
                               f"{self.max_sessions}); delete idle ones (DELETE /sessions/{{id}}) or retry later")
         sid = uuid.uuid4().hex
+        now = self.clock()
         rec = SessionRecord(sid, np.asarray(goal_embed, np.float32).reshape(-1), cond_scale, int(seed),
-                            bool(deterministic), prompt)
+                            bool(deterministic), prompt, created=now, last_used=now)
         self.sessions[sid] = rec
         return {"session": rec.public()}
 

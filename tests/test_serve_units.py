@@ -1,0 +1,110 @@
+"""Serving pieces without Ray: session table (cap, idle expiry, ownership/epochs), input checks, video."""
+from __future__ import annotations
+
+import base64
+import io
+
+import cv2
+import numpy as np
+import pytest
+
+from steve1_ray.serving.inputs import InputError, check_embedding, check_scale, decode_image, decode_pixels
+from steve1_ray.serving.sessions import SessionTable
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_session_table_cap_expiry_and_errors():
+    clock = Clock()
+    table = SessionTable(max_sessions=2, ttl_s=10, clock=clock)
+    a = table.create(np.zeros(4), 6.0, 1)["session"]["session_id"]
+    b = table.create(np.zeros(4), 6.0, 2)["session"]["session_id"]
+    full = table.create(np.zeros(4), 6.0, 3)
+    assert full["http_status"] == 429 and "max_sessions=2" in full["error"]
+    clock.t += 6
+    assert table.get(a)["session"]["seed"] == 1  # touching a keeps it alive
+    clock.t += 6
+    gone = table.get(b)
+    assert gone["http_status"] == 410 and "expired" in gone["error"]
+    assert table.get("nope")["http_status"] == 404
+    assert "session" in table.create(np.zeros(4), 6.0, 4)  # b's slot is free again
+    assert table.delete(a) == {"deleted": a} and table.delete(a)["http_status"] == 404
+
+
+def test_session_table_sync_owner_and_epoch():
+    table = SessionTable(max_sessions=4, ttl_s=100, clock=Clock())
+    sid = table.create(np.zeros(4), 6.0, 1)["session"]["session_id"]
+    table.get(sid, owner="r1", with_state=True)
+    state = [np.ones((2, 3), np.float32)]
+    assert table.sync("r1", [{"session_id": sid, "epoch": 0, "steps": 3, "state": state,
+                              "rng_state": np.zeros(5, np.uint8)}]) == []
+    rec = table.get(sid, owner="r2", with_state=True)  # the session moved to r2 and gets the state
+    assert rec["state_steps"] == 3 and np.array_equal(rec["state"][0], state[0])
+    assert table.sync("r1", [{"session_id": sid, "epoch": 0, "steps": 4}]) == [(sid, 0)]  # r1 must drop it
+    table.reset(sid, cond_scale=2.0)
+    rec = table.get(sid, with_state=True)
+    assert rec["epoch"] == 1 and rec["state"] is None and rec["session"]["cond_scale"] == 2.0
+    assert table.sync("r2", [{"session_id": sid, "epoch": 0, "steps": 5}]) == [(sid, 0)]  # pre-reset copy
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_decode_image_and_pixels():
+    img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(decode_image(_b64(png.tobytes()), 10_000), img)
+    np.testing.assert_array_equal(decode_image("data:image/png;base64," + _b64(png.tobytes()), 10_000), img)
+    grey = cv2.imencode(".png", img[..., 0])[1]
+    assert decode_image(_b64(grey.tobytes()), 10_000).shape == (20, 30, 3)
+    with pytest.raises(InputError) as e:
+        decode_image("%%%", 10_000)
+    assert e.value.status == 400 and "base64" in e.value.message
+    with pytest.raises(InputError) as e:
+        decode_image(_b64(b"GIF89a nonsense"), 10_000)
+    assert e.value.status == 400
+    with pytest.raises(InputError) as e:
+        decode_image(_b64(png.tobytes()), 100)
+    assert e.value.status == 413 and "downscale" in e.value.message
+    np.testing.assert_array_equal(decode_pixels(_b64(img.tobytes()), [20, 30, 3], 10_000), img)
+    with pytest.raises(InputError, match="needs 1800"):
+        decode_pixels(_b64(img.tobytes()[:-1]), [20, 30, 3], 10_000)
+    with pytest.raises(InputError, match=r"\[height, width, 3\]"):
+        decode_pixels(_b64(img.tobytes()), [20, 30], 10_000)
+
+
+def test_embedding_and_scale_checks():
+    assert check_embedding([0.5] * 8, 8).dtype == np.float32
+    with pytest.raises(InputError, match="has 3 values but this model expects 8"):
+        check_embedding([1, 2, 3], 8)
+    with pytest.raises(InputError, match="NaN"):
+        check_embedding([float("nan")] * 8, 8)
+    assert check_scale(6, 50) == 6.0
+    for bad in (None, True, float("inf"), 51.0, "6"):
+        with pytest.raises(InputError) as e:
+            check_scale(bad, 50)
+        assert e.value.status == 422
+
+
+def test_mp4_writer_and_prompt_banner():
+    import av
+
+    from steve1_ray.serving.rollouts import Mp4Writer, draw_prompt
+
+    frame = np.full((360, 640, 3), 200, np.uint8)
+    drawn = draw_prompt(frame, "chop down the tree " * 10, step=3)  # long prompts are shortened to fit
+    assert drawn[2, 600].max() < 80 and drawn[200, 300].min() == 200 and frame.min() == 200
+    writer = Mp4Writer(fps=20, height=180)
+    for _ in range(5):
+        writer.add(drawn)
+    data = writer.finish()
+    with av.open(io.BytesIO(data)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 5 and frames[0].shape == (180, 320, 3)
