@@ -29,11 +29,11 @@ from typing import Iterator, Optional
 import numpy as np
 import yaml
 
-from steve1_ray.config import check, load_config, to_dict
+from steve1_ray.config import ConfigError, check, load_config, to_dict
 from steve1_ray.data import shards
 from steve1_ray.data.contractor import EpisodeError, iter_kept_frames, pack_env_buttons, read_actions
 from steve1_ray.data.embed import WINDOW
-from steve1_ray.data.sources import EpisodeTask, fetch_episode, resolve_sources
+from steve1_ray.data.sources import EpisodeTask, SourceError, fetch_episode, resolve_sources
 
 FPS = 20  # contractor recordings and the embedded world run at 20 Hz
 
@@ -73,9 +73,11 @@ class DataConfig:
     jpeg_quality: int = 95
     embedder: str = "mineclip"
     """mineclip | none (no embeddings: zeros, embed_valid False)."""
-    mineclip_preset: str = "attn"
     mineclip_path: Optional[str] = None
-    """MineCLIP checkpoint (attn.pth); null means random (seeded) weights, for tests only."""
+    """MineCLIP checkpoint: the released attn.pth or a world-trained one; null means random (seeded)
+    weights, for tests only."""
+    mineclip_preset: Optional[str] = None
+    """Architecture preset (attn | debug); null: the one stored in the checkpoint, else attn."""
     embed_dim_none: int = 512
     """Width of the zero embeddings when embedder=none."""
     embed_dtype: str = "fp16"
@@ -396,6 +398,10 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
           f"already finished, {len(skip_q & {t.episode_id for t in tasks})} quarantined before, "
           f"{len(todo)} to convert -> {cfg.output}", flush=True)
 
+    if cfg.embedder == "mineclip" and cfg.mineclip_path is None:
+        print(f"[generate_dataset] WARNING: mineclip_path is null, so the embeddings come from a RANDOM "
+              f"{cfg.mineclip_preset or 'attn'} MineCLIP (fine for tests; pass mineclip_path=attn.pth for data)",
+              file=sys.stderr, flush=True)
     _connect_ray()
     ctx = rd.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress
@@ -456,9 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlay", default=None, help="named section of the YAML files to use")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. output=/data/ds sources=[local:/rec]")
     args = p.parse_args(argv)
-    cfg = load_config(DataConfig, args.config, args.overrides, overlay=args.overlay)
-    print("[generate_dataset] config: " + json.dumps(to_dict(cfg)), flush=True)
-    generate_dataset(cfg)
+    try:
+        cfg = load_config(DataConfig, args.config, args.overrides, overlay=args.overlay)
+        print("[generate_dataset] config: " + json.dumps(to_dict(cfg)), flush=True)
+        generate_dataset(cfg)
+    except (ConfigError, SourceError) as e:
+        print(f"generate_dataset: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

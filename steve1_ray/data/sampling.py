@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 from steve1_ray.data.shards import Store, list_episodes
@@ -76,6 +77,9 @@ def create_sampling(datasets: list[str] | list[tuple[str, float]], name: str, ou
     for root, w in pairs:
         frac = w / total_w
         episodes = list_episodes(Store(root))
+        if not episodes:
+            raise ValueError(f"dataset {root} has no finished episodes (no index/*.json): is it a dataset root "
+                             "written by jobs/generate_dataset.py?")
         lengths = {eid: e["n_frames"] for eid, e in episodes.items() if e["n_frames"] >= min_frames}
         if not lengths:
             raise ValueError(f"dataset {root}: no episode has >= {min_frames} frames "
@@ -159,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="episodes shorter than this are left out (655 = T 640 + 15)")
     p.add_argument("--val_from", default=None, help="reuse the val split of this earlier sampling name")
     args = p.parse_args(argv)
-    info = create_sampling(args.dataset, args.name, args.output_dir, args.val_frames, args.train_frames,
-                           args.seed, args.min_frames, args.val_from)
+    try:
+        info = create_sampling(args.dataset, args.name, args.output_dir, args.val_frames, args.train_frames,
+                               args.seed, args.min_frames, args.val_from)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"create_sampling: {e}", file=sys.stderr)
+        return 2
     print(json.dumps({k: info[k] for k in ("name", "train_frames", "val_frames", "datasets")}, indent=1))
     return 0
