@@ -300,6 +300,7 @@ class Ledger:
                 self.store.delete(json.loads(row["entry"])["file"])
             return
         st = self.parts.setdefault(eid, {"segments": {}, "n": None, "episode": None})
+        st["task"] = json.loads(row["task"])
         if row["error"]:
             self.quarantine(eid, json.loads(row["task"]), row["error"])
             return
@@ -309,7 +310,6 @@ class Ledger:
         if row["last"]:
             st["n"] = entry["segment"] + 1
             st["episode"] = json.loads(row["episode"])
-            st["task"] = json.loads(row["task"])
         if st["n"] is not None and len(st["segments"]) == st["n"]:
             self.finish(eid)
 
@@ -418,16 +418,25 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
                   num_gpus=1 if gpus >= 1 and cfg.embedder != "none" else 0,
                   num_cpus=1 if not gpus else 0.5))
         bar = _progress(len(todo), cfg.progress)
-        for row in ds.iter_rows():
-            before = len(ledger.finished) + len(ledger.quarantined)
-            ledger.add(row)
+        try:
+            for row in ds.iter_rows():
+                before = len(ledger.finished) + len(ledger.quarantined)
+                ledger.add(row)
+                if bar is not None:
+                    bar.update(len(ledger.finished) + len(ledger.quarantined) - before)
+                    bar.set_postfix(frames=ledger.frames, quarantined=len(ledger.quarantined))
+        except BaseException:
+            # e.g. a lost node or Ctrl-C: what finished is recorded; a rerun resumes from there
+            write_manifest(store, cfg, embed_dim)
+            print(f"[generate_dataset] stopped after {len(ledger.finished)} finished episodes; rerun the same "
+                  "command to resume", file=sys.stderr, flush=True)
+            raise
+        finally:
             if bar is not None:
-                bar.update(len(ledger.finished) + len(ledger.quarantined) - before)
-                bar.set_postfix(frames=ledger.frames, quarantined=len(ledger.quarantined))
-        if bar is not None:
-            bar.close()
+                bar.close()
         for eid, st in list(ledger.parts.items()):  # rows lost (should not happen): never leave half episodes
-            ledger.quarantine(eid, st.get("task", {"source": "?"}), "incomplete: not all segments came back")
+            ledger.quarantine(eid, st["task"], "incomplete: not all segments came back; rerun with "
+                              "retry_quarantined=true")
     if cfg.embedder != "none":
         finished = shards.list_episodes(store)
         if finished:
