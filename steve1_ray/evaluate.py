@@ -124,7 +124,8 @@ class EvalConfig:
     """Text goals."""
     visual_goals: dict[str, str] = field(default_factory=dict)
     """Visual goals, name -> file: an embedding (.npy/.pt, (D,)) or a clip (.mp4, or .npz with `frames`)
-    whose last 16 frames are encoded. The name looks up target achievements like a prompt."""
+    whose last 16 frames are encoded (`clip.mp4@120`: the 16 frames before frame 120). The name looks
+    up target achievements like a prompt (an achievement name as the name targets that achievement)."""
     prompt_achievements: dict[str, list[str]] = field(default_factory=dict)
     """Extra/overriding goal -> target achievements (merged over the built-in table)."""
     cond_scales: list[float] = field(default_factory=lambda: [0.0, 3.0, 6.0])
@@ -263,45 +264,56 @@ def load_embedder(spec: str):
                       "checkpoints, or 'debug'")
 
 
-def _load_clip(path: Path) -> np.ndarray:
-    """The last 16 frames of a clip as (16, 160, 256, 3) uint8 RGB (MineCLIP's input size)."""
+def _load_clip(path: Path, end: int | None = None) -> np.ndarray:
+    """The 16 frames ending before frame `end` (default: the clip's end) as (16, 160, 256, 3) uint8 RGB."""
     import cv2
 
     if path.suffix == ".npz":
-        frames = np.load(path)["frames"]
+        frames = np.load(path)["frames"][:end]
     else:
         import av
 
+        window: deque = deque(maxlen=16)
         with av.open(str(path)) as container:
-            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+            for i, frame in enumerate(container.decode(video=0)):
+                if end is not None and i >= end:
+                    break
+                window.append(frame.to_ndarray(format="rgb24"))
+        frames = np.stack(window) if window else np.zeros((0,))
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 16:
-        raise ConfigError(f"visual goal {path}: need at least 16 RGB frames, got an array of shape {frames.shape}")
+        raise ConfigError(f"visual goal {path}: need at least 16 RGB frames before frame {end}, got an array of "
+                          f"shape {frames.shape}")
     clip = [cv2.resize(np.asarray(f, np.uint8), (256, 160), interpolation=cv2.INTER_LINEAR) for f in frames[-16:]]
     return np.stack(clip)
 
 
-def load_visual_goal(path: str, embedder) -> np.ndarray:
-    """A visual goal as a (D,) float32 embedding: stored (.npy/.pt) or encoded from a clip."""
+def load_visual_goal(spec: str, embedder) -> np.ndarray:
+    """A visual goal as a (D,) float32 embedding: stored (`.npy`/`.pt`) or encoded from a clip's 16 frames
+    (`clip.mp4`, `clip.npz` with `frames`; `clip.mp4@120`: the 16 frames before frame 120)."""
     import torch
 
+    path, _, end = spec.rpartition("@") if "@" in spec else (spec, "", "")
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"visual goal file {path!r} does not exist")
+    if end and not (end.isdigit() and p.suffix in (".mp4", ".npz")):
+        raise ConfigError(f"visual goal {spec!r}: '@<frame>' needs a clip (.mp4/.npz) and a frame number")
     if p.suffix == ".npy":
         emb = np.load(p)
     elif p.suffix in (".pt", ".pth"):
         emb = torch.load(p, map_location="cpu", weights_only=True)
         emb = emb.numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb)
     elif p.suffix in (".mp4", ".npz"):
+        clip = _load_clip(p, int(end) if end else None)
         with torch.inference_mode():
-            emb = embedder.encode_video(torch.from_numpy(_load_clip(p))[None]).float().numpy()
+            emb = embedder.encode_video(torch.from_numpy(clip)[None]).float().numpy()
     else:
-        raise ConfigError(f"visual goal {path!r}: use an embedding (.npy, .pt) or a clip (.mp4, .npz)")
+        raise ConfigError(f"visual goal {spec!r}: use an embedding (.npy, .pt) or a clip (.mp4, .npz)")
     emb = np.asarray(emb, np.float32)
     if emb.ndim == 2 and emb.shape[0] == 1:
         emb = emb[0]
     if emb.ndim != 1:
-        raise ConfigError(f"visual goal {path!r}: expected one embedding of shape (D,), got {emb.shape}")
+        raise ConfigError(f"visual goal {spec!r}: expected one embedding of shape (D,), got {emb.shape}")
     return emb
 
 

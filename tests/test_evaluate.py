@@ -217,3 +217,35 @@ def test_embed_goals_prior_samples_and_visual_goals(tmp_path):
     bad = load_config(EvalConfig, [DEBUG], [f"visual_goals={{x: {tmp_path / 'missing.npy'}}}"])
     with pytest.raises(ConfigError, match="does not exist"):
         embed_goals(bad, plan_jobs(bad), 512)
+
+
+def test_visual_goal_from_a_recording_frame(tmp_path):
+    """`clip.mp4@k` embeds the 16 frames before frame k of a recording."""
+    import av
+    import torch
+
+    from steve1_ray.evaluate import load_embedder, load_visual_goal
+
+    path = tmp_path / "rec.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=20)
+        s.width, s.height, s.pix_fmt = 128, 72, "yuv420p"
+        for i in range(40):  # dark first half, bright second half
+            img = np.full((72, 128, 3), 20 if i < 20 else 230, np.uint8)
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    emb = load_embedder("debug")
+    early, late, end = (load_visual_goal(f"{path}@{k}", emb) for k in (18, 40, 40))
+    assert early.shape == (512,) and not np.allclose(early, late)
+    np.testing.assert_array_equal(late, end)
+    whole = load_visual_goal(str(path), emb)
+    np.testing.assert_allclose(whole, late, atol=1e-5)
+    with torch.inference_mode():  # the same as encoding a bright clip directly (codec loss aside)
+        direct = emb.encode_video(torch.full((1, 16, 160, 256, 3), 230, dtype=torch.uint8)).float().numpy()[0]
+    assert np.corrcoef(direct, late)[0, 1] > 0.99
+    with pytest.raises(ConfigError, match="at least 16 RGB frames"):
+        load_visual_goal(f"{path}@10", emb)
+    with pytest.raises(ConfigError, match="needs a clip"):
+        load_visual_goal(f"{path}@x", emb)
