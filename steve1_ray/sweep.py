@@ -90,6 +90,10 @@ class SweepConfig:
     """ASHA keeps the best 1/reduction_factor of trials at each rung."""
     trial_driver_cpus: float = 0.01
     """CPUs reserved for each trial's driver, which only waits on its Train run (Tune needs > 0)."""
+    max_failures: int = 1
+    """Times Tune restarts a trial whose driver or Train controller died; its Train run resumes from its
+    latest checkpoint. (Worker failures inside a run are retried by Train: the training config's
+    `max_failures`.)"""
     seed: int = 0
     """Seeds the search algorithm (which configs are sampled, in which order)."""
     resume: str = "auto"
@@ -108,6 +112,7 @@ class SweepConfig:
         check(self.reduction_factor > 1, f"reduction_factor={self.reduction_factor} must be > 1")
         check(self.max_t is None or self.max_t >= self.grace_period,
               f"max_t={self.max_t} must be >= grace_period={self.grace_period}")
+        check(self.max_failures >= 0, f"max_failures={self.max_failures} must be >= 0")
         check(self.trial_driver_cpus > 0,
               f"trial_driver_cpus={self.trial_driver_cpus} must be > 0 (Tune rejects an empty request; "
               f"0.01 is enough)")
@@ -531,7 +536,7 @@ def build_tuner(cfg: SweepConfig, callbacks: list | None = None):
                                     search_alg=search_alg, trial_dirname_creator=_trial_dirname,
                                     trial_name_creator=_trial_dirname),
         run_config=tune.RunConfig(name=cfg.name, storage_path=_abs_storage(cfg.storage_path),
-                                  callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=0)),
+                                  callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=cfg.max_failures)),
     )
 
 
@@ -566,9 +571,9 @@ def trial_rows(result_grid, cfg: SweepConfig, max_t: int | None) -> list[dict]:
             status = "unfinished"
         elif frames is None:
             status = "no report"
-        elif (result.metrics or {}).get("done") or (max_t and frames >= max_t):
+        elif max_t and frames >= max_t:  # (not the loop's `done` metric: Tune sets `done` on stopped trials too)
             status = "completed"
-        else:
+        else:  # by ASHA, or by the loop's own `patience`
             status = "stopped early"
         rows.append({"trial": trial_id, "status": status, **{k: _plain(config.get(k)) for k in params},
                      f"best {cfg.metric}": best, cfg.time_attr: frames,

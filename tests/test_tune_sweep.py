@@ -36,11 +36,12 @@ def _sweep_cmd(storage: Path, data: str) -> list[str]:
             "train.val_max_sequences=2", "train.log_every_steps=2", "train.loader_threads=0"]
 
 
-def _finished_trials(exp: Path) -> list[Path]:
+def _finished_trials(exp: Path, lr: float) -> list[Path]:
+    """Trial folders of `lr` whose training loop sent its final report (`done`: 1.0 from the loop)."""
     done = []
     for result in exp.glob("trial_*/result.json"):
         lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        if any(r.get("done") for r in lines):
+        if any(r.get("config", {}).get("lr") == lr and r.get("frames") == 64 for r in lines):
             done.append(result.parent)
     return done
 
@@ -56,14 +57,14 @@ def test_sweep_stops_bad_trial_writes_best_config_and_resumes(ray_cluster, tmp_p
     with open(tmp_path / "run1.log", "w") as out:
         job = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + 600
-        while not _finished_trials(exp) and job.poll() is None and time.time() < deadline:
+        while not _finished_trials(exp, GOOD_LR) and job.poll() is None and time.time() < deadline:
             time.sleep(1)
         assert job.poll() is None, f"the job ended early:\n{(tmp_path / 'run1.log').read_text()[-3000:]}"
         job.send_signal(signal.SIGINT)
         rc = job.wait(timeout=180)
     log1 = (tmp_path / "run1.log").read_text()
     assert rc == 1 and "run the same command again to resume" in log1, log1[-3000:]
-    [good_dir] = _finished_trials(exp)
+    [good_dir] = _finished_trials(exp, GOOD_LR)
     good_history = (good_dir / "progress.csv").read_text()
 
     # 2. the same command resumes: the finished trial is kept, the other one runs and is stopped by ASHA
