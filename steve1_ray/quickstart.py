@@ -211,7 +211,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
 
 def _latest_checkpoint(train_dir: Path) -> Path:
     """The newest checkpoint folder of the policy run (Ray Train's `checkpoint_*` folders)."""
-    found = sorted(train_dir.glob("policy/checkpoint_*"), key=lambda p: p.stat().st_mtime)
+    found = sorted((p for p in train_dir.glob("policy/checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"quickstart: no checkpoint under {train_dir / 'policy'}; did training fail?")
     return found[-1]
