@@ -430,6 +430,19 @@ def check_resources(cfg: SweepConfig, params: list[Param], base: dict) -> None:
                         need * cfg.max_concurrent_trials, kind, have)
 
 
+def make_search(cfg: SweepConfig):
+    """(search algorithm, max_concurrent_trials for TuneConfig) for `cfg.search`."""
+    if cfg.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=cfg.seed), cfg.max_concurrent_trials
+    # BasicVariantGenerator is a SearchGenerator: it limits concurrency itself (Tune ignores
+    # TuneConfig.max_concurrent_trials for it, with a warning)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials), None
+
+
 def resumable_asha(**kwargs):
     """ASHA whose rungs survive `Tuner.restore`.
 
@@ -519,15 +532,7 @@ def build_tuner(cfg: SweepConfig, callbacks: list | None = None):
                                    reduction_factor=cfg.reduction_factor)
     else:
         scheduler = FIFOScheduler()
-    if cfg.search == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg, max_concurrent = OptunaSearch(seed=cfg.seed), cfg.max_concurrent_trials
-    else:  # a SearchGenerator: it limits concurrency itself (Tune ignores max_concurrent_trials for it)
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        search_alg = BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
-        max_concurrent = None
+    search_alg, max_concurrent = make_search(cfg)
     return tune.Tuner(
         trainable,
         param_space=to_tune_space(params, cfg.search),

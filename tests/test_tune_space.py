@@ -179,3 +179,33 @@ def test_results_table_and_best_config(data_root, tmp_path):
     assert loaded.run_name == "debug_sweep-best" and loaded.n_frames == base["n_frames"]
     assert yaml.safe_load((tmp_path / "best.json").read_text())["best val/loss"] == 1.5
     assert write_best([{**rows[0], "best val/loss": None}], cfg, base, tmp_path / "none") is None
+
+
+def test_optuna_samples_inside_the_space():
+    from steve1_ray.sweep import make_search
+
+    cfg = load_config(SweepConfig, [REPO / "tune/spaces/paper.yaml"])
+    search, max_concurrent = make_search(cfg)
+    assert type(search).__name__ == "OptunaSearch" and max_concurrent == cfg.max_concurrent_trials
+    params = parse_space(cfg.space)
+    assert search.set_search_properties(cfg.metric, cfg.mode, to_tune_space(params, cfg.search))
+    for i in range(20):
+        sample = search.suggest(f"t{i}")
+        for p in params:
+            value = sample[p.key]
+            if p.dist == "choice":
+                assert value in p.values
+            else:
+                assert p.low <= value <= p.high, (p.key, value)
+            if p.dist == "int":
+                assert isinstance(value, int)
+        search.on_trial_complete(f"t{i}", {cfg.metric: float(sample["lr"]) * 1e4})
+    assert sample["min_btwn_goals"] < sample["max_btwn_goals"]
+
+
+def test_random_search_limits_concurrency_itself():
+    from steve1_ray.sweep import make_search
+
+    cfg = load_config(SweepConfig, [REPO / "tune/spaces/debug.yaml"], ["max_concurrent_trials=3"])
+    search, max_concurrent = make_search(cfg)
+    assert search.max_concurrent == 3 and max_concurrent is None

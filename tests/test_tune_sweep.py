@@ -66,6 +66,10 @@ def test_sweep_stops_bad_trial_writes_best_config_and_resumes(ray_cluster, tmp_p
     assert rc == 1 and "run the same command again to resume" in log1, log1[-3000:]
     [good_dir] = _finished_trials(exp, GOOD_LR)
     good_history = (good_dir / "progress.csv").read_text()
+    status = {float(r["lr"]): r["status"] for r in csv.DictReader(open(exp / "results.csv"))}
+    # the hopeless trial had not reached ASHA's rung: after the resume, only the good trial's value from
+    # before the interruption (replayed into the restored scheduler) can stop it
+    assert status == {GOOD_LR: "completed", BAD_LR: "unfinished"}, status
 
     # 2. the same command resumes: the finished trial is kept, the other one runs and is stopped by ASHA
     run2 = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
