@@ -1,5 +1,6 @@
 """The training loop under Ray Train: local mode (resume reproduces the uninterrupted run step for step) and
-two gloo workers (the loss falls, a killed worker is replaced and the run resumes from its last checkpoint)."""
+two gloo workers on embedded-world data (the loss falls, a killed worker is replaced and the run resumes from
+its last checkpoint), the job script, early stopping."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,30 @@ pytestmark = pytest.mark.slow
 def dataset(tmp_path_factory) -> str:
     return make_dataset(str(tmp_path_factory.mktemp("train_data") / "shards"), n_episodes=8, n_frames=48,
                         embed_dim=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def world_dataset(tmp_path_factory) -> str:
+    """Embedded-world shards: 3 recorded crafter episodes (scripted demonstrator, contractor format), converted
+    and embedded with the debug MineCLIP as the dataset job does per episode, written in the shard layout."""
+    from steve1_ray.actions import env_to_policy
+    from steve1_ray.data import load_contractor_episode
+    from steve1_ray.data.embed import load_embedder, window_embeds
+    from steve1_ray.train.synthetic import write_dataset
+    from steve1_ray.world.recorder import record_episode
+
+    root = tmp_path_factory.mktemp("world")
+    embedder = load_embedder("debug", device="cpu")
+    episodes = {}
+    for i in range(3):
+        record_episode(root / "rec", f"w{i}", seed=i, max_steps=96)
+        ep = load_contractor_episode(root / f"rec/contractor/w{i}.mp4", root / f"rec/contractor/w{i}.jsonl",
+                                     with_mineclip=True)
+        embeds, valid = window_embeds(embedder, ep.frames_mineclip)
+        buttons, camera = env_to_policy(ep.env_actions)
+        episodes[f"w{i}"] = {"frames": ep.frames, "buttons": buttons, "camera": camera, "embeds": embeds,
+                             "embed_valid": valid}
+    return write_dataset(str(root / "shards"), episodes)
 
 
 def _cfg(dataset, storage, name, **kw):
@@ -88,10 +113,10 @@ def test_local_mode_resume_matches_uninterrupted_run(ray_cluster, dataset, tmp_p
     assert _vals(part)[-1] == pytest.approx(vals[-1], rel=1e-5)
 
 
-def test_two_workers_loss_falls_and_a_killed_worker_is_recovered(ray_cluster, dataset, tmp_path):
+def test_two_workers_loss_falls_and_a_killed_worker_is_recovered(ray_cluster, world_dataset, tmp_path):
     from steve1_ray.train.run import run_training
 
-    cfg = _cfg(dataset, tmp_path, "ddp", num_workers=2, cpus_per_worker=0.5, batch_size=1, grad_accum=2,
+    cfg = _cfg(world_dataset, tmp_path, "ddp", num_workers=2, cpus_per_worker=0.5, batch_size=1, grad_accum=2,
                n_frames=384, checkpoint_every_steps=4, val_every_steps=6, fail_at_step=6, max_failures=2)
     assert cfg.frames_per_step == 8 * 1 * 2 * 2
     result = run_training(cfg)
