@@ -1,0 +1,52 @@
+"""The quick start itself, with the tiniest settings: every stage runs for real and leaves its outputs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quickstart_config_rejects_bad_values():
+    from steve1_ray.config import ConfigError, load_config
+    from steve1_ray.quickstart import QuickstartConfig
+
+    with pytest.raises(ConfigError, match="episodes=1"):
+        load_config(QuickstartConfig, [], ["episodes=1"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(QuickstartConfig, [], ["episode=4"])
+
+
+@pytest.mark.slow
+def test_quickstart_tiny_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
+                           "port=8123"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    # every stage ran and produced what the next one reads
+    assert (out / "world" / "index.json").exists() and (out / "world" / "captions.jsonl").exists()
+    assert (out / "embedder" / "mineclip.pth").exists()
+    manifest = json.loads((out / "shards" / "manifest.json").read_text())
+    assert manifest["counts"]["episodes"] >= 2 and manifest["counts"]["quarantined"] == 0
+    assert (out / "train" / "policy.weights").stat().st_size > 0
+    assert (out / "prior" / "prior.pt").exists()
+    video = (out / "play" / "rollout.mp4").read_bytes()
+    assert video[4:8] == b"ftyp", "the rollout video is not an mp4"
+    report = (out / "eval" / "report.md").read_text()
+    assert "chop a tree" in report and "uncond" in report
+    assert list((out / "train").rglob("events.out.tfevents.*")), "no TensorBoard event files"
+    assert "quickstart done" in proc.stdout and summary["report"].endswith("report.md")
+
+    # a second run finds every stage done and skips it (the expensive ones at least)
+    proc2 = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
+                            "port=8123"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc2.returncode == 0, proc2.stdout[-4000:] + proc2.stderr[-4000:]
+    assert proc2.stdout.count("already done") >= 5
