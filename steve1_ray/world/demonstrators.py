@@ -186,6 +186,11 @@ class Demonstrator:
                 react = "flee"
             elif a.goal.name == "flee" and not self._nearest_object(objects.Zombie, 6):
                 a.done = True
+            inv = self.env.player.inventory
+            thirsty, hungry = inv["drink"] <= 3, inv["food"] <= 3
+            if a.goal.name not in ("collect_drink", "eat_cow", "defeat_zombie", "flee", "explore") and (
+                    thirsty or hungry):  # a pressing need ends whatever else it was doing
+                a.done = True
             if self._achieved(a) or t >= a.deadline or a.done or react:
                 self._close(t, self._achieved(a))
                 if react:
@@ -325,6 +330,22 @@ class Demonstrator:
         goal &= free
         if goal[sx, sy]:
             return None
+        # Keep walking to the goal tile chosen earlier while it is still one: equally near goals in
+        # opposite directions would otherwise make the player dither between them.
+        a = self._active
+        target = a.extra.get("target") if a else None
+        if target is not None:
+            tx, ty = target[0] - x0, target[1] - y0
+            if 0 <= tx < w and 0 <= ty < h and goal[tx, ty]:
+                only = np.zeros_like(goal)
+                only[tx, ty] = True
+                step = self._bfs(free, only, sx, sy, x0, y0)
+                if step is not False:
+                    return step
+        return self._bfs(free, goal, sx, sy, x0, y0)
+
+    def _bfs(self, free: np.ndarray, goal: np.ndarray, sx: int, sy: int, x0: int, y0: int) -> str | bool:
+        w, h = free.shape
         parent = {(sx, sy): None}
         queue = deque([(sx, sy)])
         order = list(DIRS.items())
@@ -336,6 +357,8 @@ class Demonstrator:
                 if 0 <= nx < w and 0 <= ny < h and free[nx, ny] and (nx, ny) not in parent:
                     parent[(nx, ny)] = (cx, cy)
                     if goal[nx, ny]:
+                        if self._active is not None:
+                            self._active.extra["target"] = (nx + x0, ny + y0)
                         node = (nx, ny)
                         while parent[node] != (sx, sy):
                             node = parent[node]
