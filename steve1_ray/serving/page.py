@@ -17,6 +17,7 @@ INDEX_HTML = r"""<!doctype html>
   #side { min-width: 240px; }
   #status { font-weight: bold; margin-bottom: 8px; }
   #achievements li { color: #0a6b2b; }
+  #achievements li.none { color: #777; }
   #error { color: #b00020; white-space: pre-wrap; }
   button { padding: 6px 14px; font-size: 15px; }
 </style>
@@ -62,6 +63,8 @@ function showAchievements(ach) {
   const ul = $("achievements"); ul.innerHTML = "";
   Object.entries(ach || {}).filter(([k, v]) => v > 0).forEach(([k, v]) => {
     const li = document.createElement("li"); li.textContent = k + " \u00d7" + v; ul.appendChild(li); });
+  if (!ul.children.length) { const li = document.createElement("li"); li.className = "none";
+    li.textContent = "(none yet)"; ul.appendChild(li); }
 }
 async function refreshFrame() {
   try {

@@ -192,7 +192,7 @@ class RolloutManager:
         return RolloutWorker.options(num_cpus=self.cfg.rollout_num_cpus).remote(self.cfg_dict, self.app_name)
 
     def _public(self, rec: dict) -> dict:
-        return {k: v for k, v in rec.items() if k not in ("video", "spec")} | {
+        return {k: v for k, v in rec.items() if k not in ("video", "spec", "last_frame")} | {
             "prompt": rec["spec"].get("prompt"), "cond_scale": rec["spec"]["cond_scale"]}
 
     async def start(self, spec: dict) -> dict:
