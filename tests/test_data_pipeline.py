@@ -112,9 +112,10 @@ def test_config_rejects_bad_values():
 
 @pytest.mark.slow
 def test_job_script_connects_to_the_running_cluster(ray_cluster, tmp_path):
+    """Plain `python jobs/generate_dataset.py` with RAY_ADDRESS set; output as a URI (the cloud code path)."""
     write_episode(tmp_path / "rec" / "ep", 40, seed=9)
     env = dict(os.environ, RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, str(REPO / "jobs" / "generate_dataset.py"), f"output={tmp_path / 'ds'}",
+    out = subprocess.run([sys.executable, str(REPO / "jobs" / "generate_dataset.py"), f"output=file://{tmp_path / 'ds'}",
                           f"sources=[local:{tmp_path / 'rec'}]", "min_frames=16", "embedder=none", "progress=false"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
