@@ -108,3 +108,21 @@ def test_mp4_writer_and_prompt_banner():
     with av.open(io.BytesIO(data)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 5 and frames[0].shape == (180, 320, 3)
+
+
+def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
+    from pathlib import Path
+
+    from ray.serve.deployment import Application
+
+    from steve1_ray.serving.app import app_builder
+    from steve1_ray.serving.run import read_serve_yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    args, http = read_serve_yaml(repo / "serve" / "config.yaml")
+    assert http["host"] == "127.0.0.1" and args["policy"] == "debug"
+    assert isinstance(app_builder(args), Application)
+    with pytest.raises(ValueError, match="max_sesions"):
+        app_builder({**args, "max_sesions": 3})  # typo: the error lists the known keys
+    with pytest.raises(ValueError, match="rollout_backend"):
+        app_builder({**args, "rollout_backend": "doom"})
