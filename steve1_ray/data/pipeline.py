@@ -370,8 +370,8 @@ def _connect_ray():
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", log_to_driver=False)
+    if os.environ.get("RAY_ADDRESS"):  # a job, or the user's choice ("local" starts a new cluster)
+        ray.init(log_to_driver=False)
         return
     try:
         ray.init(address="auto", log_to_driver=False)
