@@ -107,6 +107,10 @@ def _fmt(stat: dict | None, rate: bool = False) -> str:
     return f"{f(stat['mean'])} [{f(stat['low'])}, {f(stat['high'])}]"
 
 
+def _goal_label(cell: dict) -> str:
+    return f"visual: `{cell['goal']}`" if cell["kind"] == "visual" else f"`{cell['goal']}`"
+
+
 def _scale_label(cell: dict) -> str:
     return "uncond." if cell["kind"] == UNCOND else f"{cell['cond_scale']:g}"
 
@@ -123,11 +127,12 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
              "rest. `success rate` = share of episodes in which any target achievement happened; "
              "`target count` = how many times; `first step` = step of the first one (episodes that got "
              "one); `max distance` = farthest distance from the start. The unconditioned baseline "
-             "(zero goal) is the same episodes scored against each goal's targets.", "",
+             "(*no goal*: zero goal embedding, no guidance) is one set of episodes scored against each "
+             "goal's targets.", "",
              "## Prompt following", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for c in cells:
         s = c["stats"]
-        row = [f"`{c['goal']}`" if c["kind"] != "visual" else f"visual: `{c['goal']}`",
+        row = ["*no goal*" if c["kind"] == UNCOND else _goal_label(c),
                ", ".join(c["targets"]) or "—", _scale_label(c), str(c["n"]),
                _fmt(s.get("target/success"), rate=True), _fmt(s.get("target/count")),
                _fmt(s.get("target/first_step")), _fmt(s.get("travel/max_dist"))]
@@ -148,11 +153,9 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
                 if seen_uncond:
                     continue  # the baseline's achievements do not depend on which goal scores it
                 seen_uncond = True
-                name = UNCOND
-            else:
-                name = c["goal"]
             rates = [f"{_rate_of(episodes, c, t):.2f}" for t in all_targets]
-            lines.append(f"| `{name}` | {_scale_label(c)} | " + " | ".join(rates) + " |")
+            name = "*no goal*" if c["kind"] == UNCOND else _goal_label(c)
+            lines.append(f"| {name} | {_scale_label(c)} | " + " | ".join(rates) + " |")
 
     lines += ["", "## Plots", ""]
     for goal, name in plot_names(cells).items():

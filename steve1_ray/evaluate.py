@@ -32,7 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -383,12 +383,13 @@ def _failed(jobs: Sequence[dict], error: str) -> list[tuple[dict, None]]:
 
 
 def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, paper_metrics: bool = False,
-                  deterministic: bool = False, video_height: int = 256, video_fps: int = 20
-                  ) -> list[tuple[dict, bytes | None]]:
+                  deterministic: bool = False, video_height: int = 256, video_fps: int = 20,
+                  on_step: Callable[[int], None] | None = None) -> list[tuple[dict, bytes | None]]:
     """Play `jobs` (one per env, at most len(envs)) to the end in lockstep; one forward per step for all.
 
     Returns (record, mp4 bytes or None) per job, in order. A world that raises ends only its own
-    episode (the record carries `error`); the others play on.
+    episode (the record carries `error`); the others play on. `on_step(n)` is told after every
+    lockstep step how many episode steps it made (for progress bars).
     """
     from steve1_ray.agent import act_batch, new_stream
     from steve1_ray.eval_metrics import MetricTracker
@@ -440,6 +441,8 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
                                       time.perf_counter() - s.t0, error), mp4 or None)
             else:
                 still.append((i, s))
+        if on_step is not None:
+            on_step(len(slots))
         slots = still
     return results  # type: ignore[return-value]
 
@@ -460,14 +463,23 @@ class EvalWorker:
         self.policy.load_state_dict(state_dict, strict=True)
         self.policy = self.policy.to(device).eval()
         self.envs = [make_env(self.cfg.backend, **self.cfg.env_kwargs) for _ in range(self.cfg.streams_per_worker)]
+        self.steps = 0  # episode steps played in the current chunk; read by `progress` from another thread
 
     def run(self, jobs: list[dict]) -> list[tuple[dict, bytes | None]]:
+        self.steps = 0
+
+        def count(n: int) -> None:
+            self.steps += n
+
         try:
             return play_episodes(self.policy, self.envs, jobs, self.cfg.max_steps,
                                  paper_metrics=self.cfg.backend == "minerl", deterministic=self.cfg.deterministic,
-                                 video_height=self.cfg.video_height, video_fps=self.cfg.video_fps)
+                                 video_height=self.cfg.video_height, video_fps=self.cfg.video_fps, on_step=count)
         except Exception as exc:  # noqa: BLE001 - report, keep the actor for the next chunk
             return _failed(jobs, f"rollout failed: {exc!r}")
+
+    def progress(self) -> int:
+        return self.steps
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -486,7 +498,11 @@ def init_ray(num_cpus: int | None = None) -> None:
 
 
 def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, bytes | None]]:
-    """Play every job on `cfg.workers` Ray actors, `streams_per_worker` episodes per call, with a progress bar."""
+    """Play every job on `cfg.workers` Ray actors, `streams_per_worker` episodes per call.
+
+    The progress bar counts episode steps (each episode counts `max_steps`, so the bar ends at 100 %
+    even when episodes end early) and shows finished and failed episodes.
+    """
     import ray
     from tqdm import tqdm
 
@@ -494,7 +510,7 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, 
     n_workers = min(cfg.workers, len(chunks))
     cfg_dict = to_dict(cfg)
     policy_ref = ray.put({k: v.cpu() for k, v in policy.state_dict().items()})
-    Worker = ray.remote(EvalWorker)
+    Worker = ray.remote(max_concurrency=2)(EvalWorker)  # a second thread answers progress() during run()
     actors = [Worker.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker)
               .remote(policy.cfg, policy_ref, cfg_dict) for _ in range(n_workers)]
     queue = deque(range(len(chunks)))
@@ -508,25 +524,38 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, 
 
     for actor in actors:
         submit(actor)
-    bar = tqdm(total=len(jobs), desc="evaluate", unit="ep", disable=not cfg.progress, file=sys.stderr)
+    bar = tqdm(total=len(jobs) * cfg.max_steps, desc="evaluate", unit="step", disable=not cfg.progress,
+               file=sys.stderr, smoothing=0.1)
+    done_steps = 0
     while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        actor, c = pending.pop(ref)
-        try:
-            results[c] = ray.get(ref)
-            submit(actor)
-        except ray.exceptions.RayActorError as exc:  # the actor died: its chunk is lost, the others go on
-            results[c] = _failed(chunks[c], f"worker died: {str(exc).splitlines()[0][:300]}")
-        except ray.exceptions.RayTaskError as exc:
-            results[c] = _failed(chunks[c], f"worker failed: {str(exc).splitlines()[0][:300]}")
-            submit(actor)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+        for ref in ready:
+            actor, c = pending.pop(ref)
+            try:
+                results[c] = ray.get(ref)
+                submit(actor)
+            except ray.exceptions.RayActorError as exc:  # the actor died: its chunk is lost, the others go on
+                results[c] = _failed(chunks[c], f"worker died: {str(exc).splitlines()[0][:300]}")
+            except ray.exceptions.RayTaskError as exc:
+                results[c] = _failed(chunks[c], f"worker failed: {str(exc).splitlines()[0][:300]}")
+                submit(actor)
+            done_steps += len(chunks[c]) * cfg.max_steps
         if not pending and queue:  # no worker left alive to take the rest
             while queue:
                 r = queue.popleft()
                 results[r] = _failed(chunks[r], "not run: every worker died")
-        bar.update(len(chunks[c]))
-        ok = sum(1 for rs in results.values() for r, _ in rs if "error" not in r)
-        bar.set_postfix(ok=ok, failed=sum(len(rs) for rs in results.values()) - ok)
+        running = 0
+        if cfg.progress and pending:
+            try:
+                running = sum(ray.get([a.progress.remote() for a, _ in pending.values()], timeout=5.0))
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+                running = 0
+        n = min(bar.total, done_steps + running)
+        if n != bar.n or ready:  # redraw only on news (logs of `ray job` keep every redraw)
+            bar.n = n
+            ok = sum(1 for rs in results.values() for r, _ in rs if "error" not in r)
+            bar.set_postfix(episodes=ok, failed=sum(len(rs) for rs in results.values()) - ok, refresh=False)
+            bar.refresh()
     bar.close()
     for actor in actors:
         ray.kill(actor)

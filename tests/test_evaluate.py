@@ -130,14 +130,17 @@ def test_a_failing_world_only_ends_its_own_episode():
 
 
 @pytest.mark.slow
-def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path):
+def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["--config", DEBUG, f"out_dir={out}", "episodes=2", "max_steps=8", "prompts=[collect wood]",
-            "cond_scales=[0, 6]", "video_height=64", "env_kwargs={frame_size: [128, 72], area: [32, 32]}", "progress=false"]
+            "cond_scales=[0, 6]", "video_height=64", "env_kwargs={frame_size: [128, 72], area: [32, 32]}",
+            "progress=true"]
     assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "evaluate: 100%" in err and "48/48" in err and "episodes=6" in err  # the progress bar
     report = (out / "report.md").read_text()
     assert "| `collect wood` | collect_wood | 6 | 2 |" in report
-    assert "| `collect wood` | collect_wood | uncond. | 2 |" in report
+    assert "| *no goal* | collect_wood | uncond. | 2 |" in report
     episodes = json.loads((out / "episodes.json").read_text())
     assert len(episodes) == 6 and all(e["steps"] == 8 for e in episodes)
     assert json.loads((out / "failed.json").read_text()) == []

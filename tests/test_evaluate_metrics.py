@@ -146,7 +146,7 @@ def test_write_report_files(tmp_path):
     report = write_report(eps, tmp_path, seed=0, header_lines=["checkpoint: `x`"])
     text = report.read_text()
     assert "| `chop a tree` | collect_wood | 6 | 10 |" in text
-    assert "| `chop a tree` | collect_wood | uncond. | 10 |" in text
+    assert "| *no goal* | collect_wood | uncond. | 10 |" in text
     assert "## Which achievements each goal produces" in text
     assert "checkpoint: `x`" in text
     assert "(videos/x.mp4)" in text
