@@ -226,8 +226,9 @@ class RunLog:
             print(f"warning: could not copy TensorBoard logs to {self.cfg.run_dir()}: {e}", file=sys.stderr)
 
     def line(self, text: str) -> None:
-        if self.enabled:
-            print(text, flush=True)
+        if self.enabled:  # not print(): Ray Train's print patch would show each line twice in job logs
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def close(self):
         if self.writer is not None:
