@@ -151,8 +151,7 @@ class TrainConfig:
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0 (clipping is always on)")
         check(self.n_frames > 0, f"n_frames={self.n_frames} must be > 0")
-        check(0 <= self.warmup_frames <= self.n_frames,
-              f"warmup_frames={self.warmup_frames} must be between 0 and n_frames={self.n_frames}")
+        check(self.warmup_frames >= 0, f"warmup_frames={self.warmup_frames} must be >= 0")
         check(self.decay_frames_factor >= 1.0, f"decay_frames_factor={self.decay_frames_factor} must be >= 1")
         for name in ("val_every_steps", "checkpoint_every_steps", "log_every_steps"):
             check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
