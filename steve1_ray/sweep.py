@@ -396,6 +396,18 @@ def run_trial(params: dict, *, base: dict, sweep: dict) -> None:
 # The Tuner: new or restored
 # ----------------------------------------------------------------------------------------------------------
 
+def validate_sweep(cfg: SweepConfig) -> tuple[list[Param], dict]:
+    """Parse and check the space against the base training config (no Ray needed): (params, base)."""
+    from steve1_ray.train.config import TrainConfig
+
+    params = parse_space(cfg.space)
+    base = load_base_train_config(cfg)
+    check_min_max_pairs(params, base)
+    check_space_against(params, TrainConfig, base)
+    to_tune_space(params, cfg.search)
+    return params, base
+
+
 def horizon(cfg: SweepConfig, params: list[Param], base: dict) -> int:
     """ASHA's max_t: `max_t`, else the most frames any trial trains (`n_frames`, swept or not)."""
     if cfg.max_t:
@@ -497,12 +509,7 @@ def build_tuner(cfg: SweepConfig, callbacks: list | None = None):
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    from steve1_ray.train.config import TrainConfig
-
-    params = parse_space(cfg.space)
-    base = load_base_train_config(cfg)
-    check_min_max_pairs(params, base)
-    check_space_against(params, TrainConfig, base)
+    params, base = validate_sweep(cfg)
     check_resources(cfg, params, base)
     exp_path = cfg.experiment_path
     sweep_dict = to_dict(cfg)
@@ -719,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(SweepConfig, args.config, sweep_overrides)
         cfg.train_overrides = [*cfg.train_overrides, *train_overrides]
+        validate_sweep(cfg)
     except ConfigError as e:
         print(f"steve1 sweep: {e}", file=sys.stderr)
         return 2

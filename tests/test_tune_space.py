@@ -140,9 +140,17 @@ def test_base_config_needs_data_and_a_train_worker(data_root):
         load_base_train_config(cfg)
 
 
-def test_cli_reports_config_errors_without_a_traceback(capsys):
-    assert main(["--config", str(REPO / "tune/spaces/debug.yaml"), "search=bayes"]) == 2
+def test_cli_reports_config_errors_before_touching_ray(capsys, data_root):
+    import ray
+
+    debug = str(REPO / "tune/spaces/debug.yaml")
+    assert main(["--config", debug, "search=bayes"]) == 2
     assert "search='bayes' must be one of" in capsys.readouterr().err
+    assert main(["--config", debug]) == 2
+    assert "pass train.data=<shard dataset root>" in capsys.readouterr().err
+    assert main(["--config", debug, f"train.data={data_root}", "train.T=20"]) == 2  # trunc_t=8
+    assert "T=20 is not a multiple of trunc_t=8" in capsys.readouterr().err
+    assert not ray.is_initialized()
 
 
 def test_trial_config_writes_under_its_own_run_and_pins_validation(data_root, tmp_path):
