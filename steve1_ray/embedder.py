@@ -4,17 +4,30 @@ STEVE-1's goals live in MineCLIP's joint video–text space. The released MineCL
 embedded world, so this job trains the same architecture (any size; `MineCLIPConfig`) on 16-frame clips cut
 from recordings, each paired with the caption of the goal segment it comes from, with MineCLIP's symmetric
 InfoNCE and its learned temperature (`clip_model.logit_scale`). The checkpoint is written in MineCLIP's
-`attn.pth` layout, so `load_mineclip` (and the dataset, prior, serving and evaluation jobs) read it unchanged.
+`attn.pth` layout plus the config, so `load_mineclip(path)` (and the dataset, prior, serving and evaluation
+jobs) read it unchanged.
 
     steve1 train-embedder recordings=data/world out=runs/embedder
     python jobs/train_embedder.py recordings=data/world out=runs/embedder mineclip.embed_dim=768
 
+Clips. A goal segment covers recording frames [start, end); frame `end` is the first one that shows the goal
+reached (the inventory count, the placed table). A clip is a window of 16 frames ending (inclusively) at a
+frame in (start, end], exactly as a STEVE-1 goal embedding is the window t-15..t: the first clip of every
+segment ends on frame `end`, the others at random earlier frames of the segment.
+
+Speed. Per-frame ViT work dominates. A batch is built from whole segments (all clips of a few segments), and
+every distinct frame of the batch goes through the ViT once; the clips then index into those features
+(`encode_clip_batch`). Clips of one segment overlap, so this is ~2-3x fewer ViT frames than one pass per clip,
+and the same for validation (each held-out frame is encoded once).
+
 Positives: several captions are paraphrases of one goal ("chop a tree", "collect wood"), and a batch holds many
 clips of the same goal, so the InfoNCE targets are spread uniformly over every pair with the same goal label
-(multi-positive InfoNCE); with all-distinct labels it is exactly CLIP's loss.
+(multi-positive InfoNCE); with all-distinct labels it is exactly CLIP's loss. The temperature has its own
+learning rate (`logit_scale_lr`): at the model's lr it would barely move in a few hundred steps.
 
 Validation (episodes held out): text→clip retrieval R@1 / R@5 — for each held-out clip's caption, are the
-top-k clips of the same goal? — and clip→goal accuracy over the goals' captions, each with its chance level.
+top-k clips of the same goal? — and clip→goal accuracy over the goals' captions, each with its chance level;
+`val/end_clip_to_goal_acc` is the same on the clips that end on the goal-reached frame.
 """
 from __future__ import annotations
 
@@ -31,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from steve1_ray.config import check, load_config, save_config, to_dict
-from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, save_mineclip
+from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, load_mineclip, save_mineclip
 
 
 @dataclass
@@ -48,23 +61,31 @@ class EmbedderConfig:
     """MineCLIPConfig preset the architecture starts from (attn = the released size)"""
     mineclip: dict = field(default_factory=lambda: {"patch_size": 32})
     """overrides of MineCLIPConfig fields, e.g. {embed_dim: 768, vision_layers: 4}; the default 32-pixel patches
-    (5x8 tokens per 160x256 frame) make the debug size train on a CPU in minutes"""
+    (5x8 tokens per 160x256 frame, 2x2 crafter tiles each) make the debug size train on a CPU in minutes"""
     init: str = ""
     """optional MineCLIP checkpoint to start from (e.g. the released attn.pth to fine-tune)"""
     clips_per_segment: int = 4
-    """clips cut from each caption segment: the last window before the segment ends, the rest at random"""
-    min_segment_frames: int = 4
-    """segments with fewer frames are skipped (a clip may reach back before a short segment's start)"""
+    """clips cut from each caption segment: the one ending on the goal-reached frame, the rest at random"""
+    min_segment_frames: int = 1
+    """segments with fewer frames are skipped (quick goals such as placing a table take 1-3 frames)"""
     only_successful: bool = False
     """keep only segments whose goal was achieved"""
-    max_clips: int = 2000
+    max_clips: int = 4000
     val_fraction: float = 0.2
     """fraction of episodes held out for validation"""
-    epochs: int = 6
+    epochs: int = 12
     batch_size: int = 32
-    lr: float = 3e-4
+    """clips per step (whole segments are added until the batch holds at least this many)"""
+    lr: float = 1e-3
+    logit_scale_lr: float = 0.02
+    """learning rate of the learned temperature (log scale), on the same warmup/cosine schedule"""
+    text_lr_scale: float = 0.1
+    """text tower lr = lr * this. At init the video embeddings of all clips are nearly parallel (the ViT's CLS
+    token averages small local details away); a text tower as fast as the video one then collapses onto that
+    common direction (loss stuck at log(batch)). A slower text tower keeps the captions apart and makes the
+    video tower learn the differences."""
     weight_decay: float = 0.05
-    warmup_steps: int = 20
+    warmup_steps: int = 10
     seed: int = 0
     num_workers: int = 0
     """Ray Train workers; 0 trains in this process (Ray not needed)"""
@@ -74,11 +95,22 @@ class EmbedderConfig:
 
     def __post_init__(self):
         check(self.clips_per_segment >= 1, f"clips_per_segment={self.clips_per_segment!r} must be >= 1")
+        check(self.min_segment_frames >= 1, f"min_segment_frames={self.min_segment_frames!r} must be >= 1")
         check(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction!r} must be in [0, 1)")
         check(self.epochs >= 1 and self.batch_size >= 2,
               f"epochs={self.epochs!r} must be >= 1 and batch_size={self.batch_size!r} >= 2 (InfoNCE needs negatives)")
-        check(self.lr > 0, f"lr={self.lr!r} must be > 0")
+        check(self.lr > 0 and self.logit_scale_lr >= 0,
+              f"lr={self.lr!r} must be > 0 and logit_scale_lr={self.logit_scale_lr!r} >= 0")
+        check(self.max_clips >= 2, f"max_clips={self.max_clips!r} must be >= 2")
         check(self.num_workers >= 0, f"num_workers={self.num_workers!r} must be >= 0")
+        check(self.init or isinstance(self.mineclip, dict),
+              f"mineclip={self.mineclip!r} must be a mapping of MineCLIPConfig fields")
+        if not self.init:
+            try:
+                self.model_config()
+            except (TypeError, ValueError) as e:
+                check(False, f"preset={self.preset!r} mineclip={self.mineclip!r}: {e} "
+                             f"(fields: see steve1_ray.models.mineclip.MineCLIPConfig)")
 
     def model_config(self) -> MineCLIPConfig:
         return MineCLIPConfig.preset(self.preset, **self.mineclip)
@@ -90,24 +122,39 @@ class EmbedderConfig:
 
 @dataclass
 class ClipSet:
-    clips: np.ndarray  # (M, L, 160, 256, 3) uint8 RGB
+    """Clips as indices into one array of distinct frames (overlapping clips share their frames)."""
+
+    frames: np.ndarray  # (U, 160, 256, 3) uint8 RGB, every frame used by some clip, once
+    index: np.ndarray  # (M, L) int64 rows of `frames` making each clip, oldest first
     texts: list[str]  # caption of each clip
     goals: list[str]  # goal label of each clip (positives share it)
     episodes: list[str]
+    segments: np.ndarray  # (M,) int64 segment id of each clip (batches are built from whole segments)
+    is_end: np.ndarray  # (M,) bool: the clip ends on the segment's goal-reached frame
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    def clips(self, idx) -> np.ndarray:
+        """(B, L, 160, 256, 3) uint8 frames of clips `idx`."""
+        return self.frames[self.index[np.asarray(idx)]]
+
     def subset(self, idx) -> "ClipSet":
-        idx = list(idx)
-        return ClipSet(self.clips[idx], [self.texts[i] for i in idx], [self.goals[i] for i in idx],
-                       [self.episodes[i] for i in idx])
+        idx = np.asarray(list(idx), dtype=np.int64)
+        used, inverse = np.unique(self.index[idx], return_inverse=True)
+        return ClipSet(self.frames[used], inverse.reshape(len(idx), -1), [self.texts[i] for i in idx],
+                       [self.goals[i] for i in idx], [self.episodes[i] for i in idx], self.segments[idx],
+                       self.is_end[idx])
 
 
 def read_captions(path: str | Path) -> list[dict]:
     """captions.jsonl: one line per goal segment {episode, video, actions, start, end, goal, text, ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: record captioned episodes first "
+                                f"(steve1 record out=<dir>), or set captions=<file>")
     rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -121,7 +168,7 @@ def read_captions(path: str | Path) -> list[dict]:
     return rows
 
 
-def build_clips(cfg: EmbedderConfig, window: int) -> ClipSet:
+def build_clips(cfg: EmbedderConfig, window: int, log=None) -> ClipSet:
     """Cut `window`-frame MineCLIP clips (160x256, cursor and null-dropping as the dataset job) per segment."""
     from steve1_ray.data import load_contractor_episode
 
@@ -132,34 +179,56 @@ def build_clips(cfg: EmbedderConfig, window: int) -> ClipSet:
         if r.get("success") or not cfg.only_successful:
             by_episode.setdefault(r["episode"], []).append(r)
     rng = np.random.default_rng(cfg.seed)
-    clips, texts, goals, episodes = [], [], [], []
+    frames: list[np.ndarray] = []
+    index, texts, goals, episodes, segments, is_end = [], [], [], [], [], []
+    n_frames, n_seg, skipped = 0, 0, []
     for name in sorted(by_episode):
         segs = by_episode[name]
         video = root / segs[0].get("video", f"contractor/{name}.mp4")
         actions = root / segs[0].get("actions", f"contractor/{name}.jsonl")
-        ep = load_contractor_episode(video, actions, max_frame_mismatch=2)
+        try:
+            ep = load_contractor_episode(video, actions, max_frame_mismatch=2)
+        except (OSError, ValueError) as e:  # one bad recording must not stop the job
+            skipped.append(f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            continue
         kept = np.asarray(ep.meta["kept_lines"])  # recording frame index of each kept frame
+        n = len(kept)
+        ends_of_episode = []
         for s in segs:
-            # A clip is the window of `window` kept frames ending at a frame of the segment, as a STEVE-1 goal
-            # embedding is (frames t-15..t). The first ends where the segment ends (the goal just reached);
-            # it may reach back into the previous segment when the goal was quick.
-            lo, hi = int(np.searchsorted(kept, s["start"])), int(np.searchsorted(kept, s["end"]))
-            if hi - lo < cfg.min_segment_frames or hi < window:
+            # kept frames lo..hi: lo the segment's first, hi its goal-reached frame (`end`, or the last frame).
+            lo, hi = int(np.searchsorted(kept, s["start"])), min(int(np.searchsorted(kept, s["end"])), n - 1)
+            if hi - lo < cfg.min_segment_frames or hi < window - 1:
                 continue
-            candidates = np.arange(max(lo + 1, window), hi + 1)
-            ends = [hi] + list(rng.permutation(candidates[candidates != hi])[:cfg.clips_per_segment - 1])
-            for e in sorted(int(x) for x in ends):
-                clips.append(ep.frames_mineclip[e - window:e])
+            candidates = np.arange(max(lo + 1, window - 1), hi)
+            ends = [hi] + [int(x) for x in rng.permutation(candidates)[:cfg.clips_per_segment - 1]]
+            for last in sorted(ends):
+                ends_of_episode.append(last)
                 texts.append(s["text"])
                 goals.append(s.get("goal") or s["text"])
                 episodes.append(name)
-        if len(clips) >= cfg.max_clips:
+                segments.append(n_seg)
+                is_end.append(last == hi)
+            n_seg += 1
+        if not ends_of_episode:
+            continue
+        ends_arr = np.asarray(ends_of_episode)
+        rows_ = ends_arr[:, None] + np.arange(1 - window, 1)[None, :]  # (m, L) kept-frame indices
+        used, inverse = np.unique(rows_, return_inverse=True)
+        frames.append(ep.frames_mineclip[used])
+        index.append(inverse.reshape(rows_.shape) + n_frames)
+        n_frames += len(used)
+        if len(texts) >= cfg.max_clips:
             break
-    if not clips:
+    if skipped and log:
+        log(f"embedder: skipped {len(skipped)} unreadable episode(s): {'; '.join(skipped[:3])}")
+    if not texts:
         raise ValueError(f"no clips: {cfg.recordings} has no caption segment of >= {cfg.min_segment_frames} frames "
-                         f"ending after frame {window} (record longer episodes, or lower min_segment_frames)")
-    clips, texts, goals, episodes = clips[:cfg.max_clips], texts[:cfg.max_clips], goals[:cfg.max_clips], episodes[:cfg.max_clips]
-    return ClipSet(np.stack(clips), texts, goals, episodes)
+                         f"ending after frame {window - 1} (record longer episodes, or lower min_segment_frames)"
+                         + (f"; unreadable: {skipped[:3]}" if skipped else ""))
+    m = min(len(texts), cfg.max_clips)
+    data = ClipSet(np.concatenate(frames), np.concatenate(index), texts, goals, episodes,
+                   np.asarray(segments, dtype=np.int64), np.asarray(is_end, dtype=bool))
+    return data if m == len(data) else data.subset(range(m))
 
 
 def split_by_episode(data: ClipSet, val_fraction: float, seed: int) -> tuple[ClipSet, ClipSet]:
@@ -174,6 +243,24 @@ def split_by_episode(data: ClipSet, val_fraction: float, seed: int) -> tuple[Cli
     return data.subset(tr), data.subset(va)
 
 
+def segment_batches(data: ClipSet, batch_size: int, seed: int) -> list[np.ndarray]:
+    """One epoch of batches: segments in random order, whole segments added until >= batch_size clips."""
+    if len(data) == 0:
+        return []
+    by_segment = np.argsort(data.segments, kind="stable")
+    members = np.split(by_segment, np.flatnonzero(np.diff(data.segments[by_segment])) + 1)
+    order = np.random.default_rng(seed).permutation(len(members))
+    batches, cur = [], []
+    for k in order:
+        cur.extend(members[k].tolist())
+        if len(cur) >= batch_size:
+            batches.append(np.sort(np.asarray(cur)))
+            cur = []
+    if len(cur) >= 2:  # the rest (a clip alone has no negatives)
+        batches.append(np.sort(np.asarray(cur)))
+    return batches
+
+
 # --------------------------------------------------------------------------------------------------
 # Loss and metrics
 
@@ -183,6 +270,14 @@ def encode_clips(model: MineCLIP, clips: torch.Tensor) -> torch.Tensor:
     b, l = clips.shape[:2]
     feats = model.forward_frames(clips.reshape(b * l, *clips.shape[2:]))
     return model.pool_features(feats.view(b, l, -1))
+
+
+def encode_clip_batch(model: MineCLIP, data: ClipSet, idx) -> torch.Tensor:
+    """Clips `idx` -> (B, D) video embeddings, each distinct frame through the ViT once (differentiable)."""
+    rows = data.index[np.asarray(idx)]  # (B, L)
+    used, inverse = np.unique(rows, return_inverse=True)
+    feats = model.forward_frames(torch.from_numpy(data.frames[used]))  # (U, D)
+    return model.pool_features(feats[torch.from_numpy(inverse.reshape(rows.shape)).to(feats.device)])
 
 
 def contrastive_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
@@ -200,34 +295,53 @@ def contrastive_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch
     return (loss_v + loss_t) / 2
 
 
+def encode_texts(model: MineCLIP, texts: list[str]) -> torch.Tensor:
+    """(B, D) text embeddings (differentiable), each distinct caption through the text tower once."""
+    names = list(dict.fromkeys(texts))
+    emb = model.forward_text(model.tokenize(names))
+    pos = {n: i for i, n in enumerate(names)}
+    return emb[torch.tensor([pos[t] for t in texts], device=emb.device)]
+
+
 @torch.no_grad()
-def retrieval_metrics(model: MineCLIP, data: ClipSet, batch_size: int = 32) -> dict:
+def embed_clipset(model: MineCLIP, data: ClipSet, frame_batch: int = 256) -> torch.Tensor:
+    """(M, D) video embeddings of every clip; each frame of the set is encoded once."""
+    feats = model.encode_frames(data.frames, batch_size=frame_batch)  # (U, D)
+    return torch.cat([model.pool_features(feats[torch.from_numpy(data.index[i:i + 256])])
+                      for i in range(0, len(data), 256)]).float()
+
+
+@torch.no_grad()
+def retrieval_metrics(model: MineCLIP, data: ClipSet) -> dict:
     """text→clip R@1/R@5 by goal, clip→goal accuracy over the goals' captions, with chance levels."""
     if len(data) < 2:
         return {}
     model.eval()
-    video = torch.cat([encode_clips(model, torch.from_numpy(data.clips[i:i + batch_size]))
-                       for i in range(0, len(data), batch_size)])
-    v = F.normalize(video.float(), dim=-1)
+    v = F.normalize(embed_clipset(model, data), dim=-1)
     t = F.normalize(model.encode_text(data.texts), dim=-1)
     goals = np.asarray(data.goals)
     sim = (t @ v.T).cpu().numpy()  # (texts, clips)
     order = np.argsort(-sim, axis=1)
     match = goals[order] == goals[:, None]
     out = {"n_clips": len(data), "n_goals": int(len(set(data.goals)))}
+    m = len(data)
+    same = (goals[:, None] == goals[None, :]).sum(axis=1)
     for k in (1, 5):
         out[f"text_to_clip_r@{k}"] = float(match[:, :k].any(axis=1).mean())
         # chance: probability that k random clips include one of the same goal
-        m = len(data)
-        same = (goals[:, None] == goals[None, :]).sum(axis=1)
         chance = 1 - np.array([math.comb(m - s, k) / math.comb(m, k) if m - s >= k else 0.0 for s in same])
         out[f"text_to_clip_r@{k}_chance"] = float(chance.mean())
     # clip -> goal: each goal is represented by all of its captions seen here (mean of their embeddings)
     names = sorted(set(data.goals))
     proto = torch.stack([t[[i for i, g in enumerate(data.goals) if g == n]].mean(0) for n in names])
-    pred = (v @ F.normalize(proto, dim=-1).T).argmax(dim=1).cpu().numpy()
-    out["clip_to_goal_acc"] = float((np.asarray(names)[pred] == goals).mean())
+    pred = np.asarray(names)[(v @ F.normalize(proto, dim=-1).T).argmax(dim=1).cpu().numpy()]
+    out["clip_to_goal_acc"] = float((pred == goals).mean())
     out["clip_to_goal_chance"] = 1.0 / len(names)
+    if data.is_end.any():
+        out["end_clip_to_goal_acc"] = float((pred[data.is_end] == goals[data.is_end]).mean())
+    # chance of a guess drawn from the goal frequencies (a stronger baseline than 1/n_goals)
+    freq = np.unique(goals, return_counts=True)[1] / m
+    out["clip_to_goal_prior_chance"] = float((freq ** 2).sum())
     return out
 
 
@@ -235,11 +349,12 @@ def retrieval_metrics(model: MineCLIP, data: ClipSet, batch_size: int = 32) -> d
 # Training
 
 
-def _lr_at(step: int, total: int, cfg: EmbedderConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+def _schedule(step: int, total: int, warmup: int) -> float:
+    """Linear warmup, then cosine to 0: the factor applied to each group's base lr."""
+    if step < warmup:
+        return (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
 
 def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print, rank: int = 0,
@@ -247,53 +362,56 @@ def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print,
     """Plain PyTorch loop. With world_size > 1 (under Ray Train) each rank takes its slice of every batch and
     gradients are averaged with an all-reduce before the step (the loss is not a per-sample sum, so DDP's
     forward hooks would not fit the text and pooling towers used outside `forward`)."""
-    from steve1_ray.models.mineclip import load_mineclip
-
     torch.manual_seed(cfg.seed)
     model = load_mineclip(cfg.init or None, cfg.model_config() if not cfg.init else None, seed=cfg.seed)
+    if cfg.use_gpu and torch.cuda.is_available():
+        model = model.to("cuda")
     model.train()
-    core = model
-    decay = [p for n, p in core.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in core.named_parameters() if p.ndim < 2 or "embedding" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    tokens = core.tokenize(train.texts)
-    steps_per_epoch = max(1, len(train) // (cfg.batch_size * world_size))
-    total = steps_per_epoch * cfg.epochs
-    history, step, t0 = [], 0, time.time()
-    for epoch in range(cfg.epochs):
-        core.train()
-        perm = np.random.default_rng(cfg.seed + epoch).permutation(len(train))
-        mine = perm[rank::world_size]
+    scale = model.clip_model.logit_scale  # also named reward_head.clip_model.logit_scale (an alias)
+    text_ids = {id(p) for p in model.clip_model.text_model.parameters()}
+    groups = [{"params": [scale], "weight_decay": 0.0, "base_lr": cfg.logit_scale_lr}]
+    for text in (False, True):
+        named = [(n, p) for n, p in model.named_parameters() if p is not scale and (id(p) in text_ids) == text]
+        decays = [p.ndim >= 2 and "embedding" not in n and "pos_emb" not in n for n, p in named]
+        lr = cfg.lr * (cfg.text_lr_scale if text else 1.0)
+        groups += [{"params": [p for (_, p), d in zip(named, decays) if d], "weight_decay": cfg.weight_decay,
+                    "base_lr": lr},
+                   {"params": [p for (_, p), d in zip(named, decays) if not d], "weight_decay": 0.0, "base_lr": lr}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    epoch_batches = [segment_batches(train, cfg.batch_size, cfg.seed + e) for e in range(cfg.epochs)]
+    total = sum(len(b) for b in epoch_batches)
+    history, step, t0, c0 = [], 0, time.time(), time.process_time()
+    for epoch, batches in enumerate(epoch_batches):
+        model.train()
         losses = []
-        for b in range(steps_per_epoch):
-            idx = np.sort(mine[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+        for batch in batches:
+            idx = batch[rank::world_size]
             if len(idx) < 2:
                 continue
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total, cfg)
-            clips = torch.from_numpy(train.clips[idx])
-            video = encode_clips(core, clips)
-            text = core.forward_text(tokens[idx])
-            loss = contrastive_loss(video, text, core.clip_model.logit_scale, [train.goals[i] for i in idx])
+                g["lr"] = g["base_lr"] * _schedule(step, total, cfg.warmup_steps)
+            video = encode_clip_batch(model, train, idx)  # (B, D)
+            text = encode_texts(model, [train.texts[i] for i in idx])  # (B, D)
+            loss = contrastive_loss(video, text, model.clip_model.logit_scale, [train.goals[i] for i in idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world_size > 1:
-                _average_gradients(core, world_size)
-            torch.nn.utils.clip_grad_norm_(core.parameters(), 1.0)
+                _average_gradients(model, world_size)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             with torch.no_grad():  # CLIP clamps the learned temperature at 100
-                core.clip_model.logit_scale.clamp_(max=math.log(100.0))
+                model.clip_model.logit_scale.clamp_(max=math.log(100.0))
             losses.append(loss.item())
             step += 1
-        metrics = {"epoch": epoch + 1, "train/loss": float(np.mean(losses)) if losses else float("nan"),
-                   "logit_scale": float(core.clip_model.logit_scale.exp()), "seconds": round(time.time() - t0, 1)}
+        metrics = {"epoch": epoch + 1, "step": step, "train/loss": float(np.mean(losses)) if losses else float("nan"),
+                   "logit_scale": float(model.clip_model.logit_scale.detach().exp()), "seconds": round(time.time() - t0, 1),
+                   "cpu_seconds": round(time.process_time() - c0, 1)}
         if rank == 0:
-            metrics.update({f"val/{k}": v for k, v in retrieval_metrics(core, val).items()})
+            metrics.update({f"val/{k}": v for k, v in retrieval_metrics(model, val).items()})
             log(json.dumps(metrics))
         history.append(metrics)
-    core.eval()
-    return core, {"history": history, "final": history[-1] if history else {}}
+    model.eval()
+    return model.cpu(), {"history": history, "final": history[-1] if history else {}}
 
 
 def _average_gradients(model: torch.nn.Module, world_size: int) -> None:
@@ -311,12 +429,10 @@ def _train_loop_per_worker(config: dict) -> None:
     import tempfile
 
     import ray.train
-    import ray.train.torch
 
     cfg = EmbedderConfig(**config)
     ctx = ray.train.get_context()
-    model = MineCLIP(cfg.model_config())
-    data = build_clips(cfg, model.window)
+    data = build_clips(cfg, cfg.model_config().window if not cfg.init else 16)
     train, val = split_by_episode(data, cfg.val_fraction, cfg.seed)
     core, info = train_embedder(cfg, train, val, rank=ctx.get_world_rank(), world_size=ctx.get_world_size())
     with tempfile.TemporaryDirectory() as d:
@@ -329,19 +445,21 @@ def _train_loop_per_worker(config: dict) -> None:
 
 
 def run(cfg: EmbedderConfig, log=print) -> dict:
-    """Train, then write <out>/mineclip.pth, metrics.json and config.yaml; returns the final metrics."""
+    """Train, then write <out>/mineclip.pth, metrics.json and config.yaml; returns the run's info
+    ({"history": [per-epoch metrics], "final": {...}, "seconds": s, "embed_dim": D, "n_train_clips": ...})."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.time()
+    window = cfg.model_config().window if not cfg.init else 16
     if cfg.num_workers == 0:
-        window = cfg.model_config().window
-        data = build_clips(cfg, window)
+        data = build_clips(cfg, window, log=log)
         train, val = split_by_episode(data, cfg.val_fraction, cfg.seed)
-        log(f"embedder: {len(train)} train clips, {len(val)} val clips, {len(set(data.goals))} goals "
-            f"({time.time() - t0:.0f}s to cut)")
+        log(f"embedder: {len(train)} train clips ({len(train.frames)} frames), {len(val)} val clips, "
+            f"{len(set(data.goals))} goals ({time.time() - t0:.0f}s to cut)")
         model, info = train_embedder(cfg, train, val, log=log)
         save_mineclip(model, out / "mineclip.pth")
+        info.update(n_train_clips=len(train), n_val_clips=len(val))
     else:
         import ray
         import ray.train
@@ -359,6 +477,7 @@ def run(cfg: EmbedderConfig, log=print) -> dict:
             (out / "mineclip.pth").write_bytes((Path(d) / "mineclip.pth").read_bytes())
             info = json.loads((Path(d) / "metrics.json").read_text())
     info["seconds"] = round(time.time() - t0, 1)
+    info["embed_dim"] = load_mineclip(out / "mineclip.pth").embed_dim
     (out / "metrics.json").write_text(json.dumps(info, indent=1))
     log(f"embedder: wrote {out / 'mineclip.pth'} ({info['seconds']}s); final {json.dumps(info['final'])}")
     return info
@@ -371,14 +490,24 @@ def _cluster_running() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from steve1_ray.config import ConfigError
+
     p = argparse.ArgumentParser(prog="steve1 train-embedder", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=10 mineclip.embed_dim=768")
     args = p.parse_args(argv)
-    cfg = load_config(EmbedderConfig, args.config, args.overrides)
+    try:
+        cfg = load_config(EmbedderConfig, args.config, args.overrides)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"train-embedder: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(to_dict(cfg)))
-    run(cfg)
+    try:
+        run(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"train-embedder: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
