@@ -148,7 +148,10 @@ class _Core(crafter.Env):
     def render(self, size=None):
         unit = np.array([self._tile, self._tile])
         local = self._local_view(self._player, unit)  # (W, H_local, 3) float, x-major
-        items = self._item_view(self._player.inventory, unit)
+        inv_key = tuple(self._player.inventory.values())
+        if getattr(self, "_items_key", None) != inv_key:  # the inventory row changes rarely: reuse it
+            self._items_key, self._items = inv_key, self._item_view(self._player.inventory, unit)
+        items = self._items
         view = cv2.transpose(np.concatenate([local.astype(np.uint8), items], 1))  # (H, W, 3)
         self._draw_hotbar(view, local.shape[1])
         if (view.shape[1], view.shape[0]) != self._frame_size:
