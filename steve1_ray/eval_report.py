@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from steve1_ray.eval_metrics import mean_ci, target_metrics, wilson_ci
 
-EPISODE_KEYS = ("goal", "kind", "cond_scale", "episode", "world_seed", "agent_seed", "targets", "steps",
+EPISODE_KEYS = ("goal", "kind", "cond_scale", "episode", "world_seed", "goal_seed", "agent_seed", "targets", "steps",
                 "died", "metrics", "video", "seconds")
 UNCOND = "unconditioned"
 RATE_KEYS = ("target/success",)

@@ -6,7 +6,8 @@
 What it does, top to bottom (`run_evaluation`):
 1. Plan: every (goal, scale, episode) becomes one `job` with its own seeds (`plan_jobs`). The world seed
    depends only on the episode index, so every cell plays the same K worlds (paired comparisons); the
-   agent seed (Gumbel noise, prior sample) on (goal, scale, episode).
+   goal seed (the prior's sample) on (goal, episode), so every scale of a goal gets the same K goal
+   embeddings; the agent seed (Gumbel noise of action sampling) on (goal, scale, episode).
 2. Goals: text prompts go through the embedder's `encode_text` and, if a prior is given, one seeded
    `prior.sample` per episode (as STEVE-1 does per episode); visual goals are a stored embedding
    (.npy/.pt) or a clip (.mp4/.npz frames) encoded with `encode_video`. The baseline's goal is zeros.
@@ -210,6 +211,7 @@ def plan_jobs(cfg: EvalConfig) -> list[dict]:
         for k in range(cfg.episodes):
             jobs.append({"goal": goal, "kind": kind, "cond_scale": scale, "episode": k,
                          "world_seed": derive_seed(cfg.seed, "world", k),
+                         "goal_seed": derive_seed(cfg.seed, "goal", kind, goal, k),
                          "agent_seed": derive_seed(cfg.seed, "agent", kind, goal, scale, k),
                          "targets": targets, "video": k < cfg.videos_per_cell})
     return jobs
@@ -346,7 +348,7 @@ def embed_goals(cfg: EvalConfig, jobs: list[dict], embed_dim: int) -> None:
                 emb = text_embeds[j["goal"]]
             else:
                 text = torch.from_numpy(text_embeds[j["goal"]])[None]
-                emb = prior.sample(text, seed=j["agent_seed"], deterministic=cfg.prior_deterministic)
+                emb = prior.sample(text, seed=j["goal_seed"], deterministic=cfg.prior_deterministic)
                 emb = emb.float().numpy().reshape(-1)
             emb = np.asarray(emb, np.float32).reshape(-1)
             if emb.size != embed_dim:
@@ -371,7 +373,8 @@ class _Slot:
 
 
 def _record(job: dict, steps: int, died: bool, metrics: dict, seconds: float, error: str | None = None) -> dict:
-    rec = {k: job[k] for k in ("goal", "kind", "cond_scale", "episode", "world_seed", "agent_seed", "targets")}
+    rec = {k: job[k] for k in ("goal", "kind", "cond_scale", "episode", "world_seed", "goal_seed", "agent_seed",
+                               "targets")}
     rec.update(steps=steps, died=died, metrics=metrics, video=None, seconds=round(seconds, 3))
     if error:
         rec["error"] = error

@@ -39,6 +39,10 @@ def test_plan_jobs_seeds_are_paired_and_repeatable():
               for j in jobs}
     assert len({tuple(w) for w in worlds.values()}) == 1 and len(set(next(iter(worlds.values())))) == 3
     assert len({j["agent_seed"] for j in jobs}) == len(jobs)
+    goal_seeds = {(j["goal"], j["episode"]): set() for j in jobs}
+    for j in jobs:
+        goal_seeds[(j["goal"], j["episode"])].add(j["goal_seed"])
+    assert all(len(v) == 1 for v in goal_seeds.values()) and len(goal_seeds) == 3 * 3
     assert [j["agent_seed"] for j in plan_jobs(cfg)] == [j["agent_seed"] for j in jobs]
     other = plan_jobs(load_config(EvalConfig, [DEBUG], ["episodes=3", "seed=1"]))
     assert {j["world_seed"] for j in other}.isdisjoint({j["world_seed"] for j in jobs})
@@ -207,8 +211,10 @@ def test_embed_goals_prior_samples_and_visual_goals(tmp_path):
     jobs = plan_jobs(cfg)
     embed_goals(cfg, jobs, 512)
     by = {(j["goal"], j["cond_scale"], j["episode"]): j["goal_embed"] for j in jobs}
-    # One prior sample per episode (seeded): episodes differ, a re-run gives the same vectors.
+    # One prior sample per episode (seeded): episodes differ, a re-run gives the same vectors, and every
+    # scale gets the same samples (the sweep changes only the scale).
     assert not np.allclose(by[("collect wood", 0.0, 0)], by[("collect wood", 0.0, 1)])
+    np.testing.assert_array_equal(by[("collect wood", 0.0, 1)], by[("collect wood", 6.0, 1)])
     again = plan_jobs(cfg)
     embed_goals(cfg, again, 512)
     assert all(np.array_equal(a["goal_embed"], b["goal_embed"]) for a, b in zip(jobs, again))
