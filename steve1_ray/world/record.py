@@ -133,8 +133,8 @@ def _init_ray():
 
     if ray.is_initialized():
         return ray
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", log_to_driver=False)
+    if os.environ.get("RAY_ADDRESS"):  # `ray job submit` sets it; ray.init reads it (also "local")
+        ray.init(log_to_driver=False)
         return ray
     try:
         ray.init(address="auto", log_to_driver=False)
