@@ -19,6 +19,7 @@ Feed the result to the dataset job with `sources=[contractor:<out>/index.json]` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -258,7 +259,9 @@ def format_summary(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`python jobs/record.py [--config a.yaml ...] [key=value ...]`; exit code 1 if an episode failed."""
-    p = argparse.ArgumentParser(prog="record", description=__doc__.split("\n\n")[0])
+    keys = ", ".join(f"{f.name}={to_dict(RecordConfig())[f.name]}" for f in dataclasses.fields(RecordConfig))
+    p = argparse.ArgumentParser(prog="record", description=__doc__.split("\n\n")[0],
+                                epilog=f"config keys (defaults): {keys}. See docs/world.md.")
     p.add_argument("--config", action="append", default=[], help="YAML overlay(s), applied in order")
     p.add_argument("--overlay", default=None, help="named section of the YAML files to use")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out=data/world episodes=16")
