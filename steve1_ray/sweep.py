@@ -423,10 +423,8 @@ def check_resources(cfg: SweepConfig, params: list[Param], base: dict) -> None:
     if not ray.is_initialized():
         return
     per_trial = {"CPU": 0.0, "GPU": 0.0}
-    for corner in ("low", "high"):
-        values = {p.key: (p.candidates()[-1] if p.dist in ("choice", "grid", "fixed") else getattr(p, corner))
-                  for p in params}
-        t = apply_params(base, values)
+    for combo in itertools.islice(itertools.product(*[p.candidates() for p in params]), 1024):
+        t = apply_params(base, {p.key: v for p, v in zip(params, combo)})
         per_trial["CPU"] = max(per_trial["CPU"], t["num_workers"] * t["cpus_per_worker"] + cfg.trial_driver_cpus)
         if t["use_gpu"]:
             per_trial["GPU"] = max(per_trial["GPU"], t["num_workers"] * t["gpus_per_worker"])

@@ -95,3 +95,16 @@ def test_sweep_stops_bad_trial_writes_best_config_and_resumes(ray_cluster, tmp_p
     for trial in exp.glob("trial_*"):
         assert list(trial.glob("events.out.tfevents.*")), trial
         assert list((trial / "train" / "tensorboard").glob("events.out.tfevents.*")), trial
+
+
+@pytest.mark.slow
+def test_a_trial_the_cluster_cannot_place_fails_before_starting(ray_cluster, tmp_path):
+    from steve1_ray.config import ConfigError
+    from steve1_ray.sweep import SweepConfig, build_tuner
+
+    cfg = load_config(SweepConfig, [REPO / "tune/spaces/debug.yaml"],
+                      [f"storage_path={tmp_path}", "space={num_workers: {dist: choice, values: [1, 8]}}"])
+    cfg.train_overrides.append(f"data={tmp_path}")
+    with pytest.raises(ConfigError, match=r"one trial needs 4.01 CPU .* lower train.num_workers"):
+        build_tuner(cfg)
+    assert not (tmp_path / cfg.name).exists()  # nothing started, nothing written
