@@ -500,6 +500,15 @@ def init_ray(num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, log_to_driver=False, include_dashboard=False)
 
 
+def _why(exc: BaseException) -> str:
+    """The line of a Ray error that says what went wrong (`ValueError: ...`), not Ray's preamble."""
+    import re
+
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    causes = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*: ", ln) and "ray." not in ln.split(":")[0]]
+    return (causes[-1] if causes else lines[0] if lines else type(exc).__name__)[:400]
+
+
 def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, bytes | None]]:
     """Play every job on `cfg.workers` Ray actors, `streams_per_worker` episodes per call.
 
@@ -538,9 +547,9 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, 
                 results[c] = ray.get(ref)
                 submit(actor)
             except ray.exceptions.RayActorError as exc:  # the actor died: its chunk is lost, the others go on
-                results[c] = _failed(chunks[c], f"worker died: {str(exc).splitlines()[0][:300]}")
+                results[c] = _failed(chunks[c], f"worker died: {_why(exc)}")
             except ray.exceptions.RayTaskError as exc:
-                results[c] = _failed(chunks[c], f"worker failed: {str(exc).splitlines()[0][:300]}")
+                results[c] = _failed(chunks[c], f"worker failed: {_why(exc)}")
                 submit(actor)
             done_steps += len(chunks[c]) * cfg.max_steps
         if not pending and queue:  # no worker left alive to take the rest
@@ -583,6 +592,14 @@ def run_evaluation(cfg: EvalConfig) -> Path:
     played = run_rollouts(cfg, policy, jobs)
 
     (out / "videos").mkdir(exist_ok=True)
+    stems: dict[tuple[str, str], str] = {}  # (goal, kind) -> unique file stem
+    for job in jobs:
+        base = slug(job["goal"]) + ("_visual" if job["kind"] == "visual" else "")
+        stem, i = base, 1
+        while (job["goal"], job["kind"]) not in stems and stem in stems.values():
+            i += 1
+            stem = f"{base}_{i}"
+        stems.setdefault((job["goal"], job["kind"]), stem)
     episodes, failed = [], []
     for rec, mp4 in played:
         if "error" in rec:
@@ -590,7 +607,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
             continue
         if mp4:
             scale = "uncond" if rec["cond_scale"] is None else f"s{rec['cond_scale']:g}"
-            name = f"videos/{slug(rec['goal'])}_{scale}_ep{rec['episode']}.mp4"
+            name = f"videos/{stems[(rec['goal'], rec['kind'])]}_{scale}_ep{rec['episode']}.mp4"
             (out / name).write_bytes(mp4)
             rec["video"] = name
         episodes.append(rec)
@@ -633,9 +650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(to_dict(cfg), indent=1), flush=True)
     try:
         report = run_evaluation(cfg)
-    except ConfigError as exc:
+    except (ConfigError, FileNotFoundError, ValueError) as exc:  # bad files or mismatched models
         print(f"steve1 evaluate: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # every episode failed
+        print(f"steve1 evaluate: {exc}", file=sys.stderr)
+        return 1
     print(f"report: {report}", flush=True)
     return 0
 

@@ -258,3 +258,16 @@ def test_visual_goal_from_a_recording_frame(tmp_path):
         load_visual_goal(f"{path}@10", emb)
     with pytest.raises(ConfigError, match="needs a clip"):
         load_visual_goal(f"{path}@x", emb)
+
+
+@pytest.mark.slow
+def test_evaluate_job_reports_when_every_episode_fails(ray_cluster, tmp_path, capsys):
+    """A world that cannot be built kills the workers; the job says why instead of hanging or crashing."""
+    out = tmp_path / "eval"
+    args = ["--config", DEBUG, f"out_dir={out}", "episodes=1", "max_steps=2", "prompts=[collect wood]",
+            "cond_scales=[6]", "unconditioned=false", "workers=1", "env_kwargs={tile_px: 2}", "progress=false"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "every episode failed" in err and "tile_px" in err
+    failed = json.loads((out / "failed.json").read_text())
+    assert len(failed) == 1 and failed[0]["goal"] == "collect wood"
