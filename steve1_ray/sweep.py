@@ -1,6 +1,6 @@
 """Hyperparameter sweeps of the behaviour-cloning loop on Ray Tune (one Ray Train run per trial).
 
-    steve1 sweep --config tune/spaces/debug.yaml num_samples=4 max_concurrent_trials=2
+    steve1 sweep --config tune/spaces/debug.yaml train.data=/data/shards num_samples=4 max_concurrent_trials=2
 
 One YAML file describes a sweep: the training config it starts from (`train_configs` + `train_overrides`),
 the search space (`space:`), the search algorithm, the early-stopping scheduler and the resources of each
@@ -18,7 +18,7 @@ Search-space entries (`space:` in the YAML), keyed by training-config field (dot
 
     lr:             {dist: loguniform, low: 1.0e-5, high: 1.0e-3}
     p_uncond:       {dist: uniform, low: 0.0, high: 0.3}
-    min_btwn_goals: {dist: int, low: 10, high: 30}        # inclusive bounds
+    min_btwn_goals: {dist: int, low: 15, high: 30}        # inclusive bounds
     batch_size:     {dist: choice, values: [4, 8, 12]}
     T:              {dist: grid, values: [320, 640]}       # every value, num_samples times (random search only)
     trunc_t:        64                                     # a plain value is fixed
