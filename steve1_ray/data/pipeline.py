@@ -84,8 +84,9 @@ class DataConfig:
     """fp16 | bf16 | fp32 autocast on GPUs (CPU actors always compute in fp32)."""
     frame_batch: int = 64
     """Frames per ViT forward pass."""
-    num_embed_actors: int = 1
-    """Maximum size of the embedding actor pool (one GPU each when the cluster has GPUs)."""
+    num_embed_actors: int = 0
+    """Maximum size of the embedding actor pool (one GPU each when the cluster has GPUs); 0: one per GPU
+    of the cluster, or 1 without GPUs."""
     convert_cpus: float = 1.0
     """CPUs reserved per decode/convert task."""
     decode_threads: int = 1
@@ -103,7 +104,7 @@ class DataConfig:
         check(self.segment_len >= WINDOW, f"segment_len={self.segment_len} must be >= {WINDOW}")
         check(self.min_frames >= 1, f"min_frames={self.min_frames} must be >= 1")
         check(1 <= self.jpeg_quality <= 100, f"jpeg_quality={self.jpeg_quality} must be in 1..100")
-        check(self.num_embed_actors >= 1, f"num_embed_actors={self.num_embed_actors} must be >= 1")
+        check(self.num_embed_actors >= 0, f"num_embed_actors={self.num_embed_actors} must be >= 0 (0: auto)")
         check(self.max_frame_mismatch >= 0, f"max_frame_mismatch={self.max_frame_mismatch} must be >= 0")
         check(self.expected_resolution is None or len(self.expected_resolution) == 2,
               f"expected_resolution={self.expected_resolution!r}: give [W, H] or null")
@@ -409,12 +410,13 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     t0 = time.perf_counter()
     embed_dim = cfg.embed_dim_none
     if todo:
-        gpus = ray.cluster_resources().get("GPU", 0)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        n_actors = cfg.num_embed_actors or max(1, gpus)
         ds = (rd.from_items(todo, override_num_blocks=len(todo))
               .flat_map(convert_episode, fn_kwargs={"cfg": cfg}, num_cpus=cfg.convert_cpus)
               .map_batches(EmbedAndWrite, batch_size=1, batch_format="pyarrow", fn_constructor_kwargs={
                   "cfg": cfg, "embedder_factory": embedder_factory},
-                  compute=rd.ActorPoolStrategy(min_size=1, max_size=cfg.num_embed_actors),
+                  compute=rd.ActorPoolStrategy(min_size=1, max_size=n_actors),
                   num_gpus=1 if gpus >= 1 and cfg.embedder != "none" else 0,
                   num_cpus=1 if not gpus else 0.5))
         bar = _progress(len(todo), cfg.progress)
