@@ -102,7 +102,8 @@ def _start_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"])
     else:
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False,
+        # address="local": a private cluster even when `ray start` left one on this host (set RAY_ADDRESS to use it)
+        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
 
 

@@ -23,7 +23,8 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=True,
+        # address="local": always a private cluster, even when `ray start` left one running on this host.
+        ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=True,
                  log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield ray
     ray.shutdown()
