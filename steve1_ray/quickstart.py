@@ -23,6 +23,8 @@ from pathlib import Path
 
 from steve1_ray.config import check, load_config, save_config, to_dict
 
+_REPO = Path(__file__).resolve().parents[1]
+
 
 @dataclass
 class QuickstartConfig:
@@ -104,7 +106,7 @@ def _start_ray() -> None:
     else:
         # address="local": a private cluster even when `ray start` left one on this host (set RAY_ADDRESS to use it)
         ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+                 runtime_env={"env_vars": {"PYTHONPATH": str(_REPO)}})
 
 
 def _play_prompt(cfg: QuickstartConfig, out: Path) -> dict:
@@ -156,8 +158,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
            done=embedder / "mineclip.pth")
     st.run("dataset: decode, convert actions, embed with the world embedder, write shards", "dataset",
            "steve1_ray.data.pipeline",
-           [f"output={shards}", f"sources=[local:{world / 'contractor'}]", "embedder=mineclip",
-            f"mineclip_path={embedder / 'mineclip.pth'}", "min_frames=64", "embed_dtype=fp32", "segment_len=200"],
+           ["--config", str(_REPO / "configs" / "data" / "world.yaml"), f"output={shards}",
+            f"sources=[local:{world / 'contractor'}]", f"mineclip_path={embedder / 'mineclip.pth'}"],
            done=shards / "manifest.json")
     n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
     st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
@@ -187,7 +189,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
 
         serve.shutdown()
     st.run("evaluate: prompts × guidance scales vs the unconditioned agent", "evaluate", "steve1_ray.evaluate",
-           ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "eval" / "crafter.yaml"),
+           ["--config", str(_REPO / "configs" / "eval" / "crafter.yaml"),
             f"policy={checkpoint}", f"embedder={embedder / 'mineclip.pth'}", f"prior={prior}",
             f"out_dir={st.path('eval')}", f"episodes={cfg.eval_episodes}", f"max_steps={cfg.eval_steps}",
             "prompts=" + json.dumps(cfg.eval_prompts), "cond_scales=" + json.dumps(cfg.eval_scales),
