@@ -152,9 +152,19 @@ def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path, capsys):
     assert videos == ["collect_wood_s0_ep0.mp4", "collect_wood_s6_ep0.mp4", "unconditioned_uncond_ep0.mp4"]
     assert (out / "plots" / "scale_collect_wood.png").stat().st_size > 5000
     assert (out / "config.yaml").exists()
-    # The same seed replays the same evaluation, whichever worker plays which episode.
+    # The same seed replays the same evaluation, whichever worker plays which episode; this time through
+    # the job script in its own process, joining the running cluster (as under `ray job submit`).
+    import os
+    import subprocess
+    import sys
+
     again = tmp_path / "again"
-    assert main(args[:-1] + [f"out_dir={again}", "workers=1", "streams_per_worker=2", "progress=false"]) == 0
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "jobs/evaluate.py", *args[:-1], f"out_dir={again}", "workers=1",
+                           "streams_per_worker=2", "progress=false"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"report: {again / 'report.md'}" in proc.stdout
     episodes2 = json.loads((again / "episodes.json").read_text())
     assert [e["metrics"] for e in episodes2] == [e["metrics"] for e in episodes]
 
