@@ -202,13 +202,17 @@ class Api:
     @app.post("/sessions/{session_id}/act")
     async def act(self, session_id: str, body: Observation):
         """One step: an observation (any size; resized like the original) -> a MineRL action dict."""
+        if body.image is None and body.pixels is None:
+            raise InputError(422, "send the observation as `image` (base64 PNG/JPEG) or `pixels` + `shape`")
+        pov = await asyncio.to_thread(self._observation, body)  # decode + resize off the event loop
+        return _fail(await self.policy.options(session_id=session_id).act.remote(session_id, pov))
+
+    def _observation(self, body: Observation) -> np.ndarray:
         if body.image is not None:
             pov = decode_image(body.image, self.cfg.max_image_pixels)
-        elif body.pixels is not None:
-            pov = decode_pixels(body.pixels, body.shape, self.cfg.max_image_pixels)
         else:
-            raise InputError(422, "send the observation as `image` (base64 PNG/JPEG) or `pixels` + `shape`")
-        return _fail(await self.policy.options(session_id=session_id).act.remote(session_id, resize_pov(pov)))
+            pov = decode_pixels(body.pixels, body.shape, self.cfg.max_image_pixels)
+        return resize_pov(pov)  # (128, 128, 3): what crosses to the policy replica
 
     @app.post("/sessions/{session_id}/reset")
     async def reset(self, session_id: str, body: Optional[ResetSession] = None):

@@ -183,8 +183,7 @@ class PolicyServer:
             if now:
                 hots = [self.hot[session_ids[i]] for i in now]
                 try:
-                    actions = await asyncio.to_thread(A.act_batch, self.policy, [h.stream for h in hots],
-                                                      [povs[i] for i in now])
+                    actions = await asyncio.to_thread(self._step, [h.stream for h in hots], [povs[i] for i in now])
                     self._failures_in_a_row = 0
                 except Exception as exc:  # a bug, not bad input (inputs are checked at the ingress)
                     self._failures_in_a_row += 1
@@ -207,6 +206,11 @@ class PolicyServer:
         self._sync(touched)
         self._expire()
         return results
+
+    def _step(self, streams: list, povs: list) -> list[dict]:
+        if self.cfg.two_pass_baseline:  # the original's computation, for the load test's baseline
+            return [A.two_pass_step(self.policy, st, pov) for st, pov in zip(streams, povs)]
+        return A.act_batch(self.policy, streams, povs)
 
     async def _ensure_hot(self, session_ids: set[str]) -> dict[str, dict]:
         """Load sessions this replica does not hold from the store (their saved state, if any)."""
