@@ -330,3 +330,20 @@ def test_start_from_vpt_or_steve1_weights(tmp_path):
         make_policy(TrainConfig(model="debug", in_weights=str(tmp_path / "nope.weights")), D)
     with pytest.raises(Exception, match="shape"):   # a 16-d goal layer cannot take 32-d embeddings
         make_policy(TrainConfig(model="debug", in_weights=str(tmp_path / "steve1.weights")), 32)
+
+
+def test_validation_is_fixed_and_independent_of_batch_size():
+    from steve1_ray.train.loop import validate
+
+    torch.manual_seed(0)
+    policy = build_policy("debug", embed_dim=D)
+    src = _episodes(n_eps=3, n=40)
+    val_set = SequenceDataset(src, src.episode_ids(), T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.5,
+                              seed=123)
+    results = [validate(policy, val_set, _cfg(batch_size=b, loader_threads=t), 0, 1, torch.device("cpu"))
+               for b, t in ((1, 0), (4, 2), (4, 0))]
+    assert results[0]["val/sequences"] == len(val_set) == 6
+    for r in results[1:]:
+        assert r["val/loss"] == pytest.approx(results[0]["val/loss"], rel=1e-5)
+        assert r["val/nll"] == pytest.approx(results[0]["val/nll"], rel=1e-5)
+    assert results[0]["val/loss"] == pytest.approx(results[0]["val/nll"] * 8, rel=1e-6)  # sum over trunc_t=8
