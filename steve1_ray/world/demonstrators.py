@@ -78,6 +78,8 @@ class Segment:
 DIRS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 MOVE_KEY = {"left": "left", "right": "right", "up": "forward", "down": "back"}
 _DIR_OF = {v: k for k, v in DIRS.items()}
+COLLECT_MORE = ("collect_wood", "collect_stone", "collect_coal", "collect_drink", "collect_sapling", "eat_cow",
+                "defeat_zombie")  # goals that simply continue while a segment is kept up
 GLANCE_DEG = (-9.0, -6.0, -3.0, 3.0, 6.0, 9.0)  # camera glances: multiples of 3 degrees (20 mouse counts)
 
 
@@ -109,10 +111,12 @@ class Demonstrator:
         goal_steps: step budget of one goal before it is abandoned.
         radius:    how far (tiles) the demonstrator looks for targets.
         goals:     restrict the goals it may pick (names of `GOALS`); default all.
+        min_segment: a goal reached sooner is kept up (more of the same, or looking around) until its
+                   segment has this many frames (16 = one MineCLIP window).
     """
 
     def __init__(self, env: CrafterEnv, seed: int = 0, noise: float = 0.05, goal_steps: int = 150,
-                 radius: int = 12, goals: tuple[str, ...] | list[str] | None = None):
+                 radius: int = 12, goals: tuple[str, ...] | list[str] | None = None, min_segment: int = 16):
         if not isinstance(env, CrafterEnv):
             raise TypeError("Demonstrator drives the crafter backend (it reads crafter's tile map); "
                             f"got {type(env).__name__}")
@@ -125,6 +129,7 @@ class Demonstrator:
         self.rng = np.random.default_rng(seed)
         self.noise = float(noise)
         self.goal_steps = int(goal_steps)
+        self.min_segment = int(min_segment)
         self.radius = int(radius)
         self.allowed = tuple(goals) if goals else tuple(GOALS)
         self.segments: list[Segment] = []
@@ -147,7 +152,11 @@ class Demonstrator:
             return self._glance()
         if self.rng.random() < self.noise:
             return self._noise_action()
-        action = self._goal_action(self._active)
+        a = self._active
+        if a.extra.get("linger") and a.goal.name not in COLLECT_MORE:
+            action = self._glance() if self.rng.random() < 0.6 else self._explore_step()
+        else:
+            action = self._goal_action(a)
         if not action:
             action = self._glance()
         return action
@@ -191,7 +200,11 @@ class Demonstrator:
             if a.goal.name not in ("collect_drink", "eat_cow", "defeat_zombie", "flee", "explore") and (
                     thirsty or hungry):  # a pressing need ends whatever else it was doing
                 a.done = True
-            if self._achieved(a) or t >= a.deadline or a.done or react:
+            # a goal reached early is kept up a little (more of the same, or a look around) so that each
+            # captioned segment spans at least `min_segment` frames, one MineCLIP window
+            short = self._achieved(a) and t - a.start < self.min_segment
+            a.extra["linger"] = short
+            if (self._achieved(a) and not short) or t >= a.deadline or a.done or react:
                 self._close(t, self._achieved(a))
                 if react:
                     self._start(react, t)
@@ -202,7 +215,7 @@ class Demonstrator:
         goal = GOALS[name]
         target = 1
         if name in ("collect_wood", "collect_stone", "collect_drink", "collect_coal"):
-            target = int(self.rng.integers(1, 4))
+            target = int(self.rng.integers(2, 6))
         budget = self.goal_steps if name != "explore" else int(self.rng.integers(15, 50))
         if name == "flee":
             budget = 40
