@@ -160,7 +160,10 @@ class EvalConfig:
     confidence: float = 0.95
     out_dir: str = "runs/eval"
     progress: bool = True
-    """A tqdm progress bar over episodes."""
+    """A tqdm progress bar over episode steps."""
+    report_only: bool = False
+    """Play nothing: re-render report.md, summary.json and plots from `<out_dir>/episodes.json` (e.g.
+    with another `confidence`)."""
 
     def __post_init__(self):
         check(self.episodes >= 1, f"episodes must be >= 1, got {self.episodes!r}")
@@ -583,6 +586,8 @@ def run_evaluation(cfg: EvalConfig) -> Path:
 
     t0 = time.time()
     out = Path(cfg.out_dir)
+    if cfg.report_only:
+        return rerender_report(out, cfg.confidence, cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     policy = load_eval_policy(cfg)
@@ -625,6 +630,20 @@ def run_evaluation(cfg: EvalConfig) -> Path:
               + (f"; **{len(failed)} episodes failed**, see failed.json" if failed else "")]
     report = write_report(episodes, out, cfg.confidence, cfg.seed, header_lines=header)
     return report
+
+
+def rerender_report(out: Path, confidence: float = 0.95, seed: int = 0) -> Path:
+    """report.md, summary.json and plots again from `out/episodes.json` (JSON nulls back to NaN)."""
+    from steve1_ray.eval_report import write_report
+
+    path = out / "episodes.json"
+    if not path.is_file():
+        raise ConfigError(f"report_only=true but {path} does not exist; point out_dir= at an evaluation's folder")
+    episodes = json.loads(path.read_text())
+    for ep in episodes:
+        ep["metrics"] = {k: math.nan if v is None else v for k, v in ep["metrics"].items()}
+    header = [f"- re-rendered from episodes.json ({len(episodes)} episodes), confidence {confidence:g}"]
+    return write_report(episodes, out, confidence, seed, header_lines=header)
 
 
 def parse_args(argv: Sequence[str] | None) -> EvalConfig:

@@ -281,3 +281,16 @@ def test_evaluate_job_reports_when_every_episode_fails(ray_cluster, tmp_path, ca
     assert "every episode failed" in err and "tile_px" in err
     failed = json.loads((out / "failed.json").read_text())
     assert len(failed) == 1 and failed[0]["goal"] == "collect wood"
+
+
+def test_report_only_rerenders_from_episodes_json(tmp_path):
+    from test_evaluate_metrics import _episodes  # synthetic records (pytest puts tests/ on sys.path)
+
+    from steve1_ray.eval_report import write_report
+
+    write_report(_episodes(), tmp_path)
+    (tmp_path / "report.md").unlink()
+    assert main([f"out_dir={tmp_path}", "report_only=true", "confidence=0.5"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "Means with 50% confidence intervals" in text and "| `chop a tree` | collect_wood | 6 | 10 |" in text
+    assert main([f"out_dir={tmp_path / 'nothing'}", "report_only=true"]) == 2
