@@ -54,6 +54,8 @@ class RecordConfig:
     """demonstrator: per-step probability of a random action"""
     goal_steps: int = 150
     """demonstrator: steps before an unfinished goal is abandoned"""
+    min_segment: int = 16
+    """demonstrator: a goal reached sooner is kept up until its captioned segment has this many frames"""
     goals: list[str] = field(default_factory=list)
     """demonstrator: goals it may pick (names in steve1_ray.world.demonstrators.GOALS); empty = all"""
     frame_width: int = 640
@@ -86,6 +88,7 @@ class RecordConfig:
               "must not contain '.')")
         check(0.0 <= self.noise <= 1.0, f"noise={self.noise} must be in [0, 1]")
         check(self.goal_steps >= 1, f"goal_steps={self.goal_steps} must be at least 1")
+        check(self.min_segment >= 1, f"min_segment={self.min_segment} must be at least 1")
         unknown = sorted(set(self.goals) - set(GOALS))
         check(not unknown, f"goals: unknown {unknown}; known goals: {sorted(GOALS)}")
         check(self.frame_width >= 16 and self.frame_height >= 16,
@@ -110,7 +113,8 @@ def _record_one(cfg_dict: dict, i: int) -> dict:
             cfg.out, name, seed=cfg.seed + i, max_steps=cfg.max_steps, layout=cfg.layout,
             env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px,
                         "zombie_rate": cfg.zombie_rate},
-            demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None},
+            demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
+                         "min_segment": cfg.min_segment},
             crf=cfg.crf, preset=cfg.preset)
     except Exception as e:  # noqa: BLE001 - one bad episode never stops the job
         return {"name": name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
