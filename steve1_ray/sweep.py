@@ -330,11 +330,10 @@ def load_base_train_config(cfg: SweepConfig) -> dict:
     return base
 
 
-def trial_train_config(base: dict, params: dict, storage_path: str, run_name: str):
-    """The TrainConfig one trial trains: base + sampled params, writing only under its own run folder.
+def with_pinned_validation(base: dict, params: dict) -> dict:
+    """`params` plus `val_<param>` = the base value, for each swept param the training config has one for.
 
-    Validation relabeling is pinned to the base config (when the training config has `val_<param>`
-    fields), so trials that sample other p_uncond or goal spacings are still scored on the same goals.
+    So trials that sample another p_uncond or goal spacing are still validated on the same relabeled goals.
     """
     from steve1_ray.train.config import TrainConfig
 
@@ -343,6 +342,14 @@ def trial_train_config(base: dict, params: dict, storage_path: str, run_name: st
     for key in params:
         if f"val_{key}" in fields and base.get(f"val_{key}") is None:
             values[f"val_{key}"] = base[key]
+    return values
+
+
+def trial_train_config(base: dict, params: dict, storage_path: str, run_name: str):
+    """The TrainConfig one trial trains: base + sampled params, writing only under its own run folder."""
+    from steve1_ray.train.config import TrainConfig
+
+    values = with_pinned_validation(base, params)
     values.update(run_name=run_name, storage_path=storage_path, out_weights=None)
     if "://" in storage_path:  # TensorBoard needs a local folder; keep each trial's apart
         values["tensorboard_dir"] = str(Path.cwd() / "tensorboard")
@@ -621,7 +628,10 @@ def write_best(rows: list[dict], cfg: SweepConfig, base: dict, out_dir: Path) ->
         return None
     best = scored[0]
     params = {p.key: best[p.key] for p in parse_space(cfg.space) if p.dist != "fixed"}
-    train_cfg = trial_train_config(base, params, storage_path=base["storage_path"], run_name=f"{cfg.name}-best")
+    from steve1_ray.train.config import TrainConfig
+
+    values = {**with_pinned_validation(base, params), "run_name": f"{cfg.name}-best"}
+    train_cfg = from_dict(TrainConfig, apply_params(base, values))
     path = out_dir / "best_train_config.yaml"
     save_config(train_cfg, path)
     path.write_text(f"# best trial {best['trial']} of sweep {cfg.name}: {cfg.metric} = "
