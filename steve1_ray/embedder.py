@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 import torch.nn.functional as F
 
 from steve1_ray.config import check, load_config, save_config, to_dict
@@ -57,11 +58,11 @@ class EmbedderConfig:
     """captions file; default <recordings>/captions.jsonl"""
     out: str = "runs/embedder"
     """output folder: mineclip.pth (attn.pth layout), metrics.json, config.yaml"""
-    preset: str = "debug"
-    """MineCLIPConfig preset the architecture starts from (attn = the released size)"""
-    mineclip: dict = field(default_factory=lambda: {"patch_size": 32})
-    """overrides of MineCLIPConfig fields, e.g. {embed_dim: 768, vision_layers: 4}; the default 32-pixel patches
-    (5x8 tokens per 160x256 frame, 2x2 crafter tiles each) make the debug size train on a CPU in minutes"""
+    preset: str = "world"
+    """architecture: `world` (below, for the embedded world on a CPU) or a MineCLIPConfig preset (`attn` = the
+    released size, `debug`)"""
+    mineclip: dict = field(default_factory=dict)
+    """overrides of MineCLIPConfig fields on top of the preset, e.g. {embed_dim: 768, vision_layers: 4}"""
     init: str = ""
     """optional MineCLIP checkpoint to start from (e.g. the released attn.pth to fine-tune)"""
     clips_per_segment: int = 4
@@ -74,7 +75,7 @@ class EmbedderConfig:
     val_fraction: float = 0.2
     """fraction of episodes held out for validation"""
     epochs: int = 12
-    batch_size: int = 32
+    batch_size: int = 16
     """clips per step (whole segments are added until the batch holds at least this many)"""
     lr: float = 1e-3
     logit_scale_lr: float = 0.02
@@ -103,8 +104,9 @@ class EmbedderConfig:
               f"lr={self.lr!r} must be > 0 and logit_scale_lr={self.logit_scale_lr!r} >= 0")
         check(self.max_clips >= 2, f"max_clips={self.max_clips!r} must be >= 2")
         check(self.num_workers >= 0, f"num_workers={self.num_workers!r} must be >= 0")
-        check(self.init or isinstance(self.mineclip, dict),
-              f"mineclip={self.mineclip!r} must be a mapping of MineCLIPConfig fields")
+        check(isinstance(self.mineclip, dict), f"mineclip={self.mineclip!r} must be a mapping of MineCLIPConfig fields")
+        # `mineclip.embed_dim=768` on the command line arrives as a string: parse it as YAML like other values
+        self.mineclip = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in self.mineclip.items()}
         if not self.init:
             try:
                 self.model_config()
@@ -113,7 +115,15 @@ class EmbedderConfig:
                              f"(fields: see steve1_ray.models.mineclip.MineCLIPConfig)")
 
     def model_config(self) -> MineCLIPConfig:
-        return MineCLIPConfig.preset(self.preset, **self.mineclip)
+        base, sizes = WORLD_PRESETS.get(self.preset, (self.preset, {}))
+        return MineCLIPConfig.preset(base, **{**sizes, **self.mineclip})
+
+
+WORLD_PRESETS = {
+    # MineCLIP's `debug` size with 32-pixel patches (5x8 tokens per 160x256 frame, 2x2 crafter tiles each) and
+    # 128-d goals: trains on a CPU in minutes; the temporal encoder at 512-d would cost as much as the ViT.
+    "world": ("debug", {"patch_size": 32, "embed_dim": 128, "temporal_heads": 4, "temporal_dim_head": 32}),
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,7 +373,7 @@ def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print,
     gradients are averaged with an all-reduce before the step (the loss is not a per-sample sum, so DDP's
     forward hooks would not fit the text and pooling towers used outside `forward`)."""
     torch.manual_seed(cfg.seed)
-    model = load_mineclip(cfg.init or None, cfg.model_config() if not cfg.init else None, seed=cfg.seed)
+    model = _initial_model(cfg)
     if cfg.use_gpu and torch.cuda.is_available():
         model = model.to("cuda")
     model.train()
@@ -412,6 +422,18 @@ def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print,
         history.append(metrics)
     model.eval()
     return model.cpu(), {"history": history, "final": history[-1] if history else {}}
+
+
+def _initial_model(cfg: EmbedderConfig) -> MineCLIP:
+    """A seeded fresh model of cfg's size, or `cfg.init` (ours, or the released attn.pth: md5-verified)."""
+    if not cfg.init:
+        return load_mineclip(None, cfg.model_config(), seed=cfg.seed)
+    try:
+        return load_mineclip(cfg.init)
+    except ValueError as e:
+        if "md5='official'" not in str(e):
+            raise
+        return load_mineclip(cfg.init, md5="official")  # refused unless it is the released file
 
 
 def _average_gradients(model: torch.nn.Module, world_size: int) -> None:
