@@ -34,15 +34,17 @@ def world_dataset(tmp_path_factory) -> str:
 
     root = tmp_path_factory.mktemp("world")
     embedder = load_embedder("debug", device="cpu")
-    episodes = {}
+    episodes, captions = {}, []
     for i in range(3):
-        record_episode(root / "rec", f"w{i}", seed=i, max_steps=96)
+        rec = record_episode(root / "rec", f"w{i}", seed=i, max_steps=96)
+        captions += [{"episode": rec.name, "video": rec.video, "actions": rec.actions, **seg} for seg in rec.segments]
         ep = load_contractor_episode(root / f"rec/contractor/w{i}.mp4", root / f"rec/contractor/w{i}.jsonl",
                                      with_mineclip=True)
         embeds, valid = window_embeds(embedder, ep.frames_mineclip)
         buttons, camera = env_to_policy(ep.env_actions)
         episodes[f"w{i}"] = {"frames": ep.frames, "buttons": buttons, "camera": camera, "embeds": embeds,
                              "embed_valid": valid}
+    (root / "rec" / "captions.jsonl").write_text("".join(json.dumps(c) + "\n" for c in captions))  # as `steve1 record`
     return write_dataset(str(root / "shards"), episodes)
 
 
@@ -170,3 +172,30 @@ def test_early_stopping_with_patience(ray_cluster, dataset, tmp_path):
     assert result.metrics["steps"] == 4 and result.metrics["frames"] == 64    # stopped long before 512 frames
     vals = _vals(cfg)
     assert len(set(vals)) == 1 and len(vals) >= 3
+
+
+def test_prior_pairs_from_the_embedded_world(world_dataset, tmp_path):
+    import numpy as np
+
+    from steve1_ray.data.embed import load_embedder
+    from steve1_ray.models.prior import load_prior
+    from steve1_ray.train.prior import PriorConfig, train_prior, world_pairs
+
+    world = Path(world_dataset).parent / "rec"
+    cfg = PriorConfig(world=str(world), data=world_dataset, mineclip_preset="debug", clips_per_caption=2,
+                      hidden_dim=32, latent_dim=8, epochs=2, n_val=4, out=str(tmp_path / "prior.pt"))
+    text, visual, texts = world_pairs(cfg)
+    captions = [json.loads(l) for l in (world / "captions.jsonl").read_text().splitlines()]
+    assert len(text) == len(visual) == len(texts) and 0 < len(text) <= 2 * len(captions)
+    assert set(texts) <= {c["text"] for c in captions}
+    # the text side is the embedder's text tower; the visual side is a stored clip embedding of that episode
+    want = load_embedder("debug", device="cpu").encode_text([texts[0]]).detach().numpy()[0]
+    assert np.allclose(text[0], want, atol=1e-5)
+    from steve1_ray.data import shards
+
+    stored = np.concatenate([shards.load_episode(world_dataset, e, columns=["embeds"])["embeds"]
+                             for e in shards.list_episodes(world_dataset)])
+    assert visual.shape[1] == 512
+    assert all(np.any(np.all(stored == v, axis=1)) for v in visual)
+    summary = train_prior(cfg, text, visual, log=lambda *_: None)
+    assert load_prior(summary["out"]).input_dim == 512
