@@ -69,6 +69,29 @@ def baseline(frames: list[bytes], steps: int, args) -> dict:
     return {"actions_per_s": len(lat) / sum(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
 
 
+def inprocess_batched(frames: list[bytes], n: int, steps: int, args) -> dict:
+    """The service's computation without HTTP: n sessions stepped together by `act_batch` in one process."""
+    import torch
+
+    from steve1_ray import agent as A
+    from steve1_ray.models.policy import load_policy
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy, args.weights).eval()
+    goal = np.random.default_rng(0).normal(size=A.policy_embed_dim(policy)).astype(np.float32)
+    streams = [A.new_stream(policy, goal, 6.0, seed=i) for i in range(n)]
+    lat = []
+    for t in range(steps + 2):
+        t0 = time.perf_counter()
+        povs = [cv2.cvtColor(cv2.imdecode(np.frombuffer(frames[(t + i) % len(frames)], np.uint8),
+                                          cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for i in range(n)]
+        A.act_batch(policy, streams, povs)
+        if t >= 2:
+            lat.append(time.perf_counter() - t0)
+    return {"actions_per_s": n * len(lat) / sum(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            "max_batch": n}
+
+
 def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str | None) -> dict:
     import requests
 
@@ -128,7 +151,8 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
     port = _get_global_client().http_config.port
     cfg = ServeConfig(policy=args.policy, weights=args.weights, device=args.device, rollout_workers=0,
                       max_batch_size=1 if two_pass else args.max_batch_size, batch_wait_timeout_s=args.batch_wait,
-                      max_sessions=max(64, max(args.sessions) * 2), two_pass_baseline=two_pass)
+                      max_sessions=max(64, max(args.sessions) * 2), two_pass_baseline=two_pass,
+                      sticky_sessions=not args.no_sticky)
     serve.run(build_app(cfg), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
                                                                                 "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
@@ -145,6 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the baseline process")
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--batch-wait", type=float, default=0.005)
+    p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
     p.add_argument("--out", default=None, help="write a Markdown table here")
     args = p.parse_args(argv)
 
@@ -160,6 +185,12 @@ def main(argv=None) -> int:
             res = served(frames, n, args.steps, url, None)
             rows.append((f"served, batched CFG: {n} concurrent sessions", n, res, base))
             print(rows[-1], flush=True)
+        for n in args.sessions:
+            if n > 1:
+                base = baseline(frames, args.baseline_steps, args)
+                rows.append((f"in-process act_batch, no HTTP: {n} sessions", n,
+                             inprocess_batched(frames, n, max(5, args.steps // 2), args), base))
+                print(rows[-1], flush=True)
         # The same service doing the original's computation: one session at a time, two passes per step.
         start_app(args, two_pass=True)
         served(frames, 1, 3, url, None)

@@ -24,7 +24,7 @@ from steve1_ray.config import ConfigError, from_dict, load_config, to_dict
 from steve1_ray.serving.config import ServeConfig
 from steve1_ray.serving.inputs import InputError, check_embedding, check_scale, decode_image, decode_pixels
 from steve1_ray.serving.page import INDEX_HTML
-from steve1_ray.serving.policy_server import GoalEmbedder, PolicyServer, SessionStore
+from steve1_ray.serving.policy_server import STICKY, GoalEmbedder, PolicyServer, SessionStore
 from steve1_ray.serving.rollouts import RolloutManager
 
 log = logging.getLogger("ray.serve")
@@ -288,7 +288,7 @@ def build_app(cfg: ServeConfig):
     """The bound application graph for `serve.run`."""
     d = to_dict(cfg)
     store = SessionStore.bind(d)
-    policy = PolicyServer.bind(d, store)
+    policy = (PolicyServer.options(**STICKY) if cfg.sticky_sessions else PolicyServer).bind(d, store)
     embedder = GoalEmbedder.bind(d, None)
     rollouts = RolloutManager.bind(d)
     return Api.bind(d, policy, store, embedder, rollouts)

@@ -45,6 +45,9 @@ class ServeConfig:
     """Sessions stepped together in one forward pass."""
     batch_wait_timeout_s: float = 0.005
     """How long a lone request waits for company before its batch runs."""
+    sticky_sessions: bool = True
+    """Route each session to one PolicyServer replica (Ray's experimental ConsistentHashRouter);
+    False = Serve's default router (sessions still stay exact: a replica without the state loads it)."""
     two_pass_baseline: bool = False
     """Benchmark only: step sessions one at a time with two batch-1 forwards each (the original's
     computation) instead of batched guided steps; use with max_batch_size=1."""

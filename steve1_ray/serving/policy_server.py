@@ -118,8 +118,7 @@ class _Hot:
 
 
 @serve.deployment(name="PolicyServer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
-                  health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10,
-                  **STICKY)
+                  health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class PolicyServer:
     """Steps many sessions per forward pass (`@serve.batch`). Holds each session's recurrent state (both
     streams) next to the model; loads it from the SessionStore on a miss and pushes it back every
