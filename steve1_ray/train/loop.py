@@ -309,6 +309,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     # ---- the reporting helper: every rank calls report at the same points -------------------------
     last_train = {"train/loss": float("nan"), "train/nll": float("nan")}
+    checkpointed = {"steps": None}  # step of the last report that carried a checkpoint
 
     def report(extra: dict, with_checkpoint: bool) -> None:
         metrics = {**last_train, "val/loss": progress.last_val_loss if math.isfinite(progress.last_val_loss)
@@ -317,6 +318,7 @@ def train_loop_per_worker(config: dict) -> None:
         if not with_checkpoint:
             ray.train.report(metrics)
             return
+        checkpointed["steps"] = progress.steps
         if local_mode:  # Ray does not persist local-mode checkpoints: keep them under the run dir
             ckpt_dir = save_checkpoint(local_checkpoint_dir(cfg, progress.steps), policy, optimizer, scaler,
                                        progress, cfg)
@@ -394,7 +396,7 @@ def train_loop_per_worker(config: dict) -> None:
                              f"{out['grad_norm']:.3f} | {metrics['train/frames_per_s']:,.0f} frames/s | eta "
                              f"{_eta((cfg.n_frames - progress.frames) / rate if rate > 0 else float('nan'))}")
                     window = {"loss": 0.0, "nll": 0.0, "frames": 0, "steps": 0, "t": time.time()}
-                _maybe_fail(cfg, progress, rank, world)
+                _maybe_fail(cfg, progress, rank, world, checkpointed["steps"])
                 if progress.frames >= cfg.n_frames:
                     stop_reason = "n_frames reached"
                     break
@@ -458,8 +460,11 @@ def prune_local_checkpoints(cfg: TrainConfig) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _maybe_fail(cfg: TrainConfig, progress: Progress, rank: int, world: int) -> None:
-    """Testing aid: kill this worker process once, right after optimizer step `fail_at_step`."""
+def _maybe_fail(cfg: TrainConfig, progress: Progress, rank: int, world: int, checkpoint_steps: int | None) -> None:
+    """Testing aid: kill this worker process once, right after optimizer step `fail_at_step`.
+
+    It first waits (up to 2 min) until the controller has registered the last checkpoint the workers reported
+    (Ray's checkpoint_manager_snapshot.json), so the test is about recovery, not about that race."""
     if cfg.fail_at_step < 0 or progress.steps != cfg.fail_at_step or world < 2 or rank != 1:
         return
     if is_uri(cfg.storage_path):
@@ -467,6 +472,16 @@ def _maybe_fail(cfg: TrainConfig, progress: Progress, rank: int, world: int) -> 
     marker = Path(cfg.run_dir()) / f".fail_injected_step{cfg.fail_at_step}"
     if marker.exists():
         return
+    snapshot = Path(cfg.run_dir()) / "checkpoint_manager_snapshot.json"
+    deadline = time.time() + 120
+    while checkpoint_steps is not None and time.time() < deadline:
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+            if latest.get("metrics", {}).get("steps", -1) >= checkpoint_steps:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("worker killed on purpose by fail_at_step\n")
     print(f"fail_at_step={cfg.fail_at_step}: killing worker rank {rank} (pid {os.getpid()})",
