@@ -22,7 +22,7 @@ from steve1_ray import agent as A
 pytestmark = pytest.mark.slow
 
 API_KEY = "test-key"
-TTL_S = 60.0
+TTL_S = 30.0
 MAX_SESSIONS = 40
 TIMEOUT = 180
 
