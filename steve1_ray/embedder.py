@@ -85,6 +85,10 @@ class EmbedderConfig:
     token averages small local details away); a text tower as fast as the video one then collapses onto that
     common direction (loss stuck at log(batch)). A slower text tower keeps the captions apart and makes the
     video tower learn the differences."""
+    center_init: bool = False
+    """zero-mean video and text embeddings at init (see `center_init`). Measured on crafter: the mean pairwise
+    cosine of clip embeddings drops from 0.96 to 0.29 at init, but returns to 0.86 within 5 steps even at lr 1e-4
+    (the content part is tiny in magnitude), so it does not prevent the collapse; off by default"""
     weight_decay: float = 0.05
     warmup_steps: int = 10
     seed: int = 0
@@ -369,6 +373,37 @@ def retrieval_metrics(model: MineCLIP, data: ClipSet) -> dict:
 # Training
 
 
+@torch.no_grad()
+def center_init(model: MineCLIP, data: ClipSet, n_clips: int = 64, seed: int = 0) -> None:
+    """Data-dependent init of a fresh model: zero-mean video and text embeddings over a sample of the data.
+
+    At random init every clip embeds to nearly the same direction (mean pairwise cosine 0.94-0.98 on crafter
+    clips: the ViT's CLS token and the temporal mean average the small local differences away), and contrastive
+    training then collapses both towers onto it. Setting the biases of the last LayerNorms (ViT `ln_post`,
+    temporal `norm`, text `ln_final`) to minus their mean normalised output removes that common part; the
+    architecture and checkpoint layout are unchanged."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(data), size=min(n_clips, len(data)), replace=False))
+    vit = model.image_encoder
+    frames = torch.from_numpy(data.frames[np.unique(data.index[idx])])
+    captured = []
+    hook = vit.ln_post.register_forward_hook(lambda m, i, o: captured.append(o - m.bias))
+    model.encode_frames(frames)
+    hook.remove()
+    vit.ln_post.bias.copy_(-torch.cat(captured).mean(0))
+    norm = model.temporal_encoder.attn.model.norm
+    video = embed_clipset(model, data.subset(idx))  # (n, D) pooled = mean_t(norm(.)) ; norm's bias passes through
+    norm.bias.sub_(video.mean(0))
+    gpt = model.clip_model.text_model
+    captured = []
+    hook = gpt.ln_final.register_forward_hook(lambda m, i, o: captured.append(o - m.bias))
+    tokens = model.tokenize(sorted(set(data.texts)))
+    gpt(tokens)
+    hook.remove()
+    eot = torch.cat(captured)[torch.arange(len(tokens)), tokens.argmax(dim=-1)]
+    gpt.ln_final.bias.copy_(-eot.mean(0))
+
+
 def _schedule(step: int, total: int, warmup: int) -> float:
     """Linear warmup, then cosine to 0: the factor applied to each group's base lr."""
     if step < warmup:
@@ -384,6 +419,8 @@ def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print,
     forward hooks would not fit the text and pooling towers used outside `forward`)."""
     torch.manual_seed(cfg.seed)
     model = _initial_model(cfg)
+    if cfg.center_init and not cfg.init:
+        center_init(model, train, seed=cfg.seed)
     if cfg.use_gpu and torch.cuda.is_available():
         model = model.to("cuda")
     model.train()
