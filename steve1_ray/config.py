@@ -51,6 +51,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return from_dict(tp, value, where)
     if isinstance(value, str) and tp is not str:
         value = yaml.safe_load(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads exponents without a dot ("3e-4") as strings
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():

@@ -1,0 +1,53 @@
+"""The shared config machinery: overlays, overrides, coercion and errors that name the fix."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from steve1_ray.config import ConfigError, load_config, save_config
+
+
+@dataclass
+class Inner:
+    width: int = 4
+
+
+@dataclass
+class Cfg:
+    lr: float = 1e-3
+    steps: int = 10
+    name: str = "run"
+    flag: bool = False
+    tags: list[str] = field(default_factory=list)
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_overrides_are_parsed_as_yaml_scalars_and_coerced(tmp_path):
+    cfg = load_config(Cfg, [], ["lr=3e-4", "steps=20", "flag=true", "tags=[a, b]", "inner.width=8", "name=x y"])
+    assert cfg.lr == pytest.approx(3e-4) and isinstance(cfg.lr, float)
+    assert (cfg.steps, cfg.flag, cfg.tags, cfg.inner.width, cfg.name) == (20, True, ["a", "b"], 8, "x y")
+
+
+def test_yaml_overlays_apply_in_order_then_overrides(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("lr: 0.1\nsteps: 5\ninner: {width: 2}\n")
+    b.write_text("steps: 7\n")
+    cfg = load_config(Cfg, [a, b], ["lr=0.5"])
+    assert (cfg.lr, cfg.steps, cfg.inner.width) == (0.5, 7, 2)
+    save_config(cfg, tmp_path / "out.yaml")
+    assert load_config(Cfg, [tmp_path / "out.yaml"]) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lrr=1", "unknown key"), ("steps=1.5", "expected an integer"), ("flag=maybe", "expected true/false"),
+    ("lr=fast", "expected a number"), ("novalue", "key=value"), ("inner.depth=2", "unknown key"),
+])
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Cfg, [], [override])
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Cfg, [tmp_path / "nope.yaml"])
