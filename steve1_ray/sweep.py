@@ -568,10 +568,13 @@ def trial_rows(result_grid, cfg: SweepConfig, max_t: int | None) -> list[dict]:
     # for trials an interrupted sweep will rerun
     from ray.tune import ExperimentAnalysis
 
-    states = {t.trial_id: t.status for t in ExperimentAnalysis(result_grid.experiment_path).trials}
+    trials = ExperimentAnalysis(result_grid.experiment_path).trials
+    states = {t.trial_id: t.status for t in trials}
+    configs = {t.trial_id: t.config for t in trials}  # also for trials that never reported (no result.config)
     rows = []
     for result in result_grid:
-        config = result.config or {}
+        trial_id = Path(result.path).name.removeprefix("trial_") if result.path else "?"
+        config = result.config or configs.get(trial_id) or {}
         history = result.metrics_dataframe
         best = frames = None
         if history is not None and cfg.metric in history:
@@ -580,7 +583,6 @@ def trial_rows(result_grid, cfg: SweepConfig, max_t: int | None) -> list[dict]:
                 best = float(series.min() if cfg.mode == "min" else series.max())
         if history is not None and cfg.time_attr in history and len(history[cfg.time_attr].dropna()):
             frames = int(history[cfg.time_attr].dropna().max())
-        trial_id = Path(result.path).name.removeprefix("trial_") if result.path else "?"
         state = states.get(trial_id)
         if result.error is not None or state == "ERROR":
             status = "error"
