@@ -181,3 +181,25 @@ def test_job_writes_a_mineclip_checkpoint_any_width(world, tmp_path):
     logp, _ = policy(torch.zeros(1, 2, 128, 128, 3, dtype=torch.uint8), goal, torch.zeros(1, 2, dtype=torch.bool),
                      policy.initial_state(1))
     assert logp["buttons"].shape[:2] == (1, 2)
+
+
+def test_job_script_exits_2_naming_the_fix(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "jobs" / "train_embedder.py"
+    res = subprocess.run([sys.executable, str(script), f"recordings={tmp_path}", f"out={tmp_path / 'o'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "record captioned episodes first" in res.stderr
+
+
+@pytest.mark.slow
+def test_ray_train_workers_write_the_same_layout(world, tmp_path, ray_cluster):
+    from steve1_ray.embedder import run
+
+    out = tmp_path / "emb"
+    info = run(EmbedderConfig(recordings=str(world), out=str(out), epochs=1, batch_size=8, clips_per_segment=2,
+                              num_workers=2), log=lambda s: None)
+    assert info["embed_dim"] == 128 and info["history"] and "val/clip_to_goal_acc" in info["final"]
+    assert load_mineclip(out / "mineclip.pth").cfg.patch_size == 32
