@@ -37,7 +37,7 @@ class QuickstartConfig:
     max_steps: int = 600
     """frames per episode at most (20 per second)"""
     embedder_epochs: int = 8
-    policy_frames: int = 24576
+    policy_frames: int = 8192
     """behaviour-cloning frames (the debug policy preset)"""
     prior_epochs: int = 50
     prompt: str = "chop a tree"
