@@ -47,7 +47,8 @@ def test_pipeline_end_to_end(ray_cluster, tmp_path):
     assert summary["episodes_written"] == 2 and summary["episodes_quarantined"] == 6
     reasons = {q: json.loads((out / "quarantine" / f"{q}.json").read_text())["reason"]
                for q in summary["quarantined_ids"]}
-    assert "cannot open video" in reasons["corrupt"]
+    # PyAV words it either way, depending on how far the garbage header parses
+    assert "cannot open video" in reasons["corrupt"] or "has no video stream" in reasons["corrupt"]
     assert "truncated" in reasons["truncated"]
     assert "not valid JSON" in reasons["malformed"]
     assert "60 video frames but 45 action lines" in reasons["short_jsonl"]
