@@ -36,7 +36,7 @@ class QuickstartConfig:
     """embedded-world episodes recorded by the scripted demonstrators"""
     max_steps: int = 600
     """frames per episode at most (20 per second)"""
-    embedder_epochs: int = 4
+    embedder_epochs: int = 8
     policy_frames: int = 8192
     """behaviour-cloning frames (the debug policy preset)"""
     prior_epochs: int = 50
