@@ -80,6 +80,11 @@ MOVE_KEY = {"left": "left", "right": "right", "up": "forward", "down": "back"}
 _DIR_OF = {v: k for k, v in DIRS.items()}
 COLLECT_MORE = ("collect_wood", "collect_stone", "collect_coal", "collect_drink", "collect_sapling", "eat_cow",
                 "defeat_zombie")  # goals that simply continue while a segment is kept up
+# what a task goal needs first when it is not feasible yet (see Demonstrator(focus=...))
+FOCUS_NEEDS = {"place_plant": "collect_sapling", "place_table": "collect_wood", "make_wood_pickaxe": "place_table",
+               "make_wood_sword": "place_table", "collect_stone": "make_wood_pickaxe", "collect_coal": "make_wood_pickaxe",
+               "place_stone": "collect_stone", "make_stone_pickaxe": "collect_stone",
+               "make_stone_sword": "collect_stone", "place_furnace": "collect_stone"}
 GLANCE_DEG = (-9.0, -6.0, -3.0, 3.0, 6.0, 9.0)  # camera glances: multiples of 3 degrees (20 mouse counts)
 
 
@@ -113,10 +118,15 @@ class Demonstrator:
         goals:     restrict the goals it may pick (names of `GOALS`); default all.
         min_segment: a goal reached sooner is kept up (more of the same, or looking around) until its
                    segment has this many frames (16 = one MineCLIP window).
+        focus:     a goal this player prefers for the whole episode (a *task*, as the VPT contractors of the
+                   10.x sets were given one): whenever it is feasible its weight is `focus_boost` times the
+                   usual one, and when it is not the player explores more to find what it needs. Needs
+                   (drink, food, sleep, zombies) still come first. None: free play.
     """
 
     def __init__(self, env: CrafterEnv, seed: int = 0, noise: float = 0.05, goal_steps: int = 150,
-                 radius: int = 12, goals: tuple[str, ...] | list[str] | None = None, min_segment: int = 16):
+                 radius: int = 12, goals: tuple[str, ...] | list[str] | None = None, min_segment: int = 16,
+                 focus: str | None = None, focus_boost: float = 8.0):
         if not isinstance(env, CrafterEnv):
             raise TypeError("Demonstrator drives the crafter backend (it reads crafter's tile map); "
                             f"got {type(env).__name__}")
@@ -125,6 +135,11 @@ class Demonstrator:
             raise ValueError(f"unknown goal(s) {unknown}; known goals: {sorted(GOALS)}")
         if not 0.0 <= noise <= 1.0:
             raise ValueError(f"noise={noise} must be a probability in [0, 1]")
+        if focus is not None and focus not in GOALS:
+            raise ValueError(f"unknown focus goal {focus!r}; known goals: {sorted(GOALS)}")
+        if focus_boost < 1.0:
+            raise ValueError(f"focus_boost={focus_boost} must be >= 1")
+        self.focus, self.focus_boost = focus, float(focus_boost)
         self.env = env
         self.rng = np.random.default_rng(seed)
         self.noise = float(noise)
@@ -226,6 +241,15 @@ class Demonstrator:
 
     def _choose(self) -> str:
         weights = {name: w for name, w in self._weights().items() if name in self.allowed and w > 0}
+        if self.focus is not None and weights:
+            urgent = max(weights.values()) >= 6.0  # thirst, hunger, exhaustion or a zombie: needs first
+            step = self.focus
+            while step not in weights and step in FOCUS_NEEDS:  # not feasible yet: work towards it
+                step = FOCUS_NEEDS[step]
+            if step in weights and not urgent:
+                weights[step] *= self.focus_boost
+            elif not urgent and "explore" in weights:
+                weights["explore"] *= self.focus_boost / 2  # look for what the task needs
         if not weights:
             return "explore" if "explore" in self.allowed else self.allowed[0]
         names = list(weights)
@@ -239,18 +263,19 @@ class Demonstrator:
         w: dict[str, float] = {"explore": 0.6}
         if self._nearest_object(objects.Zombie, 4):
             w["defeat_zombie" if self.env.player.health >= 3 else "flee"] = 6.0
-        if "tree" in near and inv["wood"] < 9:
+        focus = self.focus
+        if "tree" in near and (inv["wood"] < 9 or focus == "collect_wood"):
             w["collect_wood"] = 3.0 if inv["wood"] < 4 else 1.0
-        if "grass" in near and inv["sapling"] < 9:
+        if "grass" in near and (inv["sapling"] < 9 or focus == "collect_sapling"):
             w["collect_sapling"] = 0.6
         if inv["sapling"] >= 1:
             w["place_plant"] = 1.2
-        if inv["wood"] >= 2 and not has_table:
+        if inv["wood"] >= 2 and (not has_table or focus == "place_table"):
             w["place_table"] = 3.0
         if has_table and inv["wood"] >= 1:
             w["make_wood_pickaxe"] = 3.0 if inv["wood_pickaxe"] == 0 else 0.3
             w["make_wood_sword"] = 2.0 if inv["wood_sword"] == 0 else 0.2
-        if inv["wood_pickaxe"] and "stone" in near and inv["stone"] < 9:
+        if inv["wood_pickaxe"] and "stone" in near and (inv["stone"] < 9 or focus == "collect_stone"):
             w["collect_stone"] = 2.5
         if inv["wood_pickaxe"] and "coal" in near and inv["coal"] < 9:
             w["collect_coal"] = 1.5
@@ -261,9 +286,9 @@ class Demonstrator:
             w["make_stone_sword"] = 1.0 if inv["stone_sword"] == 0 else 0.2
         if inv["stone"] >= 4 and has_table and "furnace" not in near:
             w["place_furnace"] = 1.5
-        if "water" in near and inv["drink"] < 9:
+        if "water" in near and (inv["drink"] < 9 or focus == "collect_drink"):
             w["collect_drink"] = 4.0 if inv["drink"] < 6 else 0.5
-        if self._nearest_object(objects.Cow, self._search_radius()) and inv["food"] < 9:
+        if self._nearest_object(objects.Cow, self._search_radius()) and (inv["food"] < 9 or focus == "eat_cow"):
             w["eat_cow"] = 4.0 if inv["food"] < 6 else 0.7
         safe = self.env.player.health >= 5 and not self._nearest_object(objects.Zombie, 8)
         if inv["energy"] < 7 and safe:  # sleeping players take 7 damage per zombie hit: only when none is near

@@ -58,6 +58,14 @@ class RecordConfig:
     """demonstrator: a goal reached sooner is kept up until its captioned segment has this many frames"""
     goals: list[str] = field(default_factory=list)
     """demonstrator: goals it may pick (names in steve1_ray.world.demonstrators.GOALS); empty = all"""
+    focus_fraction: float = 0.5
+    """share of episodes that are *tasks*: the demonstrator prefers one goal for the whole episode (drawn from
+    `focus_goals` by the episode's seed), the rest is free play. Tasks give hindsight goals that stay the same for
+    long stretches, which is what a constant prompt asks of the policy (see docs/world.md)"""
+    focus_goals: list[str] = field(default_factory=lambda: [
+        "collect_wood", "collect_sapling", "place_plant", "collect_drink", "eat_cow", "place_table",
+        "collect_stone", "place_stone"])
+    """goals a task episode may prefer"""
     frame_width: int = 640
     frame_height: int = 360
     tile_px: int = 20
@@ -91,6 +99,10 @@ class RecordConfig:
         check(self.min_segment >= 1, f"min_segment={self.min_segment} must be at least 1")
         unknown = sorted(set(self.goals) - set(GOALS))
         check(not unknown, f"goals: unknown {unknown}; known goals: {sorted(GOALS)}")
+        check(0.0 <= self.focus_fraction <= 1.0, f"focus_fraction={self.focus_fraction} must be in [0, 1]")
+        unknown = sorted(set(self.focus_goals) - set(GOALS))
+        check(not unknown, f"focus_goals: unknown {unknown}; known goals: {sorted(GOALS)}")
+        check(self.focus_fraction == 0 or self.focus_goals, "focus_goals is empty but focus_fraction > 0")
         check(self.frame_width >= 16 and self.frame_height >= 16,
               f"frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
         check(self.tile_px >= 4, f"tile_px={self.tile_px} must be at least 4 (default 20)")
@@ -104,6 +116,17 @@ def episode_name(cfg: RecordConfig, i: int) -> str:
     return f"{cfg.name_prefix}-s{cfg.seed}-{i:05d}"
 
 
+def episode_focus(cfg: RecordConfig, i: int) -> str | None:
+    """The goal episode i is a task for (None: free play); a function of the seed, so re-runs agree."""
+    import numpy as np
+
+    rng = np.random.default_rng([cfg.seed + i, 7919])
+    if not cfg.focus_goals or rng.random() >= cfg.focus_fraction:
+        return None
+    allowed = [g for g in cfg.focus_goals if not cfg.goals or g in cfg.goals]
+    return str(allowed[int(rng.integers(len(allowed)))]) if allowed else None
+
+
 def _record_one(cfg_dict: dict, i: int) -> dict:
     """One episode -> its record dict (or {"name", "error"}); writes <out>/meta/<name>.json last."""
     cfg = RecordConfig(**cfg_dict)
@@ -114,7 +137,7 @@ def _record_one(cfg_dict: dict, i: int) -> dict:
             env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px,
                         "zombie_rate": cfg.zombie_rate},
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
-                         "min_segment": cfg.min_segment},
+                         "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i)},
             crf=cfg.crf, preset=cfg.preset)
     except Exception as e:  # noqa: BLE001 - one bad episode never stops the job
         return {"name": name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}

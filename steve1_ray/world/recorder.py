@@ -214,6 +214,7 @@ class EpisodeRecord:
     env_steps_per_s: float = 0.0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    focus: str | None = None  # the goal a task episode prefers (None: free play)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -257,7 +258,7 @@ def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000
         n_frames=rec.n_frames, n_null=rec.n_null,
         achievements={k: int(v) for k, v in info["achievements"].items() if v},
         segments=segments, died=bool(env.player.health <= 0), seconds=seconds, cpu_seconds=cpu,
-        env_steps_per_s=rec.n_frames / max(seconds, 1e-9))
+        env_steps_per_s=rec.n_frames / max(seconds, 1e-9), focus=demo.focus)
     if keep_frames:
         record.played_frames, record.played_actions = frames, actions  # type: ignore[attr-defined]
     return record
