@@ -203,3 +203,25 @@ def test_ray_train_workers_write_the_same_layout(world, tmp_path, ray_cluster):
                               num_workers=2), log=lambda s: None)
     assert info["embed_dim"] == 128 and info["history"] and "val/clip_to_goal_acc" in info["final"]
     assert load_mineclip(out / "mineclip.pth").cfg.patch_size == 32
+
+
+def test_keeps_the_best_epoch_on_selection_episodes():
+    from steve1_ray.embedder import selection_score, split_train_val_select
+
+    data = _synthetic(episodes=12)
+    cfg = EmbedderConfig(epochs=4, batch_size=12, lr=3e-3, warmup_steps=3, val_fraction=0.25, select_fraction=0.25,
+                         mineclip={"patch_size": 32, "embed_dim": 32, "temporal_heads": 2, "temporal_dim_head": 16})
+    train, val, select = split_train_val_select(data, cfg)
+    sets = [set(x.episodes) for x in (train, val, select)]
+    assert all(sets) and not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert len(train) + len(val) + len(select) == len(data)
+    model, info = train_embedder(cfg, train, val, log=lambda s: None, select=select)
+    scores = [h["select/score"] for h in info["history"]]
+    assert info["best_epoch"] == int(np.argmax(scores)) + 1 and info["final"] == info["history"][info["best_epoch"] - 1]
+    # the model returned is that epoch's: its selection metrics are the recorded ones
+    assert abs(selection_score(retrieval_metrics(model, select)) - max(scores)) < 1e-5
+    # without selection episodes (or too few episodes to spare) the last epoch is kept
+    assert split_train_val_select(data, EmbedderConfig(select_fraction=0.0))[2] is None
+    assert split_train_val_select(_synthetic(episodes=4), cfg)[2] is None
+    with pytest.raises(ConfigError, match="select_fraction"):
+        EmbedderConfig(val_fraction=0.5, select_fraction=0.5)

@@ -69,3 +69,33 @@ def test_goal_restriction_and_errors():
         Demonstrator(CrafterEnv(), goals=["fly"])
     with pytest.raises(TypeError, match="crafter"):
         Demonstrator(object())
+
+
+def _frames_by_goal(segments) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in segments:
+        out[s.goal] = out.get(s.goal, 0) + s.end - s.start
+    return out
+
+
+def test_a_task_episode_prefers_its_goal_and_still_meets_needs():
+    # the same worlds played free and as a wood-chopping task: the task spends far more of its frames on wood
+    free = task = 0
+    total = 0
+    for seed in (11, 12):
+        _, _, s_free = _play(seed=seed, steps=300)
+        _, infos, s_task = _play(seed=seed, steps=300, focus="collect_wood")
+        free += _frames_by_goal(s_free).get("collect_wood", 0)
+        task += _frames_by_goal(s_task).get("collect_wood", 0)
+        total += len(infos)
+        assert all(s.text in GOALS[s.goal].captions for s in s_task)
+    assert task >= 1.5 * free and task >= 0.3 * total, (task, free, total)
+    # a goal that is not feasible at the start is worked towards through what it needs (place_plant needs a
+    # sapling first), and thirst is still quenched
+    _, infos, segs = _play(seed=13, steps=300, focus="place_plant")
+    by_goal = _frames_by_goal(segs)
+    assert by_goal.get("collect_sapling", 0) + by_goal.get("place_plant", 0) > 0
+    with pytest.raises(ValueError, match="focus"):
+        Demonstrator(CrafterEnv(), focus="fly")
+    with pytest.raises(ValueError, match="focus_boost"):
+        Demonstrator(CrafterEnv(), focus="collect_wood", focus_boost=0.5)

@@ -39,6 +39,11 @@ def test_record_job_on_ray_writes_a_contractor_dataset(ray_cluster, tmp_path, ca
     assert summary["episodes"] == 2 and summary["frames"] == 80 and summary["null_frames"] == 0
     assert summary["failed"] == [] and summary["recorded_now"] == 2
     assert (out / "record_config.yaml").exists()
+    from steve1_ray.world.record import episode_focus
+
+    for i in range(2):  # each episode's meta says whether it was a task, and which
+        meta = json.loads((out / "meta" / f"crafter-demo-s5-0000{i}.json").read_text())
+        assert meta["focus"] == episode_focus(RecordConfig(seed=5), i)
 
     # resume: finished episodes are skipped, one more is added
     mtime = (out / "contractor" / "crafter-demo-s5-00000.mp4").stat().st_mtime_ns
@@ -56,6 +61,23 @@ def test_bad_config_names_the_fix():
         RecordConfig(name_prefix="a.b")
     with pytest.raises(ConfigError, match="unknown key"):
         main(["episodez=3"])
+    with pytest.raises(ConfigError, match="focus_fraction"):
+        RecordConfig(focus_fraction=1.5)
+    with pytest.raises(ConfigError, match="focus_goals"):
+        RecordConfig(focus_goals=["fly"])
+
+
+def test_task_episodes_are_a_seeded_share():
+    from steve1_ray.world.record import episode_focus
+
+    cfg = RecordConfig(focus_fraction=0.5, seed=3)
+    focus = [episode_focus(cfg, i) for i in range(200)]
+    assert focus == [episode_focus(RecordConfig(focus_fraction=0.5, seed=3), i) for i in range(200)]  # re-runs agree
+    n = sum(f is not None for f in focus)
+    assert 70 <= n <= 130 and {f for f in focus if f} == set(cfg.focus_goals)
+    assert all(episode_focus(RecordConfig(focus_fraction=0.0), i) is None for i in range(50))
+    only = RecordConfig(focus_fraction=1.0, goals=["collect_wood", "collect_drink", "explore"])
+    assert {episode_focus(only, i) for i in range(50)} == {"collect_wood", "collect_drink"}  # within `goals`
 
 
 @pytest.mark.slow
