@@ -45,6 +45,7 @@ import torch
 import yaml
 import torch.nn.functional as F
 
+from steve1_ray.cluster import connect
 from steve1_ray.config import check, load_config, save_config, to_dict
 from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, load_mineclip, save_mineclip
 
@@ -579,8 +580,7 @@ def run(cfg: EmbedderConfig, log=print) -> dict:
         import ray.train
         from ray.train.torch import TorchTrainer
 
-        if not ray.is_initialized():
-            ray.init(address="auto" if _cluster_running() else None)
+        connect()
         trainer = TorchTrainer(
             _train_loop_per_worker, train_loop_config=to_dict(cfg),
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
@@ -595,12 +595,6 @@ def run(cfg: EmbedderConfig, log=print) -> dict:
     (out / "metrics.json").write_text(json.dumps(info, indent=1))
     log(f"embedder: wrote {out / 'mineclip.pth'} ({info['seconds']}s); final {json.dumps(info['final'])}")
     return info
-
-
-def _cluster_running() -> bool:
-    import os
-
-    return bool(os.environ.get("RAY_ADDRESS")) or Path("/tmp/ray/ray_current_cluster").exists()
 
 
 def main(argv: list[str] | None = None) -> int:

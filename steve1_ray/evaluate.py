@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from collections import deque
@@ -37,6 +36,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, check, load_config, save_config, to_dict
 
 # ------------------------------------------------------------------------------- prompts -> targets
@@ -488,21 +488,6 @@ class EvalWorker:
         return self.steps
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster named by RAY_ADDRESS or a running local one; otherwise start a local one."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
-    try:
-        ray.init(address="auto", log_to_driver=False)
-    except ConnectionError:
-        ray.init(num_cpus=num_cpus, log_to_driver=False, include_dashboard=False)
-
-
 def _why(exc: BaseException) -> str:
     """The line of a Ray error that says what went wrong (`ValueError: ...`), not Ray's preamble."""
     import re
@@ -593,7 +578,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
     policy = load_eval_policy(cfg)
     jobs = plan_jobs(cfg)
     embed_goals(cfg, jobs, policy_embed_dim(policy))
-    init_ray()
+    connect(log_to_driver=False, include_dashboard=False)
     played = run_rollouts(cfg, policy, jobs)
 
     (out / "videos").mkdir(exist_ok=True)

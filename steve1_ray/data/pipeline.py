@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -29,6 +28,7 @@ from typing import Iterator, Optional
 import numpy as np
 import yaml
 
+from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, check, load_config, to_dict
 from steve1_ray.data import shards
 from steve1_ray.data.contractor import EpisodeError, iter_kept_frames, pack_env_buttons, read_actions
@@ -366,20 +366,6 @@ def write_manifest(store: shards.Store, cfg: DataConfig, embed_dim: int) -> dict
     return manifest
 
 
-def _connect_ray():
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):  # a job, or the user's choice ("local" starts a new cluster)
-        ray.init(log_to_driver=False)
-        return
-    try:
-        ray.init(address="auto", log_to_driver=False)
-    except (ConnectionError, RuntimeError):
-        ray.init(log_to_driver=False)
-
-
 def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     """Run the pipeline; returns the summary dict (also printed). Connects to / starts Ray."""
     import ray
@@ -403,7 +389,7 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
         print(f"[generate_dataset] WARNING: mineclip_path is null, so the embeddings come from a RANDOM "
               f"{cfg.mineclip_preset or 'attn'} MineCLIP (fine for tests; pass mineclip_path=attn.pth for data)",
               file=sys.stderr, flush=True)
-    _connect_ray()
+    connect(log_to_driver=False)
     ctx = rd.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress
     ledger = Ledger(store, cfg)

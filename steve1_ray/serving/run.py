@@ -11,13 +11,13 @@ with `ray start`), otherwise starts a local one.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import time
 from pathlib import Path
 
 import yaml
 
+from steve1_ray.cluster import connect
 from steve1_ray.config import load_config, to_dict
 from steve1_ray.serving.config import ServeConfig
 
@@ -31,20 +31,6 @@ def read_serve_yaml(path: str | Path) -> tuple[dict, dict]:
         apps = data["applications"] or [{}]
         return dict(apps[0].get("args") or {}), dict(data.get("http_options") or {})
     return data, {}
-
-
-def _connect():
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
-    try:
-        ray.init(address="auto")
-    except ConnectionError:
-        ray.init()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ServeConfig, [], args.overrides, base=base)
     print("serve config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
-    _connect()
+    connect()
     from ray import serve
 
     from steve1_ray.serving.app import build_app

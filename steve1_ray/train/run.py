@@ -16,6 +16,7 @@ import sys
 
 import yaml
 
+from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, save_config, to_dict
 from steve1_ray.train.config import TrainConfig, is_uri, load_train_config
 
@@ -72,20 +73,6 @@ def _check_resources(cfg: TrainConfig) -> None:
                           f"set use_gpu=false (and precision=fp32 or bf16) or lower num_workers")
 
 
-def connect_ray() -> None:
-    """Join a running cluster (RAY_ADDRESS, `ray job submit`, or `ray start` on this host) or start a local one."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    address = os.environ.get("RAY_ADDRESS", "auto")  # RAY_ADDRESS=local forces a fresh local cluster
-    try:
-        ray.init(address=address)
-    except ConnectionError:
-        ray.init()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="steve1 train", description="STEVE-1 behaviour cloning with hindsight relabeling on Ray Train.",
@@ -110,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(cfg.run_dir())
     if not is_uri(cfg.storage_path):
         save_config(cfg, os.path.join(cfg.run_dir(), "train_config.yaml"))
-    connect_ray()
+    connect()
     try:
         result = run_training(cfg)
     except ConfigError as e:

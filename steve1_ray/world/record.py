@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steve1_ray.cluster import connect
 from steve1_ray.config import check, load_config, save_config, to_dict
 from steve1_ray.world.demonstrators import GOALS
 from steve1_ray.world.recorder import EpisodeRecord, episode_paths, record_episode
@@ -156,20 +157,6 @@ def _is_done(cfg: RecordConfig, name: str) -> bool:
     return (root / "meta" / f"{name}.json").exists() and video.exists() and jsonl.exists()
 
 
-def _init_ray():
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    if os.environ.get("RAY_ADDRESS"):  # `ray job submit` sets it; ray.init reads it (also "local")
-        ray.init(log_to_driver=False)
-        return ray
-    try:
-        ray.init(address="auto", log_to_driver=False)
-    except (ConnectionError, RuntimeError):
-        ray.init(log_to_driver=False)
-    return ray
-
 
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
@@ -190,7 +177,7 @@ def record_episodes(cfg: RecordConfig) -> dict:
     bar = _progress(len(todo), cfg.progress)
     frames_done = 0
     if todo and cfg.use_ray:
-        ray = _init_ray()
+        ray = connect(log_to_driver=False)
         remote = ray.remote(_record_one).options(num_cpus=cfg.num_cpus, max_retries=1)
         pending = [remote.remote(cfg_dict, i) for i in todo]
         while pending:
