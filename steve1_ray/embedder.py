@@ -69,6 +69,10 @@ class EmbedderConfig:
     """optional MineCLIP checkpoint to start from (e.g. the released attn.pth to fine-tune)"""
     clips_per_segment: int = 4
     """clips cut from each caption segment: the one ending on the goal-reached frame, the rest at random"""
+    end_window: int = 0
+    """the extra clips of a segment end within its last `end_window` frames (0: anywhere in the segment). Near
+    the goal-reached frame a clip shows the goal (the tree being chopped, the water being drunk); early in a
+    long segment it shows walking on grass, the same for every goal"""
     min_segment_frames: int = 1
     """segments with fewer frames are skipped (quick goals such as placing a table take 1-3 frames)"""
     only_successful: bool = False
@@ -107,6 +111,7 @@ class EmbedderConfig:
 
     def __post_init__(self):
         check(self.clips_per_segment >= 1, f"clips_per_segment={self.clips_per_segment!r} must be >= 1")
+        check(self.end_window >= 0, f"end_window={self.end_window!r} must be >= 0 (0: anywhere in the segment)")
         check(self.min_segment_frames >= 1, f"min_segment_frames={self.min_segment_frames!r} must be >= 1")
         check(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction!r} must be in [0, 1)")
         check(0.0 <= self.select_fraction and self.val_fraction + self.select_fraction < 1.0,
@@ -135,7 +140,8 @@ class EmbedderConfig:
 WORLD_PRESETS = {
     # MineCLIP's `debug` size with 32-pixel patches (5x8 tokens per 160x256 frame, 2x2 crafter tiles each) and
     # 128-d goals: trains on a CPU in minutes; the temporal encoder at 512-d would cost as much as the ViT.
-    "world": ("debug", {"patch_size": 32, "embed_dim": 128, "temporal_heads": 4, "temporal_dim_head": 32}),
+    "world": ("debug", {"patch_size": 16, "crop": (48, 64, 112, 128), "embed_dim": 128, "temporal_heads": 4,
+                        "temporal_dim_head": 32}),
 }
 
 
@@ -229,7 +235,8 @@ def build_clips(cfg: EmbedderConfig, window: int, log=None) -> ClipSet:
             lo, hi = int(np.searchsorted(kept, s["start"])), min(int(np.searchsorted(kept, s["end"])), n - 1)
             if hi - lo < cfg.min_segment_frames or hi < window - 1:
                 continue
-            candidates = np.arange(max(lo + 1, window - 1), hi)
+            first = max(lo + 1, window - 1, hi - cfg.end_window if cfg.end_window else 0)
+            candidates = np.arange(first, hi)
             ends = [hi] + [int(x) for x in rng.permutation(candidates)[:cfg.clips_per_segment - 1]]
             for last in sorted(ends):
                 ends_of_episode.append(last)

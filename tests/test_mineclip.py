@@ -147,6 +147,28 @@ def test_configurable_output_dim():
     assert m.encode_text(["x"]).shape == (1, 768)
 
 
+def test_crop_sees_only_its_region(tmp_path):
+    cfg = MineCLIPConfig.preset("debug", patch_size=16, crop=(48, 64, 112, 128), embed_dim=32)
+    m = load_mineclip(cfg=cfg, seed=0)
+    assert m.image_encoder.pos_embed.shape[0] == (112 // 16) * (128 // 16) + 1  # the ViT grid is the crop's
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (2, 160, 256, 3), dtype=np.uint8)
+    b = a.copy()
+    b[:, :48] = 0  # outside the crop: no effect
+    b[:, :, 200:] = 255
+    with torch.no_grad():
+        torch.testing.assert_close(m.forward_frames(torch.from_numpy(a)), m.forward_frames(torch.from_numpy(b)))
+        c = a.copy()
+        c[:, 100, 100] = 255 - c[:, 100, 100]  # inside: it does
+        assert not torch.allclose(m.forward_frames(torch.from_numpy(a)), m.forward_frames(torch.from_numpy(c)))
+    loaded = load_mineclip(save_mineclip(m, tmp_path / "crop.pth"))  # the crop travels with the checkpoint
+    assert loaded.cfg.crop == (48, 64, 112, 128)
+    with pytest.raises(ValueError, match="crop"):
+        MineCLIPConfig.preset("debug", patch_size=16, crop=(100, 0, 80, 128))  # outside the frame
+    with pytest.raises(ValueError, match="crop"):
+        MineCLIPConfig.preset("debug", patch_size=16, crop=(0, 0, 100, 128))  # not whole patches
+
+
 def test_save_load_roundtrip(tmp_path, debug_model):
     path = save_mineclip(debug_model, tmp_path / "mc.pth")
     raw = torch.load(path, weights_only=True)

@@ -31,7 +31,7 @@ import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,10 @@ class MineCLIPConfig:
     """Output size D of video and text embeddings (and width of the temporal encoder)."""
     resolution: tuple[int, int] = (160, 256)
     """Input frame (height, width); frames are not resized inside the model."""
+    crop: Optional[tuple[int, int, int, int]] = None
+    """(top, left, height, width) of each input frame that the ViT sees; None = the whole frame (MineCLIP).
+    A world embedder can look at the player's neighbourhood at full resolution instead of the whole scene
+    at a coarse one (the `world` preset of steve1_ray.embedder); the input stays `resolution`."""
     patch_size: int = 16
     vision_width: int = 768
     vision_layers: int = 12
@@ -76,6 +80,8 @@ class MineCLIPConfig:
 
     def __post_init__(self):
         self.resolution = tuple(int(r) for r in self.resolution)
+        if self.crop is not None:
+            self.crop = tuple(int(v) for v in self.crop)
 
         def bad(name, why):
             raise ValueError(f"MineCLIPConfig.{name}={getattr(self, name)!r}: {why}")
@@ -88,6 +94,14 @@ class MineCLIPConfig:
                 bad(name, "must be a positive integer")
         if len(self.resolution) != 2 or any(r % self.patch_size for r in self.resolution):
             bad("resolution", f"must be (height, width), both multiples of patch_size={self.patch_size}")
+        if self.crop is not None:
+            if len(self.crop) != 4 or min(self.crop) < 0 or self.crop[2] <= 0 or self.crop[3] <= 0:
+                bad("crop", "must be (top, left, height, width) with positive height and width")
+            t, l, h, w = self.crop
+            if t + h > self.resolution[0] or l + w > self.resolution[1]:
+                bad("crop", f"must lie inside the {self.resolution[0]}x{self.resolution[1]} frame")
+            if h % self.patch_size or w % self.patch_size:
+                bad("crop", f"height and width must be multiples of patch_size={self.patch_size}")
         if self.vision_width % self.vision_heads:
             bad("vision_heads", f"must divide vision_width={self.vision_width}")
         if self.text_width % self.text_heads:
@@ -113,7 +127,13 @@ class MineCLIPConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["resolution"] = list(self.resolution)
+        d["crop"] = list(self.crop) if self.crop is not None else None
         return d
+
+    @property
+    def vision_size(self) -> tuple[int, int]:
+        """(height, width) of what the ViT sees: the crop, or the whole frame."""
+        return (self.crop[2], self.crop[3]) if self.crop is not None else self.resolution
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +183,8 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, cfg: MineCLIPConfig):
         super().__init__()
-        w, grid = cfg.vision_width, (cfg.resolution[0] // cfg.patch_size) * (cfg.resolution[1] // cfg.patch_size)
+        h_in, w_in = cfg.vision_size
+        w, grid = cfg.vision_width, (h_in // cfg.patch_size) * (w_in // cfg.patch_size)
         scale = w ** -0.5
         self.conv1 = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.cls_token = nn.Parameter(scale * torch.randn(w))
@@ -404,6 +425,9 @@ class MineCLIP(nn.Module):
         x = frames.to(self.device)
         if x.shape[-1] == 3:
             x = x.permute(0, 3, 1, 2)
+        if self.cfg.crop is not None:
+            t, l, ch, cw = self.cfg.crop
+            x = x[:, :, t:t + ch, l:l + cw]
         x = x.float()
         # (x / 255 - mean) / std, written with the 255 folded into mean and std.
         x = (x - self.pixel_mean) / self.pixel_std
