@@ -84,7 +84,7 @@ def test_clipset_batches_and_shared_frames():
 def test_learns_synthetic_goals_above_chance():
     data = _synthetic()
     train, val = split_by_episode(data, 0.34, seed=0)
-    cfg = EmbedderConfig(epochs=10, batch_size=12, lr=3e-3, warmup_steps=3, mineclip={"patch_size": 32,
+    cfg = EmbedderConfig(epochs=10, batch_size=12, lr=3e-3, warmup_steps=3, mineclip={"patch_size": 32, "crop": None,
                          "embed_dim": 64, "temporal_heads": 2, "temporal_dim_head": 32})
     before = retrieval_metrics(load_mineclip(None, cfg.model_config(), seed=0), val)
     model, info = train_embedder(cfg, train, val, log=lambda s: None)
@@ -150,6 +150,19 @@ def test_clips_end_on_the_goal_reached_frame(world):
                  and r["text"] == data.texts[i])
         assert r["start"] < kept[last] <= r["end"]
     assert seg
+    # end_window: the extra clips of a segment end within its last 4 frames (overlapping windows share frames,
+    # so within a segment the frame table is contiguous and index distances are frame distances)
+    near = build_clips(EmbedderConfig(recordings=str(world), clips_per_segment=3, end_window=4), 16)
+    checked = 0
+    for seg_id in np.unique(near.segments):
+        members = np.flatnonzero(near.segments == seg_id)
+        end = int(near.index[members[near.is_end[members]][0], -1])
+        for j in members[~near.is_end[members]]:
+            assert 0 < end - int(near.index[j, -1]) <= 4
+            checked += 1
+    assert checked > 0
+    with pytest.raises(ConfigError, match="end_window"):
+        EmbedderConfig(end_window=-1)
 
 
 @pytest.mark.slow
@@ -202,7 +215,8 @@ def test_ray_train_workers_write_the_same_layout(world, tmp_path, ray_cluster):
     info = run(EmbedderConfig(recordings=str(world), out=str(out), epochs=1, batch_size=8, clips_per_segment=2,
                               num_workers=2), log=lambda s: None)
     assert info["embed_dim"] == 128 and info["history"] and "val/clip_to_goal_acc" in info["final"]
-    assert load_mineclip(out / "mineclip.pth").cfg.patch_size == 32
+    cfg = load_mineclip(out / "mineclip.pth").cfg  # the world preset: 16-px patches on the player's surroundings
+    assert cfg.patch_size == 16 and cfg.crop == (48, 64, 112, 128)
 
 
 def test_keeps_the_best_epoch_on_selection_episodes():
@@ -210,7 +224,8 @@ def test_keeps_the_best_epoch_on_selection_episodes():
 
     data = _synthetic(episodes=12)
     cfg = EmbedderConfig(epochs=4, batch_size=12, lr=3e-3, warmup_steps=3, val_fraction=0.25, select_fraction=0.25,
-                         mineclip={"patch_size": 32, "embed_dim": 32, "temporal_heads": 2, "temporal_dim_head": 16})
+                         mineclip={"patch_size": 32, "crop": None, "embed_dim": 32, "temporal_heads": 2,
+                                   "temporal_dim_head": 16})
     train, val, select = split_train_val_select(data, cfg)
     sets = [set(x.episodes) for x in (train, val, select)]
     assert all(sets) and not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
