@@ -138,8 +138,11 @@ class EmbedderConfig:
 
 
 WORLD_PRESETS = {
-    # MineCLIP's `debug` size with 32-pixel patches (5x8 tokens per 160x256 frame, 2x2 crafter tiles each) and
-    # 128-d goals: trains on a CPU in minutes; the temporal encoder at 512-d would cost as much as the ViT.
+    # MineCLIP's `debug` size and 128-d goals (at 512-d the temporal encoder would cost as much as the ViT). The
+    # ViT sees a 112x128 crop of each 160x256 frame in 16-px patches, one crafter tile each (7x8 tokens): the
+    # player's neighbourhood (it is drawn at rows 71-89, columns 128-144) and the middle of the inventory row.
+    # The whole frame in 32-px patches (2x2 tiles) costs about as much and was no better (benchmarks/results/
+    # embedder.md): what the player is doing is in the tiles next to it, not in the landscape.
     "world": ("debug", {"patch_size": 16, "crop": (48, 64, 112, 128), "embed_dim": 128, "temporal_heads": 4,
                         "temporal_dim_head": 32}),
 }
