@@ -422,13 +422,11 @@ class MineCLIP(nn.Module):
         if frames.ndim != 4 or (tuple(frames.shape[1:]) not in ((h, w, 3), (3, h, w))):
             raise ValueError(f"frames must be (N, {h}, {w}, 3) RGB (or channels-first), got {tuple(frames.shape)}; "
                              f"resize with cv2.resize(frame, ({w}, {h}), interpolation=cv2.INTER_LINEAR)")
-        x = frames.to(self.device)
-        if x.shape[-1] == 3:
-            x = x.permute(0, 3, 1, 2)
-        if self.cfg.crop is not None:
+        x = frames.permute(0, 3, 1, 2) if frames.shape[-1] == 3 else frames
+        if self.cfg.crop is not None:  # crop first: only the region travels to the device
             t, l, ch, cw = self.cfg.crop
             x = x[:, :, t:t + ch, l:l + cw]
-        x = x.float()
+        x = x.to(self.device).float()
         # (x / 255 - mean) / std, written with the 255 folded into mean and std.
         x = (x - self.pixel_mean) / self.pixel_std
         return x.to(self.clip_model.logit_scale.dtype)

@@ -85,6 +85,7 @@ FOCUS_NEEDS = {"place_plant": "collect_sapling", "place_table": "collect_wood", 
                "make_wood_sword": "place_table", "collect_stone": "make_wood_pickaxe", "collect_coal": "make_wood_pickaxe",
                "place_stone": "collect_stone", "make_stone_pickaxe": "collect_stone",
                "make_stone_sword": "collect_stone", "place_furnace": "collect_stone"}
+URGENT = 6.0  # goal weight from which a need (a zombie near, thirst, hunger, exhaustion) overrides a task
 GLANCE_DEG = (-9.0, -6.0, -3.0, 3.0, 6.0, 9.0)  # camera glances: multiples of 3 degrees (20 mouse counts)
 
 
@@ -242,7 +243,7 @@ class Demonstrator:
     def _choose(self) -> str:
         weights = {name: w for name, w in self._weights().items() if name in self.allowed and w > 0}
         if self.focus is not None and weights:
-            urgent = max(weights.values()) >= 6.0  # thirst, hunger, exhaustion or a zombie: needs first
+            urgent = max(weights.values()) >= URGENT  # needs first
             step = self.focus
             while step not in weights and step in FOCUS_NEEDS:  # not feasible yet: work towards it
                 step = FOCUS_NEEDS[step]
@@ -260,22 +261,25 @@ class Demonstrator:
         inv = self.env.player.inventory
         near = self._near_materials()
         has_table = "table" in near
+
+        def room(item: str, goal: str) -> bool:  # inventories stop at 9, except for the episode's task
+            return inv[item] < 9 or self.focus == goal
+
         w: dict[str, float] = {"explore": 0.6}
         if self._nearest_object(objects.Zombie, 4):
-            w["defeat_zombie" if self.env.player.health >= 3 else "flee"] = 6.0
-        focus = self.focus
-        if "tree" in near and (inv["wood"] < 9 or focus == "collect_wood"):
+            w["defeat_zombie" if self.env.player.health >= 3 else "flee"] = URGENT
+        if "tree" in near and room("wood", "collect_wood"):
             w["collect_wood"] = 3.0 if inv["wood"] < 4 else 1.0
-        if "grass" in near and (inv["sapling"] < 9 or focus == "collect_sapling"):
+        if "grass" in near and room("sapling", "collect_sapling"):
             w["collect_sapling"] = 0.6
         if inv["sapling"] >= 1:
             w["place_plant"] = 1.2
-        if inv["wood"] >= 2 and (not has_table or focus == "place_table"):
+        if inv["wood"] >= 2 and (not has_table or self.focus == "place_table"):
             w["place_table"] = 3.0
         if has_table and inv["wood"] >= 1:
             w["make_wood_pickaxe"] = 3.0 if inv["wood_pickaxe"] == 0 else 0.3
             w["make_wood_sword"] = 2.0 if inv["wood_sword"] == 0 else 0.2
-        if inv["wood_pickaxe"] and "stone" in near and (inv["stone"] < 9 or focus == "collect_stone"):
+        if inv["wood_pickaxe"] and "stone" in near and room("stone", "collect_stone"):
             w["collect_stone"] = 2.5
         if inv["wood_pickaxe"] and "coal" in near and inv["coal"] < 9:
             w["collect_coal"] = 1.5
@@ -286,9 +290,9 @@ class Demonstrator:
             w["make_stone_sword"] = 1.0 if inv["stone_sword"] == 0 else 0.2
         if inv["stone"] >= 4 and has_table and "furnace" not in near:
             w["place_furnace"] = 1.5
-        if "water" in near and (inv["drink"] < 9 or focus == "collect_drink"):
+        if "water" in near and room("drink", "collect_drink"):
             w["collect_drink"] = 4.0 if inv["drink"] < 6 else 0.5
-        if self._nearest_object(objects.Cow, self._search_radius()) and (inv["food"] < 9 or focus == "eat_cow"):
+        if self._nearest_object(objects.Cow, self._search_radius()) and room("food", "eat_cow"):
             w["eat_cow"] = 4.0 if inv["food"] < 6 else 0.7
         safe = self.env.player.health >= 5 and not self._nearest_object(objects.Zombie, 8)
         if inv["energy"] < 7 and safe:  # sleeping players take 7 damage per zombie hit: only when none is near

@@ -157,7 +157,6 @@ def _is_done(cfg: RecordConfig, name: str) -> bool:
     return (root / "meta" / f"{name}.json").exists() and video.exists() and jsonl.exists()
 
 
-
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
