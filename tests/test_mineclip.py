@@ -169,6 +169,33 @@ def test_crop_sees_only_its_region(tmp_path):
         MineCLIPConfig.preset("debug", patch_size=16, crop=(0, 0, 100, 128))  # not whole patches
 
 
+def test_temporal_delta_sees_change_with_the_same_weights(tmp_path):
+    from steve1_ray.data.embed import window_embeds, window_embeds_per_window
+
+    plain = load_mineclip(cfg=MineCLIPConfig.preset("debug", embed_dim=32), seed=0)
+    delta = load_mineclip(cfg=MineCLIPConfig.preset("debug", embed_dim=32, temporal_delta=True), seed=0)
+    assert delta.state_dict().keys() == plain.state_dict().keys()  # no new weights: the attn.pth layout
+    delta.load_state_dict(plain.state_dict())
+    feats = torch.randn(3, 16, 32)
+    with torch.no_grad():
+        # the input is the 16 features and their 15 successive differences (positions 16..30)
+        expected = plain.temporal_encoder(torch.cat([feats, feats[:, 1:] - feats[:, :-1]], dim=1))
+        torch.testing.assert_close(delta.pool_features(feats), expected)
+        assert not torch.allclose(delta.pool_features(feats), plain.pool_features(feats))
+    # computed inside the pooling, so cached per-frame features still give the per-window result exactly
+    frames = np.random.default_rng(2).integers(0, 256, (19, 160, 256, 3), dtype=np.uint8)
+    cached, _ = window_embeds(delta, frames, frame_batch=7)
+    per_window, _ = window_embeds_per_window(delta, frames, window_batch=2)
+    assert np.abs(cached - per_window).max() < 1e-4
+    assert load_mineclip(save_mineclip(delta, tmp_path / "delta.pth")).cfg.temporal_delta is True
+    with pytest.raises(ValueError, match="features must be"):
+        delta.pool_features(torch.zeros(1, 17, 32))  # 33 tokens > temporal_max_seq_len 32
+    with pytest.raises(ValueError, match="temporal_delta"):
+        MineCLIPConfig.preset("debug", temporal_delta=True, temporal_max_seq_len=30)
+    with pytest.raises(ValueError, match="temporal_delta"):
+        MineCLIPConfig.preset("debug", temporal_delta="yes")
+
+
 def test_save_load_roundtrip(tmp_path, debug_model):
     path = save_mineclip(debug_model, tmp_path / "mc.pth")
     raw = torch.load(path, weights_only=True)

@@ -77,6 +77,13 @@ class MineCLIPConfig:
     """Reward-head video adapter MLP depth ('v0-2.t0': 0 image, 2 video, 0 text adapter layers)."""
     window: int = 16
     """Frames per video embedding (STEVE-1 embeds every 16-frame window)."""
+    temporal_delta: bool = False
+    """The temporal encoder also sees the change of the per-frame features from one frame to the next: its
+    input is the L features followed by the L-1 differences f[k] - f[k-1] (2L-1 tokens, positions L.. of the
+    same positional table; no new weights, the attn.pth layout is unchanged). What a short clip *did* (an item
+    count went up, a table appeared, a cow vanished) is in what changed between its frames, which a mean over
+    frames hides: on crafter a linear probe of a clip's last-minus-first frame names its goal far better than
+    one of its last frame (benchmarks/results/embedder.md). Off for MineCLIP as released."""
 
     def __post_init__(self):
         self.resolution = tuple(int(r) for r in self.resolution)
@@ -108,6 +115,11 @@ class MineCLIPConfig:
             bad("text_heads", f"must divide text_width={self.text_width}")
         if self.window > self.temporal_max_seq_len:
             bad("window", f"must be <= temporal_max_seq_len={self.temporal_max_seq_len}")
+        if not isinstance(self.temporal_delta, bool):
+            bad("temporal_delta", "must be true or false")
+        if self.temporal_delta and 2 * self.window - 1 > self.temporal_max_seq_len:
+            bad("temporal_delta", f"needs 2*window-1={2 * self.window - 1} <= temporal_max_seq_len="
+                                  f"{self.temporal_max_seq_len} positions")
         if not isinstance(self.video_adapter_layers, int) or self.video_adapter_layers < 0:
             bad("video_adapter_layers", "must be an integer >= 0")
 
@@ -438,10 +450,13 @@ class MineCLIP(nn.Module):
     def pool_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Temporal pooling of per-frame features: (B, L, D) -> (B, D)."""
         feats = _as_tensor(feats)
-        if feats.ndim != 3 or feats.shape[-1] != self.embed_dim or feats.shape[1] > self.cfg.temporal_max_seq_len:
-            raise ValueError(f"features must be (B, L<={self.cfg.temporal_max_seq_len}, {self.embed_dim}), "
-                             f"got {tuple(feats.shape)}")
-        return self.temporal_encoder(feats.to(self.device, self.clip_model.logit_scale.dtype))
+        longest = (self.cfg.temporal_max_seq_len + 1) // 2 if self.cfg.temporal_delta else self.cfg.temporal_max_seq_len
+        if feats.ndim != 3 or feats.shape[-1] != self.embed_dim or feats.shape[1] > longest:
+            raise ValueError(f"features must be (B, L<={longest}, {self.embed_dim}), got {tuple(feats.shape)}")
+        feats = feats.to(self.device, self.clip_model.logit_scale.dtype)
+        if self.cfg.temporal_delta:
+            feats = torch.cat([feats, feats[:, 1:] - feats[:, :-1]], dim=1)  # (B, 2L-1, D)
+        return self.temporal_encoder(feats)
 
     def forward_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, 77) int64 tokens -> (B, D) text embeddings (with grad if enabled)."""
