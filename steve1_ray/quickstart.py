@@ -179,7 +179,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     checkpoint = _latest_checkpoint(train_dir)
     st.run("serve: start the prompt-to-action service", "serve", "steve1_ray.serving.run",
            ["--non-blocking", "--port", str(cfg.port), f"checkpoint={checkpoint}",
-            f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1"])
+            f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1",
+            "rollout_env_kwargs={zombie_rate: 0.2}"])
     print(f"\n[{len(st.times) + 1}] play {cfg.prompt!r} through http://127.0.0.1:{cfg.port}/rollouts", flush=True)
     t = time.time()
     play = _play_prompt(cfg, st.path("play"))

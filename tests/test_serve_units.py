@@ -126,3 +126,6 @@ def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
         app_builder({**args, "max_sesions": 3})  # typo: the error lists the known keys
     with pytest.raises(ValueError, match="rollout_backend"):
         app_builder({**args, "rollout_backend": "doom"})
+    assert args["rollout_env_kwargs"] == {"zombie_rate": 0.2}  # the world the recordings were made in
+    with pytest.raises(ValueError, match="zombie_rat"):
+        app_builder({**args, "rollout_env_kwargs": {"zombie_rat": 0.2}})  # typo: refused before any actor starts

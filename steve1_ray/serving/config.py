@@ -6,7 +6,7 @@ where Serve itself reads them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from steve1_ray.config import check
@@ -65,6 +65,9 @@ class ServeConfig:
     """Rollout actors in the pool."""
     rollout_backend: str = "crafter"
     """World of the rollout actors: crafter (embedded) or minerl (when installed)."""
+    rollout_env_kwargs: dict = field(default_factory=dict)
+    """Keyword arguments of the rollout world, e.g. {zombie_rate: 0.2}: the world the recordings (and the
+    evaluation, configs/eval/crafter.yaml) use; crafter's own rate of 1 kills the player at the first night."""
     rollout_max_steps: int = 1000
     """Largest episode length a rollout may ask for."""
     rollout_default_steps: int = 200
@@ -87,6 +90,16 @@ class ServeConfig:
         check(self.max_payload_bytes >= 1024, f"max_payload_bytes must be >= 1024, got {self.max_payload_bytes}")
         check(self.rollout_backend in ("crafter", "minerl"),
               f"rollout_backend must be crafter or minerl, got {self.rollout_backend!r}")
+        check(isinstance(self.rollout_env_kwargs, dict),
+              f"rollout_env_kwargs must be a mapping, e.g. {{zombie_rate: 0.2}}, got {self.rollout_env_kwargs!r}")
+        if self.rollout_backend == "crafter":  # a typo fails here, not later inside every rollout actor
+            import inspect
+
+            from steve1_ray.world.crafter_env import CrafterEnv
+
+            known = set(inspect.signature(CrafterEnv.__init__).parameters) - {"self"}
+            unknown = sorted(set(self.rollout_env_kwargs) - known)
+            check(not unknown, f"rollout_env_kwargs: unknown crafter option(s) {unknown}; known: {sorted(known)}")
         check(self.rollout_workers >= 0, f"rollout_workers must be >= 0, got {self.rollout_workers}")
         check(1 <= self.rollout_default_steps <= self.rollout_max_steps,
               f"rollout_default_steps {self.rollout_default_steps} must be in [1, rollout_max_steps="

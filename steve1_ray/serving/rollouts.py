@@ -98,7 +98,7 @@ class RolloutWorker:
 
         self.cfg = from_dict(ServeConfig, cfg)
         self.app_name = app_name
-        self.env = make_env(self.cfg.rollout_backend)
+        self.env = make_env(self.cfg.rollout_backend, **self.cfg.rollout_env_kwargs)
         self.lock = threading.Lock()
         self.latest: np.ndarray | None = None
         self.progress_ = {}
