@@ -40,6 +40,11 @@ def _device_of(model):
         return torch.device("cpu")
 
 
+def _no_embeds(model, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(zeros (n, D) float32, valid (n,) bool): rows t < 15 never get a full 16-frame window."""
+    return np.zeros((n, int(model.embed_dim)), np.float32), np.arange(n) >= WINDOW - 1
+
+
 def window_embeds(model, frames: np.ndarray, frame_batch: int = 64, window_batch: int = 512,
                   dtype: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """Cached-feature method. frames (N, 160, 256, 3) uint8 RGB -> (embeds (N, D) float32, valid (N,) bool).
@@ -50,9 +55,7 @@ def window_embeds(model, frames: np.ndarray, frame_batch: int = 64, window_batch
     import torch
 
     n = len(frames)
-    dim = int(model.embed_dim)
-    embeds = np.zeros((n, dim), np.float32)
-    valid = np.arange(n) >= WINDOW - 1
+    embeds, valid = _no_embeds(model, n)
     if n < WINDOW:
         return embeds, valid
     device = _device_of(model)
@@ -75,9 +78,7 @@ def window_embeds_per_window(model, frames: np.ndarray, window_batch: int = 8,
     import torch
 
     n = len(frames)
-    dim = int(model.embed_dim)
-    embeds = np.zeros((n, dim), np.float32)
-    valid = np.arange(n) >= WINDOW - 1
+    embeds, valid = _no_embeds(model, n)
     if n < WINDOW:
         return embeds, valid
     device = _device_of(model)
