@@ -6,8 +6,8 @@
 Every stage runs the same job a user would run by hand (`steve1 record ...`, `steve1 dataset ...`, ...), with
 small settings, on one local Ray cluster; the commands are printed as they run, so each stage can be re-run
 or scaled up alone. Outputs go under `out` (default `runs/quickstart`). Stages whose outputs exist are skipped
-on a re-run (`fresh=true` starts over). On 2 idle CPU cores the default budget takes about 6 minutes (benchmarks/RESULTS.md);
-`tiny=true` shrinks every stage for a smoke test.
+on a re-run (`fresh=true` starts over). On 2 idle CPU cores the default budget takes about 6 minutes
+(benchmarks/RESULTS.md); `tiny=true` shrinks every stage for a smoke test.
 """
 from __future__ import annotations
 
