@@ -459,8 +459,9 @@ def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print,
                    world_size: int = 1, select: ClipSet | None = None) -> tuple[MineCLIP, dict]:
     """Plain PyTorch loop. With `select` episodes, the returned model is the epoch that scored best on them
     (`selection_score`); `info["final"]` is that epoch's metrics and `info["best_epoch"]` its number. With
-    world_size > 1 (under Ray Train) each rank takes its slice of every batch and gradients are averaged with an all-reduce before the step (the loss is not a per-sample sum, so DDP's
-    forward hooks would not fit the text and pooling towers used outside `forward`)."""
+    world_size > 1 (under Ray Train) each rank takes its slice of every batch and gradients are averaged with an
+    all-reduce before the step (the loss is not a per-sample sum, so DDP's forward hooks would not fit the text
+    and pooling towers used outside `forward`)."""
     torch.manual_seed(cfg.seed)
     model = _initial_model(cfg)
     if cfg.center_init and not cfg.init:

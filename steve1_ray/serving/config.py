@@ -92,14 +92,10 @@ class ServeConfig:
               f"rollout_backend must be crafter or minerl, got {self.rollout_backend!r}")
         check(isinstance(self.rollout_env_kwargs, dict),
               f"rollout_env_kwargs must be a mapping, e.g. {{zombie_rate: 0.2}}, got {self.rollout_env_kwargs!r}")
-        if self.rollout_backend == "crafter":  # a typo fails here, not later inside every rollout actor
-            import inspect
+        from steve1_ray.world.env import unknown_env_kwargs
 
-            from steve1_ray.world.crafter_env import CrafterEnv
-
-            known = set(inspect.signature(CrafterEnv.__init__).parameters) - {"self"}
-            unknown = sorted(set(self.rollout_env_kwargs) - known)
-            check(not unknown, f"rollout_env_kwargs: unknown crafter option(s) {unknown}; known: {sorted(known)}")
+        unknown = unknown_env_kwargs(self.rollout_backend, self.rollout_env_kwargs)  # a typo fails here, not
+        check(not unknown, f"rollout_env_kwargs: unknown {self.rollout_backend} option(s) {unknown}")  # in actors
         check(self.rollout_workers >= 0, f"rollout_workers must be >= 0, got {self.rollout_workers}")
         check(1 <= self.rollout_default_steps <= self.rollout_max_steps,
               f"rollout_default_steps {self.rollout_default_steps} must be in [1, rollout_max_steps="

@@ -121,6 +121,19 @@ class WorldEnv(abc.ABC):
 BACKENDS = ("crafter", "minerl")
 
 
+def unknown_env_kwargs(backend: str, kwargs) -> list[str]:
+    """Keys of `kwargs` that `make_env(backend, **kwargs)` would refuse (crafter's options are checked; MineRL's
+    HumanSurvival takes open-ended settings and is not imported for this)."""
+    if backend != "crafter":
+        return []
+    import inspect
+
+    from steve1_ray.world.crafter_env import CrafterEnv
+
+    known = set(inspect.signature(CrafterEnv.__init__).parameters) - {"self"}
+    return sorted(set(kwargs) - known)
+
+
 def make_env(backend: str = "crafter", **kwargs) -> WorldEnv:
     """Build a world env. `crafter` (embedded, default) or `minerl` (MineRL 1.0 HumanSurvival)."""
     if backend == "crafter":
