@@ -16,8 +16,8 @@ from steve1_ray.train.data import (InMemoryEpisodes, SequenceDataset, collate, e
                                    val_batches)
 from steve1_ray.train.loop import optimizer_step, piece_loss
 from steve1_ray.train.optim import build_optimizer, decay_groups, enable_activation_checkpointing, freeze_parts
-from steve1_ray.train.relabel import (goal_index_per_timestep, goal_timesteps, relabel, sequence_rng,
-                                      sequence_starts)
+from steve1_ray.train.relabel import (NONE_EMBED_OFFSET, goal_index_per_timestep, goal_timesteps, relabel,
+                                      sequence_rng, sequence_starts)
 from steve1_ray.train.schedule import lr_at
 
 torch.set_num_threads(1)
@@ -102,6 +102,23 @@ def test_goal_timesteps_spacing_and_mapping():
         assert np.all(mapped >= np.arange(start, start + len(mapped)) - 1)  # a goal is never in the past
     assert min(spacings) == 15 and max(spacings) == 199
     assert np.mean(spacings) == pytest.approx((15 + 199) / 2, rel=0.05)
+
+
+def test_short_goal_spacing_starts_at_the_first_goal_clip():
+    """Spacings below 15 (short activities): no goal before frame 15, the rest spaced as drawn."""
+    rng = np.random.default_rng(1)
+    spacings = []
+    for _ in range(200):
+        n = int(rng.integers(40, 400))
+        goals = goal_timesteps(n, 4, 12, rng)
+        assert goals[0] >= NONE_EMBED_OFFSET and goals[-1] == n - 1 and np.all(np.diff(goals) > 0)
+        spacings += np.diff(goals)[:-1].tolist()
+        embeds = np.arange(n, dtype=np.float32)[:, None].repeat(3, 1)
+        valid = np.arange(n) >= NONE_EMBED_OFFSET  # what the dataset stores: no clip before frame 15
+        goal, goal_t, _ = relabel(embeds, valid, 0, min(n, 32), 4, 12, 0.0, rng)
+        assert np.all(goal_t >= NONE_EMBED_OFFSET) and np.all(goal[:, 0] == goal_t)
+        assert np.all(goal_t - np.arange(len(goal_t)) < 12 + NONE_EMBED_OFFSET)
+    assert min(spacings) == 4 and max(spacings) == 11
 
 
 def test_relabel_fresh_per_epoch_reproducible_and_p_uncond_statistics():
@@ -261,7 +278,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
 # ---- configs ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("override,match", [
     (["T=100", "trunc_t=64"], "not a multiple of trunc_t"),
-    (["min_btwn_goals=10"], "must be >= 15"),
+    (["min_btwn_goals=0"], "must be >= 1"),
     (["max_btwn_goals=15"], "must be > min_btwn_goals"),
     (["precision=fp8"], "choose one of"),
     (["p_uncond=1.5"], r"p_uncond=1.5 must be in \[0, 1\]"),

@@ -90,7 +90,7 @@ def test_space_is_checked_against_the_training_config():
         ({"T": {"dist": "choice", "values": [320, 640]}, "trunc_t": {"dist": "choice", "values": [64, 100]}},
          "not a multiple of trunc_t"),
         ({"p_uncond": {"dist": "uniform", "low": 0.0, "high": 1.5}}, "p_uncond=1.5 must be in [0, 1]"),
-        ({"min_btwn_goals": {"dist": "int", "low": 5, "high": 20}}, "must be >= 15"),
+        ({"min_btwn_goals": {"dist": "int", "low": 0, "high": 20}}, "must be >= 1"),
         ({"learning_rate": {"dist": "loguniform", "low": 1e-5, "high": 1e-3}}, "unknown key(s) ['learning_rate']"),
     ]
     for space, fragment in cases:

@@ -55,7 +55,8 @@ class TrainConfig:
     """Frames per piece of truncated BPTT; the recurrent state is carried (detached) from piece to piece."""
     min_btwn_goals: int = 15
     max_btwn_goals: int = 200
-    """Goal spacing is `randint(min_btwn_goals, max_btwn_goals)` (high bound exclusive), as in STEVE-1."""
+    """Goal spacing is `randint(min_btwn_goals, max_btwn_goals)` (high bound exclusive), as in STEVE-1. Below 15
+    (short activities, e.g. the embedded world's) goals still start at frame 15, the first with a goal clip."""
     p_uncond: float = 0.1
     """Probability that a whole sequence gets zero goal embeddings (the classifier-free-guidance token)."""
     loader_threads: int = 2
@@ -133,8 +134,7 @@ class TrainConfig:
         check(self.T > 0 and self.trunc_t > 0, f"T={self.T} and trunc_t={self.trunc_t} must be positive")
         check(self.T % self.trunc_t == 0,
               f"T={self.T} is not a multiple of trunc_t={self.trunc_t}: choose e.g. T={self.T // self.trunc_t * self.trunc_t or self.trunc_t}")
-        check(self.min_btwn_goals >= 15,
-              f"min_btwn_goals={self.min_btwn_goals}: must be >= 15 (the first 15 frames have no 16-frame goal embedding)")
+        check(self.min_btwn_goals >= 1, f"min_btwn_goals={self.min_btwn_goals}: must be >= 1")
         check(self.max_btwn_goals > self.min_btwn_goals,
               f"max_btwn_goals={self.max_btwn_goals} must be > min_btwn_goals={self.min_btwn_goals} (randint's high bound is exclusive)")
         check(0.0 <= self.p_uncond <= 1.0, f"p_uncond={self.p_uncond} must be in [0, 1]")

@@ -6,6 +6,11 @@ For an episode of N frames, goal timesteps are drawn over the whole episode: `cu
 `t <= goal_i + 1` (the frame right after a goal still shows it), i.e. always a future 16-frame clip.
 With probability `p_uncond` the whole sequence gets zero embeddings.
 
+Spacings below 15 frames (ours, for worlds whose activities are shorter than Minecraft's: a crafter goal
+takes about 16 frames, a tree in Minecraft 100+) are allowed: goals are never placed before frame 15, the
+first with a 16-frame clip, so the early frames of an episode share that first goal. With
+`min_btwn_goals >= 15` (the original's range) this never triggers and the draws are the original's.
+
 The original draws from the global NumPy RNG inside DataLoader workers; here each sequence gets its own
 generator `default_rng([seed, epoch, index])`, so goals are fresh every epoch, identical on resume and on any
 number of workers, and fixed for validation (`epoch = val_seed`).
@@ -26,7 +31,7 @@ def goal_timesteps(n_frames: int, min_btwn_goals: int, max_btwn_goals: int,
     goals = []
     cur = 0
     while cur < n_frames - 1:
-        cur += int(rng.integers(min_btwn_goals, max_btwn_goals))
+        cur = max(cur + int(rng.integers(min_btwn_goals, max_btwn_goals)), NONE_EMBED_OFFSET)
         if n_frames - cur < min_btwn_goals:
             cur = n_frames - 1
         goals.append(cur)
