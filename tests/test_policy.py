@@ -108,7 +108,7 @@ def test_2x_preset_keys_and_size_on_meta_device():
     assert list(sd).index("pi_head.camera.linear_layer.weight") < list(sd).index("pi_head.buttons.linear_layer.weight")
 
 
-@pytest.mark.parametrize("preset,hid,width", [("1x", 1024, 4), ("3x", 3072, 12)])
+@pytest.mark.parametrize("preset,hid,width", [("1x", 1024, 4), ("3x", 3072, 12), ("small", 128, 1)])
 def test_other_presets_build_on_meta(preset, hid, width):
     with torch.device("meta"):
         policy = build_policy(preset)

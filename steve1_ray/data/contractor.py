@@ -176,6 +176,31 @@ class ConvertedActions:
     env_actions: dict[str, np.ndarray]  # each (L,) int8; camera (L, 2) float64 degrees
     gui_open: np.ndarray  # (L,) bool
     cursor_xy: np.ndarray  # (L, 2) float64, mouse x/y in 720p coordinates
+    events: np.ndarray | None = None  # (L,) bool: a `stats` counter rose after this line (see stat_events)
+
+
+# Minecraft's "custom" statistics count time and distance (play_time, walk_one_cm, ...): they rise on
+# almost every tick, so they are not events. Everything else (crafter's achievements, Minecraft's
+# mine_block / craft_item / pickup / kill_entity / use_item counters) is.
+IGNORED_STAT_PREFIXES = ("minecraft.custom", "custom")
+
+
+def stat_events(steps: list[dict], ignore: tuple[str, ...] = IGNORED_STAT_PREFIXES) -> np.ndarray:
+    """(L,) bool: line i's `stats` has a counter above line i-1's (its action achieved something: a tree
+    chopped, a cow eaten, an item crafted). Lines without `stats`, or with a malformed one, have no event."""
+    events = np.zeros(len(steps), bool)
+    prev: dict = {}
+    for i, step in enumerate(steps):
+        stats = step.get("stats")
+        if not isinstance(stats, dict):
+            continue
+        for key, value in stats.items():
+            if not isinstance(value, (int, float)) or str(key).startswith(ignore):
+                continue
+            if value > prev.get(key, 0):
+                events[i] = True
+        prev = stats
+    return events
 
 
 def convert_actions(steps: list[dict], vpt_compat: bool = False, where: str = "actions.jsonl") -> ConvertedActions:
@@ -234,7 +259,7 @@ def convert_actions(steps: list[dict], vpt_compat: bool = False, where: str = "a
             cursor_xy[i] = (_field(step, ("mouse", "x"), where, i), _field(step, ("mouse", "y"), where, i))
     acts_out: dict[str, np.ndarray] = dict(acts)
     acts_out["camera"] = camera
-    return ConvertedActions(keep, acts_out, gui_open, cursor_xy)
+    return ConvertedActions(keep, acts_out, gui_open, cursor_xy, stat_events(steps))
 
 
 # --------------------------------------------------------------------------------------------------

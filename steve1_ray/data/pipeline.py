@@ -120,6 +120,16 @@ def _error_row(task: dict, reason: str) -> dict:
             "camera": b"", "env_buttons": b"", "env_camera": b"", "mineclip": b"", "episode": ""}
 
 
+def event_frames(actions, n_frames: int) -> list[int]:
+    """Kept-frame indices whose action achieved something (`stat_events`); an event on a dropped (null)
+    line moves to the next kept frame. Sorted, unique, < n_frames."""
+    if actions.events is None or not actions.events.any():
+        return []
+    kept_before = np.cumsum(actions.keep) - actions.keep  # kept frames before each line = its frame index
+    frames = np.unique(kept_before[np.flatnonzero(actions.events)])
+    return [int(f) for f in frames if f < n_frames]
+
+
 def convert_episode(task: dict, cfg: DataConfig) -> Iterator[dict]:
     """Yield one row per segment of the episode, or a single error row (never raises).
 
@@ -192,7 +202,7 @@ def convert_episode(task: dict, cfg: DataConfig) -> Iterator[dict]:
         pending["last"] = True
         pending["episode"] = json.dumps({
             "n_frames": n_frames, "n_lines": len(actions.keep), "seconds": len(actions.keep) / FPS,
-            "convert_s": round(time.perf_counter() - t0, 3)})
+            "convert_s": round(time.perf_counter() - t0, 3), "events": event_frames(actions, n_frames)})
         yield pending
     except EpisodeError as e:
         yield _error_row(task, str(e))
@@ -329,7 +339,7 @@ class Ledger:
         entry = {"episode_id": eid, "n_frames": st["episode"]["n_frames"], "n_segments": len(segs),
                  "n_lines": st["episode"]["n_lines"], "seconds": st["episode"]["seconds"],
                  "source": st["task"]["source"], "video": st["task"]["video"], "index": st["task"]["index"],
-                 "segments": segs}
+                 "events": st["episode"].get("events", []), "segments": segs}
         self.store.delete(f"quarantine/{eid}.json")
         self.store.write_json(f"index/{eid}.json", entry)
         self.finished.append(eid)

@@ -57,6 +57,11 @@ class TrainConfig:
     max_btwn_goals: int = 200
     """Goal spacing is `randint(min_btwn_goals, max_btwn_goals)` (high bound exclusive), as in STEVE-1. Below 15
     (short activities, e.g. the embedded world's) goals still start at frame 15, the first with a goal clip."""
+    goal_event_horizon: int = 0
+    """Ours, off (0) by default: a frame whose episode has an *event* (a `stats` counter rose: an achievement, a
+    block mined, an item crafted) at most this many frames ahead is conditioned on the clip that ends just after
+    that event instead of the spaced goal, i.e. on what it is about to achieve. Needs a dataset written by
+    `steve1 dataset` since events were recorded (index entries with `events`)."""
     p_uncond: float = 0.1
     """Probability that a whole sequence gets zero goal embeddings (the classifier-free-guidance token)."""
     loader_threads: int = 2
@@ -137,6 +142,7 @@ class TrainConfig:
         check(self.min_btwn_goals >= 1, f"min_btwn_goals={self.min_btwn_goals}: must be >= 1")
         check(self.max_btwn_goals > self.min_btwn_goals,
               f"max_btwn_goals={self.max_btwn_goals} must be > min_btwn_goals={self.min_btwn_goals} (randint's high bound is exclusive)")
+        check(self.goal_event_horizon >= 0, f"goal_event_horizon={self.goal_event_horizon} must be >= 0 (0 = off)")
         check(0.0 <= self.p_uncond <= 1.0, f"p_uncond={self.p_uncond} must be in [0, 1]")
         check(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in [0, 1)")
         check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")

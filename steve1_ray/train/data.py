@@ -40,6 +40,9 @@ class EpisodeSource(Protocol):
     def embeds(self, episode_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(embeds (N, D) float32, embed_valid (N,) bool) for the whole episode."""
 
+    def events(self, episode_id: str) -> np.ndarray | None:
+        """Sorted frame indices whose action achieved something (`stats` rose), or None if not recorded."""
+
 
 class InMemoryEpisodes:
     """Episodes held as arrays: {id: {"frames", "buttons", "camera", "embeds"[, "embed_valid"]}}."""
@@ -64,6 +67,10 @@ class InMemoryEpisodes:
             valid = np.arange(len(ep["embeds"])) >= NONE_EMBED_OFFSET
         return ep["embeds"], valid
 
+    def events(self, episode_id: str) -> np.ndarray | None:
+        events = self.episodes[episode_id].get("events")
+        return None if events is None else np.asarray(events, np.int64)
+
 
 class ShardEpisodes:
     """Episodes of a Parquet shard dataset (`steve1_ray.data.shards`; a local path or a URI).
@@ -77,7 +84,9 @@ class ShardEpisodes:
 
         self.root = str(root)
         self._shards = shards
-        self._lengths = {eid: int(e["n_frames"]) for eid, e in shards.list_episodes(self.root).items()}
+        entries = shards.list_episodes(self.root)
+        self._lengths = {eid: int(e["n_frames"]) for eid, e in entries.items()}
+        self._events = {eid: np.asarray(e["events"], np.int64) for eid, e in entries.items() if "events" in e}
         self._embeds: collections.OrderedDict[str, tuple] = collections.OrderedDict()
         self._cache_size = cache_episodes
         self._lock = threading.Lock()
@@ -109,6 +118,11 @@ class ShardEpisodes:
         return out
 
 
+    def events(self, episode_id: str) -> np.ndarray | None:
+        """From the episode's index entry; None for datasets written before events were recorded."""
+        return self._events.get(episode_id)
+
+
 class MultiSource:
     """Several shard datasets behind one EpisodeSource; episode keys are `<root>\t<episode_id>`."""
 
@@ -138,6 +152,10 @@ class MultiSource:
         src, eid = self._split(key)
         return src.embeds(eid)
 
+    def events(self, key: str):
+        src, eid = self._split(key)
+        return src.events(eid)
+
 
 @dataclass(frozen=True)
 class SequenceSpec:
@@ -149,9 +167,9 @@ class SequenceDataset:
     """All T-frame sequences of some episodes; `load(index, epoch)` reads and relabels one."""
 
     def __init__(self, source: EpisodeSource, episode_ids: list[str], T: int, min_btwn_goals: int,
-                 max_btwn_goals: int, p_uncond: float, seed: int):
+                 max_btwn_goals: int, p_uncond: float, seed: int, event_horizon: int = 0):
         self.source = source
-        self.T, self.seed = T, seed
+        self.T, self.seed, self.event_horizon = T, seed, event_horizon
         self.min_btwn_goals, self.max_btwn_goals, self.p_uncond = min_btwn_goals, max_btwn_goals, p_uncond
         self.sequences: list[SequenceSpec] = []
         self.skipped: list[str] = []
@@ -174,8 +192,15 @@ class SequenceDataset:
         spec = self.sequences[index]
         embeds, valid = self.source.embeds(spec.episode_id)
         rng = sequence_rng(self.seed, epoch, index)
+        events = None
+        if self.event_horizon:
+            events = self.source.events(spec.episode_id)
+            if events is None:
+                raise ValueError(f"episode {spec.episode_id} has no recorded events, needed by goal_event_horizon="
+                                 f"{self.event_horizon}: rebuild the dataset with `steve1 dataset` (index entries "
+                                 "now carry `events`), or set goal_event_horizon=0")
         goal_embed, _, uncond = relabel(embeds, valid, spec.start, self.T, self.min_btwn_goals,
-                                        self.max_btwn_goals, self.p_uncond, rng)
+                                        self.max_btwn_goals, self.p_uncond, rng, events, self.event_horizon)
         seq = self.source.read(spec.episode_id, spec.start, spec.start + self.T)
         if len(seq["buttons"]) != self.T or len(seq["frames"]) != self.T:
             raise ValueError(f"episode {spec.episode_id}: frames [{spec.start}, {spec.start + self.T}) gave "
