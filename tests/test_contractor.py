@@ -12,7 +12,7 @@ import pytest
 from conftest import FIXTURES, SHARED
 from steve1_ray.data import EpisodeError, load_contractor_episode
 from steve1_ray.data.contractor import (ENV_BUTTON_KEYS, convert_actions, default_cursor, iter_video_frames,
-                                        pack_env_buttons, unpack_env_buttons)
+                                        pack_env_buttons, stat_events, unpack_env_buttons)
 from steve1_ray.data.synthetic import synthetic_lines, write_episode
 
 FIX = FIXTURES / "contractor"
@@ -210,3 +210,31 @@ def test_fixture_copy_round_trip(tmp_path):
     ep = load_contractor_episode(str(tmp_path / "v.mp4"), str(tmp_path / "a.jsonl"))
     assert ep["frames"].shape == (24, 128, 128, 3) and ep["env_actions"]["camera"].shape == (24, 2)
     assert set(ep.env_actions) == set(ENV_BUTTON_KEYS) | {"camera"}
+
+
+def test_stat_events_are_counter_rises_except_time_and_distance():
+    steps = [_line(keys=["key.keyboard.w"]) for _ in range(7)]
+    stats = [{}, {"crafter:collect_wood": 1}, {"crafter:collect_wood": 1},  # a rise, then none
+             {"crafter:collect_wood": 1, "minecraft.custom:minecraft.play_time": 60},  # time is not an event
+             {"crafter:collect_wood": 2, "minecraft.custom:minecraft.play_time": 80},
+             "garbage", {"crafter:collect_wood": 2, "mine_block.stone": "x"}]  # malformed: no event, no crash
+    for step, s in zip(steps, stats):
+        step["stats"] = s
+    steps.append(_line(keys=["key.keyboard.w"]))  # no stats field at all
+    assert stat_events(steps).tolist() == [False, True, False, False, True, False, False, False]
+    assert convert_actions(steps).events.tolist() == stat_events(steps).tolist()
+
+
+def test_event_frames_follow_kept_frames():
+    from steve1_ray.data.pipeline import event_frames
+
+    steps = [_line(keys=["key.keyboard.w"]), _line(), _line(keys=["key.keyboard.w"]), _line(),
+             _line(keys=["key.keyboard.w"])]  # lines 1 and 3 are null actions, dropped
+    for i, step in enumerate(steps):
+        step["stats"] = {"crafter:eat_cow": int(i >= 1) + int(i >= 3) + int(i >= 4)}
+    conv = convert_actions(steps)
+    assert conv.keep.tolist() == [True, False, True, False, True] and conv.events.tolist() == [
+        False, True, False, True, True]
+    # line 1 (dropped) -> the next kept frame (1); lines 3 and 4 both land on frame 2
+    assert event_frames(conv, n_frames=3) == [1, 2]
+    assert event_frames(conv, n_frames=2) == [1]

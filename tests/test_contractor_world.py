@@ -1,6 +1,8 @@
 """The conversion on real embedded-world recordings (steve1_ray.world recorder, contractor format)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,7 @@ recorder = pytest.importorskip("steve1_ray.world.recorder")
 
 from steve1_ray.actions import env_to_policy  # noqa: E402
 from steve1_ray.data import load_contractor_episode  # noqa: E402
-from steve1_ray.data.contractor import resize_policy  # noqa: E402
+from steve1_ray.data.contractor import read_actions, resize_policy  # noqa: E402
 from steve1_ray.data.sources import resolve_sources  # noqa: E402
 
 
@@ -30,3 +32,9 @@ def test_recorded_world_episode_round_trips(tmp_path):
     # frames: H.264 is lossy, so compare to the played frames with a tolerance
     ref = np.stack([resize_policy(rec.played_frames[i]) for i in kept])
     assert np.abs(ep.frames.astype(int) - ref).mean() < 4
+    # events (goal_event_horizon): one per step that unlocked achievements, on the step that did it
+    events = read_actions(tasks[0].actions).events
+    unlocked = sum(rec.achievements.values())
+    assert unlocked > 0 and 0 < events.sum() <= unlocked
+    stats = [json.loads(line).get("stats", {}) for line in open(tasks[0].actions)]
+    assert all(sum(stats[i].values()) > sum(stats[i - 1].values()) for i in np.flatnonzero(events) if i > 0)

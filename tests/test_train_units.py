@@ -16,8 +16,8 @@ from steve1_ray.train.data import (InMemoryEpisodes, SequenceDataset, collate, e
                                    val_batches)
 from steve1_ray.train.loop import optimizer_step, piece_loss
 from steve1_ray.train.optim import build_optimizer, decay_groups, enable_activation_checkpointing, freeze_parts
-from steve1_ray.train.relabel import (NONE_EMBED_OFFSET, goal_index_per_timestep, goal_timesteps, relabel,
-                                      sequence_rng, sequence_starts)
+from steve1_ray.train.relabel import (NONE_EMBED_OFFSET, event_goals, goal_index_per_timestep, goal_timesteps,
+                                      relabel, sequence_rng, sequence_starts)
 from steve1_ray.train.schedule import lr_at
 
 torch.set_num_threads(1)
@@ -364,3 +364,37 @@ def test_validation_is_fixed_and_independent_of_batch_size():
         assert r["val/loss"] == pytest.approx(results[0]["val/loss"], rel=1e-5)
         assert r["val/nll"] == pytest.approx(results[0]["val/nll"], rel=1e-5)
     assert results[0]["val/loss"] == pytest.approx(results[0]["val/nll"] * 8, rel=1e-6)  # sum over trunc_t=8
+
+
+def test_event_goals_condition_the_frames_before_an_event_on_it():
+    n = 200
+    goal_t = np.full(n, 150)
+    t = np.arange(n)
+    events = np.array([10, 60, 120])
+    got = event_goals(goal_t, t, events, horizon=20, n_frames=n)
+    # frame 10's event is before frame 15 (no clip ends on 11): spaced goal; 40..60 -> 61; 100..120 -> 121
+    assert np.all(got[:40] == 150) and np.all(got[40:61] == 61) and np.all(got[61:100] == 150)
+    assert np.all(got[100:121] == 121) and np.all(got[121:] == 150)
+    assert np.array_equal(event_goals(goal_t, t, events, horizon=0, n_frames=n), goal_t)
+    assert event_goals(goal_t, t, np.array([199]), horizon=5, n_frames=n)[199] == 199  # clipped to the end
+
+    # relabel: same random draws with and without events (p_uncond stream unchanged)
+    embeds = np.arange(n, dtype=np.float32)[:, None].repeat(2, 1)
+    a = relabel(embeds, None, 40, 32, 15, 40, 0.5, sequence_rng(0, 0, 3))
+    b = relabel(embeds, None, 40, 32, 15, 40, 0.5, sequence_rng(0, 0, 3), events, 20)
+    assert a[2] == b[2] and np.all(b[1][:21] == 61) and np.array_equal(a[1][21:], b[1][21:])
+
+
+def test_event_horizon_needs_recorded_events():
+    rng = np.random.default_rng(0)
+    ep = {"frames": np.zeros((80, 128, 128, 3), np.uint8), "buttons": np.zeros(80, np.int64),
+          "camera": np.zeros(80, np.int64), "embeds": rng.normal(size=(80, 4)).astype(np.float32)}
+    ds = SequenceDataset(InMemoryEpisodes({"a": ep}), ["a"], 16, 15, 40, 0.0, seed=0, event_horizon=20)
+    with pytest.raises(ValueError, match="no recorded events.*rebuild the dataset"):
+        ds.load(0, 0)
+    ep["events"] = [30, 50]
+    spec = ds.sequences[0]
+    got = ds.load(0, 0)["goal_embed"]
+    frames = np.arange(spec.start, spec.start + 16)
+    near = (frames >= 10) & (frames <= 30)  # 20 frames or fewer before the event at 30: its clip, 31
+    assert near.any() and np.array_equal(got[near], np.repeat(ep["embeds"][31:32], near.sum(), 0))
