@@ -24,7 +24,7 @@ import numpy as np
 
 from crafter import constants, objects
 
-from steve1_ray.world.crafter_env import SLOT_OF, CrafterEnv
+from steve1_ray.world.crafter_env import SLOT_OF, VIEW_TILES, CrafterEnv
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Segment:
         return asdict(self)
 
 
+WORLD_VIEW = (VIEW_TILES[0], VIEW_TILES[1] - 1)  # world tiles the frame shows (the last row is the inventory)
 DIRS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 MOVE_KEY = {"left": "left", "right": "right", "up": "forward", "down": "back"}
 _DIR_OF = {v: k for k, v in DIRS.items()}
@@ -119,6 +120,10 @@ class Demonstrator:
         goals:     restrict the goals it may pick (names of `GOALS`); default all.
         min_segment: a goal reached sooner is kept up (more of the same, or looking around) until its
                    segment has this many frames (16 = one MineCLIP window).
+        sight:     False: the player knows the map within `radius` (privileged: it walks to trees and water
+                   the view does not show yet). True: only what the frame shows (crafter's local view,
+                   tiles x-8..x+7, y-4..y+3): anything else it has to find by exploring, so what it does
+                   can be told from what a policy sees.
         focus:     a goal this player prefers for the whole episode (a *task*, as the VPT contractors of the
                    10.x sets were given one): whenever it is feasible its weight is `focus_boost` times the
                    usual one, and when it is not the player explores more to find what it needs. Needs
@@ -127,7 +132,7 @@ class Demonstrator:
 
     def __init__(self, env: CrafterEnv, seed: int = 0, noise: float = 0.05, goal_steps: int = 150,
                  radius: int = 12, goals: tuple[str, ...] | list[str] | None = None, min_segment: int = 16,
-                 focus: str | None = None, focus_boost: float = 8.0):
+                 focus: str | None = None, focus_boost: float = 8.0, sight: bool = False):
         if not isinstance(env, CrafterEnv):
             raise TypeError("Demonstrator drives the crafter backend (it reads crafter's tile map); "
                             f"got {type(env).__name__}")
@@ -141,6 +146,7 @@ class Demonstrator:
         if focus_boost < 1.0:
             raise ValueError(f"focus_boost={focus_boost} must be >= 1")
         self.focus, self.focus_boost = focus, float(focus_boost)
+        self.sight = bool(sight)
         self.env = env
         self.rng = np.random.default_rng(seed)
         self.noise = float(noise)
@@ -313,8 +319,12 @@ class Demonstrator:
 
     def _window(self):
         px, py = (int(v) for v in self.env.player.pos)
-        r = self._search_radius()
         area = self.env.world.area
+        if self.sight:  # the tiles the frame shows (crafter's LocalView: offset = grid // 2)
+            (vx, vy), (ox, oy) = WORLD_VIEW, (WORLD_VIEW[0] // 2, WORLD_VIEW[1] // 2)
+            return (px, py, max(0, px - ox), min(area[0], px - ox + vx),
+                    max(0, py - oy), min(area[1], py - oy + vy))
+        r = self._search_radius()
         x0, x1 = max(0, px - r), min(area[0], px + r + 1)
         y0, y1 = max(0, py - r), min(area[1], py + r + 1)
         return px, py, x0, x1, y0, y1
@@ -328,7 +338,10 @@ class Demonstrator:
     def _nearest_object(self, cls, radius: int):
         pos = self.env.player.pos
         best, best_d = None, radius + 1
+        _, _, x0, x1, y0, y1 = self._window() if self.sight else (0, 0, None, None, None, None)
         for obj in self.env.world.objects:
+            if self.sight and not (x0 <= obj.pos[0] < x1 and y0 <= obj.pos[1] < y1):
+                continue  # out of view: unknown
             if isinstance(obj, cls):
                 d = int(np.abs(obj.pos - pos).sum())
                 if d < best_d:

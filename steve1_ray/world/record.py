@@ -57,6 +57,9 @@ class RecordConfig:
     """demonstrator: steps before an unfinished goal is abandoned"""
     min_segment: int = 16
     """demonstrator: a goal reached sooner is kept up until its captioned segment has this many frames"""
+    sight: bool = False
+    """demonstrator: true = it knows only what the frame shows and explores to find the rest (a policy can
+    learn where it walks); false = it knows the map within 12 tiles (walks to targets out of view)"""
     goals: list[str] = field(default_factory=list)
     """demonstrator: goals it may pick (names in steve1_ray.world.demonstrators.GOALS); empty = all"""
     focus_fraction: float = 0.5
@@ -138,7 +141,7 @@ def _record_one(cfg_dict: dict, i: int) -> dict:
             env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px,
                         "zombie_rate": cfg.zombie_rate},
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
-                         "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i)},
+                         "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i), "sight": cfg.sight},
             crf=cfg.crf, preset=cfg.preset)
     except Exception as e:  # noqa: BLE001 - one bad episode never stops the job
         return {"name": name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
