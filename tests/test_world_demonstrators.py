@@ -99,3 +99,30 @@ def test_a_task_episode_prefers_its_goal_and_still_meets_needs():
         Demonstrator(CrafterEnv(), focus="fly")
     with pytest.raises(ValueError, match="focus_boost"):
         Demonstrator(CrafterEnv(), focus="collect_wood", focus_boost=0.5)
+
+
+def test_sight_mode_knows_only_what_the_frame_shows():
+    """sight=True: targets come from the 16x8 tiles the frame shows; out-of-view cows are unknown."""
+    import numpy as np
+    from crafter import objects
+
+    env = CrafterEnv(max_steps=50)
+    env.reset(4)
+    blind, seeing = Demonstrator(env, seed=4), Demonstrator(env, seed=4, sight=True)
+    px, py = (int(v) for v in env.player.pos)
+    _, _, x0, x1, y0, y1 = seeing._window()
+    assert (x0, x1, y0, y1) == (px - 8, px + 8, py - 4, py + 4)  # crafter's LocalView: offset = grid // 2
+    _, _, bx0, bx1, by0, by1 = blind._window()
+    assert bx1 - bx0 == 25 and by1 - by0 == 25  # radius 12 around the player
+    for obj in [o for o in env.world.objects if isinstance(o, objects.Cow)]:
+        env.world.remove(obj)
+    hidden = objects.Cow(env.world, np.array([px + 2, py + 6]))  # 6 rows down: on the map, not in the frame
+    env.world.add(hidden)
+    assert blind._nearest_object(objects.Cow, 12) is hidden and seeing._nearest_object(objects.Cow, 12) is None
+    shown = objects.Cow(env.world, np.array([px - 7, py + 3]))  # far left, bottom row: in the frame
+    env.world.add(shown)
+    assert seeing._nearest_object(objects.Cow, 12) is shown
+    # and it still plays with purpose
+    _, infos, segments = _play(seed=1, sight=True)
+    achieved = {k for k, v in infos[-1]["achievements"].items() if v}
+    assert len(achieved) >= 2 and any(s.success for s in segments), achieved
