@@ -144,7 +144,7 @@ class PolicyConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "PolicyConfig":
-        """`1x`, `2x` (the released STEVE-1 size), `3x`, `small` (CPU runs in the embedded world) or `debug`
+        """`1x`, `2x` (the released STEVE-1 size), `3x`, `small` (a wider CPU policy) or `debug`
         (tiny, for CPU tests)."""
         if name not in PRESETS:
             raise ValueError(f"unknown policy preset {name!r}; choose one of {sorted(PRESETS)} "
@@ -167,8 +167,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Small enough for CPU tests and still the same code paths (clipping: maxlen 8 < chunk lengths used).
     "debug": {"hidsize": 64, "attention_heads": 4, "impala_width": 1, "impala_chans": [4, 8, 8],
               "n_recurrence_layers": 2, "attention_memory_size": 24, "timesteps": 16},
-    # The embedded world's CPU policy: debug's memory with VPT's channel counts (16/32/32 at width 1) and
-    # twice its width, so it can tell a tree from grass and a cow from a stone; ~2.4x debug's cost per frame.
+    # A wider CPU policy for the embedded world: debug's memory with VPT's channel counts (16/32/32 at width 1)
+    # and twice its width; ~2.4x debug's cost per frame (prompt following: benchmarks/RESULTS.md, session 4).
     "small": {"hidsize": 128, "attention_heads": 4, "impala_width": 1, "impala_chans": [16, 32, 32],
               "n_recurrence_layers": 2, "attention_memory_size": 24, "timesteps": 16},
 }

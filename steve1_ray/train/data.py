@@ -117,7 +117,6 @@ class ShardEpisodes:
                 self._embeds.popitem(last=False)
         return out
 
-
     def events(self, episode_id: str) -> np.ndarray | None:
         """From the episode's index entry; None for datasets written before events were recorded."""
         return self._events.get(episode_id)

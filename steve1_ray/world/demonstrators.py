@@ -122,8 +122,8 @@ class Demonstrator:
                    segment has this many frames (16 = one MineCLIP window).
         sight:     False: the player knows the map within `radius` (privileged: it walks to trees and water
                    the view does not show yet). True: only what the frame shows (crafter's local view,
-                   tiles x-8..x+7, y-4..y+3): anything else it has to find by exploring, so what it does
-                   can be told from what a policy sees.
+                   tiles x-8..x+7, y-4..y+3): anything else it has to find by exploring, so where it
+                   walks follows from what a policy sees.
         focus:     a goal this player prefers for the whole episode (a *task*, as the VPT contractors of the
                    10.x sets were given one): whenever it is feasible its weight is `focus_boost` times the
                    usual one, and when it is not the player explores more to find what it needs. Needs
@@ -338,9 +338,9 @@ class Demonstrator:
     def _nearest_object(self, cls, radius: int):
         pos = self.env.player.pos
         best, best_d = None, radius + 1
-        _, _, x0, x1, y0, y1 = self._window() if self.sight else (0, 0, None, None, None, None)
+        view = self._window()[2:] if self.sight else None  # (x0, x1, y0, y1) of what the frame shows
         for obj in self.env.world.objects:
-            if self.sight and not (x0 <= obj.pos[0] < x1 and y0 <= obj.pos[1] < y1):
+            if view is not None and not (view[0] <= obj.pos[0] < view[1] and view[2] <= obj.pos[1] < view[3]):
                 continue  # out of view: unknown
             if isinstance(obj, cls):
                 d = int(np.abs(obj.pos - pos).sum())

@@ -58,8 +58,8 @@ class RecordConfig:
     min_segment: int = 16
     """demonstrator: a goal reached sooner is kept up until its captioned segment has this many frames"""
     sight: bool = False
-    """demonstrator: true = it knows only what the frame shows and explores to find the rest (a policy can
-    learn where it walks); false = it knows the map within 12 tiles (walks to targets out of view)"""
+    """demonstrator: true = it knows only what the frame shows and explores to find the rest; false = it knows
+    the map within 12 tiles and walks to targets out of view (docs/world.md)"""
     goals: list[str] = field(default_factory=list)
     """demonstrator: goals it may pick (names in steve1_ray.world.demonstrators.GOALS); empty = all"""
     focus_fraction: float = 0.5
