@@ -185,6 +185,13 @@ class ConvertedActions:
 IGNORED_STAT_PREFIXES = ("minecraft.custom", "custom")
 
 
+def frame_of_line(keep: np.ndarray) -> np.ndarray:
+    """(L,) int: for each jsonl line, the index of its frame among the kept ones (for a dropped null-action
+    line, the next kept frame's)."""
+    keep = np.asarray(keep, bool)
+    return np.cumsum(keep) - keep
+
+
 def stat_events(steps: list[dict], ignore: tuple[str, ...] = IGNORED_STAT_PREFIXES) -> np.ndarray:
     """(L,) bool: line i's `stats` has a counter above line i-1's (its action achieved something: a tree
     chopped, a cow eaten, an item crafted). Lines without `stats`, or with a malformed one, have no event."""

@@ -31,7 +31,8 @@ import yaml
 from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, check, load_config, to_dict
 from steve1_ray.data import shards
-from steve1_ray.data.contractor import EpisodeError, iter_kept_frames, pack_env_buttons, read_actions
+from steve1_ray.data.contractor import (EpisodeError, frame_of_line, iter_kept_frames, pack_env_buttons,
+                                        read_actions)
 from steve1_ray.data.embed import WINDOW
 from steve1_ray.data.sources import EpisodeTask, SourceError, fetch_episode, resolve_sources
 
@@ -125,8 +126,7 @@ def event_frames(actions, n_frames: int) -> list[int]:
     line moves to the next kept frame. Sorted, unique, < n_frames."""
     if actions.events is None or not actions.events.any():
         return []
-    kept_before = np.cumsum(actions.keep) - actions.keep  # kept frames before each line = its frame index
-    frames = np.unique(kept_before[np.flatnonzero(actions.events)])
+    frames = np.unique(frame_of_line(actions.keep)[np.flatnonzero(actions.events)])
     return [int(f) for f in frames if f < n_frames]
 
 

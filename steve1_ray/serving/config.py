@@ -94,8 +94,9 @@ class ServeConfig:
               f"rollout_env_kwargs must be a mapping, e.g. {{zombie_rate: 0.2}}, got {self.rollout_env_kwargs!r}")
         from steve1_ray.world.env import unknown_env_kwargs
 
-        unknown = unknown_env_kwargs(self.rollout_backend, self.rollout_env_kwargs)  # a typo fails here, not
-        check(not unknown, f"rollout_env_kwargs: unknown {self.rollout_backend} option(s) {unknown}")  # in actors
+        # a typo fails here, not later inside every rollout actor
+        unknown = unknown_env_kwargs(self.rollout_backend, self.rollout_env_kwargs)
+        check(not unknown, f"rollout_env_kwargs: unknown {self.rollout_backend} option(s) {unknown}")
         check(self.rollout_workers >= 0, f"rollout_workers must be >= 0, got {self.rollout_workers}")
         check(1 <= self.rollout_default_steps <= self.rollout_max_steps,
               f"rollout_default_steps {self.rollout_default_steps} must be in [1, rollout_max_steps="

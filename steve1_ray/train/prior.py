@@ -120,10 +120,10 @@ def load_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _kept_index(actions_path: str) -> tuple[np.ndarray, np.ndarray]:
     """For each jsonl line, the index of its frame in the converted episode (null-action lines are dropped)."""
-    from steve1_ray.data.contractor import read_actions
+    from steve1_ray.data.contractor import frame_of_line, read_actions
 
     keep = read_actions(actions_path).keep
-    return np.cumsum(keep) - 1, keep
+    return frame_of_line(keep), keep
 
 
 def world_pairs(cfg: PriorConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
