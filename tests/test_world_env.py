@@ -102,6 +102,36 @@ def test_reset_step_shapes_and_info(env):
     assert info["facing"] == (0, -1)
 
 
+def test_faced_tile_is_outlined_and_follows_the_player():
+    """The tile `do`/`use` act on carries a white outline (Minecraft's block outline); turning moves it."""
+    tile = 20
+    env = CrafterEnv(frame_size=(16 * tile, 9 * tile), tile_px=tile, area=(32, 32))
+    plain = CrafterEnv(frame_size=(16 * tile, 9 * tile), tile_px=tile, area=(32, 32), target_outline=False)
+
+    def border(pov, x, y):  # the outline ring of view tile (x, y): rows/columns of the tile's edge
+        t = pov[y * tile:(y + 1) * tile, x * tile:(x + 1) * tile]
+        ring = np.concatenate([t[:2].reshape(-1, 3), t[-2:].reshape(-1, 3), t[:, :2].reshape(-1, 3),
+                               t[:, -2:].reshape(-1, 3)])
+        return (ring == 255).all(axis=1).mean()
+
+    for facing_key, (dx, dy) in (("left", (-1, 0)), ("back", (0, 1)), ("right", (1, 0))):
+        env.reset(seed=4), plain.reset(seed=4)
+        _, _, _, info = env.step({facing_key: 1})
+        pov = env.step({"camera": [0.0, 3.0]})[0]["pov"]  # a no-op step: the frame shows the new facing
+        plain.step({facing_key: 1})
+        pov_plain = plain.step({"camera": [0.0, 3.0]})[0]["pov"]
+        fx, fy = env.last_info["facing"]
+        assert (fx, fy) == (dx, dy)
+        x, y = 8 + dx, 4 + dy  # the player sits at view tile (8, 4) of 16 x 8
+        assert border(pov, x, y) == 1.0 and border(pov_plain, x, y) < 0.5
+        others = [(8 + ox, 4 + oy) for ox, oy in ((-1, 0), (1, 0), (0, -1), (0, 1)) if (ox, oy) != (dx, dy)]
+        assert all(border(pov, ox, oy) < 0.5 for ox, oy in others)
+        ys, xs = np.nonzero((pov != pov_plain).any(axis=2))  # only that tile differs from crafter's look
+        assert ys.size and xs.min() >= x * tile and xs.max() < (x + 1) * tile
+        assert ys.min() >= y * tile and ys.max() < (y + 1) * tile
+    assert env.last_info["player_pos"] == plain.last_info["player_pos"]  # looks only: same world
+
+
 def test_seeds_make_episodes_reproducible():
     env = CrafterEnv(max_steps=500, area=(32, 32))  # a small world: world generation dominates this test
     rng = np.random.default_rng(0)

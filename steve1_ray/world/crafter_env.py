@@ -122,7 +122,7 @@ class _LocalView(engine.LocalView):
 class _Core(crafter.Env):
     """crafter.Env rendering our frame layout (one render per step)."""
 
-    def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0):
+    def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0, target_outline=True):
         cols, rows = VIEW_TILES
         super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
                          reward=True, length=length, seed=0)
@@ -130,6 +130,7 @@ class _Core(crafter.Env):
         self._tile = tile_px
         self._frame_size = tuple(frame_size)  # (W, H)
         self.zombie_rate = float(zombie_rate)
+        self.target_outline = bool(target_outline)
         self.hotbar = 0
 
     def _balance_object(self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob,
@@ -148,6 +149,8 @@ class _Core(crafter.Env):
     def render(self, size=None):
         unit = np.array([self._tile, self._tile])
         local = self._local_view(self._player, unit)  # (W, H_local, 3) float, x-major
+        if self.target_outline:
+            self._draw_target(local)
         inv_key = tuple(self._player.inventory.values())
         if getattr(self, "_items_key", None) != inv_key:  # the inventory row changes rarely: reuse it
             self._items_key, self._items = inv_key, self._item_view(self._player.inventory, unit)
@@ -157,6 +160,21 @@ class _Core(crafter.Env):
         if (view.shape[1], view.shape[0]) != self._frame_size:
             view = cv2.resize(view, self._frame_size, interpolation=cv2.INTER_NEAREST)
         return view
+
+    def _draw_target(self, local: np.ndarray) -> None:
+        """Outline the tile the player faces, as Minecraft outlines the block under the crosshair.
+
+        crafter shows which way the player faces only by its sprite (a few pixels once the policy's 128x128
+        resize is done), and `do`, `use` and crafting act on that tile.
+        """
+        t, edge = self._tile, max(1, self._tile // 5)
+        cols, rows = VIEW_TILES[0], VIEW_TILES[1] - 1
+        x = cols // 2 + int(self._player.facing[0])  # the player sits at the view's grid // 2
+        y = rows // 2 + int(self._player.facing[1])
+        if not (0 <= x < cols and 0 <= y < rows):
+            return
+        tile = local[x * t:(x + 1) * t, y * t:(y + 1) * t]
+        tile[:edge], tile[-edge:], tile[:, :edge], tile[:, -edge:] = 255, 255, 255, 255
 
     def _draw_hotbar(self, view: np.ndarray, bottom: int) -> None:
         cell = max(4, self._tile // 2)
@@ -178,12 +196,15 @@ class CrafterEnv(WorldEnv):
         area:       world size in tiles.
         zombie_rate: multiplies crafter's night-time zombie spawning (1 = crafter as published, 0 = none
                     after the first few; the scripted demonstrators survive longer below 1).
+        target_outline: outline the tile the player faces (what `do`/`use` act on), like Minecraft's block
+                    outline; False = crafter's own look (recordings made before this option lack it).
     """
 
     backend = "crafter"
 
     def __init__(self, frame_size: tuple[int, int] = (FRAME_SHAPE[1], FRAME_SHAPE[0]), tile_px: int = 20,
-                 max_steps: int = 10000, area: tuple[int, int] = (64, 64), zombie_rate: float = 1.0):
+                 max_steps: int = 10000, area: tuple[int, int] = (64, 64), zombie_rate: float = 1.0,
+                 target_outline: bool = True):
         if tile_px < 4:
             raise ValueError(f"tile_px={tile_px} is too small to draw tiles; use 4 or more (default 20)")
         if len(frame_size) != 2 or min(frame_size) < 16:
@@ -194,7 +215,7 @@ class CrafterEnv(WorldEnv):
             raise ValueError(f"zombie_rate={zombie_rate} must be in [0, 10] (1 = crafter's own rate)")
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.max_steps = int(max_steps)
-        self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate)
+        self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate, target_outline)
         self._seed_rng = np.random.default_rng()
         self.seed: int | None = None
         self._done = True
