@@ -74,6 +74,8 @@ class RecordConfig:
     frame_height: int = 360
     tile_px: int = 20
     """crafter render resolution per tile before scaling to frame_width x frame_height"""
+    target_outline: bool = True
+    """outline the tile the player faces (Minecraft's block outline; false = crafter's own look)"""
     zombie_rate: float = 0.2
     """crafter's night-time zombie spawning x this. 1 = crafter as published, where the scripted players
     die at the first night (~200 steps); 0.2 lets most episodes reach ~1000 steps"""
@@ -139,7 +141,7 @@ def _record_one(cfg_dict: dict, i: int) -> dict:
         rec = record_episode(
             cfg.out, name, seed=cfg.seed + i, max_steps=cfg.max_steps, layout=cfg.layout,
             env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px,
-                        "zombie_rate": cfg.zombie_rate},
+                        "zombie_rate": cfg.zombie_rate, "target_outline": cfg.target_outline},
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
                          "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i), "sight": cfg.sight},
             crf=cfg.crf, preset=cfg.preset)
