@@ -50,6 +50,7 @@ CRAFT_SLOTS: dict[int, str] = {0: "make_wood_pickaxe", 1: "make_stone_pickaxe", 
 SLOT_OF: dict[str, int] = {**{v: k for k, v in PLACE_SLOTS.items()}, **{v: k for k, v in CRAFT_SLOTS.items()}}
 
 VIEW_TILES = (16, 9)  # (columns, rows) incl. the inventory row
+WORLD_VIEW = (VIEW_TILES[0], VIEW_TILES[1] - 1)  # world tiles the frame shows (the last row is the inventory)
 
 
 def crafter_action(action: Mapping[str, Any], hotbar: int) -> tuple[str, int]:
@@ -126,7 +127,7 @@ class _Core(crafter.Env):
         cols, rows = VIEW_TILES
         super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
                          reward=True, length=length, seed=0)
-        self._local_view = _LocalView(self._world, self._textures, [cols, rows - 1])
+        self._local_view = _LocalView(self._world, self._textures, list(WORLD_VIEW))
         self._tile = tile_px
         self._frame_size = tuple(frame_size)  # (W, H)
         self.zombie_rate = float(zombie_rate)
@@ -168,7 +169,7 @@ class _Core(crafter.Env):
         resize is done), and `do`, `use` and crafting act on that tile.
         """
         t, edge = self._tile, max(1, self._tile // 5)
-        cols, rows = VIEW_TILES[0], VIEW_TILES[1] - 1
+        cols, rows = WORLD_VIEW
         x = cols // 2 + int(self._player.facing[0])  # the player sits at the view's grid // 2
         y = rows // 2 + int(self._player.facing[1])
         if not (0 <= x < cols and 0 <= y < rows):

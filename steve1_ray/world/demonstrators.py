@@ -24,7 +24,7 @@ import numpy as np
 
 from crafter import constants, objects
 
-from steve1_ray.world.crafter_env import SLOT_OF, VIEW_TILES, CrafterEnv
+from steve1_ray.world.crafter_env import SLOT_OF, WORLD_VIEW, CrafterEnv
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,6 @@ class Segment:
         return asdict(self)
 
 
-WORLD_VIEW = (VIEW_TILES[0], VIEW_TILES[1] - 1)  # world tiles the frame shows (the last row is the inventory)
 DIRS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 MOVE_KEY = {"left": "left", "right": "right", "up": "forward", "down": "back"}
 _DIR_OF = {v: k for k, v in DIRS.items()}
