@@ -3,8 +3,10 @@
 `write_report(episodes, out_dir)` takes the per-episode records that `steve1_ray.evaluate` produces
 (plain dicts, see `EPISODE_KEYS`) and writes
 
-    report.md        headline table per (goal, guidance scale) + the unconditioned baseline, a
-                     goal x target-achievement success matrix, links to plots and videos
+    report.md        headline table per (goal, guidance scale) + the unconditioned baseline, whether
+                     each prompt is followed (`prompt_following`), a goal x target-achievement
+                     success matrix, links to plots and videos
+    following.json   `prompt_following`'s rows
     summary.json     every metric of every cell as {mean, low, high, n}
     episodes.json    the raw records, one per episode
     plots/scale_<goal>.png      metric vs guidance scale for one goal (baseline as a dashed band)
@@ -98,6 +100,61 @@ def summarize(episodes: Sequence[dict], confidence: float = 0.95, seed: int = 0)
     return out
 
 
+def prompt_following(cells: Sequence[dict], ratio: float = 2.0) -> list[dict]:
+    """Is each goal followed? One row per goal that has targets and guided (scale > 0) cells.
+
+    A goal counts as followed at a guidance scale s > 0 when its mean target count there is at least
+    `ratio` x the unconditioned agent's, its confidence interval's low end is above the unconditioned
+    mean (one lucky episode against a baseline of zero is not enough), and it beats scale 0 (when
+    scale 0 was measured). The row reports the scale with the highest count and names every scale
+    at which the goal is followed.
+    """
+    rows = []
+    for goal in dict.fromkeys(c["goal"] for c in cells if c["kind"] != UNCOND):
+        mine = [c for c in cells if c["goal"] == goal and "target/count" in c["stats"]]
+        base = next((c["stats"]["target/count"] for c in mine if c["kind"] == UNCOND), None)
+        zero = next((c["stats"]["target/count"] for c in mine if c["kind"] != UNCOND and c["cond_scale"] == 0), None)
+        guided = [c for c in mine if c["kind"] != UNCOND and (c["cond_scale"] or 0) > 0]
+        if base is None or not guided:
+            continue
+
+        def ok(st: dict) -> bool:
+            return (st["mean"] >= ratio * base["mean"] and st["low"] > base["mean"]
+                    and (zero is None or st["mean"] > zero["mean"]))
+
+        best = max(guided, key=lambda c: c["stats"]["target/count"]["mean"])
+        st = best["stats"]["target/count"]
+        ratio_of = st["mean"] / base["mean"] if base["mean"] > 0 else (math.inf if st["mean"] > 0 else math.nan)
+        rows.append({"goal": goal, "kind": best["kind"], "targets": list(best["targets"]),
+                     "unconditioned": base["mean"], "scale_0": None if zero is None else zero["mean"],
+                     "best_scale": best["cond_scale"], "best": st["mean"], "best_low": st["low"],
+                     "best_high": st["high"],
+                     "ratio": ratio_of,
+                     "followed_at": [c["cond_scale"] for c in guided if ok(c["stats"]["target/count"])]})
+    for r in rows:
+        r["followed"] = bool(r["followed_at"])
+    return rows
+
+
+def _following_lines(rows: Sequence[dict], ratio: float = 2.0) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## Is each prompt followed?", "",
+             f"**{sum(r['followed'] for r in rows)} of {len(rows)}** goals followed. Followed at a guidance scale "
+             f"s > 0 = mean target count ≥ {ratio:g}× the unconditioned agent's, the interval's low end above the "
+             "unconditioned mean, and more than at scale 0.", "",
+             "| goal | targets | unconditioned | scale 0 | best scale | its count | ratio | followed at |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        z = "—" if r["scale_0"] is None else f"{r['scale_0']:.2f}"
+        ratio_txt = "—" if math.isnan(r["ratio"]) else "∞" if math.isinf(r["ratio"]) else f"{r['ratio']:.1f}×"
+        at = ", ".join(f"{s:g}" for s in r["followed_at"]) or "no"
+        lines.append(f"| {_goal_label(r)} | {', '.join(r['targets'])} | {r['unconditioned']:.2f} | {z} | "
+                     f"{r['best_scale']:g} | {r['best']:.2f} [{r['best_low']:.2f}, {r['best_high']:.2f}] | "
+                     f"{ratio_txt} | {at} |")
+    return lines
+
+
 def _fmt(stat: dict | None, rate: bool = False) -> str:
     if not stat or stat["n"] == 0 or math.isnan(stat["mean"]):
         return "—"
@@ -139,6 +196,7 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
         if has_paper:
             row += [_fmt(s.get(k)) for k in PAPER]
         lines.append("| " + " | ".join(row) + " |")
+    lines += _following_lines(prompt_following(cells))
 
     all_targets = sorted({t for c in cells for t in c["targets"]})
     if all_targets:
@@ -259,7 +317,7 @@ def plot_cond_vs_uncond(cells: Sequence[dict], path: Path) -> None:
 
 
 def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
+    if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
         return {k: _json_safe(v) for k, v in x.items()}
@@ -270,7 +328,7 @@ def _json_safe(x: Any) -> Any:
 
 def write_report(episodes: Sequence[dict], out_dir: str | Path, confidence: float = 0.95, seed: int = 0,
                  title: str = "STEVE-1 evaluation", header_lines: Sequence[str] = ()) -> Path:
-    """Write report.md, summary.json, episodes.json and plots/ into `out_dir`; returns report.md's path.
+    """Write report.md, summary.json, following.json, episodes.json and plots/ into `out_dir`; returns report.md's path.
 
     NaNs (e.g. `target/first_step` of an episode that never reached its target) become JSON null.
     """
@@ -281,6 +339,7 @@ def write_report(episodes: Sequence[dict], out_dir: str | Path, confidence: floa
     cells = summarize(episodes, confidence, seed)
     (out / "episodes.json").write_text(json.dumps(_json_safe(list(episodes)), indent=1))
     (out / "summary.json").write_text(json.dumps(_json_safe(cells), indent=1))
+    (out / "following.json").write_text(json.dumps(_json_safe(prompt_following(cells)), indent=1))
     for goal, name in plot_names(cells).items():
         plot_scales(cells, goal, out / "plots" / name)
     plot_cond_vs_uncond(cells, out / "plots" / "cond_vs_uncond.png")

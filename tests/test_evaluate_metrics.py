@@ -9,7 +9,7 @@ import pytest
 
 from steve1_ray.eval_metrics import (MetricTracker, episode_metrics, mean_ci, player_position,
                                      target_metrics, wilson_ci)
-from steve1_ray.eval_report import summarize, write_report
+from steve1_ray.eval_report import prompt_following, summarize, write_report
 
 
 def crafter_info(step_wood: int, pos, wood: int = 0, sapling: int = 0, drink: int = 0):
@@ -155,6 +155,10 @@ def test_write_report_files(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     raw = json.loads((tmp_path / "episodes.json").read_text())
     assert len(raw) == len(eps) and raw[0]["goal"] == "chop a tree"
+    assert "**1 of 1** goals followed" in text  # "go explore" has no targets, so no row
+    assert "| `chop a tree` | collect_wood | 0.30 | — | 6 | 1.90 [1.40, 2.40] | 6.3× | 6 |" in text
+    following = json.loads((tmp_path / "following.json").read_text())
+    assert [(r["goal"], r["followed_at"]) for r in following] == [("chop a tree", [6.0])]  # scale 2: 2x, but low end 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary[2]["stats"]["target/count"]["n"] == 10
     # Same input, same seed: the same report (CIs are seeded).
@@ -163,3 +167,30 @@ def test_write_report_files(tmp_path):
     assert (other / "report.md").read_text() == text
     with pytest.raises(ValueError, match="no episodes"):
         write_report([], tmp_path / "empty")
+
+
+def _count_cell(goal, kind, scale, counts):
+    st = summarize([{"goal": goal, "kind": kind, "cond_scale": scale, "episode": i, "targets": ["t"],
+                     "metrics": {"achievements/t": float(c), **target_metrics({"achievements/t": float(c)}, ["t"])}}
+                    for i, c in enumerate(counts)])
+    return [c for c in st if c["kind"] == kind][0] | {"goal": goal}
+
+
+def test_prompt_following_applies_every_rule():
+    base = _count_cell("g", "unconditioned", None, [1, 1, 0, 2, 1, 1, 0, 2])  # mean 1.0
+    cells = [base, _count_cell("g", "text", 0.0, [1] * 8),
+             _count_cell("g", "text", 3.0, [2, 2, 3, 2, 2, 2, 3, 2]),   # 2.25 >= 2x, low end > 1, > scale 0
+             _count_cell("g", "text", 6.0, [1, 1, 2, 1, 1, 1, 2, 1])]   # 1.25: < 2x
+    (row,) = prompt_following(cells)
+    assert row["followed"] and row["followed_at"] == [3.0] and row["best_scale"] == 3.0
+    assert row["unconditioned"] == 1.0 and row["scale_0"] == 1.0 and row["ratio"] == pytest.approx(2.25)
+    # Beating the baseline 2x is not enough when scale 0 already does better.
+    cells[1] = _count_cell("g", "text", 0.0, [3] * 8)
+    assert prompt_following(cells)[0]["followed_at"] == []
+    # One lucky episode against a zero baseline: 2x "holds", the interval does not leave zero.
+    zero = [_count_cell("h", "unconditioned", None, [0] * 12), _count_cell("h", "text", 0.0, [0] * 12),
+            _count_cell("h", "text", 6.0, [0] * 11 + [1])]
+    (row,) = prompt_following(zero)
+    assert not row["followed"] and row["ratio"] == math.inf
+    zero[2] = _count_cell("h", "text", 6.0, [1, 2, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1])
+    assert prompt_following(zero)[0]["followed_at"] == [6.0]
