@@ -45,7 +45,8 @@ def main() -> None:
     a = ap.parse_args()
     with open(a.captions) as f:
         rows = persistence(f, a.min, a.max)
-    print(f"| goal | frames | goal frames {a.min}-{a.max} ahead in a segment of the same goal | segments | median length |")
+    print(f"| goal | frames | goal frames {a.min}-{a.max} ahead in a segment of the same goal "
+          "| segments | median length |")
     print("|---|---|---|---|---|")
     for g, r in sorted(rows.items(), key=lambda kv: -kv[1]["share"]):
         print(f"| {g} | {r['frames']} | {r['share']:.2f} | {r['segments']} | {r['median_len']} |")
