@@ -1,0 +1,96 @@
+"""Does a policy use a goal? Teacher-forced log-likelihood of the demonstrator's actions with and without it.
+
+For each *task* episode of a recording (the scripted demonstrator preferred one goal for the whole episode,
+docs/world.md), the policy replays the episode's first `--frames` frames (memory carried across them) four ways:
+conditioned on that task's goal (prompt -> embedder -> prior at z = 0), on each of the other evaluated goals, and
+on the zero goal (the unconditioned branch). Reported per task, in nats per step, averaged over its episodes:
+
+    own - zero     > 0: the goal makes the demonstrator's actions more likely (the policy uses it)
+    own - others   > 0: and more than the other prompts' goals do (it uses *this* goal, not "any goal")
+
+In-sample: the task episodes are mostly in the policy's training split (a recording has few task episodes).
+
+    python benchmarks/goal_use.py --policy <checkpoint> --data <run>/shards --world <run>/world \\
+        --embedder <run>/embedder/mineclip.pth --prior <run>/prior/prior.pt [--frames 300]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+PROMPTS = {"collect_wood": "chop a tree", "collect_sapling": "collect a sapling", "collect_drink": "drink water",
+           "eat_cow": "eat a cow", "place_table": "place a crafting table"}
+
+
+def episode_logprob(policy, ep: dict, goal: np.ndarray, chunk: int = 32) -> float:
+    """Sum over the episode's steps of log p(demonstrator's buttons, camera | frames so far, goal)."""
+    import torch
+
+    from steve1_ray.models.policy import logprob
+
+    n = len(ep["buttons"])
+    state, total = policy.initial_state(1), 0.0
+    g = torch.from_numpy(np.broadcast_to(goal, (1, n, goal.shape[-1])).copy())
+    first = torch.zeros(1, n, dtype=torch.bool)
+    first[0, 0] = True
+    img = torch.from_numpy(np.asarray(ep["frames"], np.uint8))[None]
+    buttons = torch.from_numpy(np.asarray(ep["buttons"], np.int64))[None]
+    camera = torch.from_numpy(np.asarray(ep["camera"], np.int64))[None]
+    for t0 in range(0, n, chunk):
+        t1 = min(n, t0 + chunk)
+        log_probs, state = policy(img[:, t0:t1], g[:, t0:t1], first[:, t0:t1], state)
+        total += float(logprob(log_probs, buttons[:, t0:t1], camera[:, t0:t1]).sum())
+    return total
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--data", required=True, help="the shard dataset the recording was converted into")
+    ap.add_argument("--world", required=True, help="the recording (its meta/*.json name each episode's task)")
+    ap.add_argument("--embedder", required=True)
+    ap.add_argument("--prior", required=True)
+    ap.add_argument("--frames", type=int, default=300)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from steve1_ray.data.shards import load_episode
+    from steve1_ray.evaluate import EvalConfig, load_embedder, load_eval_policy
+    from steve1_ray.models.prior import load_prior
+
+    torch.set_grad_enabled(False)
+    policy = load_eval_policy(EvalConfig(policy=args.policy, embedder="debug"))
+    embedder, prior = load_embedder(args.embedder), load_prior(args.prior).eval()
+    goals = {t: prior.sample(embedder.encode_text([p]).float(), seed=0, deterministic=True).float().numpy()
+             .reshape(-1) for t, p in PROMPTS.items()}
+    zero = np.zeros(policy.cfg.embed_dim, np.float32)
+    tasks = {}
+    for meta in sorted(Path(args.world, "meta").glob("*.json")):
+        m = json.loads(meta.read_text())
+        if m.get("focus") in PROMPTS:
+            tasks.setdefault(m["focus"], []).append(m["name"])
+    rows = {}
+    for task, names in tasks.items():
+        own_zero, own_other = [], []
+        for name in names:
+            ep = load_episode(args.data, name, 0, args.frames, columns=["frames", "buttons", "camera"])
+            n = len(ep["buttons"])
+            lp = {t: episode_logprob(policy, ep, g) / n for t, g in goals.items()}
+            lp0 = episode_logprob(policy, ep, zero) / n
+            own_zero.append(lp[task] - lp0)
+            own_other.append(lp[task] - np.mean([v for t, v in lp.items() if t != task]))
+        rows[task] = {"prompt": PROMPTS[task], "episodes": len(names), "own_minus_zero": float(np.mean(own_zero)),
+                      "own_minus_others": float(np.mean(own_other))}
+        print(json.dumps({"task": task, **rows[task]}), flush=True)
+    print("| task episodes | n | own goal − zero goal (nats/step) | own goal − other goals (nats/step) |")
+    print("|---|---|---|---|")
+    for task, r in rows.items():
+        print(f"| {r['prompt']} | {r['episodes']} | {r['own_minus_zero']:+.3f} | {r['own_minus_others']:+.3f} |")
+
+
+if __name__ == "__main__":
+    main()
