@@ -25,24 +25,32 @@ PROMPTS = {"collect_wood": "chop a tree", "collect_sapling": "collect a sapling"
            "eat_cow": "eat a cow", "place_table": "place a crafting table"}
 
 
+def as_tensors(ep: dict) -> dict:
+    """An episode's frames and actions as batch-of-one tensors (made once, replayed under every goal)."""
+    import torch
+
+    n = len(ep["buttons"])
+    first = torch.zeros(1, n, dtype=torch.bool)
+    first[0, 0] = True
+    return {"img": torch.from_numpy(np.asarray(ep["frames"], np.uint8))[None], "first": first,
+            "buttons": torch.from_numpy(np.asarray(ep["buttons"], np.int64))[None],
+            "camera": torch.from_numpy(np.asarray(ep["camera"], np.int64))[None]}
+
+
 def episode_logprob(policy, ep: dict, goal: np.ndarray, chunk: int = 32) -> float:
-    """Sum over the episode's steps of log p(demonstrator's buttons, camera | frames so far, goal)."""
+    """Sum over the episode's steps of log p(demonstrator's buttons, camera | frames so far, goal);
+    `ep` from `as_tensors`."""
     import torch
 
     from steve1_ray.models.policy import logprob
 
-    n = len(ep["buttons"])
+    n = ep["buttons"].shape[1]
     state, total = policy.initial_state(1), 0.0
-    g = torch.from_numpy(np.broadcast_to(goal, (1, n, goal.shape[-1])).copy())
-    first = torch.zeros(1, n, dtype=torch.bool)
-    first[0, 0] = True
-    img = torch.from_numpy(np.asarray(ep["frames"], np.uint8))[None]
-    buttons = torch.from_numpy(np.asarray(ep["buttons"], np.int64))[None]
-    camera = torch.from_numpy(np.asarray(ep["camera"], np.int64))[None]
+    g = torch.from_numpy(np.asarray(goal, np.float32)).expand(1, n, -1)
     for t0 in range(0, n, chunk):
         t1 = min(n, t0 + chunk)
-        log_probs, state = policy(img[:, t0:t1], g[:, t0:t1], first[:, t0:t1], state)
-        total += float(logprob(log_probs, buttons[:, t0:t1], camera[:, t0:t1]).sum())
+        log_probs, state = policy(ep["img"][:, t0:t1], g[:, t0:t1], ep["first"][:, t0:t1], state)
+        total += float(logprob(log_probs, ep["buttons"][:, t0:t1], ep["camera"][:, t0:t1]).sum())
     return total
 
 
@@ -77,8 +85,8 @@ def main(argv=None) -> None:
     for task, names in tasks.items():
         own_zero, own_other = [], []
         for name in names:
-            ep = load_episode(args.data, name, 0, args.frames, columns=["frames", "buttons", "camera"])
-            n = len(ep["buttons"])
+            ep = as_tensors(load_episode(args.data, name, 0, args.frames, columns=["frames", "buttons", "camera"]))
+            n = ep["buttons"].shape[1]
             lp = {t: episode_logprob(policy, ep, g) / n for t, g in goals.items()}
             lp0 = episode_logprob(policy, ep, zero) / n
             own_zero.append(lp[task] - lp0)

@@ -33,6 +33,7 @@ UNCOND = "unconditioned"
 RATE_KEYS = ("target/success",)
 HEADLINE = ("target/success", "target/count", "target/first_step", "travel/max_dist")
 PAPER = ("paper/max_logs", "paper/max_dirt", "paper/max_seeds")
+FOLLOW_RATIO = 2.0  # a followed goal's target count vs the unconditioned agent's (`prompt_following`)
 
 
 def slug(text: str, max_len: int = 40) -> str:
@@ -100,7 +101,7 @@ def summarize(episodes: Sequence[dict], confidence: float = 0.95, seed: int = 0)
     return out
 
 
-def prompt_following(cells: Sequence[dict], ratio: float = 2.0) -> list[dict]:
+def prompt_following(cells: Sequence[dict], ratio: float = FOLLOW_RATIO) -> list[dict]:
     """Is each goal followed? One row per goal that has targets and guided (scale > 0) cells.
 
     A goal counts as followed at a guidance scale s > 0 when its mean target count there is at least
@@ -136,7 +137,7 @@ def prompt_following(cells: Sequence[dict], ratio: float = 2.0) -> list[dict]:
     return rows
 
 
-def _following_lines(rows: Sequence[dict], ratio: float = 2.0) -> list[str]:
+def _following_lines(rows: Sequence[dict], ratio: float = FOLLOW_RATIO) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Is each prompt followed?", "",
@@ -173,8 +174,9 @@ def _scale_label(cell: dict) -> str:
 
 
 def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float = 0.95,
-             title: str = "STEVE-1 evaluation", header_lines: Sequence[str] = ()) -> str:
-    """The report.md text for `summarize`'s cells."""
+             title: str = "STEVE-1 evaluation", header_lines: Sequence[str] = (),
+             following: Sequence[dict] | None = None) -> str:
+    """The report.md text for `summarize`'s cells (`following`: `prompt_following(cells)`, if already made)."""
     pct = f"{confidence * 100:g}%"
     has_paper = any(k in c["stats"] for c in cells for k in PAPER)
     cols = ["goal", "targets", "scale", "n", "success rate", "target count", "first step",
@@ -196,7 +198,7 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
         if has_paper:
             row += [_fmt(s.get(k)) for k in PAPER]
         lines.append("| " + " | ".join(row) + " |")
-    lines += _following_lines(prompt_following(cells))
+    lines += _following_lines(prompt_following(cells) if following is None else following)
 
     all_targets = sorted({t for c in cells for t in c["targets"]})
     if all_targets:
@@ -339,10 +341,11 @@ def write_report(episodes: Sequence[dict], out_dir: str | Path, confidence: floa
     cells = summarize(episodes, confidence, seed)
     (out / "episodes.json").write_text(json.dumps(_json_safe(list(episodes)), indent=1))
     (out / "summary.json").write_text(json.dumps(_json_safe(cells), indent=1))
-    (out / "following.json").write_text(json.dumps(_json_safe(prompt_following(cells)), indent=1))
+    following = prompt_following(cells)
+    (out / "following.json").write_text(json.dumps(_json_safe(following), indent=1))
     for goal, name in plot_names(cells).items():
         plot_scales(cells, goal, out / "plots" / name)
     plot_cond_vs_uncond(cells, out / "plots" / "cond_vs_uncond.png")
     report = out / "report.md"
-    report.write_text(markdown(cells, episodes, confidence, title, header_lines))
+    report.write_text(markdown(cells, episodes, confidence, title, header_lines, following))
     return report
