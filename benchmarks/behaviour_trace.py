@@ -76,8 +76,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--zombie-rate", type=float, default=0.2)
     ap.add_argument("--no-outline", action="store_true", help="crafter's own look (policies trained before it)")
+    ap.add_argument("--tree-logs", type=int, default=1, help="logs per tree (the recordings' `tree_logs`)")
     args = ap.parse_args(argv)
-    env = CrafterEnv(zombie_rate=args.zombie_rate, target_outline=not args.no_outline)
+    env = CrafterEnv(zombie_rate=args.zombie_rate, target_outline=not args.no_outline, tree_logs=args.tree_logs)
     seeds = [500 + i for i in range(args.episodes)]
 
     for focus in [f for f in args.demo.split(",") if f]:

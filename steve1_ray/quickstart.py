@@ -36,6 +36,9 @@ class QuickstartConfig:
     """embedded-world episodes recorded by the scripted demonstrators"""
     max_steps: int = 600
     """frames per episode at most (20 per second)"""
+    tree_logs: int = 1
+    """logs a tree yields in the embedded world (1 = crafter as published); recording, serving's rollouts
+    and the evaluation all play in that world"""
     embedder_epochs: int = 8
     policy_frames: int = 8192
     """behaviour-cloning frames (the debug policy preset)"""
@@ -59,6 +62,8 @@ class QuickstartConfig:
     def __post_init__(self):
         check(self.episodes >= 2, f"episodes={self.episodes!r}: need at least 2 (one is held out for validation)")
         check(self.max_steps >= 64, f"max_steps={self.max_steps!r}: episodes need at least 64 frames")
+        check(isinstance(self.tree_logs, int) and 1 <= self.tree_logs <= 100,
+              f"tree_logs={self.tree_logs!r} must be an integer in [1, 100] (1 = crafter)")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.policy_frames, self.prior_epochs, self.play_steps = 1024, 2, 20
@@ -147,11 +152,13 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     print(f"steve1 quickstart: everything goes to {st.root}")
     _start_ray()
 
+    env_kwargs = "{zombie_rate: 0.2, tree_logs: %d}" % cfg.tree_logs  # the world `record` uses
     world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
     samplings, train_dir, prior = st.path("samplings"), st.path("train"), st.path("prior", "prior.pt")
 
     st.run("record embedded-world episodes", "record", "steve1_ray.world.record",
-           [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0"],
+           [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0",
+            f"tree_logs={cfg.tree_logs}"],
            done=world / "summary.json")
     st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder", "steve1_ray.embedder",
            [f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}"],
@@ -180,7 +187,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     st.run("serve: start the prompt-to-action service", "serve", "steve1_ray.serving.run",
            ["--non-blocking", "--port", str(cfg.port), f"checkpoint={checkpoint}",
             f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1",
-            "rollout_env_kwargs={zombie_rate: 0.2}"])
+            f"rollout_env_kwargs={env_kwargs}"])
     print(f"\n[{len(st.times) + 1}] play {cfg.prompt!r} through http://127.0.0.1:{cfg.port}/rollouts", flush=True)
     t = time.time()
     play = _play_prompt(cfg, st.path("play"))
@@ -194,7 +201,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             f"policy={checkpoint}", f"embedder={embedder / 'mineclip.pth'}", f"prior={prior}",
             f"out_dir={st.path('eval')}", f"episodes={cfg.eval_episodes}", f"max_steps={cfg.eval_steps}",
             "prompts=" + json.dumps(cfg.eval_prompts), "cond_scales=" + json.dumps(cfg.eval_scales),
-            "workers=1"])
+            f"env_kwargs={env_kwargs}", "workers=1"])
 
     summary = {"out": str(st.root), "minutes": round((time.time() - st.t0) / 60, 1),
                "stage_seconds": {k: round(v, 1) for k, v in st.times.items()},

@@ -199,3 +199,27 @@ def test_misuse_has_clear_errors(env):
         make_env("minecraft")
     with pytest.raises(ValueError, match="tile_px"):
         CrafterEnv(tile_px=1)
+
+
+@pytest.mark.parametrize("logs", [1, 3])
+def test_a_tree_yields_tree_logs_logs_then_turns_to_grass(logs):
+    """tree_logs=1 is crafter's tree (grass after one log); tree_logs=n gives n logs, one per `do`."""
+    env = CrafterEnv(frame_size=(64, 36), tile_px=4, area=(32, 32), tree_logs=logs)
+    env.reset(seed=1)
+    px, py = (int(v) for v in env.player.pos)
+    env.world[(px, py - 1)] = "tree"  # the tile above the player: face it by moving up (blocked)
+    env.step({"forward": 1})
+    assert env.last_info["facing"] == (0, -1)
+    got = []
+    for _ in range(logs + 2):
+        _, _, _, info = env.step({"attack": 1})
+        got.append((info["inventory"]["wood"], env.world[(px, py - 1)][0]))
+    assert [w for w, _ in got] == [min(i + 1, logs) for i in range(logs + 2)]
+    assert [m for _, m in got] == ["tree"] * (logs - 1) + ["grass"] * 3
+    assert info["achievements"]["collect_wood"] == logs
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, 101])
+def test_tree_logs_must_be_a_small_positive_integer(bad):
+    with pytest.raises(ValueError, match="tree_logs"):
+        CrafterEnv(frame_size=(64, 36), tile_px=4, tree_logs=bad)

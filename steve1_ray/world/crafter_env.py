@@ -29,6 +29,7 @@ world's dynamics; `reset(seed)` makes an episode reproducible.
 """
 from __future__ import annotations
 
+import types
 from typing import Any, Mapping
 
 import cv2
@@ -120,10 +121,29 @@ class _LocalView(engine.LocalView):
         return cv2.addWeighted(canvas, float(daylight), night, float(1 - daylight), 0)
 
 
+def _do_material_with_logs(player, target, material):
+    """crafter's `Player._do_material` on a world whose trees yield `player.tree_logs` logs.
+
+    crafter 1.8.3 turns a tree into grass at the first `do` (`collect: tree: leaves: grass`); a Minecraft tree
+    gives several logs, one per block. What is left is kept per tile, so a tree chopped part-way keeps it.
+    Bound on the player instance (crafter's semantic view looks objects up by their exact class).
+    """
+    objects.Player._do_material(player, target, material)
+    if material != "tree" or player.world[target][0] == "tree":
+        return
+    key = (int(target[0]), int(target[1]))
+    left = player.logs_left.get(key, player.tree_logs) - 1
+    if left > 0:
+        player.world[target] = "tree"
+        player.logs_left[key] = left
+    else:
+        player.logs_left.pop(key, None)
+
+
 class _Core(crafter.Env):
     """crafter.Env rendering our frame layout (one render per step)."""
 
-    def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0, target_outline=True):
+    def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0, target_outline=True, tree_logs=1):
         cols, rows = VIEW_TILES
         super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
                          reward=True, length=length, seed=0)
@@ -132,7 +152,16 @@ class _Core(crafter.Env):
         self._frame_size = tuple(frame_size)  # (W, H)
         self.zombie_rate = float(zombie_rate)
         self.target_outline = bool(target_outline)
+        self.tree_logs = int(tree_logs)
         self.hotbar = 0
+
+    def reset(self):
+        obs = super().reset()
+        if self.tree_logs != 1:  # trees that take several `do`s (see _do_material_with_logs)
+            player = self._player
+            player.tree_logs, player.logs_left = self.tree_logs, {}
+            player._do_material = types.MethodType(_do_material_with_logs, player)
+        return obs
 
     def _balance_object(self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob,
                         ctor, target_fn):
@@ -199,13 +228,15 @@ class CrafterEnv(WorldEnv):
                     after the first few; the scripted demonstrators survive longer below 1).
         target_outline: outline the tile the player faces (what `do`/`use` act on), like Minecraft's block
                     outline; False = crafter's own look (recordings made before this option lack it).
+        tree_logs:  logs a tree yields before it turns to grass (1 = crafter as published; a Minecraft tree
+                    has several, one per block).
     """
 
     backend = "crafter"
 
     def __init__(self, frame_size: tuple[int, int] = (FRAME_SHAPE[1], FRAME_SHAPE[0]), tile_px: int = 20,
                  max_steps: int = 10000, area: tuple[int, int] = (64, 64), zombie_rate: float = 1.0,
-                 target_outline: bool = True):
+                 target_outline: bool = True, tree_logs: int = 1):
         if tile_px < 4:
             raise ValueError(f"tile_px={tile_px} is too small to draw tiles; use 4 or more (default 20)")
         if len(frame_size) != 2 or min(frame_size) < 16:
@@ -214,9 +245,12 @@ class CrafterEnv(WorldEnv):
             raise ValueError(f"max_steps={max_steps} must be at least 1")
         if not 0.0 <= zombie_rate <= 10.0:
             raise ValueError(f"zombie_rate={zombie_rate} must be in [0, 10] (1 = crafter's own rate)")
+        if isinstance(tree_logs, bool) or not isinstance(tree_logs, (int, np.integer)) or not 1 <= tree_logs <= 100:
+            raise ValueError(f"tree_logs={tree_logs!r} must be an integer in [1, 100] (1 = crafter's own trees)")
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.max_steps = int(max_steps)
-        self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate, target_outline)
+        self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate, target_outline,
+                           tree_logs)
         self._seed_rng = np.random.default_rng()
         self.seed: int | None = None
         self._done = True

@@ -76,6 +76,8 @@ class RecordConfig:
     """crafter render resolution per tile before scaling to frame_width x frame_height"""
     target_outline: bool = True
     """outline the tile the player faces (Minecraft's block outline; false = crafter's own look)"""
+    tree_logs: int = 1
+    """logs a tree yields before it turns to grass (1 = crafter as published; a Minecraft tree has several)"""
     zombie_rate: float = 0.2
     """crafter's night-time zombie spawning x this. 1 = crafter as published, where the scripted players
     die at the first night (~200 steps); 0.2 lets most episodes reach ~1000 steps"""
@@ -113,6 +115,8 @@ class RecordConfig:
               f"frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
         check(self.tile_px >= 4, f"tile_px={self.tile_px} must be at least 4 (default 20)")
         check(0.0 <= self.zombie_rate <= 10.0, f"zombie_rate={self.zombie_rate} must be in [0, 10] (1 = crafter)")
+        check(isinstance(self.tree_logs, int) and 1 <= self.tree_logs <= 100,
+              f"tree_logs={self.tree_logs!r} must be an integer in [1, 100] (1 = crafter)")
         check(0 <= self.crf <= 51, f"crf={self.crf} must be in 0..51")
         check(self.num_cpus > 0, f"num_cpus={self.num_cpus} must be positive")
         check(self.seed >= 0, f"seed={self.seed} must be non-negative")
@@ -141,7 +145,8 @@ def _record_one(cfg_dict: dict, i: int) -> dict:
         rec = record_episode(
             cfg.out, name, seed=cfg.seed + i, max_steps=cfg.max_steps, layout=cfg.layout,
             env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px,
-                        "zombie_rate": cfg.zombie_rate, "target_outline": cfg.target_outline},
+                        "zombie_rate": cfg.zombie_rate, "target_outline": cfg.target_outline,
+                        "tree_logs": cfg.tree_logs},
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
                          "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i), "sight": cfg.sight},
             crf=cfg.crf, preset=cfg.preset)
