@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steve1_ray.config import check, load_config, save_config, to_dict
+from steve1_ray.world.env import tree_logs_problem
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -62,8 +63,8 @@ class QuickstartConfig:
     def __post_init__(self):
         check(self.episodes >= 2, f"episodes={self.episodes!r}: need at least 2 (one is held out for validation)")
         check(self.max_steps >= 64, f"max_steps={self.max_steps!r}: episodes need at least 64 frames")
-        check(isinstance(self.tree_logs, int) and 1 <= self.tree_logs <= 100,
-              f"tree_logs={self.tree_logs!r} must be an integer in [1, 100] (1 = crafter)")
+        problem = tree_logs_problem(self.tree_logs)
+        check(problem is None, str(problem))
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.policy_frames, self.prior_epochs, self.play_steps = 1024, 2, 20

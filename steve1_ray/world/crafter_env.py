@@ -38,7 +38,7 @@ import numpy as np
 import crafter
 from crafter import constants, engine, objects
 
-from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, normalize_action, pressed_hotbar
+from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, normalize_action, pressed_hotbar, tree_logs_problem
 
 CRAFTER_ACTIONS: tuple[str, ...] = tuple(constants.actions)  # the 17 actions, in crafter's index order
 ACHIEVEMENTS: tuple[str, ...] = tuple(constants.achievements)  # the 22 achievements
@@ -245,8 +245,8 @@ class CrafterEnv(WorldEnv):
             raise ValueError(f"max_steps={max_steps} must be at least 1")
         if not 0.0 <= zombie_rate <= 10.0:
             raise ValueError(f"zombie_rate={zombie_rate} must be in [0, 10] (1 = crafter's own rate)")
-        if isinstance(tree_logs, bool) or not isinstance(tree_logs, (int, np.integer)) or not 1 <= tree_logs <= 100:
-            raise ValueError(f"tree_logs={tree_logs!r} must be an integer in [1, 100] (1 = crafter's own trees)")
+        if problem := tree_logs_problem(tree_logs):
+            raise ValueError(problem)
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.max_steps = int(max_steps)
         self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate, target_outline,

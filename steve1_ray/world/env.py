@@ -121,6 +121,13 @@ class WorldEnv(abc.ABC):
 BACKENDS = ("crafter", "minerl")
 
 
+def tree_logs_problem(n) -> str | None:
+    """Why `n` is not a valid `tree_logs` (logs per tree in the embedded world), or None when it is."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 100:
+        return f"tree_logs={n!r} must be an integer in [1, 100] (1 = crafter's own trees)"
+    return None
+
+
 def unknown_env_kwargs(backend: str, kwargs) -> list[str]:
     """Keys of `kwargs` that `make_env(backend, **kwargs)` would refuse (crafter's options are checked; MineRL's
     HumanSurvival takes open-ended settings and is not imported for this)."""

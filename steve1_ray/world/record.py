@@ -32,6 +32,7 @@ from pathlib import Path
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, load_config, save_config, to_dict
 from steve1_ray.world.demonstrators import GOALS
+from steve1_ray.world.env import tree_logs_problem
 from steve1_ray.world.recorder import EpisodeRecord, episode_paths, record_episode
 
 
@@ -115,8 +116,8 @@ class RecordConfig:
               f"frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
         check(self.tile_px >= 4, f"tile_px={self.tile_px} must be at least 4 (default 20)")
         check(0.0 <= self.zombie_rate <= 10.0, f"zombie_rate={self.zombie_rate} must be in [0, 10] (1 = crafter)")
-        check(isinstance(self.tree_logs, int) and 1 <= self.tree_logs <= 100,
-              f"tree_logs={self.tree_logs!r} must be an integer in [1, 100] (1 = crafter)")
+        problem = tree_logs_problem(self.tree_logs)
+        check(problem is None, str(problem))
         check(0 <= self.crf <= 51, f"crf={self.crf} must be in 0..51")
         check(self.num_cpus > 0, f"num_cpus={self.num_cpus} must be positive")
         check(self.seed >= 0, f"seed={self.seed} must be non-negative")
