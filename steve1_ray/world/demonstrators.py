@@ -117,7 +117,7 @@ class Demonstrator:
         goal_steps: step budget of one goal before it is abandoned.
         radius:    how far (tiles) the demonstrator looks for targets.
         goals:     restrict the goals it may pick (names of `GOALS`); default all.
-        min_segment: a goal reached sooner is kept up (more of the same, or looking around) until its
+        min_segment: a goal reached sooner is kept up (more of the same, or walking on) until its
                    segment has this many frames (16 = one MineCLIP window).
         sight:     False: the player knows the map within `radius` (privileged: it walks to trees and water
                    the view does not show yet). True: only what the frame shows (crafter's local view,
@@ -175,7 +175,9 @@ class Demonstrator:
             return self._noise_action()
         a = self._active
         if a.extra.get("linger") and a.goal.name not in COLLECT_MORE:
-            action = self._glance() if self.rng.random() < 0.6 else self._explore_step()
+            # walk on, not stand looking around: idle frames kept up after a placing or crafting goal made
+            # half of those goals' segments idle, and a policy learned "place a table" as "stand still"
+            action = self._explore_step()
         else:
             action = self._goal_action(a)
         if not action:
@@ -221,7 +223,7 @@ class Demonstrator:
             if a.goal.name not in ("collect_drink", "eat_cow", "defeat_zombie", "flee", "explore") and (
                     thirsty or hungry):  # a pressing need ends whatever else it was doing
                 a.done = True
-            # a goal reached early is kept up a little (more of the same, or a look around) so that each
+            # a goal reached early is kept up a little (more of the same, or walking on) so that each
             # captioned segment spans at least `min_segment` frames, one MineCLIP window
             short = self._achieved(a) and t - a.start < self.min_segment
             a.extra["linger"] = short
