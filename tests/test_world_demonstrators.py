@@ -126,3 +126,14 @@ def test_sight_mode_knows_only_what_the_frame_shows():
     _, infos, segments = _play(seed=1, sight=True)
     achieved = {k for k, v in infos[-1]["achievements"].items() if v}
     assert len(achieved) >= 2 and any(s.success for s in segments), achieved
+
+
+def test_placing_segments_are_not_idle_frames():
+    """A table placed early in its segment is kept up by walking on: a policy cloned from segments that were
+    half standing and looking around learned "place a crafting table" as standing still (session 8)."""
+    actions, infos, segments = _play(seed=2, steps=400, focus="place_table")
+    placing = [s for s in segments if s.goal.startswith(("place_", "make_")) and s.success]
+    assert placing, "the table task placed no table"
+    frames = [a for s in placing for a in actions[s.start:s.end]]
+    idle = [a for a in frames if not any(v for k, v in a.items() if k != "camera")]
+    assert len(idle) / len(frames) < 0.15, (len(idle), len(frames))
