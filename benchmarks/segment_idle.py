@@ -10,9 +10,11 @@ Reads a recording's `captions.jsonl` (the demonstrator's goal segments) and its 
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
+
+from steve1_ray.data.contractor import parse_jsonl
+from steve1_ray.embedder import read_captions
 
 
 def is_idle(record: dict) -> bool:
@@ -24,17 +26,13 @@ def idle_shares(world: Path) -> tuple[dict[str, dict], float]:
     """goal -> {frames, idle}, and the idle share over all captioned frames."""
     actions: dict[str, list[dict]] = {}
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    with open(world / "captions.jsonl") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            seg = json.loads(line)
-            if seg["actions"] not in actions:
-                with open(world / seg["actions"]) as a:
-                    actions[seg["actions"]] = [json.loads(x) for x in a if x.strip()]
-            for rec in actions[seg["actions"]][seg["start"]:seg["end"]]:
-                counts[seg["goal"]][0] += is_idle(rec)
-                counts[seg["goal"]][1] += 1
+    for seg in read_captions(world / "captions.jsonl"):
+        if seg["actions"] not in actions:  # one contractor file per episode, read once
+            path = world / seg["actions"]
+            actions[seg["actions"]] = parse_jsonl(path.read_text(), str(path))
+        for rec in actions[seg["actions"]][seg["start"]:seg["end"]]:
+            counts[seg["goal"]][0] += is_idle(rec)
+            counts[seg["goal"]][1] += 1
     idle, total = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
     out = {g: {"frames": n, "idle": i / n} for g, (i, n) in counts.items() if n}
     return out, (idle / total if total else 0.0)

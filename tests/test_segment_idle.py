@@ -20,8 +20,8 @@ def test_idle_share_per_goal(tmp_path):
     # 10 frames: 0-3 walk (key w), 4-5 a camera move only (idle), 6 attack (mouse button 0), 7-9 nothing (idle).
     acts = [_action(["key.keyboard.w"])] * 4 + [_action(dx=15.0)] * 2 + [_action(buttons=[0])] + [_action()] * 3
     (tmp_path / "contractor" / "e.jsonl").write_text("".join(json.dumps(a) + "\n" for a in acts))
-    caps = [{"episode": "e", "actions": "contractor/e.jsonl", "start": 0, "end": 4, "goal": "collect_wood"},
-            {"episode": "e", "actions": "contractor/e.jsonl", "start": 4, "end": 10, "goal": "place_table"}]
+    caps = [{"episode": "e", "actions": "contractor/e.jsonl", "start": 0, "end": 4, "goal": "collect_wood", "text": "chop a tree"},
+            {"episode": "e", "actions": "contractor/e.jsonl", "start": 4, "end": 10, "goal": "place_table", "text": "place a crafting table"}]
     (tmp_path / "captions.jsonl").write_text("".join(json.dumps(c) + "\n" for c in caps) + "\n")
     shares, overall = si.idle_shares(tmp_path)
     assert shares["collect_wood"] == {"frames": 4, "idle": 0.0}
