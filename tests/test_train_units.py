@@ -385,6 +385,29 @@ def test_event_goals_condition_the_frames_before_an_event_on_it():
     assert a[2] == b[2] and np.all(b[1][:21] == 61) and np.array_equal(a[1][21:], b[1][21:])
 
 
+def test_event_goals_last_pick_conditions_prerequisites_on_the_goal_they_lead_to():
+    n = 200
+    goal_t = np.full(n, 150)
+    t = np.arange(n)
+    events = np.array([50, 54, 60, 120])  # two logs, then a table at 60; something else at 120
+    nxt = event_goals(goal_t, t, events, horizon=20, n_frames=n)
+    last = event_goals(goal_t, t, events, horizon=20, n_frames=n, pick="last")
+    # next: each frame takes the nearest event (the logs' frames are conditioned on the logs)
+    assert np.all(nxt[30:51] == 51) and np.all(nxt[51:55] == 55) and np.all(nxt[55:61] == 61)
+    # last: every frame whose horizon reaches the table takes the table
+    assert np.all(last[:30] == 150) and np.all(last[30:34] == 51) and np.all(last[34:40] == 55)
+    assert np.all(last[40:61] == 61) and np.all(last[61:100] == 150) and np.all(last[100:121] == 121)
+    assert np.all(last[121:] == 150)
+    # a single event in reach gives the same goal either way
+    one = np.array([60])
+    assert np.array_equal(event_goals(goal_t, t, one, 20, n, pick="last"), event_goals(goal_t, t, one, 20, n))
+    with pytest.raises(ValueError, match="pick"):
+        event_goals(goal_t, t, events, 20, n, pick="first")
+    embeds = np.arange(n, dtype=np.float32)[:, None].repeat(2, 1)
+    r = relabel(embeds, None, 40, 32, 15, 40, 0.0, sequence_rng(0, 0, 3), events, 20, "last")
+    assert np.all(r[1][:21] == 61)
+
+
 def test_event_horizon_needs_recorded_events():
     rng = np.random.default_rng(0)
     ep = {"frames": np.zeros((80, 128, 128, 3), np.uint8), "buttons": np.zeros(80, np.int64),

@@ -62,6 +62,10 @@ class TrainConfig:
     block mined, an item crafted) at most this many frames ahead is conditioned on the clip that ends just after
     that event instead of the spaced goal, i.e. on what it is about to achieve. Needs a dataset written by
     `steve1 dataset` since events were recorded (index entries with `events`)."""
+    goal_event_pick: str = "next"
+    """With goal_event_horizon: which event a frame takes when several lie within the horizon: `next` (the
+    nearest) or `last` (the farthest, so the steps towards a goal that needs others first, e.g. two logs before
+    a table, are conditioned on that goal)."""
     p_uncond: float = 0.1
     """Probability that a whole sequence gets zero goal embeddings (the classifier-free-guidance token)."""
     loader_threads: int = 2
@@ -143,6 +147,8 @@ class TrainConfig:
         check(self.max_btwn_goals > self.min_btwn_goals,
               f"max_btwn_goals={self.max_btwn_goals} must be > min_btwn_goals={self.min_btwn_goals} (randint's high bound is exclusive)")
         check(self.goal_event_horizon >= 0, f"goal_event_horizon={self.goal_event_horizon} must be >= 0 (0 = off)")
+        check(self.goal_event_pick in ("next", "last"),
+              f"goal_event_pick={self.goal_event_pick!r} must be 'next' or 'last'")
         check(0.0 <= self.p_uncond <= 1.0, f"p_uncond={self.p_uncond} must be in [0, 1]")
         check(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in [0, 1)")
         check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")

@@ -166,9 +166,10 @@ class SequenceDataset:
     """All T-frame sequences of some episodes; `load(index, epoch)` reads and relabels one."""
 
     def __init__(self, source: EpisodeSource, episode_ids: list[str], T: int, min_btwn_goals: int,
-                 max_btwn_goals: int, p_uncond: float, seed: int, event_horizon: int = 0):
+                 max_btwn_goals: int, p_uncond: float, seed: int, event_horizon: int = 0,
+                 event_pick: str = "next"):
         self.source = source
-        self.T, self.seed, self.event_horizon = T, seed, event_horizon
+        self.T, self.seed, self.event_horizon, self.event_pick = T, seed, event_horizon, event_pick
         self.min_btwn_goals, self.max_btwn_goals, self.p_uncond = min_btwn_goals, max_btwn_goals, p_uncond
         self.sequences: list[SequenceSpec] = []
         self.skipped: list[str] = []
@@ -199,7 +200,8 @@ class SequenceDataset:
                                  f"{self.event_horizon}: rebuild the dataset with `steve1 dataset` (index entries "
                                  "now carry `events`), or set goal_event_horizon=0")
         goal_embed, _, uncond = relabel(embeds, valid, spec.start, self.T, self.min_btwn_goals,
-                                        self.max_btwn_goals, self.p_uncond, rng, events, self.event_horizon)
+                                        self.max_btwn_goals, self.p_uncond, rng, events, self.event_horizon,
+                                        self.event_pick)
         seq = self.source.read(spec.episode_id, spec.start, spec.start + self.T)
         if len(seq["buttons"]) != self.T or len(seq["frames"]) != self.T:
             raise ValueError(f"episode {spec.episode_id}: frames [{spec.start}, {spec.start + self.T}) gave "

@@ -264,9 +264,11 @@ def train_loop_per_worker(config: dict) -> None:
     source, train_ids, val_ids = open_dataset(cfg)
     embed_dim = source.embeds(train_ids[0])[0].shape[1] if train_ids else None
     train_set = SequenceDataset(source, train_ids, cfg.T, cfg.min_btwn_goals, cfg.max_btwn_goals,
-                                cfg.p_uncond, seed=cfg.seed, event_horizon=cfg.goal_event_horizon)
+                                cfg.p_uncond, seed=cfg.seed, event_horizon=cfg.goal_event_horizon,
+                                event_pick=cfg.goal_event_pick)
     val_set = SequenceDataset(source, val_ids, cfg.T, cfg.min_btwn_goals, cfg.max_btwn_goals,
-                              cfg.p_uncond, seed=cfg.val_seed, event_horizon=cfg.goal_event_horizon)
+                              cfg.p_uncond, seed=cfg.val_seed, event_horizon=cfg.goal_event_horizon,
+                              event_pick=cfg.goal_event_pick)
     if len(train_set) < cfg.sequences_per_group:
         raise ValueError(
             f"{len(train_set)} training sequences of T={cfg.T} frames (from {len(train_ids)} episodes, "

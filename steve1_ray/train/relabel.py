@@ -43,26 +43,41 @@ def goal_index_per_timestep(goals: np.ndarray, timesteps: np.ndarray) -> np.ndar
     return goals[np.searchsorted(goals + 1, timesteps, side="left")]
 
 
+EVENT_PICKS = ("next", "last")
+
+
 def event_goals(goal_t: np.ndarray, timesteps: np.ndarray, events: np.ndarray, horizon: int,
-                n_frames: int) -> np.ndarray:
+                n_frames: int, pick: str = "next") -> np.ndarray:
     """Ours: a timestep with an event e >= t at most `horizon` frames ahead takes the goal e + 1 (the clip
-    ending on the frame that shows the event's result); the others keep their spaced goal."""
+    ending on the frame that shows the event's result); the others keep their spaced goal.
+
+    `pick` says which event when several lie in [t, t + horizon]: `next`, the nearest one (what the frame is
+    about to achieve), or `last`, the farthest one, so that the steps towards a goal that needs others first
+    (two logs, then a table) are conditioned on that goal rather than on each prerequisite.
+    """
+    if pick not in EVENT_PICKS:
+        raise ValueError(f"pick={pick!r}: one of {EVENT_PICKS}")
     events = np.asarray(events, np.int64)
     if horizon <= 0 or len(events) == 0:
         return goal_t
-    k = np.searchsorted(events, timesteps, side="left")
-    has = k < len(events)
-    nxt = np.where(has, events[np.minimum(k, len(events) - 1)], -1)
-    target = np.minimum(nxt + 1, n_frames - 1)
-    use = has & (nxt - timesteps <= horizon) & (target >= NONE_EMBED_OFFSET)
+    if pick == "next":
+        k = np.searchsorted(events, timesteps, side="left")
+        has = k < len(events)
+    else:
+        k = np.searchsorted(events, timesteps + horizon, side="right") - 1
+        has = k >= 0
+    ev = np.where(has, events[np.clip(k, 0, len(events) - 1)], -1)
+    target = np.minimum(ev + 1, n_frames - 1)
+    use = has & (ev >= timesteps) & (ev - timesteps <= horizon) & (target >= NONE_EMBED_OFFSET)
     return np.where(use, target, goal_t)
 
 
 def relabel(embeds: np.ndarray, embed_valid: np.ndarray | None, start: int, T: int, min_btwn_goals: int,
             max_btwn_goals: int, p_uncond: float, rng: np.random.Generator, events: np.ndarray | None = None,
-            event_horizon: int = 0):
+            event_horizon: int = 0, event_pick: str = "next"):
     """Goal embeddings for frames [start, start + T) of an episode whose per-frame embeds are `embeds` (N, D).
-    With `event_horizon > 0`, frames at most that far before one of `events` take its goal (`event_goals`);
+    With `event_horizon > 0`, frames at most that far before one of `events` take its goal (`event_goals`,
+    the nearest or with `event_pick="last"` the farthest of them);
     the random draws are the same either way.
 
     Returns (goal_embed (T, D) float32, goal_t (T,) int64 goal timestep per frame, uncond bool).
@@ -72,7 +87,7 @@ def relabel(embeds: np.ndarray, embed_valid: np.ndarray | None, start: int, T: i
     timesteps = np.arange(start, start + T)
     goal_t = goal_index_per_timestep(goals, timesteps)
     if event_horizon > 0 and events is not None:
-        goal_t = event_goals(goal_t, timesteps, events, event_horizon, n_frames)
+        goal_t = event_goals(goal_t, timesteps, events, event_horizon, n_frames, event_pick)
     if embed_valid is not None and not bool(np.all(embed_valid[goal_t])):
         bad = int(goal_t[~embed_valid[goal_t]][0])
         raise ValueError(f"goal timestep {bad} has no valid embedding (embed_valid is False): the embedder's "

@@ -1,0 +1,81 @@
+"""Where do a prompt's goals land? The prior's samples beside the visual goals the policy was trained on.
+
+For each evaluated prompt, the prior is sampled as the evaluation samples it (one seeded sample per episode,
+`--samples` of them; and z = 0). Each sample is compared by cosine similarity with the *goal centroids*: the mean
+visual embedding of the clips that end each captioned, achieved segment of the recording (the pairs the prior
+is trained on, `train.prior.world_pairs`). Reported per prompt: the share of samples whose nearest centroid
+is the prompt's own goal, the mean cosine to its own centroid and to the nearest other one (and which goal that is), and the goals the
+samples land on instead.
+
+    python benchmarks/prior_goals.py --world <run>/world --data <run>/shards \\
+        --embedder <run>/embedder/mineclip.pth --prior <run>/prior/prior.pt [--samples 12]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+import numpy as np
+
+PROMPTS = {"collect_wood": "chop a tree", "collect_sapling": "collect a sapling", "collect_drink": "drink water",
+           "eat_cow": "eat a cow", "place_table": "place a crafting table"}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def centroids(visual: np.ndarray, goals: list[str]) -> tuple[list[str], np.ndarray]:
+    """Goal names (sorted) and the unit-length mean of each goal's unit-length visual embeddings."""
+    names = sorted(set(goals))
+    g = np.asarray(goals)
+    return names, unit(np.stack([unit(visual[g == n]).mean(0) for n in names]))
+
+
+def landing(samples: np.ndarray, names: list[str], cents: np.ndarray, own: str) -> dict:
+    """Nearest-centroid statistics of `samples` (K, D) for the goal `own`."""
+    sims = unit(samples) @ cents.T  # (K, G)
+    nearest = [names[i] for i in sims.argmax(1)]
+    o = names.index(own)
+    others = np.delete(sims, o, axis=1)
+    rest = [n for n in names if n != own]
+    return {"own_share": float(np.mean([n == own for n in nearest])), "cos_own": float(sims[:, o].mean()),
+            "cos_best_other": float(others.max(1).mean()), "closest_other": rest[int(others.mean(0).argmax())],
+            "lands_on": dict(Counter(nearest).most_common(3))}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--world", required=True, help="the recording (captions.jsonl)")
+    ap.add_argument("--data", required=True, help="its shard dataset (the visual embeddings)")
+    ap.add_argument("--embedder", required=True)
+    ap.add_argument("--prior", required=True)
+    ap.add_argument("--samples", type=int, default=12)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from steve1_ray.evaluate import load_embedder
+    from steve1_ray.models.prior import load_prior
+    from steve1_ray.train.prior import PriorConfig, world_pairs
+    from steve1_ray.world.demonstrators import GOALS
+
+    torch.set_grad_enabled(False)
+    _, visual, texts = world_pairs(PriorConfig(world=args.world, data=args.data, mineclip_path=args.embedder))
+    goal_of = {c: g.name for g in GOALS.values() for c in g.captions}
+    goals = [goal_of.get(t, "?") for t in texts]
+    names, cents = centroids(visual, goals)
+    embedder, prior = load_embedder(args.embedder), load_prior(args.prior).eval()
+    out = {}
+    for goal, prompt in PROMPTS.items():
+        text = embedder.encode_text([prompt]).float()
+        sampled = np.stack([prior.sample(text, seed=k).float().numpy()[0] for k in range(args.samples)])
+        z0 = prior.sample(text, deterministic=True).float().numpy()
+        out[prompt] = {"samples": landing(sampled, names, cents, goal), "z0": landing(z0, names, cents, goal),
+                       "text": landing(text.numpy(), names, cents, goal)}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
