@@ -43,6 +43,9 @@ class QuickstartConfig:
     embedder_epochs: int = 8
     policy_frames: int = 8192
     """behaviour-cloning frames (the debug policy preset)"""
+    event_frames: int = 0
+    """then fine-tune the policy this many frames on event goals (goal_event_horizon=40, goal_event_pick=last,
+    lr 3e-4; docs/training.md), and serve and evaluate the fine-tuned policy; 0 = no fine-tune"""
     prior_epochs: int = 50
     prompt: str = "chop a tree"
     """the prompt played through the server"""
@@ -65,11 +68,13 @@ class QuickstartConfig:
         check(self.max_steps >= 64, f"max_steps={self.max_steps!r}: episodes need at least 64 frames")
         problem = tree_logs_problem(self.tree_logs)
         check(problem is None, str(problem))
+        check(self.event_frames >= 0, f"event_frames={self.event_frames!r} must be >= 0 (0 = no fine-tune)")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.policy_frames, self.prior_epochs, self.play_steps = 1024, 2, 20
             self.eval_prompts, self.eval_scales = self.eval_prompts[:1], [0.0, 6.0]
             self.eval_episodes, self.eval_steps = 1, 20
+            self.event_frames = min(self.event_frames, 512)
 
 
 class Stages:
@@ -179,12 +184,22 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             f"storage_path={train_dir}", "run_name=policy", f"n_frames={cfg.policy_frames}",
             f"out_weights={train_dir / 'policy.weights'}"],
            done=train_dir / "policy.weights")
+    run_name, weights = "policy", train_dir / "policy.weights"
+    if cfg.event_frames:
+        run_name, weights = "policy_events", train_dir / "policy_events.weights"
+        st.run("fine-tune the policy on event goals (the farthest event within 40 frames)", "train",
+               "steve1_ray.train.run",
+               ["--config", "debug", f"data={shards}", "sampling=quickstart", f"sampling_dir={samplings}",
+                f"storage_path={train_dir}", f"run_name={run_name}", f"n_frames={cfg.event_frames}",
+                f"in_weights={train_dir / 'policy.weights'}", "goal_event_horizon=40", "goal_event_pick=last",
+                "lr=3e-4", f"out_weights={weights}"],
+               done=weights)
     st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
            ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}",
             f"epochs={cfg.prior_epochs}", f"mineclip_path={embedder / 'mineclip.pth'}"],
            done=prior)
 
-    checkpoint = _latest_checkpoint(train_dir)
+    checkpoint = _latest_checkpoint(train_dir, run_name)
     st.run("serve: start the prompt-to-action service", "serve", "steve1_ray.serving.run",
            ["--non-blocking", "--port", str(cfg.port), f"checkpoint={checkpoint}",
             f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1",
@@ -208,7 +223,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                "stage_seconds": {k: round(v, 1) for k, v in st.times.items()},
                "rollout_video": str(st.path("play", "rollout.mp4")), "rollout_metrics": play,
                "report": str(st.path("eval", "report.md")), "tensorboard": f"tensorboard --logdir {train_dir}",
-               "policy_weights": str(train_dir / "policy.weights"), "checkpoint": str(checkpoint)}
+               "policy_weights": str(weights), "checkpoint": str(checkpoint)}
     st.path("summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print("\n" + "=" * 72)
     print(f"quickstart done in {summary['minutes']} min")
@@ -221,11 +236,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     return summary
 
 
-def _latest_checkpoint(train_dir: Path) -> Path:
-    """The newest checkpoint folder of the policy run (Ray Train's `checkpoint_*` folders)."""
-    found = sorted((p for p in train_dir.glob("policy/checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+def _latest_checkpoint(train_dir: Path, run_name: str = "policy") -> Path:
+    """The newest checkpoint folder of a policy run (Ray Train's `checkpoint_*` folders)."""
+    found = sorted((p for p in train_dir.glob(f"{run_name}/checkpoint_*") if p.is_dir()),
+                   key=lambda p: p.stat().st_mtime)
     if not found:
-        raise SystemExit(f"quickstart: no checkpoint under {train_dir / 'policy'}; did training fail?")
+        raise SystemExit(f"quickstart: no checkpoint under {train_dir / run_name}; did training fail?")
     return found[-1]
 
 

@@ -22,6 +22,9 @@ def test_quickstart_config_rejects_bad_values():
         load_config(QuickstartConfig, [], ["episode=4"])
     with pytest.raises(ConfigError, match="tree_logs"):
         load_config(QuickstartConfig, [], ["tree_logs=0"])
+    with pytest.raises(ConfigError, match="event_frames"):
+        load_config(QuickstartConfig, [], ["event_frames=-1"])
+    assert load_config(QuickstartConfig, [], ["tiny=true", "event_frames=131072"]).event_frames == 512
 
 
 @pytest.mark.slow
@@ -32,8 +35,8 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                           "port=8123", "tree_logs=2"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=1500)
+                           "port=8123", "tree_logs=2", "event_frames=512"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     # every stage ran and produced what the next one reads
@@ -46,6 +49,12 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     manifest = json.loads((out / "shards" / "manifest.json").read_text())
     assert manifest["counts"]["episodes"] >= 2 and manifest["counts"]["quarantined"] == 0
     assert (out / "train" / "policy.weights").stat().st_size > 0
+    # the event-goal fine-tune starts from that policy, and it is what is served and evaluated
+    assert (out / "train" / "policy_events.weights").stat().st_size > 0
+    ft = yaml.safe_load(next((out / "train" / "policy_events").glob("checkpoint_*/train_config.yaml")).read_text())
+    assert ft["goal_event_pick"] == "last" and Path(ft["in_weights"]).resolve() == (out / "train" / "policy.weights").resolve()
+    assert "/policy_events/checkpoint_" in summary["checkpoint"]
+    assert "/policy_events/checkpoint_" in yaml.safe_load((out / "eval" / "config.yaml").read_text())["policy"]
     assert (out / "prior" / "prior.pt").exists()
     video = (out / "play" / "rollout.mp4").read_bytes()
     assert video[4:8] == b"ftyp", "the rollout video is not an mp4"
@@ -56,6 +65,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
 
     # a second run finds every stage done and skips it (the expensive ones at least)
     proc2 = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                            "port=8123", "tree_logs=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+                            "port=8123", "tree_logs=2", "event_frames=512"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=1500)
     assert proc2.returncode == 0, proc2.stdout[-4000:] + proc2.stderr[-4000:]
-    assert proc2.stdout.count("already done") >= 5
+    assert proc2.stdout.count("already done") >= 6
