@@ -18,8 +18,11 @@ from collections import Counter
 
 import numpy as np
 
-PROMPTS = {"collect_wood": "chop a tree", "collect_sapling": "collect a sapling", "collect_drink": "drink water",
-           "eat_cow": "eat a cow", "place_table": "place a crafting table"}
+from steve1_ray.world.demonstrators import GOALS
+
+# the evaluated goals and their prompts (each goal's first caption, as configs/eval/crafter.yaml lists them)
+PROMPTS = {g: GOALS[g].captions[0] for g in ("collect_wood", "collect_sapling", "collect_drink", "eat_cow",
+                                              "place_table")}
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -59,7 +62,6 @@ def main(argv=None) -> None:
     from steve1_ray.evaluate import load_embedder
     from steve1_ray.models.prior import load_prior
     from steve1_ray.train.prior import PriorConfig, world_pairs
-    from steve1_ray.world.demonstrators import GOALS
 
     torch.set_grad_enabled(False)
     _, visual, texts = world_pairs(PriorConfig(world=args.world, data=args.data, mineclip_path=args.embedder))

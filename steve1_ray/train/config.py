@@ -147,7 +147,9 @@ class TrainConfig:
         check(self.max_btwn_goals > self.min_btwn_goals,
               f"max_btwn_goals={self.max_btwn_goals} must be > min_btwn_goals={self.min_btwn_goals} (randint's high bound is exclusive)")
         check(self.goal_event_horizon >= 0, f"goal_event_horizon={self.goal_event_horizon} must be >= 0 (0 = off)")
-        check(self.goal_event_pick in ("next", "last"),
+        from steve1_ray.train.relabel import EVENT_PICKS
+
+        check(self.goal_event_pick in EVENT_PICKS,
               f"goal_event_pick={self.goal_event_pick!r} must be 'next' or 'last'")
         check(0.0 <= self.p_uncond <= 1.0, f"p_uncond={self.p_uncond} must be in [0, 1]")
         check(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in [0, 1)")
