@@ -95,16 +95,16 @@ def main(argv=None) -> None:
     import torch
 
     from steve1_ray.agent import act_batch, new_stream
-    from steve1_ray.evaluate import EvalConfig, load_eval_policy
+    from steve1_ray.models.loading import load_policy_spec
 
     torch.set_grad_enabled(False)
-    policy = load_eval_policy(EvalConfig(policy=args.policy, embedder="debug"))
+    policy = load_policy_spec(args.policy, seed=0)
     zero = np.zeros(policy.cfg.embed_dim, np.float32)
     goal = None
     if args.prompt:
         if not (args.embedder and args.prior):
             ap.error("--prompt needs --embedder and --prior")
-        from steve1_ray.evaluate import load_embedder
+        from steve1_ray.models.loading import load_embedder
         from steve1_ray.models.prior import load_prior
 
         text = load_embedder(args.embedder).encode_text([args.prompt]).float()

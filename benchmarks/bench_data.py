@@ -50,7 +50,8 @@ def bench_convert(folder: Path, n: int) -> dict:
 def bench_embed(preset: str, n: int, device: str) -> dict:
     import torch
 
-    from steve1_ray.data.embed import load_embedder, window_embeds, window_embeds_per_window
+    from steve1_ray.data.embed import window_embeds, window_embeds_per_window
+    from steve1_ray.models.loading import load_embedder
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model = load_embedder(preset, device=device)

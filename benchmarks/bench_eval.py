@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_eval.py --reps 30
 
-The loop of `steve1_ray.evaluate.play_episodes` without the metrics: n streams (episodes) of the debug
+The loop of `steve1_ray.evaluate.run.play_episodes` without the metrics: n streams (episodes) of the debug
 policy with classifier-free guidance (2 rows each) answered in one `act_batch`, plus n crafter steps.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from steve1_ray.agent import act_batch, new_stream
 from steve1_ray.models.policy import build_policy
-from steve1_ray.world.env import make_env
+from steve1_ray.world import make_env
 
 
 def main() -> None:

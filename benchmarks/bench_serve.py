@@ -26,7 +26,7 @@ import numpy as np
 
 def world_frames(n: int, seed: int = 0) -> list[bytes]:
     """JPEG-encoded 640x360 frames from the embedded world under random actions."""
-    from steve1_ray.world.env import make_env, noop_action
+    from steve1_ray.world import make_env, noop_action
 
     env = make_env("crafter")
     obs = env.reset(seed=seed)
@@ -52,7 +52,7 @@ def baseline(frames: list[bytes], steps: int, args) -> dict:
     import torch
 
     from steve1_ray import agent as A
-    from steve1_ray.models.policy import load_policy
+    from steve1_ray.models.formats import load_policy
 
     torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, args.weights).eval()
@@ -74,7 +74,7 @@ def inprocess_batched(frames: list[bytes], n: int, steps: int, args) -> dict:
     import torch
 
     from steve1_ray import agent as A
-    from steve1_ray.models.policy import load_policy
+    from steve1_ray.models.formats import load_policy
 
     torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, args.weights).eval()

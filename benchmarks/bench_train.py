@@ -47,7 +47,7 @@ def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, devi
                 embed_dim: int) -> dict:
     from steve1_ray.models.policy import build_policy
     from steve1_ray.train.config import TrainConfig
-    from steve1_ray.train.loop import optimizer_step
+    from steve1_ray.train.step import optimizer_step
     from steve1_ray.train.optim import build_optimizer, freeze_parts
 
     dev = torch.device(device)

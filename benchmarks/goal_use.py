@@ -67,11 +67,11 @@ def main(argv=None) -> None:
     import torch
 
     from steve1_ray.data.shards import load_episode
-    from steve1_ray.evaluate import EvalConfig, load_embedder, load_eval_policy
+    from steve1_ray.models.loading import load_embedder, load_policy_spec
     from steve1_ray.models.prior import load_prior
 
     torch.set_grad_enabled(False)
-    policy = load_eval_policy(EvalConfig(policy=args.policy, embedder="debug"))
+    policy = load_policy_spec(args.policy, seed=0)
     embedder, prior = load_embedder(args.embedder), load_prior(args.prior).eval()
     goals = {t: prior.sample(embedder.encode_text([p]).float(), seed=0, deterministic=True).float().numpy()
              .reshape(-1) for t, p in PROMPTS.items()}

@@ -59,7 +59,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from steve1_ray.evaluate import load_embedder
+    from steve1_ray.models.loading import load_embedder
     from steve1_ray.models.prior import load_prior
     from steve1_ray.train.prior import PriorConfig, world_pairs
 

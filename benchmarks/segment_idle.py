@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from steve1_ray.data.contractor import parse_jsonl
-from steve1_ray.embedder import read_captions
+from steve1_ray.train.embedder import read_captions
 
 
 def is_idle(record: dict) -> bool:

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 def load_policy(model_path, weights_path=None, **kwargs):
     """Build the STEVE-1 policy from an original `.model` file (or a preset name) and load weights."""
-    from steve1_ray.models.policy import load_policy as _load
+    from steve1_ray.models.formats import load_policy as _load
 
     return _load(model_path, weights_path, **kwargs)
 

@@ -71,6 +71,10 @@ CAMERA_MU = 10
 N_CAMERA_BINS = 11
 CAMERA_NULL_BIN = CAMERA_MAXVAL // CAMERA_BINSIZE  # 5
 
+# The contractor recordings store the camera as mouse counts: 2400 counts turn the view 360 degrees (VPT's
+# CAMERA_SCALER). Read by data/contractor.py, written by world/recorder.py, checked by world/env.py.
+DEGREES_PER_MOUSE_COUNT = 360.0 / 2400.0  # 0.15
+
 _BUTTON_INDEX = {name: i for i, name in enumerate(BUTTONS_ALL)}
 
 

@@ -16,9 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sampling": ("steve1_ray.data.sampling", "train/val splits and mixtures over shard datasets"),
     "train": ("steve1_ray.train.run", "behaviour cloning with hindsight relabeling on Ray Train"),
     "train-prior": ("steve1_ray.train.prior", "train the CVAE prior (text → visual goal embedding)"),
-    "train-embedder": ("steve1_ray.embedder", "train a MineCLIP-architecture video–text embedder on recordings"),
-    "sweep": ("steve1_ray.sweep", "hyperparameter sweep on Ray Tune"),
-    "evaluate": ("steve1_ray.evaluate", "programmatic evaluation: prompts × guidance scales → report"),
+    "train-embedder": ("steve1_ray.train.embedder", "train a MineCLIP-architecture video–text embedder on recordings"),
+    "sweep": ("steve1_ray.sweep.run", "hyperparameter sweep on Ray Tune"),
+    "evaluate": ("steve1_ray.evaluate.run", "programmatic evaluation: prompts × guidance scales → report"),
     "serve": ("steve1_ray.serving.run", "start the prompt-to-action HTTP service on Ray Serve"),
     "weights": ("steve1_ray.models.formats", "inspect / convert original .model and .weights files"),
 }

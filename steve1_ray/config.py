@@ -12,11 +12,14 @@ takes `overlay=` to pick one. Nested dataclasses are filled from nested mappings
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import json
+import textwrap
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Type, TypeVar
+from typing import Any, Callable, Iterable, Type, TypeVar
 
 import yaml
 
@@ -113,15 +116,26 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def read_yaml(path: Path) -> dict:
+    """A YAML config file as a mapping (empty file: {})."""
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of keys to values, got {type(loaded).__name__}")
+    return loaded
+
+
 def load_config(cls: Type[T], files: Iterable[str | Path] = (), overrides: Iterable[str] = (),
-                overlay: str | None = None, base: dict | None = None) -> T:
-    """Defaults <- `base` <- each YAML file (or its `overlay` section) <- `key=value` overrides."""
+                overlay: str | None = None, base: dict | None = None,
+                reader: Callable[[Path], dict] = read_yaml) -> T:
+    """Defaults <- `base` <- each YAML file (or its `overlay` section) <- `key=value` overrides.
+
+    `reader` turns one file into a mapping (the serve job reads Serve's own config format with it)."""
     data: dict = dict(base or {})
     for f in files:
         path = Path(f)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = reader(path)
         if overlay is not None and overlay in loaded and isinstance(loaded[overlay], dict):
             loaded = loaded[overlay]
         data = _deep_merge(data, loaded)
@@ -131,6 +145,73 @@ def load_config(cls: Type[T], files: Iterable[str | Path] = (), overrides: Itera
         key, raw = item.split("=", 1)
         _set_dotted(data, key.strip(), raw)
     return from_dict(cls, data)
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+"""Where the named presets live: `configs/<kind>/<name>.yaml` (`--config debug` of `steve1 train`)."""
+
+
+def preset_path(kind: str, name_or_file: str | Path) -> Path:
+    """`preset_path("train", "debug")` -> configs/train/debug.yaml; a YAML path or an existing file is returned
+    as is. An unknown name is refused with the list of presets of that kind."""
+    path = Path(name_or_file)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    folder = CONFIG_DIR / kind
+    candidate = folder / f"{name_or_file}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in folder.glob("*.yaml"))
+    raise ConfigError(f"unknown {kind} preset {str(name_or_file)!r}: use one of {known} or a YAML file path")
+
+
+def preset_names(kind: str) -> list[str]:
+    """The named presets of one kind (`train`: debug, finetune, paper)."""
+    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the docstring written under it in the dataclass body (empty when there is none),
+    including inherited fields. This is what `steve1 <job> --help` lists."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:] + [None]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                text = ""
+                if (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                        and isinstance(after.value.value, str)):
+                    text = " ".join(after.value.value.split())
+                docs[node.target.id] = text
+    return docs
+
+
+def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default as YAML, docstring) for every field, nested dataclasses flattened."""
+    rows = []
+    docs = field_docs(cls)
+    types = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        tp = types[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe_fields(tp, key + ".")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        shown = json.dumps(default, default=str)  # one line, unambiguous: "null", "[]", "\"debug\""
+        rows.append((key, shown, docs.get(f.name, "")))
+    return rows
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

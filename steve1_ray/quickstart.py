@@ -11,7 +11,6 @@ on a re-run (`fresh=true` starts over). On 2 idle CPU cores the default budget t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -21,8 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steve1_ray.config import check, load_config, save_config, to_dict
-from steve1_ray.world.env import tree_logs_problem
+from steve1_ray.cluster import connect
+from steve1_ray.config import check, save_config, to_dict
+from steve1_ray.models.loading import latest_checkpoint
+from steve1_ray.runner import Job, run_job
+from steve1_ray.world.config import WorldConfig
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -37,25 +39,35 @@ class QuickstartConfig:
     """embedded-world episodes recorded by the scripted demonstrators"""
     max_steps: int = 600
     """frames per episode at most (20 per second)"""
-    tree_logs: int = 1
-    """logs a tree yields in the embedded world (1 = crafter as published); recording, serving's rollouts
-    and the evaluation all play in that world"""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """the embedded world; recording, serving's rollouts and the evaluation all play in it (`world.tree_logs=4`:
+    trees that give 4 logs, docs/world.md)"""
     embedder_epochs: int = 8
+    """epochs of the world embedder's contrastive training (`steve1 train-embedder epochs=`)"""
     policy_frames: int = 8192
     """behaviour-cloning frames (the debug policy preset)"""
     event_frames: int = 0
     """then fine-tune the policy this many frames on event goals (goal_event_horizon=40, goal_event_pick=last,
     lr 3e-4; docs/training.md), and serve and evaluate the fine-tuned policy; 0 = no fine-tune"""
     prior_epochs: int = 50
+    """epochs of the prior's training (`steve1 train-prior epochs=`; the original's 50)"""
     prompt: str = "chop a tree"
     """the prompt played through the server"""
     cond_scale: float = 6.0
+    """guidance scale of the played prompt (STEVE-1's 6 for text; 0 = the plain conditional policy)"""
     play_steps: int = 200
+    """steps of the rollout played through the server (20 per second)"""
     eval_prompts: list[str] = field(default_factory=lambda: ["chop a tree", "collect a sapling", "drink water"])
+    """text goals of the evaluation (captions the embedded world's demonstrators use)"""
     eval_scales: list[float] = field(default_factory=lambda: [0.0, 6.0])
+    """guidance scales the evaluation sweeps (0 = the plain conditional policy); the unconditioned baseline is
+    always run too"""
     eval_episodes: int = 4
+    """evaluation episodes per (prompt, scale) cell and for the unconditioned baseline"""
     eval_steps: int = 300
+    """steps per evaluation episode at most (20 per second)"""
     port: int = 8000
+    """HTTP port the served app listens on (http://127.0.0.1:<port>)"""
     tiny: bool = False
     """smallest settings everywhere (the smoke test of the quick start)"""
     fresh: bool = False
@@ -66,8 +78,8 @@ class QuickstartConfig:
     def __post_init__(self):
         check(self.episodes >= 2, f"episodes={self.episodes!r}: need at least 2 (one is held out for validation)")
         check(self.max_steps >= 64, f"max_steps={self.max_steps!r}: episodes need at least 64 frames")
-        problem = tree_logs_problem(self.tree_logs)
-        check(problem is None, str(problem))
+        check(self.world.backend == "crafter",
+              f"world.backend={self.world.backend!r}: the quick start records with crafter's scripted demonstrators")
         check(self.event_frames >= 0, f"event_frames={self.event_frames!r} must be >= 0 (0 = no fine-tune)")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
@@ -107,17 +119,9 @@ class Stages:
         print(f"    {name} took {self.times[name]:.0f}s", flush=True)
 
 
-def _start_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        # address="local": a private cluster even when `ray start` left one on this host (set RAY_ADDRESS to use it)
-        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(_REPO)}})
+def world_override(world: WorldConfig) -> str:
+    """`world={...}`: the whole world, so that every stage plays in it whatever its config files say."""
+    return "world=" + json.dumps(to_dict(world), separators=(",", ":"))
 
 
 def _play_prompt(cfg: QuickstartConfig, out: Path) -> dict:
@@ -156,17 +160,17 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     st.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, st.path("quickstart_config.yaml"))
     print(f"steve1 quickstart: everything goes to {st.root}")
-    _start_ray()
-
-    env_kwargs = "{zombie_rate: 0.2, tree_logs: %d}" % cfg.tree_logs  # the world `record` uses
+    # its own cluster, even when `ray start` left one on this host (set RAY_ADDRESS to use that one)
+    connect(private=True, num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False,
+            env_vars={"PYTHONPATH": str(_REPO)})
+    world_arg = world_override(cfg.world)  # the same world for recording, serving's rollouts and evaluation
     world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
     samplings, train_dir, prior = st.path("samplings"), st.path("train"), st.path("prior", "prior.pt")
 
     st.run("record embedded-world episodes", "record", "steve1_ray.world.record",
-           [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0",
-            f"tree_logs={cfg.tree_logs}"],
+           [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0", world_arg],
            done=world / "summary.json")
-    st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder", "steve1_ray.embedder",
+    st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder", "steve1_ray.train.embedder",
            [f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}"],
            done=embedder / "mineclip.pth")
     st.run("dataset: decode, convert actions, embed with the world embedder, write shards", "dataset",
@@ -176,8 +180,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
            done=shards / "manifest.json")
     n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
     st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
-           ["--name", "quickstart", "--dataset", str(shards), "--output_dir", str(samplings),
-            "--val_frames", str(max(64, n_frames // 6)), "--min_frames", "64"],
+           ["name=quickstart", f"datasets=[{shards}]", f"output_dir={samplings}",
+            f"val_frames={max(64, n_frames // 6)}", "min_frames=64"],
            done=samplings / "quickstart_train.txt")
     st.run("train the policy (behaviour cloning, hindsight relabeling, Ray Train)", "train", "steve1_ray.train.run",
            ["--config", "debug", f"data={shards}", "sampling=quickstart", f"sampling_dir={samplings}",
@@ -199,11 +203,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             f"epochs={cfg.prior_epochs}", f"mineclip_path={embedder / 'mineclip.pth'}"],
            done=prior)
 
-    checkpoint = _latest_checkpoint(train_dir, run_name)
+    checkpoint = latest_checkpoint(train_dir / run_name)
     st.run("serve: start the prompt-to-action service", "serve", "steve1_ray.serving.run",
-           ["--non-blocking", "--port", str(cfg.port), f"checkpoint={checkpoint}",
-            f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1",
-            f"rollout_env_kwargs={env_kwargs}"])
+           ["blocking=false", f"port={cfg.port}", f"checkpoint={checkpoint}",
+            f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1", world_arg])
     print(f"\n[{len(st.times) + 1}] play {cfg.prompt!r} through http://127.0.0.1:{cfg.port}/rollouts", flush=True)
     t = time.time()
     play = _play_prompt(cfg, st.path("play"))
@@ -212,12 +215,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         from ray import serve
 
         serve.shutdown()
-    st.run("evaluate: prompts × guidance scales vs the unconditioned agent", "evaluate", "steve1_ray.evaluate",
+    st.run("evaluate: prompts × guidance scales vs the unconditioned agent", "evaluate", "steve1_ray.evaluate.run",
            ["--config", str(_REPO / "configs" / "eval" / "crafter.yaml"),
             f"policy={checkpoint}", f"embedder={embedder / 'mineclip.pth'}", f"prior={prior}",
             f"out_dir={st.path('eval')}", f"episodes={cfg.eval_episodes}", f"max_steps={cfg.eval_steps}",
             "prompts=" + json.dumps(cfg.eval_prompts), "cond_scales=" + json.dumps(cfg.eval_scales),
-            f"env_kwargs={env_kwargs}", "workers=1"])
+            world_arg, "workers=1"])
 
     summary = {"out": str(st.root), "minutes": round((time.time() - st.t0) / 60, 1),
                "stage_seconds": {k: round(v, 1) for k, v in st.times.items()},
@@ -236,23 +239,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     return summary
 
 
-def _latest_checkpoint(train_dir: Path, run_name: str = "policy") -> Path:
-    """The newest checkpoint folder of a policy run (Ray Train's `checkpoint_*` folders)."""
-    found = sorted((p for p in train_dir.glob(f"{run_name}/checkpoint_*") if p.is_dir()),
-                   key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(f"quickstart: no checkpoint under {train_dir / run_name}; did training fail?")
-    return found[-1]
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="steve1 quickstart", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("overrides", nargs="*", help="key=value overrides of QuickstartConfig, e.g. tiny=true")
-    args = p.parse_args(argv)
-    cfg = load_config(QuickstartConfig, [], args.overrides)
-    print(json.dumps(to_dict(cfg)))
-    run_quickstart(cfg)
+def _run(cfg: QuickstartConfig) -> int:
+    run_quickstart(cfg)  # saves the config as <out>/quickstart_config.yaml
     if cfg.keep_serving:
         try:
             while True:
@@ -260,6 +248,17 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+JOB = Job("quickstart", QuickstartConfig, _run, summary=__doc__.strip().splitlines()[0],
+          examples="""
+          steve1 quickstart                         # the default budget (README)
+          steve1 quickstart tiny=true               # a few-minute smoke run
+          steve1 quickstart episodes=100 world.tree_logs=4 policy_frames=262144 event_frames=131072""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

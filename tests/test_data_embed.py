@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 mineclip = pytest.importorskip("steve1_ray.models.mineclip")
 
-from steve1_ray.data.embed import WINDOW, load_embedder, window_embeds, window_embeds_per_window  # noqa: E402
+from steve1_ray.data.embed import WINDOW, window_embeds, window_embeds_per_window  # noqa: E402
+from steve1_ray.models.loading import load_embedder  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,8 @@ def test_pipeline_end_to_end(ray_cluster, tmp_path):
 
     # contents equal the one-episode conversion, embeddings equal a direct computation
     from steve1_ray.actions import env_to_policy
-    from steve1_ray.data.embed import load_embedder, window_embeds
+    from steve1_ray.data.embed import window_embeds
+    from steve1_ray.models.loading import load_embedder
 
     ref = load_contractor_episode(rec / "good_a" / "video.mp4", rec / "good_a" / "actions.jsonl")
     got = shards.load_episode(out, "good_a")

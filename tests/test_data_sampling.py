@@ -68,13 +68,16 @@ def test_bad_requests_name_the_fix(tmp_path, ds):
         create_sampling([ds], "x", tmp_path, val_frames=100, train_frames=10**7)
     with pytest.raises(ValueError, match="lower min_frames"):
         create_sampling([ds], "x", tmp_path, val_frames=100, min_frames=10**6)
-    with pytest.raises(FileNotFoundError, match="create_sampling.py --name nope"):
+    with pytest.raises(FileNotFoundError, match="steve1 sampling name=nope"):
         read_sampling(tmp_path, "nope", "train")
 
 
 def test_job_runs_as_a_script(tmp_path, ds):
-    out = subprocess.run([sys.executable, str(REPO / "jobs" / "create_sampling.py"), "--name", "cli", "--dataset", ds,
-                          "--val_frames", "1000", "--train_frames", "2000", "--output_dir", str(tmp_path)],
+    out = subprocess.run([sys.executable, str(REPO / "jobs" / "create_sampling.py"), "name=cli", f"datasets=[{ds}]",
+                          "val_frames=1000", "train_frames=2000", f"output_dir={tmp_path}"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "cli_train.txt").exists() and '"train_frames"' in out.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "jobs" / "create_sampling.py"), f"datasets=[{ds}]",
+                          "val_frames=1000"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "give the sampling a name" in bad.stderr  # a config error names the fix

@@ -1,4 +1,4 @@
-"""World embedder (steve1_ray.embedder): loss, clip cutting, learning, checkpoint layout, bad input."""
+"""World embedder (steve1_ray.train.embedder): loss, clip cutting, learning, checkpoint layout, bad input."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from steve1_ray.config import ConfigError
-from steve1_ray.embedder import (ClipSet, EmbedderConfig, contrastive_loss, encode_clip_batch, encode_clips,
-                                 main, retrieval_metrics, segment_batches, split_by_episode, train_embedder)
+from steve1_ray.train.embedder import (ClipSet, EmbedderConfig, contrastive_loss, encode_clip_batch, encode_clips,
+                                       main, retrieval_metrics, segment_batches, split_by_episode, train_embedder)
 from steve1_ray.models.mineclip import MineCLIPConfig, load_mineclip
 
 H, W = 160, 256
@@ -127,7 +127,7 @@ def world(tmp_path_factory):
 @pytest.mark.slow
 def test_clips_end_on_the_goal_reached_frame(world):
     from steve1_ray.data import load_contractor_episode
-    from steve1_ray.embedder import build_clips, read_captions
+    from steve1_ray.train.embedder import build_clips, read_captions
 
     cfg = EmbedderConfig(recordings=str(world), clips_per_segment=3)
     data = build_clips(cfg, 16)
@@ -169,8 +169,8 @@ def test_clips_end_on_the_goal_reached_frame(world):
 def test_job_writes_a_mineclip_checkpoint_any_width(world, tmp_path):
     """A 96-wide embedder: trained by the job, read by load_mineclip, the data pipeline's and the evaluation's
     loaders, and it feeds a policy goal layer of the same width."""
-    from steve1_ray.data.embed import load_embedder, window_embeds
-    from steve1_ray.evaluate import load_embedder as eval_embedder
+    from steve1_ray.data.embed import window_embeds
+    from steve1_ray.models.loading import load_embedder
     from steve1_ray.models.policy import PolicyConfig, build_policy
 
     out = tmp_path / "emb"
@@ -181,7 +181,7 @@ def test_job_writes_a_mineclip_checkpoint_any_width(world, tmp_path):
     ckpt = torch.load(out / "mineclip.pth", weights_only=True)
     assert all(k.startswith("model.") for k in ckpt["state_dict"]) and ckpt["mineclip_config"]["embed_dim"] == 96
     model = load_mineclip(out / "mineclip.pth")
-    for other in (load_embedder("attn", str(out / "mineclip.pth"), device="cpu"), eval_embedder(str(out / "mineclip.pth"))):
+    for other in (load_embedder(str(out / "mineclip.pth"), "attn", device="cpu"), load_embedder(str(out / "mineclip.pth"))):
         assert other.embed_dim == 96
         for k, v in model.state_dict().items():
             assert torch.equal(v, other.state_dict()[k])
@@ -209,7 +209,7 @@ def test_job_script_exits_2_naming_the_fix(tmp_path):
 
 @pytest.mark.slow
 def test_ray_train_workers_write_the_same_layout(world, tmp_path, ray_cluster):
-    from steve1_ray.embedder import run
+    from steve1_ray.train.embedder import run
 
     out = tmp_path / "emb"
     info = run(EmbedderConfig(recordings=str(world), out=str(out), epochs=1, batch_size=8, clips_per_segment=2,
@@ -220,7 +220,7 @@ def test_ray_train_workers_write_the_same_layout(world, tmp_path, ray_cluster):
 
 
 def test_keeps_the_best_epoch_on_selection_episodes():
-    from steve1_ray.embedder import selection_score, split_train_val_select
+    from steve1_ray.train.embedder import selection_score, split_train_val_select
 
     data = _synthetic(episodes=12)
     cfg = EmbedderConfig(epochs=4, batch_size=12, lr=3e-3, warmup_steps=3, val_fraction=0.25, select_fraction=0.25,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from steve1_ray.config import ConfigError, load_config
-from steve1_ray.evaluate import (EvalConfig, derive_seed, main, plan_jobs, play_episodes,
-                                 targets_for)
+from steve1_ray.evaluate.run import EvalConfig, derive_seed, main, plan_jobs, play_episodes
+from steve1_ray.evaluate.targets import targets_for
 
 DEBUG = "configs/eval/debug.yaml"
 
@@ -55,7 +55,7 @@ def test_plan_jobs_seeds_are_paired_and_repeatable():
 @pytest.mark.parametrize("override, message", [
     ("episodes=0", "episodes must be >= 1"),
     ("cond_scales=[-1]", "cond_scales must be finite numbers >= 0"),
-    ("backend=minecraft", "backend must be 'crafter' or 'minerl'"),
+    ("world.backend=minecraft", "world.backend='minecraft': choose one of"),
     ("prompts=[unconditioned]", "reserved for the baseline"),
     ("prompts=[a, a]", "listed twice"),
     ("video_height=33", "video_height must be an even number"),
@@ -75,7 +75,7 @@ def test_main_rejects_bad_input_with_exit_code(tmp_path, capsys):
 
 def _debug_jobs(cfg, n):
     from steve1_ray.agent import policy_embed_dim
-    from steve1_ray.evaluate import embed_goals, load_eval_policy
+    from steve1_ray.evaluate.run import embed_goals, load_eval_policy
 
     policy = load_eval_policy(cfg)
     jobs = plan_jobs(cfg)
@@ -90,7 +90,7 @@ def test_play_episodes_in_crafter_world_is_repeatable():
     import cv2
     import torch
 
-    from steve1_ray.world.env import make_env
+    from steve1_ray.world.config import make_env
 
     torch.set_num_threads(1)
     cfg = load_config(EvalConfig, [DEBUG], ["max_steps=6", "episodes=2", "video_height=64"])
@@ -117,7 +117,7 @@ def test_play_episodes_in_crafter_world_is_repeatable():
 
 
 def test_a_failing_world_only_ends_its_own_episode():
-    from steve1_ray.world.env import make_env
+    from steve1_ray.world.config import make_env
 
     class Broken:
         def reset(self, seed=None):
@@ -137,7 +137,7 @@ def test_a_failing_world_only_ends_its_own_episode():
 def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["--config", DEBUG, f"out_dir={out}", "episodes=2", "max_steps=8", "prompts=[collect wood]",
-            "cond_scales=[0, 6]", "video_height=64", "env_kwargs={frame_size: [128, 72], area: [32, 32]}",
+            "cond_scales=[0, 6]", "video_height=64", "world.frame_width=128", "world.frame_height=72", "world.area=[32, 32]",
             "progress=true"]
     assert main(args) == 0
     err = capsys.readouterr().err
@@ -172,9 +172,9 @@ def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path, capsys):
 @pytest.mark.parametrize("goal, prompt", [("collect_wood", "chop a tree"), ("collect_drink", "drink water")])
 def test_metrics_on_scripted_demonstrator_episodes(goal, prompt):
     """A scripted player pursues one goal; the metrics must match what the live world recorded."""
-    from steve1_ray.eval_metrics import episode_metrics
+    from steve1_ray.evaluate.metrics import episode_metrics
+    from steve1_ray.world.config import make_env
     from steve1_ray.world.demonstrators import Demonstrator
-    from steve1_ray.world.env import make_env
 
     env = make_env("crafter", frame_size=(64, 36), area=(32, 32))
     demo = Demonstrator(env, seed=1, noise=0.0, goals=(goal,))
@@ -207,7 +207,7 @@ def test_metrics_on_scripted_demonstrator_episodes(goal, prompt):
 def test_embed_goals_prior_samples_and_visual_goals(tmp_path):
     import torch
 
-    from steve1_ray.evaluate import embed_goals
+    from steve1_ray.evaluate.run import embed_goals
     from steve1_ray.models.prior import TranslatorVAE
 
     torch.manual_seed(0)
@@ -243,7 +243,8 @@ def test_visual_goal_from_a_recording_frame(tmp_path):
     import av
     import torch
 
-    from steve1_ray.evaluate import load_embedder, load_visual_goal
+    from steve1_ray.evaluate.run import load_visual_goal
+    from steve1_ray.models.loading import load_embedder
 
     path = tmp_path / "rec.mp4"
     with av.open(str(path), "w") as c:
@@ -272,13 +273,15 @@ def test_visual_goal_from_a_recording_frame(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_job_reports_when_every_episode_fails(ray_cluster, tmp_path, capsys):
-    """A world that cannot be built kills the workers; the job says why instead of hanging or crashing."""
+    """A world that cannot be built kills the workers; the job says why instead of hanging or crashing.
+    (The world's options are checked when the config is built, so the world that fails here is MineRL, which
+    is not installed on the test machines.)"""
     out = tmp_path / "eval"
     args = ["--config", DEBUG, f"out_dir={out}", "episodes=1", "max_steps=2", "prompts=[collect wood]",
-            "cond_scales=[6]", "unconditioned=false", "workers=1", "env_kwargs={tile_px: 2}", "progress=false"]
+            "cond_scales=[6]", "unconditioned=false", "workers=1", "world.backend=minerl", "progress=false"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "every episode failed" in err and "tile_px" in err
+    assert "every episode failed" in err and "BackendUnavailable" in err and "minerl" in err
     failed = json.loads((out / "failed.json").read_text())
     assert len(failed) == 1 and failed[0]["goal"] == "collect wood"
 
@@ -286,7 +289,7 @@ def test_evaluate_job_reports_when_every_episode_fails(ray_cluster, tmp_path, ca
 def test_report_only_rerenders_from_episodes_json(tmp_path):
     from test_evaluate_metrics import _episodes  # synthetic records (pytest puts tests/ on sys.path)
 
-    from steve1_ray.eval_report import write_report
+    from steve1_ray.evaluate.report import write_report
 
     write_report(_episodes(), tmp_path)
     (tmp_path / "report.md").unlink()

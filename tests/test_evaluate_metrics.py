@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from steve1_ray.eval_metrics import (MetricTracker, episode_metrics, mean_ci, player_position,
-                                     target_metrics, wilson_ci)
-from steve1_ray.eval_report import prompt_following, summarize, write_report
+from steve1_ray.evaluate.metrics import (MetricTracker, episode_metrics, mean_ci, player_position,
+                                         target_metrics, wilson_ci)
+from steve1_ray.evaluate.report import prompt_following, summarize, write_report
 
 
 def crafter_info(step_wood: int, pos, wood: int = 0, sapling: int = 0, drink: int = 0):

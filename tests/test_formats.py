@@ -8,9 +8,9 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from steve1_ray.models.formats import (GOAL_KEYS, UnsafePickleError, WeightsError, load_weights,
+from steve1_ray.models.formats import (GOAL_KEYS, UnsafePickleError, WeightsError, load_policy, load_weights,
                                        read_model_file, read_model_kwargs, save_weights, write_model_file)
-from steve1_ray.models.policy import PolicyConfig, build_policy, load_policy
+from steve1_ray.models.policy import PolicyConfig, build_policy
 
 
 
@@ -142,7 +142,7 @@ def test_vpt_file_without_goal_layer_reports_missing(tmp_path, original_sd):
 def test_extra_missing_and_mismatched_keys_are_rejected(original_sd):
     policy = build_policy("debug")
     before = {k: v.clone() for k, v in policy.state_dict().items()}
-    with pytest.raises(WeightsError, match=r"unexpected key.*net\.bogus.*wrong --model preset"):
+    with pytest.raises(WeightsError, match=r"unexpected key.*net\.bogus.*wrong model= preset"):
         load_weights(policy, {**original_sd, "net.bogus": torch.zeros(1)})
     missing = {k: v for k, v in original_sd.items() if k != "net.final_ln.weight"}
     with pytest.raises(WeightsError, match=r"missing.*net\.final_ln\.weight"):
@@ -150,14 +150,14 @@ def test_extra_missing_and_mismatched_keys_are_rejected(original_sd):
     bad = dict(original_sd)
     bad["net.final_ln.weight"] = torch.zeros(128)
     with pytest.raises(WeightsError, match=r"net\.final_ln\.weight has shape \(128,\) but the model "
-                                           r"expects \(64,\): wrong --model preset"):
+                                           r"expects \(64,\): wrong model= preset"):
         load_weights(policy, bad)
     # nothing was half-loaded
     assert all(torch.equal(v, before[k]) for k, v in policy.state_dict().items())
 
 
 def test_weights_of_another_architecture_are_rejected(fixtures_dir):
-    with pytest.raises(WeightsError, match="wrong --model preset"):
+    with pytest.raises(WeightsError, match="wrong model= preset"):
         load_policy("debug", fixtures_dir / "policy" / "bilstm.weights")
 
 
@@ -185,7 +185,7 @@ def test_cli_convert_prefixed_file_to_original_layout(tmp_path, fixtures_dir, or
 
     torch.save({"policy." + k: v for k, v in reversed(list(original_sd.items()))}, tmp_path / "single_gpu.weights")
     assert main(["convert", str(tmp_path / "single_gpu.weights"), str(tmp_path / "fixed.weights"),
-                 "--model", "debug"]) == 0
+                 "model=debug"]) == 0
     fixed = torch.load(tmp_path / "fixed.weights", weights_only=True)
     assert list(fixed) == list(original_sd) and all(torch.equal(fixed[k], original_sd[k]) for k in fixed)
     assert "stripped prefix 'policy.'" in capsys.readouterr().out
@@ -195,8 +195,8 @@ def test_cli_convert_prefixed_file_to_original_layout(tmp_path, fixtures_dir, or
     assert "104 tensors" in out and "prefix 'policy.'" in out and "matching presets: ['debug']" in out
 
     assert main(["convert", str(tmp_path / "single_gpu.weights"), str(tmp_path / "x.weights"),
-                 "--model", str(fixtures_dir / "policy" / "bilstm.model")]) == 2
-    assert "wrong --model preset" in capsys.readouterr().err and not (tmp_path / "x.weights").exists()
+                 f"model={fixtures_dir / 'policy' / 'bilstm.model'}"]) == 2
+    assert "wrong model= preset" in capsys.readouterr().err and not (tmp_path / "x.weights").exists()
 
 
 def test_cli_write_model(tmp_path):

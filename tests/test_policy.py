@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from steve1_ray.models.formats import load_policy
 from steve1_ray.models.policy import (N_BUTTONS, N_CAMERA, PolicyConfig, Steve1Policy, build_policy,
-                                      cat_states, detach_state, load_policy, logprob, sample, select_state)
+                                      cat_states, detach_state, logprob, sample, select_state)
 
 GOLDEN = ["debug", "bilstm"]
 

@@ -20,8 +20,10 @@ def test_quickstart_config_rejects_bad_values():
         load_config(QuickstartConfig, [], ["episodes=1"])
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(QuickstartConfig, [], ["episode=4"])
-    with pytest.raises(ConfigError, match="tree_logs"):
-        load_config(QuickstartConfig, [], ["tree_logs=0"])
+    with pytest.raises(ConfigError, match="world.tree_logs"):
+        load_config(QuickstartConfig, [], ["world.tree_logs=0"])
+    with pytest.raises(ConfigError, match="crafter's scripted demonstrators"):
+        load_config(QuickstartConfig, [], ["world.backend=minerl"])
     with pytest.raises(ConfigError, match="event_frames"):
         load_config(QuickstartConfig, [], ["event_frames=-1"])
     assert load_config(QuickstartConfig, [], ["tiny=true", "event_frames=131072"]).event_frames == 512
@@ -35,16 +37,16 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                           "port=8123", "tree_logs=2", "event_frames=512"], cwd=tmp_path, env=env,
+                           "port=8123", "world.tree_logs=2", "event_frames=512"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     # every stage ran and produced what the next one reads
     assert (out / "world" / "index.json").exists() and (out / "world" / "captions.jsonl").exists()
     # recording and evaluation play in the same world (tree_logs reaches both)
-    assert yaml.safe_load((out / "world" / "record_config.yaml").read_text())["tree_logs"] == 2
-    assert yaml.safe_load((out / "eval" / "config.yaml").read_text())["env_kwargs"] == {"zombie_rate": 0.2,
-                                                                                         "tree_logs": 2}
+    recorded = yaml.safe_load((out / "world" / "record_config.yaml").read_text())["world"]
+    assert recorded["tree_logs"] == 2 and recorded["zombie_rate"] == 0.2
+    assert yaml.safe_load((out / "eval" / "config.yaml").read_text())["world"] == recorded
     assert (out / "embedder" / "mineclip.pth").exists()
     manifest = json.loads((out / "shards" / "manifest.json").read_text())
     assert manifest["counts"]["episodes"] >= 2 and manifest["counts"]["quarantined"] == 0
@@ -65,7 +67,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
 
     # a second run finds every stage done and skips it (the expensive ones at least)
     proc2 = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                            "port=8123", "tree_logs=2", "event_frames=512"], cwd=tmp_path, env=env,
+                            "port=8123", "world.tree_logs=2", "event_frames=512"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=1500)
     assert proc2.returncode == 0, proc2.stdout[-4000:] + proc2.stderr[-4000:]
     assert proc2.stdout.count("already done") >= 6

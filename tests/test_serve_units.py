@@ -1,8 +1,7 @@
-"""Serving pieces without Ray: session table (cap, idle expiry, ownership/epochs), input checks, video."""
+"""Serving pieces without Ray: session table (cap, idle expiry, ownership/epochs), input checks."""
 from __future__ import annotations
 
 import base64
-import io
 
 import cv2
 import numpy as np
@@ -93,23 +92,6 @@ def test_embedding_and_scale_checks():
         assert e.value.status == 422
 
 
-def test_mp4_writer_and_prompt_banner():
-    import av
-
-    from steve1_ray.serving.rollouts import Mp4Writer, draw_prompt
-
-    frame = np.full((360, 640, 3), 200, np.uint8)
-    drawn = draw_prompt(frame, "chop down the tree " * 10, step=3)  # long prompts are shortened to fit
-    assert drawn[2, 600].max() < 80 and drawn[200, 300].min() == 200 and frame.min() == 200
-    writer = Mp4Writer(fps=20, height=180)
-    for _ in range(5):
-        writer.add(drawn)
-    data = writer.finish()
-    with av.open(io.BytesIO(data)) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert len(frames) == 5 and frames[0].shape == (180, 320, 3)
-
-
 def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
     from pathlib import Path
 
@@ -119,13 +101,13 @@ def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
     from steve1_ray.serving.run import read_serve_yaml
 
     repo = Path(__file__).resolve().parent.parent
-    args, http = read_serve_yaml(repo / "serve" / "config.yaml")
-    assert http["host"] == "127.0.0.1" and args["policy"] == "debug"
+    args = read_serve_yaml(repo / "serve" / "config.yaml")
+    assert args["host"] == "127.0.0.1" and args["port"] == 8000 and args["policy"] == "debug"  # http_options too
     assert isinstance(app_builder(args), Application)
     with pytest.raises(ValueError, match="max_sesions"):
         app_builder({**args, "max_sesions": 3})  # typo: the error lists the known keys
-    with pytest.raises(ValueError, match="rollout_backend"):
-        app_builder({**args, "rollout_backend": "doom"})
-    assert args["rollout_env_kwargs"] == {"zombie_rate": 0.2}  # the world the recordings were made in
+    with pytest.raises(ValueError, match="world.backend"):
+        app_builder({**args, "world": {"backend": "doom"}})
+    assert args["world"] == {"backend": "crafter", "zombie_rate": 0.2}  # the world the recordings were made in
     with pytest.raises(ValueError, match="zombie_rat"):
-        app_builder({**args, "rollout_env_kwargs": {"zombie_rat": 0.2}})  # typo: refused before any actor starts
+        app_builder({**args, "world": {"zombie_rat": 0.2}})  # typo: refused before any actor starts

@@ -28,7 +28,8 @@ def world_dataset(tmp_path_factory) -> str:
     and embedded with the debug MineCLIP as the dataset job does per episode, written in the shard layout."""
     from steve1_ray.actions import env_to_policy
     from steve1_ray.data import load_contractor_episode
-    from steve1_ray.data.embed import load_embedder, window_embeds
+    from steve1_ray.data.embed import window_embeds
+    from steve1_ray.models.loading import load_embedder
     from steve1_ray.train.synthetic import write_dataset
     from steve1_ray.world.recorder import record_episode
 
@@ -72,7 +73,7 @@ def _vals(cfg) -> list[float]:
 
 
 def test_local_mode_resume_matches_uninterrupted_run(ray_cluster, dataset, tmp_path):
-    from steve1_ray.models.policy import load_policy
+    from steve1_ray.models.formats import load_policy
     from steve1_ray.train.run import run_training
 
     full = _cfg(dataset, tmp_path, "full")
@@ -177,7 +178,7 @@ def test_early_stopping_with_patience(ray_cluster, dataset, tmp_path):
 def test_prior_pairs_from_the_embedded_world(world_dataset, tmp_path):
     import numpy as np
 
-    from steve1_ray.data.embed import load_embedder
+    from steve1_ray.models.loading import load_embedder
     from steve1_ray.models.prior import load_prior
     from steve1_ray.train.prior import PriorConfig, train_prior, world_pairs
 

@@ -14,7 +14,7 @@ from steve1_ray.models.policy import build_policy, logprob
 from steve1_ray.train.config import TrainConfig, load_train_config
 from steve1_ray.train.data import (InMemoryEpisodes, SequenceDataset, collate, epoch_groups, hash_split,
                                    val_batches)
-from steve1_ray.train.loop import optimizer_step, piece_loss
+from steve1_ray.train.step import optimizer_step, piece_loss
 from steve1_ray.train.optim import build_optimizer, decay_groups, enable_activation_checkpointing, freeze_parts
 from steve1_ray.train.relabel import (NONE_EMBED_OFFSET, event_goals, goal_index_per_timestep, goal_timesteps,
                                       relabel, sequence_rng, sequence_starts)
@@ -306,7 +306,7 @@ def test_presets_resolve():
     debug = load_train_config("debug", ["lr=3e-4"])
     assert debug.lr == 3e-4 and debug.model == "debug" and not debug.use_gpu
     assert paper.frames_per_step == 64 * 12 * 4 * paper.world_size
-    with pytest.raises(ConfigError, match="unknown preset 'papr'"):
+    with pytest.raises(ConfigError, match="unknown train preset 'papr'"):
         load_train_config("papr")
 
 
@@ -350,7 +350,7 @@ def test_start_from_vpt_or_steve1_weights(tmp_path):
 
 
 def test_validation_is_fixed_and_independent_of_batch_size():
-    from steve1_ray.train.loop import validate
+    from steve1_ray.train.validate import validate
 
     torch.manual_seed(0)
     policy = build_policy("debug", embed_dim=D)

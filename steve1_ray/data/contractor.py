@@ -21,6 +21,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from steve1_ray.actions import DEGREES_PER_MOUSE_COUNT
+
 # jsonl key name -> MineRL env action key (VPT's KEYBOARD_BUTTON_MAPPING; the facts in C.3).
 KEYBOARD_BUTTON_MAPPING = {
     "key.keyboard.escape": "ESC",
@@ -47,7 +49,7 @@ ENV_BUTTON_KEYS = (
 )
 assert len(ENV_BUTTON_KEYS) == 23
 
-CAMERA_SCALER = 360.0 / 2400.0  # recorded mouse counts -> degrees
+CAMERA_SCALER = DEGREES_PER_MOUSE_COUNT  # recorded mouse counts -> degrees
 ORIGINAL_HEIGHT_PX = 720  # contractor videos were recorded at 720p; cursor coords are in that space
 VIDEO_RESOLUTION = (640, 360)  # (W, H) of the released videos
 POLICY_RESOLUTION = (128, 128)  # (W, H)

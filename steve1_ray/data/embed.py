@@ -90,22 +90,3 @@ def window_embeds_per_window(model, frames: np.ndarray, window_batch: int = 8,
             out = model.encode_video(video)
             embeds[WINDOW - 1 + i:WINDOW - 1 + i + len(idx)] = out.float().cpu().numpy()
     return embeds, valid
-
-
-def load_embedder(preset: str | None = None, path: str | None = None, device: str = "auto", seed: int = 0):
-    """MineCLIP (`steve1_ray.models.mineclip`) on `device` ("auto": cuda if available), eval mode.
-
-    With a checkpoint, `preset` None or "attn" takes the architecture stored in it (ours) or `attn`
-    (the released attn.pth, which stores none); another preset name is forced. Without `path` the weights are random, seeded so that every actor of a run gets the same
-    model (embeddings are then consistent across the dataset, though meaningless; for tests).
-    """
-    import torch
-
-    from steve1_ray.models.mineclip import load_mineclip
-
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    if path is None:
-        return load_mineclip(None, cfg=preset or "attn", seed=seed, device=dev)
-    # "attn" is also the name of the default: a checkpoint that stores its own config (ours) keeps it
-    return load_mineclip(path, cfg=None if preset in (None, "attn") else preset, device=dev)

@@ -17,7 +17,6 @@ Run: `python jobs/generate_dataset.py --config configs/data/debug.yaml output=/d
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -29,12 +28,13 @@ import numpy as np
 import yaml
 
 from steve1_ray.cluster import connect
-from steve1_ray.config import ConfigError, check, load_config, to_dict
+from steve1_ray.config import check, to_dict
 from steve1_ray.data import shards
 from steve1_ray.data.contractor import (EpisodeError, frame_of_line, iter_kept_frames, pack_env_buttons,
                                         read_actions)
 from steve1_ray.data.embed import WINDOW
 from steve1_ray.data.sources import EpisodeTask, SourceError, fetch_episode, resolve_sources
+from steve1_ray.runner import Job, run_job
 
 FPS = 20  # contractor recordings and the embedded world run at 20 Hz
 
@@ -50,13 +50,17 @@ class DataConfig:
     num_episodes: int = -1
     """Episodes taken from each source (-1: all), starting at `episode_offset`."""
     episode_offset: int = 0
+    """Episodes skipped at the start of each source (in its index order), e.g. to split a source over jobs."""
     mirror: Optional[str] = None
     """Local copy of the contractor files with the index's relpaths under it (no download then)."""
     cache_dir: str = "/tmp/steve1_contractor_cache"
     """Where downloads go (resumed if interrupted); deleted after conversion unless `keep_downloads`."""
     keep_downloads: bool = False
+    """Keep the downloaded video and actions files in `cache_dir` after conversion."""
     download_retries: int = 5
+    """Tries per downloaded file, with exponential backoff; each try resumes the partial file."""
     download_timeout_s: float = 60.0
+    """Seconds a download request may wait to connect or for the next bytes (requests' timeout)."""
     vpt_compat: bool = False
     """Truncate camera degrees toward zero like VPT/STEVE-1 (openai/Video-Pre-Training#54). Off: exact."""
     cursor_image: Optional[str] = None
@@ -72,6 +76,7 @@ class DataConfig:
     frame_codec: str = "jpeg"
     """jpeg | png | raw; see docs/data.md for the measured bytes/frame and decode speed."""
     jpeg_quality: int = 95
+    """JPEG quality (1-100) of the stored 128x128 frames when frame_codec=jpeg."""
     embedder: str = "mineclip"
     """mineclip | none (no embeddings: zeros, embed_valid False)."""
     mineclip_path: Optional[str] = None
@@ -91,11 +96,13 @@ class DataConfig:
     convert_cpus: float = 1.0
     """CPUs reserved per decode/convert task."""
     decode_threads: int = 1
+    """PyAV decoder threads per episode video (1 = single-threaded)."""
     retry_quarantined: bool = False
     """Also redo episodes quarantined by an earlier run."""
     overwrite: bool = False
     """Redo finished episodes too."""
     progress: bool = True
+    """Show progress bars (Ray Data's and a count of converted episodes)."""
 
     def __post_init__(self):
         check(self.frame_codec in shards.FRAME_CODECS,
@@ -229,9 +236,9 @@ class EmbedAndWrite:
         self.model = None
         if cfg.embedder == "mineclip":
             if embedder_factory is None:
-                from steve1_ray.data.embed import load_embedder
+                from steve1_ray.models.loading import load_embedder
 
-                self.model = load_embedder(cfg.mineclip_preset, cfg.mineclip_path)
+                self.model = load_embedder(cfg.mineclip_path, cfg.mineclip_preset, device="auto")
             else:
                 self.model = embedder_factory()
         self.dim = int(self.model.embed_dim) if self.model is not None else cfg.embed_dim_none
@@ -462,21 +469,22 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="episodes", unit="ep", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python jobs/generate_dataset.py [--config a.yaml ...] [key=value ...]`; exit code 0."""
-    p = argparse.ArgumentParser(prog="generate_dataset", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action="append", default=[], help="YAML overlay(s), applied in order")
-    p.add_argument("--overlay", default=None, help="named section of the YAML files to use")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. output=/data/ds sources=[local:/rec]")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(DataConfig, args.config, args.overrides, overlay=args.overlay)
-        print("[generate_dataset] config: " + json.dumps(to_dict(cfg)), flush=True)
-        generate_dataset(cfg)
-    except (ConfigError, SourceError) as e:
-        print(f"generate_dataset: {e}", file=sys.stderr)
-        return 2
+def _run(cfg: DataConfig) -> int:
+    generate_dataset(cfg)  # prints its summary
     return 0
+
+
+JOB = Job("dataset", DataConfig, _run, errors=(SourceError,),
+          summary="Recordings -> frames, actions, MineCLIP embeddings -> Parquet shards (config.yaml is saved in "
+                  "the output by the job itself, also on s3://).",
+          examples="""
+          steve1 dataset --config configs/data/world.yaml output=data/shards sources=[local:data/world/contractor]
+          python jobs/generate_dataset.py output=/data/ds 'sources=[contractor:8.x]' num_episodes=10""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`steve1 dataset [--config a.yaml ...] [key=value ...]`."""
+    return run_job(JOB, argv)
 
 
 __all__ = ["DataConfig", "convert_episode", "EmbedAndWrite", "generate_dataset", "main"]

@@ -15,18 +15,20 @@ Files written to `output_dir`:
                                        dataset, `<dataset root>\t<episode_id>` for mixtures
     <name>_sampling.json               datasets, weights, seed, budgets and frames per split/dataset
 
-    python jobs/create_sampling.py --name neurips --dataset /data/ds --val_frames 10000 --train_frames 30000
-    python jobs/create_sampling.py --name mix --dataset /data/contractor:0.8 --dataset /data/task:0.2 ...
+    steve1 sampling name=neurips datasets=[/data/ds] val_frames=10000 train_frames=30000
+    python jobs/create_sampling.py name=mix 'datasets=[/data/contractor:0.8, /data/task:0.2]' val_frames=2000
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
+from steve1_ray.config import check
 from steve1_ray.data.shards import Store, list_episodes
+from steve1_ray.runner import Job, run_job
 
 DEFAULT_MIN_FRAMES = 655  # max(min_btwn_goals + 15, T + 15) with T = 640, min_btwn_goals = 15
 
@@ -134,7 +136,7 @@ def read_sampling(output_dir: str | Path, name: str, split: str) -> list[tuple[s
     output_dir = Path(output_dir)
     path = output_dir / f"{name}_{split}.txt"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: create it with jobs/create_sampling.py --name {name}")
+        raise FileNotFoundError(f"{path} does not exist: create it with `steve1 sampling name={name} ...`")
     info_path = output_dir / f"{name}_sampling.json"
     default_root = ""
     if info_path.exists():
@@ -150,24 +152,49 @@ def read_sampling(output_dir: str | Path, name: str, split: str) -> list[tuple[s
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="create_sampling", description=__doc__.split("\n\n")[0])
-    p.add_argument("--name", required=True, help="sampling name (file prefix), e.g. neurips")
-    p.add_argument("--dataset", action="append", required=True,
-                   help="dataset root, optionally with a weight: /data/ds or /data/ds:0.8 (repeat for mixtures)")
-    p.add_argument("--output_dir", default="samplings", help="folder for the sampling files")
-    p.add_argument("--val_frames", type=int, required=True)
-    p.add_argument("--train_frames", type=int, default=-1, help="-1: everything not in val")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--min_frames", type=int, default=DEFAULT_MIN_FRAMES,
-                   help="episodes shorter than this are left out (655 = T 640 + 15)")
-    p.add_argument("--val_from", default=None, help="reuse the val split of this earlier sampling name")
-    args = p.parse_args(argv)
-    try:
-        info = create_sampling(args.dataset, args.name, args.output_dir, args.val_frames, args.train_frames,
-                               args.seed, args.min_frames, args.val_from)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"create_sampling: {e}", file=sys.stderr)
-        return 2
+@dataclass
+class SamplingConfig:
+    """One sampling: which datasets, how many frames per split, where the split files go."""
+
+    name: str = ""
+    """sampling name (the files' prefix), e.g. neurips; training reads it as `sampling=<name>`"""
+    datasets: list[str] = field(default_factory=list)
+    """dataset roots, each optionally with a weight: [/data/ds] or [/data/contractor:0.8, /data/task:0.2]"""
+    output_dir: str = "samplings"
+    """folder for the sampling files (training's `sampling_dir`)"""
+    val_frames: int = 0
+    """frames in the validation split (whole episodes, at least this many)"""
+    train_frames: int = -1
+    """frames in the training split; -1: everything not in val"""
+    seed: int = 42
+    """shuffles the episodes before they are taken"""
+    min_frames: int = DEFAULT_MIN_FRAMES
+    """episodes shorter than this are left out (655 = T 640 + 15)"""
+    val_from: Optional[str] = None
+    """reuse the val split of this earlier sampling name (in the same output_dir)"""
+
+    def __post_init__(self):
+        check(bool(self.name) and "/" not in self.name and not self.name.startswith("."),
+              f"name={self.name!r}: give the sampling a name (a file prefix without '/'), e.g. name=neurips")
+        check(bool(self.datasets), "datasets is empty: give at least one dataset root, e.g. datasets=[data/shards]")
+        check(self.val_frames >= 1, f"val_frames={self.val_frames}: give the validation budget in frames (>= 1)")
+        check(self.train_frames == -1 or self.train_frames >= 1,
+              f"train_frames={self.train_frames}: give a budget >= 1, or -1 for everything not in val")
+        check(self.min_frames >= 1, f"min_frames={self.min_frames} must be >= 1")
+
+
+def _run(cfg: SamplingConfig) -> int:
+    info = create_sampling(cfg.datasets, cfg.name, cfg.output_dir, cfg.val_frames, cfg.train_frames, cfg.seed,
+                           cfg.min_frames, cfg.val_from)
     print(json.dumps({k: info[k] for k in ("name", "train_frames", "val_frames", "datasets")}, indent=1))
     return 0
+
+
+JOB = Job("sampling", SamplingConfig, _run, errors=(ValueError, FileNotFoundError),
+          examples="""
+          steve1 sampling name=neurips datasets=[/data/ds] val_frames=10000 train_frames=30000
+          steve1 sampling name=mix 'datasets=[/data/contractor:0.8, /data/task:0.2]' val_frames=2000""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(JOB, argv)

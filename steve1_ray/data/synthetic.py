@@ -52,33 +52,19 @@ def synthetic_frame(t: int, width: int = 640, height: int = 360) -> np.ndarray:
     return img
 
 
-def write_video(path: str | Path, frames, fps: int = 20, crf: int = 30) -> None:
-    """Frames (iterable of (H, W, 3) uint8 RGB) -> H.264 mp4 with PyAV."""
-    import av
-
-    container = av.open(str(path), "w")
-    stream = None
-    for frame in frames:
-        if stream is None:
-            stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
-            stream.height, stream.width = frame.shape[:2]
-            stream.pix_fmt = "yuv420p"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            container.mux(packet)
-    if stream is not None:
-        for packet in stream.encode():
-            container.mux(packet)
-    container.close()
-
-
 def write_episode(folder: str | Path, n: int, seed: int = 0, width: int = 640, height: int = 360,
                   n_video_frames: int | None = None) -> Path:
     """<folder>/video.mp4 + <folder>/actions.jsonl with n lines (and n_video_frames frames, default n)."""
+    from steve1_ray.world.video import Mp4Writer  # PyAV only when writing
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "actions.jsonl", "w") as f:
         for line in synthetic_lines(n, seed):
             f.write(json.dumps(line) + "\n")
     m = n if n_video_frames is None else n_video_frames
-    write_video(folder / "video.mp4", (synthetic_frame(t + seed, width, height) for t in range(m)))
+    video = Mp4Writer(folder / "video.mp4", crf=30, preset="veryfast")
+    for t in range(m):
+        video.add(synthetic_frame(t + seed, width, height))
+    video.finish()
     return folder

@@ -9,19 +9,23 @@
   `module.policy.` (STEVE-1 DDP checkpoints) or `policy.` (single-process STEVE-1 training); only
   `net.mineclip_embed_linear.{weight,bias}` may be missing (a VPT file has no goal layer) and that is reported.
 - `save_weights(policy, path)`: the original layout (no prefix), loadable by the original code.
+- `load_policy(model_path_or_preset, weights_path=None) -> Steve1Policy`: `read_model_file` (or a preset)
+  then `load_weights`, in one call; what `steve1_ray.load_policy` runs.
 """
 from __future__ import annotations
 
 import io
 import logging
 import pickle
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
-from steve1_ray.models.policy import PolicyConfig
+from steve1_ray.config import check
+from steve1_ray.runner import Job, run_job
+from steve1_ray.models.policy import PRESETS, PolicyConfig, Steve1Policy
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +174,7 @@ def check_state_dict(sd: dict, expected: dict, source: str = "state_dict",
     Returns (stripped state_dict, prefix or None, missing keys); raises `WeightsError` naming the key."""
     sd, prefix = _strip_prefix(sd)
     shapes = {k: tuple(getattr(v, "shape", v)) for k, v in expected.items()}
-    hint = "wrong --model preset or .model file for these weights?"
+    hint = "wrong model= preset or .model file for these weights?"
     extra = [k for k in sd if k not in shapes]
     if extra:
         raise WeightsError(f"{source}: {len(extra)} unexpected key(s), e.g. {extra[:3]}; {hint}")
@@ -221,19 +225,35 @@ def save_weights(policy: torch.nn.Module, path: Union[str, Path]) -> Path:
     return path
 
 
+def load_policy(model_path: Union[str, Path], weights_path: Union[str, Path, None] = None, device=None,
+                allow_missing_goal: bool = True, **overrides) -> Steve1Policy:
+    """Build from an original `.model` file or a preset name, then strictly load `weights_path` if given.
+
+    The load report (prefix stripped, missing goal layer) is kept as `policy.load_report`."""
+    if str(model_path) in PRESETS:
+        cfg = PolicyConfig.preset(str(model_path), **overrides)
+    else:
+        cfg = read_model_file(model_path)
+        if overrides:
+            cfg = replace(cfg, **overrides)
+    policy = Steve1Policy(cfg)
+    policy.load_report = None
+    if weights_path is not None:
+        policy.load_report = load_weights(policy, weights_path, allow_missing_goal=allow_missing_goal)
+    if device is not None:
+        policy = policy.to(device)
+    return policy.eval()
+
+
 # --------------------------------------------------------------------------------------------------
 # Command line: inspect / convert original files
 # --------------------------------------------------------------------------------------------------
 def _expected_shapes(cfg: PolicyConfig) -> dict:
-    from steve1_ray.models.policy import Steve1Policy
-
     with torch.device("meta"):  # shapes only, nothing allocated
         return {k: tuple(v.shape) for k, v in Steve1Policy(cfg).state_dict().items()}
 
 
 def _config_for(model: str, sd: dict) -> PolicyConfig:
-    from steve1_ray.models.policy import PRESETS
-
     if model in PRESETS:
         stripped, _ = _strip_prefix(sd)
         goal = stripped.get(GOAL_KEYS[0])
@@ -243,8 +263,6 @@ def _config_for(model: str, sd: dict) -> PolicyConfig:
 
 def matching_presets(sd: dict) -> list[str]:
     """Presets whose architecture these weights fit (goal layer optional)."""
-    from steve1_ray.models.policy import PRESETS
-
     found = []
     for name in PRESETS:
         try:
@@ -255,40 +273,43 @@ def matching_presets(sd: dict) -> list[str]:
     return found
 
 
+ACTIONS = ("inspect", "convert", "write-model")
+
+
+@dataclass
+class WeightsConfig:
+    """Inspect or convert the original VPT / STEVE-1 files (`steve1 weights ACTION SRC [DST] [model=M]`)."""
+
+    action: str = "inspect"
+    """inspect: keys, prefix, dtypes, size and matching preset of a .weights file; convert: rewrite a .weights
+    file in the original layout (prefixes stripped, checked strictly against `model`); write-model: write a
+    preset as an original .model file"""
+    src: str = ""
+    """the .weights file to inspect or convert; for write-model, the preset name (1x, 2x, 3x, debug)"""
+    dst: str = ""
+    """where convert / write-model write"""
+    model: Optional[str] = None
+    """.model file or preset the weights are checked against (required by convert)"""
+
+    def __post_init__(self):
+        check(self.action in ACTIONS, f"action={self.action!r}: choose one of {list(ACTIONS)}")
+        check(bool(self.src), f"give what to {self.action}: `steve1 weights {self.action} SRC ...`")
+        check(self.action == "inspect" or bool(self.dst), f"{self.action} needs a destination: DST or dst=...")
+        check(self.action != "convert" or bool(self.model),
+              "convert checks the weights against an architecture: add model=<.model file or preset>")
+
+
 def main(argv=None) -> int:
-    """`inspect WEIGHTS [--model M]`, `convert IN OUT --model M` (strip prefixes, check strictly, write
-    the original layout), `write-model PRESET OUT`."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="steve1_ray.models.formats", description=main.__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("inspect", help="keys, prefix, dtypes, size and matching preset of a .weights file")
-    p.add_argument("weights")
-    p.add_argument("--model", default=None, help=".model file or preset to check against")
-    p = sub.add_parser("convert", help="rewrite a .weights file in the original layout (no prefix)")
-    p.add_argument("src")
-    p.add_argument("dst")
-    p.add_argument("--model", required=True, help=".model file or preset (1x, 2x, 3x, debug)")
-    p = sub.add_parser("write-model", help="write a preset as an original .model file")
-    p.add_argument("preset")
-    p.add_argument("dst")
-    args = ap.parse_args(argv)
-    try:
-        return _run(args)
-    except (WeightsError, UnsafePickleError, ValueError, FileNotFoundError) as e:
-        import sys
-
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """`steve1 weights inspect WEIGHTS [model=M]`, `convert IN OUT model=M`, `write-model PRESET OUT`."""
+    return run_job(JOB, argv)
 
 
-def _run(args) -> int:
-    if args.cmd == "write-model":
-        print(write_model_file(PolicyConfig.preset(args.preset), args.dst))
+def _run(args: WeightsConfig) -> int:
+    if args.action == "write-model":
+        print(write_model_file(PolicyConfig.preset(args.src), args.dst))
         return 0
-    src = args.weights if args.cmd == "inspect" else args.src
-    sd, source = read_state_dict(src)
-    if args.cmd == "inspect":
+    sd, source = read_state_dict(args.src)
+    if args.action == "inspect":
         stripped, prefix = _strip_prefix(sd)
         n = sum(v.numel() for v in stripped.values())
         dtypes = sorted({str(v.dtype).replace("torch.", "") for v in stripped.values()})
@@ -298,7 +319,7 @@ def _run(args) -> int:
             _, _, missing = check_state_dict(sd, _expected_shapes(_config_for(args.model, sd)), source)
             print(f"matches {args.model}" + (f" (missing {missing})" if missing else ""))
         else:
-            print(f"matching presets: {matching_presets(sd) or 'none (pass --model FILE.model)'}")
+            print(f"matching presets: {matching_presets(sd) or 'none (pass model=FILE.model)'}")
         return 0
     expected = _expected_shapes(_config_for(args.model, sd))
     stripped, prefix, missing = check_state_dict(sd, expected, source)
@@ -308,6 +329,14 @@ def _run(args) -> int:
     print(f"wrote {args.dst}: {len(out)} tensors (stripped prefix {prefix!r}"
           + (f", missing {missing}" if missing else "") + ")")
     return 0
+
+
+JOB = Job("weights", WeightsConfig, _run, positional=("action", "src", "dst"),
+          errors=(WeightsError, UnsafePickleError, ValueError, FileNotFoundError),
+          examples="""
+          steve1 weights inspect steve1.weights
+          steve1 weights convert single_gpu.weights steve1.weights model=2x
+          steve1 weights write-model 2x 2x.model""")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class MineCLIPConfig:
     crop: Optional[tuple[int, int, int, int]] = None
     """(top, left, height, width) of each input frame that the ViT sees; None = the whole frame (MineCLIP).
     A world embedder can look at the player's neighbourhood at full resolution instead of the whole scene
-    at a coarse one (the `world` preset of steve1_ray.embedder); the input stays `resolution`."""
+    at a coarse one (the `world` preset of steve1_ray.train.embedder); the input stays `resolution`."""
     patch_size: int = 16
     vision_width: int = 768
     vision_layers: int = 12

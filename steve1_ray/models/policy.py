@@ -2,10 +2,11 @@
 
 A clean reimplementation of VPT's `MinecraftAgentPolicy` with STEVE-1's goal input
 (`steve1/embed_conditioned_policy.py`). The numbers and the `state_dict` (keys, shapes, order) are the
-original's, so released `.weights` files load strictly and files we save load in the original code.
+original's, so released `.weights` files load strictly and files we save load in the original code
+(reading and writing those files is `formats.py`'s job; this module is model code only).
 Facts: `shared/reference/vpt-mineclip-facts.md` section A.
 
-    policy = build_policy("debug")                        # or load_policy("2x.model", "steve1.weights")
+    policy = build_policy("debug")                        # or formats.load_policy("2x.model", "steve1.weights")
     state = policy.initial_state(B)
     log_probs, state = policy(img, goal_embed, first, state)   # img (B, T, 128, 128, 3) uint8
     action = sample(log_probs)                            # {"buttons": (B, T), "camera": (B, T)}
@@ -25,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
@@ -606,25 +606,3 @@ def build_policy(preset_or_cfg: Union[str, PolicyConfig] = "debug", device=None,
         cfg = PolicyConfig.preset(preset_or_cfg, **overrides)
     policy = Steve1Policy(cfg)
     return policy.to(device) if device is not None else policy
-
-
-def load_policy(model_path: Union[str, Path], weights_path: Union[str, Path, None] = None, device=None,
-                allow_missing_goal: bool = True, **overrides) -> Steve1Policy:
-    """Build from an original `.model` file or a preset name, then strictly load `weights_path` if given.
-
-    The load report (prefix stripped, missing goal layer) is kept as `policy.load_report`."""
-    from steve1_ray.models.formats import load_weights, read_model_file
-
-    if str(model_path) in PRESETS:
-        cfg = PolicyConfig.preset(str(model_path), **overrides)
-    else:
-        cfg = read_model_file(model_path)
-        if overrides:
-            cfg = dataclasses.replace(cfg, **overrides)
-    policy = Steve1Policy(cfg)
-    policy.load_report = None
-    if weights_path is not None:
-        policy.load_report = load_weights(policy, weights_path, allow_missing_goal=allow_missing_goal)
-    if device is not None:
-        policy = policy.to(device)
-    return policy.eval()

@@ -185,7 +185,7 @@ class Api:
         c = self.cfg
         return {**(await self.policy.info.remote()), "default_cond_scale": c.default_cond_scale,
                 "max_sessions": c.max_sessions, "session_ttl_s": c.session_ttl_s,
-                "max_payload_bytes": c.max_payload_bytes, "rollout_backend": c.rollout_backend,
+                "max_payload_bytes": c.max_payload_bytes, "rollout_backend": c.world.backend,
                 "rollout_max_steps": c.rollout_max_steps, "auth": bool(c.api_key)}
 
     # -- sessions --

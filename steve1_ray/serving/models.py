@@ -2,67 +2,28 @@
 goal embedder (MineCLIP text/video encoder) and the prior; plus the prompt -> goal computations."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from steve1_ray.models.loading import load_goal_models as _load_goal_models
+from steve1_ray.models.loading import load_policy_spec
 from steve1_ray.serving.config import ServeConfig
 
 
 def load_serving_policy(cfg: ServeConfig) -> torch.nn.Module:
-    """A checkpoint of ours (`<dir>/model/{policy.model, steve1.weights}`) or `policy` + `weights`."""
-    from steve1_ray.models.policy import load_policy
-
+    """`checkpoint` (a training checkpoint folder of ours) or `policy` + `weights`, on `cfg.device`, eval mode."""
     if cfg.checkpoint:
-        from steve1_ray.train.checkpoint import MODEL_NAME, WEIGHTS_NAME
-
-        root = Path(cfg.checkpoint)
-        model_dir = root / "model" if (root / "model").is_dir() else root
-        model, weights = model_dir / MODEL_NAME, model_dir / WEIGHTS_NAME
-        if not model.is_file() or not weights.is_file():
-            raise FileNotFoundError(f"checkpoint {root}: expected {MODEL_NAME} and {WEIGHTS_NAME} in {model_dir} "
-                                    f"(a training checkpoint directory or its model/ folder)")
-        policy = load_policy(str(model), str(weights))
-    else:
-        policy = load_policy(cfg.policy, cfg.weights)
-    return policy.to(cfg.device).eval()
+        return load_policy_spec(cfg.checkpoint, device=cfg.device)
+    return load_policy_spec(cfg.policy, cfg.weights, device=cfg.device)
 
 
 def load_goal_models(cfg: ServeConfig, embed_dim: int | None = None):
-    """(mineclip, prior): the configured files, or seeded random debug models of the policy's width."""
-    from steve1_ray.models.mineclip import MineCLIPConfig, load_mineclip
-
-    if cfg.mineclip:
-        mineclip = load_mineclip(cfg.mineclip, device=cfg.device)  # config: stored in ours, else `attn`
-    else:
-        overrides = {"embed_dim": embed_dim} if embed_dim else {}
-        mineclip = load_mineclip(None, MineCLIPConfig.preset(cfg.mineclip_preset, **overrides), seed=0,
-                                 device=cfg.device)
-    if embed_dim is not None and mineclip.embed_dim != embed_dim:
-        raise ValueError(f"MineCLIP embeds to {mineclip.embed_dim} values but the policy expects {embed_dim}; "
-                         f"serve a matching pair (policy embed_dim == MineCLIP embed_dim)")
-    prior = _load_prior(cfg, mineclip.embed_dim)
-    return mineclip, prior
-
-
-def _load_prior(cfg: ServeConfig, dim: int):
-    try:
-        from steve1_ray.models import prior as prior_mod
-    except ImportError:
-        if cfg.prior:
-            raise
-        return None  # no prior module: text prompts answer 503, embeddings and clips still work
-
-    if cfg.prior:
-        prior = prior_mod.load_prior(cfg.prior)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            prior = prior_mod.TranslatorVAE(input_dim=dim, hidden_dim=512, latent_dim=dim)
-    return prior.to(cfg.device).eval()
+    """(mineclip, prior): the configured files, or seeded random models of the policy's width (debug server)."""
+    return _load_goal_models(cfg.mineclip, cfg.prior, device=cfg.device, embed_dim=embed_dim,
+                             preset=None if cfg.mineclip else cfg.mineclip_preset, random_prior=True)
 
 
 def text_goal(mineclip, prior, prompt: str, prior_seed: int | None) -> np.ndarray:

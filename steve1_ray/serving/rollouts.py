@@ -24,59 +24,10 @@ from steve1_ray.agent import resize_pov
 from steve1_ray.config import from_dict
 from steve1_ray.serving.config import ServeConfig
 from steve1_ray.serving.sessions import error
+from steve1_ray.world.video import Mp4Writer, draw_prompt
 
 
 # ----------------------------------------------------------------------------------------- video
-
-def draw_prompt(frame: np.ndarray, text: str, step: int | None = None) -> np.ndarray:
-    """A copy of `frame` (H, W, 3) RGB with a dark banner holding `text` (and the step) at the top."""
-    out = np.ascontiguousarray(frame).copy()
-    h, w = out.shape[:2]
-    scale = max(0.35, h / 720)
-    thick = max(1, int(round(scale * 2)))
-    label = text if step is None else f"{text}   [t={step}]"
-    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    while tw > w - 8 and len(label) > 4:  # shorten long prompts to fit
-        label = label[:-4] + "..."
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    bar = th + base + 8
-    out[:bar] = (out[:bar].astype(np.uint16) * 3 // 10).astype(np.uint8)
-    cv2.putText(out, label, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
-    return out
-
-
-class Mp4Writer:
-    """H.264 (yuv420p, plays in browsers) mp4 in memory via PyAV; frames are resized to `height`."""
-
-    def __init__(self, fps: int, height: int):
-        import av
-
-        self.buf = io.BytesIO()
-        self.container = av.open(self.buf, mode="w", format="mp4")
-        self.fps, self.height, self.stream, self.frames = fps, height, None, 0
-
-    def add(self, frame: np.ndarray) -> None:
-        import av
-
-        h, w = frame.shape[:2]
-        width = int(round(w * self.height / h / 2)) * 2
-        if (h, w) != (self.height, width):
-            frame = cv2.resize(frame, (width, self.height), interpolation=cv2.INTER_AREA)
-        if self.stream is None:
-            self.stream = self.container.add_stream("libx264", rate=self.fps)
-            self.stream.width, self.stream.height, self.stream.pix_fmt = width, self.height, "yuv420p"
-            self.stream.options = {"preset": "ultrafast", "crf": "26"}
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-            self.container.mux(packet)
-        self.frames += 1
-
-    def finish(self) -> bytes:
-        if self.stream is not None:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-        self.container.close()
-        return self.buf.getvalue()
-
 
 def jpeg(frame: np.ndarray, quality: int = 80) -> bytes:
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -94,11 +45,9 @@ class RolloutWorker:
     """Plays one episode at a time in its own world; `progress()`/`frame()` answer while it plays."""
 
     def __init__(self, cfg: dict, app_name: str):
-        from steve1_ray.world.env import make_env
-
         self.cfg = from_dict(ServeConfig, cfg)
         self.app_name = app_name
-        self.env = make_env(self.cfg.rollout_backend, **self.cfg.rollout_env_kwargs)
+        self.env = self.cfg.world.make()
         self.lock = threading.Lock()
         self.latest: np.ndarray | None = None
         self.progress_ = {}
@@ -127,7 +76,7 @@ class RolloutWorker:
         if "error" in created:
             raise RuntimeError(created["error"])
         sid = created["session"]["session_id"]
-        writer = Mp4Writer(self.cfg.video_fps, self.cfg.video_height)
+        writer = Mp4Writer(fps=self.cfg.video_fps, height=self.cfg.video_height, crf=26, preset="ultrafast")
         reward_sum, t0, steps, info = 0.0, time.time(), 0, {}
         try:
             obs = self.env.reset(seed=spec.get("world_seed"))
@@ -158,7 +107,7 @@ class RolloutWorker:
         metrics = {"prompt": prompt, "cond_scale": spec["cond_scale"], "steps": steps, "reward": reward_sum,
                    "achievements": _counts(info.get("achievements")),
                    "achievements_unlocked": sorted(k for k, v in _counts(info.get("achievements")).items() if v > 0),
-                   "inventory": _counts(info.get("inventory")), "world": self.cfg.rollout_backend,
+                   "inventory": _counts(info.get("inventory")), "world": self.cfg.world.backend,
                    "world_seed": spec.get("world_seed"), "seconds": time.time() - t0,
                    "video_frames": writer.frames}
         return {"metrics": metrics, "video": video}

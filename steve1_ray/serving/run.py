@@ -2,15 +2,14 @@
 
     steve1 serve                                        # serve/config.yaml defaults (debug preset)
     steve1 serve --config serve/config.yaml policy=2x weights=steve1.weights device=cuda
-    steve1 serve --port 8001 --non-blocking             # deploy and return (the app keeps running)
+    steve1 serve port=8001 blocking=false               # deploy and return (the app keeps running)
 
-`--config` takes a Serve config file (its first application's `args`) or a plain ServeConfig YAML;
-`key=value` overrides ServeConfig fields. Connects to a running cluster (RAY_ADDRESS, or one started
-with `ray start`), otherwise starts a local one.
+`--config` takes a Serve config file (its first application's `args`, and `http_options` host/port) or a plain
+ServeConfig YAML; `key=value` overrides ServeConfig fields. Connects to a running cluster (RAY_ADDRESS, or one
+started with `ray start`), otherwise starts a local one.
 """
 from __future__ import annotations
 
-import argparse
 import signal
 import time
 from pathlib import Path
@@ -18,49 +17,35 @@ from pathlib import Path
 import yaml
 
 from steve1_ray.cluster import connect
-from steve1_ray.config import load_config, to_dict
+from steve1_ray.runner import Job, run_job
 from steve1_ray.serving.config import ServeConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "serve" / "config.yaml"
 
 
-def read_serve_yaml(path: str | Path) -> tuple[dict, dict]:
-    """(ServeConfig args, http_options) from a Serve config file or a plain ServeConfig YAML."""
+def read_serve_yaml(path: str | Path) -> dict:
+    """ServeConfig fields from a Serve config file (first application's `args` + `http_options` host/port)
+    or from a plain ServeConfig YAML."""
     data = yaml.safe_load(Path(path).read_text()) or {}
-    if "applications" in data:
-        apps = data["applications"] or [{}]
-        return dict(apps[0].get("args") or {}), dict(data.get("http_options") or {})
-    return data, {}
+    if "applications" not in data:
+        return data
+    apps = data["applications"] or [{}]
+    http = {k: v for k, v in (data.get("http_options") or {}).items() if k in ("host", "port")}
+    return {**http, **dict(apps[0].get("args") or {})}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="steve1 serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else None,
-                   help="serve/config.yaml (Serve format) or a ServeConfig YAML")
-    p.add_argument("--host", default=None, help="HTTP host (default: the config's, else 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's, else 8000)")
-    p.add_argument("--name", default="steve1", help="Serve application name")
-    p.add_argument("--non-blocking", action="store_true", help="deploy and return")
-    p.add_argument("overrides", nargs="*", help="ServeConfig overrides, key=value")
-    args = p.parse_args(argv)
-
-    base, http = read_serve_yaml(args.config) if args.config else ({}, {})
-    cfg = load_config(ServeConfig, [], args.overrides, base=base)
-    print("serve config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
+def serve_forever(cfg: ServeConfig) -> int:
+    """Deploy the app on the cluster (`cluster.connect`); with `blocking`, wait for Ctrl-C / SIGTERM."""
     connect()
     from ray import serve
 
     from steve1_ray.serving.app import build_app
 
-    host = args.host or http.get("host", "127.0.0.1")
-    port = args.port or int(http.get("port", 8000))
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(cfg), name=args.name, route_prefix="/",
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/",
               logging_config={"enable_access_log": False})
-    print(f"STEVE-1 service ready at http://{host}:{port}/  (API docs: /docs)")
-    if args.non_blocking:
+    print(f"STEVE-1 service ready at http://{cfg.host}:{cfg.port}/  (API docs: /docs)")
+    if not cfg.blocking:
         return 0
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -70,8 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     print("shutting down (graceful: replicas finish in-flight requests)")
-    serve.delete(args.name)
+    serve.delete(cfg.app_name)
     return 0
+
+
+JOB = Job("serve", ServeConfig, serve_forever, default_configs=[DEFAULT_CONFIG], reader=read_serve_yaml,
+          errors=(FileNotFoundError, ValueError),
+          examples="""
+          steve1 serve                                   # serve/config.yaml: debug preset on CPU, port 8000
+          steve1 serve policy=2x weights=steve1.weights mineclip=attn.pth prior=steve1_prior.pt
+          steve1 serve port=8001 blocking=false          # deploy and return""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

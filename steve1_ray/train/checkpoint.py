@@ -9,6 +9,10 @@
     <ckpt>/training_state/rng.pt          torch / numpy / python RNG states of rank 0
 
 `steve1_ray.load_policy(ckpt/"model/policy.model", ckpt/"model/steve1.weights")` rebuilds the policy.
+
+Under Ray Train, `RunCheckpoints` finds the checkpoint to resume from and hands new ones to Ray; beside the
+final weights go `<stem>_best.weights` (+ `.json`) and `<stem>_snapshot_<frames>.weights`. `maybe_fail` is the
+fault injection the recovery test uses.
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +32,8 @@ import torch
 import yaml
 
 from steve1_ray.config import save_config
-from steve1_ray.train.config import is_uri
-
-WEIGHTS_NAME = "steve1.weights"
-MODEL_NAME = "policy.model"
+from steve1_ray.models.loading import MODEL_NAME, WEIGHTS_NAME  # the checkpoint layout every loader reads
+from steve1_ray.train.config import TrainConfig, is_uri
 
 
 @dataclass
@@ -135,3 +139,139 @@ def sibling_weights(out_weights: str, tag: str) -> str:
     """`.../steve1.weights` + `best` -> `.../steve1_best.weights` (the original's naming)."""
     stem, ext = os.path.splitext(out_weights)
     return f"{stem}_{tag}{ext or '.weights'}"
+
+
+def export_best(policy, out_weights: str, progress: Progress) -> None:
+    """`<stem>_best.weights` and `<stem>_best.json` (best val loss, steps, frames, epoch) beside `out_weights`."""
+    dest = sibling_weights(out_weights, "best")
+    export_weights(policy, dest)
+    _write_json(dest.replace(".weights", ".json"), {"best_val_loss": progress.best_val_loss, "steps": progress.steps,
+                                                    "frames": progress.frames, "epoch": progress.epoch})
+
+
+def _write_json(path: str, data: dict) -> None:
+    if is_uri(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "x.json")
+            Path(local).write_text(json.dumps(data, indent=1))
+            copy_to_uri(local, path)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Under Ray Train
+# ------------------------------------------------------------------------------------------------------
+class RunCheckpoints:
+    """One worker's view of the run's checkpoints: `resume()` loads the latest one, `report(...)` hands
+    metrics to Ray with or without a new one, `snapshot_if_due(progress)` exports snapshot weights.
+
+    In local mode (`num_workers=0`, local storage) Ray does not persist checkpoints, so they are kept as
+    `<run_dir>/checkpoints/checkpoint_step<steps>` (the newest `num_to_keep`) and resumed from there."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, policy, optimizer, scaler):
+        self.cfg, self.is_main, self.policy, self.optimizer, self.scaler = cfg, rank == 0, policy, optimizer, scaler
+        self.local_mode = cfg.num_workers == 0 and not is_uri(cfg.storage_path)
+        self.last_steps: int | None = None
+        """Step of the last report that carried a checkpoint (`maybe_fail` waits until Ray registered it)."""
+
+    def resume(self) -> tuple[Progress, bool]:
+        """(progress, resumed): the latest checkpoint's, loaded into policy, optimizer and scaler, or a fresh one."""
+        import ray.train
+
+        progress = Progress(next_snapshot_frames=self.cfg.snapshot_every_frames)
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None and self.local_mode:
+            checkpoint = latest_local_checkpoint(self.cfg)
+        if checkpoint is None:
+            return progress, False
+        with checkpoint.as_directory() as ckpt_dir:
+            progress = load_checkpoint(ckpt_dir, self.policy, self.optimizer, self.scaler)
+        progress.attempt += 1
+        return progress, True
+
+    def report(self, metrics: dict, progress: Progress, with_checkpoint: bool, before_upload=None) -> None:
+        """`ray.train.report(metrics)`, with a checkpoint of now if `with_checkpoint` (every rank calls this at the
+        same points; rank 0 writes the checkpoint and first calls `before_upload`, e.g. to sync the logs)."""
+        import ray.train
+
+        if not with_checkpoint:
+            ray.train.report(metrics)
+            return
+        self.last_steps = progress.steps
+        args = (self.policy, self.optimizer, self.scaler, progress, self.cfg)
+        if self.local_mode:
+            ckpt_dir = save_checkpoint(local_checkpoint_dir(self.cfg, progress.steps), *args)
+            prune_local_checkpoints(self.cfg)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if self.is_main:
+                save_checkpoint(tmp, *args)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+                if before_upload is not None:
+                    before_upload()
+            ray.train.report(metrics, checkpoint=ckpt)
+
+    def snapshot_if_due(self, progress: Progress) -> None:
+        """Every `snapshot_every_frames` frames, `<stem>_snapshot_<frames>.weights` beside the final weights."""
+        every = self.cfg.snapshot_every_frames
+        if not every or progress.frames < progress.next_snapshot_frames:
+            return
+        if self.is_main:
+            dest = sibling_weights(self.cfg.resolved_out_weights(), f"snapshot_{progress.frames}")
+            export_weights(self.policy, dest)
+        while progress.next_snapshot_frames <= progress.frames:
+            progress.next_snapshot_frames += every
+
+
+def local_checkpoint_dir(cfg: TrainConfig, steps: int) -> Path:
+    return Path(cfg.run_dir()) / "checkpoints" / f"checkpoint_step{steps:09d}"
+
+
+def _local_checkpoints(cfg: TrainConfig) -> list[Path]:
+    root = Path(cfg.run_dir()) / "checkpoints"
+    return sorted(p for p in root.glob("checkpoint_step*") if (p / "training_state" / "progress.json").exists())
+
+
+def latest_local_checkpoint(cfg: TrainConfig):
+    import ray.train
+
+    found = _local_checkpoints(cfg)
+    return ray.train.Checkpoint.from_directory(str(found[-1])) if found else None
+
+
+def prune_local_checkpoints(cfg: TrainConfig) -> None:
+    for old in _local_checkpoints(cfg)[:-cfg.num_to_keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def maybe_fail(cfg: TrainConfig, progress: Progress, rank: int, world: int, checkpoint_steps: int | None) -> None:
+    """Testing aid: kill this worker process once, right after optimizer step `fail_at_step`.
+
+    It first waits (up to 2 min) until the controller has registered the last checkpoint the workers reported
+    (Ray's checkpoint_manager_snapshot.json), so the test is about recovery, not about that race."""
+    if cfg.fail_at_step < 0 or progress.steps != cfg.fail_at_step or world < 2 or rank != 1:
+        return
+    if is_uri(cfg.storage_path):
+        return
+    marker = Path(cfg.run_dir()) / f".fail_injected_step{cfg.fail_at_step}"
+    if marker.exists():
+        return
+    snapshot = Path(cfg.run_dir()) / "checkpoint_manager_snapshot.json"
+    deadline = time.time() + 120
+    while checkpoint_steps is not None and time.time() < deadline:
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+            if latest.get("metrics", {}).get("steps", -1) >= checkpoint_steps:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("worker killed on purpose by fail_at_step\n")
+    print(f"fail_at_step={cfg.fail_at_step}: killing worker rank {rank} (pid {os.getpid()})",
+          file=sys.stderr, flush=True)
+    os._exit(1)

@@ -1,6 +1,7 @@
 """`TrainConfig`: every knob of one STEVE-1 behaviour-cloning run, validated on construction.
 
-Presets live in `configs/train/{debug,finetune,paper}.yaml`; `load_train_config` applies a preset file and
+Presets live in `configs/train/{debug,finetune,paper}.yaml` (found by `steve1_ray.config.preset_path`);
+`load_train_config` applies a preset file and
 `key=value` overrides on top of these defaults (which are the STEVE-1 paper recipe, see steve1-original.md).
 
 Units: `*_frames` count training frames summed over all workers; `*_steps` count optimizer steps. One
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
-from steve1_ray.config import ConfigError, check, load_config
+from steve1_ray.config import ConfigError, check, load_config, preset_path
+from steve1_ray.models.loading import WEIGHTS_NAME
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOSS_REDUCTIONS = ("sum_time", "mean")
@@ -49,11 +50,14 @@ class TrainConfig:
     sampling_dir: str = "samplings"
     """Folder of the sampling files (`steve1 sampling --output_dir`)."""
     val_fraction: float = 0.1
+    """Share of `data`'s episodes held out for validation (by id hash) when `sampling` is None."""
     T: int = 640
     """Frames per training sequence (one relabeled episode segment)."""
     trunc_t: int = 64
     """Frames per piece of truncated BPTT; the recurrent state is carried (detached) from piece to piece."""
     min_btwn_goals: int = 15
+    """Fewest frames between two relabeled goals (STEVE-1: 15); a goal closer than this to the episode's end
+    moves to its last frame."""
     max_btwn_goals: int = 200
     """Goal spacing is `randint(min_btwn_goals, max_btwn_goals)` (high bound exclusive), as in STEVE-1. Below 15
     (short activities, e.g. the embedded world's) goals still start at frame 15, the first with a goal clip."""
@@ -71,6 +75,7 @@ class TrainConfig:
     loader_threads: int = 2
     """Threads per training worker that read and decode sequences ahead of the model."""
     prefetch_batches: int = 4
+    """Micro-batches (of `batch_size` sequences) each worker loads ahead of the model, in training and validation."""
 
     # --- batch / scale ----------------------------------------------------------------------------------
     batch_size: int = 12
@@ -80,19 +85,27 @@ class TrainConfig:
     num_workers: int = 1
     """Ray Train workers (one per GPU). 0 = run the loop in the driver process (local mode, for tests)."""
     use_gpu: bool = False
+    """Train on GPUs: each Ray Train worker gets `gpus_per_worker` of them and NCCL (false: CPU and gloo)."""
     cpus_per_worker: float = 1.0
+    """CPUs Ray reserves for each training worker."""
     gpus_per_worker: float = 1.0
+    """GPUs Ray reserves for each training worker when `use_gpu` is true."""
 
     # --- objective / optimizer --------------------------------------------------------------------------
     loss_reduction: str = "sum_time"
     """`sum_time`: the original's −mean over sequences of Σ_t log p(a_t) per piece; `mean`: per-frame mean."""
     lr: float = 4e-5
+    """Peak learning rate (AdamW), reached after `warmup_frames`; the paper's 4e-5."""
     weight_decay: float = 0.039428
     """On weights of Linear/Conv/GroupNorm layers and other parameters; never on biases, LayerNorm, Embedding."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas (torch's defaults, as STEVE-1)."""
     eps: float = 1e-8
+    """AdamW epsilon (torch's default, as STEVE-1)."""
     max_grad_norm: float = 5.0
+    """The gradients' global L2 norm is clipped to this before every optimizer step (STEVE-1: 5.0)."""
     warmup_frames: int = 10_000_000
+    """Linear lr warmup from 0 over this many frames, then the cosine decay (STEVE-1: 10M)."""
     n_frames: int = 100_000_000
     """Training stops once this many frames have been trained on."""
     decay_frames_factor: float = 1.1
@@ -107,7 +120,9 @@ class TrainConfig:
 
     # --- validation / checkpoints ---------------------------------------------------------------------
     val_every_steps: int = 1000
+    """Validate each time the optimizer step count passes a multiple of this (checked every T/trunc_t steps)."""
     val_at_start: bool = True
+    """Validate once before the first step of a fresh (not resumed) run."""
     val_max_sequences: int = 0
     """Validate on at most this many val sequences (0 = all)."""
     val_seed: int = 12345
@@ -115,15 +130,23 @@ class TrainConfig:
     patience: int = 0
     """Stop after this many validations without a new best (0 = never stop early)."""
     checkpoint_every_steps: int = 1000
+    """Write a Ray checkpoint each time the step count passes a multiple of this (checked every T/trunc_t
+    steps); also after a new best val/loss and at the end."""
     snapshot_every_frames: int = 50_000_000
     """Also export `<out>_snapshot_<frames>.weights` every this many frames (0 = never)."""
     num_to_keep: int = 2
     """Ray checkpoints kept (the best by val/loss plus the latest)."""
     log_every_steps: int = 10
+    """Log train/* metrics (TensorBoard and the progress line) every this many optimizer steps."""
 
     # --- run --------------------------------------------------------------------------------------------
     seed: int = 42
+    """Seed of the initial weights, the training sequences' goal draws and each epoch's order (STEVE-1: 42)."""
     run_name: str = "steve1"
+    """The run's folder under `storage_path`; rerunning with the same name resumes from its latest checkpoint."""
+    fresh: bool = False
+    """`steve1 train`: delete a local `<storage_path>/<run_name>` first instead of resuming from it (the config
+    saved with the run says false, so re-running it resumes)."""
     storage_path: str = "~/ray_results"
     """Where Ray Train writes checkpoints: a local folder (single node) or shared storage (`s3://...`, NFS)."""
     tensorboard_dir: Optional[str] = None
@@ -208,7 +231,7 @@ class TrainConfig:
         return _join(_expand(self.storage_path), self.run_name)
 
     def resolved_out_weights(self) -> str:
-        return self.out_weights or _join(self.run_dir(), "weights", "steve1.weights")
+        return self.out_weights or _join(self.run_dir(), "weights", WEIGHTS_NAME)
 
     def resolved_tensorboard_dir(self) -> str:
         if self.tensorboard_dir:
@@ -254,23 +277,7 @@ def _join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PRESET_DIR = REPO_ROOT / "configs" / "train"
-
-
-def preset_path(name_or_file: str, preset_dir: Path = PRESET_DIR) -> Path:
-    """`debug` -> configs/train/debug.yaml; a path is returned as is. Unknown names list the presets."""
-    path = Path(name_or_file)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return path
-    candidate = preset_dir / f"{name_or_file}.yaml"
-    if candidate.exists():
-        return candidate
-    known = sorted(p.stem for p in preset_dir.glob("*.yaml"))
-    raise ConfigError(f"unknown preset {name_or_file!r}: use one of {known} or a YAML file path")
-
-
 def load_train_config(config: str | None = None, overrides: list[str] = ()) -> TrainConfig:
     """Defaults <- preset/YAML file <- `key=value` overrides."""
-    files = [preset_path(config)] if config else []
+    files = [preset_path("train", config)] if config else []
     return load_config(TrainConfig, files, overrides)

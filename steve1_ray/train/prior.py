@@ -16,7 +16,6 @@ seeded and the validation loss uses a fixed noise seed, so it is comparable betw
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
@@ -31,9 +30,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from steve1_ray.config import ConfigError, check, load_config, save_config, to_dict
+from steve1_ray.config import check, save_config, to_dict
+from steve1_ray.runner import Job, run_job
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "prior"
 
 
 @dataclass
@@ -47,23 +46,33 @@ class PriorConfig:
     clips_per_caption: int = 4
     """Visual embeddings per caption: clips ending on the last k kept frames of the captioned segment."""
     mineclip_preset: Optional[str] = None
+    """The text encoder's architecture (attn | debug); null = the one stored in its checkpoint, or the dataset
+    manifest's preset when no checkpoint is named."""
     mineclip_path: Optional[str] = None
     """The text encoder; null = the embedder named in the dataset's manifest (it must match the visual side)."""
     save_pairs: Optional[str] = None
     """Also write the pairs built from the world to this `.npz` (reusable as `pairs=`)."""
 
     hidden_dim: int = 512
+    """Width of the CVAE's hidden layers (the released prior: 512)."""
     latent_dim: int = 512
+    """Size of the CVAE's latent z (the released prior: 512)."""
     beta: float = 1.0
+    """Weight of the KL term: loss = beta * KL (summed) + MSE (mean); the original's 1.0."""
     lr: float = 1e-4
+    """Learning rate (AdamW, constant); the original's 1e-4."""
     weight_decay: float = 0.01
+    """AdamW weight decay on every parameter (torch's default 0.01, as the original)."""
     batch_size: int = 256
+    """Pairs per optimizer step (the original's 256)."""
     epochs: int = 50
+    """Passes over the training pairs (the original's 50); the epoch with the best val loss is saved."""
     n_val: int = 200
     """Pairs held out for validation (the original: the last 200 after shuffling)."""
     patience: int = 0
     """Stop after this many epochs without a better validation loss (0 = run all epochs)."""
     seed: int = 0
+    """Seed of the train/val split, the initial weights, the shuffles and the CVAE noise."""
     out: str = "data/weights/steve1/trained_prior.pt"
     """Best prior (plain state_dict, the released `steve1_prior.pt` format); `<stem>.json` holds the history."""
 
@@ -177,12 +186,12 @@ def world_pairs(cfg: PriorConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _text_encoder(cfg: PriorConfig, options: dict):
-    from steve1_ray.data.embed import load_embedder
+    from steve1_ray.models.loading import load_embedder
 
     path = cfg.mineclip_path or options.get("mineclip_path")
     # A checkpoint of ours carries its architecture; the dataset's preset only describes a random/attn model.
     preset = cfg.mineclip_preset or (None if path else options.get("mineclip_preset", "attn"))
-    return load_embedder(preset, path, device="cpu")
+    return load_embedder(path, preset, device="cpu")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -267,37 +276,31 @@ def train_prior(cfg: PriorConfig, text: np.ndarray, visual: np.ndarray, log=prin
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="steve1 train-prior", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=None, help="preset in configs/prior/ (default, world, debug) or YAML")
-    parser.add_argument("overrides", nargs="*", help="key=value (PriorConfig fields)")
-    args = parser.parse_args(argv)
-    try:
-        files = []
-        if args.config:
-            path = Path(args.config)
-            files = [path if path.suffix in (".yaml", ".yml") else PRESET_DIR / f"{args.config}.yaml"]
-        cfg = load_config(PriorConfig, files, args.overrides)
-    except ConfigError as e:
-        print(f"steve1 train-prior: bad config: {e}", file=sys.stderr)
-        return 2
-    print("resolved config:\n" + json.dumps(to_dict(cfg), indent=1), flush=True)
-    try:
-        if cfg.pairs:
-            text, visual = load_pairs(cfg.pairs)
-        else:
-            text, visual, _ = world_pairs(cfg)
-            if cfg.save_pairs:
-                Path(cfg.save_pairs).parent.mkdir(parents=True, exist_ok=True)
-                np.savez(cfg.save_pairs, text_embeddings=text, visual_embeddings=visual)
-    except (FileNotFoundError, KeyError, ValueError, pickle.UnpicklingError) as e:
-        print(f"steve1 train-prior: {e}", file=sys.stderr)
-        return 2
+def _run(cfg: PriorConfig) -> int:
+    if cfg.pairs:
+        text, visual = load_pairs(cfg.pairs)
+    else:
+        text, visual, _ = world_pairs(cfg)
+        if cfg.save_pairs:
+            Path(cfg.save_pairs).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cfg.save_pairs, text_embeddings=text, visual_embeddings=visual)
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.out).with_suffix(".yaml"))
     summary = train_prior(cfg, text, visual)
     print(f"best val loss {summary['best_val_loss']:.4f} at epoch {summary['best_epoch'] + 1}; prior -> {summary['out']}")
     return 0
+
+
+JOB = Job("train-prior", PriorConfig, _run, presets="prior",
+          errors=(FileNotFoundError, KeyError, ValueError, pickle.UnpicklingError),
+          summary="Train the CVAE prior (text embedding -> visual goal embedding); the config is saved beside it.",
+          examples="""
+          steve1 train-prior --config world world=data/world data=data/shards out=data/prior/prior.pt
+          steve1 train-prior --config default pairs=data/visual_prompt_embeds.pkl""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -5,20 +5,19 @@
         in_weights=weights/steve1.weights num_workers=4 use_gpu=true storage_path=s3://bucket/runs
 
 Rerunning with the same `run_name` and `storage_path` resumes from the run's latest checkpoint
-(use a new `run_name`, or `--fresh`, to start over).
+(use a new `run_name`, or `fresh=true`, to start over).
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import shutil
 import sys
 
-import yaml
-
 from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, save_config, to_dict
-from steve1_ray.train.config import TrainConfig, is_uri, load_train_config
+from steve1_ray.runner import Job, run_job
+from steve1_ray.train.config import TrainConfig, is_uri
 
 
 def build_trainer(cfg: TrainConfig, callbacks: list | None = None, run_config_kwargs: dict | None = None):
@@ -73,36 +72,14 @@ def _check_resources(cfg: TrainConfig) -> None:
                           f"set use_gpu=false (and precision=fp32 or bf16) or lower num_workers")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="steve1 train", description="STEVE-1 behaviour cloning with hindsight relabeling on Ray Train.",
-        epilog="Overrides are key=value pairs of TrainConfig fields, e.g. lr=1e-4 batch_size=2 num_workers=2 "
-               "freeze=[cnn]. Presets: configs/train/{debug,finetune,paper}.yaml.")
-    parser.add_argument("--config", default=None, help="preset name (debug, finetune, paper) or YAML file")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete <storage_path>/<run_name> first instead of resuming from it (local storage)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", help="key=value")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_train_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"steve1 train: bad config: {e}", file=sys.stderr)
-        return 2
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    print("resolved config:\n" + "\n".join("  " + line for line in text.splitlines()), flush=True)
-    if args.print_config:
-        return 0
-    if args.fresh and not is_uri(cfg.storage_path) and os.path.isdir(cfg.run_dir()):
+def train(cfg: TrainConfig) -> int:
+    """`steve1 train`: fit, print where the checkpoint and weights went; exit 1 if the run failed."""
+    if cfg.fresh and not is_uri(cfg.storage_path) and os.path.isdir(cfg.run_dir()):
         shutil.rmtree(cfg.run_dir())
-    if not is_uri(cfg.storage_path):
-        save_config(cfg, os.path.join(cfg.run_dir(), "train_config.yaml"))
+    if not is_uri(cfg.storage_path):  # saved without `fresh`: re-running the saved config resumes
+        save_config(dataclasses.replace(cfg, fresh=False), os.path.join(cfg.run_dir(), "train_config.yaml"))
     connect()
-    try:
-        result = run_training(cfg)
-    except ConfigError as e:
-        print(f"steve1 train: {e}", file=sys.stderr)
-        return 2
+    result = run_training(cfg)
     if result.error:
         print(f"steve1 train: the run failed: {result.error}", file=sys.stderr)
         return 1
@@ -111,6 +88,17 @@ def main(argv: list[str] | None = None) -> int:
           f"checkpoint {result.checkpoint.path if result.checkpoint else None}; "
           f"weights {cfg.resolved_out_weights()}", flush=True)
     return 0
+
+
+JOB = Job("train", TrainConfig, train, presets="train",
+          summary="STEVE-1 behaviour cloning with hindsight relabeling on Ray Train.",
+          examples="""
+          steve1 train --config debug data=/data/world_shards
+          steve1 train --config finetune data=s3://bucket/shards in_weights=steve1.weights num_workers=4 use_gpu=true""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

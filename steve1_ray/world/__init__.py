@@ -5,14 +5,16 @@
     obs = env.reset(seed=0)                    # obs["pov"] (360, 640, 3) uint8 RGB
     obs, reward, done, info = env.step({"attack": 1})   # info["inventory"], info["achievements"]
 
-Modules: env (interface, make_env), crafter_env (adapter table), minerl_env, demonstrators (GOALS, captions),
-recorder (contractor-format writer), record (the Ray job: `steve1 record`). See docs/world.md.
+Modules: env (the interface), config (WorldConfig, make_env), crafter_env (adapter table), minerl_env,
+demonstrators (GOALS, captions), recorder (contractor-format writer), video (mp4 writer, prompt overlay),
+record (the Ray job: `steve1 record`). See docs/world.md.
 """
+from steve1_ray.world.config import WorldConfig, make_env
 from steve1_ray.world.env import (ACTION_KEYS, BUTTON_KEYS, FRAME_SHAPE, ActionError, WorldEnv, is_null_action,
-                                  make_env, noop_action, normalize_action)
+                                  noop_action, normalize_action)
 
-__all__ = ["ACTION_KEYS", "BUTTON_KEYS", "FRAME_SHAPE", "ActionError", "WorldEnv", "is_null_action", "make_env",
-           "noop_action", "normalize_action", "CrafterEnv", "Demonstrator", "GOALS", "Recorder",
+__all__ = ["ACTION_KEYS", "BUTTON_KEYS", "FRAME_SHAPE", "ActionError", "WorldEnv", "WorldConfig", "is_null_action",
+           "make_env", "noop_action", "normalize_action", "CrafterEnv", "Demonstrator", "GOALS", "Recorder",
            "record_episode", "record_episodes", "RecordConfig"]
 
 

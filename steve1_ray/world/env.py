@@ -1,6 +1,6 @@
 """The world interface: one MineRL-shaped environment API with two backends (crafter, minerl).
 
-    env = make_env("crafter")            # or make_env("minerl") where MineRL + Java 8 are installed
+    env = make_env("crafter")            # (steve1_ray.world.config) or "minerl" where MineRL + Java 8 are installed
     obs = env.reset(seed=7)              # obs["pov"]: (360, 640, 3) uint8 RGB
     obs, reward, done, info = env.step({"forward": 1, "camera": [0.0, 3.0]})
 
@@ -16,6 +16,8 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
+
+from steve1_ray.actions import DEGREES_PER_MOUSE_COUNT
 
 # The 23 MineRL button keys (TARGET_ACTION_SPACE order) + camera: same as steve1_ray.actions.ENV_KEYS.
 BUTTON_KEYS: tuple[str, ...] = (
@@ -118,9 +120,6 @@ class WorldEnv(abc.ABC):
         self.close()
 
 
-BACKENDS = ("crafter", "minerl")
-
-
 def tree_logs_problem(n) -> str | None:
     """Why `n` is not a valid `tree_logs` (logs per tree in the embedded world), or None when it is."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 100:
@@ -128,39 +127,13 @@ def tree_logs_problem(n) -> str | None:
     return None
 
 
-def unknown_env_kwargs(backend: str, kwargs) -> list[str]:
-    """Keys of `kwargs` that `make_env(backend, **kwargs)` would refuse (crafter's options are checked; MineRL's
-    HumanSurvival takes open-ended settings and is not imported for this)."""
-    if backend != "crafter":
-        return []
-    import inspect
-
-    from steve1_ray.world.crafter_env import CrafterEnv
-
-    known = set(inspect.signature(CrafterEnv.__init__).parameters) - {"self"}
-    return sorted(set(kwargs) - known)
-
-
-def make_env(backend: str = "crafter", **kwargs) -> WorldEnv:
-    """Build a world env. `crafter` (embedded, default) or `minerl` (MineRL 1.0 HumanSurvival)."""
-    if backend == "crafter":
-        from steve1_ray.world.crafter_env import CrafterEnv
-
-        return CrafterEnv(**kwargs)
-    if backend == "minerl":
-        from steve1_ray.world.minerl_env import MineRLEnv
-
-        return MineRLEnv(**kwargs)
-    raise ValueError(f"unknown world backend {backend!r}; choose one of {list(BACKENDS)}")
-
-
 def camera_to_mouse(camera_deg: float) -> float:
     """Degrees -> recorded mouse counts (contractor jsonl dx/dy); 1 count = 360/2400 = 0.15 degrees."""
-    return camera_deg / (360.0 / 2400.0)
+    return camera_deg / DEGREES_PER_MOUSE_COUNT
 
 
 def is_exact_camera(camera_deg: float) -> bool:
     """Whether `camera_deg` survives the jsonl round trip exactly, also under VPT's int truncation."""
     counts = round(camera_to_mouse(camera_deg))
-    back = counts * (360.0 / 2400.0)
+    back = counts * DEGREES_PER_MOUSE_COUNT
     return math.isclose(back, camera_deg, abs_tol=1e-9) and float(int(back)) == camera_deg

@@ -18,8 +18,6 @@ Feed the result to the dataset job with `sources=[contractor:<out>/index.json]` 
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -30,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steve1_ray.cluster import connect
-from steve1_ray.config import check, load_config, save_config, to_dict
+from steve1_ray.config import check, from_dict, save_config, to_dict
+from steve1_ray.runner import Job, run_job
+from steve1_ray.world.config import WorldConfig
 from steve1_ray.world.demonstrators import GOALS
-from steve1_ray.world.env import tree_logs_problem
 from steve1_ray.world.recorder import EpisodeRecord, episode_paths, record_episode
 
 
@@ -71,17 +70,8 @@ class RecordConfig:
         "collect_wood", "collect_sapling", "place_plant", "collect_drink", "eat_cow", "place_table",
         "collect_stone", "place_stone"])
     """goals a task episode may prefer"""
-    frame_width: int = 640
-    frame_height: int = 360
-    tile_px: int = 20
-    """crafter render resolution per tile before scaling to frame_width x frame_height"""
-    target_outline: bool = True
-    """outline the tile the player faces (Minecraft's block outline; false = crafter's own look)"""
-    tree_logs: int = 1
-    """logs a tree yields before it turns to grass (1 = crafter as published; a Minecraft tree has several)"""
-    zombie_rate: float = 0.2
-    """crafter's night-time zombie spawning x this. 1 = crafter as published, where the scripted players
-    die at the first night (~200 steps); 0.2 lets most episodes reach ~1000 steps"""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """the world recorded in (crafter only: the demonstrators read its state); `world.tree_logs=4`, ..."""
     crf: int = 23
     """H.264 quality (lower = better, bigger files)"""
     preset: str = "superfast"
@@ -112,12 +102,8 @@ class RecordConfig:
         unknown = sorted(set(self.focus_goals) - set(GOALS))
         check(not unknown, f"focus_goals: unknown {unknown}; known goals: {sorted(GOALS)}")
         check(self.focus_fraction == 0 or self.focus_goals, "focus_goals is empty but focus_fraction > 0")
-        check(self.frame_width >= 16 and self.frame_height >= 16,
-              f"frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
-        check(self.tile_px >= 4, f"tile_px={self.tile_px} must be at least 4 (default 20)")
-        check(0.0 <= self.zombie_rate <= 10.0, f"zombie_rate={self.zombie_rate} must be in [0, 10] (1 = crafter)")
-        problem = tree_logs_problem(self.tree_logs)
-        check(problem is None, str(problem))
+        check(self.world.backend == "crafter",
+              f"world.backend={self.world.backend!r}: the scripted demonstrators record in crafter only")
         check(0 <= self.crf <= 51, f"crf={self.crf} must be in 0..51")
         check(self.num_cpus > 0, f"num_cpus={self.num_cpus} must be positive")
         check(self.seed >= 0, f"seed={self.seed} must be non-negative")
@@ -140,14 +126,12 @@ def episode_focus(cfg: RecordConfig, i: int) -> str | None:
 
 def _record_one(cfg_dict: dict, i: int) -> dict:
     """One episode -> its record dict (or {"name", "error"}); writes <out>/meta/<name>.json last."""
-    cfg = RecordConfig(**cfg_dict)
+    cfg = from_dict(RecordConfig, cfg_dict)
     name = episode_name(cfg, i)
     try:
         rec = record_episode(
             cfg.out, name, seed=cfg.seed + i, max_steps=cfg.max_steps, layout=cfg.layout,
-            env_kwargs={"frame_size": (cfg.frame_width, cfg.frame_height), "tile_px": cfg.tile_px,
-                        "zombie_rate": cfg.zombie_rate, "target_outline": cfg.target_outline,
-                        "tree_logs": cfg.tree_logs},
+            env_kwargs=cfg.world.env_kwargs(),
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
                          "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i), "sight": cfg.sight},
             crf=cfg.crf, preset=cfg.preset)
@@ -281,20 +265,20 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python jobs/record.py [--config a.yaml ...] [key=value ...]`; exit code 1 if an episode failed."""
-    keys = ", ".join(f"{f.name}={to_dict(RecordConfig())[f.name]}" for f in dataclasses.fields(RecordConfig))
-    p = argparse.ArgumentParser(prog="record", description=__doc__.split("\n\n")[0],
-                                epilog=f"config keys (defaults): {keys}. See docs/world.md.")
-    p.add_argument("--config", action="append", default=[], help="YAML overlay(s), applied in order")
-    p.add_argument("--overlay", default=None, help="named section of the YAML files to use")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out=data/world episodes=16")
-    args = p.parse_args(argv)
-    cfg = load_config(RecordConfig, args.config, args.overrides, overlay=args.overlay)
-    print("[record] config: " + json.dumps(to_dict(cfg)), flush=True)
-    summary = record_episodes(cfg)
+def _run(cfg: RecordConfig) -> int:
+    summary = record_episodes(cfg)  # saves the config beside the recordings itself (also when called as a library)
     print(format_summary(summary), flush=True)
     return 1 if summary["failed"] else 0
+
+
+JOB = Job("record", RecordConfig, _run, summary="Record scripted-demonstrator episodes of the embedded world "
+          "in the contractor format (exit 1 if an episode failed).",
+          examples="steve1 record out=data/world episodes=16 max_steps=1000 world.tree_logs=4")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`steve1 record [--config a.yaml ...] [key=value ...]`; exit code 1 if an episode failed."""
+    return run_job(JOB, argv)
 
 
 __all__ = ["RecordConfig", "record_episodes", "format_summary", "main", "EpisodeRecord"]

@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import av
 import numpy as np
 
+from steve1_ray.actions import DEGREES_PER_MOUSE_COUNT
 from steve1_ray.world.env import BUTTON_KEYS, is_null_action, normalize_action, pressed_hotbar
+from steve1_ray.world.video import FPS, Mp4Writer
 
-CAMERA_SCALER = 360.0 / 2400.0  # degrees per recorded mouse count
-FPS = 20
+CAMERA_SCALER = DEGREES_PER_MOUSE_COUNT  # degrees per recorded mouse count
 # MineRL button -> contractor key name (the inverse of VPT's KEYBOARD_BUTTON_MAPPING).
 KEY_NAMES: dict[str, str] = {
     "ESC": "key.keyboard.escape", "back": "key.keyboard.s", "drop": "key.keyboard.q",
@@ -101,32 +101,6 @@ class ContractorLines:
         return line
 
 
-class VideoWriter:
-    """H.264 mp4 writer (PyAV/libx264, yuv420p) for RGB uint8 frames of a fixed size."""
-
-    def __init__(self, path: str | Path, width: int, height: int, fps: int = FPS, crf: int = 20,
-                 preset: str = "veryfast", threads: int = 1):
-        self.container = av.open(str(path), mode="w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=fps)
-        self.stream.width, self.stream.height = int(width), int(height)
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": str(crf), "preset": preset}
-        self.stream.codec_context.thread_count = int(threads)
-        self.size = (int(width), int(height))
-
-    def write(self, frame: np.ndarray) -> None:
-        if frame.shape != (self.size[1], self.size[0], 3) or frame.dtype != np.uint8:
-            raise ValueError(f"frame has shape {frame.shape} {frame.dtype}; this video takes "
-                             f"({self.size[1]}, {self.size[0]}, 3) uint8 RGB frames")
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-
-
 def episode_paths(out_dir: str | Path, name: str, layout: str = "contractor") -> tuple[Path, Path]:
     """(video, jsonl) paths of episode `name` under `out_dir` in the given layout."""
     out_dir = Path(out_dir)
@@ -153,7 +127,7 @@ class Recorder:
         self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp_video = self.video_path.with_name(self.video_path.name + ".part")
         self._tmp_jsonl = self.jsonl_path.with_name(self.jsonl_path.name + ".part")
-        self._video = VideoWriter(self._tmp_video, *frame_size, fps=fps, crf=crf, preset=preset, threads=threads)
+        self._video = Mp4Writer(self._tmp_video, size=frame_size, fps=fps, crf=crf, preset=preset, threads=threads)
         self._jsonl = open(self._tmp_jsonl, "w")
         self.lines = ContractorLines(start_milli)
         self.n_frames = 0
@@ -163,7 +137,7 @@ class Recorder:
     def add(self, frame: np.ndarray, action: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> None:
         if self.closed:
             raise RuntimeError(f"recorder for {self.video_path} is closed")
-        self._video.write(frame)
+        self._video.add(frame)
         self._jsonl.write(json.dumps(self.lines.line(action, info), separators=(",", ":")) + "\n")
         self.n_null += is_null_action(action)
         self.n_frames += 1
@@ -173,7 +147,7 @@ class Recorder:
         if self.closed:
             return
         self.closed = True
-        self._video.close()
+        self._video.finish()
         self._jsonl.close()
         os.replace(self._tmp_jsonl, self.jsonl_path)
         os.replace(self._tmp_video, self.video_path)
@@ -181,7 +155,7 @@ class Recorder:
     def abort(self) -> None:
         """Drop a partial episode (both temporary files)."""
         self.closed = True
-        for closer in (self._video.close, self._jsonl.close):
+        for closer in (self._video.finish, self._jsonl.close):
             try:
                 closer()
             except Exception:  # noqa: BLE001 - best effort cleanup of a failed episode

@@ -1,6 +1,6 @@
 """The evaluation report folder: Markdown tables with CIs, PNG plots, sample videos, raw episodes.
 
-`write_report(episodes, out_dir)` takes the per-episode records that `steve1_ray.evaluate` produces
+`write_report(episodes, out_dir)` takes the per-episode records that `steve1_ray.evaluate.run` produces
 (plain dicts, see `EPISODE_KEYS`) and writes
 
     report.md        headline table per (goal, guidance scale) + the unconditioned baseline, whether
@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from steve1_ray.eval_metrics import mean_ci, target_metrics, wilson_ci
+from steve1_ray.evaluate.metrics import mean_ci, target_metrics, wilson_ci
 
 EPISODE_KEYS = ("goal", "kind", "cond_scale", "episode", "world_seed", "goal_seed", "agent_seed", "targets", "steps",
                 "died", "metrics", "video", "seconds")

@@ -14,16 +14,14 @@ What it does, top to bottom (`run_evaluation`):
 3. Rollouts: `EvalWorker` Ray actors each hold the policy and a few worlds, and play their jobs in
    lockstep, all streams in one forward pass (`steve1_ray.agent.act_batch`). Per step, each episode's
    `info` goes into a `MetricTracker`; a few episodes per cell are also encoded as mp4 with the prompt
-   written over the frames (the serving rollouts' `Mp4Writer` and `draw_prompt`).
-4. Report: `steve1_ray.eval_report.write_report` (Markdown with CIs, plots, per-episode JSON).
+   written over the frames (`steve1_ray.world.video`'s `Mp4Writer` and `draw_prompt`).
+4. Report: `steve1_ray.evaluate.report.write_report` (Markdown with CIs, plots, per-episode JSON).
 
-Which achievement a prompt asks for comes from `PROMPT_ACHIEVEMENTS` (documented in
-docs/evaluation.md) merged with the config's `prompt_achievements`.
+Which achievement a prompt asks for comes from `steve1_ray.evaluate.targets` (`PROMPT_ACHIEVEMENTS`,
+documented in docs/evaluation.md) merged with the config's `prompt_achievements`.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import hashlib
 import json
 import math
@@ -37,69 +35,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from steve1_ray.cluster import connect
-from steve1_ray.config import ConfigError, check, load_config, save_config, to_dict
-
-# ------------------------------------------------------------------------------- prompts -> targets
-
-_WOOD = ["collect_wood"]
-# Prompt (lower case, stripped) -> crafter achievements that mean "the agent did what it was asked".
-# STEVE-1's own text prompts (steve1/run_agent/paper_prompts.py) are mapped to their nearest crafter
-# achievement; "go explore" has none (travel distance is its metric).
-PROMPT_ACHIEVEMENTS: dict[str, list[str]] = {
-    "collect wood": _WOOD, "chop a tree": _WOOD, "chop down a tree": _WOOD, "chop down the tree": _WOOD,
-    "gather wood": _WOOD, "get wood": _WOOD, "break tree": _WOOD,
-    "chop down the tree, gather wood, pick up wood, chop it down, break tree": _WOOD,
-    "collect sapling": ["collect_sapling"], "collect a sapling": ["collect_sapling"],
-    "collect seeds": ["collect_sapling"], "break grass": ["collect_sapling"],
-    "break tall grass, break grass, collect seeds, punch the ground, run around in circles getting seeds "
-    "from bushes": ["collect_sapling"],
-    "place a table": ["place_table"], "place table": ["place_table"], "place a crafting table": ["place_table"],
-    "build a table": ["place_table"],
-    "drink water": ["collect_drink"], "drink": ["collect_drink"],
-    "eat cow": ["eat_cow"], "eat a cow": ["eat_cow"], "hunt a cow": ["eat_cow"],
-    "collect stone": ["collect_stone"], "mine stone": ["collect_stone"],
-    "collect coal": ["collect_coal"], "mine coal": ["collect_coal"],
-    "collect iron": ["collect_iron"], "collect diamond": ["collect_diamond"],
-    "place stone": ["place_stone"], "place a stone": ["place_stone"],
-    "place a plant": ["place_plant"], "plant a sapling": ["place_plant"],
-    "place a furnace": ["place_furnace"], "place furnace": ["place_furnace"],
-    "eat a plant": ["eat_plant"], "eat plant": ["eat_plant"],
-    "make a wood pickaxe": ["make_wood_pickaxe"], "make wood pickaxe": ["make_wood_pickaxe"],
-    "make a stone pickaxe": ["make_stone_pickaxe"], "make an iron pickaxe": ["make_iron_pickaxe"],
-    "make a wood sword": ["make_wood_sword"], "make wood sword": ["make_wood_sword"],
-    "make a stone sword": ["make_stone_sword"], "make an iron sword": ["make_iron_sword"],
-    "defeat a zombie": ["defeat_zombie"], "defeat zombie": ["defeat_zombie"],
-    "defeat a skeleton": ["defeat_skeleton"], "sleep": ["wake_up"], "go to sleep": ["wake_up"],
-}
-CRAFTER_ACHIEVEMENTS = (
-    "collect_coal", "collect_diamond", "collect_drink", "collect_iron", "collect_sapling", "collect_stone",
-    "collect_wood", "defeat_skeleton", "defeat_zombie", "eat_cow", "eat_plant", "make_iron_pickaxe",
-    "make_iron_sword", "make_stone_pickaxe", "make_stone_sword", "make_wood_pickaxe", "make_wood_sword",
-    "place_furnace", "place_plant", "place_stone", "place_table", "wake_up")
-
-
-def caption_achievements() -> dict[str, list[str]]:
-    """The embedded world's training captions -> achievements (`steve1_ray.world.demonstrators.GOALS`),
-    so a policy is asked in the words its recordings were captioned with."""
-    try:
-        from steve1_ray.world.demonstrators import GOALS
-    except ImportError:  # the world package without its demonstrators: only the built-in table
-        return {}
-    return {c: ([g.achievement] if g.achievement else []) for g in GOALS.values() for c in g.captions}
-
-
-def targets_for(goal: str, overrides: dict[str, list[str]] | None = None) -> list[str]:
-    """Target achievements of a goal. Looked up, in order, in the config's `prompt_achievements`, the
-    world's training captions, `PROMPT_ACHIEVEMENTS`; a goal that is itself an achievement name
-    (`collect_wood`, or "collect wood" with spaces) targets that one; anything else has none."""
-    key = " ".join(goal.lower().split())
-    for table in (overrides or {}, caption_achievements(), PROMPT_ACHIEVEMENTS):
-        norm = {" ".join(k.lower().split()): v for k, v in table.items()}
-        if key in norm:
-            return list(norm[key])
-    name = key.replace(" ", "_")
-    return [name] if name in CRAFTER_ACHIEVEMENTS else []
-
+from steve1_ray.config import ConfigError, check, from_dict, save_config, to_dict
+from steve1_ray.evaluate.targets import targets_for
+from steve1_ray.runner import Job, run_job
+from steve1_ray.world.config import WorldConfig
 
 # ------------------------------------------------------------------------------- config
 
@@ -137,10 +76,8 @@ class EvalConfig:
     """Episodes per (goal, scale) cell, and for the baseline."""
     max_steps: int = 1000
     """Steps per episode (an episode also ends when the world says done, e.g. on death)."""
-    backend: str = "crafter"
-    """World backend (`crafter` or `minerl`); `minerl` adds STEVE-1's paper metrics."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Passed to `steve1_ray.world.make_env`."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """The world every episode plays in (`world.backend=minerl` adds STEVE-1's paper metrics)."""
     seed: int = 0
     """Everything (worlds, prior samples, action sampling, CI bootstraps) derives from this."""
     deterministic: bool = False
@@ -150,15 +87,21 @@ class EvalConfig:
     streams_per_worker: int = 4
     """Episodes a worker plays at once, batched into one forward pass per step."""
     cpus_per_worker: float = 1.0
+    """CPUs Ray reserves for each rollout actor."""
     gpus_per_worker: float = 0.0
+    """GPUs Ray reserves for each rollout actor; > 0 runs its policy on CUDA (when available)."""
     torch_threads: int = 1
     """torch intra-op threads per worker."""
     videos_per_cell: int = 1
     """Sample mp4s per (goal, scale) cell, with the prompt written over the frames (0 = none)."""
     video_height: int = 256
+    """Height of the sample mp4s in pixels (the width keeps the world's aspect ratio)."""
     video_fps: int = 20
+    """Frame rate of the sample mp4s (20 = real time: the worlds step 20 times per second)."""
     confidence: float = 0.95
+    """Level of the report's confidence intervals (Wilson for success rates, bootstrap for means)."""
     out_dir: str = "runs/eval"
+    """Report folder: report.md, summary.json, episodes.json, plots/, videos/ and config.yaml."""
     progress: bool = True
     """A tqdm progress bar over episode steps."""
     report_only: bool = False
@@ -170,7 +113,6 @@ class EvalConfig:
         check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps!r}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers!r}")
         check(self.streams_per_worker >= 1, f"streams_per_worker must be >= 1, got {self.streams_per_worker!r}")
-        check(self.backend in ("crafter", "minerl"), f"backend must be 'crafter' or 'minerl', got {self.backend!r}")
         check(0 < self.confidence < 1, f"confidence must be in (0, 1), got {self.confidence!r}")
         check(self.videos_per_cell >= 0, f"videos_per_cell must be >= 0, got {self.videos_per_cell!r}")
         check(self.video_height >= 32 and self.video_height % 2 == 0,
@@ -222,51 +164,11 @@ def plan_jobs(cfg: EvalConfig) -> list[dict]:
 
 # ------------------------------------------------------------------------------- models
 
-def resolve_policy_files(policy: str, weights: str | None) -> tuple[str, str | None]:
-    """(model, weights) for `load_policy`: a checkpoint folder becomes its model/ files."""
-    p = Path(policy)
-    if p.is_dir():
-        model_dir = p / "model" if (p / "model").is_dir() else p
-        model, w = model_dir / "policy.model", model_dir / "steve1.weights"
-        if not (model.exists() and w.exists()):
-            raise ConfigError(f"policy={policy!r} is a folder but has no model/policy.model and "
-                              "model/steve1.weights; point policy= at a training checkpoint folder, a .model "
-                              "file or a preset name (debug, 2x)")
-        return str(model), str(w)
-    from steve1_ray.models.policy import PRESETS
-
-    if policy not in PRESETS and not p.exists():
-        raise ConfigError(f"policy={policy!r} is neither a preset ({sorted(PRESETS)}) nor an existing file or "
-                          "checkpoint folder")
-    if weights is not None and not Path(weights).exists():
-        raise ConfigError(f"weights={weights!r} does not exist")
-    return policy, weights
-
-
 def load_eval_policy(cfg: EvalConfig):
-    """The policy to evaluate, on CPU, in eval mode (random presets seeded by `cfg.seed`)."""
-    import torch
+    """The policy to evaluate, on CPU, in eval mode (a preset without weights: random, seeded by `cfg.seed`)."""
+    from steve1_ray.models.loading import load_policy_spec
 
-    from steve1_ray.models.policy import load_policy
-
-    model, weights = resolve_policy_files(cfg.policy, cfg.weights)
-    torch.manual_seed(cfg.seed)
-    return load_policy(model, weights).eval()
-
-
-def load_embedder(spec: str):
-    """MineCLIP (or a MineCLIP-layout model of ours) from a file, or `debug`: the random MineCLIP the
-    data pipeline embeds with when it has no checkpoint (same seed, so goals match its embeddings)."""
-    from steve1_ray.models.mineclip import load_mineclip
-
-    if Path(spec).is_file():
-        return load_mineclip(spec).eval()
-    if spec == "debug":
-        from steve1_ray.data.embed import load_embedder as data_embedder
-
-        return data_embedder("debug", None, device="cpu")
-    raise ConfigError(f"embedder={spec!r} does not exist; give MineCLIP's attn.pth, one of our embedder "
-                      "checkpoints, or 'debug'")
+    return load_policy_spec(cfg.policy, cfg.weights, seed=cfg.seed)
 
 
 def _load_clip(path: Path, end: int | None = None) -> np.ndarray:
@@ -332,14 +234,9 @@ def embed_goals(cfg: EvalConfig, jobs: list[dict], embed_dim: int) -> None:
             j["goal_embed"] = np.zeros(embed_dim, np.float32)
     if not goal_jobs:
         return
-    embedder = load_embedder(cfg.embedder)
-    prior = None
-    if cfg.prior is not None:
-        from steve1_ray.models.prior import load_prior
+    from steve1_ray.models.loading import load_goal_models
 
-        if not Path(cfg.prior).exists():
-            raise ConfigError(f"prior={cfg.prior!r} does not exist; give steve1_prior.pt, one of ours, or null")
-        prior = load_prior(cfg.prior).eval()
+    embedder, prior = load_goal_models(cfg.embedder, cfg.prior)  # no prior: goals are the text embeddings
     with torch.inference_mode():
         texts = list(cfg.prompts)
         text_embeds = dict(zip(texts, embedder.encode_text(texts).float().numpy())) if texts else {}
@@ -369,7 +266,7 @@ class _Slot:
     stream: Any
     tracker: Any
     obs: dict
-    video: Any  # steve1_ray.serving.rollouts.Mp4Writer or None
+    video: Any  # steve1_ray.world.video.Mp4Writer or None
     label: str
     t0: float
     steps: int = 0
@@ -398,10 +295,10 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
     lockstep step how many episode steps it made (for progress bars).
     """
     from steve1_ray.agent import act_batch, new_stream
-    from steve1_ray.eval_metrics import MetricTracker
+    from steve1_ray.evaluate.metrics import MetricTracker
 
     if any(job.get("video") for job in jobs):
-        from steve1_ray.serving.rollouts import Mp4Writer, draw_prompt
+        from steve1_ray.world.video import Mp4Writer, draw_prompt
 
     if len(jobs) > len(envs):
         raise ValueError(f"{len(jobs)} jobs but only {len(envs)} worlds")
@@ -421,7 +318,7 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
         if job.get("video"):
             how = "no goal" if job["kind"] == "unconditioned" else f"scale {scale:g}"
             label = f"{job['goal']} ({how}, ep {job['episode']})"
-            video = Mp4Writer(video_fps, video_height)
+            video = Mp4Writer(fps=video_fps, height=video_height, crf=26, preset="ultrafast")
             video.add(draw_prompt(obs["pov"], label, 0))
         slots.append((i, _Slot(job, env, stream, MetricTracker(job["targets"], paper_metrics), obs, video,
                                label, t0)))
@@ -460,15 +357,13 @@ class EvalWorker:
         import torch
 
         from steve1_ray.models.policy import Steve1Policy
-        from steve1_ray.world.env import make_env
-
-        self.cfg = EvalConfig(**cfg_dict)
+        self.cfg = from_dict(EvalConfig, cfg_dict)
         torch.set_num_threads(self.cfg.torch_threads)
         device = "cuda" if self.cfg.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
         self.policy = Steve1Policy(policy_cfg)
         self.policy.load_state_dict(state_dict, strict=True)
         self.policy = self.policy.to(device).eval()
-        self.envs = [make_env(self.cfg.backend, **self.cfg.env_kwargs) for _ in range(self.cfg.streams_per_worker)]
+        self.envs = [self.cfg.world.make() for _ in range(self.cfg.streams_per_worker)]
         self.steps = 0  # episode steps played in the current chunk; read by `progress` from another thread
 
     def run(self, jobs: list[dict]) -> list[tuple[dict, bytes | None]]:
@@ -479,7 +374,7 @@ class EvalWorker:
 
         try:
             return play_episodes(self.policy, self.envs, jobs, self.cfg.max_steps,
-                                 paper_metrics=self.cfg.backend == "minerl", deterministic=self.cfg.deterministic,
+                                 paper_metrics=self.cfg.world.backend == "minerl", deterministic=self.cfg.deterministic,
                                  video_height=self.cfg.video_height, video_fps=self.cfg.video_fps, on_step=count)
         except Exception as exc:  # noqa: BLE001 - report, keep the actor for the next chunk
             return _failed(jobs, f"rollout failed: {exc!r}")
@@ -567,7 +462,7 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, 
 def run_evaluation(cfg: EvalConfig) -> Path:
     """Plan, embed goals, play every episode on Ray, write the report folder; returns report.md's path."""
     from steve1_ray.agent import policy_embed_dim
-    from steve1_ray.eval_report import slug, write_report
+    from steve1_ray.evaluate.report import slug, write_report
 
     t0 = time.time()
     out = Path(cfg.out_dir)
@@ -608,7 +503,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
     wall = time.time() - t0
     steps = sum(e["steps"] for e in episodes)
     header = [f"- policy: `{cfg.policy}`" + (f", weights `{cfg.weights}`" if cfg.weights else ""),
-              f"- goals: embedder `{cfg.embedder}`, prior `{cfg.prior}`; world `{cfg.backend}`; "
+              f"- goals: embedder `{cfg.embedder}`, prior `{cfg.prior}`; world `{cfg.world.backend}`; "
               f"{cfg.episodes} episodes per cell, at most {cfg.max_steps} steps; seed {cfg.seed}",
               f"- {len(episodes)} episodes, {steps} steps in {wall:.0f} s "
               f"({steps / max(wall, 1e-9):.0f} steps/s) on {cfg.workers} workers"
@@ -619,7 +514,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
 
 def rerender_report(out: Path, confidence: float = 0.95, seed: int = 0) -> Path:
     """report.md, summary.json and plots again from `out/episodes.json` (JSON nulls back to NaN)."""
-    from steve1_ray.eval_report import write_report
+    from steve1_ray.evaluate.report import write_report
 
     path = out / "episodes.json"
     if not path.is_file():
@@ -631,37 +526,26 @@ def rerender_report(out: Path, confidence: float = 0.95, seed: int = 0) -> Path:
     return write_report(episodes, out, confidence, seed, header_lines=header)
 
 
-def parse_args(argv: Sequence[str] | None) -> EvalConfig:
-    parser = argparse.ArgumentParser(
-        prog="steve1 evaluate",
-        description="Programmatic evaluation: prompts x guidance scales (+ unconditioned) -> report folder. "
-                    "Settings: YAML files (--config) then key=value overrides, e.g. episodes=4 "
-                    "'prompts=[collect wood, drink water]' cond_scales=[0,6]. Keys: "
-                    + ", ".join(f.name for f in dataclasses.fields(EvalConfig)))
-    parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
-    parser.add_argument("--overlay", default=None, help="named section of the YAML files to use")
-    parser.add_argument("overrides", nargs="*", help="key=value settings")
-    args = parser.parse_args(argv)
-    return load_config(EvalConfig, args.config, args.overrides, overlay=args.overlay)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        cfg = parse_args(argv)
-    except ConfigError as exc:
-        print(f"steve1 evaluate: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(to_dict(cfg), indent=1), flush=True)
+def _run(cfg: EvalConfig) -> int:
     try:
         report = run_evaluation(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:  # bad files or mismatched models
-        print(f"steve1 evaluate: {exc}", file=sys.stderr)
-        return 2
     except RuntimeError as exc:  # every episode failed
         print(f"steve1 evaluate: {exc}", file=sys.stderr)
         return 1
     print(f"report: {report}", flush=True)
     return 0
+
+
+JOB = Job("evaluate", EvalConfig, _run, presets="eval", errors=(FileNotFoundError, ValueError),
+          summary="Programmatic evaluation: prompts x guidance scales (+ the unconditioned agent) -> a report "
+                  "folder (config.yaml, report.md, plots, videos); exit 1 if every episode failed.",
+          examples="""
+          steve1 evaluate --config crafter policy=runs/train/policy/checkpoint_000003 embedder=data/embedder/mineclip.pth
+          steve1 evaluate --config debug episodes=4 'prompts=[collect wood, drink water]' cond_scales=[0,6]""")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

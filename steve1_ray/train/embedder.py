@@ -31,7 +31,6 @@ top-k clips of the same goal? — and clip→goal accuracy over the goals' capti
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -46,8 +45,9 @@ import yaml
 import torch.nn.functional as F
 
 from steve1_ray.cluster import connect
-from steve1_ray.config import check, load_config, save_config, to_dict
+from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, load_mineclip, save_mineclip
+from steve1_ray.runner import Job, run_job
 
 
 @dataclass
@@ -79,6 +79,7 @@ class EmbedderConfig:
     only_successful: bool = True
     """keep only segments whose goal was achieved"""
     max_clips: int = 5000
+    """clips kept at most (beyond it, a random share of every episode's segments)"""
     val_fraction: float = 0.2
     """fraction of episodes held out for validation (the reported retrieval numbers)"""
     select_fraction: float = 0.1
@@ -87,9 +88,12 @@ class EmbedderConfig:
     trained on nor part of the validation numbers, which stay unbiased. 0 (or fewer than 5 training episodes):
     keep the last epoch"""
     epochs: int = 12
+    """passes over the training clips (with select episodes, the best epoch is kept)"""
     batch_size: int = 32
     """clips per step (whole segments are added until the batch holds at least this many)"""
     lr: float = 1e-3
+    """peak learning rate (AdamW, warmup then cosine to 0) of the video tower and pooling; text tower:
+    lr * text_lr_scale"""
     logit_scale_lr: float = 0.02
     """learning rate of the learned temperature (log scale), on the same warmup/cosine schedule"""
     text_lr_scale: float = 0.1
@@ -102,11 +106,15 @@ class EmbedderConfig:
     cosine of clip embeddings drops from 0.96 to 0.29 at init, but returns to 0.86 within 5 steps even at lr 1e-4
     (the content part is tiny in magnitude), so it does not prevent the collapse; off by default"""
     weight_decay: float = 0.05
+    """AdamW weight decay on weight matrices (not on biases, norms, embeddings or the temperature)"""
     warmup_steps: int = 10
+    """optimizer steps of linear lr warmup before the cosine decay"""
     seed: int = 0
+    """seed of the clip choice, the episode splits, the initial weights and the batch order"""
     num_workers: int = 0
     """Ray Train workers; 0 trains in this process (Ray not needed)"""
     use_gpu: bool = False
+    """train on CUDA when available; with num_workers > 0 each Ray Train worker gets one GPU"""
     storage_path: str = ""
     """Ray Train storage (local dir or s3://); default <out>/ray"""
 
@@ -611,26 +619,20 @@ def run(cfg: EmbedderConfig, log=print) -> dict:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
-    from steve1_ray.config import ConfigError
-
-    p = argparse.ArgumentParser(prog="steve1 train-embedder", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=10 mineclip.embed_dim=768")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(EmbedderConfig, args.config, args.overrides)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"train-embedder: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(to_dict(cfg)))
-    try:
-        run(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"train-embedder: {e}", file=sys.stderr)
-        return 2
+def _run(cfg: EmbedderConfig) -> int:
+    run(cfg)  # writes config.yaml beside the checkpoint itself
     return 0
+
+
+JOB = Job("train-embedder", EmbedderConfig, _run, presets="embedder", errors=(FileNotFoundError, ValueError),
+          summary=__doc__.strip().splitlines()[0],
+          examples="""
+          steve1 train-embedder --config world recordings=data/world out=data/embedder epochs=10
+          steve1 train-embedder recordings=data/world out=data/embedder mineclip.embed_dim=768""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,20 @@
-"""Sweep configs and search spaces: parsing, validation against TrainConfig, best-config export (no Ray)."""
+"""Sweep configs and search spaces (steve1_ray.sweep.space): parsing, validation against TrainConfig, trial configs
+(no Ray)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from steve1_ray.config import ConfigError, load_config
-from steve1_ray.sweep import (SweepConfig, apply_params, check_min_max_pairs, check_space_against,
-                              load_base_train_config, main, parse_space, to_tune_space, trial_train_config,
-                              write_best, write_results)
+from steve1_ray.sweep.space import (SweepConfig, apply_params, check_min_max_pairs, check_search,
+                                    check_space_against, load_base_train_config, parse_space, trial_train_config)
 from steve1_ray.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
-SPACES = sorted((REPO / "tune" / "spaces").glob("*.yaml"))
+SPACES = sorted((REPO / "configs" / "sweep").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +40,6 @@ def test_parse_space_reads_every_distribution():
     assert params["batch_size"].candidates() == [4, 8]
     assert params["trunc_t"].dist == "fixed" and params["trunc_t"].candidates() == [64]
 
-    space = to_tune_space(list(params.values()), "random")
-    assert space["trunc_t"] == 64 and space["T"] == {"grid_search": [320, 640]}
-    # `int` bounds are inclusive: Tune's randint upper bound is exclusive
-    assert (space["min_btwn_goals"].lower, space["min_btwn_goals"].upper) == (15, 31)
-    assert sorted(space["batch_size"].categories) == [4, 8]
-
 
 @pytest.mark.parametrize("space, fragment", [
     ({"lr": {"dist": "normal", "low": 0, "high": 1}}, "dist='normal' must be one of"),
@@ -64,7 +59,8 @@ def test_parse_space_names_the_mistake(space, fragment):
 
 def test_grid_needs_random_search():
     with pytest.raises(ConfigError, match="dist=grid needs search=random"):
-        to_tune_space(parse_space({"T": {"dist": "grid", "values": [16, 32]}}), "optuna")
+        check_search(parse_space({"T": {"dist": "grid", "values": [16, 32]}}), "optuna")
+    check_search(parse_space({"T": {"dist": "grid", "values": [16, 32]}}), "random")
 
 
 def test_min_btwn_goals_must_stay_below_max_for_every_sample():
@@ -115,7 +111,7 @@ def test_shipped_spaces_are_valid(path, data_root):
     base = load_base_train_config(cfg)
     check_min_max_pairs(params, base)
     check_space_against(params, TrainConfig, base)
-    to_tune_space(params, cfg.search)
+    check_search(params, cfg.search)
     swept = {p.key for p in params if p.dist != "fixed"}
     assert {"lr", "p_uncond", "min_btwn_goals", "max_btwn_goals"} <= swept
     assert base["num_workers"] >= 1
@@ -128,11 +124,11 @@ def test_sweep_config_rejects_bad_values():
                                ("trial_driver_cpus=0", "Tune rejects an empty request"),
                                ("space={}", "space is empty")]:
         with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
-            load_config(SweepConfig, [REPO / "tune/spaces/debug.yaml"], [override])
+            load_config(SweepConfig, [REPO / "configs/sweep/debug.yaml"], [override])
 
 
 def test_base_config_needs_data_and_a_train_worker(data_root):
-    cfg = load_config(SweepConfig, [REPO / "tune/spaces/debug.yaml"])
+    cfg = load_config(SweepConfig, [REPO / "configs/sweep/debug.yaml"])
     with pytest.raises(ConfigError, match="pass train.data="):
         load_base_train_config(cfg)
     cfg.train_overrides += [f"data={data_root}", "num_workers=0"]
@@ -140,22 +136,8 @@ def test_base_config_needs_data_and_a_train_worker(data_root):
         load_base_train_config(cfg)
 
 
-def test_cli_reports_config_errors_before_touching_ray(capsys, data_root):
-    import ray
-
-    debug = str(REPO / "tune/spaces/debug.yaml")
-    was_initialized = ray.is_initialized()  # the session's cluster fixture may already be up in a full run
-    assert main(["--config", debug, "search=bayes"]) == 2
-    assert "search='bayes' must be one of" in capsys.readouterr().err
-    assert main(["--config", debug]) == 2
-    assert "pass train.data=<shard dataset root>" in capsys.readouterr().err
-    assert main(["--config", debug, f"train.data={data_root}", "train.T=20"]) == 2  # trunc_t=8
-    assert "T=20 is not a multiple of trunc_t=8" in capsys.readouterr().err
-    assert ray.is_initialized() == was_initialized
-
-
 def test_trial_config_writes_under_its_own_run_and_pins_validation(data_root, tmp_path):
-    cfg = load_config(SweepConfig, [REPO / "tune/spaces/debug.yaml"], [])
+    cfg = load_config(SweepConfig, [REPO / "configs/sweep/debug.yaml"], [])
     cfg.train_overrides += [f"data={data_root}", "out_weights=/elsewhere/w.weights", "tensorboard_dir=/tb"]
     base = load_base_train_config(cfg)
     t = trial_train_config(base, {"lr": 0.5, "p_uncond": 0.25}, storage_path=str(tmp_path), run_name="train")
@@ -166,55 +148,6 @@ def test_trial_config_writes_under_its_own_run_and_pins_validation(data_root, tm
     assert val_p_uncond in (None, base["p_uncond"])  # pinned when the training config supports it
 
 
-def test_results_table_and_best_config(data_root, tmp_path):
-    cfg = load_config(SweepConfig, [REPO / "tune/spaces/debug.yaml"], [])
-    cfg.train_overrides.append(f"data={data_root}")
-    base = load_base_train_config(cfg)
-    rows = [  # as trial_rows sorts them: best first
-        {"trial": "b", "status": "completed", "lr": 3e-3, "p_uncond": 0.1, "min_btwn_goals": 16,
-         "max_btwn_goals": 30, "batch_size": 2, "best val/loss": 1.5, "frames": 512, "error": "", "path": "/b"},
-        {"trial": "a", "status": "stopped early", "lr": 1e-4, "p_uncond": 0.2, "min_btwn_goals": 15,
-         "max_btwn_goals": 25, "batch_size": 1, "best val/loss": 9.0, "frames": 128, "error": "", "path": "/a"},
-    ]
-    write_results(rows, tmp_path)
-    table = (tmp_path / "results.md").read_text().splitlines()
-    assert table[0].startswith("| trial | status | lr |") and "stopped early" in table[3]
-    best = write_best(rows, cfg, base, tmp_path)
-    assert best["trial"] == "b" and best["params"]["lr"] == 3e-3
-    text = (tmp_path / "best_train_config.yaml").read_text()
-    assert text.startswith("# best trial b of sweep debug_sweep: val/loss = 1.5")
-    loaded = load_config(TrainConfig, [tmp_path / "best_train_config.yaml"])  # ready to run
-    assert (loaded.lr, loaded.batch_size, loaded.max_btwn_goals) == (3e-3, 2, 30)
-    assert loaded.run_name == "debug_sweep-best" and loaded.n_frames == base["n_frames"]
-    assert yaml.safe_load((tmp_path / "best.json").read_text())["best val/loss"] == 1.5
-    assert write_best([{**rows[0], "best val/loss": None}], cfg, base, tmp_path / "none") is None
-
-
-def test_optuna_samples_inside_the_space():
-    from steve1_ray.sweep import make_search
-
-    cfg = load_config(SweepConfig, [REPO / "tune/spaces/paper.yaml"])
-    search, max_concurrent = make_search(cfg)
-    assert type(search).__name__ == "OptunaSearch" and max_concurrent == cfg.max_concurrent_trials
-    params = parse_space(cfg.space)
-    assert search.set_search_properties(cfg.metric, cfg.mode, to_tune_space(params, cfg.search))
-    for i in range(20):
-        sample = search.suggest(f"t{i}")
-        for p in params:
-            value = sample[p.key]
-            if p.dist == "choice":
-                assert value in p.values
-            else:
-                assert p.low <= value <= p.high, (p.key, value)
-            if p.dist == "int":
-                assert isinstance(value, int)
-        search.on_trial_complete(f"t{i}", {cfg.metric: float(sample["lr"]) * 1e4})
-    assert sample["min_btwn_goals"] < sample["max_btwn_goals"]
-
-
-def test_random_search_limits_concurrency_itself():
-    from steve1_ray.sweep import make_search
-
-    cfg = load_config(SweepConfig, [REPO / "tune/spaces/debug.yaml"], ["max_concurrent_trials=3"])
-    search, max_concurrent = make_search(cfg)
-    assert search.max_concurrent == 3 and max_concurrent is None
+def test_importing_the_space_does_not_import_ray():
+    code = "import sys, steve1_ray.sweep.space; assert not [m for m in sys.modules if m.split('.')[0] == 'ray']"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

@@ -1,0 +1,13 @@
+"""Programmatic evaluation: does the policy do what it is asked? Prompts x guidance scales, plus the
+unconditioned baseline, played in the world on Ray, scored per episode and written up as a report folder.
+
+    steve1 evaluate --config configs/eval/debug.yaml episodes=4 out_dir=runs/eval_debug
+
+Modules (importing this package loads none of them):
+    run      the job: `EvalConfig`, planning and seeds, goal embedding, the `EvalWorker` rollouts,
+             `run_evaluation`, `rerender_report`, `main` (`steve1 evaluate`, jobs/evaluate.py)
+    targets  which crafter achievements a prompt asks for (`PROMPT_ACHIEVEMENTS`, `targets_for`)
+    metrics  one episode's metrics from its per-step `info` (`MetricTracker`) and the CIs over episodes
+    report   the report folder: report.md with CIs, plots, summary.json, episodes.json (`write_report`)
+See docs/evaluation.md.
+"""

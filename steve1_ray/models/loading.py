@@ -1,0 +1,149 @@
+"""The one place that turns what a user names (a preset, original files, one of our checkpoint folders) into models.
+
+    model, weights = policy_files("runs/train/policy/checkpoint_000003")   # -> model/policy.model, model/steve1.weights
+    policy = load_policy_spec("2x", "steve1.weights", device="cuda")        # eval mode
+    mineclip, prior = load_goal_models("attn.pth", "steve1_prior.pt", embed_dim=policy.cfg.embed_dim)
+
+Used by the data pipeline (embeddings), training (the prior's text encoder), serving and evaluation, so a
+checkpoint folder, an `attn.pth` or a `steve1_prior.pt` is read the same way everywhere. Without a file, the goal
+models are random and seeded (seed 0 by default), so that every process of a run that has no checkpoint —
+the dataset job's actors, the evaluation, the server — computes the same (meaningless) embeddings: tests only.
+
+A checkpoint folder of ours (written by steve1_ray.train.checkpoint) holds `model/policy.model` (the original
+`.model` layout) and `model/steve1.weights`; its `model/` folder alone is accepted too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported by the functions that build models: path lookups stay light
+    import torch
+
+MINECLIP_PRESETS = ("attn", "debug")
+"""embedder names that mean random weights of that MineCLIP preset when no such file exists"""
+MODEL_NAME = "policy.model"
+"""a checkpoint's policy architecture, in the original `.model` pickle layout"""
+WEIGHTS_NAME = "steve1.weights"
+"""a checkpoint's policy weights, loadable by the original code"""
+
+
+def _device(device: str | torch.device) -> torch.device:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ------------------------------------------------------------------------------------------ policy
+
+def checkpoint_files(folder: str | Path) -> tuple[Path, Path]:
+    """(policy.model, steve1.weights) of a checkpoint folder or of its `model/` folder."""
+    root = Path(folder)
+    model_dir = root / "model" if (root / "model").is_dir() else root
+    model, weights = model_dir / MODEL_NAME, model_dir / WEIGHTS_NAME
+    if not (model.is_file() and weights.is_file()):
+        raise FileNotFoundError(f"checkpoint {root}: expected {MODEL_NAME} and {WEIGHTS_NAME} in {model_dir} (a "
+                                "training checkpoint folder or its model/ folder); or name a .model file or a "
+                                "preset (debug, 2x) with separate weights")
+    return model, weights
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The newest `checkpoint_*` folder of a training run (Ray Train's layout, `<storage_path>/<run_name>/`)."""
+    found = sorted((p for p in Path(run_dir).glob("checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint_* folder under {run_dir}; did the training run save one?")
+    return found[-1]
+
+
+def policy_files(policy: str | Path, weights: str | Path | None = None) -> tuple[str, str | None]:
+    """(model, weights) for `formats.load_policy`: a checkpoint folder becomes its model/ files (its own weights
+    win); a preset name or a `.model` file is kept, with `weights` (None = random init)."""
+    from steve1_ray.models.policy import PRESETS
+
+    p = Path(policy)
+    if p.is_dir():
+        model, w = checkpoint_files(p)
+        return str(model), str(w)
+    if str(policy) not in PRESETS and not p.is_file():
+        raise FileNotFoundError(f"policy {str(policy)!r} is neither a preset ({sorted(PRESETS)}) nor an existing "
+                                ".model file or checkpoint folder")
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"policy weights {str(weights)!r} do not exist")
+    return str(policy), None if weights is None else str(weights)
+
+
+def load_policy_spec(policy: str | Path, weights: str | Path | None = None, device: str | torch.device = "cpu",
+                     seed: int | None = None) -> torch.nn.Module:
+    """The policy named by a preset, a `.model` file or a checkpoint folder (see `policy_files`), in eval mode.
+    A preset without weights is randomly initialised, seeded by `seed` when given."""
+    import torch
+
+    from steve1_ray.models.formats import load_policy
+
+    model, w = policy_files(policy, weights)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return load_policy(model, w).to(_device(device)).eval()
+
+
+# ------------------------------------------------------------------------------------------ goal models
+
+def load_embedder(path: str | Path | None = None, preset: str | None = None, device: str | torch.device = "cpu",
+                  embed_dim: int | None = None, seed: int = 0):
+    """MineCLIP (or a MineCLIP-layout embedder of ours) in eval mode.
+
+    - `path` a file: loaded strictly; `preset` None or "attn" keeps the architecture stored in the file (ours) or
+      `attn` (the released attn.pth stores none), another preset name is forced.
+    - `path` None, or a preset name that is not a file (`debug`): random weights of `preset` (default `attn`)
+      seeded with `seed`, `embed_dim` wide when given.
+    `embed_dim` given: a loaded embedder of another width is refused (it must match the policy's goal input)."""
+    from steve1_ray.models.mineclip import MineCLIPConfig, load_mineclip
+
+    dev = _device(device)
+    if path is not None and Path(path).is_file():
+        model = load_mineclip(path, cfg=None if preset in (None, "attn") else preset, device=dev)
+    elif path is None or str(path) in MINECLIP_PRESETS:
+        name = preset if path is None else str(path)
+        cfg = MineCLIPConfig.preset(name or "attn", **({"embed_dim": embed_dim} if embed_dim else {}))
+        model = load_mineclip(None, cfg, seed=seed, device=dev)
+    else:
+        raise FileNotFoundError(f"embedder {str(path)!r} does not exist; give MineCLIP's attn.pth, one of our "
+                                f"embedder checkpoints, or a preset name ({list(MINECLIP_PRESETS)})")
+    if embed_dim is not None and model.embed_dim != embed_dim:
+        raise ValueError(f"the embedder {path} embeds to {model.embed_dim} values but the policy expects {embed_dim}; "
+                         "use the embedder the policy was trained with")
+    return model.eval()
+
+
+def load_prior(path: str | Path | None, dim: int | None = None, device: str | torch.device = "cpu",
+               random_ok: bool = False, seed: int = 0):
+    """The CVAE prior (`steve1_prior.pt` or ours) in eval mode; with no file, a random prior `dim` wide seeded
+    with `seed` when `random_ok` (tests and the debug server), else None (goals are the text embeddings)."""
+    import torch
+
+    from steve1_ray.models import prior as prior_mod
+
+    if path is not None:
+        prior = prior_mod.load_prior(path)
+        if dim is not None and prior.input_dim != dim:
+            raise ValueError(f"the prior {path} maps {prior.input_dim}-value embeddings but the embedder gives {dim}; "
+                             "use the prior trained on this embedder")
+    elif random_ok:
+        if dim is None:
+            raise ValueError("a random prior needs its width (dim)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            prior = prior_mod.TranslatorVAE(input_dim=dim, hidden_dim=512, latent_dim=dim)
+    else:
+        return None
+    return prior.to(_device(device)).eval()
+
+
+def load_goal_models(embedder: str | Path | None, prior: str | Path | None, device: str | torch.device = "cpu",
+                     embed_dim: int | None = None, preset: str | None = None, random_prior: bool = False):
+    """(embedder, prior or None): the goal side of STEVE-1, checked against the policy's `embed_dim`."""
+    mineclip = load_embedder(embedder, preset=preset, device=device, embed_dim=embed_dim)
+    return mineclip, load_prior(prior, mineclip.embed_dim, device=device, random_ok=random_prior)

@@ -1,0 +1,147 @@
+"""What the training loop tells people and Ray: rank 0's `RunLog` (TensorBoard, metrics.jsonl, console lines),
+`TrainMetrics` (train/* every `log_every_steps` steps, with the ETA) and `run_metrics` (what each
+`ray.train.report` carries)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+import torch
+
+from steve1_ray.train.checkpoint import Progress
+from steve1_ray.train.config import TrainConfig, is_uri
+from steve1_ray.train.validate import all_reduce_sum
+
+NO_TRAIN_METRICS = {"train/loss": float("nan"), "train/nll": float("nan")}
+
+
+def run_metrics(progress: Progress, train: dict, extra: dict) -> dict:
+    """The metrics of one `ray.train.report`: the last train/* values, val/loss (inf before the first validation,
+    so Ray's checkpoint scoring has a number), val/best_loss, frames, steps, epoch, then `extra`."""
+    return {**train, "val/loss": progress.last_val_loss if math.isfinite(progress.last_val_loss) else float("inf"),
+            "val/best_loss": progress.best_val_loss, "frames": progress.frames, "steps": progress.steps,
+            "epoch": progress.epoch, **extra}
+
+
+class RunLog:
+    """Rank 0's TensorBoard writer, metrics.jsonl and console progress line (no-ops on other ranks)."""
+
+    def __init__(self, cfg: TrainConfig, enabled: bool, purge_step: int | None):
+        self.cfg, self.enabled, self.writer, self.jsonl = cfg, enabled, None, None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb_dir = cfg.resolved_tensorboard_dir()
+        self.writer = SummaryWriter(tb_dir, purge_step=purge_step)
+        self.jsonl_path = os.path.join(tb_dir, "metrics.jsonl")
+        self.t_start = time.time()
+
+    def scalars(self, metrics: dict, step: int) -> None:
+        if not self.enabled:
+            return
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.writer.add_scalar(k, v, step)
+        with open(self.jsonl_path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.writer.flush()
+
+    def sync_to_storage(self) -> None:
+        """With remote storage (s3://...), copy the event files next to the checkpoints."""
+        if not self.enabled or not is_uri(self.cfg.storage_path) or self.cfg.tensorboard_dir:
+            return
+        import pyarrow.fs as pafs
+
+        self.writer.flush()
+        fs, path = pafs.FileSystem.from_uri(self.cfg.run_dir() + "/tensorboard")
+        try:
+            pafs.copy_files(self.writer.log_dir, path, destination_filesystem=fs)
+        except OSError as e:  # logs are not worth failing a run over
+            print(f"warning: could not copy TensorBoard logs to {self.cfg.run_dir()}: {e}", file=sys.stderr)
+
+    def line(self, text: str) -> None:
+        if self.enabled:  # not print(): Ray Train's print patch would show each line twice in job logs
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def start(self, progress: Progress, resumed: bool, train_set, val_set, policy, world: int, device) -> None:
+        """The two lines a run starts with: where it starts from, and what it trains on."""
+        n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+        self.line(("resumed from checkpoint: " if resumed else "starting: ") + f"{progress.frames:,} frames, "
+                  f"step {progress.steps}, epoch {progress.epoch} group {progress.group}")
+        self.line(f"{len(train_set)} train sequences ({train_set.n_frames:,} frames), {len(val_set)} val sequences; "
+                  f"{n_params / 1e6:.2f}M trainable parameters; {world} worker(s) on {device}; "
+                  f"{self.cfg.frames_per_step:,} frames per optimizer step")
+
+    def validation(self, val: dict, progress: Progress, improved: bool, t_start: float) -> None:
+        """val/* scalars and the validation line (`t_start`: when the validation began)."""
+        self.scalars({**val, "val/best_loss": progress.best_val_loss}, progress.steps)
+        self.line(f"validation at step {progress.steps}: loss {val['val/loss']:.4f} nll/frame "
+                  f"{val['val/nll']:.4f} ({val['val/sequences']} sequences, {time.time() - t_start:.1f}s)"
+                  + (" new best" if improved else f" (best {progress.best_val_loss:.4f})"))
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class TrainMetrics:
+    """Sums of this worker's optimizer steps since the last log point. Every `log_every_steps` steps (on every
+    rank: it all-reduces) they become train/loss, train/nll, train/lr, train/grad_norm, train/frames_per_s,
+    train/frames, train/epoch and sys/*, written by `log` with the progress line. `last` holds the latest
+    train/loss and train/nll for `run_metrics`."""
+
+    def __init__(self, cfg: TrainConfig, log: RunLog, device):
+        self.cfg, self.log, self.device = cfg, log, device
+        self.last = dict(NO_TRAIN_METRICS)
+
+    def start(self, frames: int) -> None:
+        """Start the clocks (the ETA counts from here, from `frames` frames done)."""
+        self._reset()
+        self.t_run, self.frames_at_start = time.time(), frames
+
+    def _reset(self) -> None:
+        self.loss, self.nll, self.frames, self.steps, self.t = 0.0, 0.0, 0, 0, time.time()
+
+    def step(self, out: dict, progress: Progress, lr: float, epoch: float) -> None:
+        """Add one `optimizer_step` result (after `progress` counted it); `epoch`: fractional epoch."""
+        self.loss += out["loss_sum"]
+        self.nll += out["nll_sum"]
+        self.frames += out["frames"]
+        self.steps += 1
+        if progress.steps % self.cfg.log_every_steps != 0:
+            return
+        sums = all_reduce_sum(torch.tensor([self.loss, self.nll, self.frames, self.steps], dtype=torch.float64))
+        dt = max(time.time() - self.t, 1e-9)
+        self.last = {"train/loss": float(sums[0] / sums[3]), "train/nll": float(sums[1] / sums[2])}
+        metrics = {**self.last, "train/lr": lr, "train/grad_norm": out["grad_norm"],
+                   "train/frames_per_s": float(sums[2]) / dt, "train/frames": progress.frames,
+                   "train/epoch": epoch, **memory_gb(self.device)}
+        self.log.scalars(metrics, progress.steps)
+        cfg = self.cfg
+        rate = (progress.frames - self.frames_at_start) / max(time.time() - self.t_run, 1e-9)
+        self.log.line(f"step {progress.steps} | frames {progress.frames:,}/{cfg.n_frames:,} "
+                      f"({100 * progress.frames / cfg.n_frames:.1f}%) | loss {self.last['train/loss']:.4f} | "
+                      f"nll/frame {self.last['train/nll']:.4f} | lr {lr:.2e} | grad_norm "
+                      f"{out['grad_norm']:.3f} | {metrics['train/frames_per_s']:,.0f} frames/s | eta "
+                      f"{eta((cfg.n_frames - progress.frames) / rate if rate > 0 else float('nan'))}")
+        self._reset()
+
+
+def memory_gb(device) -> dict:
+    out = {"sys/rss_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+    if device.type == "cuda":
+        out["sys/cuda_peak_gb"] = torch.cuda.max_memory_allocated(device) / 1024**3
+    return out
+
+
+def eta(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"

@@ -1,0 +1,73 @@
+"""steve1_ray.models.loading: one way from what a user names (preset, original files, our checkpoint folder) to
+models, shared by the data pipeline, training, serving and evaluation."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+from steve1_ray.models.loading import (MODEL_NAME, WEIGHTS_NAME, checkpoint_files, latest_checkpoint,
+                                       load_embedder, load_goal_models, load_policy_spec, load_prior, policy_files)
+
+
+def _checkpoint(folder, seed=0):
+    from steve1_ray.models.policy import build_policy
+    from steve1_ray.train.checkpoint import save_model_dir
+
+    torch.manual_seed(seed)
+    policy = build_policy("debug")
+    save_model_dir(policy, folder / "model")
+    return policy
+
+
+def test_a_checkpoint_folder_its_model_folder_and_files_load_the_same_policy(tmp_path):
+    policy = _checkpoint(tmp_path / "checkpoint_000001")
+    model, weights = checkpoint_files(tmp_path / "checkpoint_000001")
+    assert (model.name, weights.name) == (MODEL_NAME, WEIGHTS_NAME)
+    assert checkpoint_files(tmp_path / "checkpoint_000001" / "model") == (model, weights)
+    for spec in (tmp_path / "checkpoint_000001", str(model)):
+        loaded = load_policy_spec(spec, None if spec != str(model) else weights)
+        assert not loaded.training
+        for k, v in policy.state_dict().items():
+            assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_bad_names_say_what_would_work(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="expected policy.model and steve1.weights"):
+        policy_files(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="neither a preset"):
+        policy_files("4x")
+    with pytest.raises(FileNotFoundError, match="weights 'nope.weights' do not exist"):
+        policy_files("debug", "nope.weights")
+    with pytest.raises(FileNotFoundError, match="no checkpoint_"):
+        latest_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match="give MineCLIP's attn.pth"):
+        load_embedder(tmp_path / "missing.pth")
+
+
+def test_latest_checkpoint_is_the_newest(tmp_path):
+    for i, name in enumerate(["checkpoint_000002", "checkpoint_000010", "checkpoint_000001"]):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (time.time() + i, time.time() + i))
+    assert latest_checkpoint(tmp_path).name == "checkpoint_000001"
+
+
+def test_random_goal_models_are_the_same_in_every_process_and_width_checked(tmp_path):
+    """No checkpoint: seeded random models, so the dataset job's embeddings and the server's goals agree."""
+    a, b = load_embedder(None, "debug"), load_embedder("debug")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    mineclip, prior = load_goal_models(None, None, preset="debug", embed_dim=96, random_prior=True)
+    assert mineclip.embed_dim == 96 and prior.input_dim == 96
+    assert load_goal_models("debug", None)[1] is None  # no prior and none asked for: goals are the text embeddings
+    from steve1_ray.models.mineclip import save_mineclip
+    from steve1_ray.models.prior import save_prior
+
+    save_mineclip(mineclip, tmp_path / "m.pth")
+    with pytest.raises(ValueError, match="embeds to 96 values but the policy expects 512"):
+        load_embedder(tmp_path / "m.pth", embed_dim=512)
+    save_prior(load_prior(None, 512, random_ok=True), tmp_path / "p.pt")
+    with pytest.raises(ValueError, match="maps 512-value embeddings but the embedder gives 96"):
+        load_goal_models(tmp_path / "m.pth", tmp_path / "p.pt")
