@@ -30,6 +30,15 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message says which and what to do."""
 
 
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+
+
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -49,11 +58,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(tp, type) and isinstance(value, tp):
             return value
+        if isinstance(value, str):  # a whole section from the command line: `world={tree_logs: 4}`
+            value = _parse_yaml(value, where)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
     if isinstance(value, str) and tp is not str:
-        value = yaml.safe_load(value)
+        value = _parse_yaml(value, where)
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads exponents without a dot ("3e-4") as strings
             value = float(value)
@@ -86,8 +97,10 @@ def from_dict(cls: Type[T], data: dict, where: str = "") -> T:
     types = _field_types(cls)
     unknown = sorted(set(data) - set(types))
     if unknown:
-        raise ConfigError(
-            f"{where or cls.__name__}: unknown key(s) {unknown}; known keys: {sorted(types)}")
+        moved = getattr(cls, "MOVED_KEYS", {})
+        hints = "; ".join(f"{k} is now {moved[k]}" for k in unknown if k in moved)
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; "
+                          + (f"{hints}" if hints else f"known keys: {sorted(types)}"))
     kwargs = {k: _coerce(v, types[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -118,7 +131,7 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 def read_yaml(path: Path) -> dict:
     """A YAML config file as a mapping (empty file: {})."""
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = _parse_yaml(path.read_text(), f"config file {path}") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path}: expected a mapping of keys to values, got {type(loaded).__name__}")
     return loaded
@@ -155,7 +168,7 @@ def preset_path(kind: str, name_or_file: str | Path) -> Path:
     """`preset_path("train", "debug")` -> configs/train/debug.yaml; a YAML path or an existing file is returned
     as is. An unknown name is refused with the list of presets of that kind."""
     path = Path(name_or_file)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         return path
     folder = CONFIG_DIR / kind
     candidate = folder / f"{name_or_file}.yaml"

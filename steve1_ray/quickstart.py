@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
@@ -32,6 +33,9 @@ _REPO = Path(__file__).resolve().parents[1]
 @dataclass
 class QuickstartConfig:
     """Budget of each stage of the quick start."""
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"tree_logs": "world.tree_logs"}
+    """keys of older configs and where they live now (named in the error instead of the list of known keys)"""
 
     out: str = "runs/quickstart"
     """everything is written under this folder"""
@@ -203,7 +207,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             f"epochs={cfg.prior_epochs}", f"mineclip_path={embedder / 'mineclip.pth'}"],
            done=prior)
 
-    checkpoint = latest_checkpoint(train_dir / run_name)
+    try:
+        checkpoint = latest_checkpoint(train_dir / run_name)
+    except FileNotFoundError as e:
+        raise SystemExit(f"quickstart: {e}") from None
     st.run("serve: start the prompt-to-action service", "serve", "steve1_ray.serving.run",
            ["blocking=false", f"port={cfg.port}", f"checkpoint={checkpoint}",
             f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1", world_arg])

@@ -6,8 +6,10 @@
    `configs/<kind>/`), in order, or its `--overlay` section <- `key=value` overrides (dots for nested
    fields: `world.tree_logs=4`; values are YAML: `prompts=[chop a tree, drink water]`).
 2. The dataclass validates itself on construction; a bad value or key prints `steve1 <job>: <why>` and exits 2.
-3. The resolved config is printed once, as YAML under `[<job>] resolved config:`, and saved beside the
-   job's outputs when the job names a place (`Job.save_as`).
+3. The resolved config is printed once, as YAML under `[<job>] resolved config:`. It is saved beside the
+   job's outputs: by the runner where the job names a place (`Job.save_as`), else by the job's own function
+   (`record_episodes`, `generate_dataset`, `run_evaluation`, the trainers save it themselves because they are
+   also called as library functions; `serve` and `weights` write no output folder).
 4. The job's `run(cfg)` runs; its return value is the exit code (None = 0). The errors a job declares as
    bad input (`Job.errors`, plus ConfigError) exit 2 with their message instead of a traceback.
 
@@ -15,7 +17,7 @@
 
 A job module is then a config dataclass, a `run(cfg)` and two lines:
 
-    JOB = Job("record", RecordConfig, run=_run, save_as=lambda cfg: Path(cfg.out) / "record_config.yaml")
+    JOB = Job("sampling", SamplingConfig, _run, save_as=lambda cfg: Path(cfg.output_dir) / f"{cfg.name}_config.yaml")
 
     def main(argv=None) -> int:
         return run_job(JOB, argv)

@@ -30,6 +30,15 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> str:
+    """A stand-in shard dataset for configs that must point at an existing one (sweeps); its contents do not
+    matter there."""
+    root = tmp_path_factory.mktemp("shards")
+    (root / "manifest.json").write_text("{}")
+    return str(root)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES

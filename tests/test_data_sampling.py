@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import REPO
 from steve1_ray.data import shards
@@ -78,6 +79,12 @@ def test_job_runs_as_a_script(tmp_path, ds):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "cli_train.txt").exists() and '"train_frames"' in out.stdout
+    assert yaml.safe_load((tmp_path / "cli_config.yaml").read_text())["val_frames"] == 1000  # saved beside
     bad = subprocess.run([sys.executable, str(REPO / "jobs" / "create_sampling.py"), f"datasets=[{ds}]",
                           "val_frames=1000"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "give the sampling a name" in bad.stderr  # a config error names the fix
+    again = subprocess.run([sys.executable, str(REPO / "jobs" / "create_sampling.py"), "name=cli2", f"datasets=[{ds}]",
+                            "val_from=cli", "train_frames=1000", f"output_dir={tmp_path}"],
+                           capture_output=True, text=True, timeout=120)  # val_from: no val_frames needed
+    assert again.returncode == 0, again.stderr
+    assert read_sampling(tmp_path, "cli2", "val") == read_sampling(tmp_path, "cli", "val")

@@ -1,6 +1,7 @@
 """Evaluation: planning and seeds, goal tables, config errors, rollouts in the crafter world, the whole job."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -272,6 +273,7 @@ def test_visual_goal_from_a_recording_frame(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("minerl") is not None, reason="needs a machine without MineRL")
 def test_evaluate_job_reports_when_every_episode_fails(ray_cluster, tmp_path, capsys):
     """A world that cannot be built kills the workers; the job says why instead of hanging or crashing.
     (The world's options are checked when the config is built, so the world that fails here is MineRL, which
@@ -281,7 +283,7 @@ def test_evaluate_job_reports_when_every_episode_fails(ray_cluster, tmp_path, ca
             "cond_scales=[6]", "unconditioned=false", "workers=1", "world.backend=minerl", "progress=false"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "every episode failed" in err and "BackendUnavailable" in err and "minerl" in err
+    assert "every episode failed" in err and "No module named 'minerl'" in err  # the cause, not Ray's preamble
     failed = json.loads((out / "failed.json").read_text())
     assert len(failed) == 1 and failed[0]["goal"] == "collect wood"
 

@@ -31,14 +31,6 @@ SPACES = sorted((REPO / "configs" / "sweep").glob("*.yaml"))
 GOOD_LR, BAD_LR = 3e-3, 1e-7
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> str:
-    """The base training config must point at an existing dataset; its contents do not matter here."""
-    root = tmp_path_factory.mktemp("shards")
-    (root / "manifest.json").write_text("{}")
-    return str(root)
-
-
 def test_to_tune_space_maps_every_distribution():
     params = parse_space({
         "lr": {"dist": "loguniform", "low": "1e-5", "high": 1.0e-3},

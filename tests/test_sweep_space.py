@@ -17,14 +17,6 @@ REPO = Path(__file__).resolve().parent.parent
 SPACES = sorted((REPO / "configs" / "sweep").glob("*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> str:
-    """The base training config must point at an existing dataset; its contents do not matter here."""
-    root = tmp_path_factory.mktemp("shards")
-    (root / "manifest.json").write_text("{}")
-    return str(root)
-
-
 def test_parse_space_reads_every_distribution():
     params = {p.key: p for p in parse_space({
         "lr": {"dist": "loguniform", "low": "1e-5", "high": 1.0e-3},  # YAML reads 1e-5 as a string

@@ -39,6 +39,18 @@ def test_every_job_gets_the_same_checks(override, message):
         assert message in str(err.value), (cls.__name__, str(err.value))
 
 
+def test_a_whole_world_on_the_command_line():
+    """What the quick start passes to every stage: `world={...}` (JSON or YAML flow) as one override."""
+    from steve1_ray.quickstart import world_override
+    from steve1_ray.world.record import RecordConfig
+
+    world = WorldConfig(tree_logs=4, zombie_rate=0.5)
+    assert load_config(RecordConfig, [], [world_override(world)]).world == world
+    assert load_config(RecordConfig, [], ["world={tree_logs: 3}"]).world == WorldConfig(tree_logs=3)
+    with pytest.raises(ConfigError, match="expected a mapping for WorldConfig"):
+        load_config(RecordConfig, [], ["world=4"])
+
+
 def test_jobs_that_need_the_demonstrators_refuse_minerl():
     from steve1_ray.quickstart import QuickstartConfig
     from steve1_ray.world.record import RecordConfig

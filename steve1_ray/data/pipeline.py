@@ -474,11 +474,11 @@ def _run(cfg: DataConfig) -> int:
     return 0
 
 
-JOB = Job("dataset", DataConfig, _run, errors=(SourceError,),
+JOB = Job("dataset", DataConfig, _run, presets="data", errors=(SourceError,),
           summary="Recordings -> frames, actions, MineCLIP embeddings -> Parquet shards (config.yaml is saved in "
                   "the output by the job itself, also on s3://).",
           examples="""
-          steve1 dataset --config configs/data/world.yaml output=data/shards sources=[local:data/world/contractor]
+          steve1 dataset --config world output=data/shards sources=[local:data/world/contractor]
           python jobs/generate_dataset.py output=/data/ds 'sources=[contractor:8.x]' num_episodes=10""")
 
 

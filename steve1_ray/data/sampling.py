@@ -163,9 +163,9 @@ class SamplingConfig:
     output_dir: str = "samplings"
     """folder for the sampling files (training's `sampling_dir`)"""
     val_frames: int = 0
-    """frames in the validation split (whole episodes, at least this many)"""
+    """frames in the validation split (whole episodes, at least this many); unused with `val_from`"""
     train_frames: int = -1
-    """frames in the training split; -1: everything not in val"""
+    """frames in the training split; negative (-1): everything not in val"""
     seed: int = 42
     """shuffles the episodes before they are taken"""
     min_frames: int = DEFAULT_MIN_FRAMES
@@ -177,9 +177,8 @@ class SamplingConfig:
         check(bool(self.name) and "/" not in self.name and not self.name.startswith("."),
               f"name={self.name!r}: give the sampling a name (a file prefix without '/'), e.g. name=neurips")
         check(bool(self.datasets), "datasets is empty: give at least one dataset root, e.g. datasets=[data/shards]")
-        check(self.val_frames >= 1, f"val_frames={self.val_frames}: give the validation budget in frames (>= 1)")
-        check(self.train_frames == -1 or self.train_frames >= 1,
-              f"train_frames={self.train_frames}: give a budget >= 1, or -1 for everything not in val")
+        check(self.val_frames >= 1 or self.val_from is not None,
+              f"val_frames={self.val_frames}: give the validation budget in frames (>= 1), or val_from=<sampling>")
         check(self.min_frames >= 1, f"min_frames={self.min_frames} must be >= 1")
 
 
@@ -191,6 +190,7 @@ def _run(cfg: SamplingConfig) -> int:
 
 
 JOB = Job("sampling", SamplingConfig, _run, errors=(ValueError, FileNotFoundError),
+          save_as=lambda cfg: Path(cfg.output_dir) / f"{cfg.name}_config.yaml",
           examples="""
           steve1 sampling name=neurips datasets=[/data/ds] val_frames=10000 train_frames=30000
           steve1 sampling name=mix 'datasets=[/data/contractor:0.8, /data/task:0.2]' val_frames=2000""")

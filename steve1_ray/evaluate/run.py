@@ -30,7 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 
@@ -45,6 +45,10 @@ from steve1_ray.world.config import WorldConfig
 @dataclass
 class EvalConfig:
     """One evaluation: which model, which goals and scales, how many episodes, where the report goes."""
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"backend": "world.backend",
+                                            "env_kwargs": "world (world.zombie_rate=..., world.tree_logs=...)"}
+    """keys of older configs and where they live now (named in the error instead of the list of known keys)"""
 
     policy: str = "debug"
     """Policy: a preset name (`debug`, `2x`), an original `.model` file, or one of our training

@@ -24,8 +24,8 @@ from typing import Any, Optional, Union
 import torch
 
 from steve1_ray.config import check
-from steve1_ray.runner import Job, run_job
 from steve1_ray.models.policy import PRESETS, PolicyConfig, Steve1Policy
+from steve1_ray.runner import Job, run_job  # the `steve1 weights` tool; light (no torch, no Ray)
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the functions that build models: path lookups stay light
     import torch
 
-MINECLIP_PRESETS = ("attn", "debug")
-"""embedder names that mean random weights of that MineCLIP preset when no such file exists"""
+RANDOM_EMBEDDERS = ("debug",)
+"""embedder names that mean seeded random weights of that MineCLIP preset (tests); `attn` is not one of them:
+asked for by name, MineCLIP must be the released file"""
+MODEL_DIR = "model"
+"""a checkpoint's sub-folder with everything serving and evaluation need (the rest is for resuming)"""
 MODEL_NAME = "policy.model"
 """a checkpoint's policy architecture, in the original `.model` pickle layout"""
 WEIGHTS_NAME = "steve1.weights"
@@ -41,7 +44,7 @@ def _device(device: str | torch.device) -> torch.device:
 def checkpoint_files(folder: str | Path) -> tuple[Path, Path]:
     """(policy.model, steve1.weights) of a checkpoint folder or of its `model/` folder."""
     root = Path(folder)
-    model_dir = root / "model" if (root / "model").is_dir() else root
+    model_dir = root / MODEL_DIR if (root / MODEL_DIR).is_dir() else root
     model, weights = model_dir / MODEL_NAME, model_dir / WEIGHTS_NAME
     if not (model.is_file() and weights.is_file()):
         raise FileNotFoundError(f"checkpoint {root}: expected {MODEL_NAME} and {WEIGHTS_NAME} in {model_dir} (a "
@@ -97,21 +100,21 @@ def load_embedder(path: str | Path | None = None, preset: str | None = None, dev
 
     - `path` a file: loaded strictly; `preset` None or "attn" keeps the architecture stored in the file (ours) or
       `attn` (the released attn.pth stores none), another preset name is forced.
-    - `path` None, or a preset name that is not a file (`debug`): random weights of `preset` (default `attn`)
-      seeded with `seed`, `embed_dim` wide when given.
+    - `path` None: random weights of `preset` (default `attn`); `path` "debug" (not a file): random weights of the
+      debug preset. Seeded with `seed`, `embed_dim` wide when given.
     `embed_dim` given: a loaded embedder of another width is refused (it must match the policy's goal input)."""
     from steve1_ray.models.mineclip import MineCLIPConfig, load_mineclip
 
     dev = _device(device)
     if path is not None and Path(path).is_file():
         model = load_mineclip(path, cfg=None if preset in (None, "attn") else preset, device=dev)
-    elif path is None or str(path) in MINECLIP_PRESETS:
+    elif path is None or str(path) in RANDOM_EMBEDDERS:
         name = preset if path is None else str(path)
         cfg = MineCLIPConfig.preset(name or "attn", **({"embed_dim": embed_dim} if embed_dim else {}))
         model = load_mineclip(None, cfg, seed=seed, device=dev)
     else:
         raise FileNotFoundError(f"embedder {str(path)!r} does not exist; give MineCLIP's attn.pth, one of our "
-                                f"embedder checkpoints, or a preset name ({list(MINECLIP_PRESETS)})")
+                                f"embedder checkpoints, or {' or '.join(RANDOM_EMBEDDERS)} (random weights, for tests)")
     if embed_dim is not None and model.embed_dim != embed_dim:
         raise ValueError(f"the embedder {path} embeds to {model.embed_dim} values but the policy expects {embed_dim}; "
                          "use the embedder the policy was trained with")

@@ -8,7 +8,7 @@ where Serve itself reads them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from steve1_ray.config import check
 from steve1_ray.world.config import WorldConfig
@@ -17,6 +17,10 @@ from steve1_ray.world.config import WorldConfig
 @dataclass
 class ServeConfig:
     """What the prompt-to-action service loads, the limits it enforces and where it listens."""
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"rollout_backend": "world.backend",
+                                            "rollout_env_kwargs": "world (world.zombie_rate=..., world.tree_logs=...)"}
+    """keys of older configs and where they live now (named in the error instead of the list of known keys)"""
 
     # --- models
     policy: str = "debug"

@@ -9,14 +9,15 @@ import numpy as np
 import torch
 
 from steve1_ray.models.loading import load_goal_models as _load_goal_models
-from steve1_ray.models.loading import load_policy_spec
+from steve1_ray.models.loading import checkpoint_files, load_policy_spec
 from steve1_ray.serving.config import ServeConfig
 
 
 def load_serving_policy(cfg: ServeConfig) -> torch.nn.Module:
     """`checkpoint` (a training checkpoint folder of ours) or `policy` + `weights`, on `cfg.device`, eval mode."""
     if cfg.checkpoint:
-        return load_policy_spec(cfg.checkpoint, device=cfg.device)
+        model, weights = checkpoint_files(cfg.checkpoint)  # a folder only: never a preset with random weights
+        return load_policy_spec(model, weights, device=cfg.device)
     return load_policy_spec(cfg.policy, cfg.weights, device=cfg.device)
 
 

@@ -60,7 +60,6 @@ def serve_forever(cfg: ServeConfig) -> int:
 
 
 JOB = Job("serve", ServeConfig, serve_forever, default_configs=[DEFAULT_CONFIG], reader=read_serve_yaml,
-          errors=(FileNotFoundError, ValueError),
           examples="""
           steve1 serve                                   # serve/config.yaml: debug preset on CPU, port 8000
           steve1 serve policy=2x weights=steve1.weights mineclip=attn.pth prior=steve1_prior.pt

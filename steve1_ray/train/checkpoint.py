@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from steve1_ray.config import save_config
-from steve1_ray.models.loading import MODEL_NAME, WEIGHTS_NAME  # the checkpoint layout every loader reads
+from steve1_ray.models.loading import MODEL_DIR, MODEL_NAME, WEIGHTS_NAME  # the checkpoint layout every loader reads
 from steve1_ray.train.config import TrainConfig, is_uri
 
 
@@ -84,7 +84,7 @@ def save_model_dir(policy, out_dir: str | Path) -> Path:
 
 def save_checkpoint(out_dir: str | Path, policy, optimizer, scaler, progress: Progress, train_cfg) -> Path:
     out_dir = Path(out_dir)
-    save_model_dir(policy, out_dir / "model")
+    save_model_dir(policy, out_dir / MODEL_DIR)
     save_config(train_cfg, out_dir / "train_config.yaml")
     ts = out_dir / "training_state"
     ts.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def save_checkpoint(out_dir: str | Path, policy, optimizer, scaler, progress: Pr
 def load_checkpoint(ckpt_dir: str | Path, policy, optimizer, scaler) -> Progress:
     """Restore weights (strictly), optimizer, scaler and RNG states; return the Progress to continue from."""
     ckpt_dir = Path(ckpt_dir)
-    state_dict = torch.load(ckpt_dir / "model" / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+    state_dict = torch.load(ckpt_dir / MODEL_DIR / WEIGHTS_NAME, map_location="cpu", weights_only=True)
     policy.load_state_dict(state_dict, strict=True)
     ts = ckpt_dir / "training_state"
     opt = torch.load(ts / "optimizer.pt", map_location="cpu", weights_only=False)

@@ -45,10 +45,10 @@ class TrainConfig:
     data: str = ""
     """Root of a Parquet shard dataset (`manifest.json` + shards), written by `steve1 dataset`."""
     sampling: Optional[str] = None
-    """Name of a sampling (`steve1 sampling --name ...`): episodes from `<sampling_dir>/<sampling>_{train,val}.txt`,
+    """Name of a sampling (`steve1 sampling name=...`): episodes from `<sampling_dir>/<sampling>_{train,val}.txt`,
     which may mix several datasets. None: every episode of `data`, `val_fraction` of them held out (by id hash)."""
     sampling_dir: str = "samplings"
-    """Folder of the sampling files (`steve1 sampling --output_dir`)."""
+    """Folder of the sampling files (`steve1 sampling output_dir=...`)."""
     val_fraction: float = 0.1
     """Share of `data`'s episodes held out for validation (by id hash) when `sampling` is None."""
     T: int = 640

@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from steve1_ray.config import check, save_config, to_dict
+from steve1_ray.config import ConfigError, check, save_config, to_dict
 from steve1_ray.runner import Job, run_job
 
 
@@ -277,13 +277,16 @@ def train_prior(cfg: PriorConfig, text: np.ndarray, visual: np.ndarray, log=prin
 
 
 def _run(cfg: PriorConfig) -> int:
-    if cfg.pairs:
-        text, visual = load_pairs(cfg.pairs)
-    else:
-        text, visual, _ = world_pairs(cfg)
-        if cfg.save_pairs:
-            Path(cfg.save_pairs).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cfg.save_pairs, text_embeddings=text, visual_embeddings=visual)
+    try:  # bad pair files or recordings are bad input (exit 2); an error while training is a bug (traceback)
+        if cfg.pairs:
+            text, visual = load_pairs(cfg.pairs)
+        else:
+            text, visual, _ = world_pairs(cfg)
+    except (FileNotFoundError, KeyError, ValueError, pickle.UnpicklingError) as e:
+        raise ConfigError(str(e)) from e
+    if not cfg.pairs and cfg.save_pairs:
+        Path(cfg.save_pairs).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cfg.save_pairs, text_embeddings=text, visual_embeddings=visual)
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.out).with_suffix(".yaml"))
     summary = train_prior(cfg, text, visual)
@@ -292,7 +295,6 @@ def _run(cfg: PriorConfig) -> int:
 
 
 JOB = Job("train-prior", PriorConfig, _run, presets="prior",
-          errors=(FileNotFoundError, KeyError, ValueError, pickle.UnpicklingError),
           summary="Train the CVAE prior (text embedding -> visual goal embedding); the config is saved beside it.",
           examples="""
           steve1 train-prior --config world world=data/world data=data/shards out=data/prior/prior.pt

@@ -76,8 +76,9 @@ def train(cfg: TrainConfig) -> int:
     """`steve1 train`: fit, print where the checkpoint and weights went; exit 1 if the run failed."""
     if cfg.fresh and not is_uri(cfg.storage_path) and os.path.isdir(cfg.run_dir()):
         shutil.rmtree(cfg.run_dir())
-    if not is_uri(cfg.storage_path):  # saved without `fresh`: re-running the saved config resumes
-        save_config(dataclasses.replace(cfg, fresh=False), os.path.join(cfg.run_dir(), "train_config.yaml"))
+    cfg = dataclasses.replace(cfg, fresh=False)  # done: every saved copy (run folder, checkpoints) resumes
+    if not is_uri(cfg.storage_path):
+        save_config(cfg, os.path.join(cfg.run_dir(), "train_config.yaml"))
     connect()
     result = run_training(cfg)
     if result.error:

@@ -13,7 +13,6 @@ one log per tree as crafter publishes it.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,17 +77,6 @@ class WorldConfig:
         if max_steps is not None:
             kwargs["max_steps"] = max_steps
         return make_env(self.backend, **kwargs)
-
-
-def unknown_env_kwargs(backend: str, kwargs) -> list[str]:
-    """Keys of `kwargs` that `make_env(backend, **kwargs)` would refuse (crafter's options are checked; MineRL's
-    HumanSurvival takes open-ended settings and is not imported for this)."""
-    if backend != "crafter":
-        return []
-    from steve1_ray.world.crafter_env import CrafterEnv
-
-    known = set(inspect.signature(CrafterEnv.__init__).parameters) - {"self"}
-    return sorted(set(kwargs) - known)
 
 
 def make_env(backend: str = "crafter", **kwargs) -> WorldEnv:

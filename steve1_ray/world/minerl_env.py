@@ -31,7 +31,7 @@ INSTALL_HINT = (
     "the minerl world backend needs MineRL 1.0 and Java 8: install the extra with "
     "`pip install -e '.[minerl]'` (minerl==1.0.2, gym==0.23.1), install a Java 8 JDK "
     "(e.g. `apt-get install openjdk-8-jdk`, JAVA_HOME pointing at it) and run headless under `xvfb-run`. "
-    "Without them use the embedded world: backend=crafter")
+    "Without them use the embedded world: world.backend=crafter")
 
 
 class BackendUnavailable(ImportError):

@@ -26,6 +26,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, from_dict, save_config, to_dict
@@ -38,6 +39,10 @@ from steve1_ray.world.recorder import EpisodeRecord, episode_paths, record_episo
 @dataclass
 class RecordConfig:
     """Options of the record job (YAML overlays + key=value overrides)."""
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {k: f"world.{k}" for k in ("tree_logs", "zombie_rate", "target_outline", "frame_width",
+                                                           "frame_height", "tile_px")}
+    """keys of older configs and where they live now (named in the error instead of the list of known keys)"""
 
     out: str = "data/world"
     """dataset root folder"""
