@@ -1,19 +1,21 @@
-"""`steve1 quickstart`: the whole STEVE-1 pipeline on the embedded world (crafter), on one machine.
+"""`steve1 quickstart`: STEVE-1's fine-tuning scenario on the embedded world (crafter), on one machine.
 
-    record → train the world embedder → dataset (embeddings, shards, sampling) → train the policy →
-    train the prior → serve → play a prompt over HTTP → evaluate → print where everything is
+    record fresh episodes → dataset (embedded with the released world embedder) → fine-tune STEVE-1 from the
+    released foundation policy (hindsight relabeling, p_uncond, event goals) → serve → play a prompt over HTTP
+    → evaluate the five prompts against the unconditioned agent and the foundation policy → print where it is
 
-Every stage runs the same job a user would run by hand (`steve1 record ...`, `steve1 dataset ...`, ...), with
-small settings, on one local Ray cluster; the commands are printed as they run, so each stage can be re-run
-or scaled up alone. Outputs go under `out` (default `runs/quickstart`). Stages whose outputs exist are skipped
-on a re-run (`fresh=true` starts over). On 2 idle CPU cores the default budget takes about 6 minutes
-(benchmarks/RESULTS.md); `tiny=true` shrinks every stage for a smoke test.
+The released files (`steve1 release-world`: foundation policy, world embedder, prior) play the roles of VPT's
+foundation model, MineCLIP and STEVE-1's prior. `from_scratch=true` runs the whole pipeline instead: record →
+train the world embedder → dataset → train the policy → (event-goal fine-tune) → train the prior → serve → play →
+evaluate. Every stage runs the same job a user would run by hand (`steve1 record ...`), on one local Ray
+cluster; the commands are printed as they run, so each stage can be re-run or scaled up alone. Outputs go under
+`out` (default `runs/quickstart`). Stages whose outputs exist are skipped on a re-run (`fresh=true` starts over).
+Times on 2 idle CPU cores: benchmarks/RESULTS.md; `tiny=true` shrinks every stage for a smoke test.
 """
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -25,9 +27,12 @@ from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import latest_checkpoint
 from steve1_ray.runner import Job, run_job
+from steve1_ray.progress import duration
+from steve1_ray.stages import Stages
 from steve1_ray.world.config import WorldConfig
 
 _REPO = Path(__file__).resolve().parents[1]
+FIVE_PROMPTS = ["chop a tree", "collect a sapling", "drink water", "eat a cow", "place a crafting table"]
 
 
 @dataclass
@@ -39,37 +44,48 @@ class QuickstartConfig:
 
     out: str = "runs/quickstart"
     """everything is written under this folder"""
-    episodes: int = 12
-    """embedded-world episodes recorded by the scripted demonstrators"""
+    from_scratch: bool = False
+    """train everything here (embedder, policy, prior) instead of fine-tuning from the released world models"""
+    release: str = ""
+    """the released world models to fine-tune from (foundation policy, embedder, prior); default: the committed
+    `steve1_ray/released/world` (`steve1 release-world`)"""
+    episodes: int = 24
+    """embedded-world episodes recorded by the scripted demonstrators (world seeds 0.., the release's are 100000..)"""
     max_steps: int = 600
     """frames per episode at most (20 per second)"""
-    world: WorldConfig = field(default_factory=WorldConfig)
-    """the embedded world; recording, serving's rollouts and the evaluation all play in it (`world.tree_logs=4`:
-    trees that give 4 logs, docs/world.md)"""
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(tree_logs=4))
+    """the embedded world; recording, serving's rollouts and the evaluation all play in it (trees give 4 logs, as
+    in the release's world, docs/world.md)"""
+    finetune_frames: int = 49152
+    """fine-tuning frames from the released foundation policy (event goals: goal_event_horizon=40, pick last)"""
+    finetune_lr: float = 1e-3
+    """learning rate of that fine-tune"""
     embedder_epochs: int = 8
-    """epochs of the world embedder's contrastive training (`steve1 train-embedder epochs=`)"""
+    """from_scratch: epochs of the world embedder's contrastive training (`steve1 train-embedder epochs=`)"""
     policy_frames: int = 8192
-    """behaviour-cloning frames (the debug policy preset)"""
+    """from_scratch: behaviour-cloning frames (the debug policy preset)"""
     event_frames: int = 0
-    """then fine-tune the policy this many frames on event goals (goal_event_horizon=40, goal_event_pick=last,
-    lr 3e-4; docs/training.md), and serve and evaluate the fine-tuned policy; 0 = no fine-tune"""
+    """from_scratch: then fine-tune the policy this many frames on event goals (goal_event_horizon=40,
+    goal_event_pick=last, lr 3e-4; docs/training.md), and serve and evaluate the fine-tuned policy; 0 = none"""
     prior_epochs: int = 50
-    """epochs of the prior's training (`steve1 train-prior epochs=`; the original's 50)"""
+    """from_scratch: epochs of the prior's training (`steve1 train-prior epochs=`; the original's 50)"""
     prompt: str = "chop a tree"
     """the prompt played through the server"""
     cond_scale: float = 6.0
     """guidance scale of the played prompt (STEVE-1's 6 for text; 0 = the plain conditional policy)"""
     play_steps: int = 200
     """steps of the rollout played through the server (20 per second)"""
-    eval_prompts: list[str] = field(default_factory=lambda: ["chop a tree", "collect a sapling", "drink water"])
+    eval_prompts: list[str] = field(default_factory=lambda: list(FIVE_PROMPTS))
     """text goals of the evaluation (captions the embedded world's demonstrators use)"""
-    eval_scales: list[float] = field(default_factory=lambda: [0.0, 6.0])
-    """guidance scales the evaluation sweeps (0 = the plain conditional policy); the unconditioned baseline is
-    always run too"""
-    eval_episodes: int = 4
-    """evaluation episodes per (prompt, scale) cell and for the unconditioned baseline"""
+    eval_scales: list[float] = field(default_factory=lambda: [0.0, 2.0, 6.0])
+    """guidance scales the evaluation sweeps (0 = the plain conditional policy); the unconditioned agent (and
+    the foundation policy, when fine-tuning) always play the same worlds too"""
+    eval_episodes: int = 12
+    """evaluation episodes (worlds) per (prompt, scale) cell and for each baseline"""
     eval_steps: int = 300
     """steps per evaluation episode at most (20 per second)"""
+    eval_seed: int = 0
+    """the evaluation's seed (its worlds and the prior's samples); re-run `steve1 evaluate seed=1` to check"""
     port: int = 8000
     """HTTP port the served app listens on (http://127.0.0.1:<port>)"""
     tiny: bool = False
@@ -85,42 +101,15 @@ class QuickstartConfig:
         check(self.world.backend == "crafter",
               f"world.backend={self.world.backend!r}: the quick start records with crafter's scripted demonstrators")
         check(self.event_frames >= 0, f"event_frames={self.event_frames!r} must be >= 0 (0 = no fine-tune)")
+        check(self.finetune_frames > 0, f"finetune_frames={self.finetune_frames!r} must be > 0")
+        check(self.eval_episodes >= 1, f"eval_episodes={self.eval_episodes!r} must be >= 1")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.policy_frames, self.prior_epochs, self.play_steps = 1024, 2, 20
+            self.finetune_frames = min(self.finetune_frames, 1024)
             self.eval_prompts, self.eval_scales = self.eval_prompts[:1], [0.0, 6.0]
             self.eval_episodes, self.eval_steps = 1, 20
             self.event_frames = min(self.event_frames, 512)
-
-
-class Stages:
-    """Runs each stage as its job's `main(argv)`, printing the equivalent command and the time it took."""
-
-    def __init__(self, cfg: QuickstartConfig):
-        self.cfg = cfg
-        self.root = Path(cfg.out).resolve()
-        self.times: dict[str, float] = {}
-        self.t0 = time.time()
-
-    def path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
-
-    def run(self, name: str, command: str, module: str, argv: list[str], done: Path | None = None) -> None:
-        n = len(self.times) + 1
-        if done is not None and done.exists():
-            print(f"\n[{n}] {name}: already done ({done}), skipping", flush=True)
-            self.times[name] = 0.0
-            return
-        print(f"\n[{n}] {name}  (t+{time.time() - self.t0:.0f}s)\n    $ steve1 {command} "
-              + " ".join(shlex.quote(a) for a in argv), flush=True)
-        t = time.time()
-        import importlib
-
-        rc = importlib.import_module(module).main(argv)
-        if rc not in (0, None):
-            raise SystemExit(f"quickstart: stage {name!r} failed (exit {rc}); see the output above")
-        self.times[name] = time.time() - t
-        print(f"    {name} took {self.times[name]:.0f}s", flush=True)
 
 
 def world_override(world: WorldConfig) -> str:
@@ -157,55 +146,97 @@ def _play_prompt(cfg: QuickstartConfig, out: Path) -> dict:
     return metrics
 
 
-def run_quickstart(cfg: QuickstartConfig) -> dict:
-    st = Stages(cfg)
-    if cfg.fresh and st.root.exists():
-        shutil.rmtree(st.root)
-    st.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, st.path("quickstart_config.yaml"))
-    print(f"steve1 quickstart: everything goes to {st.root}")
-    # its own cluster, even when `ray start` left one on this host (set RAY_ADDRESS to use that one)
-    connect(private=True, num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False,
-            env_vars={"PYTHONPATH": str(_REPO)})
-    world_arg = world_override(cfg.world)  # the same world for recording, serving's rollouts and evaluation
-    world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
-    samplings, train_dir, prior = st.path("samplings"), st.path("train"), st.path("prior", "prior.pt")
+def _release(cfg: QuickstartConfig) -> Path:
+    """The released world models to fine-tune from, checked against their manifest (and the world)."""
+    from steve1_ray.release import released_world, verify
 
+    try:
+        root = Path(cfg.release) if cfg.release else released_world()
+        manifest = verify(root)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"quickstart: {e} (or run `steve1 quickstart from_scratch=true`)") from None
+    if manifest["world"] != to_dict(cfg.world):
+        print(f"quickstart: note: the released models were trained in world {manifest['world']}; this run plays "
+              f"in {to_dict(cfg.world)}", flush=True)
+    return root
+
+
+def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder: Path,
+                    train_embedder: bool) -> tuple[Path, Path, Path]:
+    """record → (train the world embedder) → dataset → sampling; returns (recordings, shards, samplings)."""
+    world, shards, samplings = st.path("world"), st.path("shards"), st.path("samplings")
     st.run("record embedded-world episodes", "record", "steve1_ray.world.record",
            [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0", world_arg],
            done=world / "summary.json")
-    st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder", "steve1_ray.train.embedder",
-           [f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}"],
-           done=embedder / "mineclip.pth")
+    if train_embedder:
+        st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder",
+               "steve1_ray.train.embedder", ["--config", "world", f"recordings={world}", f"out={embedder.parent}",
+                                             f"epochs={cfg.embedder_epochs}"],
+               done=embedder)
     st.run("dataset: decode, convert actions, embed with the world embedder, write shards", "dataset",
            "steve1_ray.data.pipeline",
-           ["--config", str(_REPO / "configs" / "data" / "world.yaml"), f"output={shards}",
-            f"sources=[local:{world / 'contractor'}]", f"mineclip_path={embedder / 'mineclip.pth'}"],
+           ["--config", "world", f"output={shards}", f"sources=[local:{world / 'contractor'}]",
+            f"mineclip_path={embedder}"],
            done=shards / "manifest.json")
     n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
     st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
            ["name=quickstart", f"datasets=[{shards}]", f"output_dir={samplings}",
             f"val_frames={max(64, n_frames // 6)}", "min_frames=64"],
            done=samplings / "quickstart_train.txt")
-    st.run("train the policy (behaviour cloning, hindsight relabeling, Ray Train)", "train", "steve1_ray.train.run",
-           ["--config", "debug", f"data={shards}", "sampling=quickstart", f"sampling_dir={samplings}",
-            f"storage_path={train_dir}", "run_name=policy", f"n_frames={cfg.policy_frames}",
-            f"out_weights={train_dir / 'policy.weights'}"],
-           done=train_dir / "policy.weights")
-    run_name, weights = "policy", train_dir / "policy.weights"
-    if cfg.event_frames:
-        run_name, weights = "policy_events", train_dir / "policy_events.weights"
-        st.run("fine-tune the policy on event goals (the farthest event within 40 frames)", "train",
+    return world, shards, samplings
+
+
+def _train_args(shards: Path, samplings: Path, train_dir: Path, run_name: str, n_frames: int) -> list[str]:
+    return ["--config", "debug", f"data={shards}", "sampling=quickstart", f"sampling_dir={samplings}",
+            f"storage_path={train_dir}", f"run_name={run_name}", f"n_frames={n_frames}",
+            f"out_weights={train_dir / (run_name + '.weights')}"]
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict:
+    st = Stages(cfg.out, "quickstart")
+    if cfg.fresh and st.root.exists():
+        shutil.rmtree(st.root)
+    release = None if cfg.from_scratch else _release(cfg)
+    st.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, st.path("quickstart_config.yaml"))
+    print(f"steve1 quickstart: everything goes to {st.root}"
+          + ("" if release is None else f"; fine-tuning from the released world models in {release}"))
+    # its own cluster, even when `ray start` left one on this host (set RAY_ADDRESS to use that one)
+    connect(private=True, num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False,
+            env_vars={"PYTHONPATH": str(_REPO)})
+    world_arg = world_override(cfg.world)  # the same world for recording, serving's rollouts and evaluation
+    train_dir = st.path("train")
+    embedder = st.path("embedder", "mineclip.pth") if release is None else release / "mineclip.pth"
+    world, shards, samplings = _record_dataset(st, cfg, world_arg, embedder, train_embedder=release is None)
+
+    if release is not None:
+        run_name = "steve1"
+        st.run("fine-tune STEVE-1 from the released foundation policy (event goals, p_uncond)", "train",
                "steve1_ray.train.run",
-               ["--config", "debug", f"data={shards}", "sampling=quickstart", f"sampling_dir={samplings}",
-                f"storage_path={train_dir}", f"run_name={run_name}", f"n_frames={cfg.event_frames}",
-                f"in_weights={train_dir / 'policy.weights'}", "goal_event_horizon=40", "goal_event_pick=last",
-                "lr=3e-4", f"out_weights={weights}"],
-               done=weights)
-    st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
-           ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}",
-            f"epochs={cfg.prior_epochs}", f"mineclip_path={embedder / 'mineclip.pth'}"],
-           done=prior)
+               _train_args(shards, samplings, train_dir, run_name, cfg.finetune_frames)
+               + [f"model={release / 'foundation.model'}", f"in_weights={release / 'foundation.weights'}",
+                  "goal_event_horizon=40", "goal_event_pick=last", f"lr={cfg.finetune_lr}"],
+               done=train_dir / f"{run_name}.weights")
+        prior = release / "prior.pt"
+    else:
+        run_name = "policy"
+        st.run("train the policy (behaviour cloning, hindsight relabeling, Ray Train)", "train",
+               "steve1_ray.train.run", _train_args(shards, samplings, train_dir, run_name, cfg.policy_frames),
+               done=train_dir / "policy.weights")
+        if cfg.event_frames:
+            run_name = "policy_events"
+            st.run("fine-tune the policy on event goals (the farthest event within 40 frames)", "train",
+                   "steve1_ray.train.run",
+                   _train_args(shards, samplings, train_dir, run_name, cfg.event_frames)
+                   + [f"in_weights={train_dir / 'policy.weights'}", "goal_event_horizon=40", "goal_event_pick=last",
+                      "lr=3e-4"],
+                   done=train_dir / f"{run_name}.weights")
+        prior = st.path("prior", "prior.pt")
+        st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
+               ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}",
+                f"epochs={cfg.prior_epochs}", f"mineclip_path={embedder}"],
+               done=prior)
+    weights = train_dir / f"{run_name}.weights"
 
     try:
         checkpoint = latest_checkpoint(train_dir / run_name)
@@ -213,30 +244,38 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         raise SystemExit(f"quickstart: {e}") from None
     st.run("serve: start the prompt-to-action service", "serve", "steve1_ray.serving.run",
            ["blocking=false", f"port={cfg.port}", f"checkpoint={checkpoint}",
-            f"mineclip={embedder / 'mineclip.pth'}", f"prior={prior}", "rollout_workers=1", world_arg])
+            f"mineclip={embedder}", f"prior={prior}", "rollout_workers=1", world_arg])
     print(f"\n[{len(st.times) + 1}] play {cfg.prompt!r} through http://127.0.0.1:{cfg.port}/rollouts", flush=True)
     t = time.time()
     play = _play_prompt(cfg, st.path("play"))
-    st.times["play a prompt"] = time.time() - t
+    st.timed("play a prompt over HTTP", time.time() - t)
     if not cfg.keep_serving:
         from ray import serve
 
         serve.shutdown()
-    st.run("evaluate: prompts × guidance scales vs the unconditioned agent", "evaluate", "steve1_ray.evaluate.run",
-           ["--config", str(_REPO / "configs" / "eval" / "crafter.yaml"),
-            f"policy={checkpoint}", f"embedder={embedder / 'mineclip.pth'}", f"prior={prior}",
+    baseline = [] if release is None else [f"baseline_policy={release / 'foundation.model'}",
+                                           f"baseline_weights={release / 'foundation.weights'}"]
+    st.run("evaluate: prompts × guidance scales vs the unconditioned agent"
+           + ("" if release is None else " and the foundation policy"), "evaluate", "steve1_ray.evaluate.run",
+           ["--config", "crafter", f"policy={checkpoint}", f"embedder={embedder}", f"prior={prior}",
             f"out_dir={st.path('eval')}", f"episodes={cfg.eval_episodes}", f"max_steps={cfg.eval_steps}",
             "prompts=" + json.dumps(cfg.eval_prompts), "cond_scales=" + json.dumps(cfg.eval_scales),
-            world_arg, "workers=1"])
+            f"seed={cfg.eval_seed}", world_arg, "workers=2", "paraphrases={}", *baseline])
 
     summary = {"out": str(st.root), "minutes": round((time.time() - st.t0) / 60, 1),
+               "scenario": "from scratch" if release is None else f"fine-tune from {release}",
                "stage_seconds": {k: round(v, 1) for k, v in st.times.items()},
                "rollout_video": str(st.path("play", "rollout.mp4")), "rollout_metrics": play,
                "report": str(st.path("eval", "report.md")), "tensorboard": f"tensorboard --logdir {train_dir}",
                "policy_weights": str(weights), "checkpoint": str(checkpoint)}
     st.path("summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print("\n" + "=" * 72)
-    print(f"quickstart done in {summary['minutes']} min")
+    print(f"quickstart done in {duration(time.time() - st.t0)}\n\n{st.table()}\n")
+    following = st.path("eval", "following.json")
+    if following.is_file():
+        rows = json.loads(following.read_text())
+        print(f"prompts followed: {sum(bool(r.get('followed')) for r in rows)} of {len(rows)} "
+              f"(details at the top of the report)")
     print(f"  video of {cfg.prompt!r}:  {summary['rollout_video']}")
     print(f"  evaluation report:     {summary['report']}")
     print(f"  TensorBoard:           {summary['tensorboard']}")
@@ -259,9 +298,9 @@ def _run(cfg: QuickstartConfig) -> int:
 
 JOB = Job("quickstart", QuickstartConfig, _run, summary=__doc__.strip().splitlines()[0],
           examples="""
-          steve1 quickstart                         # the default budget (README)
+          steve1 quickstart                         # fine-tune from the released world models (README)
           steve1 quickstart tiny=true               # a few-minute smoke run
-          steve1 quickstart episodes=100 world.tree_logs=4 policy_frames=262144 event_frames=131072""")
+          steve1 quickstart from_scratch=true episodes=100 policy_frames=262144 event_frames=131072""")
 
 
 def main(argv: list[str] | None = None) -> int:

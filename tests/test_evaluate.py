@@ -57,7 +57,12 @@ def test_plan_jobs_seeds_are_paired_and_repeatable():
     ("episodes=0", "episodes must be >= 1"),
     ("cond_scales=[-1]", "cond_scales must be finite numbers >= 0"),
     ("world.backend=minecraft", "world.backend='minecraft': choose one of"),
-    ("prompts=[unconditioned]", "reserved for the baseline"),
+    ("prompts=[unconditioned]", "reserved for a baseline"),
+    ("prompts=[foundation]", "reserved for a baseline"),
+    ("paraphrases={collect wood: [place a table]}", "listed twice"),
+    ("paraphrases={collect wood: [a, a]}", "listed twice"),
+    ("paraphrases={collect wood: oops}", "must be a list of non-empty strings"),
+    ("baseline_weights=x.weights", "baseline_weights is set but baseline_policy is not"),
     ("prompts=[a, a]", "listed twice"),
     ("video_height=33", "video_height must be an even number"),
     ("colour=red", "unknown key"),
@@ -299,3 +304,141 @@ def test_report_only_rerenders_from_episodes_json(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "Means with 50% confidence intervals" in text and "| `chop a tree` | collect_wood | 6 | 10 |" in text
     assert main([f"out_dir={tmp_path / 'nothing'}", "report_only=true"]) == 2
+
+
+def _weights_without_goal_layer(path, seed=5):
+    """A debug policy's weights file without `net.mineclip_embed_linear` (a VPT-style foundation file)."""
+    import torch
+
+    from steve1_ray.models.formats import GOAL_KEYS
+    from steve1_ray.models.policy import PolicyConfig, Steve1Policy
+
+    torch.manual_seed(seed)
+    policy = Steve1Policy(PolicyConfig.preset("debug"))
+    sd = {k: v for k, v in policy.state_dict().items() if k not in GOAL_KEYS}
+    torch.save(sd, path)
+    return sd
+
+
+def test_plan_jobs_other_phrasings_and_foundation_play_the_same_worlds():
+    cfg = load_config(EvalConfig, [DEBUG], [
+        "episodes=3", "prompts=[collect wood, place a table]", "baseline_policy=debug",
+        "paraphrases={collect wood: [get me some logs], drink water: [sip from the lake]}"])
+    jobs = plan_jobs(cfg)
+    cells = list(dict.fromkeys((j["goal"], j["kind"], j["cond_scale"]) for j in jobs))
+    assert cells == [("collect wood", "text", 0.0), ("collect wood", "text", 6.0),
+                     ("get me some logs", "text", 0.0), ("get me some logs", "text", 6.0),  # beside its prompt
+                     ("place a table", "text", 0.0), ("place a table", "text", 6.0),
+                     ("unconditioned", "unconditioned", None), ("foundation", "foundation", None)]
+    # "drink water" is not among the prompts: its phrasing is not played.
+    assert not any(j["goal"] == "sip from the lake" for j in jobs)
+    by_cell = {}
+    for j in jobs:
+        by_cell.setdefault((j["goal"], j["kind"]), []).append(j)
+    phrasing = by_cell[("get me some logs", "text")]
+    assert all(j["targets"] == ["collect_wood"] and j["paraphrase_of"] == "collect wood" for j in phrasing)
+    assert all(j["paraphrase_of"] is None for j in by_cell[("collect wood", "text")])
+    found, uncond = by_cell[("foundation", "foundation")], by_cell[("unconditioned", "unconditioned")]
+    assert [j["world_seed"] for j in found] == [j["world_seed"] for j in uncond] \
+        == [j["world_seed"] for j in phrasing[:3]]
+    assert all(j["policy"] == "foundation" and j["targets"] == [] for j in found)
+    assert {j["policy"] for j in jobs if j["kind"] != "foundation"} == {"policy"}
+    assert len({j["agent_seed"] for j in jobs}) == len(jobs)
+    assert "get me some logs" not in {j["goal"] for j in plan_jobs(load_config(EvalConfig, [DEBUG], ["episodes=1"]))}
+
+
+def test_foundation_without_goal_layer_plays_with_it_zeroed(tmp_path):
+    import torch
+
+    from steve1_ray.agent import policy_embed_dim
+    from steve1_ray.evaluate.run import embed_goals, load_baseline_policy, load_eval_policy
+    from steve1_ray.world.config import make_env
+
+    sd = _weights_without_goal_layer(tmp_path / "foundation.weights")
+    cfg = load_config(EvalConfig, [DEBUG], [
+        "episodes=1", "max_steps=3", "prompts=[collect wood]", "cond_scales=[6]", "videos_per_cell=0",
+        "paraphrases={collect wood: [get me some logs]}", "baseline_policy=debug",
+        f"baseline_weights={tmp_path / 'foundation.weights'}"])
+    assert load_baseline_policy(load_config(EvalConfig, [DEBUG], [])) is None
+    foundation = load_baseline_policy(cfg)
+    assert foundation.load_report.missing_goal_layer
+    goal_layer = foundation.net.mineclip_embed_linear
+    assert not goal_layer.weight.any() and not goal_layer.bias.any()  # a zero goal adds nothing: VPT's own net
+    got = foundation.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in sd.items())
+    # A file with the goal layer keeps it (a foundation trained with zero goals, say).
+    torch.save(got | {"net.mineclip_embed_linear.bias": torch.ones_like(goal_layer.bias)}, tmp_path / "with.weights")
+    kept = load_baseline_policy(load_config(EvalConfig, [DEBUG], [
+        "baseline_policy=debug", f"baseline_weights={tmp_path / 'with.weights'}"]))
+    assert kept.net.mineclip_embed_linear.bias.eq(1).all()
+
+    policy = load_eval_policy(cfg)
+    jobs = plan_jobs(cfg)
+    embed_goals(cfg, jobs, policy_embed_dim(policy), policy_embed_dim(foundation))
+    emb = {j["goal"]: j["goal_embed"] for j in jobs}
+    assert not emb["foundation"].any() and not emb["unconditioned"].any()
+    assert not np.allclose(emb["collect wood"], emb["get me some logs"])  # a phrasing is embedded as written
+    envs = [make_env("crafter", frame_size=(128, 72), area=(32, 32))]
+    (rec, _), = play_episodes(foundation, envs, [j for j in jobs if j["kind"] == "foundation"], 3)
+    assert "error" not in rec and rec["steps"] == 3 and rec["kind"] == "foundation"
+
+
+def test_main_names_a_missing_foundation(tmp_path, capsys):
+    assert main(["--config", DEBUG, f"baseline_policy={tmp_path}/nope.model", f"out_dir={tmp_path}/o"]) == 2
+    assert "neither a preset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_job_with_foundation_and_phrasings_prints_progress(ray_cluster, tmp_path, capsys):
+    _weights_without_goal_layer(tmp_path / "foundation.weights")
+    out = tmp_path / "eval"
+    args = ["--config", DEBUG, f"out_dir={out}", "episodes=2", "max_steps=6", "prompts=[collect wood]",
+            "paraphrases={collect wood: [get me some logs]}", "cond_scales=[6]", "baseline_policy=debug",
+            f"baseline_weights={tmp_path / 'foundation.weights'}", "video_height=64", "world.frame_width=128",
+            "world.frame_height=72", "world.area=[32, 32]", "workers=1", "streams_per_worker=2"]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    # Progress in the job's own output, not only the stderr bar or Ray's worker logs.
+    assert ("[evaluate] 8 episodes: 1 prompts + 1 other phrasings x 1 scales (6), unconditioned, foundation; "
+            "2 worlds each, at most 6 steps; 1 workers x 2 streams") in stdout
+    assert "[evaluate] 2/8 episodes done, 25% of the steps," in stdout and "ETA" in stdout
+    assert "[evaluate] 8/8 episodes done in" in stdout
+    episodes = json.loads((out / "episodes.json").read_text())
+    by = {}
+    for e in episodes:
+        by.setdefault(e["kind"], []).append(e)
+    assert [e["world_seed"] for e in by["foundation"]] == [e["world_seed"] for e in by["unconditioned"]]
+    assert [e["paraphrase_of"] for e in episodes if e["goal"] == "get me some logs"] == ["collect wood"] * 2
+    report = (out / "report.md").read_text()
+    assert report.index("## Is each prompt followed?") < report.index("## Every goal and scale")
+    assert "foundation policy `debug`" in report and "(no goal layer)" in report
+    assert "- **collect wood**: " in report and "  - other phrasing **“get me some logs”**: " in report
+    assert "| *foundation* | collect_wood | no goal | 2 |" in report
+    assert "| `get me some logs` | collect_wood | 6 | 2 |" in report
+    assert (out / "videos" / "foundation_uncond_ep0.mp4").is_file()
+
+
+def test_crafter_config_asks_the_default_question():
+    """configs/eval/crafter.yaml: the five prompts, >= 12 worlds per cell, scale 0 and guided scales, the release
+    world, and other phrasings that are no caption (nor, where the phrase tables exist, a template phrase)."""
+    import importlib
+
+    from steve1_ray.world.demonstrators import GOALS
+
+    cfg = load_config(EvalConfig, ["configs/eval/crafter.yaml"], [])
+    assert cfg.prompts == ["chop a tree", "collect a sapling", "drink water", "eat a cow", "place a crafting table"]
+    assert cfg.episodes >= 12 and 0.0 in cfg.cond_scales and any(s > 0 for s in cfg.cond_scales)
+    assert cfg.unconditioned and cfg.max_steps == 300
+    assert (cfg.world.backend, cfg.world.zombie_rate, cfg.world.tree_logs) == ("crafter", 0.2, 4)
+    captions = {c for g in GOALS.values() for c in g.captions}
+    assert set(cfg.paraphrases) == set(cfg.prompts) and set(cfg.prompts) <= captions
+    phrasings = [q for _, q in cfg.phrasings()]
+    assert len(phrasings) == 5 and not set(phrasings) & captions
+    try:
+        phrases = importlib.import_module("steve1_ray.world.phrases")
+    except ImportError:
+        return
+    templates = {p for ps in phrases.template_phrases().values() for p in ps}
+    assert not set(phrasings) & templates
+    targets = {q: targets_for(p) for p, q in cfg.phrasings()}
+    assert targets == {j["goal"]: j["targets"] for j in plan_jobs(cfg) if j["paraphrase_of"]}

@@ -26,7 +26,27 @@ def test_quickstart_config_rejects_bad_values():
         load_config(QuickstartConfig, [], ["world.backend=minerl"])
     with pytest.raises(ConfigError, match="event_frames"):
         load_config(QuickstartConfig, [], ["event_frames=-1"])
+    with pytest.raises(ConfigError, match="finetune_frames"):
+        load_config(QuickstartConfig, [], ["finetune_frames=0"])
     assert load_config(QuickstartConfig, [], ["tiny=true", "event_frames=131072"]).event_frames == 512
+    # the default is the fine-tuning scenario, in the release's world, evaluating the five prompts
+    cfg = load_config(QuickstartConfig, [], [])
+    assert not cfg.from_scratch and cfg.world.tree_logs == 4 and len(cfg.eval_prompts) == 5
+    assert cfg.eval_episodes >= 12 and 0.0 in cfg.eval_scales and max(cfg.eval_scales) > 0
+
+
+def test_quickstart_refuses_a_release_that_does_not_match_its_manifest(tmp_path):
+    import shutil
+
+    from steve1_ray.quickstart import QuickstartConfig, _release
+    from steve1_ray.release import released_world
+
+    shutil.copytree(released_world(), tmp_path / "rw")
+    (tmp_path / "rw" / "mineclip.pth").write_bytes(b"not the released file")
+    with pytest.raises(SystemExit, match="mineclip.pth"):
+        _release(QuickstartConfig(release=str(tmp_path / "rw")))
+    with pytest.raises(SystemExit, match="from_scratch=true"):
+        _release(QuickstartConfig(release=str(tmp_path / "missing")))
 
 
 @pytest.mark.slow
@@ -37,7 +57,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                           "port=8123", "world.tree_logs=2", "event_frames=512"], cwd=tmp_path, env=env,
+                           "port=8123", "world.tree_logs=2", "event_frames=512", "from_scratch=true"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -67,7 +87,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
 
     # a second run finds every stage done and skips it (the expensive ones at least)
     proc2 = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                            "port=8123", "world.tree_logs=2", "event_frames=512"], cwd=tmp_path, env=env,
+                            "port=8123", "world.tree_logs=2", "event_frames=512", "from_scratch=true"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=1500)
     assert proc2.returncode == 0, proc2.stdout[-4000:] + proc2.stderr[-4000:]
     assert proc2.stdout.count("already done") >= 6

@@ -34,6 +34,7 @@ from steve1_ray.data.contractor import (EpisodeError, frame_of_line, iter_kept_f
                                         read_actions)
 from steve1_ray.data.embed import WINDOW
 from steve1_ray.data.sources import EpisodeTask, SourceError, fetch_episode, resolve_sources
+from steve1_ray.progress import Meter, rate
 from steve1_ray.runner import Job, run_job
 
 FPS = 20  # contractor recordings and the embedded world run at 20 Hz
@@ -102,7 +103,8 @@ class DataConfig:
     overwrite: bool = False
     """Redo finished episodes too."""
     progress: bool = True
-    """Show progress bars (Ray Data's and a count of converted episodes)."""
+    """Print progress lines with an ETA (episodes finished, every tenth and at least every minute), and show
+    Ray Data's progress bars on a terminal."""
 
     def __post_init__(self):
         check(self.frame_codec in shards.FRAME_CODECS,
@@ -408,7 +410,8 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
               file=sys.stderr, flush=True)
     connect(log_to_driver=False)
     ctx = rd.DataContext.get_current()
-    ctx.enable_progress_bars = cfg.progress
+    # Ray Data's bars on a terminal; elsewhere it would log 9 lines every 10 s without an ETA: ours suffice
+    ctx.enable_progress_bars = cfg.progress and sys.stdout.isatty()
     ledger = Ledger(store, cfg)
     t0 = time.perf_counter()
     embed_dim = cfg.embed_dim_none
@@ -422,23 +425,21 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
                   compute=rd.ActorPoolStrategy(min_size=1, max_size=n_actors),
                   num_gpus=1 if gpus >= 1 and cfg.embedder != "none" else 0,
                   num_cpus=1 if not gpus else 0.5))
-        bar = _progress(len(todo), cfg.progress)
+        meter = Meter("dataset", "episodes", len(todo), write=None if cfg.progress else lambda text: None)
         try:
             for row in ds.iter_rows():
                 before = len(ledger.finished) + len(ledger.quarantined)
                 ledger.add(row)
-                if bar is not None:
-                    bar.update(len(ledger.finished) + len(ledger.quarantined) - before)
-                    bar.set_postfix(frames=ledger.frames, quarantined=len(ledger.quarantined))
+                if len(ledger.finished) + len(ledger.quarantined) > before:  # an episode is done
+                    quarantined = [f"quarantined {len(ledger.quarantined)}"] if ledger.quarantined else []
+                    meter.update(len(ledger.finished) + len(ledger.quarantined), f"frames {ledger.frames:,}",
+                                 rate(ledger.frames / max(meter.elapsed_s(), 1e-9), "frames"), *quarantined)
         except BaseException:
             # e.g. a lost node or Ctrl-C: what finished is recorded; a rerun resumes from there
             write_manifest(store, cfg, embed_dim)
             print(f"[generate_dataset] stopped after {len(ledger.finished)} finished episodes; rerun the same "
                   "command to resume", file=sys.stderr, flush=True)
             raise
-        finally:
-            if bar is not None:
-                bar.close()
         for eid, st in list(ledger.parts.items()):  # rows lost (should not happen): never leave half episodes
             ledger.quarantine(eid, st["task"], "incomplete: not all segments came back; rerun with "
                               "retry_quarantined=true")
@@ -457,16 +458,6 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     print("[generate_dataset] summary: " + json.dumps({k: v for k, v in summary.items()
                                                        if k != "quarantined_ids"}), flush=True)
     return summary
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="episodes", unit="ep", file=sys.stderr)
 
 
 def _run(cfg: DataConfig) -> int:

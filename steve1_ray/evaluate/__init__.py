@@ -1,5 +1,6 @@
-"""Programmatic evaluation: does the policy do what it is asked? Prompts x guidance scales, plus the
-unconditioned baseline, played in the world on Ray, scored per episode and written up as a report folder.
+"""Programmatic evaluation: does the policy do what it is asked? Prompts (and other phrasings of them) x guidance
+scales, plus the unconditioned baseline and a foundation policy, played on the same worlds on Ray, scored per
+episode and written up as a report folder that opens with a sentence per prompt.
 
     steve1 evaluate --config configs/eval/debug.yaml episodes=4 out_dir=runs/eval_debug
 

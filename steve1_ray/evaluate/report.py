@@ -3,9 +3,10 @@
 `write_report(episodes, out_dir)` takes the per-episode records that `steve1_ray.evaluate.run` produces
 (plain dicts, see `EPISODE_KEYS`) and writes
 
-    report.md        headline table per (goal, guidance scale) + the unconditioned baseline, whether
-                     each prompt is followed (`prompt_following`), a goal x target-achievement
-                     success matrix, links to plots and videos
+    report.md        first whether each prompt is followed (`prompt_following`): one plain sentence per
+                     prompt (`verdict`), other phrasings of it beside it, a table; then the table per
+                     (goal, guidance scale) + the baselines, a goal x target-achievement success
+                     matrix, links to plots and videos
     following.json   `prompt_following`'s rows
     summary.json     every metric of every cell as {mean, low, high, n}
     episodes.json    the raw records, one per episode
@@ -14,7 +15,9 @@
     videos/*.mp4     (written by the caller; linked here when a record names one)
 
 The unconditioned baseline is run once; it is scored against each goal's own targets, so its row
-per goal answers "how often does the agent do this anyway, without being asked".
+per goal answers "how often does the agent do this anyway, without being asked". A foundation policy
+(kind "foundation", the policy before goal training) is scored the same way on the same worlds; whether
+a prompt is followed is still judged against the unconditioned agent of the evaluated policy.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from steve1_ray.evaluate.metrics import mean_ci, target_metrics, wilson_ci
 EPISODE_KEYS = ("goal", "kind", "cond_scale", "episode", "world_seed", "goal_seed", "agent_seed", "targets", "steps",
                 "died", "metrics", "video", "seconds")
 UNCOND = "unconditioned"
+FOUNDATION = "foundation"
+BASELINES = (UNCOND, FOUNDATION)  # kinds played without a goal, scored against every goal's targets
 RATE_KEYS = ("target/success",)
 HEADLINE = ("target/success", "target/count", "target/first_step", "travel/max_dist")
 PAPER = ("paper/max_logs", "paper/max_dirt", "paper/max_seeds")
@@ -45,7 +50,7 @@ def slug(text: str, max_len: int = 40) -> str:
 def plot_names(cells: Sequence[dict]) -> dict[str, str]:
     """goal -> its unique `scale_<slug>.png` file name (goals whose slugs collide get a number)."""
     names: dict[str, str] = {}
-    for goal in dict.fromkeys(c["goal"] for c in cells if c["kind"] != UNCOND):
+    for goal in dict.fromkeys(c["goal"] for c in cells if c["kind"] not in BASELINES):
         base, i = f"scale_{slug(goal)}", 1
         name = f"{base}.png"
         while name in names.values():
@@ -65,19 +70,20 @@ def _cell_stats(values: list[float], key: str, confidence: float, seed: int) -> 
 
 
 def summarize(episodes: Sequence[dict], confidence: float = 0.95, seed: int = 0) -> list[dict]:
-    """One entry per (goal, kind, cond_scale) cell, in first-seen order, plus one per goal for the
-    baseline (kind "unconditioned", `goal` = the goal it is scored against, `cond_scale` None).
+    """One entry per (goal, kind, cond_scale) cell, in first-seen order, plus one per goal for each
+    baseline (kind "unconditioned" or "foundation", `goal` = the goal it is scored against, `cond_scale` None).
 
-    Each entry: goal, kind, cond_scale, targets, n, stats {metric: {mean, low, high, n}}.
+    Each entry: goal, kind, cond_scale, targets, paraphrase_of (the prompt a phrasing rephrases, else None), n,
+    stats {metric: {mean, low, high, n}}.
     """
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for ep in episodes:
         cells[(ep["goal"], ep["kind"], ep["cond_scale"])].append(ep)
-    goals: dict[str, list[str]] = {}
+    goals: dict[str, tuple[list[str], str | None]] = {}
     for (goal, kind, _), eps in cells.items():
-        if kind != UNCOND:
-            goals.setdefault(goal, list(eps[0].get("targets") or []))
-    baseline = [ep for (g, kind, _), eps in cells.items() if kind == UNCOND for ep in eps]
+        if kind not in BASELINES:
+            goals.setdefault(goal, (list(eps[0].get("targets") or []), eps[0].get("paraphrase_of")))
+    baselines = {b: [ep for (g, kind, _), eps in cells.items() if kind == b for ep in eps] for b in BASELINES}
 
     def stats_of(metric_dicts: list[dict]) -> dict[str, dict]:
         keys = sorted({k for m in metric_dicts for k in m if not k.startswith("first_step/")})
@@ -86,18 +92,21 @@ def summarize(episodes: Sequence[dict], confidence: float = 0.95, seed: int = 0)
                 for k in keys}
 
     out = []
-    for goal, targets in goals.items():
-        if baseline:
-            scored = [{**ep["metrics"], **target_metrics(ep["metrics"], targets)} for ep in baseline]
-            out.append({"goal": goal, "kind": UNCOND, "cond_scale": None, "targets": targets,
-                        "n": len(scored), "stats": stats_of(scored)})
+    for goal, (targets, of) in goals.items():
+        for b, eps in baselines.items():
+            if eps:
+                scored = [{**ep["metrics"], **target_metrics(ep["metrics"], targets)} for ep in eps]
+                out.append({"goal": goal, "kind": b, "cond_scale": None, "targets": targets, "paraphrase_of": of,
+                            "n": len(scored), "stats": stats_of(scored)})
         for (g, kind, scale), eps in cells.items():
-            if g == goal and kind != UNCOND:
-                out.append({"goal": goal, "kind": kind, "cond_scale": scale, "targets": targets,
+            if g == goal and kind not in BASELINES:
+                out.append({"goal": goal, "kind": kind, "cond_scale": scale, "targets": targets, "paraphrase_of": of,
                             "n": len(eps), "stats": stats_of([ep["metrics"] for ep in eps])})
-    if baseline and not goals:  # a baseline-only evaluation
-        out.append({"goal": UNCOND, "kind": UNCOND, "cond_scale": None, "targets": [],
-                    "n": len(baseline), "stats": stats_of([ep["metrics"] for ep in baseline])})
+    if not goals:  # a baseline-only evaluation
+        for b, eps in baselines.items():
+            if eps:
+                out.append({"goal": b, "kind": b, "cond_scale": None, "targets": [], "paraphrase_of": None,
+                            "n": len(eps), "stats": stats_of([ep["metrics"] for ep in eps])})
     return out
 
 
@@ -108,14 +117,18 @@ def prompt_following(cells: Sequence[dict], ratio: float = FOLLOW_RATIO) -> list
     `ratio` x the unconditioned agent's, its confidence interval's low end is above the unconditioned
     mean (one lucky episode against a baseline of zero is not enough), and it beats scale 0 (when
     scale 0 was measured). The row reports the scale with the highest count and names every scale
-    at which the goal is followed.
+    at which the goal is followed; the foundation policy's count (None if not played) is reported
+    beside the unconditioned agent's but plays no part in the rule. `scales` has every guided scale's
+    target count {scale, mean, low, high}; `paraphrase_of` the prompt a phrasing rephrases.
     """
     rows = []
-    for goal in dict.fromkeys(c["goal"] for c in cells if c["kind"] != UNCOND):
+    for goal in dict.fromkeys(c["goal"] for c in cells if c["kind"] not in BASELINES):
         mine = [c for c in cells if c["goal"] == goal and "target/count" in c["stats"]]
         base = next((c["stats"]["target/count"] for c in mine if c["kind"] == UNCOND), None)
-        zero = next((c["stats"]["target/count"] for c in mine if c["kind"] != UNCOND and c["cond_scale"] == 0), None)
-        guided = [c for c in mine if c["kind"] != UNCOND and (c["cond_scale"] or 0) > 0]
+        found = next((c["stats"]["target/count"] for c in mine if c["kind"] == FOUNDATION), None)
+        zero = next((c["stats"]["target/count"] for c in mine
+                     if c["kind"] not in BASELINES and c["cond_scale"] == 0), None)
+        guided = [c for c in mine if c["kind"] not in BASELINES and (c["cond_scale"] or 0) > 0]
         if base is None or not guided:
             continue
 
@@ -127,32 +140,145 @@ def prompt_following(cells: Sequence[dict], ratio: float = FOLLOW_RATIO) -> list
         st = best["stats"]["target/count"]
         ratio_of = st["mean"] / base["mean"] if base["mean"] > 0 else (math.inf if st["mean"] > 0 else math.nan)
         rows.append({"goal": goal, "kind": best["kind"], "targets": list(best["targets"]),
-                     "unconditioned": base["mean"], "scale_0": None if zero is None else zero["mean"],
+                     "paraphrase_of": best.get("paraphrase_of"),
+                     "unconditioned": base["mean"], "unconditioned_n": base["n"],
+                     "foundation": None if found is None else found["mean"],
+                     "scale_0": None if zero is None else zero["mean"],
                      "best_scale": best["cond_scale"], "best": st["mean"], "best_low": st["low"],
                      "best_high": st["high"],
                      "ratio": ratio_of,
-                     "followed_at": [c["cond_scale"] for c in guided if ok(c["stats"]["target/count"])]})
+                     "followed_at": [c["cond_scale"] for c in guided if ok(c["stats"]["target/count"])],
+                     "scales": [{"scale": c["cond_scale"], **{k: c["stats"]["target/count"][k]
+                                                              for k in ("mean", "low", "high")}} for c in guided]})
     for r in rows:
         r["followed"] = bool(r["followed_at"])
     return rows
 
 
-def _following_lines(rows: Sequence[dict], ratio: float = FOLLOW_RATIO) -> list[str]:
+# achievement -> (what the agent does, what it gets) for the plain sentences of `verdict`
+WHAT: dict[str, tuple[str, str]] = {
+    "collect_wood": ("collects", "wood"), "collect_sapling": ("collects", "saplings"),
+    "collect_drink": ("drinks", "water"), "eat_cow": ("eats", "cows"), "place_table": ("places", "tables"),
+    "collect_stone": ("collects", "stone"), "collect_coal": ("collects", "coal"), "collect_iron": ("collects", "iron"),
+    "collect_diamond": ("collects", "diamonds"), "place_stone": ("places", "stone"),
+    "place_plant": ("plants", "saplings"), "place_furnace": ("places", "furnaces"), "eat_plant": ("eats", "plants"),
+    "make_wood_pickaxe": ("makes", "wood pickaxes"), "make_stone_pickaxe": ("makes", "stone pickaxes"),
+    "make_iron_pickaxe": ("makes", "iron pickaxes"), "make_wood_sword": ("makes", "wood swords"),
+    "make_stone_sword": ("makes", "stone swords"), "make_iron_sword": ("makes", "iron swords"),
+    "defeat_zombie": ("defeats", "zombies"), "defeat_skeleton": ("defeats", "skeletons"),
+    "wake_up": ("wakes up", "times"),
+}
+
+
+def _num(v: float | None) -> str:
+    """55.1, 2.4, 0.25, 0 (one decimal from 10 up, at most two below)."""
+    if v is None or math.isnan(v):
+        return "—"
+    if math.isinf(v):
+        return "∞"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}".rstrip("0").rstrip(".") or "0"
+
+
+def _ratio_text(r: float) -> str:
+    return "—" if math.isnan(r) else "∞" if math.isinf(r) else f"{r:.1f}×"
+
+
+def verdict(row: dict, ratio: float = FOLLOW_RATIO, confidence: float = 0.95) -> str:
+    """One plain sentence, after the goal's name, saying whether a `prompt_following` row is followed and by how much:
+    "followed — at guidance scale 6 the agent collects 2.4× the wood of the unconditioned agent (55.1 vs 22.6 per
+    episode, 95% interval 29.5–84.4)." or "not followed — best 0.4 cows per episode at scale 2 against 0.2
+    unconditioned; the 95% interval (0–0.9) reaches down to it."."""
+    verb, noun = WHAT.get(row["targets"][0], ("gets", f"`{row['targets'][0]}`")) if len(row["targets"]) == 1 \
+        else ("gets", "target achievements")
+    pct = f"{confidence * 100:g}%"
+    base = row["unconditioned"]
+    if row["followed"]:
+        at = [sc for sc in row.get("scales", []) if sc["scale"] in row["followed_at"]]
+        sc = max(at, key=lambda x: x["mean"]) if at else {"scale": row["best_scale"], "mean": row["best"],
+                                                          "low": row["best_low"], "high": row["best_high"]}
+        interval = f"{pct} interval {_num(sc['low'])}–{_num(sc['high'])}"
+        if base > 0:
+            return (f"followed — at guidance scale {sc['scale']:g} the agent {verb} {sc['mean'] / base:.1f}× the "
+                    f"{noun} of the unconditioned agent ({_num(sc['mean'])} vs {_num(base)} per episode, {interval}).")
+        return (f"followed — at guidance scale {sc['scale']:g} the agent {verb} {_num(sc['mean'])} {noun} per "
+                f"episode against 0 by the unconditioned agent ({interval}).")
+    best, s = row["best"], row["best_scale"]
+    if best == 0:
+        return f"not followed — no {noun} at any guidance scale above 0 (unconditioned: {_num(base)} per episode)."
+    head = f"not followed — best {_num(best)} {noun} per episode at scale {s:g} against {_num(base)} unconditioned"
+    zero = row.get("scale_0")
+    if best < ratio * base:
+        return f"{head}: {_ratio_text(row['ratio'])}, under the {ratio:g}× needed."
+    if row["best_low"] <= base:
+        return (f"{head}; the {pct} interval ({_num(row['best_low'])}–{_num(row['best_high'])}) reaches down to "
+                "the unconditioned mean.")
+    if zero is not None and best <= zero:
+        return f"{head}; scale 0 (no guidance) already gets {_num(zero)}."
+    return f"{head}."
+
+
+def _grouped(rows: Sequence[dict]) -> list[tuple[dict | None, list[dict]]]:
+    """(prompt row, its other phrasings' rows) in report order; phrasings of an unevaluated prompt come last,
+    under None."""
+    prompts = [r for r in rows if not r.get("paraphrase_of")]
+    names = {r["goal"] for r in prompts}
+    out: list[tuple[dict | None, list[dict]]] = [(r, [q for q in rows if q.get("paraphrase_of") == r["goal"]])
+                                                 for r in prompts]
+    orphans = [q for q in rows if q.get("paraphrase_of") and q["paraphrase_of"] not in names]
+    if orphans:
+        out.append((None, orphans))
+    return out
+
+
+def _following_lines(rows: Sequence[dict], ratio: float = FOLLOW_RATIO, confidence: float = 0.95) -> list[str]:
     if not rows:
         return []
+    groups = _grouped(rows)
+    prompts = [r for r, _ in groups if r is not None]
+    others = [q for _, qs in groups for q in qs]
+    counts = f"**{sum(r['followed'] for r in prompts)} of {len(prompts)}** goals followed"
+    if others:
+        counts += f"; their other phrasings: **{sum(q['followed'] for q in others)} of {len(others)}**"
+    has_found = any(r.get("foundation") is not None for r in rows)
     lines = ["", "## Is each prompt followed?", "",
-             f"**{sum(r['followed'] for r in rows)} of {len(rows)}** goals followed. Followed at a guidance scale "
-             f"s > 0 = mean target count ≥ {ratio:g}× the unconditioned agent's, the interval's low end above the "
-             "unconditioned mean, and more than at scale 0.", "",
-             "| goal | targets | unconditioned | scale 0 | best scale | its count | ratio | followed at |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+             f"{counts}. Followed at a guidance scale s > 0 = mean target count ≥ {ratio:g}× the unconditioned "
+             "agent's (the same policy with no goal, on the same worlds), the interval's low end above the "
+             "unconditioned mean, and more than at scale 0.", ""]
+    for r, qs in groups:
+        if r is not None:
+            lines.append(f"- **{r['goal']}**: {verdict(r, ratio, confidence)}")
+        for q in qs:
+            lines.append(("  " if r is not None else "") + f"- other phrasing **“{q['goal']}”**"
+                         + ("" if r is not None else f" (of `{q['paraphrase_of']}`)")
+                         + f": {verdict(q, ratio, confidence)}")
+    if others:
+        lines += ["", "Each prompt beside its other phrasings (same targets, same worlds, same scales):", "",
+                  "| prompt | followed | ratio at best scale | other phrasing | followed | ratio at best scale |",
+                  "|---|---|---|---|---|---|"]
+
+        def short(r: dict) -> list[str]:
+            return ["yes" if r["followed"] else "no", f"{_ratio_text(r['ratio'])} (scale {r['best_scale']:g})"]
+
+        for r, qs in groups:
+            for i, q in enumerate(qs or [None]):
+                left = ([f"`{r['goal']}`", *short(r)] if i == 0 else ["", "", ""]) if r is not None else ["—", "", ""]
+                right = [f"`{q['goal']}`", *short(q)] if q is not None else ["—", "", ""]
+                lines.append("| " + " | ".join(left + right) + " |")
+    cols = ["goal"] + (["phrasing of"] if others else []) + ["targets", "unconditioned"] \
+        + (["foundation"] if has_found else []) + ["scale 0", "best scale", "its count", "ratio", "followed at"]
+    lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in [r for r, qs in groups for r in ([r] if r is not None else []) + qs]:
         z = "—" if r["scale_0"] is None else f"{r['scale_0']:.2f}"
-        ratio_txt = "—" if math.isnan(r["ratio"]) else "∞" if math.isinf(r["ratio"]) else f"{r['ratio']:.1f}×"
         at = ", ".join(f"{s:g}" for s in r["followed_at"]) or "no"
-        lines.append(f"| {_goal_label(r)} | {', '.join(r['targets'])} | {r['unconditioned']:.2f} | {z} | "
-                     f"{r['best_scale']:g} | {r['best']:.2f} [{r['best_low']:.2f}, {r['best_high']:.2f}] | "
-                     f"{ratio_txt} | {at} |")
+        row = [_goal_label(r)] + ([f"`{r['paraphrase_of']}`" if r.get("paraphrase_of") else ""] if others else []) \
+            + [", ".join(r["targets"]), f"{r['unconditioned']:.2f}"] \
+            + ([_num(r["foundation"]) if r.get("foundation") is None else f"{r['foundation']:.2f}"] if has_found
+               else []) \
+            + [z, f"{r['best_scale']:g}", f"{r['best']:.2f} [{r['best_low']:.2f}, {r['best_high']:.2f}]",
+               _ratio_text(r["ratio"]), at]
+        lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
@@ -170,7 +296,14 @@ def _goal_label(cell: dict) -> str:
 
 
 def _scale_label(cell: dict) -> str:
-    return "uncond." if cell["kind"] == UNCOND else f"{cell['cond_scale']:g}"
+    if cell["kind"] in BASELINES:
+        return "uncond." if cell["kind"] == UNCOND else "no goal"
+    return f"{cell['cond_scale']:g}"
+
+
+def _row_name(cell: dict) -> str:
+    return "*no goal*" if cell["kind"] == UNCOND else "*foundation*" if cell["kind"] == FOUNDATION \
+        else _goal_label(cell)
 
 
 def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float = 0.95,
@@ -181,24 +314,26 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
     has_paper = any(k in c["stats"] for c in cells for k in PAPER)
     cols = ["goal", "targets", "scale", "n", "success rate", "target count", "first step",
             "max distance"] + (["max logs", "max dirt", "max seeds"] if has_paper else [])
-    lines = [f"# {title}", "", *header_lines, "",
-             f"Means with {pct} confidence intervals: Wilson for success rates, seeded bootstrap for the "
-             "rest. `success rate` = share of episodes in which any target achievement happened; "
-             "`target count` = how many times; `first step` = step of the first one (episodes that got "
-             "one); `max distance` = farthest distance from the start. The unconditioned baseline "
-             "(*no goal*: zero goal embedding, no guidance) is one set of episodes scored against each "
-             "goal's targets.", "",
-             "## Prompt following", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [f"# {title}"] + (["", *header_lines] if header_lines else [])
+    lines += _following_lines(prompt_following(cells) if following is None else following, confidence=confidence)
+    lines += ["", "## Every goal and scale", "",
+              f"Means with {pct} confidence intervals: Wilson for success rates, seeded bootstrap for the "
+              "rest. `success rate` = share of episodes in which any target achievement happened; "
+              "`target count` = how many times; `first step` = step of the first one (episodes that got "
+              "one); `max distance` = farthest distance from the start. The unconditioned baseline "
+              "(*no goal*: zero goal embedding, no guidance) is one set of episodes scored against each "
+              "goal's targets"
+              + ("; so is the foundation policy (*foundation*: the policy before goal training, zero goal) on the "
+                 "same worlds." if any(c["kind"] == FOUNDATION for c in cells) else "."), "",
+              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for c in cells:
         s = c["stats"]
-        row = ["*no goal*" if c["kind"] == UNCOND else _goal_label(c),
-               ", ".join(c["targets"]) or "—", _scale_label(c), str(c["n"]),
+        row = [_row_name(c), ", ".join(c["targets"]) or "—", _scale_label(c), str(c["n"]),
                _fmt(s.get("target/success"), rate=True), _fmt(s.get("target/count")),
                _fmt(s.get("target/first_step")), _fmt(s.get("travel/max_dist"))]
         if has_paper:
             row += [_fmt(s.get(k)) for k in PAPER]
         lines.append("| " + " | ".join(row) + " |")
-    lines += _following_lines(prompt_following(cells) if following is None else following)
 
     all_targets = sorted({t for c in cells for t in c["targets"]})
     if all_targets:
@@ -207,15 +342,14 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
                   "A prompt that is followed lights up its own column more than the others do.", "",
                   "| goal | scale | " + " | ".join(all_targets) + " |",
                   "|---|---|" + "---|" * len(all_targets)]
-        seen_uncond = False
+        seen: set[str] = set()
         for c in cells:
-            if c["kind"] == UNCOND:
-                if seen_uncond:
-                    continue  # the baseline's achievements do not depend on which goal scores it
-                seen_uncond = True
+            if c["kind"] in BASELINES:
+                if c["kind"] in seen:
+                    continue  # a baseline's achievements do not depend on which goal scores it
+                seen.add(c["kind"])
             rates = [f"{_rate_of(episodes, c, t):.2f}" for t in all_targets]
-            name = "*no goal*" if c["kind"] == UNCOND else _goal_label(c)
-            lines.append(f"| {name} | {_scale_label(c)} | " + " | ".join(rates) + " |")
+            lines.append(f"| {_row_name(c)} | {_scale_label(c)} | " + " | ".join(rates) + " |")
 
     lines += ["", "## Plots", ""]
     for goal, name in plot_names(cells).items():
@@ -225,7 +359,8 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
     if videos:
         lines += ["", "## Sample videos", ""]
         for ep in videos:
-            scale = "uncond." if ep["kind"] == UNCOND else f"scale {ep['cond_scale']:g}"
+            scale = "uncond." if ep["kind"] == UNCOND else "no goal" if ep["kind"] == FOUNDATION \
+                else f"scale {ep['cond_scale']:g}"
             lines.append(f"- [`{ep['goal']}`, {scale}, episode {ep['episode']}]({ep['video']})")
     lines += ["", "Raw per-episode records: [episodes.json](episodes.json); every metric per cell: "
               "[summary.json](summary.json).", ""]
@@ -235,7 +370,7 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
 def _rate_of(episodes: Sequence[dict], cell: dict, achievement: str) -> float:
     """Share of `cell`'s episodes in which `achievement` happened."""
     eps = [ep for ep in episodes if ep["kind"] == cell["kind"] and ep["cond_scale"] == cell["cond_scale"]
-           and (cell["kind"] == UNCOND or ep["goal"] == cell["goal"])]
+           and (cell["kind"] in BASELINES or ep["goal"] == cell["goal"])]
     if not eps:
         return math.nan
     return sum(ep["metrics"].get(f"achievements/{achievement}", 0.0) > 0 for ep in eps) / len(eps)
@@ -248,9 +383,10 @@ def plot_scales(cells: Sequence[dict], goal: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mine = [c for c in cells if c["goal"] == goal and c["kind"] != UNCOND and c["cond_scale"] is not None]
+    mine = [c for c in cells if c["goal"] == goal and c["kind"] not in BASELINES and c["cond_scale"] is not None]
     mine.sort(key=lambda c: c["cond_scale"])
     base = next((c for c in cells if c["goal"] == goal and c["kind"] == UNCOND), None)
+    found = next((c for c in cells if c["goal"] == goal and c["kind"] == FOUNDATION), None)
     keys = [k for k in ("target/success", "target/count", "travel/max_dist")
             if any(k in c["stats"] for c in mine)]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
@@ -265,6 +401,8 @@ def plot_scales(cells: Sequence[dict], goal: str, path: Path) -> None:
             ax.axhline(b["mean"], color="gray", linestyle="--", label="unconditioned")
             if not math.isnan(b["low"]):
                 ax.axhspan(b["low"], b["high"], color="gray", alpha=0.15)
+        if found is not None and key in found["stats"]:
+            ax.axhline(found["stats"][key]["mean"], color="tab:brown", linestyle=":", label="foundation")
         ax.set_xlabel("guidance scale")
         ax.set_title(key)
         ax.grid(alpha=0.3)
@@ -283,9 +421,9 @@ def plot_cond_vs_uncond(cells: Sequence[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    goals = list(dict.fromkeys(c["goal"] for c in cells if c["kind"] != UNCOND)) or [UNCOND]
-    series = sorted({c["cond_scale"] for c in cells if c["kind"] != UNCOND and c["cond_scale"] is not None})
-    labels = [UNCOND] + [f"scale {s:g}" for s in series]
+    goals = list(dict.fromkeys(c["goal"] for c in cells if c["kind"] not in BASELINES)) or [UNCOND]
+    series = sorted({c["cond_scale"] for c in cells if c["kind"] not in BASELINES and c["cond_scale"] is not None})
+    labels = [b for b in BASELINES if any(c["kind"] == b for c in cells)] + [f"scale {s:g}" for s in series]
     keys = [k for k in ("target/success", "target/count", "travel/max_dist")
             if any(k in c["stats"] for c in cells)]
     fig, axes = plt.subplots(len(keys), 1, figsize=(max(6.0, 1.3 * len(goals) * max(1, len(labels)) / 2),
@@ -295,10 +433,11 @@ def plot_cond_vs_uncond(cells: Sequence[dict], path: Path) -> None:
         for j, label in enumerate(labels):
             means, lo, hi = [], [], []
             for goal in goals:
-                if label == UNCOND:
-                    c = next((c for c in cells if c["goal"] == goal and c["kind"] == UNCOND), None)
+                if label in BASELINES:
+                    c = next((c for c in cells if c["kind"] == label and (c["goal"] == goal or goal == UNCOND)),
+                             None)
                 else:
-                    c = next((c for c in cells if c["goal"] == goal and c["kind"] != UNCOND
+                    c = next((c for c in cells if c["goal"] == goal and c["kind"] not in BASELINES
                               and f"scale {c['cond_scale']:g}" == label), None)
                 s = c["stats"].get(key) if c else None
                 m = s["mean"] if s else math.nan
@@ -307,7 +446,7 @@ def plot_cond_vs_uncond(cells: Sequence[dict], path: Path) -> None:
                 hi.append(0.0 if not s or math.isnan(s["high"]) else max(0.0, s["high"] - m))
             x = np.arange(len(goals)) + (j - (len(labels) - 1) / 2) * width
             ax.bar(x, means, width, yerr=[lo, hi], capsize=2, label=label,
-                   color="gray" if label == UNCOND else None)
+                   color={UNCOND: "gray", FOUNDATION: "tab:brown"}.get(label))
         ax.set_xticks(np.arange(len(goals)))
         ax.set_xticklabels([g if len(g) < 28 else g[:25] + "..." for g in goals], fontsize=8)
         ax.set_ylabel(key, fontsize=8)

@@ -1,4 +1,5 @@
-"""Programmatic evaluation: K episodes per (goal, guidance scale) + the unconditioned baseline -> a report.
+"""Programmatic evaluation: K episodes per (goal, guidance scale) + the unconditioned baseline (+ a foundation
+policy) -> a report.
 
     steve1 evaluate --config configs/eval/debug.yaml episodes=4 out_dir=runs/eval_debug
     python jobs/evaluate.py --config configs/eval/crafter.yaml policy=runs/train/ckpt/000100
@@ -8,11 +9,14 @@ What it does, top to bottom (`run_evaluation`):
    depends only on the episode index, so every cell plays the same K worlds (paired comparisons); the
    goal seed (the prior's sample) on (goal, episode), so every scale of a goal gets the same K goal
    embeddings; the agent seed (Gumbel noise of action sampling) on (goal, scale, episode).
+   Other phrasings of a prompt (`paraphrases`) are goals of their own, scored with the prompt's
+   targets; a foundation policy (`baseline_policy`) plays the baseline's worlds without a goal.
 2. Goals: text prompts go through the embedder's `encode_text` and, if a prior is given, one seeded
    `prior.sample` per episode (as STEVE-1 does per episode); visual goals are a stored embedding
-   (.npy/.pt) or a clip (.mp4/.npz frames) encoded with `encode_video`. The baseline's goal is zeros.
-3. Rollouts: `EvalWorker` Ray actors each hold the policy and a few worlds, and play their jobs in
-   lockstep, all streams in one forward pass (`steve1_ray.agent.act_batch`). Per step, each episode's
+   (.npy/.pt) or a clip (.mp4/.npz frames) encoded with `encode_video`. The baselines' goal is zeros.
+3. Rollouts: `EvalWorker` Ray actors each hold the policy (and the foundation policy) and a few worlds,
+   and play chunks of jobs of one policy in lockstep, all streams in one forward pass
+   (`steve1_ray.agent.act_batch`); the driver prints progress lines with an ETA. Per step, each episode's
    `info` goes into a `MetricTracker`; a few episodes per cell are also encoded as mp4 with the prompt
    written over the frames (`steve1_ray.world.video`'s `Mp4Writer` and `draw_prompt`).
 4. Report: `steve1_ray.evaluate.report.write_report` (Markdown with CIs, plots, per-episode JSON).
@@ -56,6 +60,13 @@ class EvalConfig:
     weights: Optional[str] = None
     """Weights for a preset/.model policy (`steve1.weights`); ignored for checkpoint folders. None with a
     preset = random init seeded by `seed` (tests only)."""
+    baseline_policy: Optional[str] = None
+    """A second policy without goal training (VPT's role: a foundation model) that plays the unconditioned
+    baseline's worlds with a zero goal, reported as its own row ("foundation") beside the unconditioned agent:
+    a preset, a `.model` file or a checkpoint folder, like `policy`. Its weights may lack the goal layer
+    (`net.mineclip_embed_linear`); the layer is then zero, so it acts exactly as trained. None = not played."""
+    baseline_weights: Optional[str] = None
+    """Weights for a preset/.model `baseline_policy` (e.g. `foundation.weights`); ignored for checkpoint folders."""
     embedder: str = "debug"
     """Goal embedder: MineCLIP `attn.pth`, one of our MineCLIP-layout checkpoints, or `debug` (the random
     debug MineCLIP the data pipeline uses with `mineclip_preset=debug` and no checkpoint)."""
@@ -66,6 +77,10 @@ class EvalConfig:
     """Decode the prior at z = 0 instead of one seeded sample per episode."""
     prompts: list[str] = field(default_factory=lambda: ["collect wood", "place a table"])
     """Text goals."""
+    paraphrases: dict[str, list[str]] = field(default_factory=dict)
+    """Other phrasings of a prompt, prompt -> [phrasing, ...]: each phrasing is a text goal of its own, played on the
+    same worlds and scales and scored with the prompt's targets; the report puts its result beside the prompt's.
+    Entries whose prompt is not in `prompts` are skipped (so `prompts=[...]` on the command line narrows both)."""
     visual_goals: dict[str, str] = field(default_factory=dict)
     """Visual goals, name -> file: an embedding (.npy/.pt, (D,)) or a clip (.mp4, or .npz with `frames`)
     whose last 16 frames are encoded (`clip.mp4@120`: the 16 frames before frame 120). The name looks
@@ -122,7 +137,7 @@ class EvalConfig:
         check(self.video_height >= 32 and self.video_height % 2 == 0,
               f"video_height must be an even number >= 32, got {self.video_height!r}")
         check(self.cpus_per_worker > 0, f"cpus_per_worker must be > 0, got {self.cpus_per_worker!r}")
-        check(bool(self.prompts or self.visual_goals or self.unconditioned),
+        check(bool(self.prompts or self.visual_goals or self.unconditioned or self.baseline_policy),
               "nothing to evaluate: give prompts=[...], visual_goals={...} or unconditioned=true")
         check(bool(self.cond_scales) or not (self.prompts or self.visual_goals),
               "cond_scales is empty; give at least one guidance scale, e.g. cond_scales=[6.0]")
@@ -130,14 +145,28 @@ class EvalConfig:
             check(isinstance(s, (int, float)) and math.isfinite(s) and s >= 0,
                   f"cond_scales must be finite numbers >= 0, got {s!r}")
         check(len(set(self.cond_scales)) == len(self.cond_scales), f"cond_scales has repeats: {self.cond_scales}")
-        names = list(self.prompts) + list(self.visual_goals)
-        check(len(set(names)) == len(names), f"a goal is listed twice: {names}")
-        check("unconditioned" not in names, "'unconditioned' is reserved for the baseline; rename that goal")
+        for prompt, phrasings in self.paraphrases.items():
+            check(isinstance(phrasings, list) and all(isinstance(p, str) and p.strip() for p in phrasings),
+                  f"paraphrases[{prompt!r}] must be a list of non-empty strings, got {phrasings!r}")
+        names = list(self.prompts) + [p for _, p in self.phrasings()] + list(self.visual_goals)
+        check(len(set(names)) == len(names), f"a goal is listed twice (prompts, paraphrases, visual_goals): {names}")
+        for reserved in BASELINE_KINDS:
+            check(reserved not in names, f"{reserved!r} is reserved for a baseline; rename that goal")
+        check(self.baseline_weights is None or self.baseline_policy is not None,
+              "baseline_weights is set but baseline_policy is not; give baseline_policy=<.model, preset or folder>")
         for p in self.prompts:
             check(isinstance(p, str) and p.strip() != "", f"prompts must be non-empty strings, got {p!r}")
         for goal, ach in self.prompt_achievements.items():
             check(isinstance(ach, list) and all(isinstance(a, str) for a in ach),
                   f"prompt_achievements[{goal!r}] must be a list of achievement names, got {ach!r}")
+
+    def phrasings(self) -> list[tuple[str, str]]:
+        """(prompt, other phrasing) pairs that are played: `paraphrases` of the prompts in `prompts`, in order."""
+        return [(p, q) for p in self.prompts for q in self.paraphrases.get(p, [])]
+
+
+BASELINE_KINDS = ("unconditioned", "foundation")
+"""goal names (and kinds) of the two baselines: the evaluated policy with a zero goal, the foundation policy"""
 
 
 # ------------------------------------------------------------------------------- planning
@@ -149,20 +178,30 @@ def derive_seed(*parts: Any) -> int:
 
 
 def plan_jobs(cfg: EvalConfig) -> list[dict]:
-    """Every episode to play, in report order: per goal, per scale, per episode; then the baseline."""
+    """Every episode to play, in report order: per goal (each prompt followed by its other phrasings), per scale,
+    per episode; then the unconditioned baseline, then the foundation policy. A job's `policy` says which policy
+    plays it ("policy" or "foundation"); `paraphrase_of` names the prompt a phrasing rephrases (else None)."""
     jobs = []
-    goals = [(p, "text") for p in cfg.prompts] + [(v, "visual") for v in cfg.visual_goals]
-    cells = [(g, kind, float(s)) for g, kind in goals for s in cfg.cond_scales]
+    extra: dict[str, list[str]] = {}
+    for prompt, phrasing in cfg.phrasings():
+        extra.setdefault(prompt, []).append(phrasing)
+    goals = [(g, "text", of) for p in cfg.prompts for g, of in [(p, None)] + [(q, p) for q in extra.get(p, [])]]
+    goals += [(v, "visual", None) for v in cfg.visual_goals]
+    cells = [(g, kind, float(s), of) for g, kind, of in goals for s in cfg.cond_scales]
     if cfg.unconditioned:
-        cells.append(("unconditioned", "unconditioned", None))
-    for goal, kind, scale in cells:
-        targets = [] if kind == "unconditioned" else targets_for(goal, cfg.prompt_achievements)
+        cells.append(("unconditioned", "unconditioned", None, None))
+    if cfg.baseline_policy is not None:
+        cells.append(("foundation", "foundation", None, None))
+    for goal, kind, scale, of in cells:
+        targets = [] if kind in BASELINE_KINDS else targets_for(of or goal, cfg.prompt_achievements)
         for k in range(cfg.episodes):
             jobs.append({"goal": goal, "kind": kind, "cond_scale": scale, "episode": k,
                          "world_seed": derive_seed(cfg.seed, "world", k),
                          "goal_seed": derive_seed(cfg.seed, "goal", kind, goal, k),
                          "agent_seed": derive_seed(cfg.seed, "agent", kind, goal, scale, k),
-                         "targets": targets, "video": k < cfg.videos_per_cell})
+                         "targets": targets, "paraphrase_of": of,
+                         "policy": "foundation" if kind == "foundation" else "policy",
+                         "video": k < cfg.videos_per_cell})
     return jobs
 
 
@@ -173,6 +212,24 @@ def load_eval_policy(cfg: EvalConfig):
     from steve1_ray.models.loading import load_policy_spec
 
     return load_policy_spec(cfg.policy, cfg.weights, seed=cfg.seed)
+
+
+def load_baseline_policy(cfg: EvalConfig):
+    """The foundation policy (`cfg.baseline_policy`), or None. Weights without the goal layer load (a VPT-style
+    file); the layer is then zeroed, so a zero goal adds nothing and the policy acts as it was trained."""
+    import torch
+
+    from steve1_ray.models.loading import load_policy_spec
+
+    if cfg.baseline_policy is None:
+        return None
+    policy = load_policy_spec(cfg.baseline_policy, cfg.baseline_weights, seed=derive_seed(cfg.seed, "foundation"))
+    report = getattr(policy, "load_report", None)
+    if report is not None and report.missing_goal_layer:
+        with torch.no_grad():
+            policy.net.mineclip_embed_linear.weight.zero_()
+            policy.net.mineclip_embed_linear.bias.zero_()
+    return policy
 
 
 def _load_clip(path: Path, end: int | None = None) -> np.ndarray:
@@ -228,21 +285,23 @@ def load_visual_goal(spec: str, embedder) -> np.ndarray:
     return emb
 
 
-def embed_goals(cfg: EvalConfig, jobs: list[dict], embed_dim: int) -> None:
-    """Fill every job's `goal_embed` ((D,) float32) in place; the checks name the mismatch."""
+def embed_goals(cfg: EvalConfig, jobs: list[dict], embed_dim: int, baseline_dim: int | None = None) -> None:
+    """Fill every job's `goal_embed` ((D,) float32) in place; the checks name the mismatch. The baselines get
+    zeros (`baseline_dim` wide for the foundation policy; default `embed_dim`)."""
     import torch
 
-    goal_jobs = [j for j in jobs if j["kind"] != "unconditioned"]
+    goal_jobs = [j for j in jobs if j["kind"] not in BASELINE_KINDS]
     for j in jobs:
-        if j["kind"] == "unconditioned":
-            j["goal_embed"] = np.zeros(embed_dim, np.float32)
+        if j["kind"] in BASELINE_KINDS:
+            dim = baseline_dim if j["kind"] == "foundation" and baseline_dim else embed_dim
+            j["goal_embed"] = np.zeros(dim, np.float32)
     if not goal_jobs:
         return
     from steve1_ray.models.loading import load_goal_models
 
     embedder, prior = load_goal_models(cfg.embedder, cfg.prior)  # no prior: goals are the text embeddings
     with torch.inference_mode():
-        texts = list(cfg.prompts)
+        texts = list(cfg.prompts) + [q for _, q in cfg.phrasings()]
         text_embeds = dict(zip(texts, embedder.encode_text(texts).float().numpy())) if texts else {}
         visual = {name: load_visual_goal(path, embedder) for name, path in cfg.visual_goals.items()}
         for j in goal_jobs:
@@ -279,6 +338,8 @@ class _Slot:
 def _record(job: dict, steps: int, died: bool, metrics: dict, seconds: float, error: str | None = None) -> dict:
     rec = {k: job[k] for k in ("goal", "kind", "cond_scale", "episode", "world_seed", "goal_seed", "agent_seed",
                                "targets")}
+    if job.get("paraphrase_of"):
+        rec["paraphrase_of"] = job["paraphrase_of"]
     rec.update(steps=steps, died=died, metrics=metrics, video=None, seconds=round(seconds, 3))
     if error:
         rec["error"] = error
@@ -320,7 +381,7 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
                             deterministic=deterministic)  # scale 0 == plain conditional: one row suffices
         video, label = None, ""
         if job.get("video"):
-            how = "no goal" if job["kind"] == "unconditioned" else f"scale {scale:g}"
+            how = "no goal" if job["kind"] in BASELINE_KINDS else f"scale {scale:g}"
             label = f"{job['goal']} ({how}, ep {job['episode']})"
             video = Mp4Writer(fps=video_fps, height=video_height, crf=26, preset="ultrafast")
             video.add(draw_prompt(obs["pov"], label, 0))
@@ -355,18 +416,22 @@ def play_episodes(policy, envs: Sequence, jobs: Sequence[dict], max_steps: int, 
 
 
 class EvalWorker:
-    """A rollout actor: the policy (built from a shipped config + state dict) and a few worlds."""
+    """A rollout actor: the policy (and the foundation policy), built from shipped configs + state dicts, and a few
+    worlds. A chunk of jobs is played by the policy its jobs name (`job["policy"]`, one per chunk)."""
 
-    def __init__(self, policy_cfg, state_dict, cfg_dict: dict):
+    def __init__(self, policy_cfg, state_dict, cfg_dict: dict, baseline_cfg=None, baseline_state=None):
         import torch
 
         from steve1_ray.models.policy import Steve1Policy
         self.cfg = from_dict(EvalConfig, cfg_dict)
         torch.set_num_threads(self.cfg.torch_threads)
         device = "cuda" if self.cfg.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
-        self.policy = Steve1Policy(policy_cfg)
-        self.policy.load_state_dict(state_dict, strict=True)
-        self.policy = self.policy.to(device).eval()
+        self.policies = {}
+        for name, pcfg, sd in (("policy", policy_cfg, state_dict), ("foundation", baseline_cfg, baseline_state)):
+            if pcfg is not None:
+                policy = Steve1Policy(pcfg)
+                policy.load_state_dict(sd, strict=True)
+                self.policies[name] = policy.to(device).eval()
         self.envs = [self.cfg.world.make() for _ in range(self.cfg.streams_per_worker)]
         self.steps = 0  # episode steps played in the current chunk; read by `progress` from another thread
 
@@ -377,9 +442,10 @@ class EvalWorker:
             self.steps += n
 
         try:
-            return play_episodes(self.policy, self.envs, jobs, self.cfg.max_steps,
-                                 paper_metrics=self.cfg.world.backend == "minerl", deterministic=self.cfg.deterministic,
-                                 video_height=self.cfg.video_height, video_fps=self.cfg.video_fps, on_step=count)
+            return play_episodes(self.policies[jobs[0].get("policy", "policy")], self.envs, jobs, self.cfg.max_steps,
+                                 paper_metrics=self.cfg.world.backend == "minerl",
+                                 deterministic=self.cfg.deterministic, video_height=self.cfg.video_height,
+                                 video_fps=self.cfg.video_fps, on_step=count)
         except Exception as exc:  # noqa: BLE001 - report, keep the actor for the next chunk
             return _failed(jobs, f"rollout failed: {exc!r}")
 
@@ -396,22 +462,82 @@ def _why(exc: BaseException) -> str:
     return (causes[-1] if causes else lines[0] if lines else type(exc).__name__)[:400]
 
 
-def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, bytes | None]]:
-    """Play every job on `cfg.workers` Ray actors, `streams_per_worker` episodes per call.
+def _duration(seconds: float) -> str:
+    """45s, 3m05s, 1h02m."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
-    The progress bar counts episode steps (each episode counts `max_steps`, so the bar ends at 100 %
-    even when episodes end early) and shows finished and failed episodes.
+
+class ProgressLines:
+    """Plain progress lines for the job's own stdout (the tqdm bar goes to stderr and Ray's worker logs may not
+    reach the driver): episodes done of all, share of the steps, elapsed time and an ETA, printed each time
+    another `every` of the steps is done or `interval_s` has passed since the last line, whichever comes first."""
+
+    def __init__(self, total_episodes: int, every: float = 0.1, interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic, prefix: str = "[evaluate]"):
+        self.total, self.every, self.interval_s = total_episodes, every, interval_s
+        self.clock, self.prefix = clock, prefix
+        self.t0 = self.last = clock()
+        self.next_fraction = every
+
+    def update(self, episodes_done: int, fraction: float, failed: int = 0) -> str | None:
+        """The line to print now (None when none is due): `fraction` is the share of all steps played so far."""
+        now = self.clock()
+        if fraction < self.next_fraction and now - self.last < self.interval_s:
+            return None
+        while self.next_fraction <= fraction:
+            self.next_fraction += self.every
+        self.last = now
+        elapsed = now - self.t0
+        eta = _duration(elapsed * (1 - fraction) / fraction) if fraction > 0 else "?"
+        bad = f" ({failed} failed)" if failed else ""
+        return (f"{self.prefix} {episodes_done}/{self.total} episodes done{bad}, {fraction:.0%} of the steps, "
+                f"{_duration(elapsed)} elapsed, ETA {eta}")
+
+    def finish(self, episodes_done: int, failed: int = 0) -> str:
+        bad = f", {failed} failed" if failed else ""
+        return f"{self.prefix} {episodes_done}/{self.total} episodes done{bad} in {_duration(self.clock() - self.t0)}"
+
+
+def chunk_jobs(jobs: Sequence[dict], size: int) -> list[list[dict]]:
+    """Consecutive jobs in chunks of at most `size`, a chunk never mixing policies (a worker plays a chunk in one
+    batched forward pass of one policy)."""
+    chunks: list[list[dict]] = []
+    for job in jobs:
+        if chunks and len(chunks[-1]) < size and chunks[-1][0].get("policy") == job.get("policy"):
+            chunks[-1].append(job)
+        else:
+            chunks.append([job])
+    return chunks
+
+
+def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict], baseline=None) -> list[tuple[dict, bytes | None]]:
+    """Play every job on `cfg.workers` Ray actors, `streams_per_worker` episodes per call (`baseline`: the
+    foundation policy, for the jobs with `policy: foundation`).
+
+    The progress bar (stderr) counts episode steps (each episode counts `max_steps`, so the bar ends at 100 %
+    even when episodes end early) and shows finished and failed episodes; with `cfg.progress`, `ProgressLines`
+    also prints a line with the ETA to stdout every 10 % of the steps (or minute).
     """
     import ray
     from tqdm import tqdm
 
-    chunks = [jobs[i:i + cfg.streams_per_worker] for i in range(0, len(jobs), cfg.streams_per_worker)]
+    chunks = chunk_jobs(jobs, cfg.streams_per_worker)
     n_workers = min(cfg.workers, len(chunks))
     cfg_dict = to_dict(cfg)
-    policy_ref = ray.put({k: v.cpu() for k, v in policy.state_dict().items()})
+
+    def shipped(p):
+        return ray.put({k: v.cpu() for k, v in p.state_dict().items()})
+
+    policy_ref = shipped(policy)
+    base_cfg, base_ref = (baseline.cfg, shipped(baseline)) if baseline is not None else (None, None)
     Worker = ray.remote(max_concurrency=2)(EvalWorker)  # a second thread answers progress() during run()
     actors = [Worker.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker)
-              .remote(policy.cfg, policy_ref, cfg_dict) for _ in range(n_workers)]
+              .remote(policy.cfg, policy_ref, cfg_dict, base_cfg, base_ref) for _ in range(n_workers)]
     queue = deque(range(len(chunks)))
     results: dict[int, list] = {}
     pending: dict[Any, tuple[Any, int]] = {}
@@ -425,6 +551,7 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, 
         submit(actor)
     bar = tqdm(total=len(jobs) * cfg.max_steps, desc="evaluate", unit="step", disable=not cfg.progress,
                file=sys.stderr, smoothing=0.1)
+    lines = ProgressLines(len(jobs))
     done_steps = 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
@@ -450,12 +577,20 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict]) -> list[tuple[dict, 
             except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
                 running = 0
         n = min(bar.total, done_steps + running)
+        ok = sum(1 for rs in results.values() for r, _ in rs if "error" not in r)
+        failed = sum(len(rs) for rs in results.values()) - ok
         if n != bar.n or ready:  # redraw only on news (logs of `ray job` keep every redraw)
             bar.n = n
-            ok = sum(1 for rs in results.values() for r, _ in rs if "error" not in r)
-            bar.set_postfix(episodes=ok, failed=sum(len(rs) for rs in results.values()) - ok, refresh=False)
+            bar.set_postfix(episodes=ok, failed=failed, refresh=False)
             bar.refresh()
+        line = lines.update(ok + failed, n / max(1, bar.total), failed) if cfg.progress and pending else None
+        if line:
+            print(line, flush=True)
     bar.close()
+    if cfg.progress:
+        ok = sum(1 for rs in results.values() for r, _ in rs if "error" not in r)
+        print(lines.finish(sum(len(rs) for rs in results.values()), sum(len(rs) for rs in results.values()) - ok),
+              flush=True)
     for actor in actors:
         ray.kill(actor)
     return [r for c in range(len(chunks)) for r in results[c]]
@@ -475,10 +610,15 @@ def run_evaluation(cfg: EvalConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     policy = load_eval_policy(cfg)
+    baseline = load_baseline_policy(cfg)
     jobs = plan_jobs(cfg)
-    embed_goals(cfg, jobs, policy_embed_dim(policy))
+    embed_goals(cfg, jobs, policy_embed_dim(policy), policy_embed_dim(baseline) if baseline is not None else None)
+    print(plan_line(cfg, jobs), flush=True)
+    skipped = [p for p in cfg.paraphrases if p not in cfg.prompts]
+    if skipped:
+        print(f"[evaluate] paraphrases of prompts not in prompts= are skipped: {skipped}", flush=True)
     connect(log_to_driver=False, include_dashboard=False)
-    played = run_rollouts(cfg, policy, jobs)
+    played = run_rollouts(cfg, policy, jobs, baseline)
 
     (out / "videos").mkdir(exist_ok=True)
     stems: dict[tuple[str, str], str] = {}  # (goal, kind) -> unique file stem
@@ -506,7 +646,13 @@ def run_evaluation(cfg: EvalConfig) -> Path:
         raise RuntimeError(f"every episode failed (see {out / 'failed.json'}); the first error: {first}")
     wall = time.time() - t0
     steps = sum(e["steps"] for e in episodes)
-    header = [f"- policy: `{cfg.policy}`" + (f", weights `{cfg.weights}`" if cfg.weights else ""),
+    foundation = ""
+    if baseline is not None:
+        loaded = getattr(baseline, "load_report", None)
+        foundation = (f"; foundation policy `{cfg.baseline_policy}`"
+                      + (f", weights `{cfg.baseline_weights}`" if cfg.baseline_weights else "")
+                      + (" (no goal layer)" if loaded is not None and loaded.missing_goal_layer else ""))
+    header = [f"- policy: `{cfg.policy}`" + (f", weights `{cfg.weights}`" if cfg.weights else "") + foundation,
               f"- goals: embedder `{cfg.embedder}`, prior `{cfg.prior}`; world `{cfg.world.backend}`; "
               f"{cfg.episodes} episodes per cell, at most {cfg.max_steps} steps; seed {cfg.seed}",
               f"- {len(episodes)} episodes, {steps} steps in {wall:.0f} s "
@@ -514,6 +660,23 @@ def run_evaluation(cfg: EvalConfig) -> Path:
               + (f"; **{len(failed)} episodes failed**, see failed.json" if failed else "")]
     report = write_report(episodes, out, cfg.confidence, cfg.seed, header_lines=header)
     return report
+
+
+def plan_line(cfg: EvalConfig, jobs: Sequence[dict]) -> str:
+    """One line saying what will be played: goals x scales + baselines, worlds, steps, workers."""
+    parts = []
+    if cfg.prompts:
+        n = len(cfg.phrasings())
+        parts.append(f"{len(cfg.prompts)} prompts" + (f" + {n} other phrasings" if n else ""))
+    if cfg.visual_goals:
+        parts.append(f"{len(cfg.visual_goals)} visual goals")
+    what = " + ".join(parts)
+    if what:
+        what += f" x {len(cfg.cond_scales)} scales ({', '.join(f'{s:g}' for s in cfg.cond_scales)})"
+    extra = [k for k in BASELINE_KINDS if any(j["kind"] == k for j in jobs)]
+    what = ", ".join([w for w in [what] if w] + extra)
+    return (f"[evaluate] {len(jobs)} episodes: {what}; {cfg.episodes} worlds each, at most {cfg.max_steps} steps; "
+            f"{cfg.workers} workers x {cfg.streams_per_worker} streams")
 
 
 def rerender_report(out: Path, confidence: float = 0.95, seed: int = 0) -> Path:
@@ -541,8 +704,9 @@ def _run(cfg: EvalConfig) -> int:
 
 
 JOB = Job("evaluate", EvalConfig, _run, presets="eval", errors=(FileNotFoundError, ValueError),
-          summary="Programmatic evaluation: prompts x guidance scales (+ the unconditioned agent) -> a report "
-                  "folder (config.yaml, report.md, plots, videos); exit 1 if every episode failed.",
+          summary="Programmatic evaluation: prompts (and other phrasings) x guidance scales, the unconditioned "
+                  "agent and a foundation policy on the same worlds -> a report folder (config.yaml, report.md "
+                  "opening with whether each prompt is followed, plots, videos); exit 1 if every episode failed.",
           examples="""
           steve1 evaluate --config crafter policy=runs/train/policy/checkpoint_000003 embedder=data/embedder/mineclip.pth
           steve1 evaluate --config debug episodes=4 'prompts=[collect wood, drink water]' cond_scales=[0,6]""")

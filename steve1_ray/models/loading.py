@@ -9,6 +9,10 @@ checkpoint folder, an `attn.pth` or a `steve1_prior.pt` is read the same way eve
 models are random and seeded (seed 0 by default), so that every process of a run that has no checkpoint —
 the dataset job's actors, the evaluation, the server — computes the same (meaningless) embeddings: tests only.
 
+`released` names the embedded world's released files (`steve1_ray/released/world/`, made by `steve1 release-world`):
+as a policy the foundation policy (`foundation.model` + `foundation.weights`, no goal layer), as an embedder its
+`mineclip.pth`, as a prior its `prior.pt`.
+
 A checkpoint folder of ours (written by steve1_ray.train.checkpoint) holds `model/policy.model` (the original
 `.model` layout) and `model/steve1.weights`; its `model/` folder alone is accepted too.
 """
@@ -29,6 +33,24 @@ MODEL_NAME = "policy.model"
 """a checkpoint's policy architecture, in the original `.model` pickle layout"""
 WEIGHTS_NAME = "steve1.weights"
 """a checkpoint's policy weights, loadable by the original code"""
+
+
+RELEASED = "released"
+"""the name of the embedded world's released files, accepted wherever a policy, embedder or prior is named"""
+RELEASED_DIR = Path(__file__).resolve().parents[1] / "released"
+"""the released models of each embedded world, one folder per world (`released/world/`)"""
+RELEASE_FILES = ("foundation.model", "foundation.weights", "mineclip.pth", "prior.pt")
+"""what a release folder holds besides manifest.json"""
+
+
+def released_world(name: str = "world") -> Path:
+    """The folder of a released embedded-world model set (raises if it is missing or incomplete)."""
+    root = RELEASED_DIR / name
+    missing = [f for f in RELEASE_FILES + ("manifest.json",) if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"released world models {root}: missing {missing}; make them with "
+                                f"`steve1 release-world out={root}`")
+    return root
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -66,6 +88,9 @@ def policy_files(policy: str | Path, weights: str | Path | None = None) -> tuple
     win); a preset name or a `.model` file is kept, with `weights` (None = random init)."""
     from steve1_ray.models.policy import PRESETS
 
+    if str(policy) == RELEASED:
+        root = released_world()
+        return str(root / "foundation.model"), str(weights or root / "foundation.weights")
     p = Path(policy)
     if p.is_dir():
         model, w = checkpoint_files(p)
@@ -106,6 +131,8 @@ def load_embedder(path: str | Path | None = None, preset: str | None = None, dev
     from steve1_ray.models.mineclip import MineCLIPConfig, load_mineclip
 
     dev = _device(device)
+    if path is not None and str(path) == RELEASED:
+        path = released_world() / "mineclip.pth"
     if path is not None and Path(path).is_file():
         model = load_mineclip(path, cfg=None if preset in (None, "attn") else preset, device=dev)
     elif path is None or str(path) in RANDOM_EMBEDDERS:
@@ -114,7 +141,7 @@ def load_embedder(path: str | Path | None = None, preset: str | None = None, dev
         model = load_mineclip(None, cfg, seed=seed, device=dev)
     else:
         raise FileNotFoundError(f"embedder {str(path)!r} does not exist; give MineCLIP's attn.pth, one of our "
-                                f"embedder checkpoints, or {' or '.join(RANDOM_EMBEDDERS)} (random weights, for tests)")
+                                f"embedder checkpoints, {RELEASED!r} (the embedded world's), or {' or '.join(RANDOM_EMBEDDERS)} (random weights, for tests)")
     if embed_dim is not None and model.embed_dim != embed_dim:
         raise ValueError(f"the embedder {path} embeds to {model.embed_dim} values but the policy expects {embed_dim}; "
                          "use the embedder the policy was trained with")
@@ -130,7 +157,7 @@ def load_prior(path: str | Path | None, dim: int | None = None, device: str | to
     from steve1_ray.models import prior as prior_mod
 
     if path is not None:
-        prior = prior_mod.load_prior(path)
+        prior = prior_mod.load_prior(released_world() / "prior.pt" if str(path) == RELEASED else path)
         if dim is not None and prior.input_dim != dim:
             raise ValueError(f"the prior {path} maps {prior.input_dim}-value embeddings but the embedder gives {dim}; "
                              "use the prior trained on this embedder")

@@ -24,17 +24,19 @@ class ServeConfig:
 
     # --- models
     policy: str = "debug"
-    """Policy architecture: a preset name (debug, 1x, 2x, 3x) or an original `.model` file."""
+    """Policy architecture: a preset name (debug, 1x, 2x, 3x), an original `.model` file, or `released` (the
+    embedded world's released foundation policy)."""
     weights: Optional[str] = None
     """Policy weights: the original `steve1.weights` or one of ours; None = random init (debug only)."""
     checkpoint: Optional[str] = None
     """A training checkpoint directory of ours; overrides `policy`/`weights` when set."""
     mineclip: Optional[str] = None
-    """MineCLIP weights (`attn.pth` or ours); None = the randomly initialised `mineclip_preset`."""
+    """MineCLIP weights (`attn.pth`, ours, or `released`: the embedded world's); None = the randomly initialised
+    `mineclip_preset`."""
     mineclip_preset: str = "debug"
     """MineCLIP architecture when `mineclip` is None or one of ours (attn | debug)."""
     prior: Optional[str] = None
-    """CVAE prior weights (`steve1_prior.pt` or ours); None = a random prior of the right width."""
+    """CVAE prior weights (`steve1_prior.pt`, ours, or `released`); None = a random prior of the right width."""
     device: str = "cpu"
     """torch device of the policy/embedder replicas (cpu, cuda)."""
     # --- sessions

@@ -1,6 +1,6 @@
 """`steve1 serve`: start the prompt-to-action service on Ray Serve and block until Ctrl-C.
 
-    steve1 serve                                        # serve/config.yaml defaults (debug preset)
+    steve1 serve                                        # serve/config.yaml defaults (the released world models)
     steve1 serve --config serve/config.yaml policy=2x weights=steve1.weights device=cuda
     steve1 serve port=8001 blocking=false               # deploy and return (the app keeps running)
 
@@ -61,7 +61,7 @@ def serve_forever(cfg: ServeConfig) -> int:
 
 JOB = Job("serve", ServeConfig, serve_forever, default_configs=[DEFAULT_CONFIG], reader=read_serve_yaml,
           examples="""
-          steve1 serve                                   # serve/config.yaml: debug preset on CPU, port 8000
+          steve1 serve                                   # serve/config.yaml: the released world models on CPU, port 8000
           steve1 serve policy=2x weights=steve1.weights mineclip=attn.pth prior=steve1_prior.pt
           steve1 serve port=8001 blocking=false          # deploy and return""")
 

@@ -25,9 +25,16 @@ clips of the same goal, so the InfoNCE targets are spread uniformly over every p
 (multi-positive InfoNCE); with all-distinct labels it is exactly CLIP's loss. The temperature has its own
 learning rate (`logit_scale_lr`): at the model's lr it would barely move in a few hundred steps.
 
+Paraphrases: each epoch a `paraphrases` share of the training clips is paired with a random template phrasing of
+its goal (`steve1_ray.world.phrases`) instead of its caption, so the text side learns more than the
+demonstrators' few captions.
+
 Validation (episodes held out): text→clip retrieval R@1 / R@5 — for each held-out clip's caption, are the
 top-k clips of the same goal? — and clip→goal accuracy over the goals' captions, each with its chance level;
-`val/end_clip_to_goal_acc` is the same on the clips that end on the goal-reached frame.
+`val/end_clip_to_goal_acc` is the same on the clips that end on the goal-reached frame. `val/heldout_phrase/*`
+scores phrasings that no template produces (`phrases.HELDOUT`) beside the captions (`val/caption/*`).
+Each epoch also prints a progress line with the ETA, also written to <out>/progress.log (relayed from Ray
+Train's rank 0 to the driver).
 """
 from __future__ import annotations
 
@@ -109,6 +116,11 @@ class EmbedderConfig:
     """AdamW weight decay on weight matrices (not on biases, norms, embeddings or the temperature)"""
     warmup_steps: int = 10
     """optimizer steps of linear lr warmup before the cosine decay"""
+    paraphrases: float = 0.5
+    """share of training clips whose text, each epoch, is a random template paraphrase of the clip's goal
+    (`steve1_ray.world.phrases.template_phrases`: verb/object/frame templates, ~5800 phrasings of the 18 goals)
+    instead of its recorded caption; drawn from `seed` and the epoch, so a run is reproducible. 0: the captions
+    only (the behaviour before paraphrases). Clips of goals without templates keep their caption"""
     seed: int = 0
     """seed of the clip choice, the episode splits, the initial weights and the batch order"""
     num_workers: int = 0
@@ -130,6 +142,8 @@ class EmbedderConfig:
         check(self.lr > 0 and self.logit_scale_lr >= 0,
               f"lr={self.lr!r} must be > 0 and logit_scale_lr={self.logit_scale_lr!r} >= 0")
         check(self.max_clips >= 2, f"max_clips={self.max_clips!r} must be >= 2")
+        check(0.0 <= self.paraphrases <= 1.0,
+              f"paraphrases={self.paraphrases!r} must be in [0, 1] (share of clips trained on a template paraphrase)")
         check(self.num_workers >= 0, f"num_workers={self.num_workers!r} must be >= 0")
         check(isinstance(self.mineclip, dict), f"mineclip={self.mineclip!r} must be a mapping of MineCLIPConfig fields")
         # `mineclip.embed_dim=768` on the command line arrives as a string: parse it as YAML like other values
@@ -378,6 +392,51 @@ def encode_texts(model: MineCLIP, texts: list[str]) -> torch.Tensor:
     return emb[torch.tensor([pos[t] for t in texts], device=emb.device)]
 
 
+def paraphrase_texts(texts: list[str], goals: list[str], share: float, seed) -> list[str]:
+    """`texts` with a `share` of them (drawn from `seed`) replaced by a random template phrasing of their goal
+    (`steve1_ray.world.phrases.template_phrases`); texts of goals without templates are kept."""
+    from steve1_ray.world.phrases import template_phrases
+
+    if share <= 0:
+        return list(texts)
+    table = template_phrases()
+    rng = np.random.default_rng(seed)
+    swap = rng.random(len(texts)) < share
+    pick = rng.random(len(texts))
+    return [table[g][int(u * len(table[g]))] if s and g in table else t
+            for t, g, s, u in zip(texts, goals, swap, pick)]
+
+
+@torch.no_grad()
+def phrase_metrics(model: MineCLIP, data: ClipSet, v: torch.Tensor) -> dict:
+    """Goal retrieval by phrasings that are not the clips' own texts, for the goals present in `data`:
+    `heldout_phrase/` (hand-written phrasings no template produces), `caption/` (the demonstrators' captions) and
+    `template/` (up to 8 template phrasings per goal, evenly spaced in the sorted list). For each phrase:
+    `goal_acc` — is the nearest goal (mean embedding of the goal's clips) the phrase's goal? chance 1/n_goals;
+    `r@1` — is the nearest clip of the phrase's goal? chance: the goal's share of the clips."""
+    from steve1_ray.world.phrases import captions, heldout_phrases, template_phrases
+
+    names = sorted(set(data.goals))
+    goals = np.asarray(data.goals)
+    if len(names) < 2:
+        return {}
+    sets = {"heldout_phrase": heldout_phrases(), "caption": captions(),
+            "template": {g: p[::max(1, len(p) // 8)][:8] for g, p in template_phrases().items()}}
+    centroids = F.normalize(torch.stack([v[torch.from_numpy(goals == n)].mean(0) for n in names]), dim=-1)
+    out = {"phrase_goal_chance": 1.0 / len(names)}
+    for key, table in sets.items():
+        rows = [(g, p) for g in names for p in table.get(g, ())]
+        if not rows:
+            continue
+        want = np.asarray([g for g, _ in rows])
+        t = F.normalize(model.encode_text([p for _, p in rows]).float(), dim=-1)
+        out[f"{key}/goal_acc"] = float((np.asarray(names)[(t @ centroids.T).argmax(1).cpu().numpy()] == want).mean())
+        out[f"{key}/r@1"] = float((goals[(t @ v.T).argmax(1).cpu().numpy()] == want).mean())
+        out[f"{key}/r@1_chance"] = float(np.mean([(goals == g).mean() for g in want]))
+        out[f"{key}/n"] = len(rows)
+    return out if len(out) > 1 else {}  # no goal of the world's (e.g. another world's captions): nothing
+
+
 @torch.no_grad()
 def embed_clipset(model: MineCLIP, data: ClipSet, frame_batch: int = 256) -> torch.Tensor:
     """(M, D) video embeddings of every clip; each frame of the set is encoded once."""
@@ -417,6 +476,7 @@ def retrieval_metrics(model: MineCLIP, data: ClipSet) -> dict:
     # chance of a guess drawn from the goal frequencies (a stronger baseline than 1/n_goals)
     freq = np.unique(goals, return_counts=True)[1] / m
     out["clip_to_goal_prior_chance"] = float((freq ** 2).sum())
+    out.update(phrase_metrics(model, data, v))
     return out
 
 
@@ -463,13 +523,33 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
 
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def progress_line(metrics: dict, epochs: int) -> str:
+    """One human line per epoch: loss, held-out retrieval, time so far and the ETA of the remaining epochs."""
+    e, elapsed = metrics["epoch"], metrics["seconds"]
+    parts = [f"embedder: epoch {e}/{epochs}", f"loss {metrics['train/loss']:.3f}"]
+    for key, name in (("val/text_to_clip_r@1", "val R@1"), ("val/clip_to_goal_acc", "clip->goal"),
+                      ("val/caption/goal_acc", "caption->goal"), ("val/heldout_phrase/goal_acc", "held-out phrase->goal")):
+        if key in metrics:
+            parts.append(f"{name} {metrics[key]:.2f}")
+    if "val/phrase_goal_chance" in metrics:
+        parts.append(f"(chance {metrics['val/phrase_goal_chance']:.2f})")
+    parts += [f"elapsed {_duration(elapsed)}", f"ETA {_duration(elapsed / e * (epochs - e))}"]
+    return "  ".join(parts)
+
+
 def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print, rank: int = 0,
-                   world_size: int = 1, select: ClipSet | None = None) -> tuple[MineCLIP, dict]:
+                   world_size: int = 1, select: ClipSet | None = None,
+                   progress: str | Path | None = None) -> tuple[MineCLIP, dict]:
     """Plain PyTorch loop. With `select` episodes, the returned model is the epoch that scored best on them
     (`selection_score`); `info["final"]` is that epoch's metrics and `info["best_epoch"]` its number. With
     world_size > 1 (under Ray Train) each rank takes its slice of every batch and gradients are averaged with an
     all-reduce before the step (the loss is not a per-sample sum, so DDP's forward hooks would not fit the text
-    and pooling towers used outside `forward`)."""
+    and pooling towers used outside `forward`). `progress`: a file that gets each epoch's `progress_line`."""
     torch.manual_seed(cfg.seed)
     model = _initial_model(cfg)
     if cfg.center_init and not cfg.init:
@@ -495,6 +575,8 @@ def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print,
     for epoch, batches in enumerate(epoch_batches):
         model.train()
         losses = []
+        # the texts of this epoch: a share of the captions replaced by template paraphrases (same on every rank)
+        texts = paraphrase_texts(train.texts, train.goals, cfg.paraphrases, [cfg.seed, 29, epoch])
         for batch in batches:
             idx = batch[rank::world_size]
             if len(idx) < 2:
@@ -502,7 +584,7 @@ def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print,
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * _schedule(step, total, cfg.warmup_steps)
             video = encode_clip_batch(model, train, idx)  # (B, D)
-            text = encode_texts(model, [train.texts[i] for i in idx])  # (B, D)
+            text = encode_texts(model, [texts[i] for i in idx])  # (B, D)
             loss = contrastive_loss(video, text, model.clip_model.logit_scale, [train.goals[i] for i in idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -526,6 +608,10 @@ def train_embedder(cfg: EmbedderConfig, train: ClipSet, val: ClipSet, log=print,
                 if best is None or metrics["select/score"] > best[0]:
                     best = (metrics["select/score"], epoch, copy.deepcopy(model.state_dict()))
             log(json.dumps(metrics))
+            log(progress_line(metrics, cfg.epochs))
+            if progress is not None:
+                with open(progress, "a") as f:
+                    f.write(progress_line(metrics, cfg.epochs) + "\n")
         history.append(metrics)
     best_epoch = len(history) - 1
     if best is not None:
@@ -569,8 +655,11 @@ def _train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     data = build_clips(cfg, cfg.model_config().window if not cfg.init else 16)
     train, val, select = split_train_val_select(data, cfg)
-    core, info = train_embedder(cfg, train, val, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-                                select=select)
+    # rank 0's log lines stay in Ray's worker logs (the quick start runs with log_to_driver=False): its per-epoch
+    # progress lines also go to <out>/progress.log, which the driver tails (`run`); `out` is absolute here
+    core, info = train_embedder(cfg, train, val, log=print, rank=ctx.get_world_rank(),
+                                world_size=ctx.get_world_size(), select=select,
+                                progress=Path(cfg.out) / "progress.log" if ctx.get_world_rank() == 0 else None)
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if ctx.get_world_rank() == 0:
@@ -578,6 +667,42 @@ def _train_loop_per_worker(config: dict) -> None:
             (Path(d) / "metrics.json").write_text(json.dumps(info))
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report({k: v for k, v in info["final"].items() if isinstance(v, (int, float))}, checkpoint=ckpt)
+
+
+class _Tail:
+    """While in the `with` block, a thread passes each new line of `path` to `log` (and the rest on exit)."""
+
+    def __init__(self, path: Path, log, every: float = 1.0):
+        import threading
+
+        self.path, self.log, self.every, self.pos = path, log, every, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                chunk = f.read()
+        except OSError:
+            return
+        done = chunk[:chunk.rfind(b"\n") + 1]  # whole lines only
+        self.pos += len(done)
+        for line in done.decode(errors="replace").splitlines():
+            self.log(line)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.every):
+            self._poll()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self._poll()
 
 
 def run(cfg: EmbedderConfig, log=print) -> dict:
@@ -588,13 +713,15 @@ def run(cfg: EmbedderConfig, log=print) -> dict:
     save_config(cfg, out / "config.yaml")
     t0 = time.time()
     window = cfg.model_config().window if not cfg.init else 16
+    progress = out / "progress.log"  # one line per epoch with the ETA (see `progress_line`)
+    progress.write_text("")
     if cfg.num_workers == 0:
         data = build_clips(cfg, window, log=log)
         train, val, select = split_train_val_select(data, cfg)
         log(f"embedder: {len(train)} train clips ({len(train.frames)} frames), {len(val)} val clips, "
             f"{len(select) if select is not None else 0} selection clips, "
             f"{len(set(data.goals))} goals ({time.time() - t0:.0f}s to cut)")
-        model, info = train_embedder(cfg, train, val, log=log, select=select)
+        model, info = train_embedder(cfg, train, val, log=log, select=select, progress=progress)
         save_mineclip(model, out / "mineclip.pth")
         info.update(n_train_clips=len(train), n_val_clips=len(val))
     else:
@@ -603,12 +730,14 @@ def run(cfg: EmbedderConfig, log=print) -> dict:
         from ray.train.torch import TorchTrainer
 
         connect()
+        log(f"embedder: {cfg.num_workers} Ray Train workers; per-epoch progress from {progress}")
         trainer = TorchTrainer(
-            _train_loop_per_worker, train_loop_config=to_dict(cfg),
+            _train_loop_per_worker, train_loop_config={**to_dict(cfg), "out": str(out.resolve())},
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
             run_config=ray.train.RunConfig(name=f"embedder-{int(time.time())}",
                                            storage_path=cfg.storage_path or str((out / "ray").resolve())))
-        result = trainer.fit()
+        with _Tail(progress, log):
+            result = trainer.fit()
         with result.checkpoint.as_directory() as d:
             (out / "mineclip.pth").write_bytes((Path(d) / "mineclip.pth").read_bytes())
             info = json.loads((Path(d) / "metrics.json").read_text())

@@ -25,11 +25,18 @@ from steve1_ray.train.schedule import lr_at
 from steve1_ray.train.step import optimizer_step
 from steve1_ray.train.validate import Validation
 
+PROGRESS_SINK_KEY = "progress_sink"
+"""the key of `train_loop_config` that carries the driver's progress box (an actor handle), if any"""
+
 
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    sink = None  # the driver's progress box (train/run.py), carried beside the config's fields
+    if isinstance(config, dict):
+        config = dict(config)
+        sink = config.pop(PROGRESS_SINK_KEY, None)
     cfg = from_dict(TrainConfig, config) if isinstance(config, dict) else config
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -44,7 +51,7 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoints = RunCheckpoints(cfg, rank, policy, optimizer, scaler)
     progress, resumed = checkpoints.resume()
     model = distributed(policy, device) if world > 1 else policy
-    log = RunLog(cfg, rank == 0, purge_step=progress.steps if resumed else None)
+    log = RunLog(cfg, rank == 0, purge_step=progress.steps if resumed else None, sink=sink)
     log.start(progress, resumed, train_set, val_set, policy, world, device)
     validation = Validation(policy, val_set, cfg, rank, world, device, log)
     train_metrics = TrainMetrics(cfg, log, device)

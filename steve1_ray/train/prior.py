@@ -22,7 +22,6 @@ import json
 import math
 import pickle
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from steve1_ray.config import ConfigError, check, save_config, to_dict
+from steve1_ray.progress import Meter
 from steve1_ray.runner import Job, run_job
 
 
@@ -225,7 +225,8 @@ def evaluate(prior, text: torch.Tensor, visual: torch.Tensor, beta: float, batch
 
 
 def train_prior(cfg: PriorConfig, text: np.ndarray, visual: np.ndarray, log=print) -> dict:
-    """Train on the pairs; save the best (by val loss) prior to `cfg.out`; return the summary."""
+    """Train on the pairs; save the best (by val loss) prior to `cfg.out`; return the summary. `log` gets the
+    progress lines (every tenth of the epochs, at least every minute, with an ETA)."""
     from steve1_ray.models.prior import TranslatorVAE, save_prior
 
     torch.manual_seed(cfg.seed)
@@ -236,10 +237,10 @@ def train_prior(cfg: PriorConfig, text: np.ndarray, visual: np.ndarray, log=prin
     gen = torch.Generator().manual_seed(cfg.seed)
     best = {"val_loss": math.inf, "epoch": -1}
     best_state, history, since_best = None, [], 0
-    log(f"prior: {len(tr_t)} train / {len(va_t)} val pairs of {text.shape[1]}-d embeddings; "
-        f"{sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters")
+    meter = Meter("train-prior", "epoch", cfg.epochs, write=log)
+    meter.say(f"{len(tr_t)} train / {len(va_t)} val pairs of {text.shape[1]}-d embeddings; "
+              f"{sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters")
     for epoch in range(cfg.epochs):
-        t0 = time.time()
         perm = torch.randperm(len(tr_t), generator=gen)
         sums, n_batches = {"loss": 0.0, "kl": 0.0, "mse": 0.0}, 0
         for i in range(0, len(perm), cfg.batch_size):
@@ -261,11 +262,11 @@ def train_prior(cfg: PriorConfig, text: np.ndarray, visual: np.ndarray, log=prin
                 prior.state_dict()), 0
         else:
             since_best += 1
-        log(f"epoch {epoch + 1}/{cfg.epochs} | train loss {train['loss']:.4f} (kl {train['kl']:.3f}, mse "
-            f"{train['mse']:.4f}) | val loss {val['loss']:.4f} (mse {val['mse']:.4f}){' best' if improved else ''}"
-            f" | {time.time() - t0:.1f}s")
-        if cfg.patience and since_best >= cfg.patience:
-            log(f"early stopping: no better val loss in {cfg.patience} epochs")
+        stop = bool(cfg.patience and since_best >= cfg.patience)
+        meter.update(epoch + 1, f"train loss {train['loss']:.4g} (kl {train['kl']:.4g}, mse {train['mse']:.4g})",
+                     f"val loss {val['loss']:.4g} (mse {val['mse']:.4g}){' best' if improved else ''}", force=stop)
+        if stop:
+            meter.say(f"early stopping: no better val loss in {cfg.patience} epochs")
             break
     prior.load_state_dict(best_state)
     out = save_prior(prior, cfg.out)

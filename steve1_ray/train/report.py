@@ -1,6 +1,6 @@
-"""What the training loop tells people and Ray: rank 0's `RunLog` (TensorBoard, metrics.jsonl, console lines),
-`TrainMetrics` (train/* every `log_every_steps` steps, with the ETA) and `run_metrics` (what each
-`ray.train.report` carries)."""
+"""What the training loop tells people and Ray: rank 0's `RunLog` (TensorBoard, metrics.jsonl, console lines,
+and the numbers of the driver's progress lines), `TrainMetrics` (train/* every `log_every_steps` steps, with the
+ETA) and `run_metrics` (what each `ray.train.report` carries)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from steve1_ray.progress import duration, seconds_left
 from steve1_ray.train.checkpoint import Progress
 from steve1_ray.train.config import TrainConfig, is_uri
 from steve1_ray.train.validate import all_reduce_sum
@@ -28,10 +29,13 @@ def run_metrics(progress: Progress, train: dict, extra: dict) -> dict:
 
 
 class RunLog:
-    """Rank 0's TensorBoard writer, metrics.jsonl and console progress line (no-ops on other ranks)."""
+    """Rank 0's TensorBoard writer, metrics.jsonl and console progress line (no-ops on other ranks).
 
-    def __init__(self, cfg: TrainConfig, enabled: bool, purge_step: int | None):
-        self.cfg, self.enabled, self.writer, self.jsonl = cfg, enabled, None, None
+    `sink`: the driver's progress box (train/run.py), an actor with `put(numbers: dict)`, or None. The console
+    lines stay in the worker's log (the driver may not show workers' output); the numbers go to the driver."""
+
+    def __init__(self, cfg: TrainConfig, enabled: bool, purge_step: int | None, sink=None):
+        self.cfg, self.enabled, self.writer, self.jsonl, self.sink = cfg, enabled, None, None, sink
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -64,6 +68,11 @@ class RunLog:
         except OSError as e:  # logs are not worth failing a run over
             print(f"warning: could not copy TensorBoard logs to {self.cfg.run_dir()}: {e}", file=sys.stderr)
 
+    def progress(self, **numbers) -> None:
+        """Send `numbers` to the driver's progress lines, without waiting (a no-op when nobody listens)."""
+        if self.enabled and self.sink is not None:
+            self.sink.put.remote(numbers)
+
     def line(self, text: str) -> None:
         if self.enabled:  # not print(): Ray Train's print patch would show each line twice in job logs
             sys.stdout.write(text + "\n")
@@ -93,8 +102,8 @@ class RunLog:
 class TrainMetrics:
     """Sums of this worker's optimizer steps since the last log point. Every `log_every_steps` steps (on every
     rank: it all-reduces) they become train/loss, train/nll, train/lr, train/grad_norm, train/frames_per_s,
-    train/frames, train/epoch and sys/*, written by `log` with the progress line. `last` holds the latest
-    train/loss and train/nll for `run_metrics`."""
+    train/frames, train/epoch and sys/*, written by `log` with the progress line and sent to the driver (with
+    the first step's time too). `last` holds the latest train/loss and train/nll for `run_metrics`."""
 
     def __init__(self, cfg: TrainConfig, log: RunLog, device):
         self.cfg, self.log, self.device = cfg, log, device
@@ -103,7 +112,7 @@ class TrainMetrics:
     def start(self, frames: int) -> None:
         """Start the clocks (the ETA counts from here, from `frames` frames done)."""
         self._reset()
-        self.t_run, self.frames_at_start = time.time(), frames
+        self.t_run, self.frames_at_start, self.first_step = time.time(), frames, True
 
     def _reset(self) -> None:
         self.loss, self.nll, self.frames, self.steps, self.t = 0.0, 0.0, 0, 0, time.time()
@@ -114,6 +123,9 @@ class TrainMetrics:
         self.nll += out["nll_sum"]
         self.frames += out["frames"]
         self.steps += 1
+        if self.first_step:  # how long the start took: the driver names it once
+            self.first_step = False
+            self.log.progress(first_step_s=time.time() - self.t_run, steps=progress.steps)
         if progress.steps % self.cfg.log_every_steps != 0:
             return
         sums = all_reduce_sum(torch.tensor([self.loss, self.nll, self.frames, self.steps], dtype=torch.float64))
@@ -124,12 +136,14 @@ class TrainMetrics:
                    "train/epoch": epoch, **memory_gb(self.device)}
         self.log.scalars(metrics, progress.steps)
         cfg = self.cfg
-        rate = (progress.frames - self.frames_at_start) / max(time.time() - self.t_run, 1e-9)
+        left = seconds_left(progress.frames, cfg.n_frames, time.time() - self.t_run, self.frames_at_start)
         self.log.line(f"step {progress.steps} | frames {progress.frames:,}/{cfg.n_frames:,} "
                       f"({100 * progress.frames / cfg.n_frames:.1f}%) | loss {self.last['train/loss']:.4f} | "
                       f"nll/frame {self.last['train/nll']:.4f} | lr {lr:.2e} | grad_norm "
                       f"{out['grad_norm']:.3f} | {metrics['train/frames_per_s']:,.0f} frames/s | eta "
-                      f"{eta((cfg.n_frames - progress.frames) / rate if rate > 0 else float('nan'))}")
+                      f"{duration(left)}")
+        self.log.progress(steps=progress.steps, frames=progress.frames, loss=self.last["train/loss"],
+                          val_loss=progress.last_val_loss, frames_per_s=metrics["train/frames_per_s"], eta_s=left)
         self._reset()
 
 
@@ -138,10 +152,3 @@ def memory_gb(device) -> dict:
     if device.type == "cuda":
         out["sys/cuda_peak_gb"] = torch.cuda.max_memory_allocated(device) / 1024**3
     return out
-
-
-def eta(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    h, rem = divmod(int(seconds), 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"

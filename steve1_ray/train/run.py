@@ -6,29 +6,38 @@
 
 Rerunning with the same `run_name` and `storage_path` resumes from the run's latest checkpoint
 (use a new `run_name`, or `fresh=true`, to start over).
+
+While `fit()` runs, this process prints `[train] step ...` lines with an ETA (`DriverProgress`): the workers'
+own lines stay in Ray's worker logs, which a driver started with `log_to_driver=False` (the quick start) never
+shows.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import sys
+import threading
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, save_config, to_dict
+from steve1_ray.progress import Meter, duration, rate
 from steve1_ray.runner import Job, run_job
 from steve1_ray.train.config import TrainConfig, is_uri
 
 
-def build_trainer(cfg: TrainConfig, callbacks: list | None = None, run_config_kwargs: dict | None = None):
+def build_trainer(cfg: TrainConfig, callbacks: list | None = None, run_config_kwargs: dict | None = None,
+                  progress_sink=None):
     """A `TorchTrainer` running `train_loop_per_worker` with the scaling, storage and failure policy of `cfg`.
 
     `callbacks` (e.g. Tune's `TuneReportCallback`) go into the RunConfig; the Tune sweep builds on this.
+    `progress_sink`: a `DriverProgress` box that rank 0 sends its progress numbers to.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from steve1_ray.train.loop import train_loop_per_worker
+    from steve1_ray.train.loop import PROGRESS_SINK_KEY, train_loop_per_worker
 
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
@@ -41,14 +50,90 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None, run_config_kw
         name=cfg.run_name, storage_path=_storage(cfg.storage_path), checkpoint_config=checkpointing,
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         callbacks=callbacks or None, **(run_config_kwargs or {}))
-    return TorchTrainer(train_loop_per_worker, train_loop_config=to_dict(cfg), scaling_config=scaling,
+    loop_config = to_dict(cfg) | ({PROGRESS_SINK_KEY: progress_sink} if progress_sink is not None else {})
+    return TorchTrainer(train_loop_per_worker, train_loop_config=loop_config, scaling_config=scaling,
                         run_config=run_config, torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"))
 
 
 def run_training(cfg: TrainConfig, callbacks: list | None = None):
-    """Fit and return the Ray `Result` (its `.checkpoint` is the latest; `.metrics` the last report)."""
+    """Fit and return the Ray `Result` (its `.checkpoint` is the latest; `.metrics` the last report), printing
+    progress lines here while it runs."""
     _check_resources(cfg)
-    return build_trainer(cfg, callbacks).fit()
+    with DriverProgress(cfg) as progress:
+        return build_trainer(cfg, callbacks, progress_sink=progress.box).fit()
+
+
+class _ProgressBox:
+    """A Ray actor: keeps what rank 0 `put`s until the driver `take`s it."""
+
+    def __init__(self):
+        self.items: list[dict] = []
+
+    def put(self, numbers: dict) -> None:
+        self.items.append(numbers)
+
+    def take(self) -> list[dict]:
+        items, self.items = self.items, []
+        return items
+
+
+class DriverProgress:
+    """Progress lines of a run, printed by this (the driver's) process: rank 0 sends its numbers to `box`, an
+    actor (train/report.py `RunLog.progress`); a thread here takes them every `poll_s` seconds and prints them
+    with a `Meter` (every tenth of the steps and at least every `every_s` seconds, plus the first step's
+    latency). An actor, not a file, so it works for any storage_path (s3:// too) and on many nodes."""
+
+    def __init__(self, cfg: TrainConfig, every_s: float = 60.0, poll_s: float = 1.0, write=None):
+        import ray
+
+        self.cfg, self.poll_s, self.first_step_shown = cfg, poll_s, False
+        self.box = ray.remote(num_cpus=0)(_ProgressBox).remote()
+        self.meter = Meter("train", "step", math.ceil(cfg.n_frames / cfg.frames_per_step), every_s, write)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="train-progress", daemon=True)
+
+    def __enter__(self) -> "DriverProgress":
+        cfg = self.cfg
+        where = f"{cfg.num_workers} Ray Train worker(s)" if cfg.num_workers else "this process (local mode)"
+        self.meter.say(f"{self.meter.total} optimizer steps of {cfg.frames_per_step:,} frames on {where}; starting")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        self._stop.set()
+        self._thread.join()
+        ray.kill(self.box)
+
+    def _run(self) -> None:
+        import ray
+
+        while True:
+            stopping = self._stop.wait(self.poll_s)
+            try:
+                items = ray.get(self.box.take.remote(), timeout=60)
+            except Exception as e:  # noqa: BLE001 - progress lines are not worth failing a run over
+                print(f"warning: no more progress lines: {e}", file=sys.stderr, flush=True)
+                return
+            for numbers in items:
+                self.show(numbers)
+            if stopping:
+                return
+
+    def show(self, n: dict) -> None:
+        """One message of rank 0: the first step's time, or the numbers of a log point."""
+        if "first_step_s" in n:
+            if self.first_step_shown:  # a worker group restarted after a failure: its first step says nothing new
+                return
+            self.first_step_shown = True
+            latency, step_s = self.meter.elapsed_s(), n["first_step_s"]
+            self.meter.say(f"first step done {duration(latency)} after the start: {duration(latency - step_s)} "
+                           f"setting up (workers, data, model), {duration(step_s)} the step itself")
+            return
+        val = f"  val {n['val_loss']:.4g}" if math.isfinite(n["val_loss"]) else ""
+        self.meter.update(n["steps"], f"frames {n['frames']:,}/{self.cfg.n_frames:,}",
+                          f"loss {n['loss']:.4g}{val}", rate(n["frames_per_s"], "frames"), eta_s=n["eta_s"])
 
 
 def _storage(path: str) -> str:

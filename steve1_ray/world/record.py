@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import traceback
 from collections import Counter
@@ -30,6 +29,7 @@ from typing import ClassVar
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, from_dict, save_config, to_dict
+from steve1_ray.progress import Meter, rate
 from steve1_ray.runner import Job, run_job
 from steve1_ray.world.config import WorldConfig
 from steve1_ray.world.demonstrators import GOALS
@@ -88,7 +88,7 @@ class RecordConfig:
     overwrite: bool = False
     """re-record episodes that already exist"""
     progress: bool = True
-    """show a progress bar"""
+    """print progress lines with an ETA (every tenth of the episodes, at least every minute)"""
 
     def __post_init__(self):
         check(self.episodes >= 1, f"episodes={self.episodes}: record at least 1")
@@ -157,12 +157,6 @@ def _is_done(cfg: RecordConfig, name: str) -> bool:
     return (root / "meta" / f"{name}.json").exists() and video.exists() and jsonl.exists()
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="record", unit="ep", disable=not enabled, file=sys.stderr)
-
-
 def record_episodes(cfg: RecordConfig) -> dict:
     """Record `cfg.episodes` episodes (skipping finished ones), write index/captions/summary; returns summary."""
     root = Path(cfg.out)
@@ -173,8 +167,13 @@ def record_episodes(cfg: RecordConfig) -> dict:
     cfg_dict = to_dict(cfg)
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
-    bar = _progress(len(todo), cfg.progress)
-    frames_done = 0
+    meter = Meter("record", "episodes", len(todo), write=None if cfg.progress else lambda text: None)
+
+    def done(res: dict) -> None:
+        results[res["name"]] = res
+        frames = sum(r.get("n_frames", 0) for r in results.values())
+        meter.update(len(results), f"frames {frames:,}", rate(frames / max(meter.elapsed_s(), 1e-9), "frames"))
+
     if todo and cfg.use_ray:
         ray = connect(log_to_driver=False)
         remote = ray.remote(_record_one).options(num_cpus=cfg.num_cpus, max_retries=1)
@@ -182,19 +181,10 @@ def record_episodes(cfg: RecordConfig) -> dict:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
-                res = ray.get(ref)
-                results[res["name"]] = res
-                frames_done += res.get("n_frames", 0)
-                bar.update(1)
-                bar.set_postfix(frames=frames_done)
+                done(ray.get(ref))
     else:
         for i in todo:
-            res = _record_one(cfg_dict, i)
-            results[res["name"]] = res
-            frames_done += res.get("n_frames", 0)
-            bar.update(1)
-            bar.set_postfix(frames=frames_done)
-    bar.close()
+            done(_record_one(cfg_dict, i))
     wall = time.perf_counter() - t0
 
     records, failed = [], []

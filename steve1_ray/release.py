@@ -1,0 +1,236 @@
+"""`steve1 release-world`: the embedded world's released models, made by the project's own jobs.
+
+STEVE-1 fine-tunes OpenAI's VPT foundation model with goals from a pretrained MineCLIP. This command makes the
+same three files for the embedded world, so that the quick start is the fine-tune a STEVE-1 user does:
+
+    record (scripted demonstrators, seeds from `seed`, other than the quick start's)
+      → train the world embedder (MineCLIP layout; text tower on captions and template paraphrases)
+      → dataset (shards embedded with it) → sampling
+      → train the foundation policy: unconditioned behaviour cloning (p_uncond 1, goal layer frozen), VPT's role
+      → train the prior (text → visual goal) on the world's captions
+      → <out>/ foundation.model + foundation.weights (VPT layout: no goal layer), mineclip.pth, prior.pt,
+               manifest.json (sha256 and size of each file, the command, the commit, the metrics)
+
+Intermediate files (recordings, shards, training runs) go under `work`, not into `out`. Re-running the same
+command resumes: finished stages are skipped and the training stages continue from their last checkpoints.
+The files load through the same strict loaders as the released Minecraft files (`steve1_ray.models.loading`);
+Name them `released` wherever a policy, embedder or prior is asked for (`steve1_ray.models.loading`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steve1_ray.cluster import connect
+from steve1_ray.config import check, save_config, to_dict
+from steve1_ray.models.loading import RELEASE_FILES, RELEASED_DIR, checkpoint_files, latest_checkpoint, released_world
+from steve1_ray.runner import Job, run_job
+from steve1_ray.progress import duration
+from steve1_ray.stages import Stages
+from steve1_ray.world.config import WorldConfig
+
+_REPO = Path(__file__).resolve().parents[1]
+FILES = RELEASE_FILES
+MAX_RELEASE_BYTES = 40 * 2**20
+"""all files of a release together (they are committed to git)"""
+
+
+def release_world_config() -> WorldConfig:
+    """The world the released models were trained in (their manifest's `world` section)."""
+    manifest = json.loads((released_world() / "manifest.json").read_text())
+    return WorldConfig(**manifest["world"])
+
+
+@dataclass
+class ReleaseConfig:
+    """Budget of each stage of the embedded world's release."""
+
+    out: str = ""
+    """the release folder: foundation.model/.weights, mineclip.pth, prior.pt, manifest.json; default: the
+    committed `steve1_ray/released/world`"""
+    work: str = "runs/release-world"
+    """intermediate files: recordings, shards, samplings, training runs (not committed; keep them to resume)"""
+    episodes: int = 100
+    """demonstrator episodes recorded (the foundation's behaviour-cloning data)"""
+    max_steps: int = 600
+    """frames per episode at most (20 per second)"""
+    seed: int = 100000
+    """first world seed of the recording (episode i plays world seed + i; the quick start records from 0)"""
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(tree_logs=4))
+    """the embedded world of the release (trees give 4 logs, docs/world.md); the quick start, serving and the
+    evaluation play in the world the manifest names"""
+    embedder_epochs: int = 8
+    """epochs of the world embedder's contrastive training"""
+    embedder_args: list[str] = field(default_factory=list)
+    """more `key=value` arguments for `steve1 train-embedder --config world` (e.g. paraphrase settings)"""
+    policy: str = "debug"
+    """the foundation policy's preset (`steve1 train --config <policy>`; debug: the most fine-tuning per
+    CPU-minute, docs/world.md)"""
+    foundation_frames: int = 262144
+    """behaviour-cloning frames of the foundation policy (unconditioned: p_uncond 1, goal layer frozen)"""
+    prior_epochs: int = 50
+    """epochs of the prior's training (the original's 50)"""
+    tiny: bool = False
+    """smallest settings everywhere (tests)"""
+
+    def __post_init__(self):
+        check(self.episodes >= 2, f"episodes={self.episodes!r}: need at least 2 (some are held out for validation)")
+        check(self.max_steps >= 64, f"max_steps={self.max_steps!r}: episodes need at least 64 frames")
+        check(self.world.backend == "crafter",
+              f"world.backend={self.world.backend!r}: the release records with crafter's scripted demonstrators")
+        check(self.foundation_frames > 0, f"foundation_frames={self.foundation_frames!r} must be > 0")
+        if self.tiny:
+            self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
+            self.foundation_frames, self.prior_epochs = 1024, 2
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entries(root: Path, names=FILES) -> dict[str, dict]:
+    return {n: {"sha256": sha256(root / n), "bytes": (root / n).stat().st_size} for n in names}
+
+
+def verify(root: str | Path) -> dict:
+    """Check every file of a release folder against its manifest (size and sha256); returns the manifest."""
+    root = Path(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for name, want in manifest["files"].items():
+        got = file_entries(root, [name])[name]
+        if got != want:
+            raise ValueError(f"{root / name}: {got} does not match the manifest's {want}")
+    return manifest
+
+
+def _git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def export_foundation(model_dir: Path, out: Path) -> dict:
+    """The trained foundation checkpoint → `foundation.model` + `foundation.weights` without the goal layer (VPT's
+    layout: a STEVE-1 fine-tune adds a fresh goal layer, as from `rl-from-foundation-2x.weights`)."""
+    import torch
+
+    from steve1_ray.models.formats import GOAL_KEYS, read_model_file, read_state_dict, write_model_file
+
+    model, weights = checkpoint_files(model_dir)
+    sd, _ = read_state_dict(weights)
+    cfg = read_model_file(model)
+    write_model_file(cfg, out / "foundation.model")
+    torch.save({k: v for k, v in sd.items() if k not in GOAL_KEYS}, out / "foundation.weights")
+    return {"preset_shape": {"hidsize": cfg.hidsize, "embed_dim": cfg.embed_dim},
+            "parameters": int(sum(v.numel() for k, v in sd.items() if k not in GOAL_KEYS))}
+
+
+def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
+    work = Path(cfg.work).resolve()
+    st = Stages(work, "release-world")
+    work.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, work / "release_config.yaml")
+    print(f"steve1 release-world: intermediate files in {work}, the release in {Path(cfg.out or RELEASED_DIR / 'world').resolve()}")
+    connect(private=True, num_cpus=max(2, os.cpu_count() or 2), log_to_driver=False,
+            env_vars={"PYTHONPATH": str(_REPO)})
+    world_arg = "world=" + json.dumps(to_dict(cfg.world), separators=(",", ":"))
+    world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
+    samplings, train_dir, prior = st.path("samplings"), st.path("train"), st.path("prior", "prior.pt")
+    foundation = train_dir / "foundation.weights"
+
+    st.run("record demonstrator episodes", "record", "steve1_ray.world.record",
+           [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", f"seed={cfg.seed}", world_arg],
+           done=world / "summary.json")
+    st.run("train the world embedder (MineCLIP layout)", "train-embedder", "steve1_ray.train.embedder",
+           ["--config", "world", f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}",
+            *cfg.embedder_args],
+           done=embedder / "mineclip.pth")
+    st.run("dataset: decode, convert actions, embed, write shards", "dataset", "steve1_ray.data.pipeline",
+           ["--config", "world", f"output={shards}", f"sources=[local:{world / 'contractor'}]",
+            f"mineclip_path={embedder / 'mineclip.pth'}"],
+           done=shards / "manifest.json")
+    n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
+    st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
+           ["name=release", f"datasets=[{shards}]", f"output_dir={samplings}",
+            f"val_frames={max(64, n_frames // 10)}", "min_frames=64"],
+           done=samplings / "release_train.txt")
+    st.run("train the foundation policy (unconditioned behaviour cloning)", "train", "steve1_ray.train.run",
+           ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
+            f"storage_path={train_dir}", "run_name=foundation", f"n_frames={cfg.foundation_frames}",
+            "p_uncond=1.0", "freeze=[goal]", f"out_weights={foundation}"],
+           done=foundation)
+    st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
+           ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}", f"epochs={cfg.prior_epochs}",
+            f"mineclip_path={embedder / 'mineclip.pth'}"],
+           done=prior)
+
+    t = time.time()
+    out = Path(cfg.out or RELEASED_DIR / "world").resolve()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    policy_info = export_foundation(latest_checkpoint(train_dir / "foundation"), tmp)
+    shutil.copyfile(embedder / "mineclip.pth", tmp / "mineclip.pth")
+    shutil.copyfile(prior, tmp / "prior.pt")
+    files = file_entries(tmp)
+    total = sum(f["bytes"] for f in files.values())
+    check(total <= MAX_RELEASE_BYTES, f"the release is {total / 2**20:.1f} MiB, over the "
+                                      f"{MAX_RELEASE_BYTES / 2**20:.0f} MiB that may go into git")
+    best = train_dir / "foundation_best.json"
+    record_summary = json.loads((world / "summary.json").read_text())
+    manifest = {
+        "command": "steve1 release-world " + " ".join(argv),
+        "commit": _git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "world": to_dict(cfg.world),
+        "config": to_dict(cfg),
+        "files": files,
+        "bytes": total,
+        "metrics": {
+            "recordings": {k: record_summary.get(k) for k in ("episodes", "frames") if k in record_summary},
+            "embedder": json.loads((embedder / "metrics.json").read_text()),
+            "foundation": {**policy_info, **(json.loads(best.read_text()) if best.is_file() else {})},
+            "prior": json.loads(prior.with_suffix(".json").read_text()) if prior.with_suffix(".json").is_file() else {},
+        },
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)  # the folder appears whole or not at all
+    st.timed("export the release", time.time() - t)
+    print(f"\n{st.table()}\n\nrelease-world done in {duration(time.time() - st.t0)}: {out} "
+          f"({total / 2**20:.1f} MiB; manifest.json lists each file's sha256)", flush=True)
+    return manifest
+
+
+JOB = Job("release-world", ReleaseConfig, lambda cfg: run_release(cfg, []) and 0, summary=__doc__.strip().splitlines()[0],
+          examples="""
+          steve1 release-world                       # the committed release (hours on 2 CPU cores; re-run resumes)
+          steve1 release-world tiny=true out=/tmp/rw work=/tmp/rw-work   # a smoke run""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # the manifest names the exact command line
+    return run_job(dataclasses.replace(JOB, run=lambda cfg: run_release(cfg, argv) and 0), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

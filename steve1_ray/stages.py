@@ -1,0 +1,58 @@
+"""`Stages`: run a pipeline of jobs in one process, each as its job's `main(argv)`, with the command printed.
+
+Used by the multi-stage commands (`steve1 quickstart`, `steve1 release-world`). A stage whose `done` file exists
+is skipped, so re-running a pipeline resumes it (training stages resume from their own checkpoints). Every stage
+prints the `steve1 ...` command it runs, so it can be re-run or scaled up alone; `table()` is the summary of
+stage times printed at the end.
+"""
+from __future__ import annotations
+
+import importlib
+import shlex
+import time
+from pathlib import Path
+
+from steve1_ray.progress import duration
+
+
+class Stages:
+    """Runs each stage as its job's `main(argv)`, printing the equivalent command and the time it took."""
+
+    def __init__(self, root: str | Path, prefix: str):
+        self.root = Path(root).resolve()
+        self.prefix = prefix  # the pipeline's name in its error messages
+        self.times: dict[str, float] = {}
+        self.skipped: set[str] = set()
+        self.t0 = time.time()
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def run(self, name: str, command: str, module: str, argv: list[str], done: Path | None = None) -> None:
+        n = len(self.times) + 1
+        if done is not None and done.exists():
+            print(f"\n[{n}] {name}: already done ({done}), skipping", flush=True)
+            self.times[name] = 0.0
+            self.skipped.add(name)
+            return
+        print(f"\n[{n}] {name}  (t+{duration(time.time() - self.t0)})\n    $ steve1 {command} "
+              + " ".join(shlex.quote(a) for a in argv), flush=True)
+        t = time.time()
+        rc = importlib.import_module(module).main(argv)
+        if rc not in (0, None):
+            raise SystemExit(f"{self.prefix}: stage {name!r} failed (exit {rc}); see the output above")
+        self.times[name] = time.time() - t
+        print(f"    {name} took {duration(self.times[name])}", flush=True)
+
+    def timed(self, name: str, seconds: float) -> None:
+        """Record a stage that ran outside `run` (e.g. playing a prompt over HTTP)."""
+        self.times[name] = seconds
+
+    def table(self) -> str:
+        """The stage times as a Markdown table (skipped stages say so), with the total."""
+        width = max([len(k) for k in self.times] + [5])
+        lines = [f"| {'stage':<{width}} | time |", f"|{'-' * (width + 2)}|------|"]
+        for k, v in self.times.items():
+            lines.append(f"| {k:<{width}} | {'skipped (done before)' if k in self.skipped else duration(v)} |")
+        lines.append(f"| {'total':<{width}} | {duration(time.time() - self.t0)} |")
+        return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""`steve1 release-world` and the committed release: its files match their manifest and load strictly; a tiny
+release made here resumes on re-run and is what the quick start fine-tunes from."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_release_config_rejects_bad_values():
+    from steve1_ray.config import ConfigError, load_config
+    from steve1_ray.release import ReleaseConfig
+
+    with pytest.raises(ConfigError, match="episodes=1"):
+        load_config(ReleaseConfig, [], ["episodes=1"])
+    with pytest.raises(ConfigError, match="foundation_frames=0"):
+        load_config(ReleaseConfig, [], ["foundation_frames=0"])
+    with pytest.raises(ConfigError, match="crafter's scripted demonstrators"):
+        load_config(ReleaseConfig, [], ["world.backend=minerl"])
+    assert load_config(ReleaseConfig, [], []).world.tree_logs == 4
+
+
+def test_committed_release_matches_its_manifest_and_loads_strictly():
+    import torch
+
+    from steve1_ray.models.formats import GOAL_KEYS, read_state_dict
+    from steve1_ray.models.loading import load_goal_models, load_policy_spec
+    from steve1_ray.release import FILES, MAX_RELEASE_BYTES, release_world_config, released_world, verify
+
+    root = released_world()
+    manifest = verify(root)  # sizes and sha256 of every file
+    assert sorted(manifest["files"]) == sorted(FILES)
+    assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"].values()) <= MAX_RELEASE_BYTES
+    assert manifest["command"].startswith("steve1 release-world") and manifest["commit"]
+    assert release_world_config().tree_logs == manifest["world"]["tree_logs"]
+    # the foundation is in VPT's layout: no goal layer; a STEVE-1 policy built on it reports the missing layer
+    sd, _ = read_state_dict(root / "foundation.weights")
+    assert not set(GOAL_KEYS) & set(sd)
+    policy = load_policy_spec(root / "foundation.model", root / "foundation.weights")
+    assert policy.load_report.missing_goal_layer
+    embedder, prior = load_goal_models(root / "mineclip.pth", root / "prior.pt", embed_dim=policy.cfg.embed_dim)
+    assert prior is not None and embedder.embed_dim == policy.cfg.embed_dim
+    for key in ("embedder", "foundation", "prior", "recordings"):
+        assert manifest["metrics"][key], key
+    # `released` names the same files wherever a policy, embedder or prior is asked for
+    named = load_policy_spec("released")
+    ours, theirs = named.state_dict(), policy.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if k not in GOAL_KEYS)
+    assert named.load_report.missing_goal_layer and named.load_report.source.endswith("foundation.weights")
+    embedder2, prior2 = load_goal_models("released", "released", embed_dim=policy.cfg.embed_dim)
+    assert all(torch.equal(a, b) for a, b in zip(embedder2.state_dict().values(), embedder.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(prior2.state_dict().values(), prior.state_dict().values()))
+
+
+def test_verify_names_a_changed_file(tmp_path):
+    import shutil
+
+    from steve1_ray.release import released_world, verify
+
+    shutil.copytree(released_world(), tmp_path / "rw")
+    with open(tmp_path / "rw" / "prior.pt", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ValueError, match="prior.pt"):
+        verify(tmp_path / "rw")
+
+
+def _steve1(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "steve1_ray.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=1500)
+
+
+@pytest.mark.slow
+def test_release_world_tiny_resumes_and_the_quickstart_finetunes_from_it(tmp_path):
+    import yaml
+
+    from steve1_ray.models.formats import GOAL_KEYS, read_state_dict
+    from steve1_ray.release import verify
+
+    out, work = tmp_path / "release", tmp_path / "work"
+    args = ["release-world", "tiny=true", f"out={out}", f"work={work}"]
+    proc = _steve1(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    manifest = verify(out)
+    assert manifest["command"] == "steve1 release-world " + " ".join(args[1:])
+    assert not set(GOAL_KEYS) & set(read_state_dict(out / "foundation.weights")[0])
+    # the foundation is unconditioned behaviour cloning with the goal layer frozen
+    train_cfg = yaml.safe_load(next((work / "train" / "foundation").glob("checkpoint_*/train_config.yaml")).read_text())
+    assert train_cfg["p_uncond"] == 1.0 and train_cfg["freeze"] == ["goal"]
+    assert "| total |" in proc.stdout  # the stage-time table
+    # re-running resumes: every stage is skipped, the same files come out
+    again = _steve1(args, tmp_path)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert again.stdout.count("already done") == 6
+    assert verify(out)["files"] == manifest["files"]
+
+    qs = tmp_path / "qs"
+    proc = _steve1(["quickstart", "tiny=true", f"out={qs}", f"release={out}", "port=8124"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    ft = yaml.safe_load(next((qs / "train" / "steve1").glob("checkpoint_*/train_config.yaml")).read_text())
+    assert Path(ft["in_weights"]) == out / "foundation.weights" and ft["goal_event_pick"] == "last"
+    assert not (qs / "embedder").exists() and not (qs / "prior").exists()  # the released ones are used
+    eval_cfg = yaml.safe_load((qs / "eval" / "config.yaml").read_text())
+    assert Path(eval_cfg["embedder"]) == out / "mineclip.pth" and Path(eval_cfg["prior"]) == out / "prior.pt"
+    assert Path(eval_cfg["baseline_policy"]) == out / "foundation.model"
+    assert "| total |" in proc.stdout
+    summary = json.loads((qs / "summary.json").read_text())
+    assert summary["scenario"].startswith("fine-tune from")
