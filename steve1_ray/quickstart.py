@@ -33,6 +33,7 @@ from steve1_ray.world.config import WorldConfig
 
 _REPO = Path(__file__).resolve().parents[1]
 FIVE_PROMPTS = ["chop a tree", "collect a sapling", "drink water", "eat a cow", "place a crafting table"]
+FIVE_GOALS = ["collect_wood", "collect_sapling", "collect_drink", "eat_cow", "place_table"]
 
 
 @dataclass
@@ -53,6 +54,10 @@ class QuickstartConfig:
     """embedded-world episodes recorded by the scripted demonstrators (world seeds 0.., the release's are 100000..)"""
     max_steps: int = 600
     """frames per episode at most (20 per second)"""
+    focus_goals: list[str] = field(default_factory=lambda: list(FIVE_GOALS))
+    """fine-tune: the recording's task episodes (half of them) each prefer one of these goals, so the fine-tune's
+    data is about what the evaluation asks for, as a user records the tasks they care about (`steve1 record
+    focus_goals=`); from_scratch keeps the recorder's default goals"""
     world: WorldConfig = field(default_factory=lambda: WorldConfig(tree_logs=4))
     """the embedded world; recording, serving's rollouts and the evaluation all play in it (trees give 4 logs, as
     in the release's world, docs/world.md)"""
@@ -166,7 +171,8 @@ def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder:
     """record → (train the world embedder) → dataset → sampling; returns (recordings, shards, samplings)."""
     world, shards, samplings = st.path("world"), st.path("shards"), st.path("samplings")
     st.run("record embedded-world episodes", "record", "steve1_ray.world.record",
-           [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0", world_arg],
+           [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0", world_arg]
+           + ([] if train_embedder else ["focus_goals=" + json.dumps(cfg.focus_goals)]),
            done=world / "summary.json")
     if train_embedder:
         st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder",
@@ -177,7 +183,7 @@ def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder:
            "steve1_ray.data.pipeline",
            ["--config", "world", f"output={shards}", f"sources=[local:{world / 'contractor'}]",
             f"mineclip_path={embedder}"],
-           done=shards / "manifest.json")
+           done=shards / "summary.json")
     n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
     st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
            ["name=quickstart", f"datasets=[{shards}]", f"output_dir={samplings}",
@@ -215,7 +221,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                "steve1_ray.train.run",
                _train_args(shards, samplings, train_dir, run_name, cfg.finetune_frames)
                + [f"model={release / 'foundation.model'}", f"in_weights={release / 'foundation.weights'}",
-                  "goal_event_horizon=40", "goal_event_pick=last", f"lr={cfg.finetune_lr}"],
+                  "goal_event_horizon=40", "goal_event_pick=last", f"lr={cfg.finetune_lr}",
+                  "val_every_steps=128", "checkpoint_every_steps=128"],
                done=train_dir / f"{run_name}.weights")
         prior = release / "prior.pt"
     else:

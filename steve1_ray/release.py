@@ -143,6 +143,7 @@ def export_foundation(model_dir: Path, out: Path) -> dict:
 
 
 def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
+    commit = _git_commit()  # the code that runs is the code at the start
     work = Path(cfg.work).resolve()
     st = Stages(work, "release-world")
     work.mkdir(parents=True, exist_ok=True)
@@ -165,7 +166,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     st.run("dataset: decode, convert actions, embed, write shards", "dataset", "steve1_ray.data.pipeline",
            ["--config", "world", f"output={shards}", f"sources=[local:{world / 'contractor'}]",
             f"mineclip_path={embedder / 'mineclip.pth'}"],
-           done=shards / "manifest.json")
+           done=shards / "summary.json")
     n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
     st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
            ["name=release", f"datasets=[{shards}]", f"output_dir={samplings}",
@@ -174,7 +175,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     st.run("train the foundation policy (unconditioned behaviour cloning)", "train", "steve1_ray.train.run",
            ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
             f"storage_path={train_dir}", "run_name=foundation", f"n_frames={cfg.foundation_frames}",
-            "p_uncond=1.0", "freeze=[goal]", f"out_weights={foundation}"],
+            "p_uncond=1.0", "freeze=[goal]", "val_every_steps=256", "checkpoint_every_steps=256",
+            f"out_weights={foundation}"],
            done=foundation)
     st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
            ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}", f"epochs={cfg.prior_epochs}",
@@ -197,7 +199,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     record_summary = json.loads((world / "summary.json").read_text())
     manifest = {
         "command": "steve1 release-world " + " ".join(argv),
-        "commit": _git_commit(),
+        "commit": commit,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "world": to_dict(cfg.world),
         "config": to_dict(cfg),

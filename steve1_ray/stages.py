@@ -29,6 +29,7 @@ class Stages:
         return self.root.joinpath(*parts)
 
     def run(self, name: str, command: str, module: str, argv: list[str], done: Path | None = None) -> None:
+        """Run one stage unless `done` (the file its job writes last) exists."""
         n = len(self.times) + 1
         if done is not None and done.exists():
             print(f"\n[{n}] {name}: already done ({done}), skipping", flush=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,9 +86,40 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     assert list((out / "train").rglob("events.out.tfevents.*")), "no TensorBoard event files"
     assert "quickstart done" in proc.stdout and summary["report"].endswith("report.md")
 
-    # a second run finds every stage done and skips it (the expensive ones at least)
-    proc2 = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                            "port=8123", "world.tree_logs=2", "event_frames=512", "from_scratch=true"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=1500)
-    assert proc2.returncode == 0, proc2.stdout[-4000:] + proc2.stderr[-4000:]
-    assert proc2.stdout.count("already done") >= 6
+
+
+@pytest.mark.slow
+def test_quickstart_tiny_finetunes_from_the_committed_release(tmp_path):
+    """The default scenario: fresh recording → dataset with the released embedder → fine-tune from the released
+    foundation → serve with the released prior → play → evaluate against the unconditioned agent and the foundation."""
+    import yaml
+
+    from steve1_ray.models.loading import released_world
+
+    release = released_world()
+    out = tmp_path / "qs"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
+                           "port=8126"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    recorded = yaml.safe_load((out / "world" / "record_config.yaml").read_text())
+    assert recorded["seed"] == 0 and recorded["world"]["tree_logs"] == 4  # other seeds than the release's, its world
+    assert "eat_cow" in recorded["focus_goals"]
+    ft = yaml.safe_load(next((out / "train" / "steve1").glob("checkpoint_*/train_config.yaml")).read_text())
+    assert Path(ft["in_weights"]) == release / "foundation.weights" and Path(ft["model"]) == release / "foundation.model"
+    assert ft["goal_event_pick"] == "last" and ft["p_uncond"] > 0
+    assert not (out / "embedder").exists() and not (out / "prior").exists()  # the released ones are used
+    data = json.loads((out / "shards" / "manifest.json").read_text())
+    assert Path(data["options"]["mineclip_path"]) == release / "mineclip.pth"
+    eval_cfg = yaml.safe_load((out / "eval" / "config.yaml").read_text())
+    assert Path(eval_cfg["embedder"]) == release / "mineclip.pth" and Path(eval_cfg["prior"]) == release / "prior.pt"
+    assert Path(eval_cfg["baseline_policy"]) == release / "foundation.model"
+    report = (out / "eval" / "report.md").read_text()
+    assert report.index("## Is each prompt followed?") < report.index("## Every goal and scale")
+    assert "foundation" in report
+    # the user sees the work move: the policy stage's progress with an ETA, and the stage-time table at the end
+    assert "[train] step" in proc.stdout and "ETA" in proc.stdout
+    assert re.search(r"^\| total +\| \S+ \|$", proc.stdout, re.M)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scenario"].startswith("fine-tune from")

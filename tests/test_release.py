@@ -1,9 +1,10 @@
 """`steve1 release-world` and the committed release: its files match their manifest and load strictly; a tiny
-release made here resumes on re-run and is what the quick start fine-tunes from."""
+release made here resumes on re-run (the quick start's fine-tune from the committed release: test_quickstart.py)."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,7 @@ def _steve1(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_release_world_tiny_resumes_and_the_quickstart_finetunes_from_it(tmp_path):
+def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     import yaml
 
     from steve1_ray.models.formats import GOAL_KEYS, read_state_dict
@@ -94,22 +95,10 @@ def test_release_world_tiny_resumes_and_the_quickstart_finetunes_from_it(tmp_pat
     # the foundation is unconditioned behaviour cloning with the goal layer frozen
     train_cfg = yaml.safe_load(next((work / "train" / "foundation").glob("checkpoint_*/train_config.yaml")).read_text())
     assert train_cfg["p_uncond"] == 1.0 and train_cfg["freeze"] == ["goal"]
-    assert "| total |" in proc.stdout  # the stage-time table
+    assert re.search(r"^\| total +\| \S+ \|$", proc.stdout, re.M)  # the stage-time table
     # re-running resumes: every stage is skipped, the same files come out
     again = _steve1(args, tmp_path)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert again.stdout.count("already done") == 6
     assert verify(out)["files"] == manifest["files"]
 
-    qs = tmp_path / "qs"
-    proc = _steve1(["quickstart", "tiny=true", f"out={qs}", f"release={out}", "port=8124"], tmp_path)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    ft = yaml.safe_load(next((qs / "train" / "steve1").glob("checkpoint_*/train_config.yaml")).read_text())
-    assert Path(ft["in_weights"]) == out / "foundation.weights" and ft["goal_event_pick"] == "last"
-    assert not (qs / "embedder").exists() and not (qs / "prior").exists()  # the released ones are used
-    eval_cfg = yaml.safe_load((qs / "eval" / "config.yaml").read_text())
-    assert Path(eval_cfg["embedder"]) == out / "mineclip.pth" and Path(eval_cfg["prior"]) == out / "prior.pt"
-    assert Path(eval_cfg["baseline_policy"]) == out / "foundation.model"
-    assert "| total |" in proc.stdout
-    summary = json.loads((qs / "summary.json").read_text())
-    assert summary["scenario"].startswith("fine-tune from")

@@ -457,6 +457,7 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
                "quarantined_ids": ledger.quarantined, "output": cfg.output}
     print("[generate_dataset] summary: " + json.dumps({k: v for k, v in summary.items()
                                                        if k != "quarantined_ids"}), flush=True)
+    store.write_json("summary.json", summary)  # written last: the job finished (manifest.json is written first)
     return summary
 
 
