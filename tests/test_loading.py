@@ -71,3 +71,24 @@ def test_random_goal_models_are_the_same_in_every_process_and_width_checked(tmp_
     save_prior(load_prior(None, 512, random_ok=True), tmp_path / "p.pt")
     with pytest.raises(ValueError, match="maps 512-value embeddings but the embedder gives 96"):
         load_goal_models(tmp_path / "m.pth", tmp_path / "p.pt")
+
+
+def test_weights_without_the_goal_layer_act_with_a_zero_goal_layer(tmp_path):
+    """A VPT-layout file (the released foundation) acts as trained whatever the goal: its goal layer is zero, not
+    a fresh random init; a file with the goal layer keeps it."""
+    from steve1_ray.models.formats import GOAL_KEYS, write_model_file
+
+    policy = _checkpoint(tmp_path / "ck", seed=3)
+    write_model_file(policy.cfg, tmp_path / "f.model")
+    torch.save({k: v for k, v in policy.state_dict().items() if k not in GOAL_KEYS}, tmp_path / "f.weights")
+    loaded = load_policy_spec(tmp_path / "f.model", tmp_path / "f.weights", seed=0)
+    assert loaded.load_report.missing_goal_layer
+    assert not loaded.net.mineclip_embed_linear.weight.any() and not loaded.net.mineclip_embed_linear.bias.any()
+    img = torch.randint(0, 255, (1, 2, 128, 128, 3), dtype=torch.uint8)
+    first = torch.zeros(1, 2, dtype=torch.bool)
+    goal = torch.randn(1, 2, policy.cfg.embed_dim)
+    a, _ = loaded(img, goal, first, loaded.initial_state(1))
+    b, _ = loaded(img, None, first, loaded.initial_state(1))
+    assert torch.equal(a["buttons"], b["buttons"])  # the goal changes nothing
+    kept = load_policy_spec(tmp_path / "ck")
+    assert torch.equal(kept.net.mineclip_embed_linear.weight, policy.net.mineclip_embed_linear.weight)

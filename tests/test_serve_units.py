@@ -102,12 +102,14 @@ def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
 
     repo = Path(__file__).resolve().parent.parent
     args = read_serve_yaml(repo / "serve" / "config.yaml")
-    assert args["host"] == "127.0.0.1" and args["port"] == 8000 and args["policy"] == "debug"  # http_options too
+    assert args["host"] == "127.0.0.1" and args["port"] == 8000 and args["policy"] == "released"  # http_options too
+    assert args["mineclip"] == args["prior"] == "released"  # the embedded world's released models
     assert isinstance(app_builder(args), Application)
     with pytest.raises(ValueError, match="max_sesions"):
         app_builder({**args, "max_sesions": 3})  # typo: the error lists the known keys
     with pytest.raises(ValueError, match="world.backend"):
         app_builder({**args, "world": {"backend": "doom"}})
-    assert args["world"] == {"backend": "crafter", "zombie_rate": 0.2}  # the world the recordings were made in
+    # the world the released models were trained in
+    assert args["world"] == {"backend": "crafter", "zombie_rate": 0.2, "tree_logs": 4}
     with pytest.raises(ValueError, match="zombie_rat"):
         app_builder({**args, "world": {"zombie_rat": 0.2}})  # typo: refused before any actor starts

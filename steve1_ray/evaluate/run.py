@@ -216,20 +216,12 @@ def load_eval_policy(cfg: EvalConfig):
 
 def load_baseline_policy(cfg: EvalConfig):
     """The foundation policy (`cfg.baseline_policy`), or None. Weights without the goal layer load (a VPT-style
-    file); the layer is then zeroed, so a zero goal adds nothing and the policy acts as it was trained."""
-    import torch
-
+    file) with a zero goal layer (`load_policy_spec`), so the policy acts as it was trained."""
     from steve1_ray.models.loading import load_policy_spec
 
     if cfg.baseline_policy is None:
         return None
-    policy = load_policy_spec(cfg.baseline_policy, cfg.baseline_weights, seed=derive_seed(cfg.seed, "foundation"))
-    report = getattr(policy, "load_report", None)
-    if report is not None and report.missing_goal_layer:
-        with torch.no_grad():
-            policy.net.mineclip_embed_linear.weight.zero_()
-            policy.net.mineclip_embed_linear.bias.zero_()
-    return policy
+    return load_policy_spec(cfg.baseline_policy, cfg.baseline_weights, seed=derive_seed(cfg.seed, "foundation"))
 
 
 def _load_clip(path: Path, end: int | None = None) -> np.ndarray:

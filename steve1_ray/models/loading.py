@@ -105,8 +105,10 @@ def policy_files(policy: str | Path, weights: str | Path | None = None) -> tuple
 
 def load_policy_spec(policy: str | Path, weights: str | Path | None = None, device: str | torch.device = "cpu",
                      seed: int | None = None) -> torch.nn.Module:
-    """The policy named by a preset, a `.model` file or a checkpoint folder (see `policy_files`), in eval mode.
-    A preset without weights is randomly initialised, seeded by `seed` when given."""
+    """The policy named by a preset, a `.model` file, a checkpoint folder or `released` (see `policy_files`), in
+    eval mode, for acting. A preset without weights is randomly initialised, seeded by `seed` when given. Weights
+    without the goal layer (VPT's layout, the released foundation) get a zero goal layer, so that the policy acts
+    as it was trained whatever goal it is given (a fresh layer's random init would steer it at random)."""
     import torch
 
     from steve1_ray.models.formats import load_policy
@@ -114,7 +116,13 @@ def load_policy_spec(policy: str | Path, weights: str | Path | None = None, devi
     model, w = policy_files(policy, weights)
     if seed is not None:
         torch.manual_seed(seed)
-    return load_policy(model, w).to(_device(device)).eval()
+    loaded = load_policy(model, w)
+    report = getattr(loaded, "load_report", None)
+    if report is not None and report.missing_goal_layer:
+        with torch.no_grad():
+            loaded.net.mineclip_embed_linear.weight.zero_()
+            loaded.net.mineclip_embed_linear.bias.zero_()
+    return loaded.to(_device(device)).eval()
 
 
 # ------------------------------------------------------------------------------------------ goal models
