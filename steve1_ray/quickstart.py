@@ -29,7 +29,7 @@ from steve1_ray.models.loading import latest_checkpoint
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages
-from steve1_ray.world.config import WorldConfig
+from steve1_ray.world.config import WorldConfig, world_override
 
 _REPO = Path(__file__).resolve().parents[1]
 FIVE_PROMPTS = ["chop a tree", "collect a sapling", "drink water", "eat a cow", "place a crafting table"]
@@ -117,11 +117,6 @@ class QuickstartConfig:
             self.event_frames = min(self.event_frames, 512)
 
 
-def world_override(world: WorldConfig) -> str:
-    """`world={...}`: the whole world, so that every stage plays in it whatever its config files say."""
-    return "world=" + json.dumps(to_dict(world), separators=(",", ":"))
-
-
 def _play_prompt(cfg: QuickstartConfig, out: Path) -> dict:
     """POST /rollouts for the prompt, poll until done, save the mp4 and the metrics."""
     import requests
@@ -158,7 +153,7 @@ def _release(cfg: QuickstartConfig) -> Path:
     try:
         root = Path(cfg.release) if cfg.release else released_world()
         manifest = verify(root)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise SystemExit(f"quickstart: {e} (or run `steve1 quickstart from_scratch=true`)") from None
     if manifest["world"] != to_dict(cfg.world):
         print(f"quickstart: note: the released models were trained in world {manifest['world']}; this run plays "
@@ -178,7 +173,7 @@ def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder:
         st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder",
                "steve1_ray.train.embedder", ["--config", "world", f"recordings={world}", f"out={embedder.parent}",
                                              f"epochs={cfg.embedder_epochs}"],
-               done=embedder)
+               done=embedder.parent / "metrics.json")  # written after mineclip.pth
     st.run("dataset: decode, convert actions, embed with the world embedder, write shards", "dataset",
            "steve1_ray.data.pipeline",
            ["--config", "world", f"output={shards}", f"sources=[local:{world / 'contractor'}]",
@@ -188,7 +183,7 @@ def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder:
     st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
            ["name=quickstart", f"datasets=[{shards}]", f"output_dir={samplings}",
             f"val_frames={max(64, n_frames // 6)}", "min_frames=64"],
-           done=samplings / "quickstart_train.txt")
+           done=samplings / "quickstart_sampling.json")  # written last
     return world, shards, samplings
 
 
@@ -242,7 +237,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
                ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}",
                 f"epochs={cfg.prior_epochs}", f"mineclip_path={embedder}"],
-               done=prior)
+               done=prior.with_suffix(".json"))  # written after prior.pt
     weights = train_dir / f"{run_name}.weights"
 
     try:
@@ -267,6 +262,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
            ["--config", "crafter", f"policy={checkpoint}", f"embedder={embedder}", f"prior={prior}",
             f"out_dir={st.path('eval')}", f"episodes={cfg.eval_episodes}", f"max_steps={cfg.eval_steps}",
             "prompts=" + json.dumps(cfg.eval_prompts), "cond_scales=" + json.dumps(cfg.eval_scales),
+            # the captions only: other phrasings double the evaluation (`steve1 evaluate --config crafter` has them)
             f"seed={cfg.eval_seed}", world_arg, "workers=2", "paraphrases={}", *baseline])
 
     summary = {"out": str(st.root), "minutes": round((time.time() - st.t0) / 60, 1),

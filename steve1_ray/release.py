@@ -12,7 +12,8 @@ same three files for the embedded world, so that the quick start is the fine-tun
                manifest.json (sha256 and size of each file, the command, the commit, the metrics)
 
 Intermediate files (recordings, shards, training runs) go under `work`, not into `out`. Re-running the same
-command resumes: finished stages are skipped and the training stages continue from their last checkpoints.
+command resumes: finished stages are skipped, the recording and the dataset keep their finished episodes, and the
+policy's training continues from its last checkpoint (the embedder and the prior, minutes each, start over).
 The files load through the same strict loaders as the released Minecraft files (`steve1_ray.models.loading`);
 Name them `released` wherever a policy, embedder or prior is asked for (`steve1_ray.models.loading`).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shlex
 import json
 import os
 import shutil
@@ -35,18 +37,12 @@ from steve1_ray.models.loading import RELEASE_FILES, RELEASED_DIR, checkpoint_fi
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages
-from steve1_ray.world.config import WorldConfig
+from steve1_ray.world.config import WorldConfig, world_override
 
 _REPO = Path(__file__).resolve().parents[1]
 FILES = RELEASE_FILES
 MAX_RELEASE_BYTES = 40 * 2**20
 """all files of a release together (they are committed to git)"""
-
-
-def release_world_config() -> WorldConfig:
-    """The world the released models were trained in (their manifest's `world` section)."""
-    manifest = json.loads((released_world() / "manifest.json").read_text())
-    return WorldConfig(**manifest["world"])
 
 
 @dataclass
@@ -65,8 +61,8 @@ class ReleaseConfig:
     seed: int = 100000
     """first world seed of the recording (episode i plays world seed + i; the quick start records from 0)"""
     world: WorldConfig = field(default_factory=lambda: WorldConfig(tree_logs=4))
-    """the embedded world of the release (trees give 4 logs, docs/world.md); the quick start, serving and the
-    evaluation play in the world the manifest names"""
+    """the embedded world of the release (trees give 4 logs, docs/world.md); the quick start's, serving's and the
+    evaluation's defaults play in the same world (the quick start says so when its world differs)"""
     embedder_epochs: int = 8
     """epochs of the world embedder's contrastive training"""
     embedder_args: list[str] = field(default_factory=list)
@@ -108,6 +104,9 @@ def verify(root: str | Path) -> dict:
     """Check every file of a release folder against its manifest (size and sha256); returns the manifest."""
     root = Path(root)
     manifest = json.loads((root / "manifest.json").read_text())
+    if not isinstance(manifest.get("files"), dict) or set(manifest["files"]) != set(FILES):
+        raise ValueError(f"{root / 'manifest.json'}: lists {sorted(manifest.get('files') or [])}, not the release's "
+                         f"files {sorted(FILES)}")
     for name, want in manifest["files"].items():
         got = file_entries(root, [name])[name]
         if got != want:
@@ -126,14 +125,21 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def export_foundation(model_dir: Path, out: Path) -> dict:
-    """The trained foundation checkpoint → `foundation.model` + `foundation.weights` without the goal layer (VPT's
-    layout: a STEVE-1 fine-tune adds a fresh goal layer, as from `rl-from-foundation-2x.weights`)."""
+def _check_out(out: Path) -> None:
+    """Refuse to replace a folder that is not a release (`out=.` must not delete the working tree)."""
+    if out.exists():
+        extra = sorted(p.name for p in out.iterdir() if p.name not in FILES + ("manifest.json",))
+        check(out.is_dir() and not extra, f"out={out}: exists and is not a release folder (it holds {extra[:5]}); "
+                                          "give a release folder, an empty folder or a new path")
+
+
+def export_foundation(model: Path, weights: Path, out: Path) -> dict:
+    """The trained foundation → `foundation.model` + `foundation.weights` without the goal layer (VPT's layout:
+    a STEVE-1 fine-tune adds a fresh goal layer, as from `rl-from-foundation-2x.weights`)."""
     import torch
 
     from steve1_ray.models.formats import GOAL_KEYS, read_model_file, read_state_dict, write_model_file
 
-    model, weights = checkpoint_files(model_dir)
     sd, _ = read_state_dict(weights)
     cfg = read_model_file(model)
     write_model_file(cfg, out / "foundation.model")
@@ -151,7 +157,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     print(f"steve1 release-world: intermediate files in {work}, the release in {Path(cfg.out or RELEASED_DIR / 'world').resolve()}")
     connect(private=True, num_cpus=max(2, os.cpu_count() or 2), log_to_driver=False,
             env_vars={"PYTHONPATH": str(_REPO)})
-    world_arg = "world=" + json.dumps(to_dict(cfg.world), separators=(",", ":"))
+    world_arg = world_override(cfg.world)
     world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
     samplings, train_dir, prior = st.path("samplings"), st.path("train"), st.path("prior", "prior.pt")
     foundation = train_dir / "foundation.weights"
@@ -162,7 +168,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     st.run("train the world embedder (MineCLIP layout)", "train-embedder", "steve1_ray.train.embedder",
            ["--config", "world", f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}",
             *cfg.embedder_args],
-           done=embedder / "mineclip.pth")
+           done=embedder / "metrics.json")  # written after mineclip.pth
     st.run("dataset: decode, convert actions, embed, write shards", "dataset", "steve1_ray.data.pipeline",
            ["--config", "world", f"output={shards}", f"sources=[local:{world / 'contractor'}]",
             f"mineclip_path={embedder / 'mineclip.pth'}"],
@@ -171,7 +177,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
            ["name=release", f"datasets=[{shards}]", f"output_dir={samplings}",
             f"val_frames={max(64, n_frames // 10)}", "min_frames=64"],
-           done=samplings / "release_train.txt")
+           done=samplings / "release_sampling.json")  # written last
     st.run("train the foundation policy (unconditioned behaviour cloning)", "train", "steve1_ray.train.run",
            ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
             f"storage_path={train_dir}", "run_name=foundation", f"n_frames={cfg.foundation_frames}",
@@ -181,14 +187,16 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
            ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}", f"epochs={cfg.prior_epochs}",
             f"mineclip_path={embedder / 'mineclip.pth'}"],
-           done=prior)
+           done=prior.with_suffix(".json"))  # written after prior.pt
 
     t = time.time()
     out = Path(cfg.out or RELEASED_DIR / "world").resolve()
+    _check_out(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    policy_info = export_foundation(latest_checkpoint(train_dir / "foundation"), tmp)
+    # the final weights (the training stage's done marker) with the run's architecture
+    policy_info = export_foundation(checkpoint_files(latest_checkpoint(train_dir / "foundation"))[0], foundation, tmp)
     shutil.copyfile(embedder / "mineclip.pth", tmp / "mineclip.pth")
     shutil.copyfile(prior, tmp / "prior.pt")
     files = file_entries(tmp)
@@ -198,7 +206,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     best = train_dir / "foundation_best.json"
     record_summary = json.loads((world / "summary.json").read_text())
     manifest = {
-        "command": "steve1 release-world " + " ".join(argv),
+        "command": "steve1 release-world" + (" " + shlex.join(argv) if argv else ""),
         "commit": commit,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "world": to_dict(cfg.world),
@@ -208,21 +216,30 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         "metrics": {
             "recordings": {k: record_summary.get(k) for k in ("episodes", "frames") if k in record_summary},
             "embedder": json.loads((embedder / "metrics.json").read_text()),
+            # the exported weights are the final ones; `best_*` describe the best validation step of the run
             "foundation": {**policy_info, **(json.loads(best.read_text()) if best.is_file() else {})},
-            "prior": json.loads(prior.with_suffix(".json").read_text()) if prior.with_suffix(".json").is_file() else {},
+            "prior": json.loads(prior.with_suffix(".json").read_text()),
         },
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
     if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)  # the folder appears whole or not at all
+        out.rename(old)
+    tmp.rename(out)  # the new release replaces the old one by two renames; the old one is removed after
+    shutil.rmtree(old, ignore_errors=True)
     st.timed("export the release", time.time() - t)
     print(f"\n{st.table()}\n\nrelease-world done in {duration(time.time() - st.t0)}: {out} "
           f"({total / 2**20:.1f} MiB; manifest.json lists each file's sha256)", flush=True)
     return manifest
 
 
-JOB = Job("release-world", ReleaseConfig, lambda cfg: run_release(cfg, []) and 0, summary=__doc__.strip().splitlines()[0],
+def _run(cfg: ReleaseConfig, argv: list[str] | None = None) -> int:
+    run_release(cfg, argv or [])
+    return 0
+
+
+JOB = Job("release-world", ReleaseConfig, _run, summary=__doc__.strip().splitlines()[0],
           examples="""
           steve1 release-world                       # the committed release (hours on 2 CPU cores; re-run resumes)
           steve1 release-world tiny=true out=/tmp/rw work=/tmp/rw-work   # a smoke run""")
@@ -231,7 +248,7 @@ JOB = Job("release-world", ReleaseConfig, lambda cfg: run_release(cfg, []) and 0
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # the manifest names the exact command line
-    return run_job(dataclasses.replace(JOB, run=lambda cfg: run_release(cfg, argv) and 0), argv)
+    return run_job(dataclasses.replace(JOB, run=lambda cfg: _run(cfg, argv)), argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ stage times printed at the end.
 from __future__ import annotations
 
 import importlib
+import json
 import shlex
 import time
 from pathlib import Path
@@ -29,9 +30,16 @@ class Stages:
         return self.root.joinpath(*parts)
 
     def run(self, name: str, command: str, module: str, argv: list[str], done: Path | None = None) -> None:
-        """Run one stage unless `done` (the file its job writes last) exists."""
+        """Run one stage unless `done` (the file its job writes last) exists. A stage done before with other
+        arguments is refused rather than reused (its outputs would not be what this command line asks for)."""
         n = len(self.times) + 1
+        record = self.root / ".stages" / f"{n:02d}-{command}.json"
         if done is not None and done.exists():
+            before = json.loads(record.read_text())["argv"] if record.is_file() else argv
+            if before != argv:
+                changed = sorted(set(argv) ^ set(before))
+                raise SystemExit(f"{self.prefix}: stage {name!r} was done in {self.root} with other arguments "
+                                 f"({', '.join(changed[:4])}); start over in a new folder or delete that one")
             print(f"\n[{n}] {name}: already done ({done}), skipping", flush=True)
             self.times[name] = 0.0
             self.skipped.add(name)
@@ -43,6 +51,8 @@ class Stages:
         if rc not in (0, None):
             raise SystemExit(f"{self.prefix}: stage {name!r} failed (exit {rc}); see the output above")
         self.times[name] = time.time() - t
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"command": command, "argv": argv}) + "\n")
         print(f"    {name} took {duration(self.times[name])}", flush=True)
 
     def timed(self, name: str, seconds: float) -> None:

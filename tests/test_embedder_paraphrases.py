@@ -67,6 +67,7 @@ def _texts_seen(monkeypatch, **cfg_kw):
     return seen, set(train.texts), info
 
 
+@pytest.mark.slow
 def test_training_feeds_template_paraphrases_to_the_text_tower(monkeypatch):
     table = {p for ps in template_phrases().values() for p in ps}
     off, captions, _ = _texts_seen(monkeypatch, paraphrases=0.0)

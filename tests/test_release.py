@@ -32,14 +32,24 @@ def test_committed_release_matches_its_manifest_and_loads_strictly():
 
     from steve1_ray.models.formats import GOAL_KEYS, read_state_dict
     from steve1_ray.models.loading import load_goal_models, load_policy_spec
-    from steve1_ray.release import FILES, MAX_RELEASE_BYTES, release_world_config, released_world, verify
+    from steve1_ray.release import FILES, MAX_RELEASE_BYTES, released_world, verify
 
     root = released_world()
     manifest = verify(root)  # sizes and sha256 of every file
     assert sorted(manifest["files"]) == sorted(FILES)
     assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"].values()) <= MAX_RELEASE_BYTES
     assert manifest["command"].startswith("steve1 release-world") and manifest["commit"]
-    assert release_world_config().tree_logs == manifest["world"]["tree_logs"]
+    # the quick start's, serving's and the evaluation's defaults play in the release's world
+    import yaml
+
+    from steve1_ray.config import to_dict
+    from steve1_ray.quickstart import QuickstartConfig
+    from steve1_ray.world.config import WorldConfig
+
+    assert to_dict(QuickstartConfig().world) == manifest["world"]
+    serve_world = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())["applications"][0]["args"]["world"]
+    eval_world = yaml.safe_load((REPO / "configs" / "eval" / "crafter.yaml").read_text())["world"]
+    assert to_dict(WorldConfig(**serve_world)) == to_dict(WorldConfig(**eval_world)) == manifest["world"]
     # the foundation is in VPT's layout: no goal layer; a STEVE-1 policy built on it reports the missing layer
     sd, _ = read_state_dict(root / "foundation.weights")
     assert not set(GOAL_KEYS) & set(sd)

@@ -394,6 +394,7 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     check(bool(cfg.sources), "sources is empty: pass e.g. sources=[local:/path/to/episodes] or "
                              "sources=[contractor:10.x] (see docs/data.md)")
     store = shards.Store(cfg.output)
+    store.delete("summary.json")  # a finished run's marker; this run writes its own when it finishes
     store.write_bytes("config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     tasks = resolve_sources(cfg.sources, cfg.num_episodes, cfg.episode_offset, cfg.mirror, cfg.cache_dir)
     done = set() if cfg.overwrite else set(shards.list_episodes(store))

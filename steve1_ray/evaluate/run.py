@@ -41,6 +41,7 @@ import numpy as np
 from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, check, from_dict, save_config, to_dict
 from steve1_ray.evaluate.targets import targets_for
+from steve1_ray.progress import duration
 from steve1_ray.runner import Job, run_job
 from steve1_ray.world.config import WorldConfig
 
@@ -454,16 +455,6 @@ def _why(exc: BaseException) -> str:
     return (causes[-1] if causes else lines[0] if lines else type(exc).__name__)[:400]
 
 
-def _duration(seconds: float) -> str:
-    """45s, 3m05s, 1h02m."""
-    s = int(round(max(0.0, seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 class ProgressLines:
     """Plain progress lines for the job's own stdout (the tqdm bar goes to stderr and Ray's worker logs may not
     reach the driver): episodes done of all, share of the steps, elapsed time and an ETA, printed each time
@@ -485,14 +476,14 @@ class ProgressLines:
             self.next_fraction += self.every
         self.last = now
         elapsed = now - self.t0
-        eta = _duration(elapsed * (1 - fraction) / fraction) if fraction > 0 else "?"
+        eta = duration(elapsed * (1 - fraction) / fraction) if fraction > 0 else "?"
         bad = f" ({failed} failed)" if failed else ""
         return (f"{self.prefix} {episodes_done}/{self.total} episodes done{bad}, {fraction:.0%} of the steps, "
-                f"{_duration(elapsed)} elapsed, ETA {eta}")
+                f"{duration(elapsed)} elapsed, ETA {eta}")
 
     def finish(self, episodes_done: int, failed: int = 0) -> str:
         bad = f", {failed} failed" if failed else ""
-        return f"{self.prefix} {episodes_done}/{self.total} episodes done{bad} in {_duration(self.clock() - self.t0)}"
+        return f"{self.prefix} {episodes_done}/{self.total} episodes done{bad} in {duration(self.clock() - self.t0)}"
 
 
 def chunk_jobs(jobs: Sequence[dict], size: int) -> list[list[dict]]:

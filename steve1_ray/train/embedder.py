@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, load_mineclip, save_mineclip
+from steve1_ray.progress import duration
 from steve1_ray.runner import Job, run_job
 
 
@@ -523,11 +524,6 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
 
-def _duration(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 def progress_line(metrics: dict, epochs: int) -> str:
     """One human line per epoch: loss, held-out retrieval, time so far and the ETA of the remaining epochs."""
     e, elapsed = metrics["epoch"], metrics["seconds"]
@@ -538,7 +534,7 @@ def progress_line(metrics: dict, epochs: int) -> str:
             parts.append(f"{name} {metrics[key]:.2f}")
     if "val/phrase_goal_chance" in metrics:
         parts.append(f"(chance {metrics['val/phrase_goal_chance']:.2f})")
-    parts += [f"elapsed {_duration(elapsed)}", f"ETA {_duration(elapsed / e * (epochs - e))}"]
+    parts += [f"elapsed {duration(elapsed)}", f"ETA {duration(elapsed / e * (epochs - e))}"]
     return "  ".join(parts)
 
 

@@ -90,3 +90,13 @@ def make_env(backend: str = "crafter", **kwargs) -> WorldEnv:
 
         return MineRLEnv(**kwargs)
     raise ValueError(f"unknown world backend {backend!r}; choose one of {list(BACKENDS)}")
+
+
+def world_override(world: WorldConfig) -> str:
+    """`world={...}`: the whole world as one command-line override, so that every stage a pipeline runs plays in
+    it whatever its config files say."""
+    import json
+
+    from steve1_ray.config import to_dict
+
+    return "world=" + json.dumps(to_dict(world), separators=(",", ":"))
