@@ -28,7 +28,7 @@ from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import latest_checkpoint
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
-from steve1_ray.stages import Stages
+from steve1_ray.stages import Stages, dataset_stages
 from steve1_ray.world.config import WorldConfig, world_override
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -174,16 +174,7 @@ def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder:
                "steve1_ray.train.embedder", ["--config", "world", f"recordings={world}", f"out={embedder.parent}",
                                              f"epochs={cfg.embedder_epochs}"],
                done=embedder.parent / "metrics.json")  # written after mineclip.pth
-    st.run("dataset: decode, convert actions, embed with the world embedder, write shards", "dataset",
-           "steve1_ray.data.pipeline",
-           ["--config", "world", f"output={shards}", f"sources=[local:{world / 'contractor'}]",
-            f"mineclip_path={embedder}"],
-           done=shards / "summary.json")
-    n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
-    st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
-           ["name=quickstart", f"datasets=[{shards}]", f"output_dir={samplings}",
-            f"val_frames={max(64, n_frames // 6)}", "min_frames=64"],
-           done=samplings / "quickstart_sampling.json")  # written last
+    dataset_stages(st, world, embedder, shards, samplings, "quickstart", val_share=6)
     return world, shards, samplings
 
 

@@ -36,7 +36,7 @@ from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import RELEASE_FILES, RELEASED_DIR, checkpoint_files, latest_checkpoint, released_world
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
-from steve1_ray.stages import Stages
+from steve1_ray.stages import Stages, dataset_stages
 from steve1_ray.world.config import WorldConfig, world_override
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -169,15 +169,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
            ["--config", "world", f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}",
             *cfg.embedder_args],
            done=embedder / "metrics.json")  # written after mineclip.pth
-    st.run("dataset: decode, convert actions, embed, write shards", "dataset", "steve1_ray.data.pipeline",
-           ["--config", "world", f"output={shards}", f"sources=[local:{world / 'contractor'}]",
-            f"mineclip_path={embedder / 'mineclip.pth'}"],
-           done=shards / "summary.json")
-    n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
-    st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
-           ["name=release", f"datasets=[{shards}]", f"output_dir={samplings}",
-            f"val_frames={max(64, n_frames // 10)}", "min_frames=64"],
-           done=samplings / "release_sampling.json")  # written last
+    dataset_stages(st, world, embedder / "mineclip.pth", shards, samplings, "release", val_share=10)
     st.run("train the foundation policy (unconditioned behaviour cloning)", "train", "steve1_ray.train.run",
            ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
             f"storage_path={train_dir}", "run_name=foundation", f"n_frames={cfg.foundation_frames}",

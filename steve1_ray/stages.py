@@ -67,3 +67,20 @@ class Stages:
             lines.append(f"| {k:<{width}} | {'skipped (done before)' if k in self.skipped else duration(v)} |")
         lines.append(f"| {'total':<{width}} | {duration(time.time() - self.t0)} |")
         return "\n".join(lines)
+
+
+def dataset_stages(st: Stages, recordings: Path, embedder: Path, shards: Path, samplings: Path, name: str,
+                   val_share: int) -> None:
+    """The two stages every pipeline runs after recording: `steve1 dataset` (decode, convert actions, embed with
+    `embedder`, write shards) and `steve1 sampling` (a train/val split holding out 1/`val_share` of the frames)."""
+
+    st.run("dataset: decode, convert actions, embed with the world embedder, write shards", "dataset",
+           "steve1_ray.data.pipeline",
+           ["--config", "world", f"output={shards}", f"sources=[local:{recordings / 'contractor'}]",
+            f"mineclip_path={embedder}"],
+           done=shards / "summary.json")  # written last (its manifest.json is written first)
+    n_frames = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("frames", 0)
+    st.run("sampling: train/val split by frames", "sampling", "steve1_ray.data.sampling",
+           [f"name={name}", f"datasets=[{shards}]", f"output_dir={samplings}",
+            f"val_frames={max(64, n_frames // val_share)}", "min_frames=64"],
+           done=samplings / f"{name}_sampling.json")  # written last

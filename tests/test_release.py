@@ -112,3 +112,32 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     assert again.stdout.count("already done") == 6
     assert verify(out)["files"] == manifest["files"]
 
+
+
+def test_release_out_refuses_a_folder_that_is_not_a_release(tmp_path):
+    """`out=.` must never delete a working tree: only a release folder (or an empty or new one) is replaced."""
+    from steve1_ray.config import ConfigError
+    from steve1_ray.release import _check_out
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("precious")
+    with pytest.raises(ConfigError, match="not a release folder"):
+        _check_out(tmp_path / "src")
+    (tmp_path / "rel").mkdir()
+    (tmp_path / "rel" / "prior.pt").write_bytes(b"old")
+    _check_out(tmp_path / "rel")  # a release folder may be replaced
+    _check_out(tmp_path / "new")  # so may a new path
+    assert (tmp_path / "src" / "main.py").read_text() == "precious"
+
+
+def test_verify_refuses_a_manifest_that_lists_other_files(tmp_path):
+    import shutil
+
+    from steve1_ray.release import released_world, verify
+
+    shutil.copytree(released_world(), tmp_path / "rw")
+    m = json.loads((tmp_path / "rw" / "manifest.json").read_text())
+    m["files"] = {"../../etc/passwd": {"sha256": "0", "bytes": 0}}
+    (tmp_path / "rw" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="not the release's files"):
+        verify(tmp_path / "rw")
