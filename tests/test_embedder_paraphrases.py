@@ -167,13 +167,3 @@ def test_job_reports_heldout_phrasings_in_metrics_json_and_progress(world, tmp_p
     progress = (out / "progress.log").read_text().splitlines()
     assert [p.split()[2] for p in progress] == ["1/2", "2/2"] and all("ETA" in p for p in progress)
     assert progress == [l for l in lines if l.startswith("embedder: epoch")]
-
-
-@pytest.mark.slow
-def test_ray_train_workers_progress_reaches_the_driver(world, tmp_path, ray_cluster):
-    out = tmp_path / "emb"
-    lines = []
-    E.run(EmbedderConfig(recordings=str(world), out=str(out), epochs=2, batch_size=8, clips_per_segment=2,
-                         num_workers=2), log=lines.append)
-    epochs = [l for l in lines if l.startswith("embedder: epoch")]
-    assert [l.split()[2] for l in epochs] == ["1/2", "2/2"] and all("ETA" in l for l in epochs)

@@ -29,14 +29,16 @@ world's dynamics; `reset(seed)` makes an episode reproducible.
 """
 from __future__ import annotations
 
+import hashlib
 import types
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import cv2
 import numpy as np
 
 import crafter
-from crafter import constants, engine, objects
+from crafter import constants, engine, objects, worldgen
 
 from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, normalize_action, pressed_hotbar, tree_logs_problem
 
@@ -140,6 +142,42 @@ def _do_material_with_logs(player, target, material):
         player.logs_left.pop(key, None)
 
 
+# Generated worlds, by what generation reads: the area, the player's start and the world RNG's state (seeded by
+# reset). crafter draws each world tile by tile with pure-Python simplex noise, about 2 s for 64x64 tiles, while
+# an evaluation plays the same dozen worlds in every cell; a hit restores the world exactly as generation leaves it.
+_WORLDS: OrderedDict[tuple, tuple] = OrderedDict()
+WORLD_CACHE_SIZE = 32
+_GENERATED = (objects.Cow, objects.Zombie, objects.Skeleton)
+
+
+def _rng_key(random: np.random.RandomState) -> tuple:
+    kind, keys, pos, has_gauss, gauss = random.get_state()
+    return kind, hashlib.sha256(keys.tobytes()).hexdigest(), int(pos), int(has_gauss), float(gauss)
+
+
+def generate_world(world: engine.World, player: objects.Player) -> bool:
+    """crafter's `worldgen.generate_world`, remembered: the same area, start and RNG state give the same materials,
+    creatures (in the same order) and RNG state afterwards. Returns whether the world came from the cache."""
+    key = (tuple(int(v) for v in world.area), tuple(int(v) for v in player.pos), _rng_key(world.random))
+    hit = _WORLDS.get(key)
+    if hit is None:
+        worldgen.generate_world(world, player)
+        made = world._objects[2:]  # [None, player, what generation added]
+        if all(type(o) in _GENERATED for o in made):
+            _WORLDS[key] = (world._mat_map.copy(), [(type(o), tuple(int(v) for v in o.pos)) for o in made],
+                            world.random.get_state())
+            while len(_WORLDS) > WORLD_CACHE_SIZE:
+                _WORLDS.popitem(last=False)
+        return False
+    _WORLDS.move_to_end(key)
+    materials, made, state = hit
+    world._mat_map[...] = materials
+    for cls, pos in made:
+        world.add(cls(world, pos) if cls is objects.Cow else cls(world, pos, player))
+    world.random.set_state(state)
+    return True
+
+
 class _Core(crafter.Env):
     """crafter.Env rendering our frame layout (one render per step)."""
 
@@ -156,7 +194,18 @@ class _Core(crafter.Env):
         self.hotbar = 0
 
     def reset(self):
-        obs = super().reset()
+        # crafter.Env.reset (1.8.3), with the world's generation remembered (`generate_world`)
+        center = (self._world.area[0] // 2, self._world.area[1] // 2)
+        self._episode += 1
+        self._step = 0
+        self._world.reset(seed=hash((self._seed, self._episode)) % (2 ** 31 - 1))
+        self._update_time()
+        self._player = objects.Player(self._world, center)
+        self._last_health = self._player.health
+        self._world.add(self._player)
+        self._unlocked = set()
+        generate_world(self._world, self._player)
+        obs = self._obs()
         if self.tree_logs != 1:  # trees that take several `do`s (see _do_material_with_logs)
             player = self._player
             player.tree_logs, player.logs_left = self.tree_logs, {}
