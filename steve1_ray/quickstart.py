@@ -55,9 +55,11 @@ class QuickstartConfig:
     max_steps: int = 600
     """frames per episode at most (20 per second)"""
     focus_goals: list[str] = field(default_factory=lambda: list(FIVE_GOALS))
-    """fine-tune: the recording's task episodes (half of them) each prefer one of these goals, so the fine-tune's
-    data is about what the evaluation asks for, as a user records the tasks they care about (`steve1 record
-    focus_goals=`); from_scratch keeps the recorder's default goals"""
+    """fine-tune: the recording's task episodes each prefer one of these goals, in turn (`steve1 record
+    focus_order=cycle`), so the fine-tune's data is about what the evaluation asks for, as a user records the
+    tasks they care about; from_scratch keeps the recorder's defaults (tasks drawn at random among more goals)"""
+    focus_fraction: float = 0.75
+    """fine-tune: share of the recorded episodes that are tasks (the rest is free play)"""
     world: WorldConfig = field(default_factory=lambda: WorldConfig(tree_logs=4))
     """the embedded world; recording, serving's rollouts and the evaluation all play in it (trees give 4 logs, as
     in the release's world, docs/world.md)"""
@@ -167,7 +169,8 @@ def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder:
     world, shards, samplings = st.path("world"), st.path("shards"), st.path("samplings")
     st.run("record embedded-world episodes", "record", "steve1_ray.world.record",
            [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0", world_arg]
-           + ([] if train_embedder else ["focus_goals=" + json.dumps(cfg.focus_goals)]),
+           + ([] if train_embedder else ["focus_goals=" + json.dumps(cfg.focus_goals), "focus_order=cycle",
+                                          f"focus_fraction={cfg.focus_fraction}"]),
            done=world / "summary.json")
     if train_embedder:
         st.run("train the world embedder (MineCLIP architecture, contrastive)", "train-embedder",

@@ -105,7 +105,7 @@ def test_quickstart_tiny_finetunes_from_the_committed_release(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     recorded = yaml.safe_load((out / "world" / "record_config.yaml").read_text())
     assert recorded["seed"] == 0 and recorded["world"]["tree_logs"] == 4  # other seeds than the release's, its world
-    assert "eat_cow" in recorded["focus_goals"]
+    assert "eat_cow" in recorded["focus_goals"] and recorded["focus_order"] == "cycle"
     ft = yaml.safe_load(next((out / "train" / "steve1").glob("checkpoint_*/train_config.yaml")).read_text())
     assert Path(ft["in_weights"]) == release / "foundation.weights" and Path(ft["model"]) == release / "foundation.model"
     assert ft["goal_event_pick"] == "last" and ft["p_uncond"] > 0

@@ -80,6 +80,27 @@ def test_task_episodes_are_a_seeded_share():
     assert {episode_focus(only, i) for i in range(50)} == {"collect_wood", "collect_drink"}  # within `goals`
 
 
+def test_cycled_tasks_give_every_goal_its_share():
+    """focus_order=cycle: a small recording has every task goal, in turn, evenly spread among free play."""
+    from collections import Counter
+
+    from steve1_ray.world.record import episode_focus
+
+    five = ["collect_wood", "collect_sapling", "collect_drink", "eat_cow", "place_table"]
+    for fraction, episodes in ((0.5, 24), (0.75, 24), (1.0, 10), (0.3, 40)):
+        cfg = RecordConfig(focus_fraction=fraction, focus_goals=five, focus_order="cycle", seed=7)
+        focus = [episode_focus(cfg, i) for i in range(episodes)]
+        counts = Counter(f for f in focus if f)
+        assert sum(counts.values()) == round(episodes * fraction)
+        assert set(counts) == set(five) and max(counts.values()) - min(counts.values()) <= 1, (fraction, counts)
+        if fraction == 0.5:  # spread, not bunched: every other episode
+            assert all(f is None for f in focus[0::2]) and all(focus[1::2])
+    random = [episode_focus(RecordConfig(focus_fraction=0.5, focus_goals=five, seed=0), i) for i in range(24)]
+    assert "eat_cow" not in random  # why: seed 0's 24 random draws leave one goal out
+    with pytest.raises(ConfigError, match="focus_order"):
+        RecordConfig(focus_order="shuffled")
+
+
 @pytest.mark.slow
 def test_jobs_wrapper_runs_as_a_script(tmp_path):
     """`python jobs/record.py ...` without Ray (use_ray=false), custom layout."""

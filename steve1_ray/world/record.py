@@ -75,6 +75,10 @@ class RecordConfig:
         "collect_wood", "collect_sapling", "place_plant", "collect_drink", "eat_cow", "place_table",
         "collect_stone", "place_stone"])
     """goals a task episode may prefer"""
+    focus_order: str = "random"
+    """random: each episode draws whether it is a task, and which, from its seed; cycle: tasks are spread evenly
+    (round(episodes * focus_fraction) of them) and take `focus_goals` in turn, so a small recording has every
+    goal (24 random draws gave one goal 0 of 12 tasks and another 5)"""
     world: WorldConfig = field(default_factory=WorldConfig)
     """the world recorded in (crafter only: the demonstrators read its state); `world.tree_logs=4`, ..."""
     crf: int = 23
@@ -107,6 +111,7 @@ class RecordConfig:
         unknown = sorted(set(self.focus_goals) - set(GOALS))
         check(not unknown, f"focus_goals: unknown {unknown}; known goals: {sorted(GOALS)}")
         check(self.focus_fraction == 0 or self.focus_goals, "focus_goals is empty but focus_fraction > 0")
+        check(self.focus_order in ("random", "cycle"), f"focus_order={self.focus_order!r}: choose random or cycle")
         check(self.world.backend == "crafter",
               f"world.backend={self.world.backend!r}: the scripted demonstrators record in crafter only")
         check(0 <= self.crf <= 51, f"crf={self.crf} must be in 0..51")
@@ -119,13 +124,18 @@ def episode_name(cfg: RecordConfig, i: int) -> str:
 
 
 def episode_focus(cfg: RecordConfig, i: int) -> str | None:
-    """The goal episode i is a task for (None: free play); a function of the seed, so re-runs agree."""
+    """The goal episode i is a task for (None: free play); a function of the config and i, so re-runs agree."""
+    import math
+
     import numpy as np
 
+    allowed = [g for g in cfg.focus_goals if not cfg.goals or g in cfg.goals]
+    if cfg.focus_order == "cycle":  # task k (k = 0, 1, ...) is the episode where floor(i * fraction) steps up
+        task = math.floor((i + 1) * cfg.focus_fraction) > math.floor(i * cfg.focus_fraction)
+        return str(allowed[math.floor(i * cfg.focus_fraction) % len(allowed)]) if task and allowed else None
     rng = np.random.default_rng([cfg.seed + i, 7919])
     if not cfg.focus_goals or rng.random() >= cfg.focus_fraction:
         return None
-    allowed = [g for g in cfg.focus_goals if not cfg.goals or g in cfg.goals]
     return str(allowed[int(rng.integers(len(allowed)))]) if allowed else None
 
 
