@@ -166,7 +166,8 @@ def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path, capsys):
 
     again = tmp_path / "again"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "jobs/evaluate.py", *args[:-1], f"out_dir={again}", "workers=1",
+    # `python -m` (Ray must ship the module's classes by reference, not as __main__'s)
+    proc = subprocess.run([sys.executable, "-m", "steve1_ray.evaluate.run", *args[:-1], f"out_dir={again}", "workers=1",
                            "streams_per_worker=2", "progress=false"], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

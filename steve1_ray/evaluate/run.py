@@ -699,5 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job(JOB, argv)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m steve1_ray.evaluate.run`: run the imported module, whose classes Ray can ship by
+    from steve1_ray.evaluate.run import main as _main  # reference (this __main__ copy's dataclasses fail to unpickle in workers)
+
+    sys.exit(_main())

@@ -187,5 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(JOB, argv)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m steve1_ray.train.run`: run the imported module, whose classes Ray can ship by
+    from steve1_ray.train.run import main as _main  # reference (this __main__ copy's dataclasses fail to unpickle in workers)
+
+    sys.exit(_main())
