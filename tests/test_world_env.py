@@ -206,6 +206,38 @@ def test_a_remembered_world_is_the_world_crafter_generates():
     assert len(C._WORLDS) == C.WORLD_CACHE_SIZE
 
 
+def test_the_fast_local_view_draws_crafters_pixels():
+    """The tile atlas gather draws exactly what crafter's per-tile loop draws: at the world's edges, by day, at
+    night (same noise RNG), asleep, with creatures, at two tile sizes."""
+    from crafter import engine
+
+    rng = np.random.default_rng(3)
+    keys = ["forward", "back", "left", "right", "attack", "use", "sneak"]
+    checked = creatures = edges = 0
+    for area, tile_px, seed in (((16, 16), 20, 1), ((64, 64), 7, 2)):
+        env = CrafterEnv(max_steps=400, area=area, tile_px=tile_px, zombie_rate=3.0)
+        env.reset(seed)
+        core = env._core
+        view, unit = core._local_view, np.array([tile_px, tile_px])
+        for t in range(120):
+            _, _, done, _ = env.step({keys[rng.integers(len(keys))]: 1})
+            if done:
+                break
+            core._world.daylight = [1.0, 0.7, 0.3, 0.05][t % 4]
+            core._player.sleeping = t % 7 == 0
+            view.rng = np.random.RandomState(t)
+            fast = view(core._player, unit)
+            view.rng = np.random.RandomState(t)
+            slow = engine.LocalView.__call__(view, core._player, unit)
+            assert fast.dtype == slow.dtype and np.array_equal(fast, slow), (area, t)
+            checked += 1
+            x0, y0 = core._player.pos - view._offset
+            inside = core._world._obj_map[max(x0, 0):x0 + 16, max(y0, 0):y0 + 8]
+            creatures += int((inside > 0).sum() > 1)  # someone besides the player
+            edges += int(x0 < 0 or y0 < 0 or x0 + 16 > area[0] or y0 + 8 > area[1])
+    assert checked >= 100 and creatures >= 20 and edges >= 20, (checked, creatures, edges)
+
+
 def test_frame_size_does_not_change_world_dynamics():
     """Night noise has its own RNG, so a smaller render replays the same world."""
     small = CrafterEnv(frame_size=(160, 90), tile_px=10, max_steps=400, area=(32, 32))
