@@ -18,6 +18,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from crafter import engine  # noqa: E402
+
 from steve1_ray.world.crafter_env import CrafterEnv  # noqa: E402
 from steve1_ray.world.demonstrators import Demonstrator  # noqa: E402
 from steve1_ray.world.recorder import record_episode  # noqa: E402
@@ -31,9 +33,13 @@ def _timed(fn):
     return n, time.process_time() - c, time.perf_counter() - w
 
 
-def bench_env(steps: int, **env_kwargs) -> tuple[float, float, tuple]:
-    """Steps/s of env.step alone (resets after a death are not timed)."""
+def bench_env(steps: int, crafter_view: bool = False, **env_kwargs) -> tuple[float, float, tuple]:
+    """Steps/s of env.step alone (resets after a death are not timed). `crafter_view`: draw frames with crafter's
+    own LocalView loop (one numpy call per tile and per creature) instead of ours (one gather), for comparison."""
     env = CrafterEnv(max_steps=10**6, **env_kwargs)
+    if crafter_view:
+        view = env._core._local_view
+        view.__class__ = type("CrafterLoopView", (type(view),), {"__call__": engine.LocalView.__call__})
     rng = np.random.default_rng(0)
     env.reset(0)
     cpu = wall = 0.0
@@ -49,9 +55,13 @@ def bench_env(steps: int, **env_kwargs) -> tuple[float, float, tuple]:
     return steps / cpu, steps / wall, env.frame_size
 
 
-def bench_reset(n: int) -> float:
+def bench_reset(n: int, again: bool = False) -> float:
+    """CPU seconds per reset of a new world (generation), or (`again`) of a world played before (remembered)."""
     env = CrafterEnv()
-    _, cpu, _ = _timed(lambda: [env.reset(s) for s in range(n)])
+    seeds = [10**6 + s for s in range(n)]
+    if again:
+        [env.reset(s) for s in seeds]
+    _, cpu, _ = _timed(lambda: [env.reset(s) for s in seeds])
     return cpu / n
 
 
@@ -97,13 +107,16 @@ def main(argv=None) -> int:
 
     rows = []
     for label, kw in [("env step, 640x360 (tile 20, scaled 2x) [default]", {}),
+                      ("env step, 640x360, crafter's per-tile LocalView loop (before 3560260)", {"crafter_view": True}),
                       ("env step, 320x180 (tile 20, no scaling)", {"frame_size": (320, 180)}),
                       ("env step, 640x360 rendered directly (tile 40)", {"tile_px": 40})]:
         cpu_rate, wall_rate, _ = bench_env(args.steps, **kw)
         rows.append((label, f"{cpu_rate:.0f} steps/s", f"{wall_rate:.0f} steps/s"))
         print(rows[-1], flush=True)
     reset_s = bench_reset(3)
-    rows.append(("env reset (world generation)", f"{reset_s * 1000:.0f} ms", ""))
+    rows.append(("env reset, a new world (generation)", f"{reset_s * 1000:.0f} ms", ""))
+    again_s = bench_reset(3, again=True)
+    rows.append(("env reset, a world played before (remembered, 7a82bb7)", f"{again_s * 1000:.1f} ms", ""))
     cpu_rate, wall_rate = bench_demo(args.steps)
     rows.append(("env step + demonstrator (zombie_rate 0.2)", f"{cpu_rate:.0f} steps/s", f"{wall_rate:.0f} steps/s"))
     print(rows[-1], flush=True)

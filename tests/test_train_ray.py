@@ -145,7 +145,9 @@ def test_train_job_script_runs_the_debug_preset(ray_cluster, dataset, tmp_path):
 
     repo = Path(__file__).resolve().parent.parent
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(repo / "jobs/train.py"), "--config", "debug", f"data={dataset}", "num_workers=0",
+    # a relative data path (the workers start in another folder; the driver makes it absolute)
+    cmd = [sys.executable, str(repo / "jobs/train.py"), "--config", "debug",
+           f"data={os.path.relpath(dataset, tmp_path)}", "num_workers=1",
            "T=16", "trunc_t=8", "batch_size=2", "grad_accum=1", "n_frames=64", "warmup_frames=16", "val_every_steps=2",
            f"storage_path={tmp_path}", "run_name=smoke"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)

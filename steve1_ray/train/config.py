@@ -9,6 +9,7 @@ optimizer step consumes `trunc_t * batch_size * grad_accum * num_workers` frames
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -201,6 +202,20 @@ class TrainConfig:
                   f"freeze: unknown part {part!r}; use one of {sorted(FREEZE_ALIASES)} or a parameter prefix ending in '.'")
         check(bool(self.run_name) and "/" not in self.run_name,
               f"run_name={self.run_name!r} must be a non-empty name without '/'")
+
+    def with_absolute_paths(self) -> "TrainConfig":
+        """Local paths made absolute where the driver runs: Ray Train workers start in another folder, so a
+        relative `in_weights=` or `data=` given on the command line would not be found there. URIs stay."""
+        def local(path):
+            return _expand(path) if path else path
+
+        model = self.model
+        if model.endswith(".model") or os.sep in model or os.path.exists(model):  # a file, not a preset name
+            model = local(model)
+        return dataclasses.replace(
+            self, model=model, in_weights=local(self.in_weights), out_weights=local(self.out_weights),
+            data=local(self.data), sampling_dir=local(self.sampling_dir), storage_path=local(self.storage_path),
+            tensorboard_dir=local(self.tensorboard_dir))
 
     # --- derived quantities ---------------------------------------------------------------------------
     @property

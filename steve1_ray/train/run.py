@@ -58,6 +58,7 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None, run_config_kw
 def run_training(cfg: TrainConfig, callbacks: list | None = None):
     """Fit and return the Ray `Result` (its `.checkpoint` is the latest; `.metrics` the last report), printing
     progress lines here while it runs."""
+    cfg = cfg.with_absolute_paths()  # the workers start in another folder
     _check_resources(cfg)
     with DriverProgress(cfg) as progress:
         return build_trainer(cfg, callbacks, progress_sink=progress.box).fit()
@@ -161,7 +162,7 @@ def train(cfg: TrainConfig) -> int:
     """`steve1 train`: fit, print where the checkpoint and weights went; exit 1 if the run failed."""
     if cfg.fresh and not is_uri(cfg.storage_path) and os.path.isdir(cfg.run_dir()):
         shutil.rmtree(cfg.run_dir())
-    cfg = dataclasses.replace(cfg, fresh=False)  # done: every saved copy (run folder, checkpoints) resumes
+    cfg = dataclasses.replace(cfg, fresh=False).with_absolute_paths()  # done: every saved copy resumes
     if not is_uri(cfg.storage_path):
         save_config(cfg, os.path.join(cfg.run_dir(), "train_config.yaml"))
     connect()
