@@ -67,6 +67,9 @@ class QuickstartConfig:
     """fine-tuning frames from the released foundation policy (event goals: goal_event_horizon=40, pick last)"""
     finetune_lr: float = 1e-3
     """learning rate of that fine-tune"""
+    goal_lr_scale: float = 10.0
+    """the fine-tune's learning rate of the goal layer (zero in the foundation) is `finetune_lr` times this: with
+    10 the fine-tuned policy uses its goals about twice as much per frame of fine-tuning (benchmarks/RESULTS.md)"""
     embedder_epochs: int = 8
     """from_scratch: epochs of the world embedder's contrastive training (`steve1 train-embedder epochs=`)"""
     policy_frames: int = 8192
@@ -211,6 +214,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                _train_args(shards, samplings, train_dir, run_name, cfg.finetune_frames)
                + [f"model={release / 'foundation.model'}", f"in_weights={release / 'foundation.weights'}",
                   "goal_event_horizon=40", "goal_event_pick=last", f"lr={cfg.finetune_lr}",
+                  f"goal_lr_scale={cfg.goal_lr_scale}",
                   "val_every_steps=128", "checkpoint_every_steps=128"],
                done=train_dir / f"{run_name}.weights")
         prior = release / "prior.pt"

@@ -108,7 +108,7 @@ def test_quickstart_tiny_finetunes_from_the_committed_release(tmp_path):
     assert "eat_cow" in recorded["focus_goals"] and recorded["focus_order"] == "cycle"
     ft = yaml.safe_load(next((out / "train" / "steve1").glob("checkpoint_*/train_config.yaml")).read_text())
     assert Path(ft["in_weights"]) == release / "foundation.weights" and Path(ft["model"]) == release / "foundation.model"
-    assert ft["goal_event_pick"] == "last" and ft["p_uncond"] > 0
+    assert ft["goal_event_pick"] == "last" and ft["p_uncond"] > 0 and ft["goal_lr_scale"] == 10
     assert not (out / "embedder").exists() and not (out / "prior").exists()  # the released ones are used
     data = json.loads((out / "shards" / "manifest.json").read_text())
     assert Path(data["options"]["mineclip_path"]) == release / "mineclip.pth"

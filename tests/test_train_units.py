@@ -60,6 +60,29 @@ def test_decay_groups_match_steve1():
     assert [g["weight_decay"] for g in opt.param_groups] == [0.039428, 0.0]
 
 
+def test_goal_layer_learning_rate_scale():
+    """goal_lr_scale: the goal layer gets its own groups, whose lr the optimizer step scales; 1 adds no group."""
+    from steve1_ray.train.config import FREEZE_ALIASES
+    from steve1_ray.train.step import set_lr
+
+    policy = build_policy("debug", embed_dim=D)
+    freeze_parts(policy, [])
+    goal = FREEZE_ALIASES["goal"]
+    opt = build_optimizer(policy, 1e-3, 0.04, lr_scales={goal: 10.0})
+    groups = {tuple(g["names"]): g for g in opt.param_groups}
+    assert len(opt.param_groups) == 4 and sum(len(g["names"]) for g in opt.param_groups) == len(sum(
+        decay_groups(policy), []))
+    scaled = [g for g in opt.param_groups if g.get("lr_scale")]
+    assert sorted(n for g in scaled for n in g["names"]) == [goal + "bias", goal + "weight"]
+    assert {g["weight_decay"] for g in scaled} == {0.04, 0.0}  # the decay rule still holds inside the layer
+    assert not any(n.startswith(goal) for names, g in groups.items() if not g.get("lr_scale") for n in names)
+    assert len(build_optimizer(policy, 1e-3, 0.04, lr_scales={goal: 1.0}).param_groups) == 2
+    set_lr(opt, 2e-4)
+    assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([2e-4, 2e-3])
+    with pytest.raises(ConfigError, match="goal_lr_scale"):
+        TrainConfig(goal_lr_scale=0)
+
+
 def test_freeze_cnn_and_unknown_part():
     policy = build_policy("debug", embed_dim=D)
     counts = freeze_parts(policy, ["net.img_process.cnn."])

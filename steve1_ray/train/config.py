@@ -97,6 +97,9 @@ class TrainConfig:
     """`sum_time`: the original's −mean over sequences of Σ_t log p(a_t) per piece; `mean`: per-frame mean."""
     lr: float = 4e-5
     """Peak learning rate (AdamW), reached after `warmup_frames`; the paper's 4e-5."""
+    goal_lr_scale: float = 1.0
+    """The goal layer's learning rate is `lr` times this (fine-tuning a foundation policy whose goal layer starts
+    at zero: it has to learn what the rest of the network already knows)."""
     weight_decay: float = 0.039428
     """On weights of Linear/Conv/GroupNorm layers and other parameters; never on biases, LayerNorm, Embedding."""
     betas: tuple[float, float] = (0.9, 0.999)
@@ -186,6 +189,7 @@ class TrainConfig:
         check(self.loss_reduction in LOSS_REDUCTIONS,
               f"loss_reduction={self.loss_reduction!r}: choose one of {LOSS_REDUCTIONS}")
         check(self.lr > 0, f"lr={self.lr} must be > 0")
+        check(self.goal_lr_scale > 0, f"goal_lr_scale={self.goal_lr_scale} must be > 0")
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0 (clipping is always on)")
         check(self.n_frames > 0, f"n_frames={self.n_frames} must be > 0")

@@ -17,7 +17,7 @@ from steve1_ray.config import from_dict
 from steve1_ray.models.formats import load_policy
 from steve1_ray.models.policy import PRESETS
 from steve1_ray.train.checkpoint import Progress, RunCheckpoints, export_weights, maybe_fail
-from steve1_ray.train.config import TrainConfig
+from steve1_ray.train.config import FREEZE_ALIASES, TrainConfig
 from steve1_ray.train.data import MultiSource, Prefetcher, SequenceDataset, epoch_groups, hash_split
 from steve1_ray.train.optim import build_optimizer, enable_activation_checkpointing, freeze_parts
 from steve1_ray.train.report import RunLog, TrainMetrics, run_metrics
@@ -46,7 +46,8 @@ def train_loop_per_worker(config: dict) -> None:
     # ---- setup: data, model, optimizer; resume ------------------------------------------------------
     train_set, val_set, embed_dim = open_sequences(cfg)
     policy = prepare_policy(make_policy(cfg, embed_dim), cfg, device)
-    optimizer = build_optimizer(policy, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
+    optimizer = build_optimizer(policy, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps,
+                                lr_scales={FREEZE_ALIASES["goal"]: cfg.goal_lr_scale})
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     checkpoints = RunCheckpoints(cfg, rank, policy, optimizer, scaler)
     progress, resumed = checkpoints.resume()

@@ -31,15 +31,24 @@ def decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999),
-                    eps: float = 1e-8) -> torch.optim.AdamW:
+                    eps: float = 1e-8, lr_scales: dict[str, float] | None = None) -> torch.optim.AdamW:
+    """AdamW over the decay / no-decay groups. `lr_scales` {parameter prefix: factor}: those parameters get a
+    group of their own whose `lr_scale` multiplies the scheduled learning rate (`optimizer_step`); factors of 1
+    add no group (so checkpoints keep their layout)."""
     decay, no_decay = decay_groups(model)
     params = dict(model.named_parameters())
     if not decay and not no_decay:
         raise ValueError("no trainable parameters: `freeze` covers the whole model; unfreeze at least one part")
-    groups = [
-        {"params": [params[n] for n in decay], "weight_decay": weight_decay, "names": decay},
-        {"params": [params[n] for n in no_decay], "weight_decay": 0.0, "names": no_decay},
-    ]
+    groups = []
+    scaled = {p: f for p, f in (lr_scales or {}).items() if f != 1.0}
+    for names, wd in ((decay, weight_decay), (no_decay, 0.0)):
+        rest = [n for n in names if not any(n.startswith(p) for p in scaled)]
+        groups.append({"params": [params[n] for n in rest], "weight_decay": wd, "names": rest})
+        for prefix, factor in scaled.items():
+            mine = [n for n in names if n.startswith(prefix)]
+            if mine:
+                groups.append({"params": [params[n] for n in mine], "weight_decay": wd, "names": mine,
+                               "lr_scale": float(factor)})
     fused = any(p.is_cuda for p in params.values())
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
 

@@ -38,6 +38,12 @@ def take_piece(batch: dict, t0: int, t1: int, device) -> tuple:
             batch["buttons"][:, t0:t1].to(device), batch["camera"][:, t0:t1].to(device))
 
 
+def set_lr(optimizer, lr: float) -> None:
+    """The scheduled learning rate on every group, times the group's `lr_scale` (`build_optimizer(lr_scales=)`)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
 def optimizer_step(model, policy, optimizer, scaler, micro_batches: list[dict], states: list, t0: int,
                    cfg: TrainConfig, device, lr: float) -> dict:
     """One AdamW step on piece [t0, t0 + trunc_t) of every micro-batch; updates `states` in place.
@@ -45,8 +51,7 @@ def optimizer_step(model, policy, optimizer, scaler, micro_batches: list[dict], 
     The gradient is the mean over all sequences of all micro-batches (and, through DDP, all workers).
     Returns this worker's sums for logging and the (global) gradient norm before clipping.
     """
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    set_lr(optimizer, lr)
     n = len(micro_batches)
     loss_sum, nll_sum, frames = 0.0, 0.0, 0
     for m, batch in enumerate(micro_batches):
