@@ -30,6 +30,7 @@ world's dynamics; `reset(seed)` makes an episode reproducible.
 from __future__ import annotations
 
 import hashlib
+import threading
 import types
 from collections import OrderedDict
 from typing import Any, Mapping
@@ -181,6 +182,7 @@ def _do_material_with_logs(player, target, material):
 # reset). crafter draws each world tile by tile with pure-Python simplex noise, about 2 s for 64x64 tiles, while
 # an evaluation plays the same dozen worlds in every cell; a hit restores the world exactly as generation leaves it.
 _WORLDS: OrderedDict[tuple, tuple] = OrderedDict()
+_WORLDS_LOCK = threading.Lock()  # serving's rollout actors may reset worlds from several threads
 WORLD_CACHE_SIZE = 32
 _GENERATED = (objects.Cow, objects.Zombie, objects.Skeleton)
 
@@ -193,18 +195,23 @@ def _rng_key(random: np.random.RandomState) -> tuple:
 def generate_world(world: engine.World, player: objects.Player) -> bool:
     """crafter's `worldgen.generate_world`, remembered: the same area, start and RNG state give the same materials,
     creatures (in the same order) and RNG state afterwards. Returns whether the world came from the cache."""
-    key = (tuple(int(v) for v in world.area), tuple(int(v) for v in player.pos), _rng_key(world.random))
-    hit = _WORLDS.get(key)
+    key = (tuple(int(v) for v in world.area), tuple(int(v) for v in player.pos), _rng_key(world.random),
+           tuple(world._mat_ids))  # material ids, as the map stores them
+    with _WORLDS_LOCK:
+        hit = _WORLDS.get(key)
+        if hit is not None:
+            _WORLDS.move_to_end(key)
     if hit is None:
         worldgen.generate_world(world, player)
         made = world._objects[2:]  # [None, player, what generation added]
         if all(type(o) in _GENERATED for o in made):
-            _WORLDS[key] = (world._mat_map.copy(), [(type(o), tuple(int(v) for v in o.pos)) for o in made],
-                            world.random.get_state())
-            while len(_WORLDS) > WORLD_CACHE_SIZE:
-                _WORLDS.popitem(last=False)
+            entry = (world._mat_map.copy(), [(type(o), tuple(int(v) for v in o.pos)) for o in made],
+                     world.random.get_state())
+            with _WORLDS_LOCK:
+                _WORLDS[key] = entry
+                while len(_WORLDS) > WORLD_CACHE_SIZE:
+                    _WORLDS.popitem(last=False)
         return False
-    _WORLDS.move_to_end(key)
     materials, made, state = hit
     world._mat_map[...] = materials
     for cls, pos in made:
