@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import numpy as np
 import pytest
@@ -402,7 +403,8 @@ def test_evaluate_job_with_foundation_and_phrasings_prints_progress(ray_cluster,
     # Progress in the job's own output, not only the stderr bar or Ray's worker logs.
     assert ("[evaluate] 8 episodes: 1 prompts + 1 other phrasings x 1 scales (6), unconditioned, foundation; "
             "2 worlds each, at most 6 steps; 1 workers x 2 streams") in stdout
-    assert "[evaluate] 2/8 episodes done, 25% of the steps," in stdout and "ETA" in stdout
+    # at least one line before the end, with an ETA (how far it got when polled depends on the machine's speed)
+    assert re.search(r"^\[evaluate\] [0-7]/8 episodes done, \d+% of the steps, \S+ elapsed, ETA \S+$", stdout, re.M)
     assert "[evaluate] 8/8 episodes done in" in stdout
     episodes = json.loads((out / "episodes.json").read_text())
     by = {}
