@@ -112,6 +112,8 @@ class QuickstartConfig:
               f"world.backend={self.world.backend!r}: the quick start records with crafter's scripted demonstrators")
         check(self.event_frames >= 0, f"event_frames={self.event_frames!r} must be >= 0 (0 = no fine-tune)")
         check(self.finetune_frames > 0, f"finetune_frames={self.finetune_frames!r} must be > 0")
+        check(0.0 <= self.focus_fraction <= 1.0, f"focus_fraction={self.focus_fraction!r} must be in [0, 1]")
+        check(self.goal_lr_scale > 0, f"goal_lr_scale={self.goal_lr_scale!r} must be > 0")
         check(self.eval_episodes >= 1, f"eval_episodes={self.eval_episodes!r} must be >= 1")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1

@@ -27,6 +27,10 @@ def test_quickstart_config_rejects_bad_values():
         load_config(QuickstartConfig, [], ["world.backend=minerl"])
     with pytest.raises(ConfigError, match="event_frames"):
         load_config(QuickstartConfig, [], ["event_frames=-1"])
+    with pytest.raises(ConfigError, match="focus_fraction"):
+        load_config(QuickstartConfig, [], ["focus_fraction=1.5"])
+    with pytest.raises(ConfigError, match="goal_lr_scale"):
+        load_config(QuickstartConfig, [], ["goal_lr_scale=-10"])
     with pytest.raises(ConfigError, match="finetune_frames"):
         load_config(QuickstartConfig, [], ["finetune_frames=0"])
     assert load_config(QuickstartConfig, [], ["tiny=true", "event_frames=131072"]).event_frames == 512
