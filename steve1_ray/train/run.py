@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(JOB, argv)
 
 
-if __name__ == "__main__":  # `python -m steve1_ray.train.run`: run the imported module, whose classes Ray can ship by
-    from steve1_ray.train.run import main as _main  # reference (this __main__ copy's dataclasses fail to unpickle in workers)
+if __name__ == "__main__":
+    # `python -m steve1_ray.train.run`: run the imported module, whose classes Ray ships by reference (this
+    # __main__ copy's dataclasses fail to unpickle in the workers: NameError ClassVar)
+    from steve1_ray.train.run import main as _main
 
     sys.exit(_main())
