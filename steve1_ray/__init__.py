@@ -5,6 +5,13 @@ Public API (see README): `load_policy`, `load_mineclip`, `load_prior`, `steve1_r
 """
 from __future__ import annotations
 
+import os
+
+# cv2 reads its decoder's pixel cap once, when it is loaded: set it before any module of ours imports cv2. The
+# served API checks image sizes from their headers first (serving/inputs.py); this is the backstop. 2**25 pixels
+# (a 100 MB BGR image) is far above any frame this package decodes.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**25))
+
 __version__ = "0.1.0"
 
 

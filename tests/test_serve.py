@@ -21,9 +21,11 @@ from steve1_ray import agent as A
 
 pytestmark = pytest.mark.slow
 
-API_KEY = "test-key"
+API_KEY = "test-key-0123456789"
+OTHER_KEY = "other-key-0123456789"
 TTL_S = 30.0
 MAX_SESSIONS = 40
+PER_KEY = 30
 TIMEOUT = 180
 
 
@@ -60,6 +62,8 @@ class Client:
 
 @pytest.fixture(scope="module")
 def served(ray_cluster, tmp_path_factory):
+    import os
+
     from ray import serve
     from ray.serve.context import _get_global_client
 
@@ -74,11 +78,16 @@ def served(ray_cluster, tmp_path_factory):
     save_weights(policy, weights)
     serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     port = _get_global_client().http_config.port
+    keys = tmp_path_factory.mktemp("keys") / "api-keys"
+    keys.write_text(f"# one key per line\n{OTHER_KEY}\n")
+    os.environ["STEVE1_TEST_KEYS"] = API_KEY  # read once, by build_app: only digests reach the replicas
     cfg = ServeConfig(policy="debug", weights=str(weights), max_sessions=MAX_SESSIONS, session_ttl_s=TTL_S,
-                      max_payload_bytes=2_000_000, max_image_pixels=1024 * 1024, api_key=API_KEY,
+                      max_payload_bytes=2_000_000, max_image_pixels=1024 * 1024, api_keys_env="STEVE1_TEST_KEYS",
+                      api_keys_file=str(keys), max_sessions_per_key=PER_KEY,
                       rollout_workers=1, rollout_max_steps=50, rollout_default_steps=20, video_height=180, batch_wait_timeout_s=0.01)
     serve.run(build_app(cfg), name="steve1", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    del os.environ["STEVE1_TEST_KEYS"]
     client = Client(f"http://127.0.0.1:{port}")
     expiring = client.post("/sessions", json={"goal_embed": [0.0] * 512}).json()["session_id"]
     yield {"client": client, "policy": policy, "url": client.url, "expiring": expiring, "t_expiring": time.time()}
@@ -110,7 +119,8 @@ def test_api_key_required_except_public_paths(served):
     anon = Client(served["url"], key=None)
     r = anon.post("/sessions", json={"goal_embed": [0.0] * 512})
     assert r.status_code == 401 and "x-api-key" in r.json()["error"]
-    assert Client(served["url"], key="wrong").get("/info").status_code == 401
+    assert Client(served["url"], key="wrong-key-0123456789").get("/info").status_code == 401
+    assert Client(served["url"], key=OTHER_KEY).get("/info").status_code == 200  # the file's key
     assert anon.get("/healthz").status_code == 200
     page = anon.get("/")
     assert page.status_code == 200 and "Guidance scale" in page.text
@@ -368,3 +378,149 @@ def test_idle_session_expires(served):
         time.sleep(wait)
     r = c.post(f"/sessions/{served['expiring']}/act", json={"image": png_b64(np.zeros((8, 8, 3), np.uint8))})
     assert r.status_code == 410 and "expired" in r.json()["error"]
+
+
+def _rss_mb(title: str) -> float:
+    """Resident MB of the Ray process whose title contains `title` (e.g. the proxy or the Api replica)."""
+    import os
+
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            if title in cmd:
+                for line in open(f"/proc/{pid}/status"):
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    raise AssertionError(f"no process titled {title!r}")
+
+
+def _watch_rss(titles: tuple[str, ...], stop) -> dict:
+    """Peak RSS rise of each process while `stop` is not set (sampled every 20 ms)."""
+    base = {t: _rss_mb(t) for t in titles}
+    peak = dict(base)
+    while not stop.is_set():
+        for t in titles:
+            peak[t] = max(peak[t], _rss_mb(t))
+        time.sleep(0.02)
+    return {t: peak[t] - base[t] for t in titles}
+
+
+def test_hostile_bodies_cost_the_server_little(served):
+    """A 570 KB PNG of 14000x14000 pixels, and a 256 MB chunked body without Content-Length: both 413, and
+    neither the HTTP proxy nor the Api replica grows by 200 MB (before: +1.1 GB for the PNG, the whole body read)."""
+    import http.client
+    import threading
+    from urllib.parse import urlparse
+
+    from test_serve_hardening import png_bomb
+
+    c = served["client"]
+    sid = c.post("/sessions", json={"goal_embed": [0.0] * 512}).json()["session_id"]
+    titles = ("ProxyActor", "ServeReplica:steve1:Api")
+    bomb = base64.b64encode(png_bomb(14000, 14000)).decode()
+    stop = threading.Event()
+    with cf.ThreadPoolExecutor(1) as pool:
+        watch = pool.submit(_watch_rss, titles, stop)
+        r = c.post(f"/sessions/{sid}/act", json={"image": bomb})
+        stop.set()
+        rise = watch.result()
+    assert r.status_code == 413 and "downscale" in r.json()["error"]
+    assert max(rise.values()) < 200, rise
+
+    url = urlparse(served["url"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=TIMEOUT)
+    chunk = b"A" * (1 << 20)
+    stop = threading.Event()
+    with cf.ThreadPoolExecutor(1) as pool:
+        watch = pool.submit(_watch_rss, titles, stop)
+        conn.putrequest("POST", f"/sessions/{sid}/act")
+        conn.putheader("x-api-key", API_KEY)
+        conn.putheader("content-type", "application/json")
+        conn.putheader("transfer-encoding", "chunked")
+        conn.endheaders()
+        sent = 0
+        try:
+            for _ in range(256):
+                conn.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sent += len(chunk)
+            conn.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed while we were still sending
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read()
+        stop.set()
+        rise = watch.result()
+    conn.close()
+    assert status == 413 and b"max_payload_bytes" in body, (status, body[:200])
+    assert max(rise.values()) < 200, (rise, sent)
+    assert c.post(f"/sessions/{sid}/act", json={"image": png_b64(np.zeros((32, 32, 3), np.uint8))}).status_code == 200
+    c.delete(f"/sessions/{sid}")
+
+
+def test_numbers_are_bounded_in_the_schema_and_the_answers(served):
+    """Seeds beyond 64 bits, embeddings beyond float32 and NaN literals are 422s (before: a 500, a failing first
+    step, an inf goal); /openapi.json states the bounds and what every endpoint returns."""
+    c = served["client"]
+    cases = [
+        ({"goal_embed": [0.0] * 512, "seed": 2**70}, "seed"),
+        ({"prompt": "chop a tree", "prior_seed": 2**70}, "prior_seed"),
+        ({"goal_embed": [0.0] * 512, "seed": -1}, "seed"),
+        ({"goal_embed": [1e300] + [0.0] * 511}, "goal_embed"),
+        ({"goal_embed": [0.0] * 512, "cond_scale": 51}, "cond_scale"),
+    ]
+    for body, field in cases:
+        r = c.post("/sessions", json=body)
+        assert r.status_code == 422 and field in r.json()["error"], (body, r.text)
+    r = c.post("/sessions", data=b'{"goal_embed": [NaN' + b", 0.0" * 511 + b"]}",
+               headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    r = c.post("/rollouts", json={"prompt": "dig", "world_seed": 2**40})
+    assert r.status_code == 422 and "world_seed" in r.json()["error"]
+    spec = c.get("/openapi.json").json()
+    props = spec["components"]["schemas"]["CreateSession"]["properties"]
+    seed = next(x for x in props["seed"]["anyOf"] if x.get("type") == "integer")
+    assert seed["minimum"] == 0 and seed["maximum"] == pytest.approx(2**63 - 1)  # JSON reads it as a float
+    scale = next(x for x in props["cond_scale"]["anyOf"] if x.get("type") == "number")
+    assert scale["minimum"] == -50 and scale["maximum"] == 50
+    embed = next(x for x in props["goal_embed"]["anyOf"] if x.get("type") == "array")
+    assert embed["maxItems"] == 4096 and embed["items"]["maximum"] == 1e4
+    act = spec["paths"]["/sessions/{session_id}/act"]["post"]["responses"]
+    assert act["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ActionOut")
+    assert act["413"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    for path in ("/sessions", "/goals", "/rollouts", "/info"):
+        for op in spec["paths"][path].values():
+            assert "schema" in op["responses"][next(k for k in op["responses"] if k.startswith("20"))].get(
+                "content", {}).get("application/json", {}), (path, op)
+
+
+def test_clients_see_only_their_sessions_and_rollouts_with_a_quota_each(served):
+    """Two API keys: neither can read, step, reset or delete the other's sessions or see its rollouts (404, as
+    for an unknown id); each may hold at most max_sessions_per_key sessions."""
+    a, b = served["client"], Client(served["url"], key=OTHER_KEY)
+    good = png_b64(np.zeros((32, 32, 3), np.uint8))
+    sid = a.post("/sessions", json={"goal_embed": [0.0] * 512, "seed": 1}).json()["session_id"]
+    for r in (b.get(f"/sessions/{sid}"), b.post(f"/sessions/{sid}/act", json={"image": good}),
+              b.post(f"/sessions/{sid}/reset"), b.delete(f"/sessions/{sid}")):
+        assert r.status_code == 404 and "unknown session" in r.json()["error"], r.text
+    assert a.post(f"/sessions/{sid}/act", json={"image": good}).json()["step"] == 1  # untouched by b
+    rid = a.post("/rollouts", json={"prompt": "collect wood", "steps": 3}).json()["rollout_id"]
+    assert rid in [x["rollout_id"] for x in a.get("/rollouts").json()]
+    assert rid not in [x["rollout_id"] for x in b.get("/rollouts").json()]
+    for path in ("", "/metrics", "/video.mp4", "/frame.jpg"):
+        assert b.get(f"/rollouts/{rid}{path}").status_code == 404, path
+    opened = []
+    for _ in range(PER_KEY + 1):
+        r = b.post("/sessions", json={"goal_embed": [0.0] * 512})
+        if r.status_code != 201:
+            break
+        opened.append(r.json()["session_id"])
+    assert len(opened) == PER_KEY and r.status_code == 429 and "max_sessions_per_key" in r.json()["error"]
+    assert a.post("/sessions", json={"goal_embed": [0.0] * 512}).status_code == 201  # a is not held up by b
+    for s in opened:
+        b.delete(f"/sessions/{s}")
+    a.delete(f"/sessions/{sid}")
+    deadline = time.time() + 60
+    while a.get(f"/rollouts/{rid}").json()["status"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.5)

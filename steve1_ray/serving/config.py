@@ -13,13 +13,20 @@ from typing import ClassVar, Optional
 from steve1_ray.config import check
 from steve1_ray.world.config import WorldConfig
 
+# Hard bounds the HTTP schema states (/openapi.json); a config may narrow them, never widen them.
+MAX_COND_SCALE = 50.0
+MAX_CLIP_FRAMES = 64
+MAX_ROLLOUT_STEPS = 100_000
+
 
 @dataclass
 class ServeConfig:
     """What the prompt-to-action service loads, the limits it enforces and where it listens."""
 
     MOVED_KEYS: ClassVar[dict[str, str]] = {"rollout_backend": "world.backend",
-                                            "rollout_env_kwargs": "world (world.zombie_rate=..., world.tree_logs=...)"}
+                                            "rollout_env_kwargs": "world (world.zombie_rate=..., world.tree_logs=...)",
+                                            "api_key": "the STEVE1_API_KEYS environment variable or api_keys_file "
+                                                       "(keys stay out of configs, command lines and logs)"}
     """keys of older configs and where they live now (named in the error instead of the list of known keys)"""
 
     # --- models
@@ -43,9 +50,11 @@ class ServeConfig:
     default_cond_scale: float = 6.0
     """Guidance scale when a session does not give one (the original: 6 for text, 7 for visual)."""
     max_cond_scale: float = 50.0
-    """Largest accepted |cond_scale|."""
+    """Largest accepted |cond_scale| (at most 50, the schema's bound)."""
     max_sessions: int = 256
     """Open sessions allowed at once; more get HTTP 429."""
+    max_sessions_per_key: int = 128
+    """Open sessions one API key (or, without keys, the anonymous client) may hold; more get HTTP 429."""
     session_ttl_s: float = 600.0
     """A session idle this long expires (HTTP 410 afterwards)."""
     state_sync_every: int = 1
@@ -64,12 +73,18 @@ class ServeConfig:
     # --- HTTP
     max_payload_bytes: int = 8 * 1024 * 1024
     """Largest request body accepted (HTTP 413 beyond)."""
-    max_image_pixels: int = 4096 * 4096
-    """Largest decoded observation image (width x height)."""
+    max_image_pixels: int = 1024 * 1024
+    """Largest observation or clip image (width x height, read from its header before decoding); 1 MP holds a
+    640x360 MineRL frame or a 1280x720 screenshot, the agent sees 128x128."""
     max_clip_frames: int = 16
-    """Frames in a visual goal clip (MineCLIP windows are 16 frames)."""
-    api_key: Optional[str] = None
-    """When set, every request except the page, /healthz and the docs needs `x-api-key: <key>`."""
+    """Frames in a visual goal clip (MineCLIP windows are 16 frames; at most 64)."""
+    api_keys_env: str = "STEVE1_API_KEYS"
+    """Environment variable with the API keys (comma-separated), read where the app is built; with keys, every
+    request except the page, /healthz and the docs needs `x-api-key: <key>` (docs/serving.md)."""
+    api_keys_file: Optional[str] = None
+    """A file with API keys, one per line (e.g. a mounted Kubernetes Secret); adds to `api_keys_env`."""
+    insecure: bool = False
+    """Allow a non-loopback `host` with no API key (anyone who reaches the port may use the service)."""
     host: str = "127.0.0.1"
     """HTTP host `steve1 serve` binds (a Serve config file's `http_options.host` sets it too)."""
     port: int = 8000
@@ -101,6 +116,12 @@ class ServeConfig:
 
     def __post_init__(self):
         check(self.max_sessions >= 1, f"max_sessions must be >= 1, got {self.max_sessions}")
+        check(self.max_sessions_per_key >= 1, f"max_sessions_per_key must be >= 1, got {self.max_sessions_per_key}")
+        check(0 <= self.max_cond_scale <= MAX_COND_SCALE,
+              f"max_cond_scale must be in [0, {MAX_COND_SCALE}], got {self.max_cond_scale}")
+        check(1 <= self.max_clip_frames <= MAX_CLIP_FRAMES,
+              f"max_clip_frames must be in [1, {MAX_CLIP_FRAMES}], got {self.max_clip_frames}")
+        check(self.max_image_pixels >= 128 * 128, f"max_image_pixels must be >= 16384, got {self.max_image_pixels}")
         check(self.session_ttl_s > 0, f"session_ttl_s must be > 0, got {self.session_ttl_s}")
         check(self.state_sync_every >= 0, f"state_sync_every must be >= 0, got {self.state_sync_every}")
         check(self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}")
@@ -108,6 +129,8 @@ class ServeConfig:
               f"batch_wait_timeout_s must be >= 0, got {self.batch_wait_timeout_s}")
         check(self.max_payload_bytes >= 1024, f"max_payload_bytes must be >= 1024, got {self.max_payload_bytes}")
         check(self.rollout_workers >= 0, f"rollout_workers must be >= 0, got {self.rollout_workers}")
+        check(self.rollout_max_steps <= MAX_ROLLOUT_STEPS,
+              f"rollout_max_steps must be <= {MAX_ROLLOUT_STEPS}, got {self.rollout_max_steps}")
         check(1 <= self.rollout_default_steps <= self.rollout_max_steps,
               f"rollout_default_steps {self.rollout_default_steps} must be in [1, rollout_max_steps="
               f"{self.rollout_max_steps}]")

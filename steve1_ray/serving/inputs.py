@@ -5,6 +5,7 @@ import base64
 import binascii
 import io
 import math
+import warnings
 from typing import Any, Sequence
 
 import cv2
@@ -35,28 +36,57 @@ def _b64(data: str, what: str) -> bytes:
                               f"e.g. base64.b64encode(open('frame.png','rb').read()).decode())") from None
 
 
-def _image_size(raw: bytes) -> tuple[int, int] | None:
-    """(width, height) from the file header without decoding the pixels (None if unknown)."""
-    try:
-        from PIL import Image
+# The image formats an observation or a clip frame may use, by their first bytes (magic numbers). Anything else
+# (GIF, TIFF, Radiance HDR, OpenEXR, PPM...) is refused before any decoder sees it.
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
 
-        with Image.open(io.BytesIO(raw)) as im:
-            return im.size
+
+def image_format(raw: bytes) -> str | None:
+    """PNG, JPEG, BMP or WEBP from the file's first bytes; None for anything else."""
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _MAGIC if raw.startswith(magic)), None)
+
+
+def _header_size(raw: bytes, fmt: str, what: str) -> tuple[int, int]:
+    """(width, height) read from the file header by Pillow, without decoding a pixel; refuses what it cannot read."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw), formats=[fmt]) as im:
+                return im.size
+    except Image.DecompressionBombError as exc:  # more than 2x Pillow's own limit: far beyond any cap of ours
+        raise InputError(413, f"{what}: {exc}; downscale it first (the agent sees 128x128 anyway)") from None
     except Exception:
-        return None
+        raise InputError(400, f"{what}: the {fmt} header cannot be read (a truncated or corrupt file?); send "
+                              f"a PNG/JPEG/BMP/WebP image") from None
 
 
 def decode_image(data: str, max_pixels: int, what: str = "image") -> np.ndarray:
-    """base64 PNG/JPEG/BMP/WebP -> (H, W, 3) uint8 RGB (grey and alpha images are converted)."""
+    """base64 PNG/JPEG/BMP/WebP -> (H, W, 3) uint8 RGB (grey and alpha images are converted).
+
+    The format is checked by its magic bytes and the size read from its header before anything is decoded, so
+    an image over `max_pixels` (a decompression bomb: a few hundred KB of PNG can hold 14000x14000 pixels) is
+    refused with 413 having cost only its compressed bytes. cv2 itself is capped too (OPENCV_IO_MAX_IMAGE_PIXELS,
+    set in steve1_ray/__init__.py before cv2 is loaded)."""
     raw = _b64(data, what)
-    size = _image_size(raw)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise InputError(413, f"{what}: {size[0]}x{size[1]} pixels is more than the {max_pixels} allowed; "
+    fmt = image_format(raw)
+    if fmt is None:
+        raise InputError(400, f"{what}: not a PNG, JPEG, BMP or WebP file (by its first bytes); other formats "
+                              f"are refused")
+    w, h = _header_size(raw, fmt, what)
+    if w * h > max_pixels:
+        raise InputError(413, f"{what}: {w}x{h} pixels is more than the {max_pixels} allowed (max_image_pixels); "
                               f"downscale it first (the agent sees 128x128 anyway)")
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # over cv2's own pixel cap, or a decoder error
+        img = None
     if img is None or img.ndim != 3 or img.size == 0:
-        raise InputError(400, f"{what}: the bytes are not a PNG/JPEG/BMP/WebP image cv2 can decode")
-    if img.shape[0] * img.shape[1] > max_pixels:
+        raise InputError(400, f"{what}: the bytes are not a {fmt} image cv2 can decode (truncated or corrupt?)")
+    if img.shape[0] * img.shape[1] > max_pixels:  # the header said otherwise: trust the pixels
         raise InputError(413, f"{what}: {img.shape[1]}x{img.shape[0]} pixels is more than the {max_pixels} allowed")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
@@ -80,9 +110,11 @@ def check_embedding(values: Any, dim: int, what: str = "goal_embed") -> np.ndarr
     if arr.size != dim:
         raise InputError(422, f"{what} has {arr.size} values but this model expects {dim} "
                               f"(a MineCLIP embedding; GET /info shows embed_dim)")
-    if not np.all(np.isfinite(arr)):
-        raise InputError(422, f"{what} contains NaN or infinite values")
-    return arr.astype(np.float32)
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if not np.all(np.isfinite(out)):  # 1e300 is finite as float64, inf as float32
+        raise InputError(422, f"{what} contains NaN or infinite values, or values beyond float32's range")
+    return out
 
 
 def check_scale(value: Any, limit: float) -> float:

@@ -45,22 +45,23 @@ class SessionStore:
 
     def __init__(self, cfg: dict):
         c = from_dict(ServeConfig, cfg)
-        self.table = SessionTable(c.max_sessions, c.session_ttl_s)
+        self.table = SessionTable(c.max_sessions, c.session_ttl_s, max_per_client=c.max_sessions_per_key)
 
-    def create(self, goal_embed, cond_scale, seed, deterministic=False, prompt=None) -> dict:
-        return self.table.create(goal_embed, cond_scale, seed, deterministic, prompt)
+    def create(self, goal_embed, cond_scale, seed, deterministic=False, prompt=None, client=None) -> dict:
+        return self.table.create(goal_embed, cond_scale, seed, deterministic, prompt, client)
 
-    def get(self, session_id: str, owner: str | None = None, with_state: bool = False) -> dict:
-        return self.table.get(session_id, owner, with_state)
+    def get(self, session_id: str, owner: str | None = None, with_state: bool = False,
+            client: str | None = None) -> dict:
+        return self.table.get(session_id, owner, with_state, client)
 
     def sync(self, owner: str, updates: list) -> list:
         return self.table.sync(owner, updates)
 
-    def reset(self, session_id: str, cond_scale="keep", seed="keep") -> dict:
-        return self.table.reset(session_id, cond_scale, seed)
+    def reset(self, session_id: str, cond_scale="keep", seed="keep", client: str | None = None) -> dict:
+        return self.table.reset(session_id, cond_scale, seed, client)
 
-    def delete(self, session_id: str) -> dict:
-        return self.table.delete(session_id)
+    def delete(self, session_id: str, client: str | None = None) -> dict:
+        return self.table.delete(session_id, client)
 
     def stats(self) -> dict:
         return self.table.stats()
@@ -105,7 +106,7 @@ class GoalEmbedder:
 
     def info(self) -> dict:
         return {"embed_dim": int(self.mineclip.embed_dim), "cached_prompts": len(self.cache),
-                "window": int(self.mineclip.window)}
+                "window": int(self.mineclip.window), "resolution": [int(r) for r in self.mineclip.cfg.resolution]}
 
 
 # ----------------------------------------------------------------------------------------- policy
@@ -115,6 +116,7 @@ class _Hot:
     stream: A.AgentStream
     epoch: int
     last_used: float
+    client: str | None = None  # who owns the session (auth.py); None: internal
 
 
 @serve.deployment(name="PolicyServer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
@@ -143,9 +145,10 @@ class PolicyServer:
         self._background: set = set()
 
     # -- public methods (called through handles) --
-    async def act(self, session_id: str, pov: np.ndarray) -> dict:
-        """One step of one session: pov (H, W, 3) uint8 RGB (128x128 avoids a resize) -> action dict."""
-        return await self._act(session_id, pov)
+    async def act(self, session_id: str, pov: np.ndarray, client: str | None = None) -> dict:
+        """One step of one session: pov (H, W, 3) uint8 RGB (128x128 avoids a resize) -> action dict.
+        `client` (the API key's id): a session of another client answers 404, like an unknown one."""
+        return await self._act(session_id, pov, client)
 
     def drop(self, session_id: str) -> bool:
         """Forget the hot state of a session (reset/delete); the next step reloads it from the store."""
@@ -163,10 +166,14 @@ class PolicyServer:
 
     # -- batching --
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _act(self, session_ids: list[str], povs: list[np.ndarray]) -> list[dict]:
+    async def _act(self, session_ids: list[str], povs: list[np.ndarray], clients: list) -> list[dict]:
         results: list[dict | None] = [None] * len(session_ids)
         errors = await self._ensure_hot(set(session_ids))
-        pending = list(range(len(session_ids)))
+        for i, (sid, client) in enumerate(zip(session_ids, clients)):
+            hot = self.hot.get(sid)
+            if client is not None and hot is not None and hot.client not in (None, client):  # not theirs
+                results[i] = error(404, f"unknown session {sid!r}; create one with POST /sessions")
+        pending = [i for i in range(len(session_ids)) if results[i] is None]
         touched: set[str] = set()
         while pending:  # a session asked twice in one batch steps twice, in arrival order
             seen, now, later = set(), [], []
@@ -223,7 +230,7 @@ class PolicyServer:
                 errors[sid] = rec
                 continue
             try:
-                self.hot[sid] = _Hot(self._stream_from(rec), rec["epoch"], time.time())
+                self.hot[sid] = _Hot(self._stream_from(rec), rec["epoch"], time.time(), rec.get("client"))
                 self.stats["loads"] += 1
             except ValueError as exc:
                 errors[sid] = error(422, str(exc))

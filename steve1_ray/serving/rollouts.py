@@ -72,7 +72,7 @@ class RolloutWorker:
         else:
             goal = self._handle("GoalEmbedder").embed_text.remote(spec["prompt"], spec.get("prior_seed", 0)).result()
         created = store.create.remote(goal, spec["cond_scale"], spec.get("policy_seed") or 0, False,
-                                      prompt).result()
+                                      prompt, spec.get("client")).result()  # counts against its client's quota
         if "error" in created:
             raise RuntimeError(created["error"])
         sid = created["session"]["session_id"]
@@ -144,6 +144,13 @@ class RolloutManager:
         return {k: v for k, v in rec.items() if k not in ("video", "spec", "last_frame")} | {
             "prompt": rec["spec"].get("prompt"), "cond_scale": rec["spec"]["cond_scale"]}
 
+    def _get(self, rid: str, client: str | None) -> dict | None:
+        """The rollout, if `client` started it (None: internal, sees all); others' are as unknown as missing ones."""
+        rec = self.rollouts.get(rid)
+        if rec is None or (client is not None and rec["spec"].get("client") not in (None, client)):
+            return None
+        return rec
+
     async def start(self, spec: dict) -> dict:
         if not self.workers:
             return error(503, "this deployment has rollout_workers=0; set rollout_workers >= 1 in the serve config")
@@ -195,8 +202,8 @@ class RolloutManager:
         return error(404, f"unknown rollout {rid!r} (only the last {self.cfg.rollout_keep} finished ones are "
                           f"kept); start one with POST /rollouts")
 
-    async def status(self, rid: str) -> dict:
-        rec = self.rollouts.get(rid)
+    async def status(self, rid: str, client: str | None = None) -> dict:
+        rec = self._get(rid, client)
         if rec is None:
             return self._missing(rid)
         if rid in self.running:
@@ -208,8 +215,8 @@ class RolloutManager:
                 pass
         return self._public(rec)
 
-    async def frame(self, rid: str) -> bytes | dict:
-        rec = self.rollouts.get(rid)
+    async def frame(self, rid: str, client: str | None = None) -> bytes | dict:
+        rec = self._get(rid, client)
         if rec is None:
             return self._missing(rid)
         if rid in self.running:
@@ -218,16 +225,16 @@ class RolloutManager:
             return rec.setdefault("last_frame", _last_frame_jpeg(rec["video"]))
         return b""
 
-    def video(self, rid: str) -> bytes | dict:
-        rec = self.rollouts.get(rid)
+    def video(self, rid: str, client: str | None = None) -> bytes | dict:
+        rec = self._get(rid, client)
         if rec is None:
             return self._missing(rid)
         if rec["status"] != "done":
             return error(409, f"rollout {rid} is {rec['status']}; the mp4 exists once status is 'done'")
         return rec["video"]
 
-    def metrics(self, rid: str) -> dict:
-        rec = self.rollouts.get(rid)
+    def metrics(self, rid: str, client: str | None = None) -> dict:
+        rec = self._get(rid, client)
         if rec is None:
             return self._missing(rid)
         if rec["status"] != "done":
@@ -235,8 +242,10 @@ class RolloutManager:
                          + (f" ({rec.get('error')})" if rec.get("error") else ""))
         return rec["metrics"]
 
-    def list(self) -> list:
-        return [self._public(r) for r in self.rollouts.values()]
+    def list(self, client: str | None = None) -> list:
+        """The rollouts `client` started (None: all)."""
+        return [self._public(r) for r in self.rollouts.values()
+                if client is None or r["spec"].get("client") in (None, client)]
 
     def stats(self) -> dict:
         return {"workers": len(self.workers), "idle": len(self.idle), "queued": len(self.queue),

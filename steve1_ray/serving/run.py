@@ -18,6 +18,7 @@ import yaml
 
 from steve1_ray.cluster import connect
 from steve1_ray.runner import Job, run_job
+from steve1_ray.serving import auth
 from steve1_ray.serving.config import ServeConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "serve" / "config.yaml"
@@ -36,6 +37,8 @@ def read_serve_yaml(path: str | Path) -> dict:
 
 def serve_forever(cfg: ServeConfig) -> int:
     """Deploy the app on the cluster (`cluster.connect`); with `blocking`, wait for Ctrl-C / SIGTERM."""
+    keys = auth.key_digests(cfg.api_keys_env, cfg.api_keys_file)  # before any cluster starts: fail fast
+    auth.check_bind(cfg.host, bool(keys), cfg.insecure)
     connect()
     from ray import serve
 
@@ -44,7 +47,10 @@ def serve_forever(cfg: ServeConfig) -> int:
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/",
               logging_config={"enable_access_log": False})
-    print(f"STEVE-1 service ready at http://{cfg.host}:{cfg.port}/  (API docs: /docs)")
+    print(f"STEVE-1 service ready at http://{cfg.host}:{cfg.port}/  (API docs: /docs; "
+          + (f"{len(keys)} API key(s) from ${cfg.api_keys_env}" + (f" and {cfg.api_keys_file}" if cfg.api_keys_file
+                                                                     else "") if keys else "no API key")
+          + f", at most {cfg.max_sessions_per_key} sessions per client)")
     if not cfg.blocking:
         return 0
     stop = {"now": False}
@@ -60,10 +66,12 @@ def serve_forever(cfg: ServeConfig) -> int:
 
 
 JOB = Job("serve", ServeConfig, serve_forever, default_configs=[DEFAULT_CONFIG], reader=read_serve_yaml,
+          errors=(auth.AuthConfigError,),
           examples="""
           steve1 serve                                   # serve/config.yaml: the released world models on CPU, port 8000
           steve1 serve policy=2x weights=steve1.weights mineclip=attn.pth prior=steve1_prior.pt
-          steve1 serve port=8001 blocking=false          # deploy and return""")
+          steve1 serve port=8001 blocking=false          # deploy and return
+          STEVE1_API_KEYS=$(cat keyfile) steve1 serve host=0.0.0.0   # beyond this machine: keys required""")
 
 
 def main(argv: list[str] | None = None) -> int:

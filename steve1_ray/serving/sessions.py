@@ -36,6 +36,7 @@ class SessionRecord:
     rng_state: Optional[np.ndarray] = None
     state_steps: int = 0
     owner: Optional[str] = None  # the policy replica holding the hot state
+    client: Optional[str] = None  # the API key's id that created it (auth.py); None: internal (rollouts)
 
     def public(self) -> dict:
         return {"session_id": self.session_id, "cond_scale": self.cond_scale, "seed": self.seed,
@@ -46,8 +47,9 @@ class SessionRecord:
 class SessionTable:
     """Sessions by id with an idle timeout and a cap; expired ids are remembered (for a 410, not a 404)."""
 
-    def __init__(self, max_sessions: int = 256, ttl_s: float = 600.0, clock=time.time):
+    def __init__(self, max_sessions: int = 256, ttl_s: float = 600.0, clock=time.time, max_per_client: int = 0):
         self.max_sessions, self.ttl_s, self.clock = max_sessions, ttl_s, clock
+        self.max_per_client = max_per_client or max_sessions
         self.sessions: dict[str, SessionRecord] = {}
         self.expired: collections.OrderedDict[str, float] = collections.OrderedDict()
 
@@ -67,28 +69,42 @@ class SessionTable:
                               f"create a new one with POST /sessions")
         return error(404, f"unknown session {sid!r}; create one with POST /sessions")
 
-    def create(self, goal_embed, cond_scale, seed: int, deterministic=False, prompt=None) -> dict:
+    def _lookup(self, sid: str, client: Optional[str]) -> Optional[SessionRecord]:
+        """The record, if it exists and `client` may see it (None: an internal caller sees all)."""
+        rec = self.sessions.get(sid)
+        if rec is None or (client is not None and rec.client is not None and rec.client != client):
+            return None
+        return rec
+
+    def create(self, goal_embed, cond_scale, seed: int, deterministic=False, prompt=None,
+               client: Optional[str] = None) -> dict:
         self.expire_idle()
         if len(self.sessions) >= self.max_sessions:
             return error(429, f"too many open sessions ({len(self.sessions)} of max_sessions="
                               f"{self.max_sessions}); delete idle ones (DELETE /sessions/{{id}}) or retry later")
+        if client is not None:
+            mine = sum(1 for r in self.sessions.values() if r.client == client)
+            if mine >= self.max_per_client:
+                return error(429, f"this client holds {mine} open sessions (max_sessions_per_key="
+                                  f"{self.max_per_client}); delete idle ones (DELETE /sessions/{{id}}) or retry later")
         sid = uuid.uuid4().hex
         now = self.clock()
         rec = SessionRecord(sid, np.asarray(goal_embed, np.float32).reshape(-1), cond_scale, int(seed),
-                            bool(deterministic), prompt, created=now, last_used=now)
+                            bool(deterministic), prompt, created=now, last_used=now, client=client)
         self.sessions[sid] = rec
         return {"session": rec.public()}
 
-    def get(self, sid: str, owner: Optional[str] = None, with_state: bool = False) -> dict:
+    def get(self, sid: str, owner: Optional[str] = None, with_state: bool = False,
+            client: Optional[str] = None) -> dict:
         """The record (optionally claiming it for `owner` and including the saved state)."""
         self.expire_idle()
-        rec = self.sessions.get(sid)
+        rec = self._lookup(sid, client)
         if rec is None:
             return self.missing(sid)
         rec.last_used = self.clock()
         if owner is not None:
             rec.owner = owner
-        out = {"session": rec.public(), "goal_embed": rec.goal_embed, "epoch": rec.epoch}
+        out = {"session": rec.public(), "goal_embed": rec.goal_embed, "epoch": rec.epoch, "client": rec.client}
         if with_state:
             out.update(state=rec.state, rng_state=rec.rng_state, state_steps=rec.state_steps)
         return out
@@ -109,9 +125,9 @@ class SessionTable:
                 rec.state, rec.rng_state, rec.state_steps = u["state"], u["rng_state"], int(u["steps"])
         return stale
 
-    def reset(self, sid: str, cond_scale: Any = "keep", seed: Any = "keep") -> dict:
+    def reset(self, sid: str, cond_scale: Any = "keep", seed: Any = "keep", client: Optional[str] = None) -> dict:
         self.expire_idle()
-        rec = self.sessions.get(sid)
+        rec = self._lookup(sid, client)
         if rec is None:
             return self.missing(sid)
         if cond_scale != "keep":
@@ -124,9 +140,10 @@ class SessionTable:
         rec.last_used = self.clock()
         return {"session": rec.public()}
 
-    def delete(self, sid: str) -> dict:
-        if self.sessions.pop(sid, None) is None:
+    def delete(self, sid: str, client: Optional[str] = None) -> dict:
+        if self._lookup(sid, client) is None:
             return self.missing(sid)
+        del self.sessions[sid]
         return {"deleted": sid}
 
     def stats(self) -> dict:

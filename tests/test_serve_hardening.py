@@ -1,0 +1,240 @@
+"""Hostile input to the service, checked without Ray: image bombs and odd formats, float32 overflow, API keys,
+bind safety, per-client sessions and quotas, and the body limit counted while a chunked body streams in.
+(The same behaviours through a real `serve.run` app are in tests/test_serve.py.)"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import resource
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from steve1_ray.serving import auth, inputs
+from steve1_ray.serving.config import ServeConfig
+from steve1_ray.serving.inputs import InputError, check_embedding, decode_image, image_format
+from steve1_ray.serving.sessions import SessionTable
+
+KEY_A, KEY_B = "a" * 12 + "-key-one-xyz", "b" * 12 + "-key-two-xyz"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid RGB PNG of width x height black pixels: a few hundred KB that decode to width*height*3 bytes."""
+    z = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * width)
+    data = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_decompression_bomb_is_refused_from_its_header_at_almost_no_cost():
+    bomb = png_bomb(14000, 14000)  # 196 Mpx: 588 MB once decoded
+    assert len(bomb) < 700_000
+    data = _b64(bomb)
+    before = _rss_mb()
+    with pytest.raises(InputError) as e:
+        decode_image(data, 1024 * 1024)
+    assert e.value.status == 413 and "downscale" in e.value.message
+    assert _rss_mb() - before < 50  # peak RSS: the compressed bytes, not the pixels
+    # below Pillow's own bomb limit but above ours: refused from the header too, nothing decoded
+    with pytest.raises(InputError) as e:
+        decode_image(_b64(png_bomb(3000, 3000)), 1024 * 1024)
+    assert e.value.status == 413 and "3000x3000" in e.value.message and "max_image_pixels" in e.value.message
+    assert _rss_mb() - before < 50
+
+
+def test_only_png_jpeg_bmp_webp_by_magic_bytes():
+    img = np.random.default_rng(1).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    for ext in (".png", ".jpg", ".bmp", ".webp"):
+        ok, enc = cv2.imencode(ext, img)
+        assert ok
+        out = decode_image(_b64(enc.tobytes()), 10_000)
+        assert out.shape == (24, 40, 3), ext
+        assert image_format(enc.tobytes()) in ("PNG", "JPEG", "BMP", "WEBP")
+    # formats cv2 would happily decode (and size unchecked before): refused before any decoder runs
+    hdr = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 20000 +X 20000\n" + b"\x00" * 64
+    ok, ppm = cv2.imencode(".ppm", img)
+    gif = io.BytesIO()
+    Image.fromarray(img).save(gif, format="GIF")
+    for name, raw in (("hdr", hdr), ("ppm", ppm.tobytes()), ("gif", gif.getvalue()), ("text", b"hello world")):
+        with pytest.raises(InputError) as e:
+            decode_image(_b64(raw), 10_000)
+        assert e.value.status == 400 and "PNG, JPEG, BMP or WebP" in e.value.message, name
+    # a PNG signature with a broken header, and a PNG cut after its header
+    ok, png = cv2.imencode(".png", img)
+    for name, raw in (("bad header", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), ("truncated", png.tobytes()[:60])):
+        with pytest.raises(InputError) as e:
+            decode_image(_b64(raw), 10_000)
+        assert e.value.status == 400, name
+
+
+def test_cv2_has_its_own_pixel_cap(tmp_path):
+    """The backstop: in a process that imports steve1_ray first (as the served app's replicas do), cv2 refuses
+    images above OPENCV_IO_MAX_IMAGE_PIXELS (cv2 reads it once, when it loads; this test process loaded it first)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "big.png").write_bytes(png_bomb(6000, 6000))  # 36 Mpx > 2**25
+    code = ("import steve1_ray, cv2, numpy as np, sys\n"
+            "raw = np.fromfile(sys.argv[1], np.uint8)\n"
+            "try:\n    cv2.imdecode(raw, cv2.IMREAD_COLOR)\nexcept cv2.error as e:\n    print('refused', e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.png")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "refused" in out.stdout and "CV_IO_MAX_IMAGE_PIXELS" in out.stdout, out
+
+
+def test_embedding_values_must_fit_float32():
+    with pytest.raises(InputError) as e:
+        check_embedding([1e300] + [0.0] * 7, 8)
+    assert e.value.status == 422 and "float32" in e.value.message
+    assert np.isfinite(check_embedding([3e38] + [0.0] * 7, 8)).all()
+
+
+def test_api_keys_from_env_and_file_never_short(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEVE1_API_KEYS", f"{KEY_A}, {KEY_B}")
+    f = tmp_path / "keys"
+    f.write_text(f"# operators\n{KEY_B}\n\n{'c' * 20}\n")
+    assert auth.read_keys("STEVE1_API_KEYS", str(f)) == [KEY_A, KEY_B, "c" * 20]
+    monkeypatch.setenv("STEVE1_API_KEYS", "short")
+    with pytest.raises(auth.AuthConfigError, match="shorter than 16"):
+        auth.read_keys("STEVE1_API_KEYS", None)
+    with pytest.raises(auth.AuthConfigError, match="cannot be read"):
+        auth.read_keys(None, str(tmp_path / "missing"))
+    (tmp_path / "empty").write_text("# nothing\n")
+    with pytest.raises(auth.AuthConfigError, match="has no key"):
+        auth.read_keys(None, str(tmp_path / "empty"))
+    monkeypatch.delenv("STEVE1_API_KEYS")
+    assert auth.read_keys("STEVE1_API_KEYS", None) == []
+
+
+def test_identify_compares_digests_and_names_clients_by_id():
+    digests = [auth.digest(KEY_A), auth.digest(KEY_B)]
+    a, b = auth.identify(KEY_A, digests), auth.identify(KEY_B, digests)
+    assert a and b and a != b and KEY_A not in a and len(a) == 16
+    for wrong in (None, "", KEY_A + "x", KEY_A[:-1], KEY_A.upper()):
+        assert auth.identify(wrong, digests) is None
+
+
+def test_non_loopback_bind_needs_a_key_or_insecure():
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.5"):
+        auth.check_bind(host, has_keys=False, insecure=False)
+    for host in ("0.0.0.0", "::", "10.0.0.7", "example.org"):
+        with pytest.raises(auth.AuthConfigError, match="insecure=true"):
+            auth.check_bind(host, has_keys=False, insecure=False)
+        auth.check_bind(host, has_keys=True, insecure=False)
+        auth.check_bind(host, has_keys=False, insecure=True)
+
+
+def test_build_app_refuses_an_open_bind_and_never_carries_the_key(monkeypatch):
+    from steve1_ray.serving.app import build_app
+
+    monkeypatch.delenv("STEVE1_API_KEYS", raising=False)
+    with pytest.raises(auth.AuthConfigError):
+        build_app(ServeConfig(host="0.0.0.0"))
+    monkeypatch.setenv("STEVE1_API_KEYS", KEY_A)
+    graph = build_app(ServeConfig(host="0.0.0.0"))
+    args = graph._bound_deployment.init_args  # what travels to the ingress replica
+    assert KEY_A not in repr(args) and auth.digest(KEY_A) in args[-1]
+    # the old field is named with where the key goes now
+    from steve1_ray.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="STEVE1_API_KEYS"):
+        from_dict(ServeConfig, {"api_key": KEY_A})
+
+
+def test_sessions_belong_to_their_client_with_a_quota_each():
+    t = SessionTable(max_sessions=10, ttl_s=60, max_per_client=3)
+    goal = np.zeros(4, np.float32)
+    mine = [t.create(goal, 6.0, i, client="A")["session"]["session_id"] for i in range(3)]
+    over = t.create(goal, 6.0, 9, client="A")
+    assert over["http_status"] == 429 and "max_sessions_per_key=3" in over["error"]
+    theirs = t.create(goal, 6.0, 0, client="B")["session"]["session_id"]
+    internal = t.create(goal, 6.0, 0)["session"]["session_id"]  # rollouts' own sessions: no client
+    for call in (lambda s, c: t.get(s, client=c), lambda s, c: t.reset(s, 1.0, 1, c), lambda s, c: t.delete(s, c)):
+        assert call(mine[0], "B")["http_status"] == 404  # as unknown as a missing one
+    assert t.get(mine[0], client="A")["session"]["session_id"] == mine[0]
+    assert t.get(mine[0])["client"] == "A"  # internal callers (the policy replicas) see every record
+    assert t.get(internal, client="B")["session"]["session_id"] == internal
+    assert t.delete(theirs, "B") == {"deleted": theirs}
+    assert t.delete(mine[0], "A") == {"deleted": mine[0]}
+    assert "session" in t.create(goal, 6.0, 3, client="A")  # room again
+
+
+def _run_guard(body_chunks, headers, limit=4096, method="POST"):
+    """Drive `Guard` as an ASGI app: returns (status sent, bytes the inner app saw, chunks pulled from receive)."""
+    from steve1_ray.serving.app import Guard
+
+    seen, pulled, sent = {}, [0], {}
+
+    async def inner(scope, receive, send):
+        msg = await receive()
+        seen["body"] = msg["body"]
+        seen["client"] = scope["state"]["client"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        i = pulled[0]
+        pulled[0] += 1
+        if i >= len(body_chunks):
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": body_chunks[i], "more_body": i < len(body_chunks) - 1}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            sent["status"] = message["status"]
+        else:
+            sent["body"] = sent.get("body", b"") + message.get("body", b"")
+
+    inputs.RUNTIME.update(cfg=ServeConfig(max_payload_bytes=limit), key_digests=[auth.digest(KEY_A)])
+    scope = {"type": "http", "method": method, "path": "/sessions",
+             "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    try:
+        asyncio.run(Guard(inner)(scope, receive, send))
+    finally:
+        inputs.RUNTIME.clear()
+    return sent, seen, pulled[0]
+
+
+def test_body_limit_is_counted_while_a_chunked_body_streams_in():
+    chunks = [b"x" * 1024] * 1000  # 1 MB, no Content-Length
+    sent, seen, pulled = _run_guard(chunks, {"x-api-key": KEY_A, "transfer-encoding": "chunked"})
+    assert sent["status"] == 413 and b"max_payload_bytes" in sent["body"]
+    assert pulled == 5 and not seen  # stopped at the first chunk past 4096 bytes; the app never ran
+    # a declared Content-Length over the limit is refused before a byte is read
+    sent, seen, pulled = _run_guard(chunks, {"x-api-key": KEY_A, "content-length": str(1024 * 1000)})
+    assert sent["status"] == 413 and pulled == 0
+    sent, _, _ = _run_guard(chunks, {"x-api-key": KEY_A, "content-length": "12abc"})
+    assert sent["status"] == 400
+    # within the limit: the app sees the whole body once, and who the client is
+    sent, seen, _ = _run_guard([b"ab", b"cd", b"ef"], {"x-api-key": KEY_A})
+    assert sent["status"] == 200 and seen["body"] == b"abcdef" and seen["client"] == auth.identify(KEY_A, [
+        auth.digest(KEY_A)])
+    sent, seen, pulled = _run_guard([b"{}"], {"x-api-key": "wrong-key-0123456789"})
+    assert sent["status"] == 401 and not seen and pulled == 0
+
+
+def test_clip_frames_shrunk_at_the_ingress_embed_as_before():
+    """The ingress resizes each clip frame to MineCLIP's input right after decoding; the embedder's own resize
+    of an already-sized frame is then the identity, so the goal is what the full frames gave."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    once = cv2.resize(frame, (256, 160), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(cv2.resize(once, (256, 160), interpolation=cv2.INTER_LINEAR), once)
