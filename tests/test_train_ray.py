@@ -202,3 +202,42 @@ def test_prior_pairs_from_the_embedded_world(world_dataset, tmp_path):
     assert all(np.any(np.all(stored == v, axis=1)) for v in visual)
     summary = train_prior(cfg, text, visual, log=lambda *_: None)
     assert load_prior(summary["out"]).input_dim == 512
+
+
+def test_non_finite_numbers_are_skipped_then_stop_the_run(ray_cluster, tmp_path):
+    """Goal embeddings with NaN in half the episodes: those steps are skipped and counted, the run finishes
+    with finite weights. All NaN: the run stops after max_nonfinite_steps with an error that names the fix,
+    and writes no weights."""
+    import numpy as np
+
+    from steve1_ray.models.formats import load_policy
+    from steve1_ray.train.run import run_training
+    from steve1_ray.train.synthetic import synthetic_episode, write_dataset
+
+    rng = np.random.default_rng(0)
+    episodes = {f"e{i}": synthetic_episode(48, 16, rng) for i in range(8)}
+    for i in (0, 2, 4, 6):
+        episodes[f"e{i}"]["embeds"][:] = np.nan
+    mixed = write_dataset(str(tmp_path / "mixed"), episodes)
+    cfg = _cfg(mixed, tmp_path, "mixed", p_uncond=0.0, max_nonfinite_steps=100, max_failures=0,
+               val_every_steps=100, snapshot_every_frames=0)
+    result = run_training(cfg)
+    assert result.error is None and result.metrics["steps"] == 16
+    assert 0 < result.metrics["skipped_steps"] < 16, result.metrics
+    policy = load_policy("debug", cfg.resolved_out_weights(), embed_dim=16)
+    assert all(torch.isfinite(p).all() for p in policy.state_dict().values())
+
+    for i in range(8):
+        episodes[f"e{i}"]["embeds"][:] = np.nan
+    bad = write_dataset(str(tmp_path / "bad"), episodes)
+    cfg = _cfg(bad, tmp_path, "bad", p_uncond=0.0, max_nonfinite_steps=3, max_failures=0, val_every_steps=100,
+               snapshot_every_frames=0)
+    from steve1_ray.train.checkpoint import NonFiniteError
+
+    try:
+        error = run_training(cfg).error  # with Ray Train workers: the result's error
+    except NonFiniteError as exc:  # local mode: raised here
+        error = exc
+    assert error is not None and "3 optimizer steps in a row" in str(error), error
+    assert "max_nonfinite_steps" in str(error)
+    assert not Path(cfg.resolved_out_weights()).exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -48,6 +49,8 @@ class Progress:
     vals_since_best: int = 0   # for early stopping
     next_snapshot_frames: int = 0
     attempt: int = 0           # how many times this run has (re)started from a checkpoint
+    skipped_steps: int = 0     # optimizer steps skipped for a non-finite loss or gradient norm
+    nonfinite_in_a_row: int = 0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -57,14 +60,31 @@ class Progress:
         return cls(**json.loads(text))
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced non-finite numbers too often (or into the weights); nothing non-finite is written."""
+
+
+def check_finite(policy, what: str) -> None:
+    """Refuse to write weights that hold NaN or inf (a checkpoint or an export would carry them on)."""
+    bad = [name for name, p in policy.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteError(f"not writing {what}: {len(bad)} tensors hold NaN/inf (first: {bad[0]}); the last "
+                             f"finite checkpoint stays the latest")
+
+
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """RNG states as tensors and plain Python values only, so they load with `torch.load(weights_only=True)`."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                      int(has_gauss), float(gauss)],
+            "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -83,15 +103,23 @@ def save_model_dir(policy, out_dir: str | Path) -> Path:
 
 
 def save_checkpoint(out_dir: str | Path, policy, optimizer, scaler, progress: Progress, train_cfg) -> Path:
+    """Write the checkpoint into a temporary sibling folder, `progress.json` (the "complete" marker) last, then
+    rename it into place: a crash mid-write leaves no folder that looks complete. Non-finite weights are refused."""
+    check_finite(policy, f"checkpoint {out_dir}")
     out_dir = Path(out_dir)
-    save_model_dir(policy, out_dir / MODEL_DIR)
-    save_config(train_cfg, out_dir / "train_config.yaml")
-    ts = out_dir / "training_state"
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model_dir(policy, tmp / MODEL_DIR)
+    save_config(train_cfg, tmp / "train_config.yaml")
+    ts = tmp / "training_state"
     ts.mkdir(parents=True, exist_ok=True)
-    (ts / "progress.json").write_text(progress.to_json())
     torch.save({"optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None}, ts / "optimizer.pt")
     torch.save(rng_state(), ts / "rng.pt")
+    (ts / "progress.json").write_text(progress.to_json())
+    if out_dir.exists():  # an empty target (a TemporaryDirectory) or a stale copy of the same step
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
     return out_dir
 
 
@@ -101,11 +129,16 @@ def load_checkpoint(ckpt_dir: str | Path, policy, optimizer, scaler) -> Progress
     state_dict = torch.load(ckpt_dir / MODEL_DIR / WEIGHTS_NAME, map_location="cpu", weights_only=True)
     policy.load_state_dict(state_dict, strict=True)
     ts = ckpt_dir / "training_state"
-    opt = torch.load(ts / "optimizer.pt", map_location="cpu", weights_only=False)
+    # weights_only everywhere: a checkpoint on shared storage must not be able to run code when resumed
+    opt = torch.load(ts / "optimizer.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(opt["optimizer"])
     if scaler is not None and opt.get("scaler") is not None:
         scaler.load_state_dict(opt["scaler"])
-    set_rng_state(torch.load(ts / "rng.pt", weights_only=False))
+    try:
+        set_rng_state(torch.load(ts / "rng.pt", weights_only=True))
+    except pickle.UnpicklingError as exc:  # a checkpoint of an older version (numpy arrays), or a hostile file
+        print(f"{ts / 'rng.pt'}: not restored, it holds more than tensors and plain values "
+              f"({str(exc).splitlines()[0][:200]}); the run continues with fresh random states", flush=True)
     return Progress.from_json((ts / "progress.json").read_text())
 
 
@@ -113,6 +146,7 @@ def export_weights(policy, dest: str) -> str:
     """Write original-layout weights to a local path or a URI (`s3://...`, via pyarrow.fs)."""
     from steve1_ray.models.formats import save_weights
 
+    check_finite(policy, dest)
     if not is_uri(dest):
         Path(dest).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{dest}.tmp{os.getpid()}"

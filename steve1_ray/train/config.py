@@ -108,6 +108,9 @@ class TrainConfig:
     """AdamW epsilon (torch's default, as STEVE-1)."""
     max_grad_norm: float = 5.0
     """The gradients' global L2 norm is clipped to this before every optimizer step (STEVE-1: 5.0)."""
+    max_nonfinite_steps: int = 8
+    """A step whose loss or gradient norm is NaN/inf is skipped on every worker and counted
+    (train/skipped_steps); this many in a row stop the run with an error (docs/training.md)."""
     warmup_frames: int = 10_000_000
     """Linear lr warmup from 0 over this many frames, then the cosine decay (STEVE-1: 10M)."""
     n_frames: int = 100_000_000
@@ -192,6 +195,7 @@ class TrainConfig:
         check(self.goal_lr_scale > 0, f"goal_lr_scale={self.goal_lr_scale} must be > 0")
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0 (clipping is always on)")
+        check(self.max_nonfinite_steps >= 1, f"max_nonfinite_steps={self.max_nonfinite_steps} must be >= 1")
         check(self.n_frames > 0, f"n_frames={self.n_frames} must be > 0")
         check(self.warmup_frames >= 0, f"warmup_frames={self.warmup_frames} must be >= 0")
         check(self.decay_frames_factor >= 1.0, f"decay_frames_factor={self.decay_frames_factor} must be >= 1")

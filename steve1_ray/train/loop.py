@@ -16,7 +16,7 @@ import torch
 from steve1_ray.config import from_dict
 from steve1_ray.models.formats import load_policy
 from steve1_ray.models.policy import PRESETS
-from steve1_ray.train.checkpoint import Progress, RunCheckpoints, export_weights, maybe_fail
+from steve1_ray.train.checkpoint import NonFiniteError, Progress, RunCheckpoints, export_weights, maybe_fail
 from steve1_ray.train.config import FREEZE_ALIASES, TrainConfig
 from steve1_ray.train.data import MultiSource, Prefetcher, SequenceDataset, epoch_groups, hash_split
 from steve1_ray.train.optim import build_optimizer, enable_activation_checkpointing, freeze_parts
@@ -75,6 +75,7 @@ def train_loop_per_worker(config: dict) -> None:
             out = optimizer_step(model, policy, optimizer, scaler, micro_batches, states, t0, cfg, device, lr)
             progress.frames += cfg.frames_per_step
             progress.steps += 1
+            count_nonfinite(out, progress, cfg, rank)
             train_metrics.step(out, progress, lr, epoch=epoch + g / n_groups)
             maybe_fail(cfg, progress, rank, world, checkpoints.last_steps)
             if progress.frames >= cfg.n_frames:
@@ -112,6 +113,26 @@ def train_loop_per_worker(config: dict) -> None:
 # ------------------------------------------------------------------------------------------------------
 # Helpers the loop names
 # ------------------------------------------------------------------------------------------------------
+def count_nonfinite(out: dict, progress: Progress, cfg: TrainConfig, rank: int) -> None:
+    """Count a skipped (non-finite) step; `max_nonfinite_steps` in a row stop the run on every rank (they agree
+    on every skip, `step.all_finite`). The weights were left untouched, so the last checkpoint stays good."""
+    if not out.get("skipped"):
+        progress.nonfinite_in_a_row = 0
+        return
+    progress.skipped_steps += 1
+    if out.get("overflow"):  # fp16 loss-scale overflow: GradScaler lowers its scale and goes on
+        return
+    progress.nonfinite_in_a_row += 1
+    if rank == 0:
+        print(f"step {progress.steps}: non-finite loss or gradient norm (grad_norm {out['grad_norm']}); update "
+              f"skipped ({progress.nonfinite_in_a_row} in a row, {progress.skipped_steps} in all)", flush=True)
+    if progress.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
+        raise NonFiniteError(
+            f"{progress.nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or gradient norm (at "
+            f"step {progress.steps}, max_nonfinite_steps={cfg.max_nonfinite_steps}): lower lr, train in fp32, or "
+            f"check the data for NaN/inf (goal embeddings); nothing non-finite was written")
+
+
 def open_dataset(cfg: TrainConfig):
     """(source, train episode keys, val episode keys) from `cfg.sampling` files or the dataset at `cfg.data`."""
     if cfg.sampling:

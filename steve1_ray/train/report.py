@@ -25,7 +25,7 @@ def run_metrics(progress: Progress, train: dict, extra: dict) -> dict:
     so Ray's checkpoint scoring has a number), val/best_loss, frames, steps, epoch, then `extra`."""
     return {**train, "val/loss": progress.last_val_loss if math.isfinite(progress.last_val_loss) else float("inf"),
             "val/best_loss": progress.best_val_loss, "frames": progress.frames, "steps": progress.steps,
-            "epoch": progress.epoch, **extra}
+            "epoch": progress.epoch, "skipped_steps": progress.skipped_steps, **extra}
 
 
 class RunLog:
@@ -119,10 +119,11 @@ class TrainMetrics:
 
     def step(self, out: dict, progress: Progress, lr: float, epoch: float) -> None:
         """Add one `optimizer_step` result (after `progress` counted it); `epoch`: fractional epoch."""
-        self.loss += out["loss_sum"]
-        self.nll += out["nll_sum"]
-        self.frames += out["frames"]
-        self.steps += 1
+        if not out.get("skipped"):  # a skipped (non-finite) step adds nothing to the means
+            self.loss += out["loss_sum"]
+            self.nll += out["nll_sum"]
+            self.frames += out["frames"]
+            self.steps += 1
         if self.first_step:  # how long the start took: the driver names it once
             self.first_step = False
             self.log.progress(first_step_s=time.time() - self.t_run, steps=progress.steps)
@@ -130,8 +131,11 @@ class TrainMetrics:
             return
         sums = all_reduce_sum(torch.tensor([self.loss, self.nll, self.frames, self.steps], dtype=torch.float64))
         dt = max(time.time() - self.t, 1e-9)
-        self.last = {"train/loss": float(sums[0] / sums[3]), "train/nll": float(sums[1] / sums[2])}
+        nan = float("nan")
+        self.last = {"train/loss": float(sums[0] / sums[3]) if sums[3] else nan,
+                     "train/nll": float(sums[1] / sums[2]) if sums[2] else nan}
         metrics = {**self.last, "train/lr": lr, "train/grad_norm": out["grad_norm"],
+                   "train/skipped_steps": progress.skipped_steps,
                    "train/frames_per_s": float(sums[2]) / dt, "train/frames": progress.frames,
                    "train/epoch": epoch, **memory_gb(self.device)}
         self.log.scalars(metrics, progress.steps)
@@ -141,7 +145,8 @@ class TrainMetrics:
                       f"({100 * progress.frames / cfg.n_frames:.1f}%) | loss {self.last['train/loss']:.4f} | "
                       f"nll/frame {self.last['train/nll']:.4f} | lr {lr:.2e} | grad_norm "
                       f"{out['grad_norm']:.3f} | {metrics['train/frames_per_s']:,.0f} frames/s | eta "
-                      f"{duration(left)}")
+                      f"{duration(left)}" + (f" | {progress.skipped_steps} non-finite steps skipped"
+                                             if progress.skipped_steps else ""))
         self.log.progress(steps=progress.steps, frames=progress.frames, loss=self.last["train/loss"],
                           val_loss=progress.last_val_loss, frames_per_s=metrics["train/frames_per_s"], eta_s=left)
         self._reset()

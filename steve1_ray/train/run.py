@@ -160,15 +160,21 @@ def _check_resources(cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig) -> int:
     """`steve1 train`: fit, print where the checkpoint and weights went; exit 1 if the run failed."""
+    from steve1_ray.train.checkpoint import NonFiniteError
+
     if cfg.fresh and not is_uri(cfg.storage_path) and os.path.isdir(cfg.run_dir()):
         shutil.rmtree(cfg.run_dir())
     cfg = dataclasses.replace(cfg, fresh=False).with_absolute_paths()  # done: every saved copy resumes
     if not is_uri(cfg.storage_path):
         save_config(cfg, os.path.join(cfg.run_dir(), "train_config.yaml"))
     connect()
-    result = run_training(cfg)
-    if result.error:
-        print(f"steve1 train: the run failed: {result.error}", file=sys.stderr)
+    try:
+        result = run_training(cfg)
+        error = result.error
+    except NonFiniteError as exc:  # local mode (num_workers=0) raises in this process
+        error = exc
+    if error:
+        print(f"steve1 train: the run failed: {error}", file=sys.stderr)
         return 1
     metrics = result.metrics or {}
     print(f"finished: {metrics.get('frames', '?')} frames, val/loss {metrics.get('val/loss', float('nan')):.4f}; "

@@ -8,8 +8,10 @@ previous piece, detached); then the summed gradient makes one AdamW step. So a s
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
+import torch.distributed as dist
 
 from steve1_ray.models.policy import detach_state, logprob
 from steve1_ray.train.config import TrainConfig
@@ -71,10 +73,31 @@ def optimizer_step(model, policy, optimizer, scaler, micro_batches: list[dict], 
         scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+    if not all_finite(math.isfinite(loss_sum) and math.isfinite(grad_norm), device):
+        # clip_grad_norm_ returns NaN without raising, and optimizer.step() would write it into every weight:
+        # skip the update on every worker (they agree), leave the weights as they were
+        optimizer.zero_grad(set_to_none=True)
+        # fp16 with a finite loss: GradScaler's overflow, which it cures by lowering the scale (normal while it
+        # finds its scale); it counts towards max_nonfinite_steps only once the scale cannot go lower than 1
+        overflow = scaler is not None and math.isfinite(loss_sum) and scaler.get_scale() > 1.0
+        if scaler is not None:
+            scaler.update()  # lower the loss scale, as GradScaler does on overflow
+        return {"loss_sum": 0.0, "nll_sum": 0.0, "frames": 0, "grad_norm": grad_norm, "skipped": True,
+                "overflow": overflow}
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss_sum": loss_sum / n, "nll_sum": nll_sum, "frames": frames, "grad_norm": grad_norm}
+    return {"loss_sum": loss_sum / n, "nll_sum": nll_sum, "frames": frames, "grad_norm": grad_norm, "skipped": False}
+
+
+def all_finite(ok: bool, device) -> bool:
+    """True when this worker's numbers are finite on every worker (one all-reduce when distributed), so every
+    rank takes the same branch."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return float(flag) == 0.0
