@@ -96,6 +96,26 @@ def test_pipeline_end_to_end(ray_cluster, tmp_path):
     assert info["train_frames"] > 0 and len(read_sampling(tmp_path / "samplings", "t", "val")) == 1
 
 
+@pytest.mark.slow
+def test_a_crashing_episode_is_quarantined_and_the_rest_ingested(ray_cluster, tmp_path):
+    """An episode whose convert task kills its process (a decoder segfault, an OOM kill: no error row) is tried
+    twice, then quarantined with its reason; the other episodes are ingested in the same run (before: Ray retried
+    the dead task forever, or the job died on every rerun)."""
+    rec, out = tmp_path / "rec", tmp_path / "ds"
+    write_episode(rec / "good_a", 40, seed=1)
+    write_episode(rec / "crashy", 40, seed=2)
+    write_episode(rec / "good_b", 40, seed=3)
+    summary = generate_dataset(_cfg(rec, out, crash_episodes=["crashy"]))
+    assert summary["episodes_written"] == 2 and summary["quarantined_ids"] == ["crashy"], summary
+    reason = json.loads((out / "quarantine" / "crashy.json").read_text())["reason"]
+    assert "died 2 times" in reason and "segfault" in reason
+    assert not list((out / "attempts").glob("*.json"))  # no marker left behind
+    # a rerun skips it; retry_quarantined=true ingests it once the cause is gone
+    assert generate_dataset(_cfg(rec, out))["episodes_written"] == 0
+    again = generate_dataset(_cfg(rec, out, retry_quarantined=True))
+    assert again["episodes_written"] == 1 and shards.read_manifest(out)["counts"]["episodes"] == 3
+
+
 def test_convert_never_raises(tmp_path):
     """One bad file gives one error row, whatever the error."""
     task = EpisodeTask("x", str(tmp_path / "none.mp4"), str(tmp_path / "none.jsonl"), "local:test").to_dict()

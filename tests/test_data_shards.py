@@ -88,3 +88,32 @@ def test_errors_name_the_fix(tmp_path):
         shards.load_episode(tmp_path, "nope")
     with pytest.raises(ValueError, match="codec"):
         shards.encode_frames(np.zeros((1, 128, 128, 3), np.uint8), "webp")
+
+
+def test_damaged_shards_are_detected_on_read_and_skipped_in_training(tmp_path):
+    """Index entries record each segment file's sha256; reads check it. A damaged file raises
+    CorruptShardError (before: its bytes were decoded, or the run died at every retry), and the training
+    sequences of that episode are replaced by the next readable ones and counted."""
+    from steve1_ray.data.shards import CorruptShardError
+    from steve1_ray.train.data import MultiSource, SequenceDataset
+    from steve1_ray.train.synthetic import make_dataset
+
+    root = make_dataset(str(tmp_path / "ds"), n_episodes=3, n_frames=48, embed_dim=8, seed=0)
+    entry = shards.list_episodes(root)["synth001"]
+    path = tmp_path / "ds" / entry["segments"][0]["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit pattern in the middle of the file
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptShardError, match="sha256"):
+        shards.load_episode(root, "synth001")
+    assert shards.load_episode(root, "synth000")["frames"].shape == (48, 128, 128, 3)
+
+    src = MultiSource([root])
+    ids = sorted(src.episode_ids())
+    ds = SequenceDataset(src, ids, T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.0, seed=0)
+    items = [ds.load(i, 0) for i in range(len(ds))]
+    assert len(items) == len(ds) and all(it["img"].shape == (16, 128, 128, 3) for it in items)
+    assert list(ds.corrupt) == [MultiSource.key(root, "synth001")] and "sha256" in next(iter(ds.corrupt.values()))
+    bad = [i for i, spec in enumerate(ds.sequences) if spec.episode_id.endswith("synth001")]
+    good_next = (bad[-1] + 1) % len(ds)
+    assert np.array_equal(items[bad[0]]["img"], items[good_next]["img"])  # replaced by the next readable one

@@ -18,6 +18,7 @@ Run: `python jobs/generate_dataset.py --config configs/data/debug.yaml output=/d
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -100,6 +101,12 @@ class DataConfig:
     """PyAV decoder threads per episode video (1 = single-threaded)."""
     retry_quarantined: bool = False
     """Also redo episodes quarantined by an earlier run."""
+    max_convert_attempts: int = 2
+    """An episode whose convert task dies this many times (segfault, out of memory: the process is gone, so
+    no error row) is quarantined on the next attempt instead of being retried forever (Ray retries tasks of
+    dead processes without limit)."""
+    crash_episodes: list[str] = field(default_factory=list)
+    """Testing aid: episode ids whose convert task kills its own process (os._exit), as a segfault would."""
     overwrite: bool = False
     """Redo finished episodes too."""
     progress: bool = True
@@ -115,6 +122,7 @@ class DataConfig:
         check(self.min_frames >= 1, f"min_frames={self.min_frames} must be >= 1")
         check(1 <= self.jpeg_quality <= 100, f"jpeg_quality={self.jpeg_quality} must be in 1..100")
         check(self.num_embed_actors >= 0, f"num_embed_actors={self.num_embed_actors} must be >= 0 (0: auto)")
+        check(self.max_convert_attempts >= 1, f"max_convert_attempts={self.max_convert_attempts} must be >= 1")
         check(self.max_frame_mismatch >= 0, f"max_frame_mismatch={self.max_frame_mismatch} must be >= 0")
         check(self.expected_resolution is None or len(self.expected_resolution) == 2,
               f"expected_resolution={self.expected_resolution!r}: give [W, H] or null")
@@ -139,13 +147,51 @@ def event_frames(actions, n_frames: int) -> list[int]:
     return [int(f) for f in frames if f < n_frames]
 
 
+ATTEMPTS = "attempts"
+"""folder of the dataset root with one marker per episode whose convert task started and has not ended"""
+
+
+def _start_attempt(task: dict, cfg: DataConfig) -> str | None:
+    """Record that this episode's conversion starts; the reason to quarantine it instead if its earlier
+    attempts in this run all died with their process (their markers were never cleared)."""
+    store, eid = shards.Store(cfg.output), task["episode_id"]
+    rel = f"{ATTEMPTS}/{eid}.json"
+    try:
+        died = int(json.loads(store.read_bytes(rel)).get("started", 0)) if store.exists(rel) else 0
+    except (ValueError, OSError):
+        died = 0
+    if died >= cfg.max_convert_attempts:
+        store.delete(rel)
+        return (f"its convert task died {died} times without an error (the process was killed: a segfault in "
+                f"a decoder, or out of memory?); quarantined so the rest of the dataset is ingested")
+    store.write_json(rel, {"episode_id": eid, "started": died + 1, "time": time.time()})
+    if eid in cfg.crash_episodes:
+        os._exit(139)  # testing aid: die like a segfault, leaving the marker behind
+    return None
+
+
 def convert_episode(task: dict, cfg: DataConfig) -> Iterator[dict]:
     """Yield one row per segment of the episode, or a single error row (never raises).
 
     A segment row carries the encoded 128x128 frames and actions of frames [start, start+n), plus the
     MineCLIP frames of [start-context, start+n) (context = the up to 15 frames before it, so that its
-    windows can be embedded without the previous segment).
+    windows can be embedded without the previous segment). A marker under `attempts/` lives while it runs:
+    when the process dies (no error row), Ray retries the task and the marker counts the deaths
+    (`max_convert_attempts`, then one error row: quarantined).
     """
+    if cfg.output:
+        crashed = _start_attempt(task, cfg)
+        if crashed:
+            yield _error_row(task, crashed)
+            return
+    try:
+        yield from _convert(task, cfg)
+    finally:  # ended (rows or an error row) or closed by the consumer: not a death
+        if cfg.output:
+            shards.Store(cfg.output).delete(f"{ATTEMPTS}/{task['episode_id']}.json")
+
+
+def _convert(task: dict, cfg: DataConfig) -> Iterator[dict]:
     from steve1_ray.actions import env_to_policy
 
     t0 = time.perf_counter()
@@ -401,6 +447,8 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     skip_q = set() if cfg.retry_quarantined or cfg.overwrite else {
         n[:-5] for n in store.list("quarantine", ".json")}
     todo = [t.to_dict() for t in tasks if t.episode_id not in done and t.episode_id not in skip_q]
+    for t in todo:  # attempts count within a run: an interrupted earlier run's markers are no deaths
+        store.delete(f"{ATTEMPTS}/{t['episode_id']}.json")
     print(f"[generate_dataset] {len(tasks)} episodes in sources, {len(done & {t.episode_id for t in tasks})} "
           f"already finished, {len(skip_q & {t.episode_id for t in tasks})} quarantined before, "
           f"{len(todo)} to convert -> {cfg.output}", flush=True)

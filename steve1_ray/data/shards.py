@@ -272,11 +272,28 @@ def _codec(table: pa.Table) -> str:
     return json.loads(meta.get(METADATA_KEY, b"{}")).get("frame_codec", "jpeg")
 
 
-def read_segment(root: str | Path | Store, rel: str, columns: Iterable[str] | None = None) -> dict:
-    """One segment file (path relative to root) -> dict of NumPy arrays."""
-    store = root if isinstance(root, Store) else Store(root)
+class CorruptShardError(OSError):
+    """A segment file's bytes do not match the sha256 its episode's index entry recorded."""
+
+
+def _read_verified(store: Store, rel: str, sha256: str | None, columns: list[str] | None) -> pa.Table:
+    """The segment table, its whole file checked against `sha256` first (when the index recorded one)."""
     with store.fs.open_input_file(store.path(rel)) as f:
-        table = pq.read_table(f, columns=list(columns) if columns is not None else None)
+        data = f.read()
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise CorruptShardError(f"{store.path(rel)}: sha256 {got[:12]}... does not match the index's "
+                                    f"{sha256[:12]}... ({len(data)} bytes): the file is damaged; rebuild the episode "
+                                    f"with `steve1 dataset` (delete its index entry first)")
+    return pq.read_table(pa.BufferReader(data), columns=columns)
+
+
+def read_segment(root: str | Path | Store, rel: str, columns: Iterable[str] | None = None,
+                 sha256: str | None = None) -> dict:
+    """One segment file (path relative to root) -> dict of NumPy arrays; checked against `sha256` if given."""
+    store = root if isinstance(root, Store) else Store(root)
+    table = _read_verified(store, rel, sha256, list(columns) if columns is not None else None)
     return _segment_arrays(table, _codec(table), columns)
 
 
@@ -286,7 +303,8 @@ def load_episode(root: str | Path, episode_id: str, start: int | None = None, en
 
     frames (N, 128, 128, 3) uint8 RGB; buttons, camera (N,) int64 policy indices; env_buttons (N,) int32;
     env_camera (N, 2) float32 degrees; embeds (N, D) float32; embed_valid (N,) bool; plus episode_id.
-    Only the segments overlapping [start, end) are read, and only their frames in range are decoded.
+    Only the segments overlapping [start, end) are read, and only their frames in range are decoded. Each file
+    read is checked against the sha256 in the index entry (`CorruptShardError` if it does not match).
     """
     store = Store(root)
     rel = f"index/{episode_id}.json"
@@ -304,8 +322,7 @@ def load_episode(root: str | Path, episode_id: str, start: int | None = None, en
         s0, s1 = seg["start"], seg["start"] + seg["n_frames"]
         if s1 <= start or s0 >= end:
             continue
-        with store.fs.open_input_file(store.path(seg["file"])) as f:
-            table = pq.read_table(f, columns=cols)
+        table = _read_verified(store, seg["file"], seg.get("sha256"), cols)  # CorruptShardError if damaged
         arrays = _segment_arrays(table, _codec(table), cols, slice(max(start, s0) - s0, min(end, s1) - s0))
         for c in cols:
             parts[c].append(arrays[c])
@@ -324,7 +341,7 @@ def iter_segments(root: str | Path, episode_ids: Iterable[str] | None = None,
         if eid not in entries:
             raise KeyError(f"episode {eid!r} is not a finished episode of {root}")
         for seg in entries[eid]["segments"]:
-            yield read_segment(store, seg["file"], columns)
+            yield read_segment(store, seg["file"], columns, seg.get("sha256"))
 
 
 def shard_paths(root: str | Path, episode_ids: Iterable[str] | None = None) -> list[str]:

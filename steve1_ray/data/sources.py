@@ -9,7 +9,8 @@ A source string names one of:
                               <dir>/<name>.mp4 + <dir>/<name>.jsonl
 
 `resolve_sources` turns them into `EpisodeTask`s; `fetch_episode` makes a task's files local
-(downloading with retries, resuming partial downloads with HTTP Range requests).
+(downloading with retries of connection errors and 429/5xx, resuming partial downloads with HTTP Range +
+If-Range requests, checking a sha-256 the server states).
 """
 from __future__ import annotations
 
@@ -60,59 +61,155 @@ def _is_url(s: str) -> bool:
     return s.startswith(("http://", "https://"))
 
 
+RETRY_STATUS = (429, 500, 502, 503, 504)
+"""HTTP answers worth retrying (with backoff, honouring Retry-After); any other 4xx is final at once."""
+
+
+class DownloadError(OSError):
+    """A download that cannot succeed by retrying (a 4xx answer, a checksum that does not match)."""
+
+
+def _session(retries: int):
+    """A requests session whose connection errors and RETRY_STATUS answers urllib3 retries with exponential
+    backoff (0.5 s, 1 s, 2 s, ... at most 30 s); every other answer comes back as it is."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=max(retries - 1, 0), backoff_factor=0.5, backoff_max=30, status_forcelist=RETRY_STATUS,
+                  allowed_methods=frozenset({"GET", "HEAD"}), respect_retry_after_header=True, raise_on_status=False)
+    session = requests.Session()
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, HTTPAdapter(max_retries=retry))
+    return session
+
+
+def _final_status(url: str, r, retries: int) -> None:
+    """Raise DownloadError for an answer that is not a success (urllib3 has already retried 429/5xx)."""
+    if r.status_code < 400:
+        return
+    again = r.status_code in RETRY_STATUS
+    raise DownloadError(f"GET {url}: HTTP {r.status_code} {r.reason}"
+                        + (f" after {retries} tries" if again else " (a client error: not retried)"))
+
+
 def http_get(url: str, retries: int = 5, timeout: float = 60.0) -> bytes:
-    """GET with retries and exponential backoff; raises the last error with the URL in it."""
+    """GET with retries of connection errors and 429/5xx (urllib3, exponential backoff) and of bodies cut
+    short; a 4xx is final at once (`DownloadError`)."""
     import requests
 
     last: Exception | None = None
-    for attempt in range(retries):
-        try:
-            r = requests.get(url, timeout=timeout)
-            r.raise_for_status()
+    with _session(retries) as session:
+        for attempt in range(retries):
+            try:
+                r = session.get(url, timeout=timeout)
+            except requests.exceptions.ChunkedEncodingError as e:  # the body was cut: ask again
+                last = e
+                time.sleep(min(2 ** attempt * 0.5, 30))
+                continue
+            except requests.RequestException as e:  # urllib3 has retried the connection already
+                raise DownloadError(f"GET {url} failed after {retries} tries: {e}") from None
+            _final_status(url, r, retries)
             return r.content
-        except requests.RequestException as e:
-            last = e
-            time.sleep(min(2 ** attempt * 0.5, 30))
     raise OSError(f"GET {url} failed after {retries} tries: {last}")
 
 
-def download(url: str, dest: Path, retries: int = 5, timeout: float = 60.0, chunk: int = 1 << 20) -> Path:
-    """Download `url` to `dest`, resuming `dest.part` with a Range request; retried with backoff.
+def _expected_digest(headers) -> tuple[str, str] | None:
+    """(algorithm, hex digest) of the whole file from Repr-Digest / Digest (sha-256) headers, if the server
+    sends one (RFC 9530, RFC 3230)."""
+    import base64
+    import binascii
 
-    A finished download is renamed from `.part` to `dest`, so `dest` existing means complete.
+    for name in ("Repr-Digest", "Digest"):
+        for part in (headers.get(name) or "").split(","):
+            algo, _, value = part.strip().partition("=")
+            if algo.lower() == "sha-256" and value:
+                try:
+                    return "sha256", base64.b64decode(value.strip(":"), validate=True).hex()
+                except (binascii.Error, ValueError):
+                    return None
+    return None
+
+
+def _validator(headers) -> str | None:
+    """A strong validator for If-Range (a strong ETag, else Last-Modified); weak ETags cannot resume."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified")
+
+
+def download(url: str, dest: Path, retries: int = 5, timeout: float = 60.0, chunk: int = 1 << 20) -> Path:
+    """Download `url` to `dest`, resuming a partial `dest.part` only while the remote file is the same version.
+
+    Connection errors and 429/5xx answers are retried by urllib3 with backoff; any other 4xx fails at once
+    (`DownloadError`). A transfer cut mid-body is resumed with `Range` + `If-Range: <the ETag or Last-Modified
+    of the first answer>` (kept in `dest.part.json`), so a server whose file changed sends the whole new
+    version instead of the rest of the old one; without a validator the download restarts. When the server
+    states a sha-256 of the file (Repr-Digest / Digest), the finished file is checked against it. A finished
+    download is renamed from `.part` to `dest`, so `dest` existing means complete.
     """
+    import hashlib
+
     import requests
 
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    meta_path = dest.with_name(dest.name + ".part.json")
     last: Exception | None = None
-    for attempt in range(retries):
-        have = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        try:
-            with requests.get(url, headers=headers, stream=True, timeout=timeout) as r:
-                if r.status_code == 416:  # nothing left to fetch: the part file is complete
-                    part.rename(dest)
-                    return dest
-                r.raise_for_status()
-                mode = "ab" if have and r.status_code == 206 else "wb"  # 200: the server ignored Range
-                expected = r.headers.get("Content-Length")
-                written = 0
-                with open(part, mode) as f:
-                    for block in r.iter_content(chunk):
-                        f.write(block)
-                        written += len(block)
-                if expected is not None and written < int(expected):
-                    raise OSError(f"connection closed after {written} of {expected} bytes")
-            part.rename(dest)
-            return dest
-        except (requests.RequestException, OSError) as e:
-            last = e
-            time.sleep(min(2 ** attempt * 0.5, 30))
+    with _session(retries) as session:
+        for attempt in range(retries):  # beyond urllib3's retries: resume after a connection cut mid-body
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() and part.exists() else {}
+            have = part.stat().st_size if part.exists() and meta.get("validator") else 0
+            headers = {"Range": f"bytes={have}-", "If-Range": meta["validator"]} if have else {}
+            try:
+                r = session.get(url, headers=headers, stream=True, timeout=timeout)
+            except requests.RequestException as e:  # urllib3 has retried the connection already
+                raise DownloadError(f"download of {url} failed after {retries} tries: {e}") from None
+            try:
+                with r:
+                    if r.status_code == 416:  # the part is complete, or the file shrank: start over
+                        part.unlink(missing_ok=True)
+                        meta_path.unlink(missing_ok=True)
+                        raise OSError(f"GET {url}: HTTP 416 for bytes {have}-; restarting")
+                    _final_status(url, r, retries)
+                    resumed = r.status_code == 206 and have and r.headers.get("Content-Range", "").startswith(
+                        f"bytes {have}-")
+                    if r.status_code == 206 and not resumed:  # a range we did not ask for: start over
+                        part.unlink(missing_ok=True)
+                        meta_path.unlink(missing_ok=True)
+                        raise OSError(f"GET {url}: unexpected Content-Range {r.headers.get('Content-Range')!r}")
+                    if not resumed:  # a whole file (new, or the remote changed since the part was written)
+                        meta = {"validator": _validator(r.headers), "digest": _expected_digest(r.headers)}
+                        meta_path.write_text(json.dumps(meta))
+                    expected = r.headers.get("Content-Length")
+                    written = 0
+                    with open(part, "ab" if resumed else "wb") as f:
+                        for block in r.iter_content(chunk):
+                            f.write(block)
+                            written += len(block)
+                    if expected is not None and written < int(expected):
+                        raise OSError(f"connection closed after {written} of {expected} bytes")
+                digest = meta.get("digest")
+                if digest:
+                    got = hashlib.new(digest[0], part.read_bytes()).hexdigest()
+                    if got != digest[1]:
+                        part.unlink(missing_ok=True)
+                        meta_path.unlink(missing_ok=True)
+                        raise OSError(f"{url}: {digest[0]} {got[:12]}... does not match the server's "
+                                      f"{digest[1][:12]}...; downloading again")
+                part.rename(dest)
+                meta_path.unlink(missing_ok=True)
+                return dest
+            except DownloadError:
+                raise
+            except (requests.RequestException, OSError) as e:
+                last = e
+                time.sleep(min(2 ** attempt * 0.5, 30))
     raise OSError(f"download of {url} failed after {retries} tries (partial file kept at {part} "
-                  f"and resumed next time): {last}")
+                  f"and resumed next time if the remote file is unchanged): {last}")
 
 
 def read_index(spec: str, mirror: str | None = None, cache_dir: str | None = None, retries: int = 5) -> dict:

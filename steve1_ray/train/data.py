@@ -173,6 +173,8 @@ class SequenceDataset:
         self.min_btwn_goals, self.max_btwn_goals, self.p_uncond = min_btwn_goals, max_btwn_goals, p_uncond
         self.sequences: list[SequenceSpec] = []
         self.skipped: list[str] = []
+        self.corrupt: dict[str, str] = {}  # episode id -> why (a damaged shard file), skipped from then on
+        self._corrupt_lock = threading.Lock()
         min_len = max(T, min_btwn_goals) + NONE_EMBED_OFFSET
         for eid in episode_ids:
             n = source.length(eid)
@@ -189,6 +191,24 @@ class SequenceDataset:
         return len(self.sequences) * self.T
 
     def load(self, index: int, epoch: int) -> dict:
+        """Sequence `index`, relabeled for `epoch`. A sequence whose shard is damaged (`CorruptShardError`) is
+        replaced by the next readable one (the same one in every run and on resume) and counted in `corrupt`."""
+        from steve1_ray.data.shards import CorruptShardError
+
+        for k in range(len(self.sequences)):
+            i = (index + k) % len(self.sequences)
+            if self.sequences[i].episode_id in self.corrupt:
+                continue
+            try:
+                return self._load(i, epoch)
+            except CorruptShardError as exc:
+                with self._corrupt_lock:
+                    if self.sequences[i].episode_id not in self.corrupt:
+                        self.corrupt[self.sequences[i].episode_id] = str(exc)
+                        print(f"skipping episode {self.sequences[i].episode_id} from now on: {exc}", flush=True)
+        raise ValueError(f"every episode's shards are damaged ({len(self.corrupt)}); rebuild the dataset")
+
+    def _load(self, index: int, epoch: int) -> dict:
         spec = self.sequences[index]
         embeds, valid = self.source.embeds(spec.episode_id)
         rng = sequence_rng(self.seed, epoch, index)

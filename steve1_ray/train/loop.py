@@ -58,8 +58,9 @@ def train_loop_per_worker(config: dict) -> None:
     train_metrics = TrainMetrics(cfg, log, device)
 
     def report(extra: dict, with_checkpoint: bool) -> None:  # every rank reports at the same points
-        checkpoints.report(run_metrics(progress, train_metrics.last, extra), progress, with_checkpoint,
-                           before_upload=log.sync_to_storage)
+        damaged = {"data/corrupt_episodes": len(train_set.corrupt) + len(val_set.corrupt)}  # skipped, this worker
+        checkpoints.report(run_metrics(progress, train_metrics.last, {**damaged, **extra}), progress,
+                           with_checkpoint, before_upload=log.sync_to_storage)
 
     if cfg.val_at_start and progress.steps == 0 and not resumed:
         report(validation(progress), with_checkpoint=False)
