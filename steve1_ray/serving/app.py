@@ -73,6 +73,10 @@ class Observation(BaseModel):
     pixels: Optional[Image] = Field(None, description="base64 raw uint8 RGB bytes (lossless), with `shape`.")
     shape: Optional[Annotated[List[Annotated[int, Field(ge=1, le=65535)]], Field(min_length=3, max_length=3)]] = \
         Field(None, description="[height, width, 3] of `pixels`.")
+    step: Optional[Annotated[int, Field(ge=0, le=SEED_MAX)]] = Field(
+        None, description="The session's step count this observation is for (0 for the first). With it, a retry "
+                          "whose answer was lost gets the same action again, never a second step; a wrong "
+                          "count is 409.")
 
 
 class ResetSession(BaseModel):
@@ -126,6 +130,7 @@ class ActionOut(BaseModel):
         description="MineRL action: each button 0/1, camera [pitch, yaw] degrees.")
     buttons: int = Field(description="Index of the joint button action (VPT's 8641-way head).")
     camera_bin: int = Field(description="Index of the camera action (121 bins).")
+    replayed: bool = Field(False, description="True: the answer of a step already taken (a retried `step`).")
 
 
 class DeletedOut(BaseModel):
@@ -177,7 +182,7 @@ class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
 
 
-ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 410, 413, 422, 429, 503)}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 410, 413, 422, 429, 500, 503)}
 
 
 # ----------------------------------------------------------------------------------------- errors
@@ -192,6 +197,26 @@ def _fail(result: Any) -> Any:
 @app.exception_handler(InputError)
 async def _input_error(request: Request, exc: InputError):
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+def _unavailable_types() -> tuple:
+    """Ray's "that replica or actor is gone (or too busy) right now" errors: retrying later can succeed."""
+    import ray.exceptions as rex
+    from ray.serve import exceptions as sex
+
+    return (rex.RayActorError, rex.ActorUnavailableError, rex.GetTimeoutError, sex.BackPressureError,
+            sex.DeploymentUnavailableError, sex.ReplicaUnavailableError, asyncio.TimeoutError)
+
+
+@app.exception_handler(Exception)
+async def _server_error(request: Request, exc: Exception):
+    """Never a bare 500: a dead or overloaded replica is JSON 503 + Retry-After; a bug is JSON 500."""
+    if isinstance(exc, _unavailable_types()):
+        return JSONResponse({"error": f"a part of the service is restarting or overloaded ({type(exc).__name__}); "
+                                      f"retry in a few seconds"}, status_code=503, headers={"Retry-After": "2"})
+    log.exception("unhandled error in %s %s", request.method, request.url.path)
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
+                        status_code=500)
 
 
 @app.exception_handler(RequestValidationError)
@@ -379,7 +404,7 @@ class Api:
             raise InputError(422, "send the observation as `image` (base64 PNG/JPEG) or `pixels` + `shape`")
         pov = await asyncio.to_thread(self._observation, body)  # decode + resize off the event loop
         return _fail(await self.policy.options(session_id=session_id).act.remote(session_id, pov,
-                                                                                 _client(request)))
+                                                                                 _client(request), body.step))
 
     def _observation(self, body: Observation) -> np.ndarray:
         if body.image is not None:
@@ -477,7 +502,7 @@ def _serve_http_host() -> str | None:
         return None
 
 
-def build_app(cfg: ServeConfig):
+def build_app(cfg: ServeConfig, policy_options: dict | None = None):
     """The bound application graph for `serve.run`. Reads the API keys here (auth.py) and refuses a
     non-loopback bind without keys unless `insecure`; only the keys' digests go to the ingress."""
     digests = auth.key_digests(cfg.api_keys_env, cfg.api_keys_file)
@@ -485,7 +510,8 @@ def build_app(cfg: ServeConfig):
         auth.check_bind(host, bool(digests), cfg.insecure)
     d = to_dict(cfg)
     store = SessionStore.bind(d)
-    policy = (PolicyServer.options(**STICKY) if cfg.sticky_sessions else PolicyServer).bind(d, store)
+    options = {**(STICKY if cfg.sticky_sessions else {}), **(policy_options or {})}  # e.g. num_replicas=2
+    policy = (PolicyServer.options(**options) if options else PolicyServer).bind(d, store)
     embedder = GoalEmbedder.bind(d, None)
     rollouts = RolloutManager.bind(d)
     return Api.bind(d, policy, store, embedder, rollouts, digests)

@@ -29,6 +29,11 @@ except Exception:  # pragma: no cover - older Ray: round-robin (sessions still r
     STICKY = {}
 
 
+LEASE_S = 10.0
+"""A replica's hold on the sessions it stepped last: while it is in contact with the store within this time,
+another replica gets 409 for a session whose latest state only it holds (state_sync_every > 1)."""
+
+
 def json_action(action: dict) -> dict:
     """Env action dict (ints + camera array) -> JSON-ready dict (camera as [pitch, yaw] floats)."""
     out = {k: int(v) for k, v in action.items() if k != "camera"}
@@ -56,6 +61,9 @@ class SessionStore:
 
     def sync(self, owner: str, updates: list) -> list:
         return self.table.sync(owner, updates)
+
+    def claim(self, owner: str, items: list, lease_s: float = 10.0) -> dict:
+        return self.table.claim(owner, items, lease_s)
 
     def reset(self, session_id: str, cond_scale="keep", seed="keep", client: str | None = None) -> dict:
         return self.table.reset(session_id, cond_scale, seed, client)
@@ -117,6 +125,7 @@ class _Hot:
     epoch: int
     last_used: float
     client: str | None = None  # who owns the session (auth.py); None: internal
+    last_result: dict | None = None  # the answer of the latest step (an idempotent retry gets it again)
 
 
 @serve.deployment(name="PolicyServer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
@@ -145,10 +154,12 @@ class PolicyServer:
         self._background: set = set()
 
     # -- public methods (called through handles) --
-    async def act(self, session_id: str, pov: np.ndarray, client: str | None = None) -> dict:
+    async def act(self, session_id: str, pov: np.ndarray, client: str | None = None, step: int | None = None) -> dict:
         """One step of one session: pov (H, W, 3) uint8 RGB (128x128 avoids a resize) -> action dict.
-        `client` (the API key's id): a session of another client answers 404, like an unknown one."""
-        return await self._act(session_id, pov, client)
+        `client` (the API key's id): a session of another client answers 404, like an unknown one.
+        `step`: the session's step count this observation is for; a retry of the latest step (its answer was
+        lost) gets the same answer again instead of a second step, any other count is a 409."""
+        return await self._act(session_id, pov, client, step)
 
     def drop(self, session_id: str) -> bool:
         """Forget the hot state of a session (reset/delete); the next step reloads it from the store."""
@@ -166,13 +177,25 @@ class PolicyServer:
 
     # -- batching --
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _act(self, session_ids: list[str], povs: list[np.ndarray], clients: list) -> list[dict]:
+    async def _act(self, session_ids: list[str], povs: list[np.ndarray], clients: list, expected: list) -> list[dict]:
         results: list[dict | None] = [None] * len(session_ids)
-        errors = await self._ensure_hot(set(session_ids))
-        for i, (sid, client) in enumerate(zip(session_ids, clients)):
+        errors = await self._claim(set(session_ids))
+        planned: dict[str, int] = {}  # steps each session will have taken by each request, in arrival order
+        for i, (sid, client, want) in enumerate(zip(session_ids, clients, expected)):
             hot = self.hot.get(sid)
-            if client is not None and hot is not None and hot.client not in (None, client):  # not theirs
+            if hot is None:
+                continue
+            if client is not None and hot.client not in (None, client):  # not theirs
                 results[i] = error(404, f"unknown session {sid!r}; create one with POST /sessions")
+                continue
+            at = planned.get(sid, hot.stream.steps)
+            if want is not None and want == at - 1 and at == hot.stream.steps and hot.last_result is not None:
+                results[i] = dict(hot.last_result, replayed=True)  # a retry whose answer was lost
+            elif want is not None and want != at:
+                results[i] = error(409, f"session {sid} is at step {at}; this observation is for step {want} "
+                                        f"(send step={at}, or reset the session)")
+            else:
+                planned[sid] = at + 1
         pending = [i for i in range(len(session_ids)) if results[i] is None]
         touched: set[str] = set()
         while pending:  # a session asked twice in one batch steps twice, in arrival order
@@ -205,11 +228,12 @@ class PolicyServer:
                     touched.add(session_ids[i])
                     results[i] = {"session_id": session_ids[i], "step": h.stream.steps, "action": json_action(act),
                                   "buttons": h.stream.last["buttons"], "camera_bin": h.stream.last["camera"]}
+                    h.last_result = results[i]
                 self.stats["batches"] += 1
                 self.stats["steps"] += len(now)
                 self.stats["max_batch"] = max(self.stats["max_batch"], len(now))
             pending = later
-        self._sync(touched)
+        await self._sync(touched)  # before answering: the store knows every step a client has seen
         self._expire()
         return results
 
@@ -217,6 +241,19 @@ class PolicyServer:
         if self.cfg.two_pass_baseline:  # the original's computation, for the load test's baseline
             return [A.two_pass_step(self.policy, st, pov) for st, pov in zip(streams, povs)]
         return A.act_batch(self.policy, streams, povs)
+
+    async def _claim(self, session_ids: set[str]) -> dict[str, dict]:
+        """Ask the store whether this replica's copies are the latest (one call per batch); load the ones
+        that are not (another replica stepped them since) or that it lacks. Returns errors by session id."""
+        items = [(sid, self.hot[sid].epoch, self.hot[sid].stream.steps) if sid in self.hot else (sid, None, None)
+                 for sid in session_ids]
+        answers = await self.store.claim.remote(self.replica, items, LEASE_S)
+        errors = {sid: a for sid, a in answers.items() if isinstance(a, dict)}
+        load = {sid for sid, a in answers.items() if a == "load"}
+        for sid in load | set(errors):
+            self.hot.pop(sid, None)
+        errors.update(await self._ensure_hot(load))
+        return errors
 
     async def _ensure_hot(self, session_ids: set[str]) -> dict[str, dict]:
         """Load sessions this replica does not hold from the store (their saved state, if any)."""
@@ -230,7 +267,8 @@ class PolicyServer:
                 errors[sid] = rec
                 continue
             try:
-                self.hot[sid] = _Hot(self._stream_from(rec), rec["epoch"], time.time(), rec.get("client"))
+                self.hot[sid] = _Hot(self._stream_from(rec), rec["epoch"], time.time(), rec.get("client"),
+                                     rec.get("last_result"))
                 self.stats["loads"] += 1
             except ValueError as exc:
                 errors[sid] = error(422, str(exc))
@@ -246,8 +284,9 @@ class PolicyServer:
             stream.steps = int(rec["state_steps"])
         return stream
 
-    def _sync(self, touched: set[str]) -> None:
-        """Tell the store about the steps (and every `state_sync_every` steps the state); drop what moved."""
+    async def _sync(self, touched: set[str]) -> None:
+        """Tell the store about the steps (and every `state_sync_every` steps the state and the answer); drop
+        the copies the store says moved."""
         if not touched:
             return
         every = self.cfg.state_sync_every
@@ -260,20 +299,15 @@ class PolicyServer:
             if every and h.stream.steps % every == 0:
                 u["state"] = [s.detach().cpu().numpy() for s in h.stream.state]
                 u["rng_state"] = h.stream.generator.get_state().numpy()
+                u["last_result"] = h.last_result
             updates.append(u)
-
-        async def push():
-            try:
-                stale = await self.store.sync.remote(self.replica, updates)
-                for sid, epoch in stale:  # only the copy the store rejected, not a newer one
-                    if sid in self.hot and self.hot[sid].epoch == epoch:
-                        del self.hot[sid]
-            except Exception:
-                log.exception("session sync failed")
-
-        task = asyncio.get_running_loop().create_task(push())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        try:
+            stale = await self.store.sync.remote(self.replica, updates)
+            for sid, epoch in stale:  # only the copy the store rejected, not a newer one
+                if sid in self.hot and self.hot[sid].epoch == epoch:
+                    del self.hot[sid]
+        except Exception:
+            log.exception("session sync failed")
 
     def _expire(self) -> None:
         cutoff = time.time() - self.cfg.session_ttl_s

@@ -26,6 +26,9 @@ from steve1_ray.serving.config import ServeConfig
 from steve1_ray.serving.sessions import error
 from steve1_ray.world.video import Mp4Writer, draw_prompt
 
+CALL_TIMEOUT_S = 60.0
+"""Longest wait for one call to another deployment (a step, a prompt's goal); a rollout waits its steps x 2 s more"""
+
 
 # ----------------------------------------------------------------------------------------- video
 
@@ -70,9 +73,10 @@ class RolloutWorker:
         if spec.get("goal_embed") is not None:
             goal = np.asarray(spec["goal_embed"], np.float32)
         else:
-            goal = self._handle("GoalEmbedder").embed_text.remote(spec["prompt"], spec.get("prior_seed", 0)).result()
+            goal = self._handle("GoalEmbedder").embed_text.remote(spec["prompt"], spec.get("prior_seed", 0)).result(
+                timeout_s=CALL_TIMEOUT_S)
         created = store.create.remote(goal, spec["cond_scale"], spec.get("policy_seed") or 0, False,
-                                      prompt, spec.get("client")).result()  # counts against its client's quota
+                                      prompt, spec.get("client")).result(timeout_s=CALL_TIMEOUT_S)  # client's quota
         if "error" in created:
             raise RuntimeError(created["error"])
         sid = created["session"]["session_id"]
@@ -82,7 +86,8 @@ class RolloutWorker:
             obs = self.env.reset(seed=spec.get("world_seed"))
             writer.add(draw_prompt(obs["pov"], prompt, 0))
             for step in range(1, spec["steps"] + 1):
-                res = policy.options(session_id=sid).act.remote(sid, resize_pov(obs["pov"])).result()
+                res = policy.options(session_id=sid).act.remote(sid, resize_pov(obs["pov"])).result(
+                    timeout_s=CALL_TIMEOUT_S)
                 if "error" in res:
                     raise RuntimeError(f"policy: {res['error']}")
                 action = dict(res["action"])
@@ -179,13 +184,16 @@ class RolloutManager:
     async def _watch(self, rid: str, w: int, ref) -> None:
         rec = self.rollouts[rid]
         try:
-            result = await ref
+            # a world or a policy call that hangs must not hold the actor forever
+            result = await asyncio.wait_for(ref, timeout=CALL_TIMEOUT_S + 2.0 * rec["steps"])
             rec.update(status="done", video=result["video"], metrics=result["metrics"],
                        step=result["metrics"]["steps"], achievements=result["metrics"]["achievements"],
                        inventory=result["metrics"]["inventory"], reward=result["metrics"]["reward"])
         except Exception as exc:
             rec.update(status="failed", error=f"{type(exc).__name__}: {str(exc)[-500:]}")
-            if isinstance(exc, ray.exceptions.RayActorError):  # the world crashed: replace the actor
+            if isinstance(exc, asyncio.TimeoutError):  # stuck: stop it and start a fresh world
+                ray.kill(self.workers[w])
+            if isinstance(exc, (ray.exceptions.RayActorError, asyncio.TimeoutError)):  # crashed or stuck: replace
                 self.workers[w] = self._new_worker()
         finally:
             rec["finished"] = time.time()

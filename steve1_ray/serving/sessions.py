@@ -35,7 +35,8 @@ class SessionRecord:
     state: Optional[list] = None  # list of np arrays (rows, ...) at `state_steps`
     rng_state: Optional[np.ndarray] = None
     state_steps: int = 0
-    owner: Optional[str] = None  # the policy replica holding the hot state
+    owner: Optional[str] = None  # the policy replica holding the hot state (its lease, see `claim`)
+    last_result: Optional[dict] = None  # the answer of step `steps` (an idempotent retry gets it again)
     client: Optional[str] = None  # the API key's id that created it (auth.py); None: internal (rollouts)
 
     def public(self) -> dict:
@@ -49,6 +50,8 @@ class SessionTable:
 
     def __init__(self, max_sessions: int = 256, ttl_s: float = 600.0, clock=time.time, max_per_client: int = 0):
         self.max_sessions, self.ttl_s, self.clock = max_sessions, ttl_s, clock
+        self.boot = uuid.uuid4().hex[:8]  # the first 8 hex digits of every session id of this table's life
+        self.contact: dict[str, float] = {}  # policy replica -> last claim or sync (its lease on its sessions)
         self.max_per_client = max_per_client or max_sessions
         self.sessions: dict[str, SessionRecord] = {}
         self.expired: collections.OrderedDict[str, float] = collections.OrderedDict()
@@ -67,6 +70,9 @@ class SessionTable:
         if sid in self.expired:
             return error(410, f"session {sid} expired after {self.ttl_s:.0f} s without requests; "
                               f"create a new one with POST /sessions")
+        if len(sid) == 32 and all(c in "0123456789abcdef" for c in sid) and sid[:8] != self.boot:
+            return error(410, f"session {sid} was created before the session store restarted (server restarted: "
+                              f"its sessions are gone); create a new one with POST /sessions")
         return error(404, f"unknown session {sid!r}; create one with POST /sessions")
 
     def _lookup(self, sid: str, client: Optional[str]) -> Optional[SessionRecord]:
@@ -87,7 +93,7 @@ class SessionTable:
             if mine >= self.max_per_client:
                 return error(429, f"this client holds {mine} open sessions (max_sessions_per_key="
                                   f"{self.max_per_client}); delete idle ones (DELETE /sessions/{{id}}) or retry later")
-        sid = uuid.uuid4().hex
+        sid = self.boot + uuid.uuid4().hex[:24]  # 96 random bits after the table's boot id
         now = self.clock()
         rec = SessionRecord(sid, np.asarray(goal_embed, np.float32).reshape(-1), cond_scale, int(seed),
                             bool(deterministic), prompt, created=now, last_used=now, client=client)
@@ -106,7 +112,39 @@ class SessionTable:
             rec.owner = owner
         out = {"session": rec.public(), "goal_embed": rec.goal_embed, "epoch": rec.epoch, "client": rec.client}
         if with_state:
-            out.update(state=rec.state, rng_state=rec.rng_state, state_steps=rec.state_steps)
+            out.update(state=rec.state, rng_state=rec.rng_state, state_steps=rec.state_steps,
+                       last_result=rec.last_result if rec.state_steps == rec.steps else None)
+        return out
+
+    def claim(self, owner: str, items: list, lease_s: float = 10.0) -> dict:
+        """Before a policy replica steps sessions: for each (id, epoch, steps) of its hot copy (None, None if it
+        holds none) -> "ok" (its copy is the latest: step it), "load" (load the store's copy first, which is
+        the latest), or an error: 409 while another replica holds newer state the store has not seen (its
+        lease: `lease_s` since its last contact), 404/410 for a missing session. After `lease_s` without word
+        from that replica (it died), the session continues from its last synced state. The claimer owns the
+        session afterwards."""
+        self.expire_idle()
+        now = self.clock()
+        self.contact[owner] = now
+        out: dict[str, Any] = {}
+        for sid, epoch, steps in items:
+            rec = self.sessions.get(sid)
+            if rec is None:
+                out[sid] = self.missing(sid)
+                continue
+            if rec.owner == owner and epoch == rec.epoch and steps == rec.steps:
+                out[sid] = "ok"
+            elif rec.state_steps == rec.steps:  # the store holds the latest state: a move is exact
+                out[sid] = "load"
+            elif rec.owner not in (None, owner) and now - self.contact.get(rec.owner, 0.0) < lease_s:
+                out[sid] = error(409, f"session {sid} is being stepped on another policy replica whose latest "
+                                      f"state (step {rec.steps}) is not in the session store yet "
+                                      f"(state_sync_every > 1); retry in a moment")
+                continue
+            else:  # its replica is gone (lease over): continue from the last synced state
+                rec.steps, rec.last_result = rec.state_steps, None
+                out[sid] = "load"
+            rec.owner, rec.last_used = owner, now
         return out
 
     def sync(self, owner: str, updates: list[dict]) -> list[tuple[str, int]]:
@@ -114,6 +152,7 @@ class SessionTable:
         (the session moved to another replica, was reset, or is gone)."""
         self.expire_idle()
         now, stale = self.clock(), []
+        self.contact[owner] = now
         for u in updates:
             rec = self.sessions.get(u["session_id"])
             if rec is None or rec.epoch != u["epoch"] or (rec.owner not in (None, owner)):
@@ -123,6 +162,7 @@ class SessionTable:
             rec.steps = max(rec.steps, int(u["steps"]))
             if u.get("state") is not None:
                 rec.state, rec.rng_state, rec.state_steps = u["state"], u["rng_state"], int(u["steps"])
+                rec.last_result = u.get("last_result")
         return stale
 
     def reset(self, sid: str, cond_scale: Any = "keep", seed: Any = "keep", client: Optional[str] = None) -> dict:
@@ -134,7 +174,7 @@ class SessionTable:
             rec.cond_scale = cond_scale
         if seed != "keep":
             rec.seed = int(seed)
-        rec.steps, rec.state, rec.rng_state, rec.state_steps = 0, None, None, 0
+        rec.steps, rec.state, rec.rng_state, rec.state_steps, rec.last_result = 0, None, None, 0, None
         rec.epoch += 1
         rec.owner = None
         rec.last_used = self.clock()
