@@ -455,6 +455,17 @@ def test_hostile_bodies_cost_the_server_little(served):
     conn.close()
     assert status == 413 and b"max_payload_bytes" in body, (status, body[:200])
     assert max(rise.values()) < 200, (rise, sent)
+    # the largest JSON body allowed, all of it numbers (JSON parsing builds a Python float per value): 422
+    numbers = b'{"goal_embed": [' + b",".join([b"0.123"] * 330_000) + b"]}"
+    assert len(numbers) < 2_000_000
+    stop = threading.Event()
+    with cf.ThreadPoolExecutor(1) as pool:
+        watch = pool.submit(_watch_rss, titles, stop)
+        r = c.post("/sessions", data=numbers, headers={"content-type": "application/json"})
+        stop.set()
+        rise = watch.result()
+    assert r.status_code == 422 and "goal_embed" in r.json()["error"]
+    assert max(rise.values()) < 200, rise
     assert c.post(f"/sessions/{sid}/act", json={"image": png_b64(np.zeros((32, 32, 3), np.uint8))}).status_code == 200
     c.delete(f"/sessions/{sid}")
 

@@ -96,5 +96,22 @@ def test_sessions_survive_a_killed_replica_and_stay_exact(ray_cluster, tmp_path)
             assert got[i] == _replay(policy, goal, scale, seed, obs[i]), f"session {i} diverged"
         print("retries:", retried, "progress at the kill:", killed_at)
         assert s.get(f"{url}/healthz", timeout=60).status_code == 200
+
+        # the session store dies (its sessions with it): Serve restarts it; old ids answer 410, not 404
+        store = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if "SessionStore" in a["name"] and "soak" in a["name"]]
+        ray.kill(ray.get_actor(store[0], namespace="serve"), no_restart=True)
+        deadline, r = time.time() + 120, None
+        while time.time() < deadline:
+            r = s.get(f"{url}/sessions/{sids[0]}", timeout=60)
+            assert r.headers["content-type"].startswith("application/json"), r.text  # never a bare 500
+            if r.status_code == 503:
+                assert r.headers.get("retry-after")
+            if r.status_code != 503:
+                break
+            time.sleep(0.5)
+        assert r.status_code == 410 and "restarted" in r.json()["error"], r.text
+        new = s.post(f"{url}/sessions", json={"goal_embed": specs[0][0].tolist()}, timeout=60)
+        assert new.status_code == 201
     finally:
         serve.delete("soak")
