@@ -215,6 +215,15 @@ def test_visual_goal_from_a_clip(served):
     r = c.post("/sessions", json={"clip": clip, "cond_scale": 7.0})
     assert r.status_code == 201
     assert c.post(f"/sessions/{r.json()['session_id']}/act", json={"image": clip[0]}).status_code == 200
+    # full-size frames are shrunk at the ingress right after decoding (to MineCLIP's 256x160, INTER_LINEAR):
+    # the goal equals the one of frames shrunk the same way by the client, and a frame over the pixel cap is 413
+    big = [rng.integers(0, 256, (200, 400, 3), dtype=np.uint8) for _ in range(3)]  # under max_payload_bytes
+    small = [cv2.resize(f, (256, 160), interpolation=cv2.INTER_LINEAR) for f in big]
+    g_big = c.post("/goals", json={"clip": [png_b64(f) for f in big]}).json()["goal_embed"]
+    g_small = c.post("/goals", json={"clip": [png_b64(f) for f in small]}).json()["goal_embed"]
+    assert g_big == g_small
+    r = c.post("/goals", json={"clip": [png_b64(np.zeros((1100, 1000, 3), np.uint8))]})
+    assert r.status_code == 413 and "clip[0]" in r.json()["error"]
 
 
 def test_bad_inputs_get_4xx_that_name_the_fix(served):
@@ -467,6 +476,21 @@ def test_hostile_bodies_cost_the_server_little(served):
     assert r.status_code == 422 and "goal_embed" in r.json()["error"]
     assert max(rise.values()) < 200, rise
     assert c.post(f"/sessions/{sid}/act", json={"image": png_b64(np.zeros((32, 32, 3), np.uint8))}).status_code == 200
+    c.delete(f"/sessions/{sid}")
+
+
+def test_bodies_where_none_belongs_and_odd_json_get_json_4xx(served):
+    c = served["client"]
+    sid = c.post("/sessions", json={"goal_embed": [0.0] * 512}).json()["session_id"]
+    r = c.s.request("GET", f"{served['url']}/sessions/{sid}", data=b"x" * 1000, timeout=TIMEOUT)
+    assert r.status_code == 400 and "takes no request body" in r.json()["error"]
+    r = c.post("/sessions", data=b"[" + b"{}," * 20_000 + b"{}]", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON objects/arrays" in r.json()["error"]
+    r = c.post("/sessions", data=b'{"prompt": "\xff\xfe"}', headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500 and "error" in r.json()
+    for method, path in (("GET", "/nowhere"), ("PUT", "/sessions")):
+        r = c.s.request(method, served["url"] + path, timeout=TIMEOUT)
+        assert r.status_code in (404, 405) and "error" in r.json(), (method, path, r.text)
     c.delete(f"/sessions/{sid}")
 
 

@@ -231,15 +231,6 @@ def test_body_limit_is_counted_while_a_chunked_body_streams_in():
     assert sent["status"] == 401 and not seen and pulled == 0
 
 
-def test_clip_frames_shrunk_at_the_ingress_embed_as_before():
-    """The ingress resizes each clip frame to MineCLIP's input right after decoding; the embedder's own resize
-    of an already-sized frame is then the identity, so the goal is what the full frames gave."""
-    rng = np.random.default_rng(3)
-    frame = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
-    once = cv2.resize(frame, (256, 160), interpolation=cv2.INTER_LINEAR)
-    np.testing.assert_array_equal(cv2.resize(once, (256, 160), interpolation=cv2.INTER_LINEAR), once)
-
-
 def test_moving_a_session_between_replicas_is_exact_or_409():
     """The store's claim: a replica steps a session only with its latest state. A copy another replica has
     stepped past is reloaded (exact, with state_sync_every=1); newer state the store has not seen is a 409
@@ -251,16 +242,22 @@ def test_moving_a_session_between_replicas_is_exact_or_409():
     t.sync("A", [{"session_id": sid, "epoch": 0, "steps": 1, "state": ["s1"], "rng_state": "r1",
                   "last_result": {"step": 1}}])
     assert t.claim("A", [(sid, 0, 1)]) == {sid: "ok"}  # A's copy is the latest
+    busy = t.claim("B", [(sid, None, None)])[sid]  # A is stepping it right now (claimed, not synced)
+    assert busy["http_status"] == 409 and "right now" in busy["error"]
+    t.sync("A", [], released=(sid,))  # A's batch ended without stepping it
     assert t.claim("B", [(sid, None, None)]) == {sid: "load"}  # B takes over from the store: exact
     t.sync("B", [{"session_id": sid, "epoch": 0, "steps": 2, "state": ["s2"], "rng_state": "r2"}])
     assert t.claim("A", [(sid, 0, 1)]) == {sid: "load"}  # A's hot copy is stale (step 1 < 2): reload
     assert t.get(sid, with_state=True)["state"] == ["s2"]
     # a step A took but synced without its state (state_sync_every > 1): B must not step an old state
-    t.sync("A", [{"session_id": sid, "epoch": 0, "steps": 3}])
+    assert t.sync("A", [{"session_id": sid, "epoch": 0, "steps": 3}]) == []
     answer = t.claim("B", [(sid, 0, 2)])[sid]
     assert answer["http_status"] == 409 and "retry" in answer["error"]
     now[0] += 11  # A is silent past its lease (it died): B continues from the last synced state, step 2
     assert t.claim("B", [(sid, 0, 2)]) == {sid: "load"} and t.get(sid)["session"]["steps"] == 2
+    # a replica that died mid-step holds its claim only until the lease ends
+    now[0] += 11
+    assert t.claim("C", [(sid, None, None)])[sid] == "load"
     # a store that restarted: a session id of the old one is a 410 "server restarted", not a 404
     fresh = SessionTable()
     gone = fresh.claim("A", [(sid, 0, 2)])[sid]

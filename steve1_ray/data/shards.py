@@ -276,8 +276,17 @@ class CorruptShardError(OSError):
     """A segment file's bytes do not match the sha256 its episode's index entry recorded."""
 
 
+_VERIFIED: set[tuple[str, str, str]] = set()
+"""(root, file, sha256) of the segment files this process has checked; later reads read only their columns"""
+
+
 def _read_verified(store: Store, rel: str, sha256: str | None, columns: list[str] | None) -> pa.Table:
-    """The segment table, its whole file checked against `sha256` first (when the index recorded one)."""
+    """The segment table; the first read of a file in this process checks the whole file against `sha256`
+    (when the index recorded one), later reads fetch only `columns`."""
+    key = (store.root, rel, sha256 or "")
+    if sha256 is None or key in _VERIFIED:
+        with store.fs.open_input_file(store.path(rel)) as f:
+            return pq.read_table(f, columns=columns)
     with store.fs.open_input_file(store.path(rel)) as f:
         data = f.read()
     if sha256 is not None:
@@ -286,6 +295,7 @@ def _read_verified(store: Store, rel: str, sha256: str | None, columns: list[str
             raise CorruptShardError(f"{store.path(rel)}: sha256 {got[:12]}... does not match the index's "
                                     f"{sha256[:12]}... ({len(data)} bytes): the file is damaged; rebuild the episode "
                                     f"with `steve1 dataset` (delete its index entry first)")
+        _VERIFIED.add(key)
     return pq.read_table(pa.BufferReader(data), columns=columns)
 
 

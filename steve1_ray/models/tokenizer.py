@@ -116,6 +116,9 @@ class CLIPTokenizer:
                     i += 1
             word = merged
         result = tuple(word)
+        if len(self._cache) >= CACHE_SIZE:  # bounded: a stream of unique words must not grow it forever
+            for key in list(self._cache)[2:2 + CACHE_SIZE // 4]:  # the oldest quarter (the 2 specials stay)
+                del self._cache[key]
         self._cache[token] = result
         return result
 
@@ -144,6 +147,10 @@ class CLIPTokenizer:
             ids = [SOT_TOKEN, *self.encode(text)[:context_length - 2], EOT_TOKEN]
             rows[r, :len(ids)] = ids
         return torch.from_numpy(rows)
+
+
+CACHE_SIZE = 20_000
+"""pre-tokens whose merges the tokenizer remembers (CLIP's vocabulary has 49,408 entries)"""
 
 
 @lru_cache(maxsize=1)

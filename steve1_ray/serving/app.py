@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -47,6 +48,8 @@ WORLD_SEED_MAX = 2**32 - 1  # crafter's worlds: numpy RandomState
 EMBED_ABS_MAX = 1e4  # embeddings are O(1); the bound keeps every value finite in float32
 MAX_EMBED_DIM = 4096
 MAX_IMAGE_CHARS = 16 * 1024 * 1024  # base64 text of one image (the body limit applies first)
+MAX_JSON_CONTAINERS = 1000  # `[{},{},...]` costs ~30x its bytes once parsed; real requests hold a handful
+MAX_PROMPT_CHARS = 300  # CLIP reads 77 tokens; byte-pair encoding is quadratic in a word's length
 
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 WorldSeed = Annotated[int, Field(ge=0, le=WORLD_SEED_MAX)]
@@ -55,7 +58,7 @@ EmbedValue = Annotated[float, Field(ge=-EMBED_ABS_MAX, le=EMBED_ABS_MAX, allow_i
 Embedding = Annotated[List[EmbedValue], Field(min_length=1, max_length=MAX_EMBED_DIM)]
 Image = Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS)]
 Clip = Annotated[List[Image], Field(min_length=1, max_length=MAX_CLIP_FRAMES)]
-Prompt = Annotated[str, Field(max_length=2000)]
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
 class CreateSession(BaseModel):
@@ -196,7 +199,8 @@ def _fail(result: Any) -> Any:
 
 @app.exception_handler(InputError)
 async def _input_error(request: Request, exc: InputError):
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    retry = {"Retry-After": "2"} if exc.status in (409, 503) else None
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=retry)
 
 
 def _unavailable_types() -> tuple:
@@ -217,6 +221,13 @@ async def _server_error(request: Request, exc: Exception):
     log.exception("unhandled error in %s %s", request.method, request.url.path)
     return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
                         status_code=500)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    """Starlette's own 4xx (unknown route or method, a body that is not UTF-8 JSON) in our `{"error"}` shape."""
+    return JSONResponse({"error": f"{exc.detail} ({request.method} {request.url.path}; see /docs)"},
+                        status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 @app.exception_handler(RequestValidationError)
@@ -261,6 +272,9 @@ class Guard:
                                                              "x-api-key: <key>"}, ((b"www-authenticate", b"ApiKey"),))
         scope.setdefault("state", {})["client"] = client
         if scope["method"] not in ("POST", "PUT", "PATCH"):
+            if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+                return await _send_json(send, 400, {"error": f"{scope['method']} takes no request body"},
+                                        ((b"connection", b"close"),))
             return await self.app(scope, receive, send)
         limit = cfg.max_payload_bytes
         too_big = {"error": f"request body is over {limit} bytes (max_payload_bytes): send a smaller (e.g. 128x128 "
@@ -282,6 +296,10 @@ class Guard:
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
+        del chunks
+        if body.count(b"{") + body.count(b"[") > MAX_JSON_CONTAINERS:  # json.loads would build ~60 B per one
+            return await _send_json(send, 422, {"error": f"the body holds more than {MAX_JSON_CONTAINERS} JSON "
+                                                         f"objects/arrays; no request needs that many"})
 
         async def replay():
             nonlocal replayed
@@ -499,7 +517,7 @@ def _serve_http_host() -> str | None:
         client = _get_global_client(raise_if_no_controller_running=False)
         return None if client is None else client.http_config.host
     except Exception:
-        return None
+        return "unknown (the Serve HTTP options could not be read)"  # fail closed: keys or insecure=true
 
 
 def build_app(cfg: ServeConfig, policy_options: dict | None = None):

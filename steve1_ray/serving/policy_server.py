@@ -46,32 +46,34 @@ def json_action(action: dict) -> dict:
 @serve.deployment(name="SessionStore", num_replicas=1, max_ongoing_requests=256,
                   ray_actor_options={"num_cpus": 0.05}, health_check_period_s=10, graceful_shutdown_timeout_s=5)
 class SessionStore:
-    """The one home of session records; survives policy replica restarts and moves. Single replica."""
+    """The one home of session records; survives policy replica restarts and moves. Single replica. Its methods
+    are async on purpose: they run one at a time on the replica's event loop (Serve runs plain methods in a
+    thread pool), so every check-then-change of the table is atomic."""
 
     def __init__(self, cfg: dict):
         c = from_dict(ServeConfig, cfg)
         self.table = SessionTable(c.max_sessions, c.session_ttl_s, max_per_client=c.max_sessions_per_key)
 
-    def create(self, goal_embed, cond_scale, seed, deterministic=False, prompt=None, client=None) -> dict:
+    async def create(self, goal_embed, cond_scale, seed, deterministic=False, prompt=None, client=None) -> dict:
         return self.table.create(goal_embed, cond_scale, seed, deterministic, prompt, client)
 
-    def get(self, session_id: str, owner: str | None = None, with_state: bool = False,
-            client: str | None = None) -> dict:
+    async def get(self, session_id: str, owner: str | None = None, with_state: bool = False,
+                  client: str | None = None) -> dict:
         return self.table.get(session_id, owner, with_state, client)
 
-    def sync(self, owner: str, updates: list) -> list:
-        return self.table.sync(owner, updates)
+    async def sync(self, owner: str, updates: list, released: tuple = ()) -> list:
+        return self.table.sync(owner, updates, released)
 
-    def claim(self, owner: str, items: list, lease_s: float = 10.0) -> dict:
+    async def claim(self, owner: str, items: list, lease_s: float = 10.0) -> dict:
         return self.table.claim(owner, items, lease_s)
 
-    def reset(self, session_id: str, cond_scale="keep", seed="keep", client: str | None = None) -> dict:
+    async def reset(self, session_id: str, cond_scale="keep", seed="keep", client: str | None = None) -> dict:
         return self.table.reset(session_id, cond_scale, seed, client)
 
-    def delete(self, session_id: str, client: str | None = None) -> dict:
+    async def delete(self, session_id: str, client: str | None = None) -> dict:
         return self.table.delete(session_id, client)
 
-    def stats(self) -> dict:
+    async def stats(self) -> dict:
         return self.table.stats()
 
 
@@ -161,7 +163,7 @@ class PolicyServer:
         lost) gets the same answer again instead of a second step, any other count is a 409."""
         return await self._act(session_id, pov, client, step)
 
-    def drop(self, session_id: str) -> bool:
+    async def drop(self, session_id: str) -> bool:
         """Forget the hot state of a session (reset/delete); the next step reloads it from the store."""
         return self.hot.pop(session_id, None) is not None
 
@@ -233,7 +235,12 @@ class PolicyServer:
                 self.stats["steps"] += len(now)
                 self.stats["max_batch"] = max(self.stats["max_batch"], len(now))
             pending = later
-        await self._sync(touched)  # before answering: the store knows every step a client has seen
+        # before answering: the store knows every step a client has seen. A step the store did not take
+        # (the session moved meanwhile) or could not record is not answered as a success.
+        rejected = await self._sync(touched, released=set(session_ids) - touched)
+        for i, sid in enumerate(session_ids):
+            if sid in rejected and isinstance(results[i], dict) and "action" in results[i]:
+                results[i] = rejected[sid]
         self._expire()
         return results
 
@@ -284,11 +291,10 @@ class PolicyServer:
             stream.steps = int(rec["state_steps"])
         return stream
 
-    async def _sync(self, touched: set[str]) -> None:
-        """Tell the store about the steps (and every `state_sync_every` steps the state and the answer); drop
-        the copies the store says moved."""
-        if not touched:
-            return
+    async def _sync(self, touched: set[str], released: set[str] = frozenset()) -> dict[str, dict]:
+        """Tell the store about the steps (and every `state_sync_every` steps the state and the answer), end the
+        claims of `released`; drop the copies the store says moved. Returns the errors to answer instead of
+        those steps: 409 for a step the store rejected, 503 when the store could not be reached."""
         every = self.cfg.state_sync_every
         updates = []
         for sid in touched:
@@ -301,13 +307,23 @@ class PolicyServer:
                 u["rng_state"] = h.stream.generator.get_state().numpy()
                 u["last_result"] = h.last_result
             updates.append(u)
+        if not updates and not released:
+            return {}
         try:
-            stale = await self.store.sync.remote(self.replica, updates)
-            for sid, epoch in stale:  # only the copy the store rejected, not a newer one
-                if sid in self.hot and self.hot[sid].epoch == epoch:
-                    del self.hot[sid]
-        except Exception:
+            stale = await self.store.sync.remote(self.replica, updates, tuple(released))
+        except Exception as exc:  # the store is restarting: the step is not recorded, so not a success
             log.exception("session sync failed")
+            for sid in touched:
+                self.hot.pop(sid, None)
+            return {sid: error(503, f"the session store did not record this step ({type(exc).__name__}); retry "
+                                    f"with the same `step`") for sid in touched}
+        rejected = {}
+        for sid, epoch in stale:  # only the copy the store rejected, not a newer one
+            if sid in self.hot and self.hot[sid].epoch == epoch:
+                del self.hot[sid]
+            rejected[sid] = error(409, f"session {sid} moved to another replica or was reset during this step; "
+                                       f"retry (with the same `step`)")
+        return rejected
 
     def _expire(self) -> None:
         cutoff = time.time() - self.cfg.session_ttl_s

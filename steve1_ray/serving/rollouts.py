@@ -126,7 +126,8 @@ class RolloutWorker:
 @serve.deployment(name="Rollouts", num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.05},
                   health_check_period_s=10, graceful_shutdown_timeout_s=10)
 class RolloutManager:
-    """Owns the rollout actors; start -> queued -> running -> done | failed; keeps the last results."""
+    """Owns the rollout actors; start -> queued -> running -> done | failed; keeps the last results. Every
+    method is async: they run one at a time on the replica's event loop, never beside one another in threads."""
 
     def __init__(self, cfg: dict):
         self.cfg_dict = cfg
@@ -141,6 +142,7 @@ class RolloutManager:
         self.rollouts: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self.running: dict[str, int] = {}
         self._tasks: set = set()
+        self.boot = uuid.uuid4().hex[:6]  # the first 6 hex digits of this manager's rollout ids
 
     def _new_worker(self):
         return RolloutWorker.options(num_cpus=self.cfg.rollout_num_cpus).remote(self.cfg_dict, self.app_name)
@@ -162,7 +164,7 @@ class RolloutManager:
         if len(self.queue) >= self.cfg.rollout_queue:
             return error(429, f"{len(self.queue)} rollouts are already waiting (rollout_queue="
                               f"{self.cfg.rollout_queue}); retry when one finishes")
-        rid = uuid.uuid4().hex[:12]
+        rid = self.boot + uuid.uuid4().hex[:10]
         self.rollouts[rid] = {"rollout_id": rid, "status": "queued", "spec": spec, "created": time.time(),
                               "step": 0, "steps": spec["steps"], "achievements": {}, "inventory": {}}
         self.queue.append(rid)
@@ -207,6 +209,9 @@ class RolloutManager:
             del self.rollouts[rid]
 
     def _missing(self, rid: str) -> dict:
+        if len(rid) == 16 and all(c in "0123456789abcdef" for c in rid) and rid[:6] != self.boot:
+            return error(410, f"rollout {rid} was started before the rollout manager restarted (server "
+                              f"restarted: its results are gone); start it again with POST /rollouts")
         return error(404, f"unknown rollout {rid!r} (only the last {self.cfg.rollout_keep} finished ones are "
                           f"kept); start one with POST /rollouts")
 
@@ -233,7 +238,7 @@ class RolloutManager:
             return rec.setdefault("last_frame", _last_frame_jpeg(rec["video"]))
         return b""
 
-    def video(self, rid: str, client: str | None = None) -> bytes | dict:
+    async def video(self, rid: str, client: str | None = None) -> bytes | dict:
         rec = self._get(rid, client)
         if rec is None:
             return self._missing(rid)
@@ -241,7 +246,7 @@ class RolloutManager:
             return error(409, f"rollout {rid} is {rec['status']}; the mp4 exists once status is 'done'")
         return rec["video"]
 
-    def metrics(self, rid: str, client: str | None = None) -> dict:
+    async def metrics(self, rid: str, client: str | None = None) -> dict:
         rec = self._get(rid, client)
         if rec is None:
             return self._missing(rid)
@@ -250,12 +255,12 @@ class RolloutManager:
                          + (f" ({rec.get('error')})" if rec.get("error") else ""))
         return rec["metrics"]
 
-    def list(self, client: str | None = None) -> list:
+    async def list(self, client: str | None = None) -> list:
         """The rollouts `client` started (None: all)."""
         return [self._public(r) for r in self.rollouts.values()
                 if client is None or r["spec"].get("client") in (None, client)]
 
-    def stats(self) -> dict:
+    async def stats(self) -> dict:
         return {"workers": len(self.workers), "idle": len(self.idle), "queued": len(self.queue),
                 "running": len(self.running)}
 

@@ -37,6 +37,8 @@ class SessionRecord:
     state_steps: int = 0
     owner: Optional[str] = None  # the policy replica holding the hot state (its lease, see `claim`)
     last_result: Optional[dict] = None  # the answer of step `steps` (an idempotent retry gets it again)
+    in_flight: Optional[str] = None  # the replica stepping it right now (claimed, not synced yet) ...
+    in_flight_until: float = 0.0  # ... until then at most (a replica that died mid-step)
     client: Optional[str] = None  # the API key's id that created it (auth.py); None: internal (rollouts)
 
     def public(self) -> dict:
@@ -46,7 +48,9 @@ class SessionRecord:
 
 
 class SessionTable:
-    """Sessions by id with an idle timeout and a cap; expired ids are remembered (for a 410, not a 404)."""
+    """Sessions by id with an idle timeout and a cap; expired ids are remembered (for a 410, not a 404).
+
+    Not thread-safe by itself: `SessionStore` calls it from its event loop only (async methods)."""
 
     def __init__(self, max_sessions: int = 256, ttl_s: float = 600.0, clock=time.time, max_per_client: int = 0):
         self.max_sessions, self.ttl_s, self.clock = max_sessions, ttl_s, clock
@@ -132,6 +136,10 @@ class SessionTable:
             if rec is None:
                 out[sid] = self.missing(sid)
                 continue
+            if rec.in_flight not in (None, owner) and now < rec.in_flight_until:
+                out[sid] = error(409, f"session {sid} is being stepped on another policy replica right now; retry "
+                                      f"(with the same `step`)")
+                continue
             if rec.owner == owner and epoch == rec.epoch and steps == rec.steps:
                 out[sid] = "ok"
             elif rec.state_steps == rec.steps:  # the store holds the latest state: a move is exact
@@ -144,15 +152,21 @@ class SessionTable:
             else:  # its replica is gone (lease over): continue from the last synced state
                 rec.steps, rec.last_result = rec.state_steps, None
                 out[sid] = "load"
+            rec.in_flight, rec.in_flight_until = owner, now + lease_s
             rec.owner, rec.last_used = owner, now
         return out
 
-    def sync(self, owner: str, updates: list[dict]) -> list[tuple[str, int]]:
+    def sync(self, owner: str, updates: list[dict], released: tuple = ()) -> list[tuple[str, int]]:
         """Step counts (and maybe states) from a policy replica -> (id, epoch) copies it must drop
-        (the session moved to another replica, was reset, or is gone)."""
+        (the session moved to another replica, was reset, or is gone). Ends the claims of the updated
+        sessions and of `released` (claimed but not stepped)."""
         self.expire_idle()
         now, stale = self.clock(), []
         self.contact[owner] = now
+        for sid in [u["session_id"] for u in updates] + list(released):
+            rec = self.sessions.get(sid)
+            if rec is not None and rec.in_flight == owner:
+                rec.in_flight = None
         for u in updates:
             rec = self.sessions.get(u["session_id"])
             if rec is None or rec.epoch != u["epoch"] or (rec.owner not in (None, owner)):

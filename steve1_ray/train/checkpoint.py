@@ -117,9 +117,11 @@ def save_checkpoint(out_dir: str | Path, policy, optimizer, scaler, progress: Pr
                 "scaler": scaler.state_dict() if scaler is not None else None}, ts / "optimizer.pt")
     torch.save(rng_state(), ts / "rng.pt")
     (ts / "progress.json").write_text(progress.to_json())
-    if out_dir.exists():  # an empty target (a TemporaryDirectory) or a stale copy of the same step
-        shutil.rmtree(out_dir)
+    old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
+    if out_dir.exists():  # an empty target (a TemporaryDirectory) or a copy of the same step: set it aside
+        os.replace(out_dir, old)
     os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 
@@ -278,8 +280,14 @@ def latest_local_checkpoint(cfg: TrainConfig):
 
 
 def prune_local_checkpoints(cfg: TrainConfig) -> None:
+    """Keep the newest `num_to_keep`; remove the hidden folders a crash mid-write left behind."""
     for old in _local_checkpoints(cfg)[:-cfg.num_to_keep]:
         shutil.rmtree(old, ignore_errors=True)
+    root = Path(cfg.run_dir()) / "checkpoints"
+    mine = (f".tmp{os.getpid()}", f".old{os.getpid()}")
+    for left in root.glob(".checkpoint_step*"):
+        if not left.name.endswith(mine):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def maybe_fail(cfg: TrainConfig, progress: Progress, rank: int, world: int, checkpoint_steps: int | None) -> None:

@@ -73,13 +73,14 @@ def optimizer_step(model, policy, optimizer, scaler, micro_batches: list[dict], 
         scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-    if not all_finite(math.isfinite(loss_sum) and math.isfinite(grad_norm), device):
+    loss_ok, grad_ok = all_finite([math.isfinite(loss_sum), math.isfinite(grad_norm)], device)
+    if not (loss_ok and grad_ok):
         # clip_grad_norm_ returns NaN without raising, and optimizer.step() would write it into every weight:
         # skip the update on every worker (they agree), leave the weights as they were
         optimizer.zero_grad(set_to_none=True)
         # fp16 with a finite loss: GradScaler's overflow, which it cures by lowering the scale (normal while it
         # finds its scale); it counts towards max_nonfinite_steps only once the scale cannot go lower than 1
-        overflow = scaler is not None and math.isfinite(loss_sum) and scaler.get_scale() > 1.0
+        overflow = scaler is not None and loss_ok and scaler.get_scale() > 1.0  # every rank's loss was finite
         if scaler is not None:
             scaler.update()  # lower the loss scale, as GradScaler does on overflow
         return {"loss_sum": 0.0, "nll_sum": 0.0, "frames": 0, "grad_norm": grad_norm, "skipped": True,
@@ -93,11 +94,11 @@ def optimizer_step(model, policy, optimizer, scaler, micro_batches: list[dict], 
     return {"loss_sum": loss_sum / n, "nll_sum": nll_sum, "frames": frames, "grad_norm": grad_norm, "skipped": False}
 
 
-def all_finite(ok: bool, device) -> bool:
-    """True when this worker's numbers are finite on every worker (one all-reduce when distributed), so every
-    rank takes the same branch."""
+def all_finite(oks: list[bool], device) -> list[bool]:
+    """For each flag: true on every worker (one all-reduce when distributed), so every rank takes the same
+    branch and counts the same."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return ok
-    flag = torch.tensor([0.0 if ok else 1.0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return float(flag) == 0.0
+        return list(oks)
+    flags = torch.tensor([0.0 if ok else 1.0 for ok in oks], device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return [float(f) == 0.0 for f in flags]

@@ -85,6 +85,14 @@ FOCUS_NEEDS = {"place_plant": "collect_sapling", "place_table": "collect_wood", 
                "make_wood_sword": "place_table", "collect_stone": "make_wood_pickaxe", "collect_coal": "make_wood_pickaxe",
                "place_stone": "collect_stone", "make_stone_pickaxe": "collect_stone",
                "make_stone_sword": "collect_stone", "place_furnace": "collect_stone"}
+# How readily free play (and a task, for goals other than its own) drinks, hunts and chops: below these
+# inventory levels the goal weighs 3-4, above them `sated` (Demonstrator(appetite=...)).
+APPETITES = {
+    "eager": {"drink_below": 6, "food_below": 6, "wood_below": 4,
+              "sated": {"collect_drink": 0.5, "eat_cow": 0.7, "collect_wood": 1.0}},
+    "needs": {"drink_below": 5, "food_below": 5, "wood_below": 2,
+              "sated": {"collect_drink": 0.1, "eat_cow": 0.1, "collect_wood": 0.2}},
+}
 URGENT = 6.0  # goal weight from which a need (a zombie near, thirst, hunger, exhaustion) overrides a task
 GLANCE_DEG = (-9.0, -6.0, -3.0, 3.0, 6.0, 9.0)  # camera glances: multiples of 3 degrees (20 mouse counts)
 
@@ -127,11 +135,17 @@ class Demonstrator:
                    10.x sets were given one): whenever it is feasible its weight is `focus_boost` times the
                    usual one, and when it is not the player explores more to find what it needs. Needs
                    (drink, food, sleep, zombies) still come first. None: free play.
+        appetite:  "eager": it drinks, hunts and chops whenever water, a cow or a tree is near and it has room
+                   (drink or food < 6, wood < 4 weigh most). "needs": it does so mostly when its needs call
+                   for it (drink or food < 5, wood < 2: what the next table or tool takes), as a player who is
+                   not asked to; a task goal is still pursued with the same zeal. "needs" sharpens the contrast
+                   between a task and free play that a prompt has to carry (docs/world.md).
     """
 
     def __init__(self, env: CrafterEnv, seed: int = 0, noise: float = 0.05, goal_steps: int = 150,
                  radius: int = 12, goals: tuple[str, ...] | list[str] | None = None, min_segment: int = 16,
-                 focus: str | None = None, focus_boost: float = 8.0, sight: bool = False):
+                 focus: str | None = None, focus_boost: float = 8.0, sight: bool = False,
+                 appetite: str = "eager"):
         if not isinstance(env, CrafterEnv):
             raise TypeError("Demonstrator drives the crafter backend (it reads crafter's tile map); "
                             f"got {type(env).__name__}")
@@ -144,7 +158,10 @@ class Demonstrator:
             raise ValueError(f"unknown focus goal {focus!r}; known goals: {sorted(GOALS)}")
         if focus_boost < 1.0:
             raise ValueError(f"focus_boost={focus_boost} must be >= 1")
+        if appetite not in APPETITES:
+            raise ValueError(f"appetite={appetite!r}: use one of {list(APPETITES)}")
         self.focus, self.focus_boost = focus, float(focus_boost)
+        self.appetite = APPETITES[appetite]
         self.sight = bool(sight)
         self.env = env
         self.rng = np.random.default_rng(seed)
@@ -275,8 +292,9 @@ class Demonstrator:
         w: dict[str, float] = {"explore": 0.6}
         if self._nearest_object(objects.Zombie, 4):
             w["defeat_zombie" if self.env.player.health >= 3 else "flee"] = URGENT
+        a = self.appetite
         if "tree" in near and room("wood", "collect_wood"):
-            w["collect_wood"] = 3.0 if inv["wood"] < 4 else 1.0
+            w["collect_wood"] = 3.0 if inv["wood"] < a["wood_below"] else a["sated"]["collect_wood"]
         if "grass" in near and room("sapling", "collect_sapling"):
             w["collect_sapling"] = 0.6
         if inv["sapling"] >= 1:
@@ -298,9 +316,9 @@ class Demonstrator:
         if inv["stone"] >= 4 and has_table and "furnace" not in near:
             w["place_furnace"] = 1.5
         if "water" in near and room("drink", "collect_drink"):
-            w["collect_drink"] = 4.0 if inv["drink"] < 6 else 0.5
+            w["collect_drink"] = 4.0 if inv["drink"] < a["drink_below"] else a["sated"]["collect_drink"]
         if self._nearest_object(objects.Cow, self._search_radius()) and room("food", "eat_cow"):
-            w["eat_cow"] = 4.0 if inv["food"] < 6 else 0.7
+            w["eat_cow"] = 4.0 if inv["food"] < a["food_below"] else a["sated"]["eat_cow"]
         safe = self.env.player.health >= 5 and not self._nearest_object(objects.Zombie, 8)
         if inv["energy"] < 7 and safe:  # sleeping players take 7 damage per zombie hit: only when none is near
             w["sleep"] = 3.0 if inv["energy"] < 4 else 1.0

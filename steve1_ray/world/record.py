@@ -67,6 +67,9 @@ class RecordConfig:
     the map within 12 tiles and walks to targets out of view (docs/world.md)"""
     goals: list[str] = field(default_factory=list)
     """demonstrator: goals it may pick (names in steve1_ray.world.demonstrators.GOALS); empty = all"""
+    appetite: str = "eager"
+    """demonstrator: eager = drinks, hunts and chops whenever it can; needs = mostly when its needs call for it,
+    which sharpens the contrast between a task and free play (docs/world.md)"""
     focus_fraction: float = 0.5
     """share of episodes that are *tasks*: the demonstrator prefers one goal for the whole episode (drawn from
     `focus_goals` by the episode's seed), the rest is free play. Tasks give hindsight goals that stay the same for
@@ -112,6 +115,7 @@ class RecordConfig:
         check(not unknown, f"focus_goals: unknown {unknown}; known goals: {sorted(GOALS)}")
         check(self.focus_fraction == 0 or self.focus_goals, "focus_goals is empty but focus_fraction > 0")
         check(self.focus_order in ("random", "cycle"), f"focus_order={self.focus_order!r}: choose random or cycle")
+        check(self.appetite in ("eager", "needs"), f"appetite={self.appetite!r}: choose eager or needs")
         check(self.world.backend == "crafter",
               f"world.backend={self.world.backend!r}: the scripted demonstrators record in crafter only")
         check(0 <= self.crf <= 51, f"crf={self.crf} must be in 0..51")
@@ -148,7 +152,8 @@ def _record_one(cfg_dict: dict, i: int) -> dict:
             cfg.out, name, seed=cfg.seed + i, max_steps=cfg.max_steps, layout=cfg.layout,
             env_kwargs=cfg.world.env_kwargs(),
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
-                         "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i), "sight": cfg.sight},
+                         "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i), "sight": cfg.sight,
+                         "appetite": cfg.appetite},
             crf=cfg.crf, preset=cfg.preset)
     except Exception as e:  # noqa: BLE001 - one bad episode never stops the job
         return {"name": name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
