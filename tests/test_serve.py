@@ -504,6 +504,7 @@ def test_numbers_are_bounded_in_the_schema_and_the_answers(served):
         ({"goal_embed": [0.0] * 512, "seed": -1}, "seed"),
         ({"goal_embed": [1e300] + [0.0] * 511}, "goal_embed"),
         ({"goal_embed": [0.0] * 512, "cond_scale": 51}, "cond_scale"),
+        ({"prompt": "a" * 301}, "prompt"),  # CLIP reads 77 tokens; BPE of one long word is quadratic
     ]
     for body, field in cases:
         r = c.post("/sessions", json=body)

@@ -137,3 +137,24 @@ def test_placing_segments_are_not_idle_frames():
     frames = [a for s in placing for a in actions[s.start:s.end]]
     idle = [a for a in frames if not any(v for k, v in a.items() if k != "camera")]
     assert len(idle) / len(frames) < 0.15, (len(idle), len(frames))
+
+
+def test_appetite_needs_makes_a_task_stand_out_from_free_play():
+    """appetite="needs": free play drinks, hunts and chops mostly when it must, while a task keeps its zeal, so
+    the task/free-play contrast a prompt has to carry grows (benchmarks/demo_contrast.py measures it at scale)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from demo_contrast import play
+
+    world = {"zombie_rate": 0.2, "tree_logs": 4}
+    free = {a: sum(play(s, 200, None, a, world)["collect_wood"] for s in range(3)) for a in ("eager", "needs")}
+    task = {a: sum(play(s, 200, "collect_wood", a, world)["collect_wood"] for s in range(3)) for a in ("eager", "needs")}
+    assert free["needs"] < free["eager"]
+    assert task["needs"] / max(free["needs"], 1) > task["eager"] / max(free["eager"], 1)
+    with pytest.raises(ValueError, match="appetite"):
+        from steve1_ray.world.crafter_env import CrafterEnv
+        from steve1_ray.world.demonstrators import Demonstrator
+
+        Demonstrator(CrafterEnv(max_steps=10), appetite="greedy")
