@@ -12,7 +12,7 @@ fi
 # torch first, pinned, so nothing else can pull a CUDA build.
 "$VENV/bin/python" -m pip install -q torch==2.13.0
 "$VENV/bin/python" -m pip install -q -e ".[test]"
-# The CLIP BPE vocabulary ships in the clip-anytorch wheel; we read its data file only, never import it,
-# so its torchvision requirement is skipped on purpose.
+# Test reference only (tests/test_tokenizer.py compares our tokenizer with CLIP's own, read by path, never
+# imported: its torchvision requirement is skipped on purpose). steve1_ray ships the vocabulary itself.
 "$VENV/bin/python" -m pip install -q --no-deps clip-anytorch==2.6.0
 echo "steve1_ray environment ready in $VENV"

@@ -160,7 +160,7 @@ def load_config(cls: Type[T], files: Iterable[str | Path] = (), overrides: Itera
     return from_dict(cls, data)
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data (the checkout's configs/ links here)
 """Where the named presets live: `configs/<kind>/<name>.yaml` (`--config debug` of `steve1 train`)."""
 
 

@@ -13,6 +13,54 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module")
+def wheel_site(tmp_path_factory) -> Path:
+    """The repository built as a wheel and installed into a folder of its own (its dependencies come from this
+    environment): what a plain `pip install .` gives a user, used from elsewhere, away from this checkout."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("wheel")
+    build = {**os.environ, "PIP_NO_INPUT": "1"}
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools builds in the tree: no stale files in the wheel
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(root / "dist"), str(REPO)], check=True, timeout=900, env=build, cwd=root)
+    wheel = next((root / "dist").glob("steve1_ray-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(root / "site"),
+                    str(wheel)], check=True, timeout=900, env=build, cwd=root)
+    return root / "site"
+
+
+def _from_wheel(site: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(site), "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def test_a_wheel_install_tokenizes_and_resolves_every_preset(wheel_site, tmp_path):
+    """From a wheel, in another folder: prompts tokenize (the CLIP vocabulary is package data) and every named
+    preset resolves (before: "unknown preset ...: use one of []", and no vocabulary without clip-anytorch)."""
+    code = ("import json, steve1_ray, steve1_ray.config as C\n"
+            "from steve1_ray.models.tokenizer import tokenize\n"
+            "kinds = {k: C.preset_names(k) for k in ('train', 'eval', 'data', 'embedder', 'prior', 'sweep')}\n"
+            "print(json.dumps({'file': steve1_ray.__file__, 'row': tokenize(['chop a tree'])[0, :6].tolist(),"
+            " 'presets': kinds}))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_from_wheel(wheel_site), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["file"].startswith(str(wheel_site))
+    assert got["row"] == [49406, 16663, 320, 2677, 49407, 0]  # <sot> chop a tree <eot>
+    checkout = {k: sorted(p.stem for p in (REPO / "configs" / k).glob("*.yaml")) for k in got["presets"]}
+    assert got["presets"] == checkout and all(checkout.values())
+    for preset in ("debug", "finetune", "paper"):
+        r = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "train", "--config", preset, "--print-config"],
+                           cwd=tmp_path, env=_from_wheel(wheel_site), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "resolved config" in r.stdout, (preset, r.stderr[-2000:])
+    r = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "serve", "--print-config"], cwd=tmp_path,
+                       env=_from_wheel(wheel_site), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "policy: released" in r.stdout, r.stderr[-2000:]
+
+
 def test_quickstart_config_rejects_bad_values():
     from steve1_ray.config import ConfigError, load_config
     from steve1_ray.quickstart import QuickstartConfig
@@ -93,17 +141,15 @@ def test_quickstart_tiny_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_quickstart_tiny_finetunes_from_the_committed_release(tmp_path):
-    """The default scenario: fresh recording → dataset with the released embedder → fine-tune from the released
-    foundation → serve with the released prior → play → evaluate against the unconditioned agent and the foundation."""
+def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_path):
+    """The default scenario, run from a wheel install in another folder: fresh recording → dataset with the released
+    embedder → fine-tune from the released foundation → serve with the released prior → play → evaluate against the
+    unconditioned agent and the foundation."""
     import yaml
 
-    from steve1_ray.models.loading import released_world
-
-    release = released_world()
+    release = wheel_site / "steve1_ray" / "released" / "world"  # package data of the installed wheel
     out = tmp_path / "qs"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-    env.pop("RAY_ADDRESS", None)
+    env = _from_wheel(wheel_site)
     proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
                            "port=8126"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

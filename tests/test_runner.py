@@ -109,7 +109,7 @@ def test_field_docs_reads_the_docstrings_under_the_fields():
 
 
 def test_presets_are_found_one_way():
-    assert preset_path("train", "debug") == REPO / "configs" / "train" / "debug.yaml"
+    assert preset_path("train", "debug").resolve() == (REPO / "configs" / "train" / "debug.yaml").resolve()
     assert preset_path("sweep", "debug").is_file() and preset_path("eval", "crafter").is_file()
     assert preset_path("train", "my.yaml") == Path("my.yaml")  # a file name is a file
     with pytest.raises(ConfigError, match=r"unknown prior preset 'nope': use one of \['debug', 'default', 'world'\]"):

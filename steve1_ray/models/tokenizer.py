@@ -1,10 +1,7 @@
 """CLIP byte-level BPE tokenizer: text prompts -> (B, 77) int64 token rows for MineCLIP's text GPT.
 
-The vocabulary is OpenAI's `bpe_simple_vocab_16e6.txt.gz` (48,894 merges). It ships inside the
-`clip-anytorch` wheel; we locate that file with `importlib.util.find_spec("clip")` and read it
-*without importing the package* (whose __init__ pulls in torchvision). Install it with
-
-    pip install --no-deps clip-anytorch==2.6.0
+The vocabulary is OpenAI's `bpe_simple_vocab_16e6.txt.gz` (48,894 merges, MIT-licensed, 1.3 MB; see
+`CLIP_VOCAB_LICENSE.txt` beside it). It ships inside this package, so a plain `pip install` tokenizes prompts.
 
 Text is cleaned like CLIP (ftfy.fix_text, HTML-unescaped twice, whitespace collapsed, lower-cased),
 split with CLIP's regex, mapped to printable unicode byte-by-byte, then BPE-merged. A MineCLIP row
@@ -14,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import html
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,7 +26,6 @@ EOT_TOKEN = 49407  # <|endoftext|>
 VOCAB_SIZE = 49408
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _N_MERGES = 49152 - 256 - 2  # merge lines used by CLIP (after the header line)
-_INSTALL_HINT = "pip install --no-deps clip-anytorch==2.6.0"
 
 # Special tokens, contractions, runs of letters, single digits, runs of other non-space symbols.
 _SPLIT = regex.compile(
@@ -40,16 +35,12 @@ _SPLIT = regex.compile(
 
 
 def default_vocab_path() -> Path:
-    """Path of the BPE vocab inside the installed clip-anytorch wheel (the package is not imported)."""
-    spec = importlib.util.find_spec("clip")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for loc in locations:
-        path = Path(loc) / VOCAB_FILE
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"CLIP BPE vocab {VOCAB_FILE} not found (looked in the 'clip' package: {locations or 'not installed'}). "
-        f"Install it with `{_INSTALL_HINT}`, or pass vocab_path= explicitly.")
+    """Path of the BPE vocab shipped in this package (package data, from a checkout or a wheel alike)."""
+    path = Path(__file__).resolve().with_name(VOCAB_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"CLIP BPE vocab {path} is missing: the steve1_ray install is incomplete "
+                                f"(reinstall it, or pass vocab_path= explicitly)")
+    return path
 
 
 def bytes_to_unicode() -> dict[int, str]:

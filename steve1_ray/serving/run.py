@@ -21,7 +21,7 @@ from steve1_ray.runner import Job, run_job
 from steve1_ray.serving import auth
 from steve1_ray.serving.config import ServeConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "serve" / "config.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().with_name("serve_config.yaml")  # package data (= serve/config.yaml)
 
 
 def read_serve_yaml(path: str | Path) -> dict:
