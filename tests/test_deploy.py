@@ -56,6 +56,13 @@ def test_rayjob_manifest_fields_and_entrypoint():
     cfg = argv[argv.index("--config") + 1]
     assert (REPO / cfg).exists(), cfg
     yaml.safe_load(spec["runtimeEnvYAML"])
+    # the entrypoint's arguments load through the real TrainConfig (before: data_root= was refused at start)
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, *argv[1:], "--print-config"], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "resolved config" in r.stdout, r.stderr[-2000:]
 
 
 def test_rayservice_manifest_matches_serve_config():
@@ -70,3 +77,10 @@ def test_rayservice_manifest_matches_serve_config():
     import importlib
 
     assert hasattr(importlib.import_module(module), attr)
+    from steve1_ray.config import from_dict
+    from steve1_ray.serving.config import ServeConfig
+
+    cfg = from_dict(ServeConfig, app["args"])  # every argument is a real ServeConfig field with a valid value
+    assert cfg.device == "cuda" and serve_cfg["http_options"]["host"] == "0.0.0.0"
+    env = svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert any(e["name"] == cfg.api_keys_env and "secretKeyRef" in e["valueFrom"] for e in env)  # it binds 0.0.0.0
