@@ -7,7 +7,8 @@
 
 Modules: env (the interface), config (WorldConfig, make_env), crafter_env (adapter table), minerl_env,
 demonstrators (GOALS, captions), recorder (contractor-format writer), video (mp4 writer, prompt overlay),
-record (the Ray job: `steve1 record`). See docs/world.md.
+record (the Ray job: `steve1 record`), gym (the embedded world as the Gymnasium env `steve1_ray/EmbeddedWorld-v0`).
+See docs/world.md.
 """
 from steve1_ray.world.config import WorldConfig, make_env
 from steve1_ray.world.env import (ACTION_KEYS, BUTTON_KEYS, FRAME_SHAPE, ActionError, WorldEnv, is_null_action,
