@@ -130,30 +130,21 @@ class QuickstartConfig:
 
 
 def _play_prompt(cfg: QuickstartConfig, out: Path) -> dict:
-    """POST /rollouts for the prompt, poll until done, save the mp4 and the metrics."""
-    import requests
+    """Play the prompt through the server (`steve1_ray.client`): start a rollout, poll it, save the mp4 and
+    the metrics."""
+    from steve1_ray.client import ApiError, Client
 
-    base = f"http://127.0.0.1:{cfg.port}"
-    r = requests.post(f"{base}/rollouts", json={"prompt": cfg.prompt, "cond_scale": cfg.cond_scale,
-                                                "steps": cfg.play_steps, "world_seed": 1, "policy_seed": 1},
-                      timeout=60)
-    r.raise_for_status()
-    rid = r.json()["rollout_id"]
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = requests.get(f"{base}/rollouts/{rid}", timeout=30).json()
-        print(f"    rollout {rid}: {status.get('status')} step {status.get('step', 0)}/{cfg.play_steps}",
-              flush=True)
-        if status.get("status") in ("done", "failed"):
-            break
-        time.sleep(2)
-    if status.get("status") != "done":
-        raise SystemExit(f"quickstart: the rollout did not finish: {status}")
-    video = requests.get(f"{base}/rollouts/{rid}/video.mp4", timeout=60)
-    video.raise_for_status()
+    api = Client(f"http://127.0.0.1:{cfg.port}", timeout=60)
+    try:
+        rollout = api.rollout(cfg.prompt, steps=cfg.play_steps, cond_scale=cfg.cond_scale, world_seed=1,
+                              policy_seed=1, wait=False)
+        rollout.wait(poll_s=2, timeout_s=600, on_poll=lambda st: print(
+            f"    rollout {rollout.id}: {st.get('status')} step {st.get('step', 0)}/{cfg.play_steps}", flush=True))
+        video, metrics = rollout.video(), rollout.metrics()
+    except (ApiError, TimeoutError) as e:
+        raise SystemExit(f"quickstart: the rollout did not finish: {e}") from None
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rollout.mp4").write_bytes(video.content)
-    metrics = requests.get(f"{base}/rollouts/{rid}/metrics", timeout=30).json()
+    (out / "rollout.mp4").write_bytes(video)
     (out / "rollout_metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 

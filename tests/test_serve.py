@@ -560,3 +560,32 @@ def test_clients_see_only_their_sessions_and_rollouts_with_a_quota_each(served):
     deadline = time.time() + 60
     while a.get(f"/rollouts/{rid}").json()["status"] in ("queued", "running") and time.time() < deadline:
         time.sleep(0.5)
+
+
+def test_python_client_sessions_rollouts_and_typed_errors(served):
+    """steve1_ray.client against the served app: a session's actions equal the two-pass replay, a repeated step
+    is answered again (never taken twice), errors are typed, a rollout gives metrics and an mp4."""
+    from steve1_ray import client as C
+
+    api = C.Client(served["url"], api_key=API_KEY)
+    rng = np.random.default_rng(21)
+    goal = rng.normal(size=512).astype(np.float32)
+    frames = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(4)]
+    with api.session(goal_embed=goal, cond_scale=6.0, seed=77) as s:
+        got = []
+        for f in frames:
+            s.act(f)
+            got.append((s.last["buttons"], s.last["camera_bin"]))
+        assert got == _replay(served["policy"], goal, 6.0, 77, frames) and s.steps == 4
+        s.steps = 3  # the answer of step 3 was "lost": the same step again gets the same action, no 5th step
+        again = s.act(frames[3])
+        assert s.last["replayed"] and again == s.last["action"] and s.steps == 4
+        sid = s.id
+    with pytest.raises(C.NotFound):  # closed by the context manager
+        api.request("GET", f"/sessions/{sid}")
+    with pytest.raises(C.Unauthorized):
+        C.Client(served["url"], api_key="wrong-key-0123456789").info()
+    with pytest.raises(C.BadRequest, match="exactly one goal"):
+        api.session()
+    r = api.rollout("collect wood", steps=5, world_seed=3, poll_s=0.2)
+    assert r.metrics()["steps"] == 5 and r.video()[4:8] == b"ftyp"
