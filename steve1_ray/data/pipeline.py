@@ -151,10 +151,10 @@ ATTEMPTS = "attempts"
 """folder of the dataset root with one marker per episode whose convert task started and has not ended"""
 
 
-def _start_attempt(task: dict, cfg: DataConfig) -> str | None:
+def _start_attempt(store: shards.Store, task: dict, cfg: DataConfig) -> str | None:
     """Record that this episode's conversion starts; the reason to quarantine it instead if its earlier
     attempts in this run all died with their process (their markers were never cleared)."""
-    store, eid = shards.Store(cfg.output), task["episode_id"]
+    eid = task["episode_id"]
     rel = f"{ATTEMPTS}/{eid}.json"
     try:
         died = int(json.loads(store.read_bytes(rel)).get("started", 0)) if store.exists(rel) else 0
@@ -179,16 +179,17 @@ def convert_episode(task: dict, cfg: DataConfig) -> Iterator[dict]:
     when the process dies (no error row), Ray retries the task and the marker counts the deaths
     (`max_convert_attempts`, then one error row: quarantined).
     """
-    if cfg.output:
-        crashed = _start_attempt(task, cfg)
+    store = shards.Store(cfg.output) if cfg.output else None
+    if store is not None:
+        crashed = _start_attempt(store, task, cfg)
         if crashed:
             yield _error_row(task, crashed)
             return
     try:
         yield from _convert(task, cfg)
     finally:  # ended (rows or an error row) or closed by the consumer: not a death
-        if cfg.output:
-            shards.Store(cfg.output).delete(f"{ATTEMPTS}/{task['episode_id']}.json")
+        if store is not None:
+            store.delete(f"{ATTEMPTS}/{task['episode_id']}.json")
 
 
 def _convert(task: dict, cfg: DataConfig) -> Iterator[dict]:

@@ -153,7 +153,6 @@ class PolicyServer:
         self._act.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self.stats = {"batches": 0, "steps": 0, "max_batch": 0, "loads": 0, "failures": 0}
         self._failures_in_a_row = 0
-        self._background: set = set()
 
     # -- public methods (called through handles) --
     async def act(self, session_id: str, pov: np.ndarray, client: str | None = None, step: int | None = None) -> dict:

@@ -23,7 +23,7 @@ from ray import serve
 from steve1_ray.agent import resize_pov
 from steve1_ray.config import from_dict
 from steve1_ray.serving.config import ServeConfig
-from steve1_ray.serving.sessions import error
+from steve1_ray.serving.sessions import error, from_earlier_boot, new_id
 from steve1_ray.world.video import Mp4Writer, draw_prompt
 
 CALL_TIMEOUT_S = 60.0
@@ -164,7 +164,7 @@ class RolloutManager:
         if len(self.queue) >= self.cfg.rollout_queue:
             return error(429, f"{len(self.queue)} rollouts are already waiting (rollout_queue="
                               f"{self.cfg.rollout_queue}); retry when one finishes")
-        rid = self.boot + uuid.uuid4().hex[:10]
+        rid = new_id(self.boot, 16)
         self.rollouts[rid] = {"rollout_id": rid, "status": "queued", "spec": spec, "created": time.time(),
                               "step": 0, "steps": spec["steps"], "achievements": {}, "inventory": {}}
         self.queue.append(rid)
@@ -209,7 +209,7 @@ class RolloutManager:
             del self.rollouts[rid]
 
     def _missing(self, rid: str) -> dict:
-        if len(rid) == 16 and all(c in "0123456789abcdef" for c in rid) and rid[:6] != self.boot:
+        if from_earlier_boot(rid, self.boot, 16):
             return error(410, f"rollout {rid} was started before the rollout manager restarted (server "
                               f"restarted: its results are gone); start it again with POST /rollouts")
         return error(404, f"unknown rollout {rid!r} (only the last {self.cfg.rollout_keep} finished ones are "

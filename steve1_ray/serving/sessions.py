@@ -20,6 +20,16 @@ def error(status: int, message: str) -> dict:
     return {"error": message, "http_status": status}
 
 
+def new_id(boot: str, length: int) -> str:
+    """A random hex id of `length` digits that starts with `boot` (the issuing table's life)."""
+    return boot + uuid.uuid4().hex[:length - len(boot)]
+
+
+def from_earlier_boot(ident: str, boot: str, length: int) -> bool:
+    """True for an id issued (see `new_id`) by an earlier life of a table that restarted since."""
+    return len(ident) == length and all(c in "0123456789abcdef" for c in ident) and not ident.startswith(boot)
+
+
 @dataclass
 class SessionRecord:
     session_id: str
@@ -74,7 +84,7 @@ class SessionTable:
         if sid in self.expired:
             return error(410, f"session {sid} expired after {self.ttl_s:.0f} s without requests; "
                               f"create a new one with POST /sessions")
-        if len(sid) == 32 and all(c in "0123456789abcdef" for c in sid) and sid[:8] != self.boot:
+        if from_earlier_boot(sid, self.boot, 32):
             return error(410, f"session {sid} was created before the session store restarted (server restarted: "
                               f"its sessions are gone); create a new one with POST /sessions")
         return error(404, f"unknown session {sid!r}; create one with POST /sessions")
@@ -97,7 +107,7 @@ class SessionTable:
             if mine >= self.max_per_client:
                 return error(429, f"this client holds {mine} open sessions (max_sessions_per_key="
                                   f"{self.max_per_client}); delete idle ones (DELETE /sessions/{{id}}) or retry later")
-        sid = self.boot + uuid.uuid4().hex[:24]  # 96 random bits after the table's boot id
+        sid = new_id(self.boot, 32)  # 96 random bits after the table's boot id
         now = self.clock()
         rec = SessionRecord(sid, np.asarray(goal_embed, np.float32).reshape(-1), cond_scale, int(seed),
                             bool(deterministic), prompt, created=now, last_used=now, client=client)

@@ -161,7 +161,9 @@ class Demonstrator:
         if appetite not in APPETITES:
             raise ValueError(f"appetite={appetite!r}: use one of {list(APPETITES)}")
         self.focus, self.focus_boost = focus, float(focus_boost)
-        self.appetite = APPETITES[appetite]
+        # the task's own goal keeps the eager appetite; the rest follow `appetite`
+        self._appetite = {goal: APPETITES["eager" if goal == focus else appetite]
+                          for goal in ("collect_wood", "collect_drink", "eat_cow")}
         self.sight = bool(sight)
         self.env = env
         self.rng = np.random.default_rng(seed)
@@ -292,10 +294,7 @@ class Demonstrator:
         w: dict[str, float] = {"explore": 0.6}
         if self._nearest_object(objects.Zombie, 4):
             w["defeat_zombie" if self.env.player.health >= 3 else "flee"] = URGENT
-        def appetite(goal: str) -> dict:  # the task's own goal keeps the eager appetite
-            return APPETITES["eager"] if goal == self.focus else self.appetite
-
-        a = appetite("collect_wood")
+        a = self._appetite["collect_wood"]
         if "tree" in near and room("wood", "collect_wood"):
             w["collect_wood"] = 3.0 if inv["wood"] < a["wood_below"] else a["sated"]["collect_wood"]
         if "grass" in near and room("sapling", "collect_sapling"):
@@ -319,10 +318,10 @@ class Demonstrator:
         if inv["stone"] >= 4 and has_table and "furnace" not in near:
             w["place_furnace"] = 1.5
         if "water" in near and room("drink", "collect_drink"):
-            a = appetite("collect_drink")
+            a = self._appetite["collect_drink"]
             w["collect_drink"] = 4.0 if inv["drink"] < a["drink_below"] else a["sated"]["collect_drink"]
         if self._nearest_object(objects.Cow, self._search_radius()) and room("food", "eat_cow"):
-            a = appetite("eat_cow")
+            a = self._appetite["eat_cow"]
             w["eat_cow"] = 4.0 if inv["food"] < a["food_below"] else a["sated"]["eat_cow"]
         safe = self.env.player.health >= 5 and not self._nearest_object(objects.Zombie, 8)
         if inv["energy"] < 7 and safe:  # sleeping players take 7 damage per zombie hit: only when none is near
