@@ -130,6 +130,8 @@ def test_config_rejects_bad_values():
         DataConfig(frame_codec="gif")
     with pytest.raises(ConfigError, match="segment_len=4"):
         DataConfig(segment_len=4)
+    with pytest.raises(ConfigError, match="max_convert_attempts=0"):
+        DataConfig(max_convert_attempts=0)
 
 
 @pytest.mark.slow

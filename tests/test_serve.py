@@ -580,6 +580,11 @@ def test_python_client_sessions_rollouts_and_typed_errors(served):
         s.steps = 3  # the answer of step 3 was "lost": the same step again gets the same action, no 5th step
         again = s.act(frames[3])
         assert s.last["replayed"] and again == s.last["action"] and s.steps == 4
+        raw = {**C.encode_frame(frames[0])}
+        for step, status in ((9, 409), (-1, 422), (2**70, 422), ("two", 422)):  # hostile step counts
+            r = api.http.post(f"{served['url']}/sessions/{s.id}/act", json={**raw, "step": step}, timeout=TIMEOUT)
+            assert r.status_code == status and "error" in r.json(), (step, r.text)
+        assert api.info()["steps"] >= 4 and s.act(frames[0]) and s.steps == 5  # none of them stepped it
         sid = s.id
     with pytest.raises(C.NotFound):  # closed by the context manager
         api.request("GET", f"/sessions/{sid}")

@@ -310,6 +310,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     (["learning_rate=1e-4"], r"unknown key\(s\) \['learning_rate'\]"),
     (["grad_accum=two"], "expected an integer"),
     (["loss_reduction=sum"], "choose one of"),
+    (["max_nonfinite_steps=0"], "max_nonfinite_steps=0 must be >= 1"),
 ])
 def test_bad_configs_are_rejected_with_the_fix(override, match):
     with pytest.raises(ConfigError, match=match):
