@@ -1,7 +1,9 @@
 """steve1_ray: distributed trainer and rollout service for STEVE-1 on Ray.
 
-Public API (see README): `load_policy`, `load_mineclip`, `load_prior`, `steve1_ray.actions`,
-`steve1_ray.data.load_contractor_episode`.
+Public API (see README): `load_policy`, `load_mineclip`, `load_prior`, `Steve1Agent` (acting in this process),
+`steve1_ray.actions`, `steve1_ray.data.load_contractor_episode`, `steve1_ray.client` (the HTTP API).
+
+Importing the package stays light (no torch, cv2 or Ray): each name loads its module when it is first used.
 """
 from __future__ import annotations
 
@@ -13,6 +15,15 @@ import os
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**25))
 
 __version__ = "0.1.0"
+__all__ = ["Steve1Agent", "load_mineclip", "load_policy", "load_prior"]
+
+
+def __getattr__(name):  # lazy: `from steve1_ray import Steve1Agent` loads torch, `import steve1_ray` does not
+    if name == "Steve1Agent":
+        from steve1_ray.agent import Steve1Agent
+
+        return Steve1Agent
+    raise AttributeError(f"module 'steve1_ray' has no attribute {name!r}")
 
 
 def load_policy(model_path, weights_path=None, **kwargs):

@@ -15,6 +15,9 @@ keeps a single conditional row (the original's `reset(None)`).
 are concatenated, each row keeps its own scale and generator, and the noise is drawn per stream in a
 fixed order, so a stream gets the same actions batched as alone. `two_pass_step` is the reference
 computation (one forward per stream row) used by tests and by the benchmark's baseline.
+
+`Steve1Agent` holds one stream for acting in this process (`Steve1Agent.load(...)`, `reset(prompt=...)`,
+`act(pov)`); `text_goal` is the one prompt -> goal computation, the server's and the agent's.
 """
 from __future__ import annotations
 
@@ -108,6 +111,17 @@ def check_goal(policy: torch.nn.Module, goal_embed: Any) -> torch.Tensor:
     if not torch.isfinite(goal).all():
         raise ValueError("goal embedding contains NaN or infinite values")
     return goal.to(_device(policy))
+
+
+def text_goal(mineclip: torch.nn.Module, prior: torch.nn.Module | None, prompt: str,
+              prior_seed: int | None = 0) -> np.ndarray:
+    """Prompt -> MineCLIP text embedding -> one prior sample (seeded) = the visual goal embedding (D,) float32.
+    Without a prior the text embedding itself is the goal. The server's goals and `Steve1Agent.goal` are this."""
+    with torch.no_grad():
+        goal = mineclip.encode_text([prompt])  # (1, D)
+        if prior is not None:
+            goal = prior.sample(goal, seed=prior_seed)
+    return goal.reshape(-1).float().cpu().numpy()
 
 
 def new_stream(policy: torch.nn.Module, goal_embed: Any, cond_scale: float | None = 6.0,
@@ -300,33 +314,88 @@ def two_pass_step(policy: torch.nn.Module, stream: AgentStream, pov: np.ndarray,
 # ----------------------------------------------------------------------------------------- agent
 
 class Steve1Agent:
-    """One STEVE-1 agent with classifier-free guidance: `reset()`, then `act(pov, goal_embed)` per step.
+    """One STEVE-1 agent acting in this process, one episode at a time: `reset(prompt=...)`, then `act(pov)` per
+    step. It is the in-process counterpart of a served session (`steve1_ray.client`): the same guided step
+    (`act_batch`) and the same prompt -> goal computation (`text_goal`), without Ray or HTTP.
 
-    policy: a `Steve1Policy` (see `steve1_ray.load_policy`). cond_scale: guidance scale (6.0 for text
-    prompts, 7.0 for visual ones in the original; None = no guidance, one stream). seed: Gumbel noise seed.
+        from steve1_ray import Steve1Agent
+        from steve1_ray.world import make_env
+
+        agent = Steve1Agent.load("released")        # policy, embedder and prior: the embedded world's released files
+        env = make_env("crafter")
+        obs = env.reset(seed=1)
+        agent.reset(prompt="chop a tree", cond_scale=6.0, seed=0)
+        for _ in range(20):
+            obs, reward, done, info = env.step(agent.act(obs["pov"]))   # a MineRL action dict
+
+    policy: a `Steve1Policy` (`steve1_ray.load_policy`, `models.loading.load_policy_spec`). cond_scale: guidance
+    scale (6.0 for text prompts, 7.0 for visual ones in the original; None = no guidance, one stream). seed: the
+    Gumbel noise seed (None: drawn from the OS). mineclip, prior: the text side, needed only for prompts (`load`
+    brings them); without a prior a prompt's goal is its text embedding.
     """
 
     def __init__(self, policy: torch.nn.Module, cond_scale: float | None = 6.0, seed: int | None = None,
-                 deterministic: bool = False):
+                 deterministic: bool = False, mineclip: torch.nn.Module | None = None,
+                 prior: torch.nn.Module | None = None):
         self.policy = policy.eval()
         self.cond_scale = cond_scale
         self.seed = seed
         self.deterministic = deterministic
+        self.mineclip, self.prior = mineclip, prior
+        self.goal_embed: torch.Tensor | None = None  # (D,) the goal `act` uses when it is given none
         self.stream: AgentStream | None = None
 
-    def reset(self, cond_scale: float | None | str = "keep", seed: int | None | str = "keep") -> None:
-        """Forget the episode: fresh memory for both streams, and the generator re-seeded."""
+    @classmethod
+    def load(cls, policy: str = "released", weights: str | None = None, mineclip: str | None = "released",
+             prior: str | None = "released", device: str = "cpu", **kwargs) -> "Steve1Agent":
+        """An agent from what a user names, as `steve1 serve` reads it (`models/loading.py`): `policy` a preset, an
+        original `.model` file (with `weights`), a training checkpoint folder or `released`; `mineclip` MineCLIP's
+        `attn.pth`, one of our embedders or `released`; `prior` `steve1_prior.pt`, ours, `released` or None (the
+        text embedding is the goal). `kwargs` go to the constructor (cond_scale, seed, deterministic).
+
+        The released foundation policy has no goal input (VPT's role): it plays the world whatever the prompt;
+        load a fine-tuned checkpoint (`Steve1Agent.load("runs/.../checkpoint_...")`) to see prompts followed."""
+        from steve1_ray.models.loading import load_goal_models, load_policy_spec
+
+        model = load_policy_spec(policy, weights, device=device)
+        embedder, goal_prior = (None, None) if mineclip is None else load_goal_models(
+            mineclip, prior, device=device, embed_dim=policy_embed_dim(model))
+        return cls(model, mineclip=embedder, prior=goal_prior, **kwargs)
+
+    def goal(self, prompt: str, prior_seed: int | None = 0) -> np.ndarray:
+        """A text prompt -> its goal embedding (D,) float32, as the server's `POST /goals` computes it."""
+        if self.mineclip is None:
+            raise ValueError("this agent has no text encoder: build it with Steve1Agent.load(...) or pass mineclip= "
+                             "(and prior=), or give it a goal embedding instead of a prompt")
+        return text_goal(self.mineclip, self.prior, prompt, prior_seed)
+
+    def reset(self, prompt: str | None = None, goal_embed: Any = None, cond_scale: float | None | str = "keep",
+              seed: int | None | str = "keep", prior_seed: int | None = 0) -> None:
+        """Forget the episode: fresh memory for both streams, and the generator re-seeded. A `prompt` (through
+        `goal`, seeded by `prior_seed`) or a `goal_embed` becomes the goal `act` uses; without either the goal is
+        kept. `cond_scale` and `seed` replace the constructor's when given."""
+        if prompt is not None and goal_embed is not None:
+            raise ValueError("give a prompt or a goal_embed, not both")
+        if prompt is not None:
+            goal_embed = self.goal(prompt, prior_seed)
+        if goal_embed is not None:
+            self.goal_embed = check_goal(self.policy, goal_embed)
         if cond_scale != "keep":
             self.cond_scale = cond_scale
         if seed != "keep":
             self.seed = seed
         self.stream = None
 
-    def act(self, obs_pov: np.ndarray, goal_embed: Any) -> dict:
-        """obs_pov (H, W, 3) uint8 RGB, goal_embed (D,) -> MineRL action dict (buttons int, camera (2,) deg)."""
-        goal = check_goal(self.policy, goal_embed)
+    def act(self, obs_pov: np.ndarray, goal_embed: Any = None) -> dict:
+        """obs_pov (H, W, 3) uint8 RGB -> MineRL action dict (buttons int, camera (2,) degrees). `goal_embed` (D,)
+        replaces the goal for this and later steps (the original allows a change mid-episode); None keeps the
+        one set by `reset`."""
+        if goal_embed is not None:
+            self.goal_embed = check_goal(self.policy, goal_embed)
+        if self.goal_embed is None:
+            raise ValueError("no goal: call reset(prompt=...) or reset(goal_embed=...), or pass goal_embed to act")
         if self.stream is None:
-            self.stream = new_stream(self.policy, goal, self.cond_scale, self.seed, self.deterministic)
+            self.stream = new_stream(self.policy, self.goal_embed, self.cond_scale, self.seed, self.deterministic)
         else:
-            self.stream.goal_embed = goal  # the goal may change mid-episode (the original allows it)
+            self.stream.goal_embed = self.goal_embed
         return act_batch(self.policy, [self.stream], [obs_pov])[0]

@@ -133,3 +133,64 @@ def test_bad_goal_and_scale_are_named(policy):
         A.new_stream(policy, np.full(512, np.nan, np.float32), 6.0)
     with pytest.raises(ValueError, match="cond_scale"):
         A.new_stream(policy, np.zeros(512, np.float32), float("inf"))
+
+
+def _readme_block(heading: str) -> str:
+    """The first ```python block under a README heading."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_in_process_example_runs_as_written():
+    """README "Acting in this process" (the same code as Steve1Agent's docstring), run as written: the released
+    world models load, the prompt becomes the goal the server would compute, 20 guided steps play the world, and
+    the same reset plays the same episode again."""
+    import inspect
+    import textwrap
+
+    import steve1_ray
+
+    code = _readme_block("## Acting in this process")
+    doc = inspect.getdoc(A.Steve1Agent)
+    example = doc.split("\n\n", 1)[1].split("\n\npolicy:", 1)[0]  # the indented block after the first paragraph
+    assert textwrap.dedent(example) + "\n" == code, "the docstring's example differs from the README's"
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    agent, env = ns["agent"], ns["env"]
+    assert ns["Steve1Agent"] is A.Steve1Agent is steve1_ray.Steve1Agent
+    assert agent.stream.steps == 20 and agent.stream.cond_scale == 6.0 and agent.stream.n_rows == 2
+    np.testing.assert_array_equal(agent.goal_embed.numpy(),
+                                  A.text_goal(agent.mineclip, agent.prior, "chop a tree", prior_seed=0))
+    assert not np.array_equal(agent.goal("chop a tree", prior_seed=1), agent.goal_embed.numpy())
+    first = agent.stream.last
+
+    def replay():
+        obs = env.reset(seed=1)
+        agent.reset(prompt="chop a tree", cond_scale=6.0, seed=0)
+        for _ in range(20):
+            obs, *_ = env.step(agent.act(obs["pov"]))
+        return agent.stream.last, obs["pov"]
+
+    (last_a, pov_a), (last_b, pov_b) = replay(), replay()
+    assert last_a == last_b == first
+    np.testing.assert_array_equal(pov_a, pov_b)
+
+
+def test_agent_without_a_goal_or_text_encoder_names_the_fix(policy):
+    agent = A.Steve1Agent(policy, cond_scale=6.0, seed=0)
+    pov = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"reset\(prompt=...\)"):
+        agent.act(pov)
+    with pytest.raises(ValueError, match="no text encoder"):
+        agent.reset(prompt="chop a tree")
+    with pytest.raises(ValueError, match="not both"):
+        agent.reset(prompt="chop a tree", goal_embed=np.zeros(512, np.float32))
+    goal = np.random.default_rng(0).normal(size=512).astype(np.float32)
+    agent.reset(goal_embed=goal, cond_scale=None)
+    agent.act(pov)
+    assert agent.stream.n_rows == 1 and agent.stream.steps == 1
+    agent.act(pov, goal_embed=-goal)  # a new goal mid-episode, kept for later steps
+    np.testing.assert_array_equal(agent.goal_embed.numpy(), -goal)

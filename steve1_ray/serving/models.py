@@ -1,5 +1,6 @@
 """Build what the service runs from a `ServeConfig`: the policy (ours or the original files), the
-goal embedder (MineCLIP text/video encoder) and the prior; plus the prompt -> goal computations."""
+goal embedder (MineCLIP text/video encoder) and the prior; plus the clip -> goal computation (a prompt's
+goal is `steve1_ray.agent.text_goal`, shared with the in-process agent)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,14 +26,6 @@ def load_goal_models(cfg: ServeConfig, embed_dim: int | None = None):
     """(mineclip, prior): the configured files, or seeded random models of the policy's width (debug server)."""
     return _load_goal_models(cfg.mineclip, cfg.prior, device=cfg.device, embed_dim=embed_dim,
                              preset=None if cfg.mineclip else cfg.mineclip_preset, random_prior=True)
-
-
-def text_goal(mineclip, prior, prompt: str, prior_seed: int | None) -> np.ndarray:
-    """Prompt -> MineCLIP text embedding -> one prior sample (seeded) = the visual goal embedding (D,)."""
-    with torch.no_grad():
-        text = mineclip.encode_text([prompt])  # (1, D)
-        goal = prior.sample(text, seed=prior_seed)
-    return goal.reshape(-1).float().cpu().numpy()
 
 
 def clip_goal(mineclip, frames: Sequence[np.ndarray]) -> np.ndarray:

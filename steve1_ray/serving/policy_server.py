@@ -92,7 +92,7 @@ class GoalEmbedder:
         self.cache: collections.OrderedDict = collections.OrderedDict()
 
     def embed_text(self, prompt: str, prior_seed: int | None = 0) -> np.ndarray | dict:
-        from steve1_ray.serving.models import text_goal
+        from steve1_ray.agent import text_goal
 
         if self.prior is None:
             return error(503, "text prompts need the prior, which is not available in this deployment "
