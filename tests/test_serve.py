@@ -1,7 +1,9 @@
 """The Serve application running for real on a local Ray cluster (debug preset, CPU), over HTTP.
 
 One app for the module (starting Serve costs tens of seconds on 2 cores). Its policy weights are saved
-here first, so the tests can replay every session locally and compare actions exactly.
+here first, so the tests can replay every session locally and compare actions exactly. The tests speak to it
+through `steve1_ray.client.Client`, as users do; `RawClient` (plain requests) is kept for what that client
+never sends: malformed bodies, hostile values, clips and encoded images.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import requests
 import torch
 
 from steve1_ray import agent as A
+from steve1_ray import client as C
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +46,9 @@ def png_b64(img: np.ndarray) -> str:
     return base64.b64encode(data.tobytes()).decode()
 
 
-class Client:
+class RawClient:
+    """Plain HTTP, for requests steve1_ray.client never sends (bad bodies, hostile values, clips, encoded images)."""
+
     def __init__(self, url: str, key: str | None = API_KEY):
         self.url, self.s = url, requests.Session()
         self.s.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))
@@ -88,9 +93,11 @@ def served(ray_cluster, tmp_path_factory):
     serve.run(build_app(cfg), name="steve1", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})
     del os.environ["STEVE1_TEST_KEYS"]
-    client = Client(f"http://127.0.0.1:{port}")
-    expiring = client.post("/sessions", json={"goal_embed": [0.0] * 512}).json()["session_id"]
-    yield {"client": client, "policy": policy, "url": client.url, "expiring": expiring, "t_expiring": time.time()}
+    url = f"http://127.0.0.1:{port}"
+    api = C.Client(url, api_key=API_KEY, timeout=TIMEOUT)
+    expiring = api.session(goal_embed=np.zeros(512, np.float32))
+    yield {"api": api, "client": RawClient(url), "policy": policy, "url": url, "expiring": expiring,
+           "t_expiring": time.time()}
     serve.delete("steve1")
 
 
@@ -105,51 +112,44 @@ def _replay(policy, goal, scale, seed, observations):
 
 
 def test_health_info_and_docs(served):
-    c = served["client"]
-    health = c.get("/healthz")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
-    info = c.get("/info").json()
+    api = served["api"]
+    assert api.request("GET", "/healthz")["status"] == "ok"
+    info = api.info()
     assert info["embed_dim"] == 512 and info["auth"] is True
-    assert c.get("/docs").status_code == 200
-    paths = c.get("/openapi.json").json()["paths"]
+    assert b"swagger" in api.request("GET", "/docs").lower()
+    paths = api.request("GET", "/openapi.json")["paths"]
     assert {"/sessions", "/sessions/{session_id}/act", "/rollouts", "/rollouts/{rollout_id}/video.mp4"} <= set(paths)
 
 
 def test_api_key_required_except_public_paths(served):
-    anon = Client(served["url"], key=None)
-    r = anon.post("/sessions", json={"goal_embed": [0.0] * 512})
-    assert r.status_code == 401 and "x-api-key" in r.json()["error"]
-    assert Client(served["url"], key="wrong-key-0123456789").get("/info").status_code == 401
-    assert Client(served["url"], key=OTHER_KEY).get("/info").status_code == 200  # the file's key
-    assert anon.get("/healthz").status_code == 200
-    page = anon.get("/")
-    assert page.status_code == 200 and "Guidance scale" in page.text
+    anon = C.Client(served["url"], api_key="")  # no key (not even $STEVE1_API_KEY)
+    with pytest.raises(C.Unauthorized, match="x-api-key"):
+        anon.session(goal_embed=np.zeros(512, np.float32))
+    with pytest.raises(C.Unauthorized):
+        C.Client(served["url"], api_key="wrong-key-0123456789").info()
+    assert C.Client(served["url"], api_key=OTHER_KEY).info()["auth"] is True  # the file's key
+    assert anon.request("GET", "/healthz")["status"] == "ok"
+    assert b"Guidance scale" in anon.request("GET", "/")  # the page
 
 
 def test_concurrent_sessions_match_running_alone(served):
     """12 sessions stepped concurrently (batched on the server) == each replayed alone with two passes."""
-    c, policy = served["client"], served["policy"]
+    api, policy = served["api"], served["policy"]
     rng = np.random.default_rng(5)
     n_sessions, n_steps = 12, 4
     specs = [(rng.normal(size=512).astype(np.float32), [6.0, 0.0, 3.5, 9.0][i % 4], 100 + i)
              for i in range(n_sessions)]
     obs = [[rng.integers(0, 256, (96 + 8 * i, 160, 3), dtype=np.uint8) for _ in range(n_steps)]
            for i in range(n_sessions)]
-    sids = []
-    for goal, scale, seed in specs:
-        r = c.post("/sessions", json={"goal_embed": goal.tolist(), "cond_scale": scale, "seed": seed})
-        assert r.status_code == 201, r.text
-        sids.append(r.json()["session_id"])
-    before = c.get("/info").json()
+    sessions = [api.session(goal_embed=goal, cond_scale=scale, seed=seed) for goal, scale, seed in specs]
+    before = api.info()
 
     def play(i):
-        out = []
+        s, out = sessions[i], []
         for t in range(n_steps):
-            r = c.post(f"/sessions/{sids[i]}/act", json={"image": png_b64(obs[i][t])})
-            assert r.status_code == 200, r.text
-            body = r.json()
-            assert body["step"] == t + 1 and body["session_id"] == sids[i]
-            out.append((body["buttons"], body["camera_bin"]))
+            s.act(obs[i][t])
+            assert s.steps == t + 1 and s.last["session_id"] == s.id
+            out.append((s.last["buttons"], s.last["camera_bin"]))
         return out
 
     with cf.ThreadPoolExecutor(n_sessions) as pool:
@@ -157,53 +157,49 @@ def test_concurrent_sessions_match_running_alone(served):
     for i, (goal, scale, seed) in enumerate(specs):
         assert served_actions[i] == _replay(policy, goal, scale, seed, obs[i]), f"session {i} differs"
     assert len({tuple(a) for a in served_actions}) > 1
-    stats = c.get("/info").json()
+    stats = api.info()
     assert stats["steps"] - before["steps"] == n_sessions * n_steps
     assert stats["batches"] - before["batches"] < n_sessions * n_steps  # several sessions per forward
-    for sid in sids:
-        assert c.delete(f"/sessions/{sid}").status_code == 200
+    for s in sessions:
+        api.request("DELETE", f"/sessions/{s.id}")
 
 
 def test_state_survives_losing_the_replica_copy(served):
     """Drop the policy replica's hot state mid-episode: the session continues from the SessionStore."""
     from ray import serve
 
-    c, policy = served["client"], served["policy"]
+    api, policy = served["api"], served["policy"]
     rng = np.random.default_rng(6)
     goal = rng.normal(size=512).astype(np.float32)
     obs = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(5)]
-    sid = c.post("/sessions", json={"goal_embed": goal.tolist(), "cond_scale": 6.0, "seed": 9}).json()["session_id"]
+    s = api.session(goal_embed=goal, cond_scale=6.0, seed=9)
     got = []
     handle = serve.get_deployment_handle("PolicyServer", app_name="steve1")
     for t, o in enumerate(obs):
         if t == 3:
             time.sleep(1.0)  # let the state sync of step 3 land
-            assert handle.options(session_id=sid).drop.remote(sid).result() is True
-        raw = base64.b64encode(o.tobytes()).decode()
-        body = c.post(f"/sessions/{sid}/act", json={"pixels": raw, "shape": [128, 128, 3]}).json()
-        got.append((body["buttons"], body["camera_bin"]))
+            assert handle.options(session_id=s.id).drop.remote(s.id).result() is True
+        s.act(o)
+        got.append((s.last["buttons"], s.last["camera_bin"]))
     assert got == _replay(policy, goal, 6.0, 9, obs)
-    assert c.get(f"/sessions/{sid}").json()["steps"] == 5
+    assert api.request("GET", f"/sessions/{s.id}")["steps"] == 5
 
 
 def test_prompt_session_reset_and_delete(served):
-    c = served["client"]
-    g1 = c.post("/goals", json={"prompt": "chop down the tree", "prior_seed": 3}).json()["goal_embed"]
-    g2 = c.post("/goals", json={"prompt": "chop down the tree", "prior_seed": 3}).json()["goal_embed"]
-    g3 = c.post("/goals", json={"prompt": "chop down the tree", "prior_seed": 4}).json()["goal_embed"]
-    assert g1 == g2 and g1 != g3 and len(g1) == 512
-    r = c.post("/sessions", json={"prompt": "chop down the tree", "prior_seed": 3, "cond_scale": 6, "seed": 2})
-    assert r.status_code == 201 and r.json()["prompt"] == "chop down the tree"
-    sid = r.json()["session_id"]
-    frames = [png_b64(np.full((64, 64, 3), v, np.uint8)) for v in (10, 200, 90)]
-    first = [c.post(f"/sessions/{sid}/act", json={"image": f}).json()["buttons"] for f in frames]
-    reset = c.post(f"/sessions/{sid}/reset")
-    assert reset.status_code == 200 and reset.json()["steps"] == 0
-    again = [c.post(f"/sessions/{sid}/act", json={"image": f}).json()["buttons"] for f in frames]
+    api = served["api"]
+    g1, g2 = api.goal("chop down the tree", prior_seed=3), api.goal("chop down the tree", prior_seed=3)
+    g3 = api.goal("chop down the tree", prior_seed=4)
+    assert np.array_equal(g1, g2) and not np.array_equal(g1, g3) and g1.shape == (512,)
+    s = api.session(prompt="chop down the tree", prior_seed=3, cond_scale=6, seed=2)
+    assert s.info["prompt"] == "chop down the tree"
+    frames = [np.full((64, 64, 3), v, np.uint8) for v in (10, 200, 90)]
+    first = [(s.act(f), s.last["buttons"])[1] for f in frames]
+    assert s.reset()["steps"] == 0 and s.steps == 0
+    again = [(s.act(f), s.last["buttons"])[1] for f in frames]
     assert again == first  # fresh memory for both streams and the generator re-seeded
-    assert c.delete(f"/sessions/{sid}").status_code == 200
-    gone = c.post(f"/sessions/{sid}/act", json={"image": frames[0]})
-    assert gone.status_code == 404 and "POST /sessions" in gone.json()["error"]
+    api.request("DELETE", f"/sessions/{s.id}")
+    with pytest.raises(C.NotFound, match="POST /sessions"):
+        s.act(frames[0])
 
 
 def test_visual_goal_from_a_clip(served):
@@ -282,29 +278,25 @@ def test_bad_inputs_get_4xx_that_name_the_fix(served):
 def test_rollout_returns_playable_mp4_and_metrics(served):
     import av
 
-    c = served["client"]
-    r = c.post("/rollouts", json={"prompt": "collect wood", "cond_scale": 6.0, "steps": 12, "world_seed": 3})
-    assert r.status_code == 202, r.text
-    rid = r.json()["rollout_id"]
-    assert c.get(f"/rollouts/{rid}/video.mp4").status_code in (409, 200)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        status = c.get(f"/rollouts/{rid}").json()
-        if status["status"] in ("done", "failed"):
-            break
-        time.sleep(0.5)
-    assert status["status"] == "done", status
-    metrics = c.get(f"/rollouts/{rid}/metrics").json()
+    api = served["api"]
+    rollout = api.rollout("collect wood", cond_scale=6.0, steps=12, world_seed=3, wait=False)
+    assert rollout.status["status"] in ("queued", "running", "done")
+    try:
+        assert rollout.video()[4:8] == b"ftyp"  # done already
+    except C.Conflict as e:
+        assert "once status is 'done'" in e.message  # not yet
+    assert rollout.wait(poll_s=0.5, timeout_s=240)["status"] == "done"
+    metrics = rollout.metrics()
     assert metrics["steps"] == 12 and metrics["prompt"] == "collect wood"
     assert "collect_wood" in metrics["achievements"] and "wood" in metrics["inventory"]
-    video = c.get(f"/rollouts/{rid}/video.mp4")
-    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
-    with av.open(io.BytesIO(video.content)) as container:
+    video = api.http.get(f"{served['url']}/rollouts/{rollout.id}/video.mp4", timeout=TIMEOUT)
+    assert video.headers["content-type"] == "video/mp4" and video.content == rollout.video()
+    with av.open(io.BytesIO(rollout.video())) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 13 and frames[0].shape == (180, 320, 3)
     assert np.median(frames[-1][:5]) < 80  # the prompt banner (30 % brightness) across the top
-    jpg = c.get(f"/rollouts/{rid}/frame.jpg")
-    assert jpg.status_code == 200 and cv2.imdecode(np.frombuffer(jpg.content, np.uint8), cv2.IMREAD_COLOR) is not None
+    jpg = api.request("GET", f"/rollouts/{rollout.id}/frame.jpg")
+    assert cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR) is not None
 
 
 def _chromium():
@@ -362,7 +354,7 @@ def test_web_page_plays_an_episode_in_headless_chromium(served, tmp_path):
             lambda b: b.execute_script("return document.getElementById('frame').naturalWidth") > 0)
         link = browser.find_element(By.ID, "videoLink").get_attribute("href")
         assert link.endswith("/video.mp4")
-        rollouts = served["client"].get("/rollouts").json()
+        rollouts = served["api"].request("GET", "/rollouts")
         mine = [r for r in rollouts if r["prompt"] == "collect wood" and r["cond_scale"] == 8.0]
         assert mine and mine[-1]["status"] == "done"
         shot = tmp_path / "page.png"
@@ -381,12 +373,11 @@ def test_web_page_plays_an_episode_in_headless_chromium(served, tmp_path):
 
 
 def test_idle_session_expires(served):
-    c = served["client"]
     wait = served["t_expiring"] + TTL_S + 1 - time.time()
     if wait > 0:
         time.sleep(wait)
-    r = c.post(f"/sessions/{served['expiring']}/act", json={"image": png_b64(np.zeros((8, 8, 3), np.uint8))})
-    assert r.status_code == 410 and "expired" in r.json()["error"]
+    with pytest.raises(C.Gone, match="expired"):
+        served["expiring"].act(np.zeros((8, 8, 3), np.uint8))
 
 
 def _rss_mb(title: str) -> float:
@@ -534,32 +525,31 @@ def test_numbers_are_bounded_in_the_schema_and_the_answers(served):
 def test_clients_see_only_their_sessions_and_rollouts_with_a_quota_each(served):
     """Two API keys: neither can read, step, reset or delete the other's sessions or see its rollouts (404, as
     for an unknown id); each may hold at most max_sessions_per_key sessions."""
-    a, b = served["client"], Client(served["url"], key=OTHER_KEY)
-    good = png_b64(np.zeros((32, 32, 3), np.uint8))
-    sid = a.post("/sessions", json={"goal_embed": [0.0] * 512, "seed": 1}).json()["session_id"]
-    for r in (b.get(f"/sessions/{sid}"), b.post(f"/sessions/{sid}/act", json={"image": good}),
-              b.post(f"/sessions/{sid}/reset"), b.delete(f"/sessions/{sid}")):
-        assert r.status_code == 404 and "unknown session" in r.json()["error"], r.text
-    assert a.post(f"/sessions/{sid}/act", json={"image": good}).json()["step"] == 1  # untouched by b
-    rid = a.post("/rollouts", json={"prompt": "collect wood", "steps": 3}).json()["rollout_id"]
-    assert rid in [x["rollout_id"] for x in a.get("/rollouts").json()]
-    assert rid not in [x["rollout_id"] for x in b.get("/rollouts").json()]
+    a, b = served["api"], C.Client(served["url"], api_key=OTHER_KEY, timeout=TIMEOUT)
+    zeros, frame = np.zeros(512, np.float32), np.zeros((32, 32, 3), np.uint8)
+    mine = a.session(goal_embed=zeros, seed=1)
+    theirs = C.Session(b, {"session_id": mine.id})  # b holding a's session id
+    for attempt in (lambda: b.request("GET", f"/sessions/{mine.id}"), lambda: theirs.act(frame), theirs.reset,
+                    lambda: b.request("DELETE", f"/sessions/{mine.id}")):
+        with pytest.raises(C.NotFound, match="unknown session"):
+            attempt()
+    mine.act(frame)
+    assert mine.steps == 1  # untouched by b
+    rollout = a.rollout("collect wood", steps=3, wait=False)
+    assert rollout.id in [x["rollout_id"] for x in a.request("GET", "/rollouts")]
+    assert rollout.id not in [x["rollout_id"] for x in b.request("GET", "/rollouts")]
     for path in ("", "/metrics", "/video.mp4", "/frame.jpg"):
-        assert b.get(f"/rollouts/{rid}{path}").status_code == 404, path
+        with pytest.raises(C.NotFound):
+            b.request("GET", f"/rollouts/{rollout.id}{path}")
     opened = []
-    for _ in range(PER_KEY + 1):
-        r = b.post("/sessions", json={"goal_embed": [0.0] * 512})
-        if r.status_code != 201:
-            break
-        opened.append(r.json()["session_id"])
-    assert len(opened) == PER_KEY and r.status_code == 429 and "max_sessions_per_key" in r.json()["error"]
-    assert a.post("/sessions", json={"goal_embed": [0.0] * 512}).status_code == 201  # a is not held up by b
-    for s in opened:
-        b.delete(f"/sessions/{s}")
-    a.delete(f"/sessions/{sid}")
-    deadline = time.time() + 60
-    while a.get(f"/rollouts/{rid}").json()["status"] in ("queued", "running") and time.time() < deadline:
-        time.sleep(0.5)
+    with pytest.raises(C.TooMany, match="max_sessions_per_key"):
+        for _ in range(PER_KEY + 1):
+            opened.append(b.session(goal_embed=zeros))
+    assert len(opened) == PER_KEY
+    a.session(goal_embed=zeros).close()  # a is not held up by b
+    for s in opened + [mine]:
+        s.close()
+    rollout.wait(poll_s=0.5, timeout_s=120)
 
 
 def test_python_client_sessions_rollouts_and_typed_errors(served):
