@@ -38,6 +38,14 @@ def per_frame_cached(model, frames: torch.Tensor, batch_size: int) -> torch.Tens
         return torch.cat([model.pool_features(windows[i:i + 256]) for i in range(0, windows.shape[0], 256)])
 
 
+def autocast(device: str, dtype: str):
+    """The dataset job's embedding precision (steve1_ray.data.embed): fp16/bf16 autocast on a GPU, bf16 on CPU,
+    fp32 otherwise (the original embedded under CUDA fp16 autocast)."""
+    from steve1_ray.data.embed import _autocast
+
+    return _autocast(torch.device(device), dtype)
+
+
 def timed(fn, *args, repeats: int = 1):
     """(best wall seconds, process CPU seconds of that run, output). CPU time is robust to a shared machine."""
     best, cpu, out = float("inf"), float("inf"), None
@@ -57,8 +65,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--preset", default="debug", choices=["debug", "attn"])
     p.add_argument("--frames", type=int, default=64, help="episode length N (>= window)")
     p.add_argument("--batch-size", type=int, default=8, help="windows (per-window) / frames (cached) per forward")
+    p.add_argument("--frame-batch", type=int, default=None, help="frames per forward of the cached path "
+                                                                  "(default: --batch-size)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="autocast precision as in the dataset job (fp16: GPU only, the original's)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", default=None, help="append a Markdown table to this file")
     args = p.parse_args(argv)
@@ -68,18 +80,22 @@ def main(argv=None) -> list[dict]:
     if args.frames < model.window:
         p.error(f"--frames must be >= the window ({model.window})")
     rng = np.random.default_rng(0)
-    frames = torch.from_numpy(rng.integers(0, 256, size=(args.frames, 160, 256, 3), dtype=np.uint8))
-    model.encode_frames(frames[:2])  # warm-up
-
-    t_win, c_win, e_win = timed(per_window, model, frames, args.batch_size, repeats=args.repeats)
-    t_cache, c_cache, e_cache = timed(per_frame_cached, model, frames, args.batch_size, repeats=args.repeats)
+    # on the model's device from the start: the model is measured, not host-to-device copies
+    frames = torch.from_numpy(rng.integers(0, 256, size=(args.frames, 160, 256, 3), dtype=np.uint8)).to(args.device)
+    frame_batch = args.frame_batch or args.batch_size
+    with autocast(args.device, args.dtype):
+        model.encode_frames(frames[:2])  # warm-up
+        t_win, c_win, e_win = timed(per_window, model, frames, args.batch_size, repeats=args.repeats)
+        t_cache, c_cache, e_cache = timed(per_frame_cached, model, frames, frame_batch, repeats=args.repeats)
     n_embeds = args.frames - model.window + 1
     diff = float((e_win - e_cache).abs().max())
-    rows = [dict(path=name, preset=args.preset, frames=args.frames, embeds=n_embeds, seconds=t, cpu_seconds=c,
-                 frames_per_s=args.frames / t, frames_per_cpu_s=args.frames / c, embeds_per_s=n_embeds / t)
+    rows = [dict(path=name, preset=args.preset, dtype=args.dtype, frames=args.frames, embeds=n_embeds, seconds=t,
+                 cpu_seconds=c, frames_per_s=args.frames / t, frames_per_cpu_s=args.frames / c,
+                 embeds_per_s=n_embeds / t, max_abs_diff=diff)
             for name, t, c in (("per-window (STEVE-1)", t_win, c_win), ("per-frame cached", t_cache, c_cache))]
-    hw = f"{platform.processor() or platform.machine()}, {args.threads} thread(s), {args.device}"
-    lines = [f"preset `{args.preset}`, N={args.frames} frames, window {model.window}, batch {args.batch_size}, {hw}",
+    hw = f"{platform.processor() or platform.machine()}, {args.threads} thread(s), {args.device}, {args.dtype}"
+    lines = [f"preset `{args.preset}`, N={args.frames} frames, window {model.window}, batch {args.batch_size} "
+             f"windows / {frame_batch} frames, {hw}",
              "", "| path | wall s | CPU s | episode frames/s (wall) | frames per CPU-second | embeddings/s (wall) |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['path']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['frames_per_s']:.2f} | "

@@ -44,7 +44,14 @@ def bench_loader(root: str, T: int, batch_size: int, threads: int, n_batches: in
 
 
 def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, device: str, steps: int,
-                embed_dim: int) -> dict:
+                embed_dim: int, grad_accum: int = 1, count_flops: bool = False,
+                max_seconds: float | None = None) -> dict:
+    """Optimizer steps of `preset` on one in-memory batch: `grad_accum` micro-batches of B x trunc_t frames each.
+
+    `count_flops`: one extra step (after the warm-up, not timed) under torch's FlopCounterMode gives
+    `flops_per_step`, the matmul/conv FLOPs of forward + backward of every micro-batch as counted by torch.
+    `max_seconds`: stop timing after this long (at least one step); `steps` counts the steps timed.
+    """
     from steve1_ray.models.policy import build_policy
     from steve1_ray.train.config import TrainConfig
     from steve1_ray.train.step import optimizer_step
@@ -55,7 +62,7 @@ def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, devi
     policy = build_policy(preset, embed_dim=embed_dim).to(dev).train()
     freeze_parts(policy, [])
     opt = build_optimizer(policy, 1e-4, 0.039428)
-    cfg = TrainConfig(model=preset, T=trunc_t * 2, trunc_t=trunc_t, batch_size=batch_size, grad_accum=1,
+    cfg = TrainConfig(model=preset, T=trunc_t * 2, trunc_t=trunc_t, batch_size=batch_size, grad_accum=grad_accum,
                       precision=precision, min_btwn_goals=15, max_btwn_goals=40)
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
     batch = {"img": torch.randint(0, 256, (batch_size, cfg.T, 128, 128, 3), dtype=torch.uint8),
@@ -63,21 +70,39 @@ def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, devi
              "first": torch.zeros(batch_size, cfg.T, dtype=torch.bool),
              "buttons": torch.randint(0, 8641, (batch_size, cfg.T)), "camera": torch.randint(0, 121, (batch_size, cfg.T))}
     batch["first"][:, 0] = True
+    micro_batches = [batch] * grad_accum  # the same frames in every micro-batch: the work is the same
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    states = [policy.initial_state(batch_size, device=dev)]
-    optimizer_step(policy, policy, opt, scaler, [batch], states, 0, cfg, dev, 1e-4)  # warm-up
+    states = [policy.initial_state(batch_size, device=dev) for _ in micro_batches]
+
+    def step(k: int) -> None:
+        optimizer_step(policy, policy, opt, scaler, micro_batches, states, (k % 2) * trunc_t, cfg, dev, 1e-4)
+
+    step(0)  # warm-up
+    out = {}
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step(1)
+        out["flops_per_step"] = counter.get_total_flops()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t = time.perf_counter()
+    done = 0
     for k in range(steps):
-        optimizer_step(policy, policy, opt, scaler, [batch], states, (k % 2) * trunc_t, cfg, dev, 1e-4)
+        step(k)
+        done += 1
+        if max_seconds is not None and time.perf_counter() - t > max_seconds:
+            break
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     dt = time.perf_counter() - t
-    out = {"frames_per_s": steps * batch_size * trunc_t / dt,
-           "params_M": sum(p.numel() for p in policy.parameters()) / 1e6,
-           "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+    frames_per_step = batch_size * trunc_t * grad_accum
+    out.update({"frames_per_s": done * frames_per_step / dt, "steps_per_s": done / dt, "steps": done,
+                "frames_per_step": frames_per_step,
+                "params_M": sum(p.numel() for p in policy.parameters()) / 1e6,
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2})
     if dev.type == "cuda":
         out["peak_cuda_gb"] = torch.cuda.max_memory_allocated(dev) / 1024**3
     return out
