@@ -11,7 +11,6 @@ Reports actions/s and per-step latency p50/p99.
 from __future__ import annotations
 
 import argparse
-import base64
 import concurrent.futures as cf
 import os
 import platform
@@ -92,38 +91,38 @@ def inprocess_batched(frames: list[bytes], n: int, steps: int, args) -> dict:
             "max_batch": n}
 
 
-def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str | None) -> dict:
-    import requests
+def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str | None,
+           deadline: float | None = None) -> dict:
+    """n_sessions client threads, each stepping its own session through `steve1_ray.client` (JPEG frames).
 
-    session = requests.Session()
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=max(64, n_sessions * 2)))
-    headers = {"x-api-key": key} if key else {}
-    sids = []
-    for i in range(n_sessions):
-        r = session.post(url + "/sessions", json={"prompt": "chop down the tree", "cond_scale": 6.0, "seed": i},
-                         headers=headers, timeout=120)
-        r.raise_for_status()
-        sids.append(r.json()["session_id"])
-    b64 = [base64.b64encode(f).decode() for f in frames]
+    `deadline` (a time.perf_counter() value): sessions stop stepping once it has passed (at least one timed step).
+    """
+    from requests.adapters import HTTPAdapter
+
+    from steve1_ray.client import Client
+
+    api = Client(url, api_key=key, retries=0)  # an error answer fails the run, never hides in the latency
+    api.http.mount("http://", HTTPAdapter(pool_maxsize=max(64, n_sessions * 2)))  # one connection per thread
+    sessions = [api.session(prompt="chop down the tree", cond_scale=6.0, seed=i) for i in range(n_sessions)]
 
     def play(i):
         lat = []
         for t in range(steps + 2):
             t0 = time.perf_counter()
-            r = session.post(f"{url}/sessions/{sids[i]}/act", json={"image": b64[(t + i) % len(b64)]},
-                             headers=headers, timeout=120)
-            r.raise_for_status()
+            sessions[i].act(frames[(t + i) % len(frames)])
             if t >= 2:
                 lat.append((time.perf_counter() - t0, time.perf_counter()))
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
         return lat
 
     t_start = time.perf_counter()
     with cf.ThreadPoolExecutor(n_sessions) as pool:
         lats = [x for per in pool.map(play, range(n_sessions)) for x in per]
     wall = max(end for _, end in lats) - t_start
-    for sid in sids:
-        session.delete(f"{url}/sessions/{sid}", headers=headers, timeout=60)
-    info = session.get(url + "/info", headers=headers, timeout=60).json()
+    for s in sessions:
+        s.close()
+    info = api.info()
     xs = [d for d, _ in lats]
     return {"actions_per_s": len(xs) / wall, "p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99),
             "max_batch": info.get("max_batch")}
@@ -149,16 +148,18 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
         s.close()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
     port = _get_global_client().http_config.port
+    max_sessions = max(64, max(args.sessions) * 2)
     cfg = ServeConfig(policy=args.policy, weights=args.weights, device=args.device, rollout_workers=0,
                       max_batch_size=1 if two_pass else args.max_batch_size, batch_wait_timeout_s=args.batch_wait,
-                      max_sessions=max(64, max(args.sessions) * 2), two_pass_baseline=two_pass,
+                      max_sessions=max_sessions, max_sessions_per_key=max_sessions,  # one anonymous client
+                      state_sync_every=args.state_sync_every, two_pass_baseline=two_pass,
                       sticky_sessions=not args.no_sticky)
     serve.run(build_app(cfg), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
                                                                                 "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--steps", type=int, default=30, help="steps per session (bounded loop)")
@@ -170,8 +171,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--batch-wait", type=float, default=0.005)
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
+    p.add_argument("--state-sync-every", type=int, default=1,
+                   help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")
     p.add_argument("--out", default=None, help="write a Markdown table here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     frames = world_frames(16)
     url, serve = start_app(args)

@@ -76,8 +76,11 @@ def _raise_for(response) -> None:
     raise cls(response.status_code, message)
 
 
-def encode_frame(frame: np.ndarray) -> dict:
-    """An observation body: lossless raw RGB bytes with their shape (no image codec either side)."""
+def encode_frame(frame: np.ndarray | bytes) -> dict:
+    """An observation body: an array goes as lossless raw RGB bytes with their shape (no image codec either side);
+    `bytes` are an already encoded PNG/JPEG image (e.g. a camera's JPEG), sent as they are."""
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        return {"image": base64.b64encode(frame).decode()}
     arr = np.ascontiguousarray(frame, dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"a frame is (height, width, 3) uint8 RGB, got shape {arr.shape}")
@@ -138,9 +141,10 @@ class Session:
         self.client, self.info = client, created
         self.id, self.steps = created["session_id"], int(created.get("steps", 0))
 
-    def act(self, frame: np.ndarray) -> dict:
-        """One step: the frame -> the MineRL action dict (buttons 0/1, camera [pitch, yaw] degrees). Retries a
-        503/409 or a dropped connection with the same step count: a step is never taken twice."""
+    def act(self, frame: np.ndarray | bytes) -> dict:
+        """One step: the frame ((H, W, 3) uint8 RGB, or PNG/JPEG bytes) -> the MineRL action dict (buttons 0/1,
+        camera [pitch, yaw] degrees). Retries a 503/409 or a dropped connection with the same step count: a step
+        is never taken twice."""
         import requests
 
         body = {**encode_frame(frame), "step": self.steps}

@@ -79,6 +79,19 @@ def test_decode_image_and_pixels():
         decode_pixels(_b64(img.tobytes()), [20, 30], 10_000)
 
 
+def test_client_frames_reach_the_server_as_sent():
+    from steve1_ray.client import encode_frame
+
+    img = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    raw = encode_frame(img)  # an array: lossless raw pixels
+    np.testing.assert_array_equal(decode_pixels(raw["pixels"], raw["shape"], 10_000), img)
+    png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
+    assert set(encode_frame(png)) == {"image"}  # encoded bytes (a camera's JPEG): sent as they are
+    np.testing.assert_array_equal(decode_image(encode_frame(png)["image"], 10_000), img)
+    with pytest.raises(ValueError, match="height, width, 3"):
+        encode_frame(img[..., 0])
+
+
 def test_embedding_and_scale_checks():
     assert check_embedding([0.5] * 8, 8).dtype == np.float32
     with pytest.raises(InputError, match="has 3 values but this model expects 8"):
