@@ -92,3 +92,46 @@ def test_weights_without_the_goal_layer_act_with_a_zero_goal_layer(tmp_path):
     assert torch.equal(a["buttons"], b["buttons"])  # the goal changes nothing
     kept = load_policy_spec(tmp_path / "ck")
     assert torch.equal(kept.net.mineclip_embed_linear.weight, policy.net.mineclip_embed_linear.weight)
+
+
+def test_a_checkpoint_and_goal_models_in_s3_load_as_local_ones(tmp_path, monkeypatch):
+    """`s3://` names (moto's S3 server in this process): a checkpoint folder (only its model/ is copied), a prior,
+    and a missing object named in the error."""
+    import boto3
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    from steve1_ray.models import prior as prior_mod
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "k",
+                     "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        boto3.client("s3").create_bucket(Bucket="steve1-loading")
+        policy = _checkpoint(tmp_path / "checkpoint_000001")
+        (tmp_path / "checkpoint_000001" / "training_state").mkdir()
+        (tmp_path / "checkpoint_000001" / "training_state" / "optimizer.pt").write_bytes(b"x" * 1000)
+        prior = prior_mod.TranslatorVAE(input_dim=16, hidden_dim=32, latent_dim=16)
+        prior_mod.save_prior(prior, tmp_path / "prior.pt")
+        fs = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http")
+        pafs.copy_files(str(tmp_path / "checkpoint_000001"), "steve1-loading/runs/r/checkpoint_000001",
+                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        pafs.copy_files(str(tmp_path / "prior.pt"), "steve1-loading/prior.pt",
+                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+        model, weights = checkpoint_files("s3://steve1-loading/runs/r/checkpoint_000001")
+        assert (model.name, weights.name) == (MODEL_NAME, WEIGHTS_NAME)
+        assert not (model.parent.parent / "training_state").exists()  # what serving needs, not the optimizer
+        loaded = load_policy_spec("s3://steve1-loading/runs/r/checkpoint_000001")
+        for k, v in policy.state_dict().items():
+            assert torch.equal(v, loaded.state_dict()[k]), k
+        got = load_prior("s3://steve1-loading/prior.pt", 16)
+        for k, v in prior.state_dict().items():
+            assert torch.equal(v, got.state_dict()[k]), k
+        with pytest.raises(FileNotFoundError, match="s3://steve1-loading/nope.pt does not exist"):
+            load_prior("s3://steve1-loading/nope.pt", 16)
+    finally:
+        server.stop()

@@ -445,3 +445,13 @@ def test_event_horizon_needs_recorded_events():
     frames = np.arange(spec.start, spec.start + 16)
     near = (frames >= 10) & (frames <= 30)  # 20 frames or fewer before the event at 30: its clip, 31
     assert near.any() and np.array_equal(got[near], np.repeat(ep["embeds"][31:32], near.sum(), 0))
+
+
+def test_placement_strategy_reaches_the_scaling_config_and_bad_ones_are_named():
+    from steve1_ray.train.run import build_trainer
+
+    cfg = load_train_config("debug", ["num_workers=2", "placement_strategy=STRICT_SPREAD"])
+    assert build_trainer(cfg).scaling_config.placement_strategy == "STRICT_SPREAD"
+    assert load_train_config("debug", []).placement_strategy == "PACK"  # Ray's default
+    with pytest.raises(ConfigError, match="placement_strategy='spread': choose one of PACK, SPREAD, STRICT_PACK"):
+        load_train_config("debug", ["placement_strategy=spread"])

@@ -15,9 +15,16 @@ as a policy the foundation policy (`foundation.model` + `foundation.weights`, no
 
 A checkpoint folder of ours (written by steve1_ray.train.checkpoint) holds `model/policy.model` (the original
 `.model` layout) and `model/steve1.weights`; its `model/` folder alone is accepted too.
+
+Any of these may be a URI (`s3://bucket/runs/r/checkpoint_000003`, `gs://...`): it is copied with pyarrow.fs
+into a folder of this process (`local_copy`) and read from there, so a server or an evaluation on another node
+loads what training wrote to shared storage.
 """
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +60,44 @@ def released_world(name: str = "world") -> Path:
     return root
 
 
+def is_remote(path) -> bool:
+    """A URI of a remote filesystem (`s3://`, `gs://`, ...); `file://` and plain paths are local."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+_COPIES: list[str] = []
+
+
+def local_copy(path: str | Path, only: str | None = None) -> str:
+    """`path` itself when it is local; a remote file or folder (`s3://...`) copied into a fresh folder of this
+    process (removed at exit), and that copy's path. A folder's `only` sub-folder, when it has one, is all that is
+    copied (a checkpoint's `model/`: the optimizer state stays behind). Fresh on every call: a URI such as
+    `.../weights/steve1.weights` can be rewritten by a later run, so a copy is never reused by name."""
+    path = str(path)
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    if not is_remote(path):
+        return path
+    import pyarrow.fs as pafs
+
+    fs, remote = pafs.FileSystem.from_uri(path)
+    info = fs.get_file_info(remote)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{path} does not exist")
+    if not _COPIES:
+        atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _COPIES])
+    _COPIES.append(tempfile.mkdtemp(prefix="steve1_remote_"))
+    dest = Path(_COPIES[-1]) / (Path(remote).name or "root")
+    if info.type == pafs.FileType.File:
+        pafs.copy_files(remote, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        return str(dest)
+    if only and fs.get_file_info(f"{remote}/{only}").type == pafs.FileType.Directory:
+        remote, dest = f"{remote}/{only}", dest / only
+    dest.mkdir(parents=True)
+    pafs.copy_files(remote, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return str(dest)
+
+
 def _device(device: str | torch.device) -> torch.device:
     import torch
 
@@ -64,8 +109,8 @@ def _device(device: str | torch.device) -> torch.device:
 # ------------------------------------------------------------------------------------------ policy
 
 def checkpoint_files(folder: str | Path) -> tuple[Path, Path]:
-    """(policy.model, steve1.weights) of a checkpoint folder or of its `model/` folder."""
-    root = Path(folder)
+    """(policy.model, steve1.weights) of a checkpoint folder or of its `model/` folder (local or a URI)."""
+    root = Path(local_copy(folder, only=MODEL_DIR))
     model_dir = root / MODEL_DIR if (root / MODEL_DIR).is_dir() else root
     model, weights = model_dir / MODEL_NAME, model_dir / WEIGHTS_NAME
     if not (model.is_file() and weights.is_file()):
@@ -88,6 +133,7 @@ def policy_files(policy: str | Path, weights: str | Path | None = None) -> tuple
     win); a preset name or a `.model` file is kept, with `weights` (None = random init)."""
     from steve1_ray.models.policy import PRESETS
 
+    policy, weights = local_copy(policy, only=MODEL_DIR), None if weights is None else local_copy(weights)
     if str(policy) == RELEASED:
         root = released_world()
         return str(root / "foundation.model"), str(weights or root / "foundation.weights")
@@ -139,6 +185,7 @@ def load_embedder(path: str | Path | None = None, preset: str | None = None, dev
     from steve1_ray.models.mineclip import MineCLIPConfig, load_mineclip
 
     dev = _device(device)
+    path = None if path is None else local_copy(path)
     if path is not None and str(path) == RELEASED:
         path = released_world() / "mineclip.pth"
     if path is not None and Path(path).is_file():
@@ -165,6 +212,7 @@ def load_prior(path: str | Path | None, dim: int | None = None, device: str | to
     from steve1_ray.models import prior as prior_mod
 
     if path is not None:
+        path = local_copy(path)
         prior = prior_mod.load_prior(released_world() / "prior.pt" if str(path) == RELEASED else path)
         if dim is not None and prior.input_dim != dim:
             raise ValueError(f"the prior {path} maps {prior.input_dim}-value embeddings but the embedder gives {dim}; "

@@ -245,7 +245,7 @@ def trial_rows(result_grid, cfg: SweepConfig, max_t: int | None) -> list[dict]:
     # for trials an interrupted sweep will rerun
     from ray.tune import ExperimentAnalysis
 
-    trials = ExperimentAnalysis(result_grid.experiment_path).trials
+    trials = ExperimentAnalysis(result_grid.experiment_path, storage_filesystem=result_grid.filesystem).trials
     states = {t.trial_id: t.status for t in trials}
     configs = {t.trial_id: t.config for t in trials}  # also for trials that never reported (no result.config)
     rows = []
@@ -278,6 +278,10 @@ def trial_rows(result_grid, cfg: SweepConfig, max_t: int | None) -> list[dict]:
     key = (lambda r: (r[f"best {cfg.metric}"] is None, r[f"best {cfg.metric}"] if cfg.mode == "min"
                       else -(r[f"best {cfg.metric}"] or 0)))
     return sorted(rows, key=key)
+
+
+RESULT_FILES = ("results.csv", "results.md", "best.json", "best_train_config.yaml")
+"""what a sweep writes beside its experiment (also uploaded there when the experiment lives at a URI)"""
 
 
 def write_results(rows: list[dict], out_dir: Path) -> None:
@@ -333,9 +337,18 @@ def run_sweep(cfg: SweepConfig, callbacks: list | None = None) -> dict:
     result_grid = tuner.fit()
     base = load_base_train_config(cfg)
     rows = trial_rows(result_grid, cfg, horizon(cfg, parse_space(cfg.space), base))
-    out_dir = Path(cfg.experiment_path) if "://" not in cfg.experiment_path else Path("runs", "sweeps", cfg.name)
+    remote = "://" in cfg.experiment_path
+    out_dir = Path("runs", "sweeps", cfg.name) if remote else Path(cfg.experiment_path)
     write_results(rows, out_dir)
     best = write_best(rows, cfg, base, out_dir)
+    if remote:  # beside Tune's experiment state, where every node (and the next run) finds them
+        from steve1_ray.train.checkpoint import copy_to_uri
+
+        for name in RESULT_FILES:
+            if (out_dir / name).is_file():
+                copy_to_uri(str(out_dir / name), _join(cfg.experiment_path, name))
+        if best:
+            best["train_config"] = _join(cfg.experiment_path, "best_train_config.yaml")
     unfinished = any(r["status"] == "unfinished" for r in rows) or len(rows) < _expected_trials(cfg)
     return {"rows": rows, "best": best, "path": str(out_dir), "interrupted": unfinished}
 

@@ -91,6 +91,9 @@ class TrainConfig:
     """CPUs Ray reserves for each training worker."""
     gpus_per_worker: float = 1.0
     """GPUs Ray reserves for each training worker when `use_gpu` is true."""
+    placement_strategy: str = "PACK"
+    """How Ray places the workers' resource bundles (Ray's placement-group strategies): PACK (as few nodes as
+    possible, Ray's default), SPREAD, STRICT_PACK (one node) or STRICT_SPREAD (each worker on its own node)."""
 
     # --- objective / optimizer --------------------------------------------------------------------------
     loss_reduction: str = "sum_time"
@@ -205,6 +208,8 @@ class TrainConfig:
             check(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
         check(self.num_to_keep >= 1, f"num_to_keep={self.num_to_keep} must be >= 1")
         check(self.cpus_per_worker > 0, f"cpus_per_worker={self.cpus_per_worker} must be > 0")
+        check(self.placement_strategy in PLACEMENT_STRATEGIES,
+              f"placement_strategy={self.placement_strategy!r}: choose one of {', '.join(PLACEMENT_STRATEGIES)}")
         for part in self.freeze:
             check(part in FREEZE_ALIASES or part.endswith("."),
                   f"freeze: unknown part {part!r}; use one of {sorted(FREEZE_ALIASES)} or a parameter prefix ending in '.'")
@@ -280,6 +285,9 @@ def _floats_from_strings(cfg) -> None:
                 raise ConfigError(f"{f.name}: expected a number, got {value!r}") from None
         elif hints[f.name] is int and isinstance(value, str):
             raise ConfigError(f"{f.name}: expected an integer, got {value!r}")
+
+
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 def is_uri(path: str) -> bool:

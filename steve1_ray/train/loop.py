@@ -15,6 +15,7 @@ import torch
 
 from steve1_ray.config import from_dict
 from steve1_ray.models.formats import load_policy
+from steve1_ray.models.loading import local_copy
 from steve1_ray.models.policy import PRESETS
 from steve1_ray.train.checkpoint import NonFiniteError, Progress, RunCheckpoints, export_weights, maybe_fail
 from steve1_ray.train.config import FREEZE_ALIASES, TrainConfig
@@ -180,10 +181,12 @@ def make_policy(cfg: TrainConfig, embed_dim: int | None):
     overrides = {}
     if cfg.model in PRESETS and embed_dim is not None:  # a .model file fixes its own goal width
         overrides["embed_dim"] = embed_dim
-    if cfg.in_weights is not None and "://" not in cfg.in_weights and not Path(cfg.in_weights).is_file():
+    model = local_copy(cfg.model) if cfg.model.endswith(".model") else cfg.model  # s3://... copied to this node
+    weights = None if cfg.in_weights is None else local_copy(cfg.in_weights)
+    if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"in_weights={cfg.in_weights!r} does not exist: give the path of a VPT "
                                 f"(rl-from-foundation-2x.weights) or STEVE-1 (steve1.weights) file, or in_weights=null")
-    policy = load_policy(cfg.model, cfg.in_weights, **overrides)
+    policy = load_policy(model, weights, **overrides)
     report = getattr(policy, "load_report", None)
     if report is not None and report.missing_goal_layer:
         print(f"{cfg.in_weights}: no goal layer (a VPT file); net.mineclip_embed_linear starts fresh", flush=True)

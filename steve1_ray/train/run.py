@@ -43,7 +43,8 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None, run_config_kw
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
     scaling = ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                      resources_per_worker=resources if cfg.num_workers else None)
+                                      resources_per_worker=resources if cfg.num_workers else None,
+                                      placement_strategy=cfg.placement_strategy)
     checkpointing = ray.train.CheckpointConfig(num_to_keep=cfg.num_to_keep, checkpoint_score_attribute="val/loss",
                                                checkpoint_score_order="min")
     run_config = ray.train.RunConfig(
