@@ -7,6 +7,11 @@ N client threads, each with its own session, post JPEG frames (640x360 embedded-
 bounded loop. Baseline: the original's inference loop in one process, one session at a time, two forward
 passes per step (conditional, then unconditional) on the same frames, including JPEG decode and resize.
 Reports actions/s and per-step latency p50/p99.
+
+    python benchmarks/bench_serve.py --in-process-only --policy 2x --sessions 16 --threads 2 --precision fp32 bf16
+
+`--in-process-only`: the original's loop beside `act_batch` in each `--precision` (no Ray, no HTTP), and for bf16
+how far its guided log-probs and greedy actions are from fp32's on the same frames and states.
 """
 from __future__ import annotations
 
@@ -68,7 +73,7 @@ def baseline(frames: list[bytes], steps: int, args) -> dict:
     return {"actions_per_s": len(lat) / sum(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
 
 
-def inprocess_batched(frames: list[bytes], n: int, steps: int, args) -> dict:
+def inprocess_batched(frames: list[bytes], n: int, steps: int, args, precision: str = "fp32") -> dict:
     """The service's computation without HTTP: n sessions stepped together by `act_batch` in one process."""
     import torch
 
@@ -76,7 +81,7 @@ def inprocess_batched(frames: list[bytes], n: int, steps: int, args) -> dict:
     from steve1_ray.models.formats import load_policy
 
     torch.set_num_threads(args.threads)
-    policy = load_policy(args.policy, args.weights).eval()
+    policy = A.set_precision(load_policy(args.policy, args.weights).eval(), precision)
     goal = np.random.default_rng(0).normal(size=A.policy_embed_dim(policy)).astype(np.float32)
     streams = [A.new_stream(policy, goal, 6.0, seed=i) for i in range(n)]
     lat = []
@@ -89,6 +94,69 @@ def inprocess_batched(frames: list[bytes], n: int, steps: int, args) -> dict:
             lat.append(time.perf_counter() - t0)
     return {"actions_per_s": n * len(lat) / sum(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "max_batch": n}
+
+
+def precision_gap(frames: list[bytes], n: int, steps: int, args, precision: str) -> dict:
+    """`precision` against fp32 on the same inputs: both step copies of the same n streams for `steps` steps, each
+    from the fp32 run's states (teacher-forced), and compare the guided log-probs and their argmax per head."""
+    import copy
+
+    import torch
+
+    from steve1_ray import agent as A
+    from steve1_ray.models.formats import load_policy
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy, args.weights).eval()
+    goal = np.random.default_rng(0).normal(size=A.policy_embed_dim(policy)).astype(np.float32)
+    streams = [A.new_stream(policy, goal, 6.0, seed=i) for i in range(n)]
+    worst, same, total = 0.0, 0, 0
+    for t in range(steps):
+        povs = [cv2.cvtColor(cv2.imdecode(np.frombuffer(frames[(t + i) % len(frames)], np.uint8),
+                                          cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for i in range(n)]
+        other = copy.deepcopy(streams)
+        A.set_precision(policy, precision)
+        _, low = A.act_batch(policy, other, povs, return_logits=True)
+        A.set_precision(policy, "fp32")
+        _, ref = A.act_batch(policy, streams, povs, return_logits=True)
+        for h in A.HEADS:
+            worst = max(worst, float((low[h] - ref[h]).abs().max()))
+            same += int((low[h].argmax(-1) == ref[h].argmax(-1)).sum())
+            total += low[h].shape[0]
+    return {"max_abs_logit_diff": worst, "greedy_agreement": same / total, "steps": steps, "sessions": n}
+
+
+def inprocess_only(args) -> int:
+    """The original's loop beside act_batch at each precision, one after the other in this process."""
+    frames = world_frames(16)
+    lines = [f"# In-process CFG stepping ({args.policy} preset, {args.device}, torch threads {args.threads})", "",
+             f"Command: `python benchmarks/bench_serve.py --in-process-only --policy {args.policy} --sessions "
+             f"{' '.join(map(str, args.sessions))} --threads {args.threads} --steps {args.steps} --baseline-steps "
+             f"{args.baseline_steps} --precision {' '.join(args.precision)}`", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs.", "",
+             "| setup | sessions | actions/s | p50 ms/step | p99 ms/step | original loop actions/s (measured just "
+             "before) | vs original |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for n in args.sessions:
+        for precision in args.precision:
+            base = baseline(frames, args.baseline_steps, args)
+            res = inprocess_batched(frames, n, args.steps, args, precision)
+            lines.append(f"| act_batch {precision} | {n} | {res['actions_per_s']:.2f} | {res['p50_ms']:.0f} | "
+                         f"{res['p99_ms']:.0f} | {base['actions_per_s']:.2f} | "
+                         f"{res['actions_per_s'] / base['actions_per_s']:.2f}x |")
+            print(lines[-1], flush=True)
+    for precision in args.precision:
+        if precision != "fp32":
+            gap = precision_gap(frames, min(args.sessions), 4, args, precision)
+            lines += ["", f"{precision} against fp32, same frames and states ({gap['sessions']} sessions x "
+                      f"{gap['steps']} steps, guided logits at scale 6): largest |difference| "
+                      f"{gap['max_abs_logit_diff']:.4f}, greedy action agreement {gap['greedy_agreement']:.1%} "
+                      "(buttons and camera heads)."]
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
 
 
 def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str | None,
@@ -153,7 +221,7 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       max_batch_size=1 if two_pass else args.max_batch_size, batch_wait_timeout_s=args.batch_wait,
                       max_sessions=max_sessions, max_sessions_per_key=max_sessions,  # one anonymous client
                       state_sync_every=args.state_sync_every, two_pass_baseline=two_pass,
-                      sticky_sessions=not args.no_sticky)
+                      sticky_sessions=not args.no_sticky, precision=args.precision[0])
     serve.run(build_app(cfg), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
                                                                                 "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
@@ -173,12 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
     p.add_argument("--state-sync-every", type=int, default=1,
                    help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="inference precision(s) of act_batch (in-process rows) and of the served policy (the first)")
+    p.add_argument("--in-process-only", action="store_true",
+                   help="only the original's loop beside act_batch at each --precision (no Ray, no HTTP)")
     p.add_argument("--out", default=None, help="write a Markdown table here")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.in_process_only:
+        return inprocess_only(args)
 
     frames = world_frames(16)
     url, serve = start_app(args)

@@ -9,6 +9,14 @@
 3. ray: `run_training` on the synthetic dataset with num_workers = 0 (local mode), 1, 2; frames/s from the run's
    own log (mean of the logged windows after the first) and peak RSS per worker.
 Prints a Markdown table; `--out FILE` also writes it.
+
+    python benchmarks/bench_train.py --vs-original --presets 2x --batch_size 2 --trunc_t 16 --rounds 3
+
+`--vs-original`: the original's training step (forward on a trunc_t piece with the carried state, the summed
+log-likelihood loss, backward, clip_grad_norm_ 5.0, fused AdamW, as STEVE-1's loop does) beside the project's
+`optimizer_step` in fp32, bf16 autocast and fp32 with activation checkpointing, on the same model size and batch,
+interleaved step by step (round-robin) so that a noisy machine loads every variant alike; and each variant's first
+loss against fp32's on the same weights and batch.
 """
 from __future__ import annotations
 
@@ -108,6 +116,79 @@ def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, devi
     return out
 
 
+def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_dim: int = 512) -> list[str]:
+    """Rows of a Markdown table: frames/s of each training-step variant, measured round-robin."""
+    import copy
+
+    from steve1_ray.models.policy import build_policy, detach_state, logprob
+    from steve1_ray.train.config import TrainConfig
+    from steve1_ray.train.optim import build_optimizer, enable_activation_checkpointing, freeze_parts
+    from steve1_ray.train.step import optimizer_step
+
+    dev = torch.device("cpu")
+    torch.manual_seed(0)
+    base = build_policy(preset, embed_dim=embed_dim).train()
+    T = trunc_t * 2
+    batch = {"img": torch.randint(0, 256, (batch_size, T, 128, 128, 3), dtype=torch.uint8),
+             "goal_embed": torch.randn(batch_size, T, embed_dim), "first": torch.zeros(batch_size, T, dtype=torch.bool),
+             "buttons": torch.randint(0, 8641, (batch_size, T)), "camera": torch.randint(0, 121, (batch_size, T))}
+    batch["first"][:, 0] = True
+
+    def original():
+        policy = copy.deepcopy(base)
+        opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=0.039428, fused=True)
+        state = [policy.initial_state(batch_size)]
+
+        def step(k):
+            sl = slice((k % 2) * trunc_t, (k % 2 + 1) * trunc_t)
+            lp, new = policy(batch["img"][:, sl], batch["goal_embed"][:, sl], batch["first"][:, sl], state[0])
+            loss = -logprob(lp, batch["buttons"][:, sl], batch["camera"][:, sl]).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 5.0)
+            opt.step()
+            state[0] = detach_state(new)
+            return float(loss)
+        return step
+
+    def project(precision: str, checkpointing: bool = False):
+        policy = copy.deepcopy(base)
+        freeze_parts(policy, [])
+        if checkpointing:
+            enable_activation_checkpointing(policy)
+        opt = build_optimizer(policy, 1e-4, 0.039428)
+        cfg = TrainConfig(model=preset, T=T, trunc_t=trunc_t, batch_size=batch_size, grad_accum=1,
+                          precision=precision, min_btwn_goals=15, max_btwn_goals=40)
+        states = [policy.initial_state(batch_size)]
+
+        def step(k):
+            out = optimizer_step(policy, policy, opt, None, [batch], states, (k % 2) * trunc_t, cfg, dev, 1e-4)
+            return out["loss_sum"]
+        return step
+
+    variants = {"original step (fp32, fused AdamW)": original(), "project optimizer_step fp32": project("fp32"),
+                "project optimizer_step bf16 autocast": project("bf16"),
+                "project optimizer_step fp32 + activation checkpointing": project("fp32", True)}
+    first_loss = {name: step(0) for name, step in variants.items()}  # warm-up; step 0 from the same weights
+    times = {name: [] for name in variants}
+    for r in range(rounds):
+        for name, step in variants.items():
+            t = time.perf_counter()
+            step(r + 1)
+            times[name].append(time.perf_counter() - t)
+            print(f"round {r + 1}: {name} {times[name][-1]:.2f} s", flush=True)
+    frames = batch_size * trunc_t
+    ref = statistics.median(times["original step (fp32, fused AdamW)"])
+    ref_loss = first_loss["project optimizer_step fp32"]
+    rows = [f"| variant | {preset}, B {batch_size} x trunc_t {trunc_t}: median s/step | frames/s | vs original | "
+            "first loss (same weights and batch) | vs fp32 loss |", "|---|---:|---:|---:|---:|---:|"]
+    for name in variants:
+        med = statistics.median(times[name])
+        rows.append(f"| {name} | {med:.2f} | {frames / med:.2f} | {ref / med:.2f}x | {first_loss[name]:.4f} | "
+                    f"{(first_loss[name] - ref_loss) / abs(ref_loss):+.2e} |")
+    return rows
+
+
 def bench_ray(root: str, workers: int, n_frames: int, storage: str) -> dict:
     from steve1_ray.train.config import load_train_config
     from steve1_ray.train.run import run_training
@@ -140,9 +221,21 @@ def main(argv=None) -> int:
     p.add_argument("--loader_threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--workers", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--ray_frames", type=int, default=512)
+    p.add_argument("--vs-original", action="store_true", help="only the side-by-side step comparison (CPU)")
+    p.add_argument("--rounds", type=int, default=3, help="--vs-original: timed steps per variant")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    if args.vs_original:
+        lines = [f"Machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; load average "
+                 f"{os.getloadavg()[0]:.1f} at start.", ""]
+        for preset in args.presets:
+            lines += vs_original(preset, args.batch_size, args.trunc_t, args.rounds) + [""]
+        text = "\n".join(lines)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text)
+        return 0
 
     from steve1_ray.train.synthetic import make_dataset
 

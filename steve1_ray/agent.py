@@ -16,11 +16,16 @@ are concatenated, each row keeps its own scale and generator, and the noise is d
 fixed order, so a stream gets the same actions batched as alone. `two_pass_step` is the reference
 computation (one forward per stream row) used by tests and by the benchmark's baseline.
 
+`set_precision(policy, "bf16")` makes every step of that policy run its forward under bfloat16 autocast (an opt-in
+speed mode: CPUs with AMX/AVX512-BF16 and GPUs run it about twice as fast; its log-probs differ from fp32 by up to a
+few hundredths and some sampled actions differ: benchmarks/RESULTS.md). The recurrent state stays float32.
+
 `Steve1Agent` holds one stream for acting in this process (`Steve1Agent.load(...)`, `reset(prompt=...)`,
 `act(pov)`); `text_goal` is the one prompt -> goal computation, the server's and the agent's.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -61,6 +66,30 @@ def policy_embed_dim(policy: torch.nn.Module) -> int:
 
 def _device(policy: torch.nn.Module) -> torch.device:
     return next(policy.parameters()).device
+
+
+PRECISIONS = ("fp32", "bf16")
+"""inference precisions of a policy's steps: fp32 (the original's, the default) or bf16 (autocast, opt-in)"""
+
+
+def set_precision(policy: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """Run this policy's steps (`act_batch`, `two_pass_step`) in `precision`; returns the policy."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    policy.steve1_precision = precision
+    return policy
+
+
+def _precision(policy: torch.nn.Module):
+    """The autocast context of the policy's precision (nothing for fp32)."""
+    if getattr(policy, "steve1_precision", "fp32") == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=_device(policy).type, dtype=torch.bfloat16)
+
+
+def _float_state(state: list[torch.Tensor]) -> list[torch.Tensor]:
+    """State tensors back to float32 after an autocast step (sessions keep, sync and batch one layout)."""
+    return [t.float() if t.is_floating_point() and t.dtype != torch.float32 else t for t in state]
 
 
 def _state_ops():
@@ -248,10 +277,12 @@ def batched_log_probs(policy: torch.nn.Module, streams: Sequence[AgentStream],
     goal = torch.stack(goals)[:, None]  # (R, 1, D) float32
     first = torch.tensor(firsts, device=dev)[:, None]  # (R, 1) bool
     state = cat_states([st.state for st in streams]) if len(streams) > 1 else streams[0].state
-    if _can_share_frames(policy):
-        log_probs, new_state = _shared_frame_forward(policy, frames_t, rows, goal, first, state)
-    else:
-        log_probs, new_state = policy(frames_t[rows], goal, first, state)
+    with _precision(policy):
+        if _can_share_frames(policy):
+            log_probs, new_state = _shared_frame_forward(policy, frames_t, rows, goal, first, state)
+        else:
+            log_probs, new_state = policy(frames_t[rows], goal, first, state)
+    new_state = _float_state(new_state)
     row = 0
     for st in streams:
         idx = torch.arange(row, row + st.n_rows, device=dev)
@@ -299,9 +330,10 @@ def two_pass_step(policy: torch.nn.Module, stream: AgentStream, pov: np.ndarray,
     for r in range(stream.n_rows):
         goal = (stream.goal_embed if r == 0 else torch.zeros_like(stream.goal_embed))[None, None]
         row_state = select_state(stream.state, torch.tensor([r], device=dev))
-        lp, st = policy(img, goal, first, row_state)
+        with _precision(policy):
+            lp, st = policy(img, goal, first, row_state)
         outs.append({h: lp[h][:, 0].float() for h in HEADS})
-        states.append(st)
+        states.append(_float_state(st))
     stream.state = states[0] if len(states) == 1 else _state_ops()[0](states)
     if stream.cond_scale is None:
         logits = outs[0]
@@ -347,17 +379,19 @@ class Steve1Agent:
 
     @classmethod
     def load(cls, policy: str = "released", weights: str | None = None, mineclip: str | None = "released",
-             prior: str | None = "released", device: str = "cpu", **kwargs) -> "Steve1Agent":
+             prior: str | None = "released", device: str = "cpu", precision: str = "fp32",
+             **kwargs) -> "Steve1Agent":
         """An agent from what a user names, as `steve1 serve` reads it (`models/loading.py`): `policy` a preset, an
         original `.model` file (with `weights`), a training checkpoint folder or `released`; `mineclip` MineCLIP's
         `attn.pth`, one of our embedders or `released`; `prior` `steve1_prior.pt`, ours, `released` or None (the
-        text embedding is the goal). `kwargs` go to the constructor (cond_scale, seed, deterministic).
+        text embedding is the goal). `precision`: fp32 or bf16 (`set_precision`). `kwargs` go to the constructor
+        (cond_scale, seed, deterministic).
 
         The released foundation policy has no goal input (VPT's role): it plays the world whatever the prompt;
         load a fine-tuned checkpoint (`Steve1Agent.load("runs/.../checkpoint_...")`) to see prompts followed."""
         from steve1_ray.models.loading import load_goal_models, load_policy_spec
 
-        model = load_policy_spec(policy, weights, device=device)
+        model = set_precision(load_policy_spec(policy, weights, device=device), precision)
         embedder, goal_prior = (None, None) if mineclip is None else load_goal_models(
             mineclip, prior, device=device, embed_dim=policy_embed_dim(model))
         return cls(model, mineclip=embedder, prior=goal_prior, **kwargs)

@@ -194,3 +194,31 @@ def test_agent_without_a_goal_or_text_encoder_names_the_fix(policy):
     assert agent.stream.n_rows == 1 and agent.stream.steps == 1
     agent.act(pov, goal_embed=-goal)  # a new goal mid-episode, kept for later steps
     np.testing.assert_array_equal(agent.goal_embed.numpy(), -goal)
+
+
+def test_bf16_precision_is_opt_in_close_to_fp32_and_keeps_a_float32_state():
+    """`set_precision(policy, "bf16")`: the forward runs under bfloat16 autocast, the state stays float32 (so
+    sessions of both kinds batch and sync alike), log-probs stay near fp32's; fp32 is the default and exact."""
+    import copy
+
+    torch.manual_seed(0)
+    low = build_policy("debug").eval()
+    ref = copy.deepcopy(low)
+    assert getattr(ref, "steve1_precision", "fp32") == "fp32"
+    A.set_precision(low, "bf16")
+    rng = np.random.default_rng(3)
+    goal = rng.normal(size=512).astype(np.float32)
+    a, b = A.new_stream(low, goal, 6.0, seed=0), A.new_stream(ref, goal, 6.0, seed=0)
+    worst = 0.0
+    for _ in range(4):
+        obs = _obs(rng, 1)
+        _, logits_low = A.act_batch(low, [a], obs, return_logits=True)
+        _, logits_ref = A.act_batch(ref, [b], obs, return_logits=True)
+        assert all(t.dtype == torch.float32 for t in a.state if t.is_floating_point())
+        for h in A.HEADS:
+            assert logits_low[h].dtype == torch.float32
+            worst = max(worst, float((logits_low[h] - logits_ref[h]).abs().max()))
+        a.state = [t.clone() for t in b.state]  # teacher-forced: the same memory each step
+    assert 0 < worst < 1.0, worst  # bf16 really ran, and stayed near fp32 (guided logits at scale 6)
+    with pytest.raises(ValueError, match="precision='fp16': choose one of fp32, bf16"):
+        A.set_precision(low, "fp16")

@@ -126,3 +126,14 @@ def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
     assert args["world"] == {"backend": "crafter", "zombie_rate": 0.2, "tree_logs": 4}
     with pytest.raises(ValueError, match="zombie_rat"):
         app_builder({**args, "world": {"zombie_rat": 0.2}})  # typo: refused before any actor starts
+
+
+def test_serving_precision_reaches_the_policy_and_bad_ones_are_refused():
+    from steve1_ray.config import ConfigError
+    from steve1_ray.serving.config import ServeConfig
+    from steve1_ray.serving.models import load_serving_policy
+
+    assert load_serving_policy(ServeConfig(policy="debug")).steve1_precision == "fp32"
+    assert load_serving_policy(ServeConfig(policy="debug", precision="bf16")).steve1_precision == "bf16"
+    with pytest.raises(ConfigError, match="precision must be fp32 or bf16, got 'fp16'"):
+        ServeConfig(precision="fp16")

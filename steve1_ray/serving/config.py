@@ -46,6 +46,9 @@ class ServeConfig:
     """CVAE prior weights (`steve1_prior.pt`, ours, or `released`); None = a random prior of the right width."""
     device: str = "cpu"
     """torch device of the policy/embedder replicas (cpu, cuda)."""
+    precision: str = "fp32"
+    """Precision of the policy's forward: fp32 (the original's numbers) or bf16 (autocast; about 2x the actions/s
+    on CPUs with AMX/AVX512-BF16 and on GPUs, log-probs within a few hundredths of fp32: benchmarks/RESULTS.md)."""
     # --- sessions
     default_cond_scale: float = 6.0
     """Guidance scale when a session does not give one (the original: 6 for text, 7 for visual)."""
@@ -136,5 +139,6 @@ class ServeConfig:
               f"{self.rollout_max_steps}]")
         check(self.video_height >= 16 and self.video_height % 2 == 0,
               f"video_height must be an even number >= 16, got {self.video_height}")
+        check(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
         check(self.device.split(":")[0] in ("cpu", "cuda"), f"device must be cpu or cuda[:i], got {self.device!r}")
         check(0 < self.port < 65536, f"port must be in 1..65535, got {self.port}")

@@ -15,11 +15,14 @@ from steve1_ray.serving.config import ServeConfig
 
 
 def load_serving_policy(cfg: ServeConfig) -> torch.nn.Module:
-    """`checkpoint` (a training checkpoint folder of ours) or `policy` + `weights`, on `cfg.device`, eval mode."""
+    """`checkpoint` (a training checkpoint folder of ours) or `policy` + `weights`, on `cfg.device`, eval mode,
+    stepping in `cfg.precision`."""
+    from steve1_ray.agent import set_precision
+
     if cfg.checkpoint:
         model, weights = checkpoint_files(cfg.checkpoint)  # a folder only: never a preset with random weights
-        return load_policy_spec(model, weights, device=cfg.device)
-    return load_policy_spec(cfg.policy, cfg.weights, device=cfg.device)
+        return set_precision(load_policy_spec(model, weights, device=cfg.device), cfg.precision)
+    return set_precision(load_policy_spec(cfg.policy, cfg.weights, device=cfg.device), cfg.precision)
 
 
 def load_goal_models(cfg: ServeConfig, embed_dim: int | None = None):
