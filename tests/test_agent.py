@@ -222,3 +222,29 @@ def test_bf16_precision_is_opt_in_close_to_fp32_and_keeps_a_float32_state():
     assert 0 < worst < 1.0, worst  # bf16 really ran, and stayed near fp32 (guided logits at scale 6)
     with pytest.raises(ValueError, match="precision='fp16': choose one of fp32, bf16"):
         A.set_precision(low, "fp16")
+
+
+def test_a_batch_steps_on_its_own_state_without_copies_and_gives_the_same_actions(policy):
+    """Streams that step together again reuse their last batch's state as it is (views, no concatenation);
+    the result equals copying every step, whatever the order; a stream leaving the batch gets its own rows."""
+    rng = np.random.default_rng(5)
+    goals = [rng.normal(size=512).astype(np.float32) for _ in range(3)]
+    scales = [6.0, None, 2.0]
+    reused = [A.new_stream(policy, g, s, seed=i) for i, (g, s) in enumerate(zip(goals, scales))]
+    copied = [A.new_stream(policy, g, s, seed=i) for i, (g, s) in enumerate(zip(goals, scales))]
+    for t in range(4):
+        obs = _obs(rng, 3)
+        order = [2, 0, 1] if t == 2 else [0, 1, 2]  # t=2 (and t=3, after it): another order copies
+        _, a = A.act_batch(policy, [reused[i] for i in order], [obs[i] for i in order], return_logits=True)
+        for st in copied:
+            A.release_slab(st)  # the reference: every step concatenates fresh copies
+        _, b = A.act_batch(policy, [copied[i] for i in order], [obs[i] for i in order], return_logits=True)
+        for h in A.HEADS:
+            torch.testing.assert_close(a[h], b[h], atol=1e-6, rtol=1e-6)
+        assert [s.last for s in reused] == [s.last for s in copied]
+    ptr = [s.state[0].untyped_storage().data_ptr() for s in reused]
+    assert len(set(ptr)) == 1  # one batch's storage ...
+    assert A.batch_order(reused[::-1]) == [2, 1, 0]  # ... in row order again whatever the arrival order
+    A.release_slab(reused[1])
+    assert reused[1].slab is None and reused[1].state[0].untyped_storage().data_ptr() != ptr[0]
+    assert reused[1].state[0].shape[0] == 1  # only its own row(s)

@@ -236,6 +236,9 @@ class PolicyServer:
             pending = later
         # before answering: the store knows every step a client has seen. A step the store did not take
         # (the session moved meanwhile) or could not record is not answered as a success.
+        for sid, h in self.hot.items():
+            if sid not in touched:  # idle this batch: its own rows, not a view that keeps the batch alive
+                A.release_slab(h.stream)
         rejected = await self._sync(touched, released=set(session_ids) - touched)
         for i, sid in enumerate(session_ids):
             if sid in rejected and isinstance(results[i], dict) and "action" in results[i]:
@@ -246,7 +249,12 @@ class PolicyServer:
     def _step(self, streams: list, povs: list) -> list[dict]:
         if self.cfg.two_pass_baseline:  # the original's computation, for the load test's baseline
             return [A.two_pass_step(self.policy, st, pov) for st, pov in zip(streams, povs)]
-        return A.act_batch(self.policy, streams, povs)
+        order = A.batch_order(streams)  # the last batch's rows in order: its state is reused without copies
+        actions = A.act_batch(self.policy, [streams[i] for i in order], [povs[i] for i in order])
+        out: list = [None] * len(streams)
+        for j, i in enumerate(order):
+            out[i] = actions[j]
+        return out
 
     async def _claim(self, session_ids: set[str]) -> dict[str, dict]:
         """Ask the store whether this replica's copies are the latest (one call per batch); load the ones
