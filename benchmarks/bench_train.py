@@ -116,7 +116,13 @@ def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, devi
     return out
 
 
-def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_dim: int = 512) -> list[str]:
+VARIANTS = ("original", "fp32", "bf16", "fp32+ckpt")
+"""--vs-original's variants: the original's step, and the project's step in fp32, bf16 and fp32 with activation
+checkpointing (each holds a model with its AdamW state: at 2x about 4 GB, so pick a few on a small machine)"""
+
+
+def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_dim: int = 512,
+                which: tuple[str, ...] = VARIANTS) -> list[str]:
     """Rows of a Markdown table: frames/s of each training-step variant, measured round-robin."""
     import copy
 
@@ -166,9 +172,11 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
             return out["loss_sum"]
         return step
 
-    variants = {"original step (fp32, fused AdamW)": original(), "project optimizer_step fp32": project("fp32"),
-                "project optimizer_step bf16 autocast": project("bf16"),
-                "project optimizer_step fp32 + activation checkpointing": project("fp32", True)}
+    makers = {"original": ("original step (fp32, fused AdamW)", original),
+              "fp32": ("project optimizer_step fp32", lambda: project("fp32")),
+              "bf16": ("project optimizer_step bf16 autocast", lambda: project("bf16")),
+              "fp32+ckpt": ("project optimizer_step fp32 + activation checkpointing", lambda: project("fp32", True))}
+    variants = {makers[k][0]: makers[k][1]() for k in dict.fromkeys(("original", "fp32", *which))}
     first_loss = {name: step(0) for name, step in variants.items()}  # warm-up; step 0 from the same weights
     times = {name: [] for name in variants}
     for r in range(rounds):
@@ -223,6 +231,8 @@ def main(argv=None) -> int:
     p.add_argument("--ray_frames", type=int, default=512)
     p.add_argument("--vs-original", action="store_true", help="only the side-by-side step comparison (CPU)")
     p.add_argument("--rounds", type=int, default=3, help="--vs-original: timed steps per variant")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                   help="--vs-original: which steps (the original and fp32 always)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
@@ -230,7 +240,8 @@ def main(argv=None) -> int:
         lines = [f"Machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; load average "
                  f"{os.getloadavg()[0]:.1f} at start.", ""]
         for preset in args.presets:
-            lines += vs_original(preset, args.batch_size, args.trunc_t, args.rounds) + [""]
+            lines += vs_original(preset, args.batch_size, args.trunc_t, args.rounds,
+                                 which=tuple(args.variants)) + [""]
         text = "\n".join(lines)
         print(text)
         if args.out:

@@ -227,7 +227,7 @@ def test_s3_dataset_train_on_two_nodes_resume_after_a_killed_worker_and_serve_it
     finally:
         job.kill()
     assert job.returncode == 0, output[-5000:]
-    assert "finished: 1024 frames" in output, output[-3000:]
+    assert "resolved config:" in output and "finished: 1024 frames" in output, output[-3000:]
     placed = _actors(cluster, "RayTrainWorker")
     assert {a["node_id"] for a in placed} == set(nodes.values()), placed    # both nodes trained ...
     assert len(placed) >= 4 and any(a["state"] == "DEAD" for a in placed)   # ... and a worker group was restarted
