@@ -41,7 +41,7 @@ class NotFound(ApiError):
 
 
 class Conflict(ApiError):
-    """409: the session is busy elsewhere or at another step; retrying later may succeed."""
+    """409: the session is busy elsewhere (retrying later may succeed) or, as `FinalConflict`, at another step."""
 
 
 class Gone(ApiError):
@@ -60,6 +60,11 @@ class Unavailable(ApiError):
     """503 (and other 5xx): a part of the service is restarting or overloaded; retry."""
 
 
+class FinalConflict(Conflict):
+    """409 without Retry-After: the request contradicts the session's state (a step count it is not at); never
+    retried."""
+
+
 _BY_STATUS = {400: BadRequest, 401: Unauthorized, 404: NotFound, 409: Conflict, 410: Gone, 413: TooLarge,
               422: BadRequest, 429: TooMany}
 RETRYABLE = (Conflict, Unavailable)
@@ -69,10 +74,13 @@ def _raise_for(response) -> None:
     if response.status_code < 400:
         return
     try:
-        message = response.json().get("error", response.text)
+        body = response.json()
+        message = body.get("error", response.text) if isinstance(body, dict) else response.text[:500]
     except ValueError:
         message = response.text[:500]
     cls = _BY_STATUS.get(response.status_code, Unavailable if response.status_code >= 500 else ApiError)
+    if cls is Conflict and "retry-after" not in response.headers:
+        cls = FinalConflict  # e.g. a step count the session is not at: the same request can never succeed
     raise cls(response.status_code, message)
 
 
@@ -152,8 +160,8 @@ class Session:
             try:
                 out = self.client.request("POST", f"/sessions/{self.id}/act", json=body)
                 break
-            except (requests.ConnectionError, *RETRYABLE):
-                if attempt == self.client.retries:
+            except (requests.ConnectionError, *RETRYABLE) as exc:
+                if attempt == self.client.retries or isinstance(exc, FinalConflict):
                     raise
                 time.sleep(min(0.5 * 2 ** attempt, 8.0))
         self.steps = int(out["step"])

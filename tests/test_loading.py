@@ -133,5 +133,11 @@ def test_a_checkpoint_and_goal_models_in_s3_load_as_local_ones(tmp_path, monkeyp
             assert torch.equal(v, got.state_dict()[k]), k
         with pytest.raises(FileNotFoundError, match="s3://steve1-loading/nope.pt does not exist"):
             load_prior("s3://steve1-loading/nope.pt", 16)
+        # a run folder, not a checkpoint: only its own files are fetched (never every checkpoint below it), and
+        # the error names the URI the user gave
+        with pytest.raises(FileNotFoundError, match="checkpoint s3://steve1-loading/runs/r: expected policy.model"):
+            checkpoint_files("s3://steve1-loading/runs/r")
+        with pytest.raises(ValueError, match="not a path or a storage URI"):
+            checkpoint_files("nosuchscheme://bucket/x")
     finally:
         server.stop()

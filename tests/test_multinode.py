@@ -1,8 +1,9 @@
 """A real two-node Ray cluster on this machine and an S3-compatible store (moto's server), driven the way a user
-drives a cluster (docs/cluster.md): `ray start --head`, `ray start --address=...` for a second node with its own
-resources, then `ray job submit --working-dir .` for each job and `serve deploy` for the service, with `s3://`
-paths end to end: dataset -> training on both nodes -> a killed worker -> resume from S3 -> serving that
-checkpoint from replicas on both nodes; and a two-trial sweep whose results land in S3.
+drives a cluster (README, "Several nodes, shards and checkpoints in S3"): `ray start --head`, `ray start
+--address=...` for a second node with its own resources, then `ray job submit --working-dir .` for each job and
+`serve deploy` for the service, with `s3://` paths end to end: dataset -> training on both nodes -> a killed
+worker -> resume from S3 -> serving that checkpoint from replicas on both nodes; and a two-trial sweep that reads
+its shards from S3 and writes its results there.
 
 The nodes find the store as every AWS client does (AWS_ENDPOINT_URL and credentials in their environment), as
 a cluster's nodes find S3 through their instance role.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,8 +94,9 @@ def cluster(tmp_path_factory):
                AWS_ACCESS_KEY_ID="steve1", AWS_SECRET_ACCESS_KEY="steve1-secret", AWS_DEFAULT_REGION="us-east-1",
                RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
                RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS="0")
+    moto_log = open(tmp / "moto.log", "w")
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-                            stdout=open(tmp / "moto.log", "w"), stderr=subprocess.STDOUT, env=env)
+                            stdout=moto_log, stderr=subprocess.STDOUT, env=env)
     # a short temp dir: Ray's socket paths must stay under 108 characters
     temp_dir = f"/tmp/steve1_mn_{os.getpid()}_{s3_port}"
     gcs, dash = _free_port(), _free_port()
@@ -114,6 +117,9 @@ def cluster(tmp_path_factory):
     finally:
         _kill_trees(_pids_with(temp_dir))
         moto.kill()
+        moto.wait(timeout=30)
+        moto_log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)  # the nodes' logs and the uploaded working dirs
 
 
 def _connects(port: int) -> bool:
@@ -172,6 +178,11 @@ def _actors(cluster: dict, class_name: str) -> list[dict]:
                         limit=1000, raise_on_missing_output=False)]
 
 
+def _alive_pair(cluster: dict) -> list[dict] | None:
+    alive = [a for a in _actors(cluster, "RayTrainWorker") if a["state"] == "ALIVE"]
+    return alive if len(alive) == 2 else None
+
+
 def _node_ids(cluster: dict) -> dict[str, str]:
     """{resource name node_a/node_b: node id}."""
     from ray.util.state import list_nodes
@@ -219,10 +230,9 @@ def test_s3_dataset_train_on_two_nodes_resume_after_a_killed_worker_and_serve_it
     try:
         # a checkpoint Ray Train has registered (its snapshot names it), not just one being uploaded
         _wait("a registered checkpoint in S3", lambda: _registered(fs, run), 300)
-        workers = _wait("a training worker on node_b", lambda: [
-            a for a in _actors(cluster, "RayTrainWorker") if a["state"] == "ALIVE" and a["node_id"] == nodes["node_b"]],
-            60)
-        os.kill(workers[0]["pid"], signal.SIGKILL)
+        alive = _wait("both training workers", lambda: _alive_pair(cluster), 60)
+        assert sorted(a["node_id"] for a in alive) == sorted(nodes.values()), alive  # one worker on each node
+        os.kill(next(a["pid"] for a in alive if a["node_id"] == nodes["node_b"]), signal.SIGKILL)
         output, _ = job.communicate(timeout=600)
     finally:
         job.kill()
@@ -283,11 +293,15 @@ def test_two_trial_sweep_on_the_cluster_writes_its_results_to_s3(cluster):
     fs = _fs(cluster)
     from steve1_ray.train.synthetic import make_dataset
 
+    import pyarrow.fs as pafs
+
     local = make_dataset(str(cluster["tmp"] / "sweep_shards"), n_episodes=4, n_frames=64, embed_dim=16)
+    pafs.copy_files(local, f"{BUCKET}/sweep_shards", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)  # the trials read their shards from S3
     out = _submit(cluster, [
         "python", "jobs/sweep.py", "--config", "debug", f"storage_path={S3}/sweeps", "name=mn", "num_samples=1",
         "grace_period=32", "reduction_factor=2",
-        "max_concurrent_trials=2", "space={lr: {dist: grid, values: [0.002, 0.0002]}}", f"train.data={local}",
+        "max_concurrent_trials=2", "space={lr: {dist: grid, values: [0.002, 0.0002]}}", f"train.data={S3}/sweep_shards",
         "train.T=16", "train.trunc_t=8", "train.batch_size=1", "train.grad_accum=1", "train.n_frames=64",
         "train.val_every_steps=2", "train.checkpoint_every_steps=2", "train.val_max_sequences=2",
         "train.loader_threads=0"])

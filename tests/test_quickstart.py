@@ -104,46 +104,17 @@ def test_quickstart_refuses_a_release_that_does_not_match_its_manifest(tmp_path)
         _release(QuickstartConfig(release=str(tmp_path / "missing")))
 
 
-def _quickstart(args: list[str], out: Path, env: dict, cwd: Path) -> subprocess.Popen:
-    """`steve1 quickstart tiny=true ...` in the background, its output in files (pipes would fill and stall it)."""
-    return subprocess.Popen([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}", *args],
-                            cwd=cwd, env=env, stdout=open(cwd / "stdout.txt", "w"),
-                            stderr=open(cwd / "stderr.txt", "w"))
-
-
 @pytest.mark.slow
-def test_quickstart_tiny_from_scratch_and_from_the_release_side_by_side(wheel_site, tmp_path):
-    """Both scenarios at once (each its own private Ray cluster and port; side by side they take about the time
-    of the longer one on 2 cores, which keeps CI under its budget):
-    - from scratch: record -> embedder -> dataset -> policy -> event fine-tune -> prior -> serve -> play -> evaluate;
-    - the default, run from a wheel install in another folder: fresh recording -> dataset with the released
-      embedder -> fine-tune from the released foundation -> serve with the released prior -> play -> evaluate
-      against the unconditioned agent and the foundation."""
+def test_quickstart_tiny_end_to_end(tmp_path):
     import yaml
 
-    scratch_env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-    scratch_env.pop("RAY_ADDRESS", None)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    jobs = {"from scratch": _quickstart(["port=8123", "world.tree_logs=2", "event_frames=512", "from_scratch=true"],
-                                        tmp_path / "a" / "qs", scratch_env, tmp_path / "a"),
-            "from the release": _quickstart(["port=8126"], tmp_path / "b" / "qs", _from_wheel(wheel_site),
-                                            tmp_path / "b")}
-    outputs = {}
-    try:
-        for (name, proc), cwd in zip(jobs.items(), (tmp_path / "a", tmp_path / "b")):
-            proc.wait(timeout=1500)
-            stdout, stderr = (cwd / "stdout.txt").read_text(), (cwd / "stderr.txt").read_text()
-            assert proc.returncode == 0, f"{name}:\n{stdout[-4000:]}{stderr[-4000:]}"
-            outputs[name] = stdout
-    finally:
-        for proc in jobs.values():
-            proc.kill()
-    _check_from_scratch(tmp_path / "a" / "qs", outputs["from scratch"], yaml)
-    _check_from_the_release(wheel_site, tmp_path / "b" / "qs", outputs["from the release"], yaml)
-
-
-def _check_from_scratch(out: Path, stdout: str, yaml) -> None:
+    out = tmp_path / "qs"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
+                           "port=8123", "world.tree_logs=2", "event_frames=512", "from_scratch=true"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     # every stage ran and produced what the next one reads
     assert (out / "world" / "index.json").exists() and (out / "world" / "captions.jsonl").exists()
@@ -167,11 +138,23 @@ def _check_from_scratch(out: Path, stdout: str, yaml) -> None:
     report = (out / "eval" / "report.md").read_text()
     assert "chop a tree" in report and "uncond" in report
     assert list((out / "train").rglob("events.out.tfevents.*")), "no TensorBoard event files"
-    assert "quickstart done" in stdout and summary["report"].endswith("report.md")
+    assert "quickstart done" in proc.stdout and summary["report"].endswith("report.md")
 
 
-def _check_from_the_release(wheel_site: Path, out: Path, stdout: str, yaml) -> None:
+
+@pytest.mark.slow
+def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_path):
+    """The default scenario, run from a wheel install in another folder: fresh recording → dataset with the released
+    embedder → fine-tune from the released foundation → serve with the released prior → play → evaluate against the
+    unconditioned agent and the foundation."""
+    import yaml
+
     release = wheel_site / "steve1_ray" / "released" / "world"  # package data of the installed wheel
+    out = tmp_path / "qs"
+    env = _from_wheel(wheel_site)
+    proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
+                           "port=8126"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     recorded = yaml.safe_load((out / "world" / "record_config.yaml").read_text())
     assert recorded["seed"] == 0 and recorded["world"]["tree_logs"] == 4  # other seeds than the release's, its world
     assert "eat_cow" in recorded["focus_goals"] and recorded["focus_order"] == "cycle"
@@ -188,7 +171,7 @@ def _check_from_the_release(wheel_site: Path, out: Path, stdout: str, yaml) -> N
     assert report.index("## Is each prompt followed?") < report.index("## Every goal and scale")
     assert "foundation" in report
     # the user sees the work move: the policy stage's progress with an ETA, and the stage-time table at the end
-    assert "[train] step" in stdout and "ETA" in stdout
-    assert re.search(r"^\| total +\| \S+ \|$", stdout, re.M)
+    assert "[train] step" in proc.stdout and "ETA" in proc.stdout
+    assert re.search(r"^\| total +\| \S+ \|$", proc.stdout, re.M)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenario"].startswith("fine-tune from")

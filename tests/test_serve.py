@@ -574,6 +574,12 @@ def test_python_client_sessions_rollouts_and_typed_errors(served):
         for step, status in ((9, 409), (-1, 422), (2**70, 422), ("two", 422)):  # hostile step counts
             r = api.http.post(f"{served['url']}/sessions/{s.id}/act", json={**raw, "step": step}, timeout=TIMEOUT)
             assert r.status_code == status and "error" in r.json(), (step, r.text)
+            assert "retry-after" not in r.headers  # final: retrying the same step count cannot succeed
+        s.steps, t0 = 9, time.time()
+        with pytest.raises(C.FinalConflict, match="is at step 4"):
+            s.act(frames[0])  # the client does not retry it either
+        assert time.time() - t0 < 5
+        s.steps = 4
         assert api.info()["steps"] >= 4 and s.act(frames[0]) and s.steps == 5  # none of them stepped it
         sid = s.id
     with pytest.raises(C.NotFound):  # closed by the context manager

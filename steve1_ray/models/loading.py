@@ -78,9 +78,14 @@ def local_copy(path: str | Path, only: str | None = None) -> str:
         return path[len("file://"):]
     if not is_remote(path):
         return path
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
-    fs, remote = pafs.FileSystem.from_uri(path)
+    try:
+        fs, remote = pafs.FileSystem.from_uri(path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"{path}: not a path or a storage URI pyarrow can read (s3://, gs://, hdfs://, file://): "
+                         f"{exc}") from None
     info = fs.get_file_info(remote)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{path} does not exist")
@@ -94,6 +99,12 @@ def local_copy(path: str | Path, only: str | None = None) -> str:
     if only and fs.get_file_info(f"{remote}/{only}").type == pafs.FileType.Directory:
         remote, dest = f"{remote}/{only}", dest / only
     dest.mkdir(parents=True)
+    if only and dest.name != only:  # no `only` in it (a run folder, a bucket root): its own files, not the tree
+        for item in fs.get_file_info(pafs.FileSelector(remote)):
+            if item.type == pafs.FileType.File:
+                pafs.copy_files(item.path, str(dest / item.base_name), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+        return str(dest)
     pafs.copy_files(remote, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     return str(dest)
 
@@ -114,9 +125,9 @@ def checkpoint_files(folder: str | Path) -> tuple[Path, Path]:
     model_dir = root / MODEL_DIR if (root / MODEL_DIR).is_dir() else root
     model, weights = model_dir / MODEL_NAME, model_dir / WEIGHTS_NAME
     if not (model.is_file() and weights.is_file()):
-        raise FileNotFoundError(f"checkpoint {root}: expected {MODEL_NAME} and {WEIGHTS_NAME} in {model_dir} (a "
-                                "training checkpoint folder or its model/ folder); or name a .model file or a "
-                                "preset (debug, 2x) with separate weights")
+        raise FileNotFoundError(f"checkpoint {folder}: expected {MODEL_NAME} and {WEIGHTS_NAME} in it or in its "
+                                f"{MODEL_DIR}/ folder (a training checkpoint folder or its model/ folder); or name a "
+                                ".model file or a preset (debug, 2x) with separate weights")
     return model, weights
 
 

@@ -193,13 +193,13 @@ ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 410, 413, 4
 def _fail(result: Any) -> Any:
     """Results from deployments are plain values, or {"error", "http_status"} for a client mistake."""
     if isinstance(result, dict) and "http_status" in result:
-        raise InputError(int(result["http_status"]), str(result["error"]))
+        raise InputError(int(result["http_status"]), str(result["error"]), result.get("retry"))
     return result
 
 
 @app.exception_handler(InputError)
 async def _input_error(request: Request, exc: InputError):
-    retry = {"Retry-After": "2"} if exc.status in (409, 503) else None
+    retry = {"Retry-After": "2"} if exc.retry else None  # a step-count mismatch (409) is final: no Retry-After
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=retry)
 
 

@@ -19,9 +19,10 @@ RUNTIME: dict = {}
 class InputError(Exception):
     """A client mistake; `status` is the HTTP 4xx code, the message names the fix."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry: bool | None = None):
         super().__init__(message)
         self.status, self.message = status, message
+        self.retry = status in (409, 503) if retry is None else retry
 
 
 def _b64(data: str, what: str) -> bytes:

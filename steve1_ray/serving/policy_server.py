@@ -194,7 +194,7 @@ class PolicyServer:
                 results[i] = dict(hot.last_result, replayed=True)  # a retry whose answer was lost
             elif want is not None and want != at:
                 results[i] = error(409, f"session {sid} is at step {at}; this observation is for step {want} "
-                                        f"(send step={at}, or reset the session)")
+                                        f"(send step={at}, or reset the session)", retry=False)
             else:
                 planned[sid] = at + 1
         pending = [i for i in range(len(session_ids)) if results[i] is None]

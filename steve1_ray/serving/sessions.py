@@ -16,8 +16,10 @@ from typing import Any, Optional
 import numpy as np
 
 
-def error(status: int, message: str) -> dict:
-    return {"error": message, "http_status": status}
+def error(status: int, message: str, retry: bool | None = None) -> dict:
+    """A client-visible failure. `retry` False: retrying the same request cannot succeed (no Retry-After, even
+    for a 409); None: the status decides (409 and 503 invite a retry)."""
+    return {"error": message, "http_status": status, **({} if retry is None else {"retry": retry})}
 
 
 def new_id(boot: str, length: int) -> str:
