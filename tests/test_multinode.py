@@ -23,17 +23,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from steve1_ray.cluster import _free_port
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "steve1-test"
 S3 = f"s3://{BUCKET}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(what: str, ok, timeout: float, every: float = 0.5):

@@ -60,7 +60,7 @@ def released_world(name: str = "world") -> Path:
     return root
 
 
-def is_remote(path) -> bool:
+def is_uri(path) -> bool:
     """A URI of a remote filesystem (`s3://`, `gs://`, ...); `file://` and plain paths are local."""
     return "://" in str(path) and not str(path).startswith("file://")
 
@@ -76,7 +76,7 @@ def local_copy(path: str | Path, only: str | None = None) -> str:
     path = str(path)
     if path.startswith("file://"):
         return path[len("file://"):]
-    if not is_remote(path):
+    if not is_uri(path):
         return path
     import pyarrow as pa
     import pyarrow.fs as pafs

@@ -47,8 +47,8 @@ class ServeConfig:
     device: str = "cpu"
     """torch device of the policy/embedder replicas (cpu, cuda)."""
     precision: str = "fp32"
-    """Precision of the policy's forward: fp32 (the original's numbers) or bf16 (autocast; about 2x the actions/s
-    on CPUs with AMX/AVX512-BF16 and on GPUs, log-probs within a few hundredths of fp32: benchmarks/RESULTS.md)."""
+    """Precision of the policy's forward: fp32 (the original's numbers) or bf16 (autocast; 1.8x the actions/s of
+    fp32 at 2x on a CPU with AMX, guided logits within about 0.2 of fp32's: benchmarks/RESULTS.md)."""
     # --- sessions
     default_cond_scale: float = 6.0
     """Guidance scale when a session does not give one (the original: 6 for text, 7 for visual)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from steve1_ray.config import ConfigError, check, load_config, preset_path
-from steve1_ray.models.loading import WEIGHTS_NAME
+from steve1_ray.models.loading import WEIGHTS_NAME, is_uri  # noqa: F401 (is_uri: imported from here elsewhere)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOSS_REDUCTIONS = ("sum_time", "mean")
@@ -288,10 +288,6 @@ def _floats_from_strings(cfg) -> None:
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 def _expand(path: str) -> str:
