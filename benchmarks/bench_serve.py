@@ -221,7 +221,8 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       max_batch_size=1 if two_pass else args.max_batch_size, batch_wait_timeout_s=args.batch_wait,
                       max_sessions=max_sessions, max_sessions_per_key=max_sessions,  # one anonymous client
                       state_sync_every=args.state_sync_every, two_pass_baseline=two_pass,
-                      sticky_sessions=not args.no_sticky, precision=args.precision[0])
+                      sticky_sessions=not args.no_sticky, precision=args.precision[0],
+                      torch_threads=args.torch_threads)
     serve.run(build_app(cfg), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
                                                                                 "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
     p.add_argument("--state-sync-every", type=int, default=1,
                    help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch threads of the PolicyServer replica (ServeConfig.torch_threads; 0 = Ray's: 1 on 0.5 CPU)")
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                    help="inference precision(s) of act_batch (in-process rows) and of the served policy (the first)")
     p.add_argument("--in-process-only", action="store_true",
@@ -284,7 +287,8 @@ def main(argv=None) -> int:
     lines = [f"# Serving load test ({args.policy} preset, {args.device})", "",
              f"Command: `python benchmarks/bench_serve.py --sessions {' '.join(map(str, args.sessions))} "
              f"--steps {args.steps} --baseline-steps {args.baseline_steps} --policy {args.policy} "
-             f"--device {args.device}`", "",
+             f"--device {args.device} --state-sync-every {args.state_sync_every} --torch-threads "
+             f"{args.torch_threads} --precision {args.precision[0]}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
              f"{os.getloadavg()[0]:.1f} (shared with other jobs). Frames: 640x360 JPEG (q90) from the embedded "
              "world, sent base64 in JSON over HTTP on 127.0.0.1. Latency = one `act` request (client side).", "",

@@ -89,7 +89,8 @@ def served(ray_cluster, tmp_path_factory):
     cfg = ServeConfig(policy="debug", weights=str(weights), max_sessions=MAX_SESSIONS, session_ttl_s=TTL_S,
                       max_payload_bytes=2_000_000, max_image_pixels=1024 * 1024, api_keys_env="STEVE1_TEST_KEYS",
                       api_keys_file=str(keys), max_sessions_per_key=PER_KEY,
-                      rollout_workers=1, rollout_max_steps=50, rollout_default_steps=20, video_height=180, batch_wait_timeout_s=0.01)
+                      rollout_workers=1, rollout_max_steps=50, rollout_default_steps=20, video_height=180, batch_wait_timeout_s=0.01,
+                      torch_threads=2)
     serve.run(build_app(cfg), name="steve1", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})
     del os.environ["STEVE1_TEST_KEYS"]
@@ -116,6 +117,7 @@ def test_health_info_and_docs(served):
     assert api.request("GET", "/healthz")["status"] == "ok"
     info = api.info()
     assert info["embed_dim"] == 512 and info["auth"] is True
+    assert info["torch_threads"] == 2  # ServeConfig.torch_threads, not the 1 thread Ray gives a 0.5-CPU replica
     assert b"swagger" in api.request("GET", "/docs").lower()
     paths = api.request("GET", "/openapi.json")["paths"]
     assert {"/sessions", "/sessions/{session_id}/act", "/rollouts", "/rollouts/{rollout_id}/video.mp4"} <= set(paths)

@@ -137,3 +137,5 @@ def test_serving_precision_reaches_the_policy_and_bad_ones_are_refused():
     assert load_serving_policy(ServeConfig(policy="debug", precision="bf16")).steve1_precision == "bf16"
     with pytest.raises(ConfigError, match="precision must be fp32 or bf16, got 'fp16'"):
         ServeConfig(precision="fp16")
+    with pytest.raises(ConfigError, match=r"torch_threads must be in \[0, 1024\], got -1"):
+        ServeConfig(torch_threads=-1)

@@ -70,6 +70,10 @@ class ServeConfig:
     sticky_sessions: bool = True
     """Route each session to one PolicyServer replica (Ray's experimental ConsistentHashRouter);
     False = Serve's default router (sessions still stay exact: a replica without the state loads it)."""
+    torch_threads: int = 0
+    """Torch threads of each PolicyServer replica; 0 = what Ray gives it (its `num_cpus`, at least 1: a replica
+    of 0.5 CPU steps on one thread). On a box where the policy is the main work, set it to the cores it may use
+    (2x at 16 sessions on 2 cores: 2 threads; benchmarks/RESULTS.md)."""
     two_pass_baseline: bool = False
     """Benchmark only: step sessions one at a time with two batch-1 forwards each (the original's
     computation) instead of batched guided steps; use with max_batch_size=1."""
@@ -127,6 +131,7 @@ class ServeConfig:
         check(self.max_image_pixels >= 128 * 128, f"max_image_pixels must be >= 16384, got {self.max_image_pixels}")
         check(self.session_ttl_s > 0, f"session_ttl_s must be > 0, got {self.session_ttl_s}")
         check(self.state_sync_every >= 0, f"state_sync_every must be >= 0, got {self.state_sync_every}")
+        check(0 <= self.torch_threads <= 1024, f"torch_threads must be in [0, 1024], got {self.torch_threads}")
         check(self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}")
         check(self.batch_wait_timeout_s >= 0,
               f"batch_wait_timeout_s must be >= 0, got {self.batch_wait_timeout_s}")

@@ -141,6 +141,8 @@ class PolicyServer:
         from steve1_ray.serving.models import load_serving_policy
 
         self.cfg = from_dict(ServeConfig, cfg)
+        if self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
         self.policy = load_serving_policy(self.cfg)
         self.embed_dim = A.policy_embed_dim(self.policy)
         self.store = store
@@ -168,7 +170,8 @@ class PolicyServer:
 
     def info(self) -> dict:
         cfg = self.policy.cfg
-        return {"embed_dim": self.embed_dim, "policy": self.cfg.checkpoint or self.cfg.policy,
+        return {"embed_dim": self.embed_dim, "torch_threads": torch.get_num_threads(),
+                "policy": self.cfg.checkpoint or self.cfg.policy,
                 "hidsize": cfg.hidsize, "layers": cfg.n_recurrence_layers, "replica": self.replica,
                 "hot_sessions": len(self.hot), "max_batch_size": self.cfg.max_batch_size, **self.stats}
 
