@@ -222,7 +222,7 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       max_sessions=max_sessions, max_sessions_per_key=max_sessions,  # one anonymous client
                       state_sync_every=args.state_sync_every, two_pass_baseline=two_pass,
                       sticky_sessions=not args.no_sticky, precision=args.precision[0],
-                      torch_threads=args.torch_threads)
+                      torch_threads=args.torch_threads, batch_wait_fraction=args.batch_wait_fraction)
     serve.run(build_app(cfg), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
                                                                                 "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the baseline process")
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--batch-wait", type=float, default=0.005)
+    p.add_argument("--batch-wait-fraction", type=float, default=0.3,
+                   help="the batch wait grows to this fraction of the last policy step (ServeConfig; 0 = fixed)")
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
     p.add_argument("--state-sync-every", type=int, default=1,
                    help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")
@@ -288,7 +290,8 @@ def main(argv=None) -> int:
              f"Command: `python benchmarks/bench_serve.py --sessions {' '.join(map(str, args.sessions))} "
              f"--steps {args.steps} --baseline-steps {args.baseline_steps} --policy {args.policy} "
              f"--device {args.device} --state-sync-every {args.state_sync_every} --torch-threads "
-             f"{args.torch_threads} --precision {args.precision[0]}`", "",
+             f"{args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
+             f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
              f"{os.getloadavg()[0]:.1f} (shared with other jobs). Frames: 640x360 JPEG (q90) from the embedded "
              "world, sent base64 in JSON over HTTP on 127.0.0.1. Latency = one `act` request (client side).", "",

@@ -17,6 +17,19 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+# The longest test files first (seconds on 2 idle cores, benchmarks/RESULTS.md "CI"): scripts/test.sh hands whole
+# files to its pytest-xdist processes in collection order (`--no-loadscope-reorder`), so these start at once and
+# the many short files fill in the end, instead of two long ones starting last and running on alone.
+LONGEST_FIRST = ["test_multinode.py", "test_quickstart.py", "test_release.py", "test_sweep_run.py",
+                 "test_gpu_check.py", "test_train_ray.py", "test_embedder.py", "test_serve_soak.py", "test_serve.py",
+                 "test_progress.py", "test_evaluate.py", "test_data_pipeline.py", "test_serve_schema.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster with the dashboard on (Train under Tune needs it; see docs)."""

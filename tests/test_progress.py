@@ -3,6 +3,7 @@ and that the prior's training, which runs in the driver, prints them."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,17 @@ def test_record_job_prints_progress_lines_with_an_eta(ray_cluster, tmp_path, cap
     assert lines[-1].startswith("[record] episodes 2/2 (100%)  frames ") and " ETA 0s" in lines[-1]
 
 
+def test_the_first_step_line_names_where_the_start_up_went():
+    from steve1_ray.train.run import first_step_line
+
+    n = {"first_step_s": 1.5, "worker_s": 9.0, "setup_s": {"data": 2.0, "model": 0.5, "validation": 5.0}}
+    assert first_step_line(30.0, n, before_s=4.3) == (
+        "first step done 34.3s after `steve1 train` started: driver 4.3s (imports, Ray cluster), Ray 21.0s (worker "
+        "group: processes, imports, torch.distributed), data 2.0s, model 0.5s, validation 5.0s, the step 1.5s")
+    assert first_step_line(12.0, {"first_step_s": 2.0}) == (  # local mode: no worker clock
+        "first step done 12.0s after the start: 10.0s setting up (workers, data, model), 2.0s the step itself")
+
+
 @pytest.mark.slow
 def test_dataset_job_prints_progress_lines_with_an_eta(ray_cluster, tmp_path, capsys):
     from steve1_ray.data.pipeline import DataConfig, generate_dataset
@@ -126,7 +138,13 @@ def test_training_prints_progress_on_the_driver_with_workers_output_off(ray_clus
     assert run_training(cfg).error is None
     out = capsys.readouterr().out
     assert "[train] 16 optimizer steps of 16 frames on 1 Ray Train worker(s); starting" in out
-    assert "[train] first step done " in out and "the step itself" in out
+    # where the time to the first step went: Ray's worker group, then each of the worker's setup phases
+    first = re.search(r"\[train\] first step done ([\d.]+)s after the start: Ray ([\d.]+)s \(worker group[^)]*\), "
+                      r"data ([\d.]+)s, model ([\d.]+)s, resume ([\d.]+)s, ddp ([\d.]+)s, validation ([\d.]+)s, "
+                      r"the step ([\d.]+)s$", out, re.M)
+    assert first, out
+    total, *parts = map(float, first.groups())
+    assert abs(total - sum(parts)) <= 0.1 * len(parts) and parts[0] > 0  # the parts add up (rounded to 0.1 s)
     steps = [line for line in out.splitlines() if line.startswith("[train] step ")]
     assert steps[0].startswith("[train] step 2/16 (12%)  frames 32/256  loss ")  # the first tenth
     assert steps[-1].startswith("[train] step 16/16 (100%)  frames 256/256  loss ") and " val " in steps[-1]

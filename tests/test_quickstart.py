@@ -36,6 +36,37 @@ def _from_wheel(site: Path) -> dict:
     return env
 
 
+OPTIONAL_IMPORTS = {"minerl": "steve1_ray/world/minerl_env.py"}  # the `minerl` extra, imported only there
+
+
+def test_every_package_the_code_imports_is_a_declared_dependency():
+    """The wheel installs with --no-deps (above), so a plain `pip install` would miss an imported package that
+    pyproject.toml does not name: every third-party import of steve1_ray must map to a declared dependency."""
+    import ast
+    import importlib.metadata as md
+    import re as _re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    norm = lambda name: _re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    declared = {norm(_re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0]) for d in project["dependencies"]}
+    dists = md.packages_distributions()
+    missing = {}
+    for path in sorted((REPO / "steve1_ray").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for name in names:
+                top, where = name.split(".")[0], str(path.relative_to(REPO))
+                if top in sys.stdlib_module_names or top in ("steve1_ray", "__future__"):
+                    continue
+                if OPTIONAL_IMPORTS.get(top) == where:
+                    continue
+                if not {norm(d) for d in dists.get(top, [top])} & declared:
+                    missing.setdefault(top, where)
+    assert not missing, f"imported but not in pyproject.toml's dependencies: {missing}"
+
+
 def test_a_wheel_install_tokenizes_and_resolves_every_preset(wheel_site, tmp_path):
     """From a wheel, in another folder: prompts tokenize (the CLIP vocabulary is package data) and every named
     preset resolves (before: "unknown preset ...: use one of []", and no vocabulary without clip-anytorch)."""

@@ -118,6 +118,8 @@ def test_health_info_and_docs(served):
     info = api.info()
     assert info["embed_dim"] == 512 and info["auth"] is True
     assert info["torch_threads"] == 2  # ServeConfig.torch_threads, not the 1 thread Ray gives a 0.5-CPU replica
+    # where the replica's time goes, and the batch wait adapted to its steps (the debug policy: the least wait)
+    assert {"step_s", "claim_s", "sync_s"} <= set(info) and info["batch_wait_s"] == pytest.approx(0.01)
     assert b"swagger" in api.request("GET", "/docs").lower()
     paths = api.request("GET", "/openapi.json")["paths"]
     assert {"/sessions", "/sessions/{session_id}/act", "/rollouts", "/rollouts/{rollout_id}/video.mp4"} <= set(paths)

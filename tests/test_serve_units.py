@@ -139,3 +139,19 @@ def test_serving_precision_reaches_the_policy_and_bad_ones_are_refused():
         ServeConfig(precision="fp16")
     with pytest.raises(ConfigError, match=r"torch_threads must be in \[0, 1024\], got -1"):
         ServeConfig(torch_threads=-1)
+
+
+def test_the_batch_wait_follows_the_policy_step_within_its_bounds():
+    from steve1_ray.config import ConfigError
+    from steve1_ray.serving.config import ServeConfig
+    from steve1_ray.serving.policy_server import adapted_batch_wait
+
+    cfg = ServeConfig()  # 5 ms at least, 0.3 of a step, 0.5 s at most
+    assert adapted_batch_wait(cfg, 0.002) == 0.005          # a fast model keeps the least wait
+    assert adapted_batch_wait(cfg, 1.0) == pytest.approx(0.3)
+    assert adapted_batch_wait(cfg, 3.0) == 0.5              # a slow one is capped
+    assert adapted_batch_wait(ServeConfig(batch_wait_fraction=0.0), 3.0) == 0.005  # 0: fixed
+    with pytest.raises(ConfigError, match=r"batch_wait_fraction must be in \[0, 1\], got 2"):
+        ServeConfig(batch_wait_fraction=2)
+    with pytest.raises(ConfigError, match="max_batch_wait_s=0.001 must be >= batch_wait_timeout_s=0.005"):
+        ServeConfig(max_batch_wait_s=0.001)

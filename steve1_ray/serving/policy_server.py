@@ -130,6 +130,13 @@ class _Hot:
     last_result: dict | None = None  # the answer of the latest step (an idempotent retry gets it again)
 
 
+def adapted_batch_wait(cfg: ServeConfig, step_s: float) -> float:
+    """The next batch's wait: `batch_wait_fraction` of the last policy step, between `batch_wait_timeout_s` and
+    `max_batch_wait_s`. A 2x step of 16 sessions on 2 cores (~3 s) then waits ~0.4 s for the clients' next requests
+    and steps full batches (a fixed 5 ms stepped batches of 4: benchmarks/RESULTS.md, session 15)."""
+    return min(cfg.max_batch_wait_s, max(cfg.batch_wait_timeout_s, cfg.batch_wait_fraction * step_s))
+
+
 @serve.deployment(name="PolicyServer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
                   health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class PolicyServer:
@@ -153,7 +160,9 @@ class PolicyServer:
             self.replica = f"local-{id(self)}"
         self._act.set_max_batch_size(self.cfg.max_batch_size)
         self._act.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
-        self.stats = {"batches": 0, "steps": 0, "max_batch": 0, "loads": 0, "failures": 0}
+        # counters and seconds spent, in /info: where a batch's time goes (the policy, the store's claim and sync)
+        self.stats = {"batches": 0, "steps": 0, "max_batch": 0, "loads": 0, "failures": 0,
+                      "step_s": 0.0, "claim_s": 0.0, "sync_s": 0.0, "batch_wait_s": self.cfg.batch_wait_timeout_s}
         self._failures_in_a_row = 0
 
     # -- public methods (called through handles) --
@@ -183,7 +192,9 @@ class PolicyServer:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _act(self, session_ids: list[str], povs: list[np.ndarray], clients: list, expected: list) -> list[dict]:
         results: list[dict | None] = [None] * len(session_ids)
+        t0 = time.perf_counter()
         errors = await self._claim(set(session_ids))
+        self.stats["claim_s"] += time.perf_counter() - t0
         planned: dict[str, int] = {}  # steps each session will have taken by each request, in arrival order
         for i, (sid, client, want) in enumerate(zip(session_ids, clients, expected)):
             hot = self.hot.get(sid)
@@ -216,7 +227,9 @@ class PolicyServer:
             if now:
                 hots = [self.hot[session_ids[i]] for i in now]
                 try:
+                    t0 = time.perf_counter()
                     actions = await asyncio.to_thread(self._step, [h.stream for h in hots], [povs[i] for i in now])
+                    self._adapt_wait(time.perf_counter() - t0)
                     self._failures_in_a_row = 0
                 except Exception as exc:  # a bug, not bad input (inputs are checked at the ingress)
                     self._failures_in_a_row += 1
@@ -242,12 +255,22 @@ class PolicyServer:
         for sid, h in self.hot.items():
             if sid not in touched:  # idle this batch: its own rows, not a view that keeps the batch alive
                 A.release_slab(h.stream)
+        t0 = time.perf_counter()
         rejected = await self._sync(touched, released=set(session_ids) - touched)
+        self.stats["sync_s"] += time.perf_counter() - t0
         for i, sid in enumerate(session_ids):
             if sid in rejected and isinstance(results[i], dict) and "action" in results[i]:
                 results[i] = rejected[sid]
         self._expire()
         return results
+
+    def _adapt_wait(self, step_s: float) -> None:
+        """Count the step's time and set the next batch's wait to `batch_wait_fraction` of it (ServeConfig)."""
+        self.stats["step_s"] += step_s
+        wait = adapted_batch_wait(self.cfg, step_s)
+        if wait != self.stats["batch_wait_s"]:
+            self._act.set_batch_wait_timeout_s(wait)
+            self.stats["batch_wait_s"] = wait
 
     def _step(self, streams: list, povs: list) -> list[dict]:
         if self.cfg.two_pass_baseline:  # the original's computation, for the load test's baseline

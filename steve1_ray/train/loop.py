@@ -9,6 +9,7 @@ sees `batch_size * grad_accum * num_workers` sequences and `frames_per_step = tr
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -45,14 +46,19 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(cfg.seed)  # same initial weights on every worker (DDP also broadcasts rank 0's)
 
     # ---- setup: data, model, optimizer; resume ------------------------------------------------------
+    setup = SetupClock()  # where the time before the first step goes (the driver prints it)
     train_set, val_set, embed_dim = open_sequences(cfg)
+    setup.mark("data")
     policy = prepare_policy(make_policy(cfg, embed_dim), cfg, device)
     optimizer = build_optimizer(policy, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps,
                                 lr_scales={FREEZE_ALIASES["goal"]: cfg.goal_lr_scale})
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    setup.mark("model")
     checkpoints = RunCheckpoints(cfg, rank, policy, optimizer, scaler)
     progress, resumed = checkpoints.resume()
+    setup.mark("resume")
     model = distributed(policy, device) if world > 1 else policy
+    setup.mark("ddp")
     log = RunLog(cfg, rank == 0, purge_step=progress.steps if resumed else None, sink=sink)
     log.start(progress, resumed, train_set, val_set, policy, world, device)
     validation = Validation(policy, val_set, cfg, rank, world, device, log)
@@ -65,10 +71,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     if cfg.val_at_start and progress.steps == 0 and not resumed:
         report(validation(progress), with_checkpoint=False)
+    setup.mark("validation")
 
     # ---- train --------------------------------------------------------------------------------------
     loader = Prefetcher(train_set, cfg.loader_threads, cfg.prefetch_batches)
-    train_metrics.start(progress.frames)
+    train_metrics.start(progress.frames, setup)
     for epoch, g, n_groups, micro_batches in groups_from(progress, loader, len(train_set), cfg, rank, world):
         states = [policy.initial_state(mb["img"].shape[0], device=device) for mb in micro_batches]
         steps_before = progress.steps
@@ -115,6 +122,20 @@ def train_loop_per_worker(config: dict) -> None:
 # ------------------------------------------------------------------------------------------------------
 # Helpers the loop names
 # ------------------------------------------------------------------------------------------------------
+class SetupClock:
+    """Seconds each setup phase of a worker took, from the loop's entry (`mark(name)` ends a phase); the first
+    step's report carries them, so `steve1 train` says where its start-up went (train/run.py)."""
+
+    def __init__(self):
+        self.t0 = self.t = time.time()
+        self.phases: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.time()
+        self.phases[name] = now - self.t
+        self.t = now
+
+
 def count_nonfinite(out: dict, progress: Progress, cfg: TrainConfig, rank: int) -> None:
     """Count a skipped (non-finite) step; `max_nonfinite_steps` in a row stop the run on every rank (they agree
     on every skip, `step.all_finite`). The weights were left untouched, so the last checkpoint stays good."""

@@ -109,10 +109,12 @@ class TrainMetrics:
         self.cfg, self.log, self.device = cfg, log, device
         self.last = dict(NO_TRAIN_METRICS)
 
-    def start(self, frames: int) -> None:
-        """Start the clocks (the ETA counts from here, from `frames` frames done)."""
+    def start(self, frames: int, setup=None) -> None:
+        """Start the clocks (the ETA counts from here, from `frames` frames done); `setup` (loop.SetupClock):
+        the worker's setup phases, sent with the first step's time."""
         self._reset()
         self.t_run, self.frames_at_start, self.first_step = time.time(), frames, True
+        self.setup = setup
 
     def _reset(self) -> None:
         self.loss, self.nll, self.frames, self.steps, self.t = 0.0, 0.0, 0, 0, time.time()
@@ -126,7 +128,10 @@ class TrainMetrics:
             self.steps += 1
         if self.first_step:  # how long the start took: the driver names it once
             self.first_step = False
-            self.log.progress(first_step_s=time.time() - self.t_run, steps=progress.steps)
+            now = time.time()
+            setup = {} if self.setup is None else {"setup_s": dict(self.setup.phases),
+                                                    "worker_s": now - self.setup.t0}
+            self.log.progress(first_step_s=now - self.t_run, steps=progress.steps, **setup)
         if progress.steps % self.cfg.log_every_steps != 0:
             return
         sums = all_reduce_sum(torch.tensor([self.loss, self.nll, self.frames, self.steps], dtype=torch.float64))

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, save_config, to_dict
@@ -56,13 +57,46 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None, run_config_kw
                         run_config=run_config, torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"))
 
 
-def run_training(cfg: TrainConfig, callbacks: list | None = None):
+def run_training(cfg: TrainConfig, callbacks: list | None = None, from_process_start: bool = False):
     """Fit and return the Ray `Result` (its `.checkpoint` is the latest; `.metrics` the last report), printing
-    progress lines here while it runs."""
+    progress lines here while it runs; `from_process_start`: the first step's latency counts from this process's
+    start (`steve1 train`), not from here."""
     cfg = cfg.with_absolute_paths()  # the workers start in another folder
     _check_resources(cfg)
-    with DriverProgress(cfg) as progress:
+    with DriverProgress(cfg, from_process_start=from_process_start) as progress:
         return build_trainer(cfg, callbacks, progress_sink=progress.box).fit()
+
+
+def seconds_since_process_start() -> float | None:
+    """Seconds since this process started (Linux: /proc), or None where that cannot be read."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, after the command's name
+        with open("/proc/uptime") as f:
+            uptime_s = float(f.read().split()[0])
+        return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def first_step_line(latency_s: float, n: dict, before_s: float | None = None) -> str:
+    """Where the time to the first optimizer step went: `latency_s` from the trainer's start (the driver), `n`
+    the first step's report (its `first_step_s`, and from a worker that sends them `worker_s` since the loop's
+    entry and `setup_s` per phase), `before_s` from the process start to the trainer (imports, the cluster)."""
+    def secs(x: float) -> str:
+        return f"{x:.1f}s" if x < 60 else duration(x)
+
+    step_s = n["first_step_s"]
+    head = (f"first step done {secs(latency_s + before_s)} after `steve1 train` started: " if before_s is not None
+            else f"first step done {secs(latency_s)} after the start: ")
+    if "worker_s" not in n:  # local mode, or an older worker
+        return head + f"{secs(latency_s - step_s)} setting up (workers, data, model), {secs(step_s)} the step itself"
+    parts = [] if before_s is None else [f"driver {secs(before_s)} (imports, Ray cluster)"]
+    parts.append(f"Ray {secs(max(0.0, latency_s - n['worker_s']))} (worker group: processes, imports, "
+                 f"torch.distributed)")
+    parts += [f"{name} {secs(x)}" for name, x in n["setup_s"].items()]
+    parts.append(f"the step {secs(step_s)}")
+    return head + ", ".join(parts)
 
 
 class _ProgressBox:
@@ -85,10 +119,13 @@ class DriverProgress:
     with a `Meter` (every tenth of the steps and at least every `every_s` seconds, plus the first step's
     latency). An actor, not a file, so it works for any storage_path (s3:// too) and on many nodes."""
 
-    def __init__(self, cfg: TrainConfig, every_s: float = 60.0, poll_s: float = 1.0, write=None):
+    def __init__(self, cfg: TrainConfig, every_s: float = 60.0, poll_s: float = 1.0, write=None,
+                 from_process_start: bool = False):
         import ray
 
         self.cfg, self.poll_s, self.first_step_shown = cfg, poll_s, False
+        # imports, config, the Ray cluster: the time before the trainer (`steve1 train` only)
+        self.before_s = seconds_since_process_start() if from_process_start else None
         self.box = ray.remote(num_cpus=0)(_ProgressBox).remote()
         self.meter = Meter("train", "step", math.ceil(cfg.n_frames / cfg.frames_per_step), every_s, write)
         self._stop = threading.Event()
@@ -129,9 +166,7 @@ class DriverProgress:
             if self.first_step_shown:  # a worker group restarted after a failure: its first step says nothing new
                 return
             self.first_step_shown = True
-            latency, step_s = self.meter.elapsed_s(), n["first_step_s"]
-            self.meter.say(f"first step done {duration(latency)} after the start: {duration(latency - step_s)} "
-                           f"setting up (workers, data, model), {duration(step_s)} the step itself")
+            self.meter.say(first_step_line(self.meter.elapsed_s(), n, self.before_s))
             return
         val = f"  val {n['val_loss']:.4g}" if math.isfinite(n["val_loss"]) else ""
         self.meter.update(n["steps"], f"frames {n['frames']:,}/{self.cfg.n_frames:,}",
@@ -170,7 +205,7 @@ def train(cfg: TrainConfig) -> int:
         save_config(cfg, os.path.join(cfg.run_dir(), "train_config.yaml"))
     connect()
     try:
-        result = run_training(cfg)
+        result = run_training(cfg, from_process_start=True)
         error = result.error
     except NonFiniteError as exc:  # local mode (num_workers=0) raises in this process
         error = exc
