@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-sync-every", type=int, default=1,
                    help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")
     p.add_argument("--torch-threads", type=int, default=0,
-                   help="torch threads of the PolicyServer replica (ServeConfig.torch_threads; 0 = Ray's: 1 on 0.5 CPU)")
+                   help="torch threads of the PolicyServer replica (ServeConfig.torch_threads; 0 = Ray's)")
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                    help="inference precision(s) of act_batch (in-process rows) and of the served policy (the first)")
     p.add_argument("--in-process-only", action="store_true",
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     lines = [f"# Serving load test ({args.policy} preset, {args.device})", "",
              f"Command: `python benchmarks/bench_serve.py --sessions {' '.join(map(str, args.sessions))} "
              f"--steps {args.steps} --baseline-steps {args.baseline_steps} --policy {args.policy} "
-             f"--device {args.device} --state-sync-every {args.state_sync_every} --torch-threads "
+             f"--device {args.device} --threads {args.threads} --state-sync-every {args.state_sync_every} --torch-threads "
              f"{args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
              f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "

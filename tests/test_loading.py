@@ -141,3 +141,27 @@ def test_a_checkpoint_and_goal_models_in_s3_load_as_local_ones(tmp_path, monkeyp
             checkpoint_files("nosuchscheme://bucket/x")
     finally:
         server.stop()
+
+
+def test_copies_left_by_killed_processes_are_removed_and_live_ones_kept(tmp_path):
+    """A process removes its remote copies at exit; one that was SIGKILLed (a replica, an OOM) cannot, so the
+    next process that copies something removes the copies of processes that are gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from steve1_ray.models.loading import COPY_PREFIX, remove_dead_copies
+
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    dead = tmp_path / f"{COPY_PREFIX}{victim.pid}_abc"
+    live = tmp_path / f"{COPY_PREFIX}{os.getppid()}_def"  # pytest's parent: alive
+    mine = tmp_path / f"{COPY_PREFIX}{os.getpid()}_ghi"
+    other = tmp_path / "steve1_remote_notapid"
+    for d in (dead, live, mine, other):
+        (d / "model").mkdir(parents=True)
+        (d / "model" / "steve1.weights").write_bytes(b"w")
+    assert remove_dead_copies(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and live.exists() and mine.exists() and other.exists()

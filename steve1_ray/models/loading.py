@@ -23,6 +23,7 @@ loads what training wrote to shared storage.
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -66,6 +67,25 @@ def is_uri(path) -> bool:
 
 
 _COPIES: list[str] = []
+COPY_PREFIX = "steve1_remote_"  # + the pid of the process that made the copy + "_"
+
+
+def remove_dead_copies(root: str | None = None) -> list[str]:
+    """Remove the copies (`local_copy`) of processes that are gone: a process removes its own at exit, but one
+    killed (SIGKILL, OOM) cannot. A copy whose process still runs, or whose pid cannot be read, is kept."""
+    removed = []
+    for d in Path(root or tempfile.gettempdir()).glob(f"{COPY_PREFIX}*_*"):
+        pid = d.name[len(COPY_PREFIX):].split("_", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+        except OSError:  # alive, another user's
+            pass
+    return removed
 
 
 def local_copy(path: str | Path, only: str | None = None) -> str:
@@ -91,7 +111,8 @@ def local_copy(path: str | Path, only: str | None = None) -> str:
         raise FileNotFoundError(f"{path} does not exist")
     if not _COPIES:
         atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _COPIES])
-    _COPIES.append(tempfile.mkdtemp(prefix="steve1_remote_"))
+        remove_dead_copies()  # what processes killed before their exit left behind (a SIGKILLed replica)
+    _COPIES.append(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}_"))
     dest = Path(_COPIES[-1]) / (Path(remote).name or "root")
     if info.type == pafs.FileType.File:
         pafs.copy_files(remote, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
