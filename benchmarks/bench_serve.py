@@ -289,8 +289,8 @@ def main(argv=None) -> int:
     lines = [f"# Serving load test ({args.policy} preset, {args.device})", "",
              f"Command: `python benchmarks/bench_serve.py --sessions {' '.join(map(str, args.sessions))} "
              f"--steps {args.steps} --baseline-steps {args.baseline_steps} --policy {args.policy} "
-             f"--device {args.device} --threads {args.threads} --state-sync-every {args.state_sync_every} --torch-threads "
-             f"{args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
+             f"--device {args.device} --threads {args.threads} --state-sync-every {args.state_sync_every} "
+             f"--torch-threads {args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
              f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
              f"{os.getloadavg()[0]:.1f} (shared with other jobs). Frames: 640x360 JPEG (q90) from the embedded "

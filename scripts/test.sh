@@ -13,4 +13,5 @@ bash scripts/setup.sh "$VENV"
 bash scripts/install_browser.sh || echo "scripts/test.sh: chromium not installed; the browser test will be skipped" >&2
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} RAY_USAGE_STATS_ENABLED=0 RAY_DEDUP_LOGS=0 \
        RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS=0 TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0
-exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 -n "${STEVE1_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 -n "${STEVE1_TEST_WORKERS:-2}" \
+     --dist loadfile --no-loadscope-reorder "$@"

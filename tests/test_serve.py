@@ -89,8 +89,8 @@ def served(ray_cluster, tmp_path_factory):
     cfg = ServeConfig(policy="debug", weights=str(weights), max_sessions=MAX_SESSIONS, session_ttl_s=TTL_S,
                       max_payload_bytes=2_000_000, max_image_pixels=1024 * 1024, api_keys_env="STEVE1_TEST_KEYS",
                       api_keys_file=str(keys), max_sessions_per_key=PER_KEY,
-                      rollout_workers=1, rollout_max_steps=50, rollout_default_steps=20, video_height=180, batch_wait_timeout_s=0.01,
-                      torch_threads=2)
+                      rollout_workers=1, rollout_max_steps=50, rollout_default_steps=20, video_height=180,
+                      batch_wait_timeout_s=0.01, torch_threads=2)
     serve.run(build_app(cfg), name="steve1", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})
     del os.environ["STEVE1_TEST_KEYS"]
@@ -118,8 +118,7 @@ def test_health_info_and_docs(served):
     info = api.info()
     assert info["embed_dim"] == 512 and info["auth"] is True
     assert info["torch_threads"] == 2  # ServeConfig.torch_threads, not the 1 thread Ray gives a 0.5-CPU replica
-    # where the replica's time goes, and the batch wait adapted to its steps (the debug policy: the least wait)
-    assert {"step_s", "claim_s", "sync_s"} <= set(info) and info["batch_wait_s"] == pytest.approx(0.01)
+    assert {"step_s", "claim_s", "sync_s", "batch_wait_s"} <= set(info)  # where the replica's time goes
     assert b"swagger" in api.request("GET", "/docs").lower()
     paths = api.request("GET", "/openapi.json")["paths"]
     assert {"/sessions", "/sessions/{session_id}/act", "/rollouts", "/rollouts/{rollout_id}/video.mp4"} <= set(paths)
@@ -164,6 +163,9 @@ def test_concurrent_sessions_match_running_alone(served):
     stats = api.info()
     assert stats["steps"] - before["steps"] == n_sessions * n_steps
     assert stats["batches"] - before["batches"] < n_sessions * n_steps  # several sessions per forward
+    # the replica counted its time (the wait's formula: test_serve_units), and its wait stays within its bounds
+    assert stats["step_s"] > before["step_s"] and stats["claim_s"] > before["claim_s"]
+    assert 0.01 <= stats["batch_wait_s"] <= 0.5
     for s in sessions:
         api.request("DELETE", f"/sessions/{s.id}")
 

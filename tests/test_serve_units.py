@@ -146,12 +146,14 @@ def test_the_batch_wait_follows_the_policy_step_within_its_bounds():
     from steve1_ray.serving.config import ServeConfig
     from steve1_ray.serving.policy_server import adapted_batch_wait
 
-    cfg = ServeConfig()  # 5 ms at least, 0.3 of a step, 0.5 s at most
-    assert adapted_batch_wait(cfg, 0.002) == 0.005          # a fast model keeps the least wait
-    assert adapted_batch_wait(cfg, 1.0) == pytest.approx(0.3)
-    assert adapted_batch_wait(cfg, 3.0) == 0.5              # a slow one is capped
-    assert adapted_batch_wait(ServeConfig(batch_wait_fraction=0.0), 3.0) == 0.005  # 0: fixed
+    cfg = ServeConfig()  # 5 ms at least, 0.3 of a full batch (16 sessions) at the last step's time per session
+    assert adapted_batch_wait(cfg, 0.002, 1) == pytest.approx(0.0096)  # debug: ~10 ms
+    assert adapted_batch_wait(cfg, 0.0002, 4) == 0.005                 # the least wait
+    assert adapted_batch_wait(cfg, 0.25, 4) == pytest.approx(0.3)      # 4 rows in 0.25 s: 16 in 1 s, 0.3 of it
+    assert adapted_batch_wait(cfg, 0.5, 1) == 0.5                       # capped, however few rows stepped
+    assert adapted_batch_wait(ServeConfig(batch_wait_fraction=0.0), 3.0, 16) == 0.005  # 0: fixed
+    assert adapted_batch_wait(ServeConfig(batch_wait_timeout_s=0.6), 3.0, 16) == 0.6   # the least wins
     with pytest.raises(ConfigError, match=r"batch_wait_fraction must be in \[0, 1\], got 2"):
         ServeConfig(batch_wait_fraction=2)
-    with pytest.raises(ConfigError, match="max_batch_wait_s=0.001 must be >= batch_wait_timeout_s=0.005"):
-        ServeConfig(max_batch_wait_s=0.001)
+    with pytest.raises(ConfigError, match="max_batch_wait_s must be >= 0, got -1"):
+        ServeConfig(max_batch_wait_s=-1)

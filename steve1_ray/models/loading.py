@@ -72,7 +72,9 @@ COPY_PREFIX = "steve1_remote_"  # + the pid of the process that made the copy + 
 
 def remove_dead_copies(root: str | None = None) -> list[str]:
     """Remove the copies (`local_copy`) of processes that are gone: a process removes its own at exit, but one
-    killed (SIGKILL, OOM) cannot. A copy whose process still runs, or whose pid cannot be read, is kept."""
+    killed (SIGKILL, OOM, a Serve replica stopped with `ray.kill`) cannot. A copy whose process still runs, or
+    whose pid cannot be read, is kept. Pids are this machine's: processes in other pid namespaces (containers)
+    that share one temporary folder would look gone, so give each its own TMPDIR."""
     removed = []
     for d in Path(root or tempfile.gettempdir()).glob(f"{COPY_PREFIX}*_*"):
         pid = d.name[len(COPY_PREFIX):].split("_", 1)[0]
@@ -82,7 +84,8 @@ def remove_dead_copies(root: str | None = None) -> list[str]:
             os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(d, ignore_errors=True)
-            removed.append(str(d))
+            if not d.exists():
+                removed.append(str(d))
         except OSError:  # alive, another user's
             pass
     return removed

@@ -130,11 +130,15 @@ class _Hot:
     last_result: dict | None = None  # the answer of the latest step (an idempotent retry gets it again)
 
 
-def adapted_batch_wait(cfg: ServeConfig, step_s: float) -> float:
-    """The next batch's wait: `batch_wait_fraction` of the last policy step, between `batch_wait_timeout_s` and
-    `max_batch_wait_s`. A 2x step of 16 sessions on 2 cores (~3 s) then waits ~0.4 s for the clients' next requests
-    and steps full batches (a fixed 5 ms stepped batches of 4: benchmarks/RESULTS.md, session 15)."""
-    return min(cfg.max_batch_wait_s, max(cfg.batch_wait_timeout_s, cfg.batch_wait_fraction * step_s))
+def adapted_batch_wait(cfg: ServeConfig, step_s: float, rows: int) -> float:
+    """The next batch's wait: `batch_wait_fraction` of what a full batch (`max_batch_size` sessions) would take at
+    the last step's time per session, between `batch_wait_timeout_s` and `max_batch_wait_s` (the least wins if
+    they cross). Per session, not per batch: a wait based on the last batch's time keeps small batches small (they
+    step fast and keep the wait short). 2x on 2 cores (~0.19 s per session, 16 sessions) waits the 0.5 s cap;
+    debug keeps ~5-10 ms (benchmarks/RESULTS.md, session 15). Ray Serve reads the wait when a batch's first request
+    arrives, so a new value takes effect from the batch after next."""
+    full_s = step_s / max(1, rows) * cfg.max_batch_size
+    return max(cfg.batch_wait_timeout_s, min(cfg.max_batch_wait_s, cfg.batch_wait_fraction * full_s))
 
 
 @serve.deployment(name="PolicyServer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
@@ -229,7 +233,7 @@ class PolicyServer:
                 try:
                     t0 = time.perf_counter()
                     actions = await asyncio.to_thread(self._step, [h.stream for h in hots], [povs[i] for i in now])
-                    self._adapt_wait(time.perf_counter() - t0)
+                    self._adapt_wait(time.perf_counter() - t0, len(now))
                     self._failures_in_a_row = 0
                 except Exception as exc:  # a bug, not bad input (inputs are checked at the ingress)
                     self._failures_in_a_row += 1
@@ -264,10 +268,10 @@ class PolicyServer:
         self._expire()
         return results
 
-    def _adapt_wait(self, step_s: float) -> None:
+    def _adapt_wait(self, step_s: float, rows: int) -> None:
         """Count the step's time and set the next batch's wait to `batch_wait_fraction` of it (ServeConfig)."""
         self.stats["step_s"] += step_s
-        wait = adapted_batch_wait(self.cfg, step_s)
+        wait = adapted_batch_wait(self.cfg, step_s, rows)
         if wait != self.stats["batch_wait_s"]:
             self._act.set_batch_wait_timeout_s(wait)
             self.stats["batch_wait_s"] = wait

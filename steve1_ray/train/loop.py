@@ -58,7 +58,8 @@ def train_loop_per_worker(config: dict) -> None:
     progress, resumed = checkpoints.resume()
     setup.mark("resume")
     model = distributed(policy, device) if world > 1 else policy
-    setup.mark("ddp")
+    if world > 1:
+        setup.mark("ddp")
     log = RunLog(cfg, rank == 0, purge_step=progress.steps if resumed else None, sink=sink)
     log.start(progress, resumed, train_set, val_set, policy, world, device)
     validation = Validation(policy, val_set, cfg, rank, world, device, log)
@@ -71,7 +72,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     if cfg.val_at_start and progress.steps == 0 and not resumed:
         report(validation(progress), with_checkpoint=False)
-    setup.mark("validation")
+    setup.mark("validation" if cfg.val_at_start and not resumed else "logs")  # with the run log's set-up
 
     # ---- train --------------------------------------------------------------------------------------
     loader = Prefetcher(train_set, cfg.loader_threads, cfg.prefetch_batches)

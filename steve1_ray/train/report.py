@@ -129,8 +129,8 @@ class TrainMetrics:
         if self.first_step:  # how long the start took: the driver names it once
             self.first_step = False
             now = time.time()
-            setup = {} if self.setup is None else {"setup_s": dict(self.setup.phases),
-                                                    "worker_s": now - self.setup.t0}
+            setup = {} if self.setup is None else {"setup_s": dict(self.setup.phases), "worker_s": now - self.setup.t0,
+                                                    "workers": self.cfg.num_workers}
             self.log.progress(first_step_s=now - self.t_run, steps=progress.steps, **setup)
         if progress.steps % self.cfg.log_every_steps != 0:
             return

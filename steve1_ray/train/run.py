@@ -67,6 +67,14 @@ def run_training(cfg: TrainConfig, callbacks: list | None = None, from_process_s
         return build_trainer(cfg, callbacks, progress_sink=progress.box).fit()
 
 
+def _started_for_training() -> bool:
+    """Whether this process was started to train (`steve1 train`, `jobs/train.py`, `python -m
+    steve1_ray.train.run`), not a quick start or release running training as one of its stages."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return (name == "steve1" and sys.argv[1:2] == ["train"]) or name == "train.py" or (
+        name == "run.py" and os.path.basename(os.path.dirname(sys.argv[0])) == "train")
+
+
 def seconds_since_process_start() -> float | None:
     """Seconds since this process started (Linux: /proc), or None where that cannot be read."""
     try:
@@ -74,7 +82,8 @@ def seconds_since_process_start() -> float | None:
             start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, after the command's name
         with open("/proc/uptime") as f:
             uptime_s = float(f.read().split()[0])
-        return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+        since = uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
+        return since if since >= 0 else None  # a virtualised /proc/uptime (lxcfs) can say so
     except (OSError, ValueError, IndexError):
         return None
 
@@ -84,16 +93,17 @@ def first_step_line(latency_s: float, n: dict, before_s: float | None = None) ->
     the first step's report (its `first_step_s`, and from a worker that sends them `worker_s` since the loop's
     entry and `setup_s` per phase), `before_s` from the process start to the trainer (imports, the cluster)."""
     def secs(x: float) -> str:
-        return f"{x:.1f}s" if x < 60 else duration(x)
+        return f"{x:.1f}s"
 
     step_s = n["first_step_s"]
     head = (f"first step done {secs(latency_s + before_s)} after `steve1 train` started: " if before_s is not None
             else f"first step done {secs(latency_s)} after the start: ")
-    if "worker_s" not in n:  # local mode, or an older worker
+    if "worker_s" not in n:  # a worker without the setup clock
         return head + f"{secs(latency_s - step_s)} setting up (workers, data, model), {secs(step_s)} the step itself"
     parts = [] if before_s is None else [f"driver {secs(before_s)} (imports, Ray cluster)"]
-    parts.append(f"Ray {secs(max(0.0, latency_s - n['worker_s']))} (worker group: processes, imports, "
-                 f"torch.distributed)")
+    gap = secs(max(0.0, latency_s - n["worker_s"]))
+    parts.append(f"Ray {gap} (worker group: processes, imports, torch.distributed)" if n.get("workers", 1)
+                 else f"local mode {gap} (Ray Train's set-up in this process)")
     parts += [f"{name} {secs(x)}" for name, x in n["setup_s"].items()]
     parts.append(f"the step {secs(step_s)}")
     return head + ", ".join(parts)
@@ -205,7 +215,7 @@ def train(cfg: TrainConfig) -> int:
         save_config(cfg, os.path.join(cfg.run_dir(), "train_config.yaml"))
     connect()
     try:
-        result = run_training(cfg, from_process_start=True)
+        result = run_training(cfg, from_process_start=_started_for_training())
         error = result.error
     except NonFiniteError as exc:  # local mode (num_workers=0) raises in this process
         error = exc
