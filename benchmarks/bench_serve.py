@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--batch-wait", type=float, default=0.005)
     p.add_argument("--batch-wait-fraction", type=float, default=0.3,
-                   help="the batch wait grows to this fraction of the last policy step (ServeConfig; 0 = fixed)")
+                   help="the batch wait grows to this fraction of a full batch's step (ServeConfig; 0 = fixed)")
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
     p.add_argument("--state-sync-every", type=int, default=1,
                    help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")

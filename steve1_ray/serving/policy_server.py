@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -196,9 +197,8 @@ class PolicyServer:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _act(self, session_ids: list[str], povs: list[np.ndarray], clients: list, expected: list) -> list[dict]:
         results: list[dict | None] = [None] * len(session_ids)
-        t0 = time.perf_counter()
-        errors = await self._claim(set(session_ids))
-        self.stats["claim_s"] += time.perf_counter() - t0
+        with self._timed("claim_s"):
+            errors = await self._claim(set(session_ids))
         planned: dict[str, int] = {}  # steps each session will have taken by each request, in arrival order
         for i, (sid, client, want) in enumerate(zip(session_ids, clients, expected)):
             hot = self.hot.get(sid)
@@ -259,14 +259,22 @@ class PolicyServer:
         for sid, h in self.hot.items():
             if sid not in touched:  # idle this batch: its own rows, not a view that keeps the batch alive
                 A.release_slab(h.stream)
-        t0 = time.perf_counter()
-        rejected = await self._sync(touched, released=set(session_ids) - touched)
-        self.stats["sync_s"] += time.perf_counter() - t0
+        with self._timed("sync_s"):
+            rejected = await self._sync(touched, released=set(session_ids) - touched)
         for i, sid in enumerate(session_ids):
             if sid in rejected and isinstance(results[i], dict) and "action" in results[i]:
                 results[i] = rejected[sid]
         self._expire()
         return results
+
+    @contextlib.contextmanager
+    def _timed(self, key: str):
+        """Add the seconds the block takes to `self.stats[key]` (shown in /info)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats[key] += time.perf_counter() - t0
 
     def _adapt_wait(self, step_s: float, rows: int) -> None:
         """Count the step's time and set the next batch's wait to `batch_wait_fraction` of it (ServeConfig)."""

@@ -92,9 +92,7 @@ def first_step_line(latency_s: float, n: dict, before_s: float | None = None) ->
     """Where the time to the first optimizer step went: `latency_s` from the trainer's start (the driver), `n`
     the first step's report (its `first_step_s`, and from a worker that sends them `worker_s` since the loop's
     entry and `setup_s` per phase), `before_s` from the process start to the trainer (imports, the cluster)."""
-    def secs(x: float) -> str:
-        return f"{x:.1f}s"
-
+    secs = "{:.1f}s".format
     step_s = n["first_step_s"]
     head = (f"first step done {secs(latency_s + before_s)} after `steve1 train` started: " if before_s is not None
             else f"first step done {secs(latency_s)} after the start: ")
