@@ -116,9 +116,9 @@ def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, devi
     return out
 
 
-VARIANTS = ("original", "fp32", "bf16", "fp32+ckpt")
-"""--vs-original's variants: the original's step, and the project's step in fp32, bf16 and fp32 with activation
-checkpointing (each holds a model with its AdamW state: at 2x about 4 GB, so pick a few on a small machine)"""
+VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt")
+"""--vs-original's variants: the original's step in fp32 and in bf16 (its launch line's precision), and the
+project's step in fp32, bf16 and fp32 with activation checkpointing (each holds a model with its AdamW state: at 2x about 4 GB, so pick a few on a small machine)"""
 
 
 def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_dim: int = 512,
@@ -140,14 +140,18 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
              "buttons": torch.randint(0, 8641, (batch_size, T)), "camera": torch.randint(0, 121, (batch_size, T))}
     batch["first"][:, 0] = True
 
-    def original():
+    def original(bf16: bool = False):
+        """The original's step; with `bf16` as its launch line runs it (`accelerate --mixed_precision bf16`:
+        the model's forward under bf16 autocast, its outputs back in fp32, fp32 master weights, no scaler)."""
         policy = copy.deepcopy(base)
         opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=0.039428, fused=True)
         state = [policy.initial_state(batch_size)]
 
         def step(k):
             sl = slice((k % 2) * trunc_t, (k % 2 + 1) * trunc_t)
-            lp, new = policy(batch["img"][:, sl], batch["goal_embed"][:, sl], batch["first"][:, sl], state[0])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                lp, new = policy(batch["img"][:, sl], batch["goal_embed"][:, sl], batch["first"][:, sl], state[0])
+            lp = {k: v.float() for k, v in lp.items()} if isinstance(lp, dict) else lp.float()
             loss = -logprob(lp, batch["buttons"][:, sl], batch["camera"][:, sl]).sum(1).mean()
             opt.zero_grad()
             loss.backward()
@@ -173,6 +177,7 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
         return step
 
     makers = {"original": ("original step (fp32, fused AdamW)", original),
+              "original-bf16": ("original step (bf16 autocast, its launch line)", lambda: original(True)),
               "fp32": ("project optimizer_step fp32", lambda: project("fp32")),
               "bf16": ("project optimizer_step bf16 autocast", lambda: project("bf16")),
               "fp32+ckpt": ("project optimizer_step fp32 + activation checkpointing", lambda: project("fp32", True))}
@@ -188,12 +193,15 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
     frames = batch_size * trunc_t
     ref = statistics.median(times["original step (fp32, fused AdamW)"])
     ref_loss = first_loss["project optimizer_step fp32"]
-    rows = [f"| variant | {preset}, B {batch_size} x trunc_t {trunc_t}: median s/step | frames/s | vs original | "
-            "first loss (same weights and batch) | vs fp32 loss |", "|---|---:|---:|---:|---:|---:|"]
+    ref_bf16 = statistics.median(times.get("original step (bf16 autocast, its launch line)", [float("nan")]))
+    rows = [f"| variant | {preset}, B {batch_size} x trunc_t {trunc_t}: median s/step | frames/s | vs original fp32 | "
+            "vs original, same precision | first loss (same weights and batch) | vs fp32 loss |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for name in variants:
         med = statistics.median(times[name])
-        rows.append(f"| {name} | {med:.2f} | {frames / med:.2f} | {ref / med:.2f}x | {first_loss[name]:.4f} | "
-                    f"{(first_loss[name] - ref_loss) / abs(ref_loss):+.2e} |")
+        same = ref_bf16 if "bf16" in name else ref
+        rows.append(f"| {name} | {med:.2f} | {frames / med:.2f} | {ref / med:.2f}x | {same / med:.2f}x | "
+                    f"{first_loss[name]:.4f} | {(first_loss[name] - ref_loss) / abs(ref_loss):+.2e} |")
     return rows
 
 

@@ -74,6 +74,9 @@ class QuickstartConfig:
     goal_lr_scale: float = 10.0
     """the fine-tune's learning rate of the goal layer (zero in the foundation) is `finetune_lr` times this: with
     10 the fine-tuned policy uses its goals about twice as much per frame of fine-tuning (benchmarks/RESULTS.md)"""
+    event_horizon: int = 40
+    """fine-tune: a frame at most this many frames before an event (an achievement) is conditioned on the clip of
+    the farthest such event (`steve1 train goal_event_horizon= goal_event_pick=last`)"""
     embedder_epochs: int = 8
     """from_scratch: epochs of the world embedder's contrastive training (`steve1 train-embedder epochs=`)"""
     policy_frames: int = 8192
@@ -119,6 +122,7 @@ class QuickstartConfig:
         check(0.0 <= self.focus_fraction <= 1.0, f"focus_fraction={self.focus_fraction!r} must be in [0, 1]")
         check(self.appetite in ("eager", "needs"), f"appetite={self.appetite!r}: choose eager or needs")
         check(self.goal_lr_scale > 0, f"goal_lr_scale={self.goal_lr_scale!r} must be > 0")
+        check(self.event_horizon >= 0, f"event_horizon={self.event_horizon!r} must be >= 0 (0 = spaced goals only)")
         check(self.eval_episodes >= 1, f"eval_episodes={self.eval_episodes!r} must be >= 1")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
@@ -212,7 +216,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                "steve1_ray.train.run",
                _train_args(shards, samplings, train_dir, run_name, cfg.finetune_frames)
                + [f"model={release / 'foundation.model'}", f"in_weights={release / 'foundation.weights'}",
-                  "goal_event_horizon=40", "goal_event_pick=last", f"lr={cfg.finetune_lr}",
+                  f"goal_event_horizon={cfg.event_horizon}", "goal_event_pick=last", f"lr={cfg.finetune_lr}",
                   f"goal_lr_scale={cfg.goal_lr_scale}",
                   "val_every_steps=128", "checkpoint_every_steps=128"],
                done=train_dir / f"{run_name}.weights")

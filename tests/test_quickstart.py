@@ -114,6 +114,8 @@ def test_quickstart_config_rejects_bad_values():
         load_config(QuickstartConfig, [], ["goal_lr_scale=-10"])
     with pytest.raises(ConfigError, match="finetune_frames"):
         load_config(QuickstartConfig, [], ["finetune_frames=0"])
+    with pytest.raises(ConfigError, match="event_horizon"):
+        load_config(QuickstartConfig, [], ["event_horizon=-40"])
     assert load_config(QuickstartConfig, [], ["tiny=true", "event_frames=131072"]).event_frames == 512
     # the default is the fine-tuning scenario, in the release's world, evaluating the five prompts
     cfg = load_config(QuickstartConfig, [], [])

@@ -162,10 +162,10 @@ def test_relative_paths_are_made_absolute_for_the_workers(tmp_path, monkeypatch)
     """The workers start in another folder: a relative data= / in_weights= is resolved where the driver runs."""
     monkeypatch.chdir(tmp_path)
     cfg = load_train_config("debug", ["data=shards", "in_weights=w/steve1.weights", "storage_path=runs",
-                                      "model=m/policy.model"]).with_absolute_paths()
-    assert (cfg.data, cfg.in_weights, cfg.storage_path, cfg.model) == (
+                                      "model=m/policy.model", "free_play=rec"]).with_absolute_paths()
+    assert (cfg.data, cfg.in_weights, cfg.storage_path, cfg.model, cfg.free_play) == (
         str(tmp_path / "shards"), str(tmp_path / "w/steve1.weights"), str(tmp_path / "runs"),
-        str(tmp_path / "m/policy.model"))
+        str(tmp_path / "m/policy.model"), str(tmp_path / "rec"))
     remote = load_train_config("debug", ["data=s3://b/shards", "storage_path=s3://b/runs"]).with_absolute_paths()
     assert (remote.data, remote.storage_path) == ("s3://b/shards", "s3://b/runs")
 

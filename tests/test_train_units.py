@@ -202,6 +202,80 @@ def test_sequence_dataset_and_worker_order():
     assert set(train).isdisjoint(val) and len(train) + len(val) == 50 and 3 <= len(val) <= 20
 
 
+def test_free_play_alone_meets_the_zero_goal_at_the_same_overall_share(tmp_path):
+    src = _episodes(n_eps=8, n=400)
+    ids = src.episode_ids()
+    tasks = {"e0": "collect_drink", "e1": "collect_wood", "e2": "eat_cow", "e3": "place_table", "e4": "collect_wood",
+             "e5": "collect_sapling"}  # 2 of 8 episodes are free play
+
+    def draws(ds, epochs=40):
+        return [(ds.sequences[i].episode_id, ds.load(i, e)["uncond"]) for e in range(epochs) for i in range(len(ds))]
+
+    plain = SequenceDataset(src, ids, T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.2, seed=1)
+    free = SequenceDataset(src, ids, T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.2, seed=1, tasks=tasks)
+    assert free.free_play_share == pytest.approx(0.25) and free.p_uncond_free == pytest.approx(0.8)
+    d_plain, d_free = draws(plain), draws(free)
+    assert any(u for e, u in d_plain if e in tasks)  # before: tasks met the zero goal too
+    assert not any(u for e, u in d_free if e in tasks)
+    share = np.mean([u for _, u in d_free])
+    assert share == pytest.approx(0.2, abs=0.03), share
+    assert np.mean([u for e, u in d_free if e not in tasks]) == pytest.approx(0.8, abs=0.05)
+    # the goals themselves are drawn as before (the same rng stream), only the zero-goal choice moved
+    a, b = plain.load(3, 0), free.load(3, 0)
+    if not a["uncond"] and not b["uncond"]:
+        assert np.array_equal(a["goal_embed"], b["goal_embed"])
+    # without tasks nothing changes (the original's draws, bit for bit)
+    same = SequenceDataset(src, ids, T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.2, seed=1, tasks={})
+    assert draws(same, 3) == draws(plain, 3)
+    # a share above what free play can carry is capped at every free-play sequence
+    capped = SequenceDataset(src, ids, T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.5, seed=1, tasks=tasks)
+    assert capped.p_uncond_free == 1.0
+
+
+def test_task_episodes_come_from_the_recording_meta(tmp_path):
+    import json as _json
+
+    from steve1_ray.train.data import task_episodes
+
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "ep0.json").write_text(_json.dumps({"name": "ep0", "focus": "collect_drink"}))
+    (tmp_path / "meta" / "ep1.json").write_text(_json.dumps({"name": "ep1", "focus": None}))
+    (tmp_path / "meta" / "ep2.json.part").write_text("{half")  # a write that never finished is not read
+    assert task_episodes(str(tmp_path)) == {"ep0": "collect_drink"}
+    with pytest.raises(FileNotFoundError, match="no meta"):
+        task_episodes(str(tmp_path / "nowhere"))
+
+
+def test_free_play_is_read_by_the_loop_and_refused_when_there_is_none(tmp_path):
+    import json as _json
+
+    from steve1_ray.train.loop import open_sequences
+    from steve1_ray.train.synthetic import make_dataset
+
+    data = make_dataset(str(tmp_path / "shards"), n_episodes=4, n_frames=48, embed_dim=D)
+    rec = tmp_path / "rec"
+    (rec / "meta").mkdir(parents=True)
+
+    def cfg(**kw):
+        return load_train_config("debug", [f"data={data}", "T=16", "batch_size=1", "grad_accum=1",
+                                           "val_fraction=0.25", f"free_play={rec}",
+                                           *[f"{k}={v}" for k, v in kw.items()]])
+
+    for i in range(4):
+        (rec / "meta" / f"synth{i:03d}.json").write_text(_json.dumps({"name": f"synth{i:03d}", "focus": "eat_cow"}))
+    with pytest.raises(ValueError, match="every training episode is a task"):
+        open_sequences(cfg())
+    open_sequences(cfg(p_uncond=0.0))  # nothing to place: fine
+    (tmp_path / "rec2" / "meta").mkdir(parents=True)  # another recording's meta: its names match nothing here
+    (tmp_path / "rec2" / "meta" / "w0.json").write_text(_json.dumps({"name": "w0", "focus": "eat_cow"}))
+    with pytest.raises(ValueError, match="none of them in data"):
+        open_sequences(cfg(free_play=tmp_path / "rec2"))
+    (rec / "meta" / "synth000.json").write_text(_json.dumps({"name": "synth000", "focus": None}))
+    (rec / "meta" / "synth001.json").write_text(_json.dumps({"name": "synth001", "focus": None}))
+    train, val = open_sequences(cfg())[:2]
+    assert train.tasks == {"synth002", "synth003"} and 0 < train.free_play_share < 1
+
+
 # ---- gradient accumulation and losses --------------------------------------------------------------
 def _cfg(**kw):
     base = dict(T=16, trunc_t=8, batch_size=8, grad_accum=1, precision="fp32", max_grad_norm=1e9,
@@ -217,10 +291,12 @@ def _sgd_deltas(policy, micro_batches, cfg, n_pieces=2):
     states = [policy.initial_state(mb["img"].shape[0]) for mb in micro_batches]
     losses = []
     for k in range(n_pieces):
-        # SGD with lr 1: the update of the last piece is minus its gradient
+        # SGD with lr 1: the update of the last piece is minus its gradient; the pieces before it only carry the
+        # state (lr 0): a 1e-7 relative change of the weights moves some of the untrained debug CNN's GroupNorm
+        # gradients by half (measured), so a step between the pieces turned rounding into a different gradient
         before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
         out = optimizer_step(policy, policy, opt, None, micro_batches, states, k * cfg.trunc_t, cfg,
-                             torch.device("cpu"), lr=1e-3 if k < n_pieces - 1 else 1.0)
+                             torch.device("cpu"), lr=0.0 if k < n_pieces - 1 else 1.0)
         losses.append(out["loss_sum"])
     deltas = {n: before[n] - p.detach() for n, p in policy.named_parameters() if p.requires_grad}
     return deltas, losses, states

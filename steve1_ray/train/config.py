@@ -73,6 +73,12 @@ class TrainConfig:
     a table, are conditioned on that goal)."""
     p_uncond: float = 0.1
     """Probability that a whole sequence gets zero goal embeddings (the classifier-free-guidance token)."""
+    free_play: Optional[str] = None
+    """Ours, off by default: a recording (`steve1 record out=`) whose `meta/<episode>.json` name each task
+    episode's goal (`focus`). Then only free play (every episode that is not such a task, e.g. contractor data
+    mixed in) meets the zero goal, still on a `p_uncond` share of all sequences: the unconditioned branch learns
+    play without a task, so guidance pushes from free play towards the goal rather than from the recording's
+    mix of tasks (docs/training.md)."""
     loader_threads: int = 2
     """Threads per training worker that read and decode sequences ahead of the model."""
     prefetch_batches: int = 4
@@ -228,6 +234,7 @@ class TrainConfig:
         return dataclasses.replace(
             self, model=model, in_weights=local(self.in_weights), out_weights=local(self.out_weights),
             data=local(self.data), sampling_dir=local(self.sampling_dir), storage_path=local(self.storage_path),
+            free_play=local(self.free_play),
             tensorboard_dir=local(self.tensorboard_dir))
 
     # --- derived quantities ---------------------------------------------------------------------------

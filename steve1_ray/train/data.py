@@ -21,7 +21,7 @@ import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Collection, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -156,6 +156,24 @@ class MultiSource:
         return src.events(eid)
 
 
+def task_episodes(recording: str) -> dict[str, str]:
+    """{episode name: its task's goal} from a recording's `meta/<name>.json` (`steve1 record`); free-play
+    episodes (no `focus`) are left out."""
+    from steve1_ray.data.shards import Store
+
+    store = Store(recording)
+    names = store.list("meta", ".json")
+    if not names:
+        raise FileNotFoundError(f"free_play={recording!r}: no meta/*.json there; point it at the folder "
+                                f"`steve1 record out=` wrote")
+    tasks = {}
+    for name in names:
+        meta = store.read_json(f"meta/{name}")
+        if meta.get("focus"):
+            tasks[str(meta.get("name") or name.removesuffix(".json"))] = str(meta["focus"])
+    return tasks
+
+
 @dataclass(frozen=True)
 class SequenceSpec:
     episode_id: str
@@ -167,10 +185,15 @@ class SequenceDataset:
 
     def __init__(self, source: EpisodeSource, episode_ids: list[str], T: int, min_btwn_goals: int,
                  max_btwn_goals: int, p_uncond: float, seed: int, event_horizon: int = 0,
-                 event_pick: str = "next"):
+                 event_pick: str = "next", tasks: Collection[str] = ()):
+        """`tasks`: episodes that never get the zero goal; the other (free-play) sequences then get it with
+        probability p_uncond / (their share of the sequences), capped at 1, so that a `p_uncond` share of all
+        sequences is still unconditioned (`free_play_share`, `p_uncond_free` say what it came to)."""
         self.source = source
         self.T, self.seed, self.event_horizon, self.event_pick = T, seed, event_horizon, event_pick
         self.min_btwn_goals, self.max_btwn_goals, self.p_uncond = min_btwn_goals, max_btwn_goals, p_uncond
+        self.tasks = frozenset(tasks)  # episode ids, without a MultiSource key's `<root>\t`
+        self.task_keys = frozenset(k for k in episode_ids if k.rpartition("\t")[2] in self.tasks)
         self.sequences: list[SequenceSpec] = []
         self.skipped: list[str] = []
         self.corrupt: dict[str, str] = {}  # episode id -> why (a damaged shard file), skipped from then on
@@ -182,6 +205,9 @@ class SequenceDataset:
                 self.skipped.append(eid)
                 continue
             self.sequences += [SequenceSpec(eid, s) for s in sequence_starts(n, T)]
+        free = sum(spec.episode_id not in self.task_keys for spec in self.sequences)
+        self.free_play_share = free / len(self.sequences) if self.sequences else 1.0
+        self.p_uncond_free = min(1.0, p_uncond / self.free_play_share) if free else 0.0
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -219,8 +245,9 @@ class SequenceDataset:
                 raise ValueError(f"episode {spec.episode_id} has no recorded events, needed by goal_event_horizon="
                                  f"{self.event_horizon}: rebuild the dataset with `steve1 dataset` (index entries "
                                  "now carry `events`), or set goal_event_horizon=0")
+        p_uncond = 0.0 if spec.episode_id in self.task_keys else self.p_uncond_free
         goal_embed, _, uncond = relabel(embeds, valid, spec.start, self.T, self.min_btwn_goals,
-                                        self.max_btwn_goals, self.p_uncond, rng, events, self.event_horizon,
+                                        self.max_btwn_goals, p_uncond, rng, events, self.event_horizon,
                                         self.event_pick)
         seq = self.source.read(spec.episode_id, spec.start, spec.start + self.T)
         if len(seq["buttons"]) != self.T or len(seq["frames"]) != self.T:
