@@ -202,7 +202,7 @@ def test_sequence_dataset_and_worker_order():
     assert set(train).isdisjoint(val) and len(train) + len(val) == 50 and 3 <= len(val) <= 20
 
 
-def test_free_play_alone_meets_the_zero_goal_at_the_same_overall_share(tmp_path):
+def test_free_play_alone_meets_the_zero_goal_at_the_same_overall_share():
     src = _episodes(n_eps=8, n=400)
     ids = src.episode_ids()
     tasks = {"e0": "collect_drink", "e1": "collect_wood", "e2": "eat_cow", "e3": "place_table", "e4": "collect_wood",
@@ -221,9 +221,17 @@ def test_free_play_alone_meets_the_zero_goal_at_the_same_overall_share(tmp_path)
     assert share == pytest.approx(0.2, abs=0.03), share
     assert np.mean([u for e, u in d_free if e not in tasks]) == pytest.approx(0.8, abs=0.05)
     # the goals themselves are drawn as before (the same rng stream), only the zero-goal choice moved
-    a, b = plain.load(3, 0), free.load(3, 0)
-    if not a["uncond"] and not b["uncond"]:
-        assert np.array_equal(a["goal_embed"], b["goal_embed"])
+    both = 0
+    for i in range(len(plain)):
+        a, b = plain.load(i, 0), free.load(i, 0)
+        if not a["uncond"] and not b["uncond"]:
+            both += 1
+            assert np.array_equal(a["goal_embed"], b["goal_embed"]), i
+    assert both > len(plain) // 2
+    # a validation set takes the training set's probability, whatever its own mix
+    val = SequenceDataset(src, ["e0", "e6"], T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.2, seed=2,
+                          tasks=tasks, p_uncond_free=free.p_uncond_free)
+    assert val.p_uncond_free == free.p_uncond_free and val.free_play_share == pytest.approx(0.5)
     # without tasks nothing changes (the original's draws, bit for bit)
     same = SequenceDataset(src, ids, T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.2, seed=1, tasks={})
     assert draws(same, 3) == draws(plain, 3)
@@ -232,48 +240,60 @@ def test_free_play_alone_meets_the_zero_goal_at_the_same_overall_share(tmp_path)
     assert capped.p_uncond_free == 1.0
 
 
-def test_task_episodes_come_from_the_recording_meta(tmp_path):
+def _meta(rec, **focus):
     import json as _json
 
-    from steve1_ray.train.data import task_episodes
+    (rec / "meta").mkdir(parents=True, exist_ok=True)
+    for name, goal in focus.items():
+        (rec / "meta" / f"{name}.json").write_text(_json.dumps({"name": name, "focus": goal}))
+    return str(rec)
 
-    (tmp_path / "meta").mkdir()
-    (tmp_path / "meta" / "ep0.json").write_text(_json.dumps({"name": "ep0", "focus": "collect_drink"}))
-    (tmp_path / "meta" / "ep1.json").write_text(_json.dumps({"name": "ep1", "focus": None}))
-    (tmp_path / "meta" / "ep2.json.part").write_text("{half")  # a write that never finished is not read
-    assert task_episodes(str(tmp_path)) == {"ep0": "collect_drink"}
+
+def test_task_keys_match_the_recording_by_name_in_either_source_layout(tmp_path):
+    from steve1_ray.train.data import recording_focus, task_keys
+
+    rec = _meta(tmp_path / "rec", **{"demo-0": "collect_drink", "demo-1": None, "demo-2": "eat_cow"})
+    (tmp_path / "rec" / "meta" / "demo-3.json.part").write_text("{half")  # a write that never finished is not read
+    assert recording_focus(rec) == {"demo-0": "collect_drink", "demo-1": None, "demo-2": "eat_cow"}
+    # `sources=[local:<rec>/contractor]` ids are the names; `contractor:<rec>/index.json` ids are `index-<name>`
+    assert task_keys(rec, ["/d\tdemo-0", "/d\tdemo-1", "/d\tother"]) == {"/d\tdemo-0"}
+    assert task_keys(rec, ["/d\tindex-demo-0", "/d\tindex-demo-1", "/d\tindex-demo-2"]) == {
+        "/d\tindex-demo-0", "/d\tindex-demo-2"}
+    assert task_keys(rec, ["demo-1"]) == frozenset()  # only free play in the data: nothing to hold back
+    with pytest.raises(ValueError, match="none of its 3 episodes"):
+        task_keys(rec, ["/d\tw0", "/d\tw1"])
+    with pytest.raises(ValueError, match="several datasets"):  # two recordings with the same names, mixed
+        task_keys(rec, ["/a\tdemo-0", "/b\tdemo-0"])
     with pytest.raises(FileNotFoundError, match="no meta"):
-        task_episodes(str(tmp_path / "nowhere"))
+        recording_focus(str(tmp_path / "nowhere"))
+    (tmp_path / "rec" / "meta" / "demo-4.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="meta/demo-4.json is not an episode record"):
+        recording_focus(rec)
 
 
 def test_free_play_is_read_by_the_loop_and_refused_when_there_is_none(tmp_path):
-    import json as _json
-
     from steve1_ray.train.loop import open_sequences
     from steve1_ray.train.synthetic import make_dataset
 
     data = make_dataset(str(tmp_path / "shards"), n_episodes=4, n_frames=48, embed_dim=D)
     rec = tmp_path / "rec"
-    (rec / "meta").mkdir(parents=True)
 
     def cfg(**kw):
         return load_train_config("debug", [f"data={data}", "T=16", "batch_size=1", "grad_accum=1",
                                            "val_fraction=0.25", f"free_play={rec}",
                                            *[f"{k}={v}" for k, v in kw.items()]])
 
-    for i in range(4):
-        (rec / "meta" / f"synth{i:03d}.json").write_text(_json.dumps({"name": f"synth{i:03d}", "focus": "eat_cow"}))
+    _meta(rec, **{f"synth{i:03d}": "eat_cow" for i in range(4)})
     with pytest.raises(ValueError, match="every training episode is a task"):
         open_sequences(cfg())
     open_sequences(cfg(p_uncond=0.0))  # nothing to place: fine
-    (tmp_path / "rec2" / "meta").mkdir(parents=True)  # another recording's meta: its names match nothing here
-    (tmp_path / "rec2" / "meta" / "w0.json").write_text(_json.dumps({"name": "w0", "focus": "eat_cow"}))
-    with pytest.raises(ValueError, match="none of them in data"):
-        open_sequences(cfg(free_play=tmp_path / "rec2"))
-    (rec / "meta" / "synth000.json").write_text(_json.dumps({"name": "synth000", "focus": None}))
-    (rec / "meta" / "synth001.json").write_text(_json.dumps({"name": "synth001", "focus": None}))
+    other = _meta(tmp_path / "rec2", w0="eat_cow")  # another recording: its names match nothing here
+    with pytest.raises(ValueError, match="none of its 1 episodes"):
+        open_sequences(cfg(free_play=other))
+    _meta(rec, synth000=None, synth001=None)
     train, val = open_sequences(cfg())[:2]
-    assert train.tasks == {"synth002", "synth003"} and 0 < train.free_play_share < 1
+    assert {k.rpartition("\t")[2] for k in train.tasks} == {"synth002", "synth003"}
+    assert 0 < train.free_play_share < 1 and val.p_uncond_free == train.p_uncond_free
 
 
 # ---- gradient accumulation and losses --------------------------------------------------------------

@@ -156,22 +156,52 @@ class MultiSource:
         return src.events(eid)
 
 
-def task_episodes(recording: str) -> dict[str, str]:
-    """{episode name: its task's goal} from a recording's `meta/<name>.json` (`steve1 record`); free-play
-    episodes (no `focus`) are left out."""
+def recording_focus(recording: str) -> dict[str, str | None]:
+    """{episode name: its task's goal, or None for free play} from a recording's `meta/<name>.json`
+    (`steve1 record`)."""
     from steve1_ray.data.shards import Store
 
     store = Store(recording)
-    names = store.list("meta", ".json")
-    if not names:
+    files = store.list("meta", ".json")
+    if not files:
         raise FileNotFoundError(f"free_play={recording!r}: no meta/*.json there; point it at the folder "
                                 f"`steve1 record out=` wrote")
-    tasks = {}
-    for name in names:
-        meta = store.read_json(f"meta/{name}")
-        if meta.get("focus"):
-            tasks[str(meta.get("name") or name.removesuffix(".json"))] = str(meta["focus"])
-    return tasks
+    focus = {}
+    for file in files:
+        try:
+            meta = store.read_json(f"meta/{file}")
+            focus[str(meta.get("name") or file.removesuffix(".json"))] = meta.get("focus") or None
+        except (ValueError, AttributeError) as e:  # bad JSON, or JSON that is not an object
+            raise ValueError(f"free_play={recording!r}: meta/{file} is not an episode record ({e})") from None
+    return focus
+
+
+def task_keys(recording: str, keys: list[str]) -> frozenset[str]:
+    """The dataset keys (`<root>\t<id>` or `<id>`) of `recording`'s task episodes. An episode id is the
+    recording's name (`sources=[local:<out>/contractor]`) or `<tag>-<name>` (`sources=[contractor:<out>/index.json]`);
+    a name no key matches is free play that is not in the data. Refused: a recording none of whose names is in
+    the data, and a name found under two dataset roots (two recordings with the same names mixed)."""
+    from steve1_ray.data.sources import safe_id
+
+    focus = {safe_id(name): goal for name, goal in recording_focus(recording).items()}
+    roots: dict[str, set[str]] = {}
+    tasks = set()
+    for key in keys:
+        root, _, eid = key.rpartition("\t")
+        name = eid if eid in focus else eid.partition("-")[2]
+        if name not in focus:
+            continue
+        roots.setdefault(name, set()).add(root)
+        if focus[name]:
+            tasks.add(key)
+    if not roots:
+        raise ValueError(f"free_play={recording!r}: none of its {len(focus)} episodes is in the training data: "
+                         f"point free_play at the recording this dataset was made from")
+    twice = sorted(name for name, where in roots.items() if len(where) > 1)
+    if twice:
+        raise ValueError(f"free_play={recording!r}: episode {twice[0]!r} (and {len(twice) - 1} more) is in "
+                         f"several datasets ({sorted(roots[twice[0]])}); record with another name_prefix")
+    return frozenset(tasks)
 
 
 @dataclass(frozen=True)
@@ -185,15 +215,15 @@ class SequenceDataset:
 
     def __init__(self, source: EpisodeSource, episode_ids: list[str], T: int, min_btwn_goals: int,
                  max_btwn_goals: int, p_uncond: float, seed: int, event_horizon: int = 0,
-                 event_pick: str = "next", tasks: Collection[str] = ()):
-        """`tasks`: episodes that never get the zero goal; the other (free-play) sequences then get it with
-        probability p_uncond / (their share of the sequences), capped at 1, so that a `p_uncond` share of all
-        sequences is still unconditioned (`free_play_share`, `p_uncond_free` say what it came to)."""
+                 event_pick: str = "next", tasks: Collection[str] = (), p_uncond_free: float | None = None):
+        """`tasks`: episodes (of `episode_ids`) that never get the zero goal; the other (free-play) sequences
+        then get it with probability `p_uncond_free`, by default p_uncond / (their share of the sequences),
+        capped at 1, so that a `p_uncond` share of all sequences is still unconditioned (`free_play_share` and
+        `p_uncond_free` say what it came to; a validation set takes its training set's probability)."""
         self.source = source
         self.T, self.seed, self.event_horizon, self.event_pick = T, seed, event_horizon, event_pick
         self.min_btwn_goals, self.max_btwn_goals, self.p_uncond = min_btwn_goals, max_btwn_goals, p_uncond
-        self.tasks = frozenset(tasks)  # episode ids, without a MultiSource key's `<root>\t`
-        self.task_keys = frozenset(k for k in episode_ids if k.rpartition("\t")[2] in self.tasks)
+        self.tasks = frozenset(tasks)
         self.sequences: list[SequenceSpec] = []
         self.skipped: list[str] = []
         self.corrupt: dict[str, str] = {}  # episode id -> why (a damaged shard file), skipped from then on
@@ -205,9 +235,11 @@ class SequenceDataset:
                 self.skipped.append(eid)
                 continue
             self.sequences += [SequenceSpec(eid, s) for s in sequence_starts(n, T)]
-        free = sum(spec.episode_id not in self.task_keys for spec in self.sequences)
+        free = sum(spec.episode_id not in self.tasks for spec in self.sequences)
         self.free_play_share = free / len(self.sequences) if self.sequences else 1.0
-        self.p_uncond_free = min(1.0, p_uncond / self.free_play_share) if free else 0.0
+        if p_uncond_free is None:
+            p_uncond_free = min(1.0, p_uncond / self.free_play_share) if free else 0.0
+        self.p_uncond_free = p_uncond_free
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -245,7 +277,7 @@ class SequenceDataset:
                 raise ValueError(f"episode {spec.episode_id} has no recorded events, needed by goal_event_horizon="
                                  f"{self.event_horizon}: rebuild the dataset with `steve1 dataset` (index entries "
                                  "now carry `events`), or set goal_event_horizon=0")
-        p_uncond = 0.0 if spec.episode_id in self.task_keys else self.p_uncond_free
+        p_uncond = 0.0 if spec.episode_id in self.tasks else self.p_uncond_free
         goal_embed, _, uncond = relabel(embeds, valid, spec.start, self.T, self.min_btwn_goals,
                                         self.max_btwn_goals, p_uncond, rng, events, self.event_horizon,
                                         self.event_pick)

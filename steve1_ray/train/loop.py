@@ -20,7 +20,7 @@ from steve1_ray.models.loading import local_copy
 from steve1_ray.models.policy import PRESETS
 from steve1_ray.train.checkpoint import NonFiniteError, Progress, RunCheckpoints, export_weights, maybe_fail
 from steve1_ray.train.config import FREEZE_ALIASES, TrainConfig
-from steve1_ray.train.data import MultiSource, Prefetcher, SequenceDataset, epoch_groups, hash_split, task_episodes
+from steve1_ray.train.data import MultiSource, Prefetcher, SequenceDataset, epoch_groups, hash_split, task_keys
 from steve1_ray.train.optim import build_optimizer, enable_activation_checkpointing, freeze_parts
 from steve1_ray.train.report import RunLog, TrainMetrics, run_metrics
 from steve1_ray.train.schedule import lr_at
@@ -185,16 +185,15 @@ def open_sequences(cfg: TrainConfig) -> tuple[SequenceDataset, SequenceDataset, 
     source, train_ids, val_ids = open_dataset(cfg)
     embed_dim = source.embeds(train_ids[0])[0].shape[1] if train_ids else None
 
-    tasks = task_episodes(cfg.free_play) if cfg.free_play else {}
+    tasks = task_keys(cfg.free_play, train_ids + val_ids) if cfg.free_play else frozenset()
 
-    def sequences(ids: list[str], seed: int) -> SequenceDataset:
+    def sequences(ids: list[str], seed: int, p_uncond_free: float | None = None) -> SequenceDataset:
         return SequenceDataset(source, ids, cfg.T, cfg.min_btwn_goals, cfg.max_btwn_goals, cfg.p_uncond, seed=seed,
-                               event_horizon=cfg.goal_event_horizon, event_pick=cfg.goal_event_pick, tasks=tasks)
+                               event_horizon=cfg.goal_event_horizon, event_pick=cfg.goal_event_pick, tasks=tasks,
+                               p_uncond_free=p_uncond_free)
 
-    train_set, val_set = sequences(train_ids, cfg.seed), sequences(val_ids, cfg.val_seed)
-    if tasks and not (train_set.task_keys or val_set.task_keys):
-        raise ValueError(f"free_play={cfg.free_play!r} names {len(tasks)} task episodes, none of them in data="
-                         f"{cfg.data!r}: point free_play at the recording this dataset was made from")
+    train_set = sequences(train_ids, cfg.seed)
+    val_set = sequences(val_ids, cfg.val_seed, train_set.p_uncond_free)  # the same rule as training, every run
     if cfg.free_play and cfg.p_uncond > 0 and train_set.free_play_share == 0:
         raise ValueError(f"free_play={cfg.free_play!r}: every training episode is a task there, so no sequence "
                          f"could get the zero goal (p_uncond={cfg.p_uncond}); record some free play "

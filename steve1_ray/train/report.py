@@ -86,10 +86,13 @@ class RunLog:
         self.line(f"{len(train_set)} train sequences ({train_set.n_frames:,} frames), {len(val_set)} val sequences; "
                   f"{n_params / 1e6:.2f}M trainable parameters; {world} worker(s) on {device}; "
                   f"{self.cfg.frames_per_step:,} frames per optimizer step")
-        if train_set.tasks:
+        if self.cfg.free_play:
+            share = train_set.free_play_share * train_set.p_uncond_free
             self.line(f"zero goal on free play only: {train_set.free_play_share:.0%} of the train sequences are free "
-                      f"play, each unconditioned with probability {train_set.p_uncond_free:.2f} "
-                      f"(p_uncond={self.cfg.p_uncond} of all)")
+                      f"play ({len(train_set.tasks)} task episodes), each unconditioned with probability "
+                      f"{train_set.p_uncond_free:.2f}: {share:.1%} of all"
+                      + ("" if share >= self.cfg.p_uncond - 1e-9 else
+                         f", capped below p_uncond={self.cfg.p_uncond}: too little free play"))
 
     def validation(self, val: dict, progress: Progress, improved: bool, t_start: float) -> None:
         """val/* scalars and the validation line (`t_start`: when the validation began)."""
