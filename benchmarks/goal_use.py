@@ -10,6 +10,11 @@ on the zero goal (the unconditioned branch). Reported per task, in nats per step
 
 In-sample: the task episodes are mostly in the policy's training split (a recording has few task episodes).
 
+`--hindsight-horizon H` adds, for every episode of the recording (free play too), the gain of the goals the
+training itself gave its frames (hindsight relabeling, `--min-btwn-goals`/`--max-btwn-goals` as the debug
+preset, and event goals within H frames, the farthest; one draw, seed 0) over the zero goal: whether the policy
+learned to use its own training goals at all, apart from how the prior's goals look.
+
     python benchmarks/goal_use.py --policy <checkpoint> --data <run>/shards --world <run>/world \\
         --embedder <run>/embedder/mineclip.pth --prior <run>/prior/prior.pt [--frames 300]
 """
@@ -46,7 +51,8 @@ def episode_logprob(policy, ep: dict, goal: np.ndarray, chunk: int = 32) -> floa
 
     n = ep["buttons"].shape[1]
     state, total = policy.initial_state(1), 0.0
-    g = torch.from_numpy(np.asarray(goal, np.float32)).expand(1, n, -1)
+    g = torch.from_numpy(np.asarray(goal, np.float32))
+    g = g.expand(1, n, -1) if g.ndim == 1 else g[None]  # one goal for the episode, or one per step
     for t0 in range(0, n, chunk):
         t1 = min(n, t0 + chunk)
         log_probs, state = policy(ep["img"][:, t0:t1], g[:, t0:t1], ep["first"][:, t0:t1], state)
@@ -62,6 +68,9 @@ def main(argv=None) -> None:
     ap.add_argument("--embedder", required=True)
     ap.add_argument("--prior", required=True)
     ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--hindsight-horizon", type=int, default=0, help="also the training's own goals (0: off)")
+    ap.add_argument("--min-btwn-goals", type=int, default=15)
+    ap.add_argument("--max-btwn-goals", type=int, default=40)
     args = ap.parse_args(argv)
 
     import torch
@@ -98,6 +107,37 @@ def main(argv=None) -> None:
     print("|---|---|---|---|")
     for task, r in rows.items():
         print(f"| {r['prompt']} | {r['episodes']} | {r['own_minus_zero']:+.3f} | {r['own_minus_others']:+.3f} |")
+    if args.hindsight_horizon:
+        hindsight(policy, args, zero)
+
+
+def hindsight(policy, args, zero: np.ndarray) -> None:
+    """Per task (and free play): mean over its episodes of log p with the training's goals − with the zero goal."""
+    from steve1_ray.data.shards import load_episode
+    from steve1_ray.train.data import MultiSource
+    from steve1_ray.train.relabel import relabel
+
+    source = MultiSource([args.data])
+    keys = {k.rpartition("\t")[2]: k for k in source.episode_ids()}
+    gains: dict[str, list[float]] = {}
+    for meta in sorted(Path(args.world, "meta").glob("*.json")):
+        m = json.loads(meta.read_text())
+        key = keys.get(m["name"])
+        if key is None:
+            continue
+        embeds, valid = source.embeds(key)
+        n = min(len(embeds), args.frames)
+        if n < args.min_btwn_goals + 16:
+            continue
+        goal, _, _ = relabel(embeds, valid, 0, n, args.min_btwn_goals, args.max_btwn_goals, 0.0,
+                             np.random.default_rng(0), source.events(key), args.hindsight_horizon, "last")
+        ep = as_tensors(load_episode(args.data, m["name"], 0, n, columns=["frames", "buttons", "camera"]))
+        gain = (episode_logprob(policy, ep, goal) - episode_logprob(policy, ep, zero)) / n
+        gains.setdefault(m.get("focus") or "free play", []).append(gain)
+    print(f"\n| episodes | n | training's goals (events within {args.hindsight_horizon}) − zero goal (nats/step) |")
+    print("|---|---|---|")
+    for task, g in gains.items():
+        print(f"| {PROMPTS.get(task, task)} | {len(g)} | {np.mean(g):+.3f} |")
 
 
 if __name__ == "__main__":
