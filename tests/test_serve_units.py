@@ -157,3 +157,18 @@ def test_the_batch_wait_follows_the_policy_step_within_its_bounds():
         ServeConfig(batch_wait_fraction=2)
     with pytest.raises(ConfigError, match="max_batch_wait_s must be >= 0, got -1"):
         ServeConfig(max_batch_wait_s=-1)
+
+
+def test_a_batch_is_full_once_the_recently_active_sessions_have_asked():
+    from steve1_ray.serving.config import ServeConfig
+    from steve1_ray.serving.policy_server import expected_batch_size
+
+    cfg = ServeConfig(max_batch_size=64)
+    hot = {f"s{i}" for i in range(20)}
+    lockstep = {f"s{i}" for i in range(16)}
+    assert expected_batch_size(cfg, [], hot) == 64                        # nothing stepped yet: the configured size
+    assert expected_batch_size(cfg, [lockstep, lockstep], hot) == 16      # 16 in lockstep: fire at 16, not wait
+    assert expected_batch_size(cfg, [{"s0"}, {"s1", "s2"}], hot) == 3     # two groups out of phase merge
+    assert expected_batch_size(cfg, [lockstep, {"s0"}], hot - {"s3"}) == 15  # a reset/deleted session is not awaited
+    assert expected_batch_size(cfg, [{"gone"}], hot) == 64                # none of them hot any more
+    assert expected_batch_size(ServeConfig(max_batch_size=8), [lockstep], hot) == 8  # never above max_batch_size

@@ -142,6 +142,17 @@ def adapted_batch_wait(cfg: ServeConfig, step_s: float, rows: int) -> float:
     return max(cfg.batch_wait_timeout_s, min(cfg.max_batch_wait_s, cfg.batch_wait_fraction * full_s))
 
 
+def expected_batch_size(cfg: ServeConfig, recent, hot) -> int:
+    """A batch is full once every session that stepped in the `recent` batches (and is still `hot`) has asked
+    again, at most `max_batch_size`. The clients of a slow model answer in lockstep, so waiting longer gains no
+    company, only latency (2x on CPU, 16 sessions under max_batch_size 64: every batch waited the whole
+    `max_batch_wait_s`, benchmarks/RESULTS.md session 17). A session that stops asking is expected for
+    `len(recent)` more batches (each then waits out its timeout); one that joins runs in the next batch, then with
+    the others. Before any batch: `max_batch_size`."""
+    active = len(set().union(*recent) & set(hot))
+    return max(1, min(cfg.max_batch_size, active or cfg.max_batch_size))
+
+
 @serve.deployment(name="PolicyServer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
                   health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class PolicyServer:
@@ -167,8 +178,10 @@ class PolicyServer:
         self._act.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         # counters and seconds spent, in /info: where a batch's time goes (the policy, the store's claim and sync)
         self.stats = {"batches": 0, "steps": 0, "max_batch": 0, "loads": 0, "failures": 0,
-                      "step_s": 0.0, "claim_s": 0.0, "sync_s": 0.0, "batch_wait_s": self.cfg.batch_wait_timeout_s}
+                      "step_s": 0.0, "claim_s": 0.0, "sync_s": 0.0, "batch_wait_s": self.cfg.batch_wait_timeout_s,
+                      "batch_size": self.cfg.max_batch_size}
         self._failures_in_a_row = 0
+        self._recent: collections.deque[set[str]] = collections.deque(maxlen=2)  # sessions of the last batches
 
     # -- public methods (called through handles) --
     async def act(self, session_id: str, pov: np.ndarray, client: str | None = None, step: int | None = None) -> dict:
@@ -254,6 +267,7 @@ class PolicyServer:
                 self.stats["steps"] += len(now)
                 self.stats["max_batch"] = max(self.stats["max_batch"], len(now))
             pending = later
+        self._expect(touched)
         # before answering: the store knows every step a client has seen. A step the store did not take
         # (the session moved meanwhile) or could not record is not answered as a success.
         for sid, h in self.hot.items():
@@ -283,6 +297,14 @@ class PolicyServer:
         if wait != self.stats["batch_wait_s"]:
             self._act.set_batch_wait_timeout_s(wait)
             self.stats["batch_wait_s"] = wait
+
+    def _expect(self, touched: set[str]) -> None:
+        """Set the next batch's size to `expected_batch_size` of the last two batches' sessions."""
+        self._recent.append(touched)
+        size = expected_batch_size(self.cfg, self._recent, self.hot.keys())
+        if size != self.stats["batch_size"]:
+            self._act.set_max_batch_size(size)
+            self.stats["batch_size"] = size
 
     def _step(self, streams: list, povs: list) -> list[dict]:
         if self.cfg.two_pass_baseline:  # the original's computation, for the load test's baseline
