@@ -1,11 +1,12 @@
 """`steve1 quickstart`: STEVE-1's fine-tuning scenario on the embedded world (crafter), on one machine.
 
-    record fresh episodes → dataset (embedded with the released world embedder) → fine-tune STEVE-1 from the
-    released foundation policy (hindsight relabeling, p_uncond, event goals) → serve → play a prompt over HTTP
+    record fresh episodes → dataset (embedded with the released world embedder) → fine-tune the released STEVE-1
+    policy on them (hindsight relabeling, p_uncond, event goals) → serve → play a prompt over HTTP
     → evaluate the five prompts against the unconditioned agent and the foundation policy → print where it is
 
-The released files (`steve1 release-world`: foundation policy, world embedder, prior) play the roles of VPT's
-foundation model, MineCLIP and STEVE-1's prior. `from_scratch=true` runs the whole pipeline instead: record →
+The released files (`steve1 release-world`: foundation policy, STEVE-1 policy, world embedder, prior) play the
+roles of VPT's foundation model, the released STEVE-1, MineCLIP and STEVE-1's prior (a release without a STEVE-1
+policy: the fine-tune starts from the foundation, STEVE-1's own fine-tune). `from_scratch=true` runs the whole pipeline instead: record →
 train the world embedder → dataset → train the policy → (event-goal fine-tune) → train the prior → serve → play →
 evaluate. Every stage runs the same job a user would run by hand (`steve1 record ...`), on one local Ray
 cluster; the commands are printed as they run, so each stage can be re-run or scaled up alone. Outputs go under
@@ -21,11 +22,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
-from steve1_ray.models.loading import latest_checkpoint
+from steve1_ray.models.loading import RELEASE_STEVE1, latest_checkpoint
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
@@ -68,12 +69,15 @@ class QuickstartConfig:
     """the embedded world; recording, serving's rollouts and the evaluation all play in it (trees give 4 logs, as
     in the release's world, docs/world.md)"""
     finetune_frames: int = 49152
-    """fine-tuning frames from the released foundation policy (event goals: goal_event_horizon=40, pick last)"""
-    finetune_lr: float = 1e-3
-    """learning rate of that fine-tune"""
-    goal_lr_scale: float = 10.0
-    """the fine-tune's learning rate of the goal layer (zero in the foundation) is `finetune_lr` times this: with
-    10 the fine-tuned policy uses its goals about twice as much per frame of fine-tuning (benchmarks/RESULTS.md)"""
+    """fine-tuning frames from the released STEVE-1 policy (`steve1.weights`; a release without one: from its
+    foundation policy), on event goals (goal_event_horizon=`event_horizon`, pick last)"""
+    finetune_lr: Optional[float] = None
+    """learning rate of that fine-tune; None = 3e-4 from the released STEVE-1 policy (its event stage's), 1e-3 from
+    a foundation policy"""
+    goal_lr_scale: Optional[float] = None
+    """the fine-tune's learning rate of the goal layer is `finetune_lr` times this; None = 1 from the released
+    STEVE-1 policy, 10 from a foundation policy (its goal layer starts at zero: 10 doubles goal use per frame of
+    fine-tuning, benchmarks/RESULTS.md session 12)"""
     event_horizon: int = 40
     """fine-tune: a frame at most this many frames before an event (an achievement) is conditioned on the clip of
     the farthest such event (`steve1 train goal_event_horizon= goal_event_pick=last`)"""
@@ -121,7 +125,8 @@ class QuickstartConfig:
         check(self.finetune_frames > 0, f"finetune_frames={self.finetune_frames!r} must be > 0")
         check(0.0 <= self.focus_fraction <= 1.0, f"focus_fraction={self.focus_fraction!r} must be in [0, 1]")
         check(self.appetite in ("eager", "needs"), f"appetite={self.appetite!r}: choose eager or needs")
-        check(self.goal_lr_scale > 0, f"goal_lr_scale={self.goal_lr_scale!r} must be > 0")
+        check(self.goal_lr_scale is None or self.goal_lr_scale > 0, f"goal_lr_scale={self.goal_lr_scale!r} must be > 0")
+        check(self.finetune_lr is None or self.finetune_lr > 0, f"finetune_lr={self.finetune_lr!r} must be > 0")
         check(self.event_horizon >= 0, f"event_horizon={self.event_horizon!r} must be >= 0 (0 = spaced goals only)")
         check(self.eval_episodes >= 1, f"eval_episodes={self.eval_episodes!r} must be >= 1")
         if self.tiny:
@@ -212,12 +217,16 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
 
     if release is not None:
         run_name = "steve1"
-        st.run("fine-tune STEVE-1 from the released foundation policy (event goals, p_uncond)", "train",
-               "steve1_ray.train.run",
+        goal_trained = (release / RELEASE_STEVE1).is_file()
+        lr = cfg.finetune_lr or (3e-4 if goal_trained else 1e-3)
+        goal_lr_scale = cfg.goal_lr_scale or (1.0 if goal_trained else 10.0)
+        st.run("fine-tune STEVE-1 from the released " + ("STEVE-1" if goal_trained else "foundation")
+               + " policy (event goals, p_uncond)", "train", "steve1_ray.train.run",
                _train_args(shards, samplings, train_dir, run_name, cfg.finetune_frames)
-               + [f"model={release / 'foundation.model'}", f"in_weights={release / 'foundation.weights'}",
-                  f"goal_event_horizon={cfg.event_horizon}", "goal_event_pick=last", f"lr={cfg.finetune_lr}",
-                  f"goal_lr_scale={cfg.goal_lr_scale}",
+               + [f"model={release / 'foundation.model'}",
+                  f"in_weights={release / (RELEASE_STEVE1 if goal_trained else 'foundation.weights')}",
+                  f"goal_event_horizon={cfg.event_horizon}", "goal_event_pick=last", f"lr={lr}",
+                  f"goal_lr_scale={goal_lr_scale}",
                   "val_every_steps=128", "checkpoint_every_steps=128"],
                done=train_dir / f"{run_name}.weights")
         prior = release / "prior.pt"

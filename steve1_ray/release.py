@@ -7,9 +7,18 @@ same three files for the embedded world, so that the quick start is the fine-tun
       → train the world embedder (MineCLIP layout; text tower on captions and template paraphrases)
       → dataset (shards embedded with it) → sampling
       → train the foundation policy: unconditioned behaviour cloning (p_uncond 1, goal layer frozen), VPT's role
+      → train STEVE-1 on the same recordings: goal-conditioned behaviour cloning from scratch (hindsight goals,
+        p_uncond 0.1), then event goals (the farthest event within 40 frames): the quick start fine-tunes this
+        one (`goal_frames=0`: no STEVE-1 policy, the quick start fine-tunes the foundation)
       → train the prior (text → visual goal) on the world's captions
-      → <out>/ foundation.model + foundation.weights (VPT layout: no goal layer), mineclip.pth, prior.pt,
+      → <out>/ foundation.model + foundation.weights (VPT layout: no goal layer), steve1.weights (the same
+               architecture, with its goal layer), mineclip.pth, prior.pt,
                manifest.json (sha256 and size of each file, the command, the commit, the metrics)
+
+Why a goal-conditioned policy in the release (benchmarks/RESULTS.md, session 17): fine-tuned from the unconditioned
+foundation on a quick start's 24 episodes, the policy hardly learns to use its goals (1 of 5 prompts followed in
+every variant tried, sessions 12-16); trained with goals from the start on the release's 100 episodes and then
+fine-tuned on the same 24 episodes, it follows 2 of 5.
 
 Intermediate files (recordings, shards, training runs) go under `work`, not into `out`. Re-running the same
 command resumes: finished stages are skipped, the recording and the dataset keep their finished episodes, and the
@@ -33,7 +42,8 @@ from pathlib import Path
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
-from steve1_ray.models.loading import RELEASE_FILES, RELEASED_DIR, checkpoint_files, latest_checkpoint, released_world
+from steve1_ray.models.loading import (RELEASE_FILES, RELEASE_STEVE1, RELEASED_DIR, checkpoint_files,
+                                       latest_checkpoint, released_world)
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
@@ -75,6 +85,11 @@ class ReleaseConfig:
     CPU-minute, docs/world.md)"""
     foundation_frames: int = 262144
     """behaviour-cloning frames of the foundation policy (unconditioned: p_uncond 1, goal layer frozen)"""
+    goal_frames: int = 262144
+    """behaviour-cloning frames of the STEVE-1 policy, goal-conditioned from scratch (hindsight goals, the preset's
+    p_uncond); 0 = no STEVE-1 policy in the release"""
+    event_frames: int = 131072
+    """then this many frames on event goals (`goal_event_horizon=40 goal_event_pick=last lr=3e-4`); 0 = none"""
     prior_epochs: int = 50
     """epochs of the prior's training (the original's 50)"""
     tiny: bool = False
@@ -87,9 +102,14 @@ class ReleaseConfig:
         check(self.world.backend == "crafter",
               f"world.backend={self.world.backend!r}: the release records with crafter's scripted demonstrators")
         check(self.foundation_frames > 0, f"foundation_frames={self.foundation_frames!r} must be > 0")
+        check(self.goal_frames >= 0 and self.event_frames >= 0,
+              f"goal_frames={self.goal_frames!r}, event_frames={self.event_frames!r} must be >= 0")
+        check(self.goal_frames > 0 or self.event_frames == 0,
+              f"event_frames={self.event_frames!r} needs goal_frames > 0 (the event stage continues that policy)")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.foundation_frames, self.prior_epochs = 1024, 2
+            self.goal_frames, self.event_frames = (512, 512) if self.goal_frames else (0, 0)
 
 
 def sha256(path: Path) -> str:
@@ -108,7 +128,8 @@ def verify(root: str | Path) -> dict:
     """Check every file of a release folder against its manifest (size and sha256); returns the manifest."""
     root = Path(root)
     manifest = json.loads((root / "manifest.json").read_text())
-    if not isinstance(manifest.get("files"), dict) or set(manifest["files"]) != set(FILES):
+    if not isinstance(manifest.get("files"), dict) or set(manifest["files"]) not in (set(FILES),
+                                                                                     set(FILES) | {RELEASE_STEVE1}):
         raise ValueError(f"{root / 'manifest.json'}: lists {sorted(manifest.get('files') or [])}, not the release's "
                          f"files {sorted(FILES)}")
     for name, want in manifest["files"].items():
@@ -132,7 +153,7 @@ def _git_commit() -> str:
 def _check_out(out: Path) -> None:
     """Refuse to replace a folder that is not a release (`out=.` must not delete the working tree)."""
     if out.exists():
-        extra = sorted(p.name for p in out.iterdir() if p.name not in FILES + ("manifest.json",))
+        extra = sorted(p.name for p in out.iterdir() if p.name not in FILES + (RELEASE_STEVE1, "manifest.json"))
         check(out.is_dir() and not extra, f"out={out}: exists and is not a release folder (it holds {extra[:5]}); "
                                           "give a release folder, an empty folder or a new path")
 
@@ -181,6 +202,22 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
             "p_uncond=1.0", "freeze=[goal]", "val_every_steps=256", "checkpoint_every_steps=256",
             f"out_weights={foundation}"],
            done=foundation)
+    steve1 = train_dir / RELEASE_STEVE1
+    if cfg.goal_frames:
+        model = checkpoint_files(latest_checkpoint(train_dir / "foundation"))[0]  # the foundation's architecture
+        common = ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
+                  f"storage_path={train_dir}", f"model={model}", "val_every_steps=256", "checkpoint_every_steps=256"]
+        goals = train_dir / "steve1_goals.weights"
+        st.run("train STEVE-1 (goal-conditioned behaviour cloning from scratch, hindsight goals, p_uncond)", "train",
+               "steve1_ray.train.run", common + ["run_name=steve1_goals", f"n_frames={cfg.goal_frames}",
+                                                 f"out_weights={goals if cfg.event_frames else steve1}"],
+               done=goals if cfg.event_frames else steve1)
+        if cfg.event_frames:
+            st.run("fine-tune STEVE-1 on event goals (the farthest event within 40 frames)", "train",
+                   "steve1_ray.train.run",
+                   common + ["run_name=steve1", f"n_frames={cfg.event_frames}", f"in_weights={goals}",
+                             "goal_event_horizon=40", "goal_event_pick=last", "lr=3e-4", f"out_weights={steve1}"],
+                   done=steve1)
     st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
            ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}", f"epochs={cfg.prior_epochs}",
             f"mineclip_path={embedder / 'mineclip.pth'}"],
@@ -196,7 +233,9 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     policy_info = export_foundation(checkpoint_files(latest_checkpoint(train_dir / "foundation"))[0], foundation, tmp)
     shutil.copyfile(embedder / "mineclip.pth", tmp / "mineclip.pth")
     shutil.copyfile(prior, tmp / "prior.pt")
-    files = file_entries(tmp)
+    if cfg.goal_frames:
+        shutil.copyfile(steve1, tmp / RELEASE_STEVE1)
+    files = file_entries(tmp, FILES + ((RELEASE_STEVE1,) if cfg.goal_frames else ()))
     total = sum(f["bytes"] for f in files.values())
     check(total <= MAX_RELEASE_BYTES, f"the release is {total / 2**20:.1f} MiB, over the "
                                       f"{MAX_RELEASE_BYTES / 2**20:.0f} MiB that may go into git")
@@ -215,6 +254,9 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
             "embedder": json.loads((embedder / "metrics.json").read_text()),
             # the exported weights are the final ones; `best_*` describe the best validation step of the run
             "foundation": {**policy_info, **(json.loads(best.read_text()) if best.is_file() else {})},
+            **({"steve1": {run: json.loads((train_dir / f"{run}_best.json").read_text())
+                           for run in ("steve1_goals", "steve1") if (train_dir / f"{run}_best.json").is_file()}}
+               if cfg.goal_frames else {}),
             "prior": json.loads(prior.with_suffix(".json").read_text()),
         },
     }

@@ -192,8 +192,10 @@ def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_pa
     assert recorded["seed"] == 0 and recorded["world"]["tree_logs"] == 4  # other seeds than the release's, its world
     assert "eat_cow" in recorded["focus_goals"] and recorded["focus_order"] == "cycle"
     ft = yaml.safe_load(next((out / "train" / "steve1").glob("checkpoint_*/train_config.yaml")).read_text())
-    assert Path(ft["in_weights"]) == release / "foundation.weights" and Path(ft["model"]) == release / "foundation.model"
-    assert ft["goal_event_pick"] == "last" and ft["p_uncond"] > 0 and ft["goal_lr_scale"] == 10
+    # from the released STEVE-1 policy (goal-conditioned), at its event stage's lr, the goal layer at the same lr
+    assert Path(ft["in_weights"]) == release / "steve1.weights" and Path(ft["model"]) == release / "foundation.model"
+    assert ft["goal_event_pick"] == "last" and ft["p_uncond"] > 0 and ft["goal_lr_scale"] == 1
+    assert ft["lr"] == 3e-4
     assert not (out / "embedder").exists() and not (out / "prior").exists()  # the released ones are used
     data = json.loads((out / "shards" / "manifest.json").read_text())
     assert Path(data["options"]["mineclip_path"]) == release / "mineclip.pth"

@@ -22,6 +22,10 @@ def test_release_config_rejects_bad_values():
         load_config(ReleaseConfig, [], ["episodes=1"])
     with pytest.raises(ConfigError, match="foundation_frames=0"):
         load_config(ReleaseConfig, [], ["foundation_frames=0"])
+    with pytest.raises(ConfigError, match="event_frames=512 needs goal_frames > 0"):
+        load_config(ReleaseConfig, [], ["goal_frames=0", "event_frames=512"])
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        load_config(ReleaseConfig, [], ["goal_frames=-1"])
     with pytest.raises(ConfigError, match="crafter's scripted demonstrators"):
         load_config(ReleaseConfig, [], ["world.backend=minerl"])
     assert load_config(ReleaseConfig, [], []).world.tree_logs == 4
@@ -31,12 +35,12 @@ def test_committed_release_matches_its_manifest_and_loads_strictly():
     import torch
 
     from steve1_ray.models.formats import GOAL_KEYS, read_state_dict
-    from steve1_ray.models.loading import load_goal_models, load_policy_spec
+    from steve1_ray.models.loading import RELEASE_STEVE1, load_goal_models, load_policy_spec
     from steve1_ray.release import FILES, MAX_RELEASE_BYTES, released_world, verify
 
     root = released_world()
     manifest = verify(root)  # sizes and sha256 of every file
-    assert sorted(manifest["files"]) == sorted(FILES)
+    assert sorted(manifest["files"]) == sorted(FILES + (RELEASE_STEVE1,))
     assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"].values()) <= MAX_RELEASE_BYTES
     assert manifest["command"].startswith("steve1 release-world") and manifest["commit"]
     # the quick start's, serving's and the evaluation's defaults play in the release's world
@@ -57,13 +61,17 @@ def test_committed_release_matches_its_manifest_and_loads_strictly():
     assert policy.load_report.missing_goal_layer
     embedder, prior = load_goal_models(root / "mineclip.pth", root / "prior.pt", embed_dim=policy.cfg.embed_dim)
     assert prior is not None and embedder.embed_dim == policy.cfg.embed_dim
-    for key in ("embedder", "foundation", "prior", "recordings"):
+    for key in ("embedder", "foundation", "prior", "recordings", "steve1"):
         assert manifest["metrics"][key], key
-    # `released` names the same files wherever a policy, embedder or prior is asked for
+    # the STEVE-1 policy: the foundation's architecture with a trained goal layer, loaded strictly
+    steve1 = load_policy_spec(root / "foundation.model", root / RELEASE_STEVE1)
+    assert not steve1.load_report.missing_goal_layer
+    assert any(steve1.state_dict()[k].abs().sum() > 0 for k in GOAL_KEYS if k in steve1.state_dict())
+    # `released` names the same files wherever a policy, embedder or prior is asked for: as a policy, STEVE-1
     named = load_policy_spec("released")
-    ours, theirs = named.state_dict(), policy.state_dict()
-    assert all(torch.equal(ours[k], theirs[k]) for k in ours if k not in GOAL_KEYS)
-    assert named.load_report.missing_goal_layer and named.load_report.source.endswith("foundation.weights")
+    ours, theirs = named.state_dict(), steve1.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert named.load_report.source.endswith(RELEASE_STEVE1)
     embedder2, prior2 = load_goal_models("released", "released", embed_dim=policy.cfg.embed_dim)
     assert all(torch.equal(a, b) for a, b in zip(embedder2.state_dict().values(), embedder.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(prior2.state_dict().values(), prior.state_dict().values()))
@@ -103,13 +111,21 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     assert manifest["command"] == "steve1 release-world " + " ".join(args[1:])
     assert not set(GOAL_KEYS) & set(read_state_dict(out / "foundation.weights")[0])
     # the foundation is unconditioned behaviour cloning with the goal layer frozen
-    train_cfg = yaml.safe_load(next((work / "train" / "foundation").glob("checkpoint_*/train_config.yaml")).read_text())
-    assert train_cfg["p_uncond"] == 1.0 and train_cfg["freeze"] == ["goal"]
+    def train_cfg(run):
+        return yaml.safe_load(next((work / "train" / run).glob("checkpoint_*/train_config.yaml")).read_text())
+
+    assert train_cfg("foundation")["p_uncond"] == 1.0 and train_cfg("foundation")["freeze"] == ["goal"]
+    # STEVE-1: goal-conditioned from scratch, then event goals from those weights; shipped with its goal layer
+    goals, events = train_cfg("steve1_goals"), train_cfg("steve1")
+    assert 0 < goals["p_uncond"] < 1 and not goals["in_weights"] and not goals["freeze"]
+    assert events["in_weights"].endswith("steve1_goals.weights") and events["goal_event_pick"] == "last"
+    assert set(GOAL_KEYS) <= set(read_state_dict(out / "steve1.weights")[0])
+    assert set(manifest["metrics"]["steve1"]) == {"steve1_goals", "steve1"}
     assert re.search(r"^\| total +\| \S+ \|$", proc.stdout, re.M)  # the stage-time table
     # re-running resumes: every stage is skipped, the same files come out
     again = _steve1(args, tmp_path)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
-    assert again.stdout.count("already done") == 6
+    assert again.stdout.count("already done") == 8
     assert verify(out)["files"] == manifest["files"]
 
 

@@ -10,8 +10,9 @@ models are random and seeded (seed 0 by default), so that every process of a run
 the dataset job's actors, the evaluation, the server — computes the same (meaningless) embeddings: tests only.
 
 `released` names the embedded world's released files (`steve1_ray/released/world/`, made by `steve1 release-world`):
-as a policy the foundation policy (`foundation.model` + `foundation.weights`, no goal layer), as an embedder its
-`mineclip.pth`, as a prior its `prior.pt`.
+as a policy its STEVE-1 policy (`foundation.model` + `steve1.weights`, goal-conditioned; a release without
+`steve1.weights`: the foundation policy, `foundation.weights`, no goal layer), as an embedder its `mineclip.pth`, as
+a prior its `prior.pt`.
 
 A checkpoint folder of ours (written by steve1_ray.train.checkpoint) holds `model/policy.model` (the original
 `.model` layout) and `model/steve1.weights`; its `model/` folder alone is accepted too.
@@ -48,7 +49,9 @@ RELEASED = "released"
 RELEASED_DIR = Path(__file__).resolve().parents[1] / "released"
 """the released models of each embedded world, one folder per world (`released/world/`)"""
 RELEASE_FILES = ("foundation.model", "foundation.weights", "mineclip.pth", "prior.pt")
-"""what a release folder holds besides manifest.json"""
+"""what a release folder holds besides manifest.json (and, optionally, `RELEASE_STEVE1`)"""
+RELEASE_STEVE1 = "steve1.weights"
+"""a release's goal-conditioned policy (the foundation's architecture, `foundation.model`), when it has one"""
 
 
 def released_world(name: str = "world") -> Path:
@@ -171,7 +174,9 @@ def policy_files(policy: str | Path, weights: str | Path | None = None) -> tuple
     policy, weights = local_copy(policy, only=MODEL_DIR), None if weights is None else local_copy(weights)
     if str(policy) == RELEASED:
         root = released_world()
-        return str(root / "foundation.model"), str(weights or root / "foundation.weights")
+        steve1 = root / RELEASE_STEVE1
+        return str(root / "foundation.model"), str(weights or (steve1 if steve1.is_file() else
+                                                                 root / "foundation.weights"))
     p = Path(policy)
     if p.is_dir():
         model, w = checkpoint_files(p)
