@@ -299,7 +299,7 @@ def main(argv=None) -> int:
              f"--torch-threads {args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
              f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
-             f"{os.getloadavg()[0]:.1f} (shared with other jobs). Frames: 640x360 JPEG (q90) from the embedded "
+             f"{os.getloadavg()[0]:.1f}. Frames: 640x360 JPEG (q90) from the embedded "
              "world, sent base64 in JSON over HTTP on 127.0.0.1. Latency = one `act` request (client side).", "",
              "Baselines: (a) *in-process*: the original's loop in one process (torch threads "
              f"{args.threads}), one session, two batch-1 forwards per step, JPEG decode + resize included, "

@@ -422,8 +422,8 @@ class Steve1Agent:
         text embedding is the goal). `precision`: fp32 or bf16 (`set_precision`). `kwargs` go to the constructor
         (cond_scale, seed, deterministic).
 
-        The released foundation policy has no goal input (VPT's role): it plays the world whatever the prompt;
-        load a fine-tuned checkpoint (`Steve1Agent.load("runs/.../checkpoint_...")`) to see prompts followed."""
+        `released` is the embedded world's STEVE-1 policy (2 of the 5 evaluated prompts followed, benchmarks/
+        RESULTS.md session 17); a fine-tuned checkpoint loads the same way (`Steve1Agent.load("runs/.../checkpoint_...")`)."""
         from steve1_ray.models.loading import load_goal_models, load_policy_spec
 
         model = set_precision(load_policy_spec(policy, weights, device=device), precision)

@@ -11,7 +11,7 @@ import sys
 # command -> (module, help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("steve1_ray.quickstart", "whole pipeline on the embedded world (record → ... → evaluate)"),
-    "release-world": ("steve1_ray.release", "make the embedded world's released models (foundation, embedder, prior)"),
+    "release-world": ("steve1_ray.release", "make the embedded world's released models (foundation, STEVE-1, embedder, prior)"),
     "record": ("steve1_ray.world.record", "record embedded-world episodes in the contractor format"),
     "dataset": ("steve1_ray.data.pipeline", "recordings → frames, actions, embeddings → Parquet shards"),
     "sampling": ("steve1_ray.data.sampling", "train/val splits and mixtures over shard datasets"),

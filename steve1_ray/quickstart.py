@@ -26,7 +26,7 @@ from typing import ClassVar, Optional
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
-from steve1_ray.models.loading import RELEASE_STEVE1, latest_checkpoint
+from steve1_ray.models.loading import RELEASE_STEVE1, latest_checkpoint, released_policy_weights
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
@@ -49,7 +49,7 @@ class QuickstartConfig:
     from_scratch: bool = False
     """train everything here (embedder, policy, prior) instead of fine-tuning from the released world models"""
     release: str = ""
-    """the released world models to fine-tune from (foundation policy, embedder, prior); default: the committed
+    """the released world models to fine-tune from (foundation and STEVE-1 policies, embedder, prior); default: the committed
     `steve1_ray/released/world` (`steve1 release-world`)"""
     episodes: int = 24
     """embedded-world episodes recorded by the scripted demonstrators (world seeds 0.., the release's are 100000..)"""
@@ -173,6 +173,16 @@ def _release(cfg: QuickstartConfig) -> Path:
     return root
 
 
+def finetune_plan(cfg: QuickstartConfig, release: Path) -> tuple[str, float, float]:
+    """(release file to fine-tune, lr, goal_lr_scale): the release's STEVE-1 policy when its manifest lists one
+    (3e-4, 1: its event stage's rate, the goal layer already trained), else its foundation (1e-3, 10: the goal
+    layer starts at zero, RESULTS session 12); `finetune_lr` / `goal_lr_scale` override."""
+    weights = released_policy_weights(release)
+    default_lr, default_scale = (3e-4, 1.0) if weights == RELEASE_STEVE1 else (1e-3, 10.0)
+    return (weights, default_lr if cfg.finetune_lr is None else cfg.finetune_lr,
+            default_scale if cfg.goal_lr_scale is None else cfg.goal_lr_scale)
+
+
 def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder: Path,
                     train_embedder: bool) -> tuple[Path, Path, Path]:
     """record → (train the world embedder) → dataset → sampling; returns (recordings, shards, samplings)."""
@@ -217,14 +227,13 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
 
     if release is not None:
         run_name = "steve1"
-        goal_trained = (release / RELEASE_STEVE1).is_file()
-        lr = cfg.finetune_lr or (3e-4 if goal_trained else 1e-3)
-        goal_lr_scale = cfg.goal_lr_scale or (1.0 if goal_trained else 10.0)
+        weights, lr, goal_lr_scale = finetune_plan(cfg, release)  # `release` was verified by _release
+        goal_trained = weights == RELEASE_STEVE1
         st.run("fine-tune STEVE-1 from the released " + ("STEVE-1" if goal_trained else "foundation")
                + " policy (event goals, p_uncond)", "train", "steve1_ray.train.run",
                _train_args(shards, samplings, train_dir, run_name, cfg.finetune_frames)
                + [f"model={release / 'foundation.model'}",
-                  f"in_weights={release / (RELEASE_STEVE1 if goal_trained else 'foundation.weights')}",
+                  f"in_weights={release / weights}",
                   f"goal_event_horizon={cfg.event_horizon}", "goal_event_pick=last", f"lr={lr}",
                   f"goal_lr_scale={goal_lr_scale}",
                   "val_every_steps=128", "checkpoint_every_steps=128"],

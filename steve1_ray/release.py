@@ -1,7 +1,8 @@
 """`steve1 release-world`: the embedded world's released models, made by the project's own jobs.
 
-STEVE-1 fine-tunes OpenAI's VPT foundation model with goals from a pretrained MineCLIP. This command makes the
-same three files for the embedded world, so that the quick start is the fine-tune a STEVE-1 user does:
+STEVE-1 fine-tunes OpenAI's VPT foundation model with goals from a pretrained MineCLIP, and its authors release the
+result. This command makes the same four files for the embedded world, so that the quick start is the fine-tune a
+STEVE-1 user does on new data:
 
     record (scripted demonstrators, seeds from `seed`, other than the quick start's)
       → train the world embedder (MineCLIP layout; text tower on captions and template paraphrases)
@@ -109,7 +110,7 @@ class ReleaseConfig:
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.foundation_frames, self.prior_epochs = 1024, 2
-            self.goal_frames, self.event_frames = (512, 512) if self.goal_frames else (0, 0)
+            self.goal_frames, self.event_frames = (512 if self.goal_frames else 0), (512 if self.event_frames else 0)
 
 
 def sha256(path: Path) -> str:
@@ -131,7 +132,9 @@ def verify(root: str | Path) -> dict:
     if not isinstance(manifest.get("files"), dict) or set(manifest["files"]) not in (set(FILES),
                                                                                      set(FILES) | {RELEASE_STEVE1}):
         raise ValueError(f"{root / 'manifest.json'}: lists {sorted(manifest.get('files') or [])}, not the release's "
-                         f"files {sorted(FILES)}")
+                         f"files {sorted(FILES)} (and, optionally, {RELEASE_STEVE1})")
+    if RELEASE_STEVE1 not in manifest["files"] and (root / RELEASE_STEVE1).exists():
+        raise ValueError(f"{root / RELEASE_STEVE1}: not listed in {root / 'manifest.json'} (an unverified policy)")
     for name, want in manifest["files"].items():
         got = file_entries(root, [name])[name]
         if got != want:
@@ -202,22 +205,23 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
             "p_uncond=1.0", "freeze=[goal]", "val_every_steps=256", "checkpoint_every_steps=256",
             f"out_weights={foundation}"],
            done=foundation)
-    steve1 = train_dir / RELEASE_STEVE1
+    # each stage its own output (its done marker); the release's steve1.weights is the last one run
+    goals, events = train_dir / "steve1_goals.weights", train_dir / RELEASE_STEVE1
+    steve1 = events if cfg.event_frames else goals
     if cfg.goal_frames:
         model = checkpoint_files(latest_checkpoint(train_dir / "foundation"))[0]  # the foundation's architecture
         common = ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
                   f"storage_path={train_dir}", f"model={model}", "val_every_steps=256", "checkpoint_every_steps=256"]
-        goals = train_dir / "steve1_goals.weights"
         st.run("train STEVE-1 (goal-conditioned behaviour cloning from scratch, hindsight goals, p_uncond)", "train",
                "steve1_ray.train.run", common + ["run_name=steve1_goals", f"n_frames={cfg.goal_frames}",
-                                                 f"out_weights={goals if cfg.event_frames else steve1}"],
-               done=goals if cfg.event_frames else steve1)
+                                                 f"out_weights={goals}"],
+               done=goals)
         if cfg.event_frames:
             st.run("fine-tune STEVE-1 on event goals (the farthest event within 40 frames)", "train",
                    "steve1_ray.train.run",
                    common + ["run_name=steve1", f"n_frames={cfg.event_frames}", f"in_weights={goals}",
-                             "goal_event_horizon=40", "goal_event_pick=last", "lr=3e-4", f"out_weights={steve1}"],
-                   done=steve1)
+                             "goal_event_horizon=40", "goal_event_pick=last", "lr=3e-4", f"out_weights={events}"],
+                   done=events)
     st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
            ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}", f"epochs={cfg.prior_epochs}",
             f"mineclip_path={embedder / 'mineclip.pth'}"],
@@ -254,9 +258,10 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
             "embedder": json.loads((embedder / "metrics.json").read_text()),
             # the exported weights are the final ones; `best_*` describe the best validation step of the run
             "foundation": {**policy_info, **(json.loads(best.read_text()) if best.is_file() else {})},
-            **({"steve1": {run: json.loads((train_dir / f"{run}_best.json").read_text())
-                           for run in ("steve1_goals", "steve1") if (train_dir / f"{run}_best.json").is_file()}}
-               if cfg.goal_frames else {}),
+            # per stage, by its output file (`<stem>_best.json` beside it)
+            **({"steve1": {w.stem: json.loads(w.with_name(w.stem + "_best.json").read_text())
+                           for w in ((goals, events) if cfg.event_frames else (goals,))
+                           if w.with_name(w.stem + "_best.json").is_file()}} if cfg.goal_frames else {}),
             "prior": json.loads(prior.with_suffix(".json").read_text()),
         },
     }

@@ -178,7 +178,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_path):
     """The default scenario, run from a wheel install in another folder: fresh recording → dataset with the released
-    embedder → fine-tune from the released foundation → serve with the released prior → play → evaluate against the
+    embedder → fine-tune the released STEVE-1 policy → serve with the released prior → play → evaluate against the
     unconditioned agent and the foundation."""
     import yaml
 

@@ -29,6 +29,8 @@ def test_release_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="crafter's scripted demonstrators"):
         load_config(ReleaseConfig, [], ["world.backend=minerl"])
     assert load_config(ReleaseConfig, [], []).world.tree_logs == 4
+    tiny = load_config(ReleaseConfig, [], ["tiny=true", "event_frames=0"])  # tiny shrinks, keeps a stage off
+    assert (tiny.goal_frames, tiny.event_frames) == (512, 0)
 
 
 def test_committed_release_matches_its_manifest_and_loads_strictly():
@@ -157,3 +159,35 @@ def test_verify_refuses_a_manifest_that_lists_other_files(tmp_path):
     (tmp_path / "rw" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="not the release's files"):
         verify(tmp_path / "rw")
+
+
+def test_a_release_without_a_steve1_policy_fine_tunes_and_serves_its_foundation(tmp_path, monkeypatch):
+    """steve1.weights is optional: without it (`goal_frames=0`, or a release from before session 17) `released` is
+    the foundation and the quick start fine-tunes that at 1e-3 / goal_lr_scale 10; an unlisted steve1.weights is
+    refused, never loaded unverified."""
+    import shutil
+
+    from steve1_ray.config import load_config
+    from steve1_ray.models import loading
+    from steve1_ray.quickstart import QuickstartConfig, finetune_plan
+    from steve1_ray.release import released_world, verify
+
+    committed = released_world()
+    assert finetune_plan(QuickstartConfig(), committed) == ("steve1.weights", 3e-4, 1.0)
+    old = tmp_path / "world"
+    shutil.copytree(committed, old)
+    m = json.loads((old / "manifest.json").read_text())
+    del m["files"]["steve1.weights"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="steve1.weights: not listed"):
+        verify(old)  # on disk but not in the manifest
+    (old / "steve1.weights").unlink()
+    verify(old)
+    assert finetune_plan(QuickstartConfig(), old) == ("foundation.weights", 1e-3, 10.0)
+    overridden = load_config(QuickstartConfig, [], ["finetune_lr=1e-4", "goal_lr_scale=3"])
+    assert finetune_plan(overridden, old) == ("foundation.weights", 1e-4, 3.0)
+    assert finetune_plan(overridden, committed) == ("steve1.weights", 1e-4, 3.0)
+    monkeypatch.setattr(loading, "RELEASED_DIR", tmp_path)
+    assert loading.policy_files("released") == (str(old / "foundation.model"), str(old / "foundation.weights"))
+    monkeypatch.setattr(loading, "RELEASED_DIR", committed.parent)
+    assert loading.policy_files("released")[1] == str(committed / "steve1.weights")

@@ -172,3 +172,12 @@ def test_a_batch_is_full_once_the_recently_active_sessions_have_asked():
     assert expected_batch_size(cfg, [lockstep, {"s0"}], hot - {"s3"}) == 15  # a reset/deleted session is not awaited
     assert expected_batch_size(cfg, [{"gone"}], hot) == 64                # none of them hot any more
     assert expected_batch_size(ServeConfig(max_batch_size=8), [lockstep], hot) == 8  # never above max_batch_size
+    # the rule is for CPU replicas; a GPU keeps full batches unless asked
+    from steve1_ray.config import ConfigError
+    from steve1_ray.serving.policy_server import follows_sessions
+
+    assert follows_sessions(ServeConfig()) and not follows_sessions(ServeConfig(device="cuda"))
+    assert follows_sessions(ServeConfig(device="cuda", batch_size_rule="sessions"))
+    assert not follows_sessions(ServeConfig(batch_size_rule="fixed"))
+    with pytest.raises(ConfigError, match="batch_size_rule must be auto, sessions or fixed, got 'big'"):
+        ServeConfig(batch_size_rule="big")

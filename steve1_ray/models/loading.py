@@ -54,6 +54,14 @@ RELEASE_STEVE1 = "steve1.weights"
 """a release's goal-conditioned policy (the foundation's architecture, `foundation.model`), when it has one"""
 
 
+def released_policy_weights(root: Path) -> str:
+    """The release's policy weights: its STEVE-1 policy when its manifest lists one, else its foundation."""
+    import json
+
+    files = json.loads((root / "manifest.json").read_text()).get("files") or {}
+    return RELEASE_STEVE1 if RELEASE_STEVE1 in files else "foundation.weights"
+
+
 def released_world(name: str = "world") -> Path:
     """The folder of a released embedded-world model set (raises if it is missing or incomplete)."""
     root = RELEASED_DIR / name
@@ -174,9 +182,7 @@ def policy_files(policy: str | Path, weights: str | Path | None = None) -> tuple
     policy, weights = local_copy(policy, only=MODEL_DIR), None if weights is None else local_copy(weights)
     if str(policy) == RELEASED:
         root = released_world()
-        steve1 = root / RELEASE_STEVE1
-        return str(root / "foundation.model"), str(weights or (steve1 if steve1.is_file() else
-                                                                 root / "foundation.weights"))
+        return str(root / "foundation.model"), str(weights or root / released_policy_weights(root))
     p = Path(policy)
     if p.is_dir():
         model, w = checkpoint_files(p)

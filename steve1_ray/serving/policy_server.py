@@ -142,6 +142,11 @@ def adapted_batch_wait(cfg: ServeConfig, step_s: float, rows: int) -> float:
     return max(cfg.batch_wait_timeout_s, min(cfg.max_batch_wait_s, cfg.batch_wait_fraction * full_s))
 
 
+def follows_sessions(cfg: ServeConfig) -> bool:
+    """Whether the batch size follows the sessions (`expected_batch_size`) or stays `max_batch_size`."""
+    return cfg.batch_size_rule == "sessions" or (cfg.batch_size_rule == "auto" and not cfg.device.startswith("cuda"))
+
+
 def expected_batch_size(cfg: ServeConfig, recent, hot) -> int:
     """A batch is full once every session that stepped in the `recent` batches (and is still `hot`) has asked
     again, at most `max_batch_size`; before any batch, `max_batch_size`. Without it a batch under a large
@@ -301,7 +306,11 @@ class PolicyServer:
             self.stats["batch_wait_s"] = wait
 
     def _expect(self, touched: set[str]) -> None:
-        """Set the next batch's size to `expected_batch_size` of the last two batches' sessions."""
+        """Set the next batch's size to `expected_batch_size` of the last two batches' sessions (ServeConfig
+        `batch_size_rule`; Ray Serve reads a new size when a batch's first request arrives, often while the batch
+        before it still steps, so it takes effect a batch or two later)."""
+        if not follows_sessions(self.cfg):
+            return
         self._recent.append(touched)
         size = expected_batch_size(self.cfg, self._recent, self.hot.keys())
         if size != self.stats["batch_size"]:
