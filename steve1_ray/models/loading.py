@@ -50,8 +50,9 @@ RELEASED_DIR = Path(__file__).resolve().parents[1] / "released"
 """the released models of each embedded world, one folder per world (`released/world/`)"""
 RELEASE_FILES = ("foundation.model", "foundation.weights", "mineclip.pth", "prior.pt")
 """what a release folder holds besides manifest.json (and, optionally, `RELEASE_STEVE1`)"""
-RELEASE_STEVE1 = "steve1.weights"
-"""a release's goal-conditioned policy (the foundation's architecture, `foundation.model`), when it has one"""
+RELEASE_STEVE1 = WEIGHTS_NAME
+"""a release's goal-conditioned policy (the foundation's architecture, `foundation.model`), when it has one: named
+like the original's and a checkpoint's weights, `steve1.weights`"""
 
 
 def released_policy_weights(root: Path) -> str:
