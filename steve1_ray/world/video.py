@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -58,6 +57,9 @@ class Mp4Writer:
             raise ValueError(f"give the video's size={size} or a height={height} to scale frames to, not both")
         self.path = None if path is None else Path(path)
         self._buf = io.BytesIO() if path is None else None
+        import av  # here, not at the top: serving imports this module, and needs PyAV only when it writes a video
+
+        self._av = av
         self.container = av.open(self._buf if path is None else str(path), mode="w", format="mp4")
         self.fps, self.crf, self.preset, self.height, self.threads = fps, crf, preset, height, threads
         self.stream = None
@@ -91,7 +93,7 @@ class Mp4Writer:
                 raise ValueError(f"frame has shape {frame.shape} {frame.dtype}; this video takes "
                                  f"({height}, {width}, 3) uint8 RGB frames")
             frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+        for packet in self.stream.encode(self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
             self.container.mux(packet)
         self.frames += 1
 
