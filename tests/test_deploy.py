@@ -81,7 +81,14 @@ def _check_serve_config(serve_cfg: dict, where: str):
         _strict(ServeApplicationSchema, app, f"{where} application {app.get('name')}")
         if "runtime_env" in app:
             _check_runtime_env(app["runtime_env"], where)
-        configs.append(from_dict(ServeConfig, app.get("args", {})))  # unknown keys and bad values raise
+        cfg = from_dict(ServeConfig, app.get("args", {}))  # unknown keys and bad values raise
+        for d in app.get("deployments", []):  # a cap below every session's step parks steps in Serve's router
+            floor = cfg.ongoing_limits().get(d["name"])
+            if floor and "max_ongoing_requests" in d:
+                assert d["max_ongoing_requests"] >= floor, (
+                    f"{where}: {d['name']} max_ongoing_requests {d['max_ongoing_requests']} < {floor}, "
+                    f"ServeConfig.ongoing_limits() for max_sessions {cfg.max_sessions}")
+        configs.append(cfg)
     return configs
 
 

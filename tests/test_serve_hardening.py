@@ -177,7 +177,7 @@ def test_sessions_belong_to_their_client_with_a_quota_each():
     assert "session" in t.create(goal, 6.0, 3, client="A")  # room again
 
 
-def _run_guard(body_chunks, headers, limit=4096, method="POST"):
+def _run_guard(body_chunks, headers, limit=4096, method="POST", inflight=None):
     """Drive `Guard` as an ASGI app: returns (status sent, bytes the inner app saw, chunks pulled from receive)."""
     from steve1_ray.serving.app import Guard
 
@@ -203,7 +203,8 @@ def _run_guard(body_chunks, headers, limit=4096, method="POST"):
         else:
             sent["body"] = sent.get("body", b"") + message.get("body", b"")
 
-    inputs.RUNTIME.update(cfg=ServeConfig(max_payload_bytes=limit), key_digests=[auth.digest(KEY_A)])
+    cfg = ServeConfig(max_payload_bytes=limit, max_inflight_bytes=inflight or 512 * 1024 * 1024)
+    inputs.RUNTIME.update(cfg=cfg, key_digests=[auth.digest(KEY_A)])
     scope = {"type": "http", "method": method, "path": "/sessions",
              "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
     try:
@@ -229,6 +230,30 @@ def test_body_limit_is_counted_while_a_chunked_body_streams_in():
         auth.digest(KEY_A)])
     sent, seen, pulled = _run_guard([b"{}"], {"x-api-key": "wrong-key-0123456789"})
     assert sent["status"] == 401 and not seen and pulled == 0
+
+
+def test_bodies_held_at_once_are_bounded_and_given_back():
+    """The Api admits every session's step at once (ServeConfig.ongoing_limits), so what all the bodies it holds
+    may cost is bounded by max_inflight_bytes: a body that would go past it gets 503 + Retry-After, and a body's
+    bytes are free again once its request is answered, refused or cut off."""
+    held = 6000  # bytes other requests of this replica hold right now
+    inputs.BODIES.held += held
+    try:
+        sent, seen, pulled = _run_guard([b"x" * 3000, b"y" * 3000], {"x-api-key": KEY_A}, limit=8192,
+                                        inflight=10_000)
+        assert sent["status"] == 503 and b"max_inflight_bytes" in sent["body"] and not seen and pulled == 2
+        assert inputs.BODIES.held == held  # the refused body's first chunk is given back
+        sent, seen, _ = _run_guard([b"x" * 3000], {"x-api-key": KEY_A}, limit=8192, inflight=10_000)
+        assert sent["status"] == 200 and seen["body"] == b"x" * 3000 and inputs.BODIES.held == held
+        _run_guard([b"x" * 3000, b"y" * 3000, b"z" * 5000], {"x-api-key": KEY_A}, limit=8192)  # 413 midway
+        assert inputs.BODIES.held == held
+        sent, _, _ = _run_guard([b"x" * 100], {"x-api-key": KEY_A})  # the client went away: 1 chunk, disconnect
+        assert inputs.BODIES.held == held
+    finally:
+        inputs.BODIES.held -= held
+    assert inputs.BODIES.held == 0
+    with pytest.raises(Exception, match="max_inflight_bytes"):
+        ServeConfig(max_payload_bytes=4096, max_inflight_bytes=1024)
 
 
 def test_moving_a_session_between_replicas_is_exact_or_409():

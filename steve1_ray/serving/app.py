@@ -249,8 +249,9 @@ async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None
 
 
 class Guard:
-    """ASGI middleware, before FastAPI parses anything: the API key (which client is this?) and the body limit,
-    counted while the body streams in, so a chunked upload without Content-Length costs at most the limit."""
+    """ASGI middleware, before FastAPI parses anything: the API key (which client is this?) and the body limits,
+    counted while the body streams in, so a chunked upload without Content-Length costs at most the limit: one
+    body at most `max_payload_bytes` (413), all the bodies the replica holds at most `max_inflight_bytes` (503)."""
 
     def __init__(self, app):
         self.app = app
@@ -283,32 +284,42 @@ class Guard:
         if length is not None and (not length.isdigit() or int(length) > limit):
             return await _send_json(send, 413 if length.isdigit() else 400,
                                     too_big if length.isdigit() else {"error": "bad Content-Length header"})
-        chunks, size = [], 0
-        while True:  # read the body here, stopping at the limit
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return await _send_json(send, 413, too_big, ((b"connection", b"close"),))
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body, replayed = b"".join(chunks), False
-        del chunks
-        if body.count(b"{") + body.count(b"[") > MAX_JSON_CONTAINERS:  # json.loads would build ~60 B per one
-            return await _send_json(send, 422, {"error": f"the body holds more than {MAX_JSON_CONTAINERS} JSON "
-                                                         f"objects/arrays; no request needs that many"})
+        budget, held = inputs.BODIES, 0
+        try:
+            chunks, size = [], 0
+            while True:  # read the body here, stopping at the limit
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return await _send_json(send, 413, too_big, ((b"connection", b"close"),))
+                if not budget.take(len(chunk), cfg.max_inflight_bytes):
+                    return await _send_json(send, 503, {
+                        "error": f"the server holds {cfg.max_inflight_bytes} bytes of request bodies "
+                                 f"(max_inflight_bytes); retry shortly"}, ((b"retry-after", b"1"),
+                                                                           (b"connection", b"close")))
+                held += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body, replayed = b"".join(chunks), False
+            del chunks
+            if body.count(b"{") + body.count(b"[") > MAX_JSON_CONTAINERS:  # json.loads would build ~60 B per one
+                return await _send_json(send, 422, {"error": f"the body holds more than {MAX_JSON_CONTAINERS} JSON "
+                                                             f"objects/arrays; no request needs that many"})
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        return await self.app(scope, replay, send)
+            return await self.app(scope, replay, send)
+        finally:  # answered, refused or cancelled: its bytes are free again
+            budget.give(held)
 
 
 app.add_middleware(Guard)
@@ -321,7 +332,8 @@ def _client(request: Request) -> str:
     return getattr(request.state, "client", auth.ANONYMOUS)
 
 
-@serve.deployment(name="Api", max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.1},
+@serve.deployment(name="Api", max_ongoing_requests=320,  # build_app: ServeConfig.ongoing_limits
+                  ray_actor_options={"num_cpus": 0.1},
                   health_check_period_s=10, graceful_shutdown_timeout_s=10)
 @serve.ingress(app)
 class Api:
@@ -528,11 +540,13 @@ def build_app(cfg: ServeConfig, policy_options: dict | None = None):
         auth.check_bind(host, bool(digests), cfg.insecure)
     d = to_dict(cfg)
     store = SessionStore.bind(d)
-    options = {**(STICKY if cfg.sticky_sessions else {}), **(policy_options or {})}  # e.g. num_replicas=2
-    policy = (PolicyServer.options(**options) if options else PolicyServer).bind(d, store)
+    limits = cfg.ongoing_limits()
+    options = {**(STICKY if cfg.sticky_sessions else {}), "max_ongoing_requests": limits["PolicyServer"],
+               **(policy_options or {})}  # e.g. num_replicas=2
+    policy = PolicyServer.options(**options).bind(d, store)
     embedder = GoalEmbedder.bind(d, None)
     rollouts = RolloutManager.bind(d)
-    return Api.bind(d, policy, store, embedder, rollouts, digests)
+    return Api.options(max_ongoing_requests=limits["Api"]).bind(d, policy, store, embedder, rollouts, digests)
 
 
 def app_builder(args: dict):

@@ -17,6 +17,7 @@ from steve1_ray.world.config import WorldConfig
 MAX_COND_SCALE = 50.0
 MAX_CLIP_FRAMES = 64
 MAX_ROLLOUT_STEPS = 100_000
+API_HEADROOM = 64  # Api requests beside the sessions' steps (create, info, health, goals, rollouts): ongoing_limits
 
 
 @dataclass
@@ -92,6 +93,10 @@ class ServeConfig:
     # --- HTTP
     max_payload_bytes: int = 8 * 1024 * 1024
     """Largest request body accepted (HTTP 413 beyond)."""
+    max_inflight_bytes: int = 512 * 1024 * 1024
+    """Request bodies one `Api` replica holds at once, all requests together; a body that would go past it gets
+    HTTP 503 with Retry-After (the Api admits every session's step at once, `ongoing_limits`: without this budget,
+    as many 8 MiB bodies could be held; a 640x360 JPEG step is ~0.1 MB)."""
     max_image_pixels: int = 1024 * 1024
     """Largest observation or clip image (width x height, read from its header before decoding); 1 MP holds a
     640x360 MineRL frame or a 1280x720 screenshot, the agent sees 128x128."""
@@ -153,6 +158,8 @@ class ServeConfig:
         check(self.batch_size_rule in ("auto", "sessions", "fixed"),
               f"batch_size_rule must be auto, sessions or fixed, got {self.batch_size_rule!r}")
         check(self.max_payload_bytes >= 1024, f"max_payload_bytes must be >= 1024, got {self.max_payload_bytes}")
+        check(self.max_inflight_bytes >= self.max_payload_bytes,
+              f"max_inflight_bytes {self.max_inflight_bytes} must be >= max_payload_bytes {self.max_payload_bytes}")
         check(self.rollout_workers >= 0, f"rollout_workers must be >= 0, got {self.rollout_workers}")
         check(self.rollout_max_steps <= MAX_ROLLOUT_STEPS,
               f"rollout_max_steps must be <= {MAX_ROLLOUT_STEPS}, got {self.rollout_max_steps}")
@@ -164,3 +171,14 @@ class ServeConfig:
         check(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
         check(self.device.split(":")[0] in ("cpu", "cuda"), f"device must be cpu or cuda[:i], got {self.device!r}")
         check(0 < self.port < 65536, f"port must be in 1..65535, got {self.port}")
+
+    def ongoing_limits(self) -> dict[str, int]:
+        """`max_ongoing_requests` of the two deployments every step passes through, from the session limit.
+
+        A session has one step in flight, so both admit every session's step at once: the Api all of them plus
+        room for the other endpoints, the policy replica all of them (waiting in `@serve.batch`'s queue, in order).
+        Serve's router holds a request that finds every replica at its cap and retries it with growing back-off;
+        with the Api capped at 128, 256 sessions got 8.6 actions/s against 60.6 uncapped (debug preset, 2 CPUs)
+        and 14.1 against 129.9 at 64 sessions on an H200 (2x): benchmarks/RESULTS.md, session 18. Memory stays
+        bounded by `max_inflight_bytes`, not by these caps. A Serve config's `deployments:` entry overrides them."""
+        return {"Api": self.max_sessions + API_HEADROOM, "PolicyServer": max(self.max_sessions, self.max_batch_size)}

@@ -16,6 +16,27 @@ RUNTIME: dict = {}
 """Per-process settings of the ingress replica (`cfg`), shared by the Api class and the HTTP middleware."""
 
 
+class BodyBudget:
+    """Bytes of request bodies this process (an `Api` replica) holds at once, against `max_inflight_bytes`.
+    The middleware takes a chunk's bytes as it arrives and gives the body back when its request is answered.
+    One event loop runs the middleware, so no lock."""
+
+    def __init__(self):
+        self.held = 0
+
+    def take(self, n: int, limit: int) -> bool:
+        if self.held + n > limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+BODIES = BodyBudget()
+
+
 class InputError(Exception):
     """A client mistake; `status` is the HTTP 4xx code, the message names the fix."""
 

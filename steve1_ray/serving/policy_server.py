@@ -160,7 +160,8 @@ def expected_batch_size(cfg: ServeConfig, recent, hot) -> int:
     return max(1, min(cfg.max_batch_size, active or cfg.max_batch_size))
 
 
-@serve.deployment(name="PolicyServer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
+@serve.deployment(name="PolicyServer", max_ongoing_requests=256,  # build_app: ServeConfig.ongoing_limits
+                  ray_actor_options={"num_cpus": 0.5},
                   health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class PolicyServer:
     """Steps many sessions per forward pass (`@serve.batch`). Holds each session's recurrent state (both
