@@ -320,9 +320,10 @@ def main(argv=None) -> int:
     out_dir = Path(args.out or (Path(tempfile.gettempdir(), "gpu_check_dry_run") if args.cpu_dry_run
                                 else REPO / "benchmarks" / "results"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or "?"
+    try:  # STEVE1_COMMIT: where the machine's copy carries an older .git (gpu_prepare.sh writes it to COMMIT)
+        commit = os.environ.get("STEVE1_COMMIT") or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         commit = "?"
     t0 = time.time()
