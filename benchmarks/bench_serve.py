@@ -59,7 +59,7 @@ def baseline(frames: list[bytes], steps: int, args) -> dict:
     from steve1_ray.models.formats import load_policy
 
     torch.set_num_threads(args.threads)
-    policy = load_policy(args.policy, args.weights).eval()
+    policy = load_policy(args.policy, args.weights).eval().to(args.device)
     goal = np.random.default_rng(0).normal(size=A.policy_embed_dim(policy)).astype(np.float32)
     stream = A.new_stream(policy, goal, 6.0, seed=0)
     lat = []
@@ -81,7 +81,7 @@ def inprocess_batched(frames: list[bytes], n: int, steps: int, args, precision: 
     from steve1_ray.models.formats import load_policy
 
     torch.set_num_threads(args.threads)
-    policy = A.set_precision(load_policy(args.policy, args.weights).eval(), precision)
+    policy = A.set_precision(load_policy(args.policy, args.weights).eval().to(args.device), precision)
     goal = np.random.default_rng(0).normal(size=A.policy_embed_dim(policy)).astype(np.float32)
     streams = [A.new_stream(policy, goal, 6.0, seed=i) for i in range(n)]
     lat = []
@@ -107,7 +107,7 @@ def precision_gap(frames: list[bytes], n: int, steps: int, args, precision: str)
     from steve1_ray.models.formats import load_policy
 
     torch.set_num_threads(args.threads)
-    policy = load_policy(args.policy, args.weights).eval()
+    policy = load_policy(args.policy, args.weights).eval().to(args.device)
     goal = np.random.default_rng(0).normal(size=A.policy_embed_dim(policy)).astype(np.float32)
     streams = [A.new_stream(policy, goal, 6.0, seed=i) for i in range(n)]
     worst, same, total = 0.0, 0, 0
@@ -130,7 +130,7 @@ def inprocess_only(args) -> int:
     """The original's loop beside act_batch at each precision, one after the other in this process."""
     frames = world_frames(16)
     lines = [f"# In-process CFG stepping ({args.policy} preset, {args.device}, torch threads {args.threads})", "",
-             f"Command: `python benchmarks/bench_serve.py --in-process-only --policy {args.policy} --sessions "
+             f"Command: `python benchmarks/bench_serve.py --in-process-only --policy {args.policy} --device {args.device} --sessions "
              f"{' '.join(map(str, args.sessions))} --threads {args.threads} --steps {args.steps} --baseline-steps "
              f"{args.baseline_steps} --precision {' '.join(args.precision)}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs.", "",
