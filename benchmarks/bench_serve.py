@@ -126,6 +126,15 @@ def precision_gap(frames: list[bytes], n: int, steps: int, args, precision: str)
     return {"max_abs_logit_diff": worst, "greedy_agreement": same / total, "steps": steps, "sessions": n}
 
 
+def gpu_name(device: str) -> str:
+    """', NVIDIA H200' when `device` is a CUDA device, else ''."""
+    if not device.startswith("cuda"):
+        return ""
+    import torch
+
+    return f", {torch.cuda.get_device_name(torch.device(device))}"
+
+
 def inprocess_only(args) -> int:
     """The original's loop beside act_batch at each precision, one after the other in this process."""
     frames = world_frames(16)
@@ -133,7 +142,7 @@ def inprocess_only(args) -> int:
              f"Command: `python benchmarks/bench_serve.py --in-process-only --policy {args.policy} --device {args.device} --sessions "
              f"{' '.join(map(str, args.sessions))} --threads {args.threads} --steps {args.steps} --baseline-steps "
              f"{args.baseline_steps} --precision {' '.join(args.precision)}`", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs.", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs{gpu_name(args.device)}.", "",
              "| setup | sessions | actions/s | p50 ms/step | p99 ms/step | original loop actions/s (measured just "
              "before) | vs original |", "|---|---:|---:|---:|---:|---:|---:|"]
     for n in args.sessions:

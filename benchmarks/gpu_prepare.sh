@@ -2,7 +2,8 @@
 # Wheels for running benchmarks/gpu_check.sh on a GPU machine that has PyTorch but none of Ray, Serve, crafter or
 # ftfy, and no package index (the workplace's H200 image: Python 3.12, torch 2.11). Run here, with PyPI reachable:
 #
-#   bash benchmarks/gpu_prepare.sh [DIR]        # -> DIR (default .whl): ~43 MB; ignore DIR in git
+#   bash benchmarks/gpu_prepare.sh [DIR]        # -> DIR (default .whl): ~43 MB; ignore DIR in git; again
+#                                               # before each run: it rewrites DIR/COMMIT (git describe --dirty)
 #
 # then on the GPU machine, in the checkout, with DIR beside it:
 #
@@ -35,15 +36,19 @@ mkdir -p "$DIR"
   smart_open==9.0.4 mmh3==5.3.1 watchfiles==1.3.0
 # crafter is published as a source distribution only: build its (pure Python) wheel here
 "$PY" -m pip wheel -q --no-deps -w "$DIR" crafter==1.8.3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-"$PY" -m pip download -q --no-deps "${TARGET[@]}" -d "$tmp" ray==2.60.0
-mkdir "$tmp/x"
-"$PY" -m zipfile -e "$tmp"/ray-2.60.0-*.whl "$tmp/x"
-rm -rf "$tmp/x/ray/jars" "$tmp/x/ray/rllib"
-find "$tmp/x/ray/dashboard" -name '*.map' -delete
-chmod +x "$tmp/x/ray/core/src/ray/gcs/gcs_server" "$tmp/x/ray/core/src/ray/raylet/raylet"  # zipfile drops the bits
-find "$tmp/x/ray" -name '*.so' -exec chmod +x {} +
-tar -C "$tmp/x" -cJf "$DIR/ray.tar.xz" .
-git rev-parse --short HEAD > "$DIR/COMMIT"  # the device's copy may carry an older .git: gpu_check reads this
+if [[ ! -s "$DIR/ray.tar.xz" ]]; then  # made once (a minute of xz); the downloads above skip what is there
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  "$PY" -m pip download -q --no-deps "${TARGET[@]}" -d "$tmp" ray==2.60.0
+  mkdir "$tmp/x"
+  "$PY" -m zipfile -e "$tmp"/ray-2.60.0-*.whl "$tmp/x"
+  rm -rf "$tmp/x/ray/jars" "$tmp/x/ray/rllib"
+  find "$tmp/x/ray/dashboard" -name '*.map' -delete
+  chmod +x "$tmp/x/ray/core/src/ray/gcs/gcs_server" "$tmp/x/ray/core/src/ray/raylet/raylet"  # zipfile drops them
+  find "$tmp/x/ray" -name '*.so' -exec chmod +x {} +
+  tar -C "$tmp/x" -cJf "$DIR/ray.tar.xz.part" . && mv "$DIR/ray.tar.xz.part" "$DIR/ray.tar.xz"
+fi
+# the machine's copy may carry an older .git, so gpu_check reads the commit from here: run this script again right
+# before each run on the GPU machine (it then only rewrites this file)
+git describe --always --dirty > "$DIR/COMMIT"
 du -sh "$DIR"

@@ -177,8 +177,10 @@ def test_sessions_belong_to_their_client_with_a_quota_each():
     assert "session" in t.create(goal, 6.0, 3, client="A")  # room again
 
 
-def _run_guard(body_chunks, headers, limit=4096, method="POST", inflight=None):
-    """Drive `Guard` as an ASGI app: returns (status sent, bytes the inner app saw, chunks pulled from receive)."""
+def _run_guard(body_chunks, headers, limit=4096, method="POST", inflight=None, then=None, disconnect=False):
+    """Drive `Guard` as an ASGI app: returns (status sent, bytes the inner app saw, chunks pulled from receive).
+    `then(seen)` runs inside the inner app once it has the body; `disconnect`: the client goes away after the
+    chunks, before the body's end."""
     from steve1_ray.serving.app import Guard
 
     seen, pulled, sent = {}, [0], {}
@@ -187,6 +189,8 @@ def _run_guard(body_chunks, headers, limit=4096, method="POST", inflight=None):
         msg = await receive()
         seen["body"] = msg["body"]
         seen["client"] = scope["state"]["client"]
+        if then is not None:
+            then(seen)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -195,7 +199,8 @@ def _run_guard(body_chunks, headers, limit=4096, method="POST", inflight=None):
         pulled[0] += 1
         if i >= len(body_chunks):
             return {"type": "http.disconnect"}
-        return {"type": "http.request", "body": body_chunks[i], "more_body": i < len(body_chunks) - 1}
+        return {"type": "http.request", "body": body_chunks[i],
+                "more_body": disconnect or i < len(body_chunks) - 1}
 
     async def send(message):
         if message["type"] == "http.response.start":
@@ -234,24 +239,47 @@ def test_body_limit_is_counted_while_a_chunked_body_streams_in():
 
 def test_bodies_held_at_once_are_bounded_and_given_back():
     """The Api admits every session's step at once (ServeConfig.ongoing_limits), so what all the bodies it holds
-    may cost is bounded by max_inflight_bytes: a body that would go past it gets 503 + Retry-After, and a body's
-    bytes are free again once its request is answered, refused or cut off."""
-    held = 6000  # bytes other requests of this replica hold right now
-    inputs.BODIES.held += held
+    may cost is bounded by max_inflight_bytes, and one API key's by a quarter of it: a body that would go past
+    either gets 503 + Retry-After (a declared Content-Length before a byte is read), and a body's bytes are held
+    while its request runs and are free again once it is answered, refused, cut off or failed."""
+    budget, other = inputs.BODIES, "some-other-key"
+    key = {"x-api-key": KEY_A}
+    me = auth.identify(KEY_A, [auth.digest(KEY_A)])
+    assert budget.take(36_000, 10**9, other)  # another client's requests hold 36,000 bytes right now
     try:
-        sent, seen, pulled = _run_guard([b"x" * 3000, b"y" * 3000], {"x-api-key": KEY_A}, limit=8192,
-                                        inflight=10_000)
+        sent, seen, pulled = _run_guard([b"x" * 3000, b"y" * 3000], key, limit=8192, inflight=40_000)
         assert sent["status"] == 503 and b"max_inflight_bytes" in sent["body"] and not seen and pulled == 2
-        assert inputs.BODIES.held == held  # the refused body's first chunk is given back
-        sent, seen, _ = _run_guard([b"x" * 3000], {"x-api-key": KEY_A}, limit=8192, inflight=10_000)
-        assert sent["status"] == 200 and seen["body"] == b"x" * 3000 and inputs.BODIES.held == held
-        _run_guard([b"x" * 3000, b"y" * 3000, b"z" * 5000], {"x-api-key": KEY_A}, limit=8192)  # 413 midway
-        assert inputs.BODIES.held == held
-        sent, _, _ = _run_guard([b"x" * 100], {"x-api-key": KEY_A})  # the client went away: 1 chunk, disconnect
-        assert inputs.BODIES.held == held
+        assert budget.held == 36_000 and me not in budget.by_client  # the refused body's first chunk is given back
+        # declared: refused before a byte is read
+        sent, seen, pulled = _run_guard([b"x" * 5000], {**key, "content-length": "5000"}, limit=8192,
+                                        inflight=40_000)
+        assert sent["status"] == 503 and pulled == 0 and budget.held == 36_000
+
+        def holds(seen):
+            seen["held"] = (budget.held, budget.by_client.get(me))
+
+        sent, seen, _ = _run_guard([b"x" * 3000], key, limit=8192, inflight=40_000, then=holds)
+        assert sent["status"] == 200 and seen["held"] == (39_000, 3000) and budget.held == 36_000
+        sent, seen, _ = _run_guard([b"x" * 3000], {**key, "content-length": "3000"}, limit=8192, inflight=40_000,
+                                   then=holds)
+        assert sent["status"] == 200 and seen["held"] == (39_000, 3000) and budget.held == 36_000
+        sent, _, _ = _run_guard([b"x" * 3000, b"y" * 3000, b"z" * 5000], key, limit=8192)
+        assert sent["status"] == 413 and budget.held == 36_000
+        sent, seen, pulled = _run_guard([b"x" * 100], key, disconnect=True)  # the client goes away mid-body
+        assert not sent and not seen and pulled == 2 and budget.held == 36_000
+
+        def fail(seen):
+            raise RuntimeError("the app failed")
+
+        with pytest.raises(RuntimeError):
+            _run_guard([b"x" * 100], key, then=fail)
+        assert budget.held == 36_000 and me not in budget.by_client
+        # one key's share: a quarter of the budget, whatever the others leave free
+        sent, _, pulled = _run_guard([b"x" * 9000] * 3, key, limit=32768, inflight=100_000)
+        assert sent["status"] == 503 and pulled == 3 and budget.held == 36_000
     finally:
-        inputs.BODIES.held -= held
-    assert inputs.BODIES.held == 0
+        budget.give(36_000, other)
+    assert budget.held == 0 and not budget.by_client
     with pytest.raises(Exception, match="max_inflight_bytes"):
         ServeConfig(max_payload_bytes=4096, max_inflight_bytes=1024)
 

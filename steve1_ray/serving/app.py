@@ -285,7 +285,15 @@ class Guard:
             return await _send_json(send, 413 if length.isdigit() else 400,
                                     too_big if length.isdigit() else {"error": "bad Content-Length header"})
         budget, held = inputs.BODIES, 0
+        share = cfg.max_inflight_bytes // 4 if client != auth.ANONYMOUS else None  # one API key's part
+        busy = {"error": f"the server holds its limit of request bodies (max_inflight_bytes {cfg.max_inflight_bytes}"
+                         f", a quarter of it per API key); retry shortly"}
+        busy_headers = ((b"retry-after", b"1"), (b"connection", b"close"))
         try:
+            if length is not None:  # reserve the declared body before reading a byte of it
+                if not budget.take(int(length), cfg.max_inflight_bytes, client, share):
+                    return await _send_json(send, 503, busy, busy_headers)
+                held = int(length)
             chunks, size = [], 0
             while True:  # read the body here, stopping at the limit
                 message = await receive()
@@ -295,12 +303,10 @@ class Guard:
                 size += len(chunk)
                 if size > limit:
                     return await _send_json(send, 413, too_big, ((b"connection", b"close"),))
-                if not budget.take(len(chunk), cfg.max_inflight_bytes):
-                    return await _send_json(send, 503, {
-                        "error": f"the server holds {cfg.max_inflight_bytes} bytes of request bodies "
-                                 f"(max_inflight_bytes); retry shortly"}, ((b"retry-after", b"1"),
-                                                                           (b"connection", b"close")))
-                held += len(chunk)
+                if size > held:  # a chunked body (or more than declared): take what it grew by
+                    if not budget.take(size - held, cfg.max_inflight_bytes, client, share):
+                        return await _send_json(send, 503, busy, busy_headers)
+                    held = size
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
@@ -319,7 +325,7 @@ class Guard:
 
             return await self.app(scope, replay, send)
         finally:  # answered, refused or cancelled: its bytes are free again
-            budget.give(held)
+            budget.give(held, client)
 
 
 app.add_middleware(Guard)
@@ -332,7 +338,7 @@ def _client(request: Request) -> str:
     return getattr(request.state, "client", auth.ANONYMOUS)
 
 
-@serve.deployment(name="Api", max_ongoing_requests=320,  # build_app: ServeConfig.ongoing_limits
+@serve.deployment(name="Api", max_ongoing_requests=ServeConfig().ongoing_limits()["Api"],  # build_app sets it
                   ray_actor_options={"num_cpus": 0.1},
                   health_check_period_s=10, graceful_shutdown_timeout_s=10)
 @serve.ingress(app)

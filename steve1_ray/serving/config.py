@@ -1,9 +1,9 @@
 """`ServeConfig`: what the served application loads and the limits it enforces.
 
 Filled from the `args:` (and `http_options` host/port) of `serve/config.yaml`, or `steve1 serve --config ...
-key=value`. Deployment
-sizes (replicas, autoscaling, `max_ongoing_requests`) live in the Serve config's `deployments:` list,
-where Serve itself reads them.
+key=value`. Deployment sizes (replicas, autoscaling) live in the Serve config's `deployments:` list, where Serve
+itself reads them; `max_ongoing_requests` of the Api and the PolicyServer follows `max_sessions`
+(`ServeConfig.ongoing_limits`), the others' in their decorators or that list.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from steve1_ray.world.config import WorldConfig
 MAX_COND_SCALE = 50.0
 MAX_CLIP_FRAMES = 64
 MAX_ROLLOUT_STEPS = 100_000
-API_HEADROOM = 64  # Api requests beside the sessions' steps (create, info, health, goals, rollouts): ongoing_limits
+API_HEADROOM = 64  # requests beside the sessions' steps (create, reset, info, health, goals, rollouts): ongoing_limits
 
 
 @dataclass
@@ -94,9 +94,11 @@ class ServeConfig:
     max_payload_bytes: int = 8 * 1024 * 1024
     """Largest request body accepted (HTTP 413 beyond)."""
     max_inflight_bytes: int = 512 * 1024 * 1024
-    """Request bodies one `Api` replica holds at once, all requests together; a body that would go past it gets
-    HTTP 503 with Retry-After (the Api admits every session's step at once, `ongoing_limits`: without this budget,
-    as many 8 MiB bodies could be held; a 640x360 JPEG step is ~0.1 MB)."""
+    """Request bodies one `Api` replica holds at once, all clients together, one client (API key) at most a quarter
+    of it; a body that would go past either gets HTTP 503 with Retry-After. A body's declared Content-Length is
+    reserved before it is read. The Api admits every session's step at once (`ongoing_limits`), so without this as
+    many 8 MiB bodies could be held; a 640x360 JPEG step is ~0.1 MB. Raw bytes: parsing a body (its JSON string,
+    the decoded image) costs about twice more while it lasts, and each Api replica has its own budget."""
     max_image_pixels: int = 1024 * 1024
     """Largest observation or clip image (width x height, read from its header before decoding); 1 MP holds a
     640x360 MineRL frame or a 1280x720 screenshot, the agent sees 128x128."""
@@ -177,8 +179,11 @@ class ServeConfig:
 
         A session has one step in flight, so both admit every session's step at once: the Api all of them plus
         room for the other endpoints, the policy replica all of them (waiting in `@serve.batch`'s queue, in order).
-        Serve's router holds a request that finds every replica at its cap and retries it with growing back-off;
-        with the Api capped at 128, 256 sessions got 8.6 actions/s against 60.6 uncapped (debug preset, 2 CPUs)
-        and 14.1 against 129.9 at 64 sessions on an H200 (2x): benchmarks/RESULTS.md, session 18. Memory stays
-        bounded by `max_inflight_bytes`, not by these caps. A Serve config's `deployments:` entry overrides them."""
-        return {"Api": self.max_sessions + API_HEADROOM, "PolicyServer": max(self.max_sessions, self.max_batch_size)}
+        Both keep `API_HEADROOM` more for the calls beside the steps (create, reset, delete, info, health, a
+        retried step). Serve's router holds a request that finds every replica at its cap and retries it with
+        growing back-off; with the Api capped at 128, 256 sessions got 7.3 actions/s against 81.1 with these limits
+        (debug preset, 2 CPUs) and 14.1 against 112.3 on an H200 (2x): benchmarks/RESULTS.md, session 18. Memory
+        stays bounded by `max_inflight_bytes`, not by these caps. A Serve config's `deployments:` entry that sets
+        `max_ongoing_requests` overrides them (tests/test_deploy.py refuses a shipped one below them)."""
+        return {"Api": self.max_sessions + API_HEADROOM,
+                "PolicyServer": max(self.max_sessions, self.max_batch_size) + API_HEADROOM}

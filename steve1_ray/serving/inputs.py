@@ -17,21 +17,30 @@ RUNTIME: dict = {}
 
 
 class BodyBudget:
-    """Bytes of request bodies this process (an `Api` replica) holds at once, against `max_inflight_bytes`.
-    The middleware takes a chunk's bytes as it arrives and gives the body back when its request is answered.
-    One event loop runs the middleware, so no lock."""
+    """Bytes of request bodies this process (an `Api` replica) holds at once, against `max_inflight_bytes`, and per
+    client against its share. The middleware takes a body's bytes before or as they arrive and gives them back when
+    its request is answered. One event loop runs the middleware, so no lock."""
 
     def __init__(self):
         self.held = 0
+        self.by_client: dict[str, int] = {}
 
-    def take(self, n: int, limit: int) -> bool:
-        if self.held + n > limit:
+    def take(self, n: int, limit: int, client: str = "", share: int | None = None) -> bool:
+        mine = self.by_client.get(client, 0)
+        if self.held + n > limit or (share is not None and mine + n > share):
             return False
         self.held += n
+        self.by_client[client] = mine + n
         return True
 
-    def give(self, n: int) -> None:
-        self.held -= n
+    def give(self, n: int, client: str = "") -> None:
+        if n:
+            self.held -= n
+            left = self.by_client.get(client, 0) - n
+            if left > 0:
+                self.by_client[client] = left
+            else:
+                self.by_client.pop(client, None)
 
 
 BODIES = BodyBudget()

@@ -160,7 +160,7 @@ def expected_batch_size(cfg: ServeConfig, recent, hot) -> int:
     return max(1, min(cfg.max_batch_size, active or cfg.max_batch_size))
 
 
-@serve.deployment(name="PolicyServer", max_ongoing_requests=256,  # build_app: ServeConfig.ongoing_limits
+@serve.deployment(name="PolicyServer", max_ongoing_requests=ServeConfig().ongoing_limits()["PolicyServer"],
                   ray_actor_options={"num_cpus": 0.5},
                   health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class PolicyServer:
