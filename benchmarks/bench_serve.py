@@ -139,7 +139,8 @@ def inprocess_only(args) -> int:
     """The original's loop beside act_batch at each precision, one after the other in this process."""
     frames = world_frames(16)
     lines = [f"# In-process CFG stepping ({args.policy} preset, {args.device}, torch threads {args.threads})", "",
-             f"Command: `python benchmarks/bench_serve.py --in-process-only --policy {args.policy} --device {args.device} --sessions "
+             f"Command: `python benchmarks/bench_serve.py --in-process-only --policy {args.policy} "
+             f"--device {args.device} --sessions "
              f"{' '.join(map(str, args.sessions))} --threads {args.threads} --steps {args.steps} --baseline-steps "
              f"{args.baseline_steps} --precision {' '.join(args.precision)}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs{gpu_name(args.device)}.", "",
@@ -238,7 +239,8 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       state_sync_every=args.state_sync_every, two_pass_baseline=two_pass,
                       sticky_sessions=not args.no_sticky, precision=args.precision[0],
                       torch_threads=args.torch_threads, batch_wait_fraction=args.batch_wait_fraction)
-    serve.run(build_app(cfg), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
+    api_options = {"num_replicas": args.api_replicas} if getattr(args, "api_replicas", 1) != 1 else None
+    serve.run(build_app(cfg, api_options=api_options), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
                                                                                 "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
 
@@ -256,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait", type=float, default=0.005)
     p.add_argument("--batch-wait-fraction", type=float, default=0.3,
                    help="the batch wait grows to this fraction of a full batch's step (ServeConfig; 0 = fixed)")
+    p.add_argument("--api-replicas", type=int, default=1,
+                   help="replicas of the Api ingress (JSON, base64, JPEG decode per request; one by default)")
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
     p.add_argument("--state-sync-every", type=int, default=1,
                    help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")

@@ -140,7 +140,8 @@ def section_serve(sizes: dict, args, deadline: float) -> dict:
     info = device_info(sizes["device"])
     sargs = bench_serve.build_parser().parse_args(
         ["--policy", s["policy"], "--device", sizes["device"], "--max-batch-size", str(s["max_batch_size"]),
-         "--state-sync-every", str(s["state_sync_every"]), "--sessions", *map(str, s["sessions"])])
+         "--state-sync-every", str(s["state_sync_every"]), "--api-replicas", str(args.serve_api_replicas),
+         "--sessions", *map(str, s["sessions"])])
     frames = bench_serve.world_frames(16)
     say("serve", f"starting Ray + the Serve app ({s['policy']} on {sizes['device']})")
     url, serve = bench_serve.start_app(sargs)
@@ -158,6 +159,7 @@ def section_serve(sizes: dict, args, deadline: float) -> dict:
 
         ray.shutdown()
     return {**info, "policy": s["policy"], "max_batch_size": s["max_batch_size"],
+            "api_replicas": args.serve_api_replicas,
             "state_sync_every": s["state_sync_every"], "steps_per_session": s["steps"], "runs": runs}
 
 
@@ -280,7 +282,8 @@ def markdown(report: dict) -> str:
         elif name == "serve":
             for k, run in enumerate(r["runs"]):
                 setup = (f"`{r['policy']}` served over HTTP (JPEG 640x360, `steve1_ray.client`), "
-                         f"max_batch_size {r['max_batch_size']}, state_sync_every {r['state_sync_every']}: "
+                         f"max_batch_size {r['max_batch_size']}, state_sync_every {r['state_sync_every']}, "
+                         f"{r.get('api_replicas', 1)} Api replica(s): "
                          if k == 0 else "") + f"{run['sessions']} sessions"
                 wall = f"{r['wall_s']:.0f}" if k == 0 else ""
                 lines.append(f"| {'serve' if k == 0 else ''} | {setup} | **{run['actions_per_s']:,.1f} actions/s**; "
@@ -302,6 +305,8 @@ def parse_args(argv):
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's peak dense bf16 TFLOP/s for the MFU (default: PEAK_TFLOPS by device name)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--serve-api-replicas", type=int, default=1,
+                   help="replicas of the served app's Api ingress in the serve section (default 1)")
     for name in SECTIONS:
         p.add_argument(f"--{name}-budget-s", type=float, default=None,
                        help=f"hard time limit of the {name} section (default: GPU "

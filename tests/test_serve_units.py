@@ -143,6 +143,8 @@ def test_every_session_s_step_is_admitted_at_once_on_both_hops(tmp_path):
     policy = api.init_args[1]._bound_deployment
     assert api.name == "Api" and api.max_ongoing_requests == 300 + API_HEADROOM
     assert policy.name == "PolicyServer" and policy.max_ongoing_requests == 300 + API_HEADROOM
+    more = build_app(ServeConfig(max_sessions=300), api_options={"num_replicas": 3})._bound_deployment
+    assert more.num_replicas == 3 and more.max_ongoing_requests == 300 + API_HEADROOM  # bench_serve --api-replicas
     small = build_app(ServeConfig(max_sessions=8, max_batch_size=64))._bound_deployment
     assert small.init_args[1]._bound_deployment.max_ongoing_requests == 64 + API_HEADROOM  # a batch, at least
     shipped = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())

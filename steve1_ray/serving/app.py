@@ -538,9 +538,10 @@ def _serve_http_host() -> str | None:
         return "unknown (the Serve HTTP options could not be read)"  # fail closed: keys or insecure=true
 
 
-def build_app(cfg: ServeConfig, policy_options: dict | None = None):
+def build_app(cfg: ServeConfig, policy_options: dict | None = None, api_options: dict | None = None):
     """The bound application graph for `serve.run`. Reads the API keys here (auth.py) and refuses a
-    non-loopback bind without keys unless `insecure`; only the keys' digests go to the ingress."""
+    non-loopback bind without keys unless `insecure`; only the keys' digests go to the ingress.
+    `policy_options` / `api_options`: more Serve options of those deployments (e.g. num_replicas=2)."""
     digests = auth.key_digests(cfg.api_keys_env, cfg.api_keys_file)
     for host in {cfg.host, _serve_http_host() or cfg.host}:
         auth.check_bind(host, bool(digests), cfg.insecure)
@@ -552,7 +553,8 @@ def build_app(cfg: ServeConfig, policy_options: dict | None = None):
     policy = PolicyServer.options(**options).bind(d, store)
     embedder = GoalEmbedder.bind(d, None)
     rollouts = RolloutManager.bind(d)
-    return Api.options(max_ongoing_requests=limits["Api"]).bind(d, policy, store, embedder, rollouts, digests)
+    api = Api.options(**{"max_ongoing_requests": limits["Api"], **(api_options or {})})
+    return api.bind(d, policy, store, embedder, rollouts, digests)
 
 
 def app_builder(args: dict):
