@@ -239,9 +239,8 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       state_sync_every=args.state_sync_every, two_pass_baseline=two_pass,
                       sticky_sessions=not args.no_sticky, precision=args.precision[0],
                       torch_threads=args.torch_threads, batch_wait_fraction=args.batch_wait_fraction)
-    api_options = {"num_replicas": args.api_replicas} if getattr(args, "api_replicas", 1) != 1 else None
-    serve.run(build_app(cfg, api_options=api_options), name="steve1", route_prefix="/", logging_config={"enable_access_log": False,
-                                                                                "log_level": "WARNING"})
+    serve.run(build_app(cfg, api_options={"num_replicas": args.api_replicas}), name="steve1", route_prefix="/",
+              logging_config={"enable_access_log": False, "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
 
 

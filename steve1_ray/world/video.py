@@ -59,7 +59,7 @@ class Mp4Writer:
         self._buf = io.BytesIO() if path is None else None
         import av  # here, not at the top: serving imports this module, and needs PyAV only when it writes a video
 
-        self._av = av
+        self._to_frame = av.VideoFrame.from_ndarray
         self.container = av.open(self._buf if path is None else str(path), mode="w", format="mp4")
         self.fps, self.crf, self.preset, self.height, self.threads = fps, crf, preset, height, threads
         self.stream = None
@@ -93,7 +93,7 @@ class Mp4Writer:
                 raise ValueError(f"frame has shape {frame.shape} {frame.dtype}; this video takes "
                                  f"({height}, {width}, 3) uint8 RGB frames")
             frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-        for packet in self.stream.encode(self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+        for packet in self.stream.encode(self._to_frame(np.ascontiguousarray(frame), format="rgb24")):
             self.container.mux(packet)
         self.frames += 1
 
