@@ -182,34 +182,46 @@ def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str 
     api = Client(url, api_key=key, retries=0)  # an error answer fails the run, never hides in the latency
     api.http.mount("http://", HTTPAdapter(pool_maxsize=max(64, n_sessions * 2)))  # one connection per thread
     sessions = [api.session(prompt="chop down the tree", cond_scale=6.0, seed=i) for i in range(n_sessions)]
-    before = api.info()
+    before, t_all = api.info(), time.perf_counter()
 
     def play(i):
-        lat = []
+        lat = []  # (seconds, start, end) of each timed step
         for t in range(steps + 2):
             t0 = time.perf_counter()
             sessions[i].act(frames[(t + i) % len(frames)])
-            if t >= 2:
-                lat.append((time.perf_counter() - t0, time.perf_counter()))
+            if t >= 2:  # the first two steps warm up (replica caches, batches forming)
+                lat.append((time.perf_counter() - t0, t0, time.perf_counter()))
                 if deadline is not None and time.perf_counter() > deadline:
                     break
         return lat
 
-    t_start = time.perf_counter()
     with cf.ThreadPoolExecutor(n_sessions) as pool:
         lats = [x for per in pool.map(play, range(n_sessions)) for x in per]
-    wall = max(end for _, end in lats) - t_start
+    info = api.info()
+    t_all = time.perf_counter() - t_all  # the window of the replica's counters (warm-up steps included)
+    # actions/s over the timed steps only: from the first timed step's start to the last one's end (every timed
+    # step lies inside; until session 19 the window also held the two warm-up steps, which understated the
+    # rate by up to steps / (steps + 2), e.g. 0.75 at --steps 6)
+    wall = max(end for _, _, end in lats) - min(start for _, start, _ in lats)
     for s in sessions:
         s.close()
-    info = api.info()
-    xs = [d for d, _ in lats]
+    xs = [d for d, _, _ in lats]
     batches = max(1, info["batches"] - before["batches"])
     # the replica's own time per batch (policy step; store claim + sync) against the client's cycle: the rest
     # of a cycle is the round trip (HTTP, the proxy, the Api, JPEG decode) and the batch wait
     return {"actions_per_s": len(xs) / wall, "p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99),
             "max_batch": info.get("max_batch"), "mean_batch": (info["steps"] - before["steps"]) / batches,
             "step_ms": 1000 * (info["step_s"] - before["step_s"]) / batches,
-            "store_ms": 1000 * (info["claim_s"] + info["sync_s"] - before["claim_s"] - before["sync_s"]) / batches}
+            "store_ms": 1000 * (info["claim_s"] + info["sync_s"] - before["claim_s"] - before["sync_s"]) / batches,
+            # the replica's share of the run spent stepping, waiting for a batch to fill, and with no request
+            "busy": (info["step_s"] - before["step_s"]) / t_all,
+            "fill": (info.get("fill_s", 0.0) - before.get("fill_s", 0.0)) / t_all,
+            "idle": (info.get("idle_s", 0.0) - before.get("idle_s", 0.0)) / t_all}
+
+
+def shares(r: dict) -> str:
+    """'62 / 20 / 3 %': the replica's time stepping, waiting for a batch to fill, and without requests."""
+    return "-" if "busy" not in r else f"{100 * r['busy']:.0f} / {100 * r['fill']:.0f} / {100 * r['idle']:.0f} %"
 
 
 def start_app(args, two_pass: bool = False) -> tuple[str, object]:
@@ -238,7 +250,8 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       max_sessions=max_sessions, max_sessions_per_key=max_sessions,  # one anonymous client
                       state_sync_every=args.state_sync_every, two_pass_baseline=two_pass,
                       sticky_sessions=not args.no_sticky, precision=args.precision[0],
-                      torch_threads=args.torch_threads, batch_wait_fraction=args.batch_wait_fraction)
+                      torch_threads=args.torch_threads, batch_wait_fraction=args.batch_wait_fraction,
+                      batch_size_rule=args.batch_size_rule, batch_groups=args.batch_groups)
     serve.run(build_app(cfg, api_options={"num_replicas": args.api_replicas}), name="steve1", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
@@ -257,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait", type=float, default=0.005)
     p.add_argument("--batch-wait-fraction", type=float, default=0.3,
                    help="the batch wait grows to this fraction of a full batch's step (ServeConfig; 0 = fixed)")
+    p.add_argument("--batch-size-rule", default="auto", choices=["auto", "sessions", "fixed"],
+                   help="ServeConfig.batch_size_rule (auto: sessions on CPU, fixed on CUDA)")
+    p.add_argument("--batch-groups", type=int, default=2,
+                   help="ServeConfig.batch_groups: the active sessions step in this many groups in turn")
     p.add_argument("--api-replicas", type=int, default=1,
                    help="replicas of the Api ingress (JSON, base64, JPEG decode per request; one by default)")
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
@@ -300,6 +317,8 @@ def main(argv=None) -> int:
         served(frames, 1, 3, url, None)
         base = baseline(frames, args.baseline_steps, args)
         res = served(frames, 1, args.steps, url, None)
+        for k in ("busy", "fill", "idle"):  # counters of a replica replaced by the redeployment: not shown
+            res.pop(k, None)
         served_base = ("served, original two-pass, 1 session at a time", 1, res, base)
         print(served_base, flush=True)
     finally:
@@ -309,7 +328,8 @@ def main(argv=None) -> int:
              f"--steps {args.steps} --baseline-steps {args.baseline_steps} --policy {args.policy} "
              f"--device {args.device} --threads {args.threads} --state-sync-every {args.state_sync_every} "
              f"--torch-threads {args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
-             f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction}`", "",
+             f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction} --batch-size-rule "
+             f"{args.batch_size_rule} --batch-groups {args.batch_groups} --api-replicas {args.api_replicas}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
              f"{os.getloadavg()[0]:.1f}. Frames: 640x360 JPEG (q90) from the embedded "
              "world, sent base64 in JSON over HTTP on 127.0.0.1. Latency = one `act` request (client side).", "",
@@ -319,16 +339,24 @@ def main(argv=None) -> int:
              "`two_pass_baseline=true max_batch_size=1`, one session at a time.", "",
              "Served rows: *mean batch* and the replica's own milliseconds per batch (*step*: the policy; *store*: "
              "the session store's claim + sync); the rest of a client's cycle is the round trip (HTTP, proxy, "
-             "Api, JPEG decode) and the batch wait. In-process rows: one `act_batch` call (p50).", "",
+             "Api, JPEG decode) and the batch wait; *replica stepping / filling / idle*: its share of the run spent in the "
+             "policy step, waiting for a batch to fill with requests waiting, and without any request. In-process "
+             "rows: one `act_batch` call (p50).", "",
              "| setup | sessions | actions/s | p50 ms | p99 ms | largest batch | mean batch | step ms | store ms | "
-             "vs served two-pass | in-process baseline actions/s (p50 / p99 ms) | vs in-process |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "replica stepping / filling / idle | "
+             "vs served two-pass | the original's loop in process, actions/s (p50 / p99 ms) | vs the original's loop |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     sb = served_base[2]["actions_per_s"]
     for name, n, r, b in [served_base] + rows:
         lines.append(f"| {name} | {n} | {r['actions_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
                      f"{r.get('max_batch', '-')} | {r.get('mean_batch', n):.1f} | {r.get('step_ms', r['p50_ms']):.0f} | "
-                     f"{r.get('store_ms', float('nan')):.0f} | {r['actions_per_s'] / sb:.2f}x | {b['actions_per_s']:.1f} "
+                     f"{r.get('store_ms', float('nan')):.0f} | {shares(r)} | {r['actions_per_s'] / sb:.2f}x | {b['actions_per_s']:.1f} "
                      f"({b['p50_ms']:.0f} / {b['p99_ms']:.0f}) | {r['actions_per_s'] / b['actions_per_s']:.2f}x |")
+    inproc = {n: r["actions_per_s"] for name, n, r, _ in rows if name.startswith("in-process")}
+    ratios = [f"{n} sessions {r['actions_per_s'] / inproc[n]:.2f}x" for name, n, r, _ in rows
+              if name.startswith("served") and n in inproc]
+    if ratios:
+        lines += ["", "Served over HTTP / in-process `act_batch` at the same session count: " + ", ".join(ratios) + "."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -55,12 +55,14 @@ def bench_loader(root: str, T: int, batch_size: int, threads: int, n_batches: in
 
 def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, device: str, steps: int,
                 embed_dim: int, grad_accum: int = 1, count_flops: bool = False,
-                max_seconds: float | None = None) -> dict:
+                max_seconds: float | None = None, profile_ops: int = 0) -> dict:
     """Optimizer steps of `preset` on one in-memory batch: `grad_accum` micro-batches of B x trunc_t frames each.
 
     `count_flops`: one extra step (after the warm-up, not timed) under torch's FlopCounterMode gives
     `flops_per_step`, the matmul/conv FLOPs of forward + backward of every micro-batch as counted by torch.
     `max_seconds`: stop timing after this long (at least one step); `steps` counts the steps timed.
+    `profile_ops`: one more step (after the timing) under torch.profiler gives `top_ops`, the operators with the
+    most self time on the device (CUDA kernels' time on a GPU, CPU time on CPU), that many of them.
     """
     from steve1_ray.models.policy import build_policy
     from steve1_ray.train.config import TrainConfig
@@ -115,7 +117,27 @@ def bench_model(preset: str, batch_size: int, trunc_t: int, precision: str, devi
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2})
     if dev.type == "cuda":
         out["peak_cuda_gb"] = torch.cuda.max_memory_allocated(dev) / 1024**3
+    if profile_ops:
+        out["top_ops"] = profile_step(lambda: step(0), dev, profile_ops)
     return out
+
+
+def profile_step(run, dev: torch.device, n: int) -> list[dict]:
+    """The `n` operators with the most self time in one call of `run` (torch.profiler): name, calls, self ms,
+    share of the step's total self time; device (kernel) time on CUDA, CPU time on CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        run()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    rows = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    total = sum(getattr(e, key) for e in rows) or 1.0
+    rows.sort(key=lambda e: -getattr(e, key))
+    return [{"op": e.key, "calls": e.count, "self_ms": getattr(e, key) / 1000, "share": getattr(e, key) / total}
+            for e in rows[:n]]
 
 
 VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt")

@@ -115,16 +115,20 @@ def section_train(sizes: dict, args, deadline: float) -> dict:
 
     dev = sizes["device"]
     info = device_info(dev)
+    import torch
+
     cfg = load_train_config("paper", sizes["train"]["overrides"])  # the paper's batch shape and precision
+    torch.backends.cudnn.benchmark = bool(args.train_cudnn_benchmark)
     say("train", f"{cfg.model} {cfg.precision}, B {cfg.batch_size} x trunc_t {cfg.trunc_t} x grad_accum "
                  f"{cfg.grad_accum} on {info['device']}: build, warm up, count FLOPs, time")
     r = bench_train.bench_model(cfg.model, cfg.batch_size, cfg.trunc_t, cfg.precision, dev, sizes["train"]["steps"],
                                 512, grad_accum=cfg.grad_accum, count_flops=True,
-                                max_seconds=min(sizes["train"]["max_seconds"], max(1.0, deadline - time.time() - 15)))
+                                max_seconds=min(sizes["train"]["max_seconds"], max(1.0, deadline - time.time() - 15)),
+                                profile_ops=args.train_profile)
     peak, source = peak_tflops(info["device"], args.peak_tflops, args.cpu_dry_run)
     achieved = r["flops_per_step"] * r["steps_per_s"]
     out = {**info, "preset": cfg.model, "precision": cfg.precision, "batch_size": cfg.batch_size,
-           "trunc_t": cfg.trunc_t, "grad_accum": cfg.grad_accum, **r,
+           "trunc_t": cfg.trunc_t, "grad_accum": cfg.grad_accum, "cudnn_benchmark": bool(args.train_cudnn_benchmark), **r,
            "achieved_tflops": achieved / 1e12, "peak_tflops": peak, "peak_source": source,
            "mfu": achieved / (peak * 1e12) if peak else None}
     say("train", f"{r['frames_per_s']:,.1f} frames/s over {r['steps']} steps, {fmt_flops(r['flops_per_step'])}"
@@ -141,6 +145,7 @@ def section_serve(sizes: dict, args, deadline: float) -> dict:
     sargs = bench_serve.build_parser().parse_args(
         ["--policy", s["policy"], "--device", sizes["device"], "--max-batch-size", str(s["max_batch_size"]),
          "--state-sync-every", str(s["state_sync_every"]), "--api-replicas", str(args.serve_api_replicas),
+         "--batch-size-rule", args.serve_batch_rule,
          "--sessions", *map(str, s["sessions"])])
     frames = bench_serve.world_frames(16)
     say("serve", f"starting Ray + the Serve app ({s['policy']} on {sizes['device']})")
@@ -159,7 +164,7 @@ def section_serve(sizes: dict, args, deadline: float) -> dict:
 
         ray.shutdown()
     return {**info, "policy": s["policy"], "max_batch_size": s["max_batch_size"],
-            "api_replicas": args.serve_api_replicas,
+            "api_replicas": args.serve_api_replicas, "batch_size_rule": args.serve_batch_rule,
             "state_sync_every": s["state_sync_every"], "steps_per_session": s["steps"], "runs": runs}
 
 
@@ -273,7 +278,7 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| train | `{r['preset']}` {r['precision']}, B {r['batch_size']} x trunc_t {r['trunc_t']} x "
                 f"grad_accum {r['grad_accum']} = {r['frames_per_step']:,} frames/step, {r['params_M']:.1f}M "
-                f"parameters | **{r['frames_per_s']:,.1f} frames/s** ({r['steps_per_s']:.3f} steps/s over "
+                f"parameters{', cudnn.benchmark' if r.get('cudnn_benchmark') else ''} | **{r['frames_per_s']:,.1f} frames/s** ({r['steps_per_s']:.3f} steps/s over "
                 f"{r['steps']} steps); {fmt_flops(r['flops_per_step'])}/step counted (FlopCounterMode, "
                 f"fwd+bwd), {fmt_flops(r['achieved_tflops'] * 1e12)}/s; **MFU {fmt_pct(r['mfu'])}** of "
                 f"{format(r['peak_tflops'], 'g') if r['peak_tflops'] else '?'} TFLOP/s ({r['peak_source']})"
@@ -283,7 +288,8 @@ def markdown(report: dict) -> str:
             for k, run in enumerate(r["runs"]):
                 setup = (f"`{r['policy']}` served over HTTP (JPEG 640x360, `steve1_ray.client`), "
                          f"max_batch_size {r['max_batch_size']}, state_sync_every {r['state_sync_every']}, "
-                         f"{r.get('api_replicas', 1)} Api replica(s): "
+                         f"{r.get('api_replicas', 1)} Api replica(s), batch_size_rule "
+                         f"{r.get('batch_size_rule', 'auto')}: "
                          if k == 0 else "") + f"{run['sessions']} sessions"
                 wall = f"{r['wall_s']:.0f}" if k == 0 else ""
                 lines.append(f"| {'serve' if k == 0 else ''} | {setup} | **{run['actions_per_s']:,.1f} actions/s**; "
@@ -294,6 +300,11 @@ def markdown(report: dict) -> str:
                          f"cached (ours) / per-window (STEVE-1's) | **{r['cached_frames_per_s']:,.1f}** / "
                          f"{r['per_window_frames_per_s']:,.1f} episode frames/s ({r['speedup']:.1f}x); max "
                          f"difference {r['max_abs_diff']:.1e} | {r['wall_s']:.0f} |")
+    ops = s.get("train", {}).get("top_ops")
+    if ops:
+        lines += ["", "One training step profiled (torch.profiler), the operators with the most self time on the "
+                      "device:", "", "| operator | calls | self ms | share |", "|---|---:|---:|---:|"]
+        lines += [f"| `{o['op']}` | {o['calls']} | {o['self_ms']:.1f} | {100 * o['share']:.1f} % |" for o in ops]
     return "\n".join(lines) + "\n"
 
 
@@ -305,6 +316,12 @@ def parse_args(argv):
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's peak dense bf16 TFLOP/s for the MFU (default: PEAK_TFLOPS by device name)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--serve-batch-rule", default="auto", choices=["auto", "sessions", "fixed"],
+                   help="the PolicyServer's batch_size_rule in the serve section (auto: fixed on CUDA)")
+    p.add_argument("--train-profile", type=int, default=0, metavar="N",
+                   help="also profile one training step and report its N operators with the most device time")
+    p.add_argument("--train-cudnn-benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark = True in the train section (cuDNN picks conv algorithms)")
     p.add_argument("--serve-api-replicas", type=int, default=1,
                    help="replicas of the served app's Api ingress in the serve section (default 1)")
     for name in SECTIONS:

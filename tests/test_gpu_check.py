@@ -67,3 +67,14 @@ def test_peak_is_looked_up_by_device_name_or_given():
     assert gpu_check.peak_tflops("NVIDIA H200", 500.0, False) == (500.0, "--peak-tflops")
     peak, why = gpu_check.peak_tflops("Some Future GPU", None, False)
     assert peak is None and "--peak-tflops" in why  # no MFU rather than a wrong one
+
+
+def test_the_train_profile_names_the_operators_that_take_the_step(tmp_path):
+    r = _run("--cpu-dry-run", "--out", str(tmp_path), "--sections", "train", "--train-profile", "4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    train = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]["train"]
+    ops = train["top_ops"]
+    assert len(ops) == 4 and all(_number(o["self_ms"]) and o["calls"] >= 1 for o in ops)
+    assert [o["self_ms"] for o in ops] == sorted((o["self_ms"] for o in ops), reverse=True)
+    assert 0 < sum(o["share"] for o in ops) <= 1.0 + 1e-9
+    assert f"| `{ops[0]['op']}` |" in (tmp_path / "gpu_check.md").read_text()

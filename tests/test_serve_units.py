@@ -1,7 +1,9 @@
 """Serving pieces without Ray: session table (cap, idle expiry, ownership/epochs), input checks."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 
 import cv2
 import numpy as np
@@ -198,11 +200,11 @@ def test_the_batch_wait_follows_the_policy_step_within_its_bounds():
         ServeConfig(max_batch_wait_s=-1)
 
 
-def test_a_batch_is_full_once_the_recently_active_sessions_have_asked():
+def test_a_batch_is_a_group_of_the_recently_active_and_waiting_sessions():
     from steve1_ray.serving.config import ServeConfig
     from steve1_ray.serving.policy_server import expected_batch_size
 
-    cfg = ServeConfig(max_batch_size=64)
+    cfg = ServeConfig(max_batch_size=64, batch_groups=1)
     hot = {f"s{i}" for i in range(20)}
     lockstep = {f"s{i}" for i in range(16)}
     assert expected_batch_size(cfg, [], hot) == 64                        # nothing stepped yet: the configured size
@@ -210,7 +212,13 @@ def test_a_batch_is_full_once_the_recently_active_sessions_have_asked():
     assert expected_batch_size(cfg, [{"s0"}, {"s1", "s2"}], hot) == 3     # two groups out of phase merge
     assert expected_batch_size(cfg, [lockstep, {"s0"}], hot - {"s3"}) == 15  # a reset/deleted session is not awaited
     assert expected_batch_size(cfg, [{"gone"}], hot) == 64                # none of them hot any more
-    assert expected_batch_size(ServeConfig(max_batch_size=8), [lockstep], hot) == 8  # never above max_batch_size
+    assert expected_batch_size(ServeConfig(max_batch_size=8, batch_groups=1), [lockstep], hot) == 8  # at most max
+    halves = ServeConfig(max_batch_size=64)                              # the default: two groups in turn
+    assert expected_batch_size(halves, [set(list(lockstep)[:8]), set(list(lockstep)[8:])], hot) == 8
+    assert expected_batch_size(halves, [{"s0"}, {"s1"}], hot) == 1        # two sessions: one each
+    assert expected_batch_size(halves, [{"s0"}, {"s1"}], hot, waiting={f"s{i}" for i in range(2, 16)}) == 8
+    assert expected_batch_size(halves, [], hot, waiting={"s0", "s1", "s2"}) == 2  # waiting sessions count at once
+    assert expected_batch_size(ServeConfig(max_batch_size=64, batch_groups=3), [lockstep], hot) == 6
     # the rule is for CPU replicas; a GPU keeps full batches unless asked
     from steve1_ray.config import ConfigError
     from steve1_ray.serving.policy_server import follows_sessions
@@ -220,3 +228,91 @@ def test_a_batch_is_full_once_the_recently_active_sessions_have_asked():
     assert not follows_sessions(ServeConfig(batch_size_rule="fixed"))
     with pytest.raises(ConfigError, match="batch_size_rule must be auto, sessions or fixed, got 'big'"):
         ServeConfig(batch_size_rule="big")
+    with pytest.raises(ConfigError, match=r"batch_groups must be in \[1, 64\], got 0"):
+        ServeConfig(batch_groups=0)
+
+
+def _queue(step_s: float, target: int, wait_s: float, fail_on=None):
+    """A StepQueue whose step sleeps `step_s` (a policy step) and records each batch's requests."""
+    from steve1_ray.serving.policy_server import StepQueue
+
+    batches = []
+
+    async def run(requests):
+        batches.append([r[0] for r in requests])
+        await asyncio.sleep(step_s)
+        if fail_on is not None and fail_on in batches[-1]:
+            raise RuntimeError("boom")
+        return [f"answer {r[0]}" for r in requests]
+
+    return StepQueue(run, target, wait_s), batches
+
+
+def test_the_next_batch_takes_every_request_that_arrived_while_the_replica_stepped():
+    """Serve's @serve.batch closed a batch 5 ms after its first request even while the replica was busy, so the
+    requests arriving during a slow step were cut into small batches queued behind it (2x on 2 CPU cores: 3.5 of 16
+    sessions per batch). A batch is formed when the replica is free to step it."""
+    async def main():
+        q, batches = _queue(step_s=0.3, target=64, wait_s=0.005)
+        first = asyncio.create_task(q.submit(0))
+        await asyncio.sleep(0.02)                       # the lone request's batch is stepping now
+        later = []
+        for i in range(1, 7):                           # six more trickle in, 30 ms apart, during its step
+            later.append(asyncio.create_task(q.submit(i)))
+            await asyncio.sleep(0.03)
+        answers = await asyncio.gather(first, *later)
+        return batches, answers
+
+    batches, answers = asyncio.run(main())
+    assert batches == [[0], [1, 2, 3, 4, 5, 6]]
+    assert answers == [f"answer {i}" for i in range(7)]
+
+
+def test_a_batch_takes_at_most_its_target_and_a_short_one_waits_its_wait():
+    async def main():
+        q, batches = _queue(step_s=0.05, target=4, wait_s=0.2)
+        t0 = time.monotonic()
+        tasks = [asyncio.create_task(q.submit(i)) for i in range(10)]
+        await asyncio.gather(*tasks)
+        return batches, time.monotonic() - t0
+
+    batches, took = asyncio.run(main())
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # groups of the target, oldest first
+    # the short batch ran once its oldest request had waited 0.2 s (from its arrival, at 0): 0.2 + its 0.05 step
+    assert 0.24 <= took < 0.6
+
+
+def test_a_request_whose_caller_left_is_not_stepped_and_a_failed_batch_answers_all_of_its_requests():
+    async def main():
+        q, batches = _queue(step_s=0.1, target=8, wait_s=0.01, fail_on=3)
+        busy = asyncio.create_task(q.submit(0))
+        await asyncio.sleep(0.02)
+        gone = asyncio.create_task(q.submit(1))
+        stays = asyncio.create_task(q.submit(2))
+        await asyncio.sleep(0.01)
+        gone.cancel()                                   # its client disconnected while it waited
+        fails = [asyncio.create_task(q.submit(3)), asyncio.create_task(q.submit(4))]
+        results = await asyncio.gather(busy, stays, *fails, return_exceptions=True)
+        after = await q.submit(5)                       # the queue still serves after a failed batch
+        return batches, results, gone.cancelled(), after
+
+    batches, results, cancelled, after = asyncio.run(main())
+    assert cancelled and all(1 not in b for b in batches)
+    assert batches[0] == [0] and batches[1] == [2, 3, 4] and batches[-1] == [5]
+    assert results[0] == "answer 0"
+    assert all(isinstance(r, RuntimeError) and str(r) == "boom" for r in results[1:])  # its whole batch failed
+    assert after == "answer 5"
+
+
+def test_the_queue_counts_its_idle_and_filling_time_as_it_goes():
+    """/info's `idle_s` and `fill_s` include the wait going on now, so a reading taken while the replica waits is
+    right (a counter added only when the wait ends put a benchmark's idle seconds into the next window)."""
+    async def main():
+        q, _ = _queue(step_s=0.05, target=2, wait_s=0.1)
+        await q.submit(0)                               # waits 0.1 s for company, steps alone
+        await asyncio.sleep(0.2)                        # idle now
+        return q.stats
+
+    stats = asyncio.run(main())
+    assert 0.09 <= stats["fill_s"] < 0.2
+    assert 0.18 <= stats["idle_s"] < 0.4               # counted while the idle wait is still going on

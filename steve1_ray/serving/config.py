@@ -76,10 +76,15 @@ class ServeConfig:
     max_batch_wait_s: float = 0.5
     """The longest the adapted wait gets (`batch_wait_timeout_s` wins if it is longer)."""
     batch_size_rule: str = "auto"
-    """`sessions`: a batch is full once the sessions of the last two batches have asked again (at most
-    `max_batch_size`; on 2 CPU cores at 2x it settles into small batches that overlap the round trip: +7 % / +29 %
-    actions/s at 16 / 64 sessions, benchmarks/RESULTS.md session 17); `fixed`: always `max_batch_size` (full batches,
-    what a GPU's throughput needs; not yet measured on one); `auto`: `sessions` on CPU, `fixed` on CUDA."""
+    """`sessions`: the sessions that stepped lately (and those waiting) are stepped in `batch_groups` groups in
+    turn, so one group's answers and next observations travel while another group steps; a batch takes the
+    waiting requests once a group's worth is there (at most `max_batch_size`). `fixed`: every batch waits for
+    `max_batch_size` requests or its wait, whichever comes first. `auto`: `sessions` on CPU, `fixed` on CUDA.
+    Either way a batch is formed when the replica is free to step it (policy_server.StepQueue), never earlier.
+    Numbers: benchmarks/RESULTS.md, session 19."""
+    batch_groups: int = 2
+    """With `batch_size_rule` `sessions`: the groups the active sessions step in, in turn (1 = all together,
+    lockstep; 2 = two halves, each stepping while the other's round trip runs)."""
     sticky_sessions: bool = True
     """Route each session to one PolicyServer replica (Ray's experimental ConsistentHashRouter);
     False = Serve's default router (sessions still stay exact: a replica without the state loads it)."""
@@ -157,6 +162,7 @@ class ServeConfig:
         check(0 <= self.batch_wait_fraction <= 1,
               f"batch_wait_fraction must be in [0, 1], got {self.batch_wait_fraction}")
         check(self.max_batch_wait_s >= 0, f"max_batch_wait_s must be >= 0, got {self.max_batch_wait_s}")
+        check(1 <= self.batch_groups <= 64, f"batch_groups must be in [1, 64], got {self.batch_groups}")
         check(self.batch_size_rule in ("auto", "sessions", "fixed"),
               f"batch_size_rule must be auto, sessions or fixed, got {self.batch_size_rule!r}")
         check(self.max_payload_bytes >= 1024, f"max_payload_bytes must be >= 1024, got {self.max_payload_bytes}")
@@ -178,7 +184,7 @@ class ServeConfig:
         """`max_ongoing_requests` of the two deployments every step passes through, from the session limit.
 
         A session has one step in flight, so both admit every session's step at once: the Api all of them plus
-        room for the other endpoints, the policy replica all of them (waiting in `@serve.batch`'s queue, in order).
+        room for the other endpoints, the policy replica all of them (waiting in its `StepQueue`, in order).
         Both keep `API_HEADROOM` more for the calls beside the steps (create, reset, delete, info, health, a
         retried step). Serve's router holds a request that finds every replica at its cap and retries it with
         growing back-off; with the Api capped at 128, 256 sessions got 7.3 actions/s against 81.1 with these limits

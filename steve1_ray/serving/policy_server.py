@@ -131,14 +131,13 @@ class _Hot:
     last_result: dict | None = None  # the answer of the latest step (an idempotent retry gets it again)
 
 
-def adapted_batch_wait(cfg: ServeConfig, step_s: float, rows: int) -> float:
-    """The next batch's wait: `batch_wait_fraction` of what a full batch (`max_batch_size` sessions) would take at
-    the last step's time per session, between `batch_wait_timeout_s` and `max_batch_wait_s` (the least wins if
-    they cross). Per session, not per batch: a wait based on the last batch's time keeps small batches small (they
-    step fast and keep the wait short). 2x on 2 cores (~0.19 s per session, 16 sessions) waits the 0.5 s cap;
-    debug keeps ~5-10 ms (benchmarks/RESULTS.md, session 15). Ray Serve reads the wait when a batch's first request
-    arrives, so a new value takes effect from the batch after next."""
-    full_s = step_s / max(1, rows) * cfg.max_batch_size
+def adapted_batch_wait(cfg: ServeConfig, step_s: float, rows: int, target: int | None = None) -> float:
+    """The next batch's wait: `batch_wait_fraction` of what the batch the replica expects (`target` sessions,
+    default `max_batch_size`) would take at the last step's time per session, between `batch_wait_timeout_s` and
+    `max_batch_wait_s` (the least wins if they cross). Per session, not per batch: a wait based on the last batch's
+    time keeps small batches small (they step fast and keep the wait short). The wait only runs while fewer than
+    `target` requests are there and the replica is free: it trades an idle replica for a fuller batch."""
+    full_s = step_s / max(1, rows) * (target or cfg.max_batch_size)
     return max(cfg.batch_wait_timeout_s, min(cfg.max_batch_wait_s, cfg.batch_wait_fraction * full_s))
 
 
@@ -147,24 +146,120 @@ def follows_sessions(cfg: ServeConfig) -> bool:
     return cfg.batch_size_rule == "sessions" or (cfg.batch_size_rule == "auto" and not cfg.device.startswith("cuda"))
 
 
-def expected_batch_size(cfg: ServeConfig, recent, hot) -> int:
-    """A batch is full once every session that stepped in the `recent` batches (and is still `hot`) has asked
-    again, at most `max_batch_size`; before any batch, `max_batch_size`. Without it a batch under a large
-    `max_batch_size` waits out its whole timeout for company that cannot come (the clients of a slow model answer in
-    lockstep). With it, 2x on 2 CPU cores settles into small batches (3.5 sessions on average at 16 sessions, 5.8 at
-    64) formed while the previous one steps, so the policy steps while the last answers travel: 4.4 / 5.3 actions/s
-    against 4.1 / 4.1 with full batches, p50 latency 2.6 / 8.6 s against 2.9 / 10.8 s (benchmarks/RESULTS.md,
-    session 17). A session that stops asking is expected for `len(recent)` more batches (each then waits out its
-    timeout)."""
-    active = len(set().union(*recent) & set(hot))
-    return max(1, min(cfg.max_batch_size, active or cfg.max_batch_size))
+def expected_batch_size(cfg: ServeConfig, recent, hot, waiting=()) -> int:
+    """How many requests make a batch under `batch_size_rule` `sessions`: the active sessions (those that stepped
+    in the `recent` batches and are still `hot`, and those `waiting`) split into `batch_groups` groups, at most
+    `max_batch_size`; before any batch, `max_batch_size`. A batch takes at most this many of the waiting requests,
+    so the groups stay apart: with two, one group steps while the other's answers and next observations travel
+    (2x on 2 CPU cores steps 8 sessions at 103 ms each against 120 ms at 16, and the round trip is hidden).
+    Counting the waiting sessions lets groups that fell out of step merge back. A session that stops asking is
+    counted for `len(recent)` more batches."""
+    active = (set().union(*recent) & set(hot)) | set(waiting)
+    if not active:
+        return cfg.max_batch_size
+    return max(1, min(cfg.max_batch_size, -(-len(active) // cfg.batch_groups)))
+
+
+class StepQueue:
+    """The PolicyServer's batches, formed when the replica is free to step them.
+
+    Ray Serve's `@serve.batch` closes a batch `batch_wait_timeout_s` after its first request even while the
+    previous batch still steps, so under a slow model the requests that arrive during a step are cut into several
+    small batches that then wait their turn (2x on 2 CPU cores at 16 sessions: 3.5 sessions a batch, the replica
+    stepping 70 % of the time; benchmarks/RESULTS.md session 17). Here one loop steps one batch at a time; after a
+    step it takes what is waiting at once: as soon as `target` requests wait, or the oldest has waited `wait_s`
+    (a lone request on an idle replica), at most `target` of them, oldest first. Requests whose caller went away
+    (cancelled) are dropped before the step. `run(list of argument tuples) -> list of results` answers each;
+    an exception answers every request of its batch."""
+
+    def __init__(self, run, target: int, wait_s: float):
+        self._run, self.target, self.wait_s = run, target, wait_s
+        # seconds the loop spent with no request at all (`idle_s`) and waiting for a batch to fill (`fill_s`)
+        self._spent = {"idle_s": 0.0, "fill_s": 0.0}
+        self._since: tuple[str, float] | None = None  # the wait going on now: (its key, since when)
+        self._waiting: collections.deque = collections.deque()  # (args, future, arrival time)
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, *args):
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._loop())
+        fut = loop.create_future()
+        self._waiting.append((args, fut, time.monotonic()))
+        self._arrived.set()
+        return await fut
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """`idle_s` and `fill_s` so far, the wait going on now included."""
+        out = dict(self._spent)
+        if self._since is not None:
+            out[self._since[0]] += time.perf_counter() - self._since[1]
+        return out
+
+    @contextlib.contextmanager
+    def _count(self, key: str):
+        self._since = (key, time.perf_counter())
+        try:
+            yield
+        finally:
+            self._spent[key] += time.perf_counter() - self._since[1]
+            self._since = None
+
+    def waiting(self) -> list:
+        """The argument tuples of the requests waiting now (not yet in a batch)."""
+        return [args for args, fut, _ in self._waiting if not fut.done()]
+
+    def _drop_gone(self) -> None:
+        while self._waiting and self._waiting[0][1].done():  # cancelled while waiting
+            self._waiting.popleft()
+
+    async def _loop(self) -> None:
+        while True:
+            self._drop_gone()
+            if not self._waiting:
+                self._arrived.clear()
+                with self._count("idle_s"):
+                    await self._arrived.wait()
+                continue
+            with self._count("fill_s"):
+                while sum(not f.done() for _, f, _ in self._waiting) < self.target:
+                    left = self._waiting[0][2] + self.wait_s - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._arrived.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), left)
+                    self._drop_gone()
+                    if not self._waiting:
+                        break
+            batch = []
+            while self._waiting and len(batch) < max(1, self.target):
+                args, fut, _ = self._waiting.popleft()
+                if not fut.done():
+                    batch.append((args, fut))
+            if not batch:
+                continue
+            try:
+                results = await self._run([args for args, _ in batch])
+            except Exception as exc:  # the step's own errors are answers; this is a bug: every request learns it
+                log.exception("policy batch failed outside the step")
+                results = [exc] * len(batch)
+            for (_, fut), res in zip(batch, results):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
 
 
 @serve.deployment(name="PolicyServer", max_ongoing_requests=ServeConfig().ongoing_limits()["PolicyServer"],
                   ray_actor_options={"num_cpus": 0.5},
                   health_check_period_s=10, health_check_timeout_s=60, graceful_shutdown_timeout_s=10)
 class PolicyServer:
-    """Steps many sessions per forward pass (`@serve.batch`). Holds each session's recurrent state (both
+    """Steps many sessions per forward pass (`StepQueue`). Holds each session's recurrent state (both
     streams) next to the model; loads it from the SessionStore on a miss and pushes it back every
     `state_sync_every` steps."""
 
@@ -182,14 +277,14 @@ class PolicyServer:
             self.replica = serve.get_replica_context().replica_id.unique_id
         except Exception:
             self.replica = f"local-{id(self)}"
-        self._act.set_max_batch_size(self.cfg.max_batch_size)
-        self._act.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+        self._queue = StepQueue(self._act_batch, self.cfg.max_batch_size, self.cfg.batch_wait_timeout_s)
         # counters and seconds spent, in /info: where a batch's time goes (the policy, the store's claim and sync)
         self.stats = {"batches": 0, "steps": 0, "max_batch": 0, "loads": 0, "failures": 0,
                       "step_s": 0.0, "claim_s": 0.0, "sync_s": 0.0, "batch_wait_s": self.cfg.batch_wait_timeout_s,
                       "batch_size": self.cfg.max_batch_size}
         self._failures_in_a_row = 0
-        self._recent: collections.deque[set[str]] = collections.deque(maxlen=2)  # sessions of the last batches
+        self._recent: collections.deque[set[str]] = collections.deque(maxlen=max(2, self.cfg.batch_groups))
+        self._last_step: tuple[float, int] | None = None  # (seconds, rows) of the last policy step
 
     # -- public methods (called through handles) --
     async def act(self, session_id: str, pov: np.ndarray, client: str | None = None, step: int | None = None) -> dict:
@@ -197,7 +292,7 @@ class PolicyServer:
         `client` (the API key's id): a session of another client answers 404, like an unknown one.
         `step`: the session's step count this observation is for; a retry of the latest step (its answer was
         lost) gets the same answer again instead of a second step, any other count is a 409."""
-        return await self._act(session_id, pov, client, step)
+        return await self._queue.submit(session_id, pov, client, step)
 
     async def drop(self, session_id: str) -> bool:
         """Forget the hot state of a session (reset/delete); the next step reloads it from the store."""
@@ -208,14 +303,19 @@ class PolicyServer:
         return {"embed_dim": self.embed_dim, "torch_threads": torch.get_num_threads(),
                 "policy": self.cfg.checkpoint or self.cfg.policy,
                 "hidsize": cfg.hidsize, "layers": cfg.n_recurrence_layers, "replica": self.replica,
-                "hot_sessions": len(self.hot), "max_batch_size": self.cfg.max_batch_size, **self.stats}
+                "hot_sessions": len(self.hot), "max_batch_size": self.cfg.max_batch_size, **self.stats,
+                **self._queue.stats}
 
     def check_health(self):
         if self._failures_in_a_row >= 5:
             raise RuntimeError(f"{self._failures_in_a_row} policy batches failed in a row; replacing this replica")
 
     # -- batching --
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _act_batch(self, requests: list[tuple]) -> list[dict]:
+        """One batch of `act` requests (StepQueue): claim, step, sync, answer."""
+        session_ids, povs, clients, expected = (list(x) for x in zip(*requests))
+        return await self._act(session_ids, povs, clients, expected)
+
     async def _act(self, session_ids: list[str], povs: list[np.ndarray], clients: list, expected: list) -> list[dict]:
         results: list[dict | None] = [None] * len(session_ids)
         with self._timed("claim_s"):
@@ -299,24 +399,20 @@ class PolicyServer:
             self.stats[key] += time.perf_counter() - t0
 
     def _adapt_wait(self, step_s: float, rows: int) -> None:
-        """Count the step's time and set the next batch's wait to `batch_wait_fraction` of it (ServeConfig)."""
+        """Count the step's time and set the next batch's wait (`adapted_batch_wait`, ServeConfig)."""
         self.stats["step_s"] += step_s
-        wait = adapted_batch_wait(self.cfg, step_s, rows)
-        if wait != self.stats["batch_wait_s"]:
-            self._act.set_batch_wait_timeout_s(wait)
-            self.stats["batch_wait_s"] = wait
+        self._last_step = (step_s, rows)
 
     def _expect(self, touched: set[str]) -> None:
-        """Set the next batch's size to `expected_batch_size` of the last two batches' sessions (ServeConfig
-        `batch_size_rule`; Ray Serve reads a new size when a batch's first request arrives, often while the batch
-        before it still steps, so it takes effect a batch or two later)."""
-        if not follows_sessions(self.cfg):
-            return
+        """Set the next batch's size (`expected_batch_size` under `batch_size_rule` `sessions`, else
+        `max_batch_size`) and its wait, from the last batches and the requests waiting now."""
         self._recent.append(touched)
-        size = expected_batch_size(self.cfg, self._recent, self.hot.keys())
-        if size != self.stats["batch_size"]:
-            self._act.set_max_batch_size(size)
-            self.stats["batch_size"] = size
+        if follows_sessions(self.cfg):
+            waiting = {args[0] for args in self._queue.waiting()}
+            self._queue.target = expected_batch_size(self.cfg, self._recent, self.hot.keys(), waiting)
+        if self._last_step is not None:
+            self._queue.wait_s = adapted_batch_wait(self.cfg, *self._last_step, self._queue.target)
+        self.stats["batch_size"], self.stats["batch_wait_s"] = self._queue.target, self._queue.wait_s
 
     def _step(self, streams: list, povs: list) -> list[dict]:
         if self.cfg.two_pass_baseline:  # the original's computation, for the load test's baseline
