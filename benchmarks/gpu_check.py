@@ -128,7 +128,8 @@ def section_train(sizes: dict, args, deadline: float) -> dict:
     peak, source = peak_tflops(info["device"], args.peak_tflops, args.cpu_dry_run)
     achieved = r["flops_per_step"] * r["steps_per_s"]
     out = {**info, "preset": cfg.model, "precision": cfg.precision, "batch_size": cfg.batch_size,
-           "trunc_t": cfg.trunc_t, "grad_accum": cfg.grad_accum, "cudnn_benchmark": bool(args.train_cudnn_benchmark), **r,
+           "trunc_t": cfg.trunc_t, "grad_accum": cfg.grad_accum,
+           "cudnn_benchmark": bool(args.train_cudnn_benchmark), **r,
            "achieved_tflops": achieved / 1e12, "peak_tflops": peak, "peak_source": source,
            "mfu": achieved / (peak * 1e12) if peak else None}
     say("train", f"{r['frames_per_s']:,.1f} frames/s over {r['steps']} steps, {fmt_flops(r['flops_per_step'])}"
@@ -278,7 +279,8 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| train | `{r['preset']}` {r['precision']}, B {r['batch_size']} x trunc_t {r['trunc_t']} x "
                 f"grad_accum {r['grad_accum']} = {r['frames_per_step']:,} frames/step, {r['params_M']:.1f}M "
-                f"parameters{', cudnn.benchmark' if r.get('cudnn_benchmark') else ''} | **{r['frames_per_s']:,.1f} frames/s** ({r['steps_per_s']:.3f} steps/s over "
+                f"parameters{', cudnn.benchmark' if r.get('cudnn_benchmark') else ''} | "
+                f"**{r['frames_per_s']:,.1f} frames/s** ({r['steps_per_s']:.3f} steps/s over "
                 f"{r['steps']} steps); {fmt_flops(r['flops_per_step'])}/step counted (FlopCounterMode, "
                 f"fwd+bwd), {fmt_flops(r['achieved_tflops'] * 1e12)}/s; **MFU {fmt_pct(r['mfu'])}** of "
                 f"{format(r['peak_tflops'], 'g') if r['peak_tflops'] else '?'} TFLOP/s ({r['peak_source']})"

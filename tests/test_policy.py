@@ -321,3 +321,28 @@ def test_2x_preset_is_vpt_2x_model_kwargs():
     assert {k: kwargs[k] for k in vpt_2x} == vpt_2x
     assert kwargs["mineclip_embed_dim"] == 512 and PolicyConfig.preset("2x").temperature == 2.0
     assert PolicyConfig.preset("2x").maxlen == 128
+
+
+def test_the_cnn_runs_in_frame_chunks_at_cpu_inference_with_the_same_log_probs():
+    """ImpalaCNN.cpu_chunk (CPU_FRAME_CHUNK): at inference on CPU, frames go through the CNN 8 at a time (a speed
+    measure: the caches); the log-probs are one pass's up to float rounding (oneDNN picks its convolution algorithm
+    by batch size, as it does for any two batch sizes). Training (autograd on) keeps one pass."""
+    from steve1_ray.models.policy import CPU_FRAME_CHUNK
+
+    assert CPU_FRAME_CHUNK == 8
+    torch.manual_seed(0)
+    policy = build_policy("debug").eval()
+    img, goal, first = _inputs(B=3, T=7)  # 21 frames: chunks of 8, 8 and 5
+    cnn = policy.net.img_process.cnn
+    calls = []
+    hook = cnn.stacks[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    with torch.no_grad():
+        cnn.cpu_chunk = 0
+        whole, _ = policy(img, goal, first)
+        cnn.cpu_chunk = 8
+        chunked, _ = policy(img, goal, first)
+    policy(img, goal, first)  # with autograd: one pass
+    hook.remove()
+    assert calls == [21, 8, 8, 5, 21]
+    for h in ("buttons", "camera"):
+        torch.testing.assert_close(chunked[h], whole[h], atol=1e-4, rtol=1e-5)

@@ -118,7 +118,8 @@ def test_health_info_and_docs(served):
     info = api.info()
     assert info["embed_dim"] == 512 and info["auth"] is True
     assert info["torch_threads"] == 2  # ServeConfig.torch_threads, not the 1 thread Ray gives a 0.5-CPU replica
-    assert {"step_s", "claim_s", "sync_s", "batch_wait_s"} <= set(info)  # where the replica's time goes
+    assert {"step_s", "claim_s", "sync_s", "fill_s", "idle_s", "batch_wait_s"} <= set(info)  # where its time goes
+    assert info["max_inflight_bytes"] == 512 * 1024 * 1024  # the request-body budget an operator sizes against
     assert b"swagger" in api.request("GET", "/docs").lower()
     paths = api.request("GET", "/openapi.json")["paths"]
     assert {"/sessions", "/sessions/{session_id}/act", "/rollouts", "/rollouts/{rollout_id}/video.mp4"} <= set(paths)

@@ -36,6 +36,12 @@ from torch.utils.checkpoint import checkpoint
 N_BUTTONS = 8641
 N_CAMERA = 121
 RECURRENCE_TYPES = ("transformer", "multi_layer_lstm", "multi_layer_bilstm", "none")
+CPU_FRAME_CHUNK = 8
+"""At inference on CPU (no autograd) the ImpalaCNN runs this many frames at a time (`ImpalaCNN.cpu_chunk`; 0 = all
+at once). Its activations at 128x128 outgrow the caches as the batch grows: 2x on 2 cores, act_batch at 32 sessions
+105 against 127 ms per session, 116 against 121 at 16 (benchmarks/RESULTS.md, session 19). A training step
+(B 2 x trunc_t 16) gained nothing, so training keeps one pass. Every frame's features are the same either way up to
+float rounding (per-frame convolutions and norms; oneDNN picks its algorithm by batch size)."""
 State = list  # list[torch.Tensor], each (B, ...)
 
 
@@ -263,7 +269,16 @@ class ImpalaCNN(nn.Module):
         dense_norm = "layer" if groups is not None else None
         self.dense = NormLayer(c * h * w, outsize, "linear", dense_norm, init_scale=1.4)
 
+    cpu_chunk: int = CPU_FRAME_CHUNK
+    """frames per pass on CPU (0 = all at once); see CPU_FRAME_CHUNK"""
+
     def forward(self, x):  # (N, H, W, C) float -> (N, outsize)
+        if (self.cpu_chunk and x.shape[0] > self.cpu_chunk and x.device.type == "cpu"
+                and not torch.is_grad_enabled()):
+            return torch.cat([self._frames(c) for c in x.split(self.cpu_chunk)])
+        return self._frames(x)
+
+    def _frames(self, x):
         x = x.permute(0, 3, 1, 2)
         for stack in self.stacks:
             x = stack(x)

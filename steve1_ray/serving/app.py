@@ -173,6 +173,7 @@ class InfoOut(BaseModel):
     max_sessions_per_key: int
     session_ttl_s: float
     max_payload_bytes: int
+    max_inflight_bytes: int
     max_image_pixels: int
     max_clip_frames: int
     rollout_backend: str
@@ -411,7 +412,8 @@ class Api:
         return {**(await self.policy.info.remote()), "default_cond_scale": c.default_cond_scale,
                 "max_cond_scale": c.max_cond_scale, "max_sessions": c.max_sessions,
                 "max_sessions_per_key": c.max_sessions_per_key, "session_ttl_s": c.session_ttl_s,
-                "max_payload_bytes": c.max_payload_bytes, "max_image_pixels": c.max_image_pixels,
+                "max_payload_bytes": c.max_payload_bytes, "max_inflight_bytes": c.max_inflight_bytes,
+                "max_image_pixels": c.max_image_pixels,
                 "max_clip_frames": c.max_clip_frames, "rollout_backend": c.world.backend,
                 "rollout_max_steps": c.rollout_max_steps, "auth": bool(self._digests())}
 
