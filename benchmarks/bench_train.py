@@ -140,10 +140,12 @@ def profile_step(run, dev: torch.device, n: int) -> list[dict]:
             for e in rows[:n]]
 
 
-VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt")
+VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt", "fp32-whole", "bf16-whole")
 """--vs-original's variants: the original's step in fp32 and in bf16 (its launch line's precision), and the
-project's step in fp32, bf16 and fp32 with activation checkpointing (each holds a model with its AdamW state:
-at 2x about 4 GB, so pick a few on a small machine; the default leaves out fp32+ckpt)"""
+project's step in fp32, bf16, fp32 with activation checkpointing, and fp32 / bf16 with the ImpalaCNN on all of a
+piece's frames in one pass (`-whole`, as before session 19; the project's steps run it CPU_FRAME_CHUNK frames at a
+time on CPU, the original's in one pass, as VPT's). Each holds a model with its AdamW state (at 2x about 4 GB), so
+pick a few on a small machine; the original in fp32 always runs (the reference)."""
 
 
 def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_dim: int = 512,
@@ -169,6 +171,7 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
         """The original's step; with `bf16` as its launch line runs it (`accelerate --mixed_precision bf16`:
         the model's forward under bf16 autocast, its outputs back in fp32, fp32 master weights, no scaler)."""
         policy = copy.deepcopy(base)
+        policy.net.img_process.cnn.cpu_chunk = 0  # VPT's ImpalaCNN runs all of a piece's frames in one pass
         opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=0.039428, fused=True)
         state = [policy.initial_state(batch_size)]
 
@@ -186,8 +189,9 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
             return float(loss)
         return step
 
-    def project(precision: str, checkpointing: bool = False):
+    def project(precision: str, checkpointing: bool = False, chunked: bool = True):
         policy = copy.deepcopy(base)
+        policy.net.img_process.cnn.chunk_with_grad = chunked  # False: the CNN on all frames at once (before s19)
         freeze_parts(policy, [])
         if checkpointing:
             enable_activation_checkpointing(policy)
@@ -205,8 +209,12 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
               "original-bf16": ("original step (bf16 autocast, its launch line)", lambda: original(True)),
               "fp32": ("project optimizer_step fp32", lambda: project("fp32")),
               "bf16": ("project optimizer_step bf16 autocast", lambda: project("bf16")),
-              "fp32+ckpt": ("project optimizer_step fp32 + activation checkpointing", lambda: project("fp32", True))}
-    variants = {makers[k][0]: makers[k][1]() for k in dict.fromkeys(("original", "fp32", *which))}
+              "fp32+ckpt": ("project optimizer_step fp32 + activation checkpointing", lambda: project("fp32", True)),
+              "fp32-whole": ("project optimizer_step fp32, the CNN on all frames at once",
+                             lambda: project("fp32", chunked=False)),
+              "bf16-whole": ("project optimizer_step bf16 autocast, the CNN on all frames at once",
+                             lambda: project("bf16", chunked=False))}
+    variants = {makers[k][0]: makers[k][1]() for k in dict.fromkeys(("original", *which))}
     first_loss = {name: step(0) for name, step in variants.items()}  # warm-up; step 0 from the same weights
     times = {name: [] for name in variants}
     for r in range(rounds):
@@ -217,7 +225,7 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
             print(f"round {r + 1}: {name} {times[name][-1]:.2f} s", flush=True)
     frames = batch_size * trunc_t
     ref = statistics.median(times["original step (fp32, fused AdamW)"])
-    ref_loss = first_loss["project optimizer_step fp32"]
+    ref_loss = first_loss.get("project optimizer_step fp32", first_loss["original step (fp32, fused AdamW)"])
     bf16_name = "original step (bf16 autocast, its launch line)"
     ref_bf16 = statistics.median(times[bf16_name]) if bf16_name in times else None
     rows = [f"| variant | {preset}, B {batch_size} x trunc_t {trunc_t}: median s/step | frames/s | vs original fp32 | "
@@ -266,8 +274,8 @@ def main(argv=None) -> int:
     p.add_argument("--ray_frames", type=int, default=512)
     p.add_argument("--vs-original", action="store_true", help="only the side-by-side step comparison (CPU)")
     p.add_argument("--rounds", type=int, default=3, help="--vs-original: timed steps per variant")
-    p.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "fp32+ckpt"], choices=VARIANTS,
-                   help="--vs-original: which steps (the original and fp32 always)")
+    p.add_argument("--variants", nargs="+", default=["original", "fp32", "original-bf16", "bf16"], choices=VARIANTS,
+                   help="--vs-original: which steps (the original in fp32 always)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))

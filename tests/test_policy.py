@@ -323,26 +323,36 @@ def test_2x_preset_is_vpt_2x_model_kwargs():
     assert PolicyConfig.preset("2x").maxlen == 128
 
 
-def test_the_cnn_runs_in_frame_chunks_at_cpu_inference_with_the_same_log_probs():
-    """ImpalaCNN.cpu_chunk (CPU_FRAME_CHUNK): at inference on CPU, frames go through the CNN 8 at a time (a speed
-    measure: the caches); the log-probs are one pass's up to float rounding (oneDNN picks its convolution algorithm
-    by batch size, as it does for any two batch sizes). Training (autograd on) keeps one pass."""
+def test_the_cnn_runs_in_frame_chunks_on_cpu_with_the_same_log_probs_and_grads():
+    """ImpalaCNN.cpu_chunk (CPU_FRAME_CHUNK): on CPU, frames go through the CNN 8 at a time (a speed measure: the
+    caches); log-probs and gradients are one pass's up to float rounding (oneDNN picks its convolution algorithm by
+    batch size, as it does for any two batch sizes; the weight gradients are summed over the chunks)."""
     from steve1_ray.models.policy import CPU_FRAME_CHUNK
 
     assert CPU_FRAME_CHUNK == 8
     torch.manual_seed(0)
-    policy = build_policy("debug").eval()
+    policy = build_policy("debug")
     img, goal, first = _inputs(B=3, T=7)  # 21 frames: chunks of 8, 8 and 5
+    actions = sample(policy(img, goal, first)[0], generator=torch.Generator().manual_seed(0))
     cnn = policy.net.img_process.cnn
     calls = []
     hook = cnn.stacks[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+
+    def run(chunk, with_grad=True):
+        cnn.cpu_chunk, cnn.chunk_with_grad = chunk, with_grad
+        policy.zero_grad()
+        lp, _ = policy(img, goal, first)
+        (-logprob(lp, actions["buttons"], actions["camera"]).sum(1).mean()).backward()
+        return lp, {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+
+    (lp0, g0), (lp8, g8) = run(0), run(8)
+    run(8, with_grad=False)  # chunk_with_grad=False: training keeps one pass
     with torch.no_grad():
-        cnn.cpu_chunk = 0
-        whole, _ = policy(img, goal, first)
-        cnn.cpu_chunk = 8
-        chunked, _ = policy(img, goal, first)
-    policy(img, goal, first)  # with autograd: one pass
+        policy(img, goal, first)  # ... and inference still chunks
     hook.remove()
-    assert calls == [21, 8, 8, 5, 21]
+    assert calls == [21, 8, 8, 5, 21, 8, 8, 5]
     for h in ("buttons", "camera"):
-        torch.testing.assert_close(chunked[h], whole[h], atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(lp8[h].detach(), lp0[h].detach(), atol=1e-4, rtol=1e-5)
+    assert set(g8) == set(g0) and len(g0) > 10
+    for n in g0:  # rounding in another order
+        assert float((g8[n] - g0[n]).norm()) <= 1e-4 * float(g0[n].norm()) + 1e-8, n

@@ -37,11 +37,12 @@ N_BUTTONS = 8641
 N_CAMERA = 121
 RECURRENCE_TYPES = ("transformer", "multi_layer_lstm", "multi_layer_bilstm", "none")
 CPU_FRAME_CHUNK = 8
-"""At inference on CPU (no autograd) the ImpalaCNN runs this many frames at a time (`ImpalaCNN.cpu_chunk`; 0 = all
-at once). Its activations at 128x128 outgrow the caches as the batch grows: 2x on 2 cores, act_batch at 32 sessions
-105 against 127 ms per session, 116 against 121 at 16 (benchmarks/RESULTS.md, session 19). A training step
-(B 2 x trunc_t 16) gained nothing, so training keeps one pass. Every frame's features are the same either way up to
-float rounding (per-frame convolutions and norms; oneDNN picks its algorithm by batch size)."""
+"""On CPU the ImpalaCNN runs this many frames at a time (`ImpalaCNN.cpu_chunk`; 0 = all at once). Its activations
+at 128x128 outgrow the caches as the batch grows. 2x on 2 cores (benchmarks/RESULTS.md, session 19): act_batch at 32
+sessions 105 against 127 ms per session, 116 against 121 at 16; a training step (B 2 x trunc_t 16, 32 frames) 6.59
+against 8.37 s in bf16 autocast and faster in every round in fp32 too. Every frame's features are the same either
+way up to float rounding (per-frame convolutions and norms; oneDNN picks its algorithm by batch size), and the
+weight gradients are summed over the chunks."""
 State = list  # list[torch.Tensor], each (B, ...)
 
 
@@ -271,10 +272,12 @@ class ImpalaCNN(nn.Module):
 
     cpu_chunk: int = CPU_FRAME_CHUNK
     """frames per pass on CPU (0 = all at once); see CPU_FRAME_CHUNK"""
+    chunk_with_grad: bool = True
+    """chunk with autograd on too (training); False: only at inference"""
 
     def forward(self, x):  # (N, H, W, C) float -> (N, outsize)
         if (self.cpu_chunk and x.shape[0] > self.cpu_chunk and x.device.type == "cpu"
-                and not torch.is_grad_enabled()):
+                and (self.chunk_with_grad or not torch.is_grad_enabled())):
             return torch.cat([self._frames(c) for c in x.split(self.cpu_chunk)])
         return self._frames(x)
 
