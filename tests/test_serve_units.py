@@ -232,20 +232,33 @@ def test_a_batch_is_a_group_of_the_recently_active_and_waiting_sessions():
         ServeConfig(batch_groups=0)
 
 
-def _queue(step_s: float, target: int, wait_s: float, fail_on=None):
-    """A StepQueue whose step sleeps `step_s` (a policy step) and records each batch's requests."""
+def _queue(target: int, wait_s: float, step_s: float = 0.0, fail_on=None, gated: bool = False, short: bool = False):
+    """A StepQueue whose step (a policy step) sleeps `step_s`, or with `gated` waits until the test releases it
+    (`gates[i].set()` for batch i); it records each batch's requests and start time."""
     from steve1_ray.serving.policy_server import StepQueue
 
-    batches = []
+    batches, starts, gates = [], [], []
 
     async def run(requests):
         batches.append([r[0] for r in requests])
-        await asyncio.sleep(step_s)
+        starts.append(time.monotonic())
+        if gated:
+            gates.append(asyncio.Event())
+            await gates[-1].wait()
+        else:
+            await asyncio.sleep(step_s)
         if fail_on is not None and fail_on in batches[-1]:
             raise RuntimeError("boom")
-        return [f"answer {r[0]}" for r in requests]
+        return [f"answer {r[0]}" for r in requests][:-1 if short else None]
 
-    return StepQueue(run, target, wait_s), batches
+    return StepQueue(run, target, wait_s), batches, starts, gates
+
+
+async def _until(cond, timeout=10.0):
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        await asyncio.sleep(0.001)
 
 
 def test_the_next_batch_takes_every_request_that_arrived_while_the_replica_stepped():
@@ -253,66 +266,100 @@ def test_the_next_batch_takes_every_request_that_arrived_while_the_replica_stepp
     requests arriving during a slow step were cut into small batches queued behind it (2x on 2 CPU cores: 3.5 of 16
     sessions per batch). A batch is formed when the replica is free to step it."""
     async def main():
-        q, batches = _queue(step_s=0.3, target=64, wait_s=0.005)
-        first = asyncio.create_task(q.submit(0))
-        await asyncio.sleep(0.02)                       # the lone request's batch is stepping now
-        later = []
-        for i in range(1, 7):                           # six more trickle in, 30 ms apart, during its step
-            later.append(asyncio.create_task(q.submit(i)))
-            await asyncio.sleep(0.03)
-        answers = await asyncio.gather(first, *later)
-        return batches, answers
+        q, batches, _, gates = _queue(target=64, wait_s=0.005, gated=True)
+        tasks = [asyncio.create_task(q.submit(0))]
+        await _until(lambda: len(gates) == 1)           # the lone request's batch is stepping now
+        tasks.append(asyncio.create_task(q.submit(1)))
+        await asyncio.sleep(0.05)                       # ten times the wait: @serve.batch would close [1] here
+        tasks += [asyncio.create_task(q.submit(i)) for i in range(2, 7)]
+        await asyncio.sleep(0.02)
+        gates[0].set()
+        await _until(lambda: len(gates) == 2)
+        gates[1].set()
+        return batches, await asyncio.gather(*tasks)
 
     batches, answers = asyncio.run(main())
     assert batches == [[0], [1, 2, 3, 4, 5, 6]]
     assert answers == [f"answer {i}" for i in range(7)]
 
 
-def test_a_batch_takes_at_most_its_target_and_a_short_one_waits_its_wait():
+def test_a_batch_takes_at_most_its_target_and_a_short_one_waits_from_its_oldest_request():
     async def main():
-        q, batches = _queue(step_s=0.05, target=4, wait_s=0.2)
+        q, batches, starts, _ = _queue(target=4, wait_s=0.2, step_s=0.15)
         t0 = time.monotonic()
-        tasks = [asyncio.create_task(q.submit(i)) for i in range(10)]
-        await asyncio.gather(*tasks)
-        return batches, time.monotonic() - t0
+        await asyncio.gather(*[asyncio.create_task(q.submit(i)) for i in range(10)])
+        lone, _, lone_starts, _ = _queue(target=4, wait_s=0.2)
+        t1 = time.monotonic()
+        await asyncio.gather(lone.submit("a"), lone.submit("b"))
+        return batches, [t - t0 for t in starts], lone_starts[0] - t1
 
-    batches, took = asyncio.run(main())
+    batches, starts, lone = asyncio.run(main())
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # groups of the target, oldest first
-    # the short batch ran once its oldest request had waited 0.2 s (from its arrival, at 0): 0.2 + its 0.05 step
-    assert 0.24 <= took < 0.6
+    # the short batch's oldest request arrived at 0 and has waited its 0.2 s by the time the replica is free
+    # (0.3 s): it runs at once, not 0.2 s after the replica freed
+    assert 0.28 <= starts[2] < 0.45
+    assert lone >= 0.19                                     # an idle replica does wait for company
 
 
 def test_a_request_whose_caller_left_is_not_stepped_and_a_failed_batch_answers_all_of_its_requests():
     async def main():
-        q, batches = _queue(step_s=0.1, target=8, wait_s=0.01, fail_on=3)
+        q, batches, _, gates = _queue(target=8, wait_s=0.01, fail_on=3, gated=True)
         busy = asyncio.create_task(q.submit(0))
-        await asyncio.sleep(0.02)
+        await _until(lambda: len(gates) == 1)
         gone = asyncio.create_task(q.submit(1))
         stays = asyncio.create_task(q.submit(2))
         await asyncio.sleep(0.01)
         gone.cancel()                                   # its client disconnected while it waited
         fails = [asyncio.create_task(q.submit(3)), asyncio.create_task(q.submit(4))]
+        await asyncio.sleep(0.01)
+        gates[0].set()
+        await _until(lambda: len(gates) == 2)
+        gates[1].set()
         results = await asyncio.gather(busy, stays, *fails, return_exceptions=True)
-        after = await q.submit(5)                       # the queue still serves after a failed batch
-        return batches, results, gone.cancelled(), after
+        after = asyncio.create_task(q.submit(5))        # the queue still serves after a failed batch
+        await _until(lambda: len(gates) == 3)
+        gates[2].set()
+        return batches, results, gone.cancelled(), await after
 
     batches, results, cancelled, after = asyncio.run(main())
-    assert cancelled and all(1 not in b for b in batches)
-    assert batches[0] == [0] and batches[1] == [2, 3, 4] and batches[-1] == [5]
+    assert cancelled and batches == [[0], [2, 3, 4], [5]]
     assert results[0] == "answer 0"
     assert all(isinstance(r, RuntimeError) and str(r) == "boom" for r in results[1:])  # its whole batch failed
     assert after == "answer 5"
+
+
+def test_a_batch_answered_short_fails_every_request_and_a_cancelled_loop_leaves_nobody_waiting():
+    async def short():
+        q, _, _, _ = _queue(target=2, wait_s=0.01, short=True)
+        return await asyncio.wait_for(asyncio.gather(q.submit(0), q.submit(1), return_exceptions=True), 5)
+
+    results = asyncio.run(short())
+    assert all(isinstance(r, RuntimeError) and "a batch of 2 requests got 1 answers" in str(r) for r in results)
+
+    async def shutdown():
+        q, _, _, gates = _queue(target=8, wait_s=0.01, gated=True)
+        stepping = asyncio.create_task(q.submit(0))
+        await _until(lambda: len(gates) == 1)
+        queued = asyncio.create_task(q.submit(1))
+        await asyncio.sleep(0.01)
+        q._task.cancel()                                # the replica shuts down mid-step
+        done, pending = await asyncio.wait([stepping, queued], timeout=5)
+        return stepping.cancelled(), queued.cancelled(), pending
+
+    stepping, queued, pending = asyncio.run(shutdown())
+    assert stepping and queued and not pending          # both callers learn it; none hangs
 
 
 def test_the_queue_counts_its_idle_and_filling_time_as_it_goes():
     """/info's `idle_s` and `fill_s` include the wait going on now, so a reading taken while the replica waits is
     right (a counter added only when the wait ends put a benchmark's idle seconds into the next window)."""
     async def main():
-        q, _ = _queue(step_s=0.05, target=2, wait_s=0.1)
+        q, _, _, _ = _queue(target=2, wait_s=0.1, step_s=0.05)
         await q.submit(0)                               # waits 0.1 s for company, steps alone
+        t0 = time.monotonic()
         await asyncio.sleep(0.2)                        # idle now
-        return q.stats
+        return q.stats, time.monotonic() - t0
 
-    stats = asyncio.run(main())
-    assert 0.09 <= stats["fill_s"] < 0.2
-    assert 0.18 <= stats["idle_s"] < 0.4               # counted while the idle wait is still going on
+    stats, idle = asyncio.run(main())
+    assert 0.09 <= stats["fill_s"] < 0.5
+    assert 0.18 <= stats["idle_s"] <= idle + 0.05      # counted while the idle wait is still going on

@@ -368,15 +368,13 @@ def test_mixed_precision_step_runs(precision):
     batch = [collate([ds.load(0, 0), ds.load(1, 0)])]
     cfg = _cfg(batch_size=2, precision=precision, max_grad_norm=5.0)
     opt = build_optimizer(policy, 1e-3, 0.0)
-    scaler = torch.amp.GradScaler("cpu") if precision == "fp16" else None
+    # a first scale of 2^8: GradScaler's 65536 overflows this model's fp16 gradients (a skipped step, tested apart)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8) if precision == "fp16" else None
     before = policy.net.final_ln.weight.detach().clone()
     out = optimizer_step(policy, policy, opt, scaler, batch, [policy.initial_state(2)], 0, cfg,
                          torch.device("cpu"), lr=1e-3)
-    assert math.isfinite(out["loss_sum"])
-    if precision == "fp16" and out["skipped"]:  # GradScaler's first scale (65536) overflows fp16 here (inf or nan
-        assert out["overflow"] and scaler.get_scale() < 65536.0  # grads): the step is skipped, the scale lowered
-    else:
-        assert out["grad_norm"] > 0 and not out["skipped"]
+    assert math.isfinite(out["loss_sum"]) and math.isfinite(out["grad_norm"]) and out["grad_norm"] > 0
+    assert not out["skipped"]
     assert policy.net.final_ln.weight.dtype == torch.float32  # fp32 master weights
     if precision == "bf16":
         assert not torch.equal(before, policy.net.final_ln.weight)

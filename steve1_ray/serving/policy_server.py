@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import time
 from dataclasses import dataclass
@@ -184,7 +185,9 @@ class StepQueue:
     async def submit(self, *args):
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
-            self._task = loop.create_task(self._loop())
+            # a context of its own: the loop outlives the request that started it (its Serve request id in logs)
+            self._task = loop.create_task(self._loop(), context=contextvars.Context())
+            self._task.add_done_callback(_loop_ended)
         fut = loop.create_future()
         self._waiting.append((args, fut, time.monotonic()))
         self._arrived.set()
@@ -243,9 +246,18 @@ class StepQueue:
                 continue
             try:
                 results = await self._run([args for args, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a batch of {len(batch)} requests got {len(results)} answers")
             except Exception as exc:  # the step's own errors are answers; this is a bug: every request learns it
                 log.exception("policy batch failed outside the step")
                 results = [exc] * len(batch)
+            except BaseException:  # cancelled (the replica shuts down): nobody waits on a loop that is gone
+                for _, fut in batch:
+                    fut.cancel()
+                for _, fut, _ in self._waiting:
+                    fut.cancel()
+                self._waiting.clear()
+                raise
             for (_, fut), res in zip(batch, results):
                 if fut.done():
                     continue
@@ -253,6 +265,14 @@ class StepQueue:
                     fut.set_exception(res)
                 else:
                     fut.set_result(res)
+
+
+def _loop_ended(task: asyncio.Task) -> None:
+    """Say how a StepQueue loop ended (it runs until its replica stops; the next request starts a new one)."""
+    if task.cancelled():
+        log.info("the PolicyServer's batch loop was cancelled")
+    elif task.exception() is not None:
+        log.error("the PolicyServer's batch loop failed", exc_info=task.exception())
 
 
 @serve.deployment(name="PolicyServer", max_ongoing_requests=ServeConfig().ongoing_limits()["PolicyServer"],
@@ -284,7 +304,7 @@ class PolicyServer:
                       "batch_size": self.cfg.max_batch_size}
         self._failures_in_a_row = 0
         self._recent: collections.deque[set[str]] = collections.deque(maxlen=max(2, self.cfg.batch_groups))
-        self._last_step: tuple[float, int] | None = None  # (seconds, rows) of the last policy step
+        self._batch_step = [0.0, 0]  # [seconds, rows] of the policy steps of the batch being answered
 
     # -- public methods (called through handles) --
     async def act(self, session_id: str, pov: np.ndarray, client: str | None = None, step: int | None = None) -> dict:
@@ -318,6 +338,7 @@ class PolicyServer:
 
     async def _act(self, session_ids: list[str], povs: list[np.ndarray], clients: list, expected: list) -> list[dict]:
         results: list[dict | None] = [None] * len(session_ids)
+        self._batch_step = [0.0, 0]
         with self._timed("claim_s"):
             errors = await self._claim(set(session_ids))
         planned: dict[str, int] = {}  # steps each session will have taken by each request, in arrival order
@@ -399,9 +420,11 @@ class PolicyServer:
             self.stats[key] += time.perf_counter() - t0
 
     def _adapt_wait(self, step_s: float, rows: int) -> None:
-        """Count the step's time and set the next batch's wait (`adapted_batch_wait`, ServeConfig)."""
+        """Count the step's time, and the batch's seconds and rows (a session asked twice steps twice) for the
+        next batch's wait (`adapted_batch_wait`, ServeConfig)."""
         self.stats["step_s"] += step_s
-        self._last_step = (step_s, rows)
+        self._batch_step[0] += step_s
+        self._batch_step[1] += rows
 
     def _expect(self, touched: set[str]) -> None:
         """Set the next batch's size (`expected_batch_size` under `batch_size_rule` `sessions`, else
@@ -410,8 +433,8 @@ class PolicyServer:
         if follows_sessions(self.cfg):
             waiting = {args[0] for args in self._queue.waiting()}
             self._queue.target = expected_batch_size(self.cfg, self._recent, self.hot.keys(), waiting)
-        if self._last_step is not None:
-            self._queue.wait_s = adapted_batch_wait(self.cfg, *self._last_step, self._queue.target)
+        if self._batch_step[1]:  # this batch stepped: its time per session sets the next wait
+            self._queue.wait_s = adapted_batch_wait(self.cfg, *self._batch_step, self._queue.target)
         self.stats["batch_size"], self.stats["batch_wait_s"] = self._queue.target, self._queue.wait_s
 
     def _step(self, streams: list, povs: list) -> list[dict]:
