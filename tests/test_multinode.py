@@ -267,7 +267,12 @@ def test_s3_dataset_train_on_two_nodes_resume_after_a_killed_worker_and_serve_it
         status = subprocess.run(["serve", "status", f"--address={cluster['dashboard']}"], env=cluster["env"],
                                 capture_output=True, text=True, timeout=60)
         raise AssertionError(f"the service never became healthy:\n{status.stdout}{status.stderr}") from None
-    replicas = [a for a in _actors(cluster, "ServeReplica:steve1:PolicyServer") if a["state"] == "ALIVE"]
+    # /healthz answers once one PolicyServer replica is up; the second may still be starting on the other node
+    def both_alive():
+        alive = [a for a in _actors(cluster, "ServeReplica:steve1:PolicyServer") if a["state"] == "ALIVE"]
+        return alive if len(alive) >= 2 else None
+
+    replicas = _wait("both PolicyServer replicas alive", both_alive, 120, every=2)
     assert {a["node_id"] for a in replicas} == set(nodes.values()), replicas
     import numpy as np
 
