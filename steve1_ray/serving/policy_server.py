@@ -227,7 +227,7 @@ class StepQueue:
                     await self._arrived.wait()
                 continue
             with self._count("fill_s"):
-                while sum(not f.done() for _, f, _ in self._waiting) < self.target:
+                while len(self.waiting()) < self.target:
                     left = self._waiting[0][2] + self.wait_s - time.monotonic()
                     if left <= 0:
                         break
@@ -375,7 +375,7 @@ class PolicyServer:
                 try:
                     t0 = time.perf_counter()
                     actions = await asyncio.to_thread(self._step, [h.stream for h in hots], [povs[i] for i in now])
-                    self._adapt_wait(time.perf_counter() - t0, len(now))
+                    self._count_step(time.perf_counter() - t0, len(now))
                     self._failures_in_a_row = 0
                 except Exception as exc:  # a bug, not bad input (inputs are checked at the ingress)
                     self._failures_in_a_row += 1
@@ -419,7 +419,7 @@ class PolicyServer:
         finally:
             self.stats[key] += time.perf_counter() - t0
 
-    def _adapt_wait(self, step_s: float, rows: int) -> None:
+    def _count_step(self, step_s: float, rows: int) -> None:
         """Count the step's time, and the batch's seconds and rows (a session asked twice steps twice) for the
         next batch's wait (`adapted_batch_wait`, ServeConfig)."""
         self.stats["step_s"] += step_s
