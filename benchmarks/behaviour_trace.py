@@ -66,6 +66,7 @@ def summarise(label: str, stats: collections.Counter, achieved: list[dict]) -> d
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", help="training checkpoint folder (or .model file) of the policy to trace")
+    ap.add_argument("--weights", help="weights for a .model --policy (e.g. the release's steve1.weights)")
     ap.add_argument("--goal", help="(D,) goal embedding .npy for the conditioned runs")
     ap.add_argument("--prompt", help="text goal for the conditioned runs (needs --embedder and --prior)")
     ap.add_argument("--embedder", help="the embedder the policy's data was embedded with (mineclip.pth)")
@@ -98,7 +99,7 @@ def main(argv=None) -> None:
     from steve1_ray.models.loading import load_policy_spec
 
     torch.set_grad_enabled(False)
-    policy = load_policy_spec(args.policy, seed=0)
+    policy = load_policy_spec(args.policy, args.weights, seed=0)
     zero = np.zeros(policy.cfg.embed_dim, np.float32)
     goal = None
     if args.prompt:

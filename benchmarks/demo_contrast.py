@@ -20,12 +20,12 @@ TARGETS = {"collect_wood": "collect_wood", "collect_sapling": "collect_sapling",
            "eat_cow": "eat_cow", "place_table": "place_table"}
 
 
-def play(seed: int, steps: int, focus: str | None, appetite: str, world: dict) -> dict:
+def play(seed: int, steps: int, focus: str | None, appetite: str, world: dict, sight: bool = False) -> dict:
     from steve1_ray.world.crafter_env import CrafterEnv
     from steve1_ray.world.demonstrators import Demonstrator
 
     env = CrafterEnv(max_steps=steps, **world)
-    demo = Demonstrator(env, seed=seed, focus=focus, appetite=appetite)
+    demo = Demonstrator(env, seed=seed, focus=focus, appetite=appetite, sight=sight)
     env.reset(seed)
     demo.reset()
     done, info = False, env.last_info
@@ -40,14 +40,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=5000, help="first world seed (the evaluation's are 0..)")
     ap.add_argument("--appetites", nargs="+", default=["eager", "needs"])
+    ap.add_argument("--sight", action="store_true", help="demonstrators that know only what the frame shows")
     args = ap.parse_args()
     world = {"zombie_rate": 0.2, "tree_logs": 4}  # the release's and the quick start's world
     rows = []
     for appetite in args.appetites:
         t0 = time.time()
-        free = [play(args.seed + w, args.steps, None, appetite, world) for w in range(args.worlds)]
+        free = [play(args.seed + w, args.steps, None, appetite, world, args.sight) for w in range(args.worlds)]
         for goal, target in TARGETS.items():
-            task = [play(args.seed + w, args.steps, goal, appetite, world) for w in range(args.worlds)]
+            task = [play(args.seed + w, args.steps, goal, appetite, world, args.sight) for w in range(args.worlds)]
             f, t = np.mean([x[target] for x in free]), np.mean([x[target] for x in task])
             rows.append({"appetite": appetite, "goal": goal, "free_play": round(float(f), 2),
                          "task": round(float(t), 2), "ratio": round(float(t / f), 2) if f else None})

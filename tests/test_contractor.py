@@ -238,3 +238,38 @@ def test_event_frames_follow_kept_frames():
     # line 1 (dropped) -> the next kept frame (1); lines 3 and 4 both land on frame 2
     assert event_frames(conv, n_frames=3) == [1, 2]
     assert event_frames(conv, n_frames=2) == [1]
+
+
+def test_event_links_tie_what_an_event_gained_to_the_event_that_used_it():
+    from steve1_ray.data.contractor import inventory_changes
+    from steve1_ray.data.pipeline import event_links
+
+    def inv(**items):
+        return [{"type": k, "quantity": v} for k, v in items.items()]
+
+    steps = [_line(keys=["key.keyboard.w"]) for _ in range(8)]
+    rows = [  # (stats, inventory): two logs, a drink (thirst also drops drink: a vital, no use), a table, a sapling
+        ({}, inv(drink=5)),
+        ({"crafter:collect_wood": 1}, inv(drink=5, wood=1)),
+        ({"crafter:collect_wood": 2}, inv(drink=4, wood=2)),
+        ({"crafter:collect_wood": 2}, inv(drink=4, wood=2)),
+        ({"crafter:collect_wood": 2, "crafter:collect_drink": 1}, inv(drink=5, wood=2)),
+        ({"crafter:collect_wood": 2, "crafter:collect_drink": 1, "crafter:place_table": 1}, inv(drink=5)),
+        ({"crafter:collect_wood": 2, "crafter:collect_drink": 1, "crafter:place_table": 1,
+          "crafter:collect_sapling": 1}, inv(drink=4, sapling=1)),
+        ({"crafter:collect_wood": 2, "crafter:collect_drink": 1, "crafter:place_table": 1,
+          "crafter:collect_sapling": 1}, "garbage"),  # a malformed inventory changes nothing
+    ]
+    for step, (stats, items) in zip(steps, rows):
+        step["stats"], step["inventory"] = stats, items
+    changes = inventory_changes(steps)
+    assert changes[1] == ({"wood"}, set()) and changes[2] == ({"wood"}, set()) and changes[4] == (set(), set())
+    assert changes[5] == (set(), {"wood"}) and changes[6] == ({"sapling"}, set()) and changes[7] == (set(), set())
+    conv = convert_actions(steps)
+    assert conv.events.tolist() == [False, True, True, False, True, True, True, False]
+    # events at frames 1, 2, 4, 5, 6: both logs link to the table (index 3); drink, table, sapling link nothing
+    assert event_links(conv, n_frames=8) == [3, 3, -1, -1, -1]
+    assert event_links(conv, n_frames=5) == [-1, -1, -1]  # the table is past the episode's frames
+    for step in steps:
+        del step["inventory"]  # recordings without inventories (Minecraft's contractors): no links
+    assert event_links(convert_actions(steps), n_frames=8) == [-1] * 5

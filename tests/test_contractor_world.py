@@ -38,3 +38,10 @@ def test_recorded_world_episode_round_trips(tmp_path):
     assert unlocked > 0 and 0 < events.sum() <= unlocked
     stats = [json.loads(line).get("stats", {}) for line in open(tasks[0].actions)]
     assert all(sum(stats[i].values()) > sum(stats[i - 1].values()) for i in np.flatnonzero(events) if i > 0)
+
+    # event links (goal_event_pick=use): a recorded table is made of logs recorded before it
+    from steve1_ray.data.pipeline import event_frames, event_links
+
+    conv = read_actions(tasks[0].actions)
+    frames, links = event_frames(conv, len(ep)), event_links(conv, len(ep))
+    assert len(links) == len(frames) and all(j == -1 or j > k for k, j in enumerate(links))

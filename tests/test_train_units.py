@@ -530,6 +530,54 @@ def test_event_goals_last_pick_conditions_prerequisites_on_the_goal_they_lead_to
     assert np.all(r[1][:21] == 61)
 
 
+def test_event_goals_use_pick_follows_what_an_event_gained_to_the_event_that_used_it():
+    n = 200
+    goal_t = np.full(n, 150)
+    t = np.arange(n)
+    events = np.array([50, 54, 58, 60, 120])  # log, log, a drink, a table made of the logs at 60; pickaxe at 120
+    links = np.array([3, 3, -1, 4, -1])  # the logs went into the table, the table was used at 120 (for the chain)
+    use = event_goals(goal_t, t, events, horizon=20, n_frames=n, pick="use", links=links)
+    nxt = event_goals(goal_t, t, events, horizon=20, n_frames=n)
+    # 40..54: the nearest event is a log whose table (60) is within 20 frames: the table
+    assert np.all(use[:30] == 150) and np.all(use[30:40] == 51) and np.all(use[40:55] == 61)
+    # the drink's frames stay on the drink (last would give them the table; next agrees)
+    assert np.all(use[55:59] == 59) and np.array_equal(use[55:59], nxt[55:59])
+    assert np.all(use[59:61] == 61) and np.all(use[61:100] == 150) and np.all(use[100:121] == 121)
+    # the chain: with a 70-frame horizon the logs' frames reach the pickaxe the table was used for
+    far = event_goals(goal_t, t, events, horizon=70, n_frames=n, pick="use", links=links)
+    assert np.all(far[50:55] == 121) and np.all(far[55:59] == 59) and np.all(far[59:61] == 121)
+    # without links `use` is `next`; links must point forward
+    assert np.array_equal(event_goals(goal_t, t, events, 20, n, pick="use"), nxt)
+    assert np.array_equal(event_goals(goal_t, t, events, 20, n, pick="use", links=np.full(5, -1)), nxt)
+    with pytest.raises(ValueError, match="later event"):
+        event_goals(goal_t, t, events, 20, n, pick="use", links=np.array([0, 3, -1, 4, -1]))
+    with pytest.raises(ValueError, match="later event"):
+        event_goals(goal_t, t, events, 20, n, pick="use", links=np.array([3, 3]))
+    embeds = np.arange(n, dtype=np.float32)[:, None].repeat(2, 1)
+    r = relabel(embeds, None, 40, 32, 15, 40, 0.0, sequence_rng(0, 0, 3), events, 20, "use", links)
+    assert np.all(r[1][:15] == 61) and np.all(r[1][15:19] == 59)
+
+
+def test_use_pick_needs_recorded_event_links():
+    rng = np.random.default_rng(0)
+    ep = {"frames": np.zeros((80, 128, 128, 3), np.uint8), "buttons": np.zeros(80, np.int64),
+          "camera": np.zeros(80, np.int64), "embeds": rng.normal(size=(80, 4)).astype(np.float32),
+          "events": [30, 40]}
+    ds = SequenceDataset(InMemoryEpisodes({"a": ep}), ["a"], 16, 15, 40, 0.0, seed=0, event_horizon=20,
+                         event_pick="use")
+    with pytest.raises(ValueError, match="no recorded event links.*rebuild the dataset"):
+        ds.load(0, 0)
+    ep["event_links"] = [1, -1]  # what the event at 30 gained was used at 40
+    spec = ds.sequences[0]
+    got = ds.load(0, 0)["goal_embed"]
+    frames = np.arange(spec.start, spec.start + 16)
+    near = (frames >= 20) & (frames <= 40)  # before 30, and 30 links to 40 within the horizon: 41's clip
+    assert near.any() and np.array_equal(got[near], np.repeat(ep["embeds"][41:42], near.sum(), 0))
+    assert load_train_config("debug", ["goal_event_pick=use"]).goal_event_pick == "use"
+    with pytest.raises(ConfigError, match="one of"):
+        load_train_config("debug", ["goal_event_pick=first"])
+
+
 def test_event_horizon_needs_recorded_events():
     rng = np.random.default_rng(0)
     ep = {"frames": np.zeros((80, 128, 128, 3), np.uint8), "buttons": np.zeros(80, np.int64),

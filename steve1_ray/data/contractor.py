@@ -179,12 +179,42 @@ class ConvertedActions:
     gui_open: np.ndarray  # (L,) bool
     cursor_xy: np.ndarray  # (L, 2) float64, mouse x/y in 720p coordinates
     events: np.ndarray | None = None  # (L,) bool: a `stats` counter rose after this line (see stat_events)
+    items: list[tuple[frozenset, frozenset]] | None = None  # per line: items gained / used (inventory_changes)
 
 
 # Minecraft's "custom" statistics count time and distance (play_time, walk_one_cm, ...): they rise on
 # almost every tick, so they are not events. Everything else (crafter's achievements, Minecraft's
 # mine_block / craft_item / pickup / kill_entity / use_item counters) is.
 IGNORED_STAT_PREFIXES = ("minecraft.custom", "custom")
+
+
+# Body stats that crafter lists in the inventory: they fall on their own (thirst, hunger, fatigue), so a drop is
+# no use of an item (nor a rise a gain made by an action); `inventory_changes` leaves them out.
+VITALS = frozenset({"health", "food", "drink", "energy"})
+
+
+def inventory_changes(steps: list[dict], ignore: frozenset = VITALS) -> list[tuple[frozenset, frozenset]]:
+    """Per line: (items whose count rose, items whose count fell) against line i-1, from each line's `inventory`
+    list of {type, quantity} (our recorder writes it; a line without one, or with a malformed one, changes
+    nothing). What an event gained and what a later event used tie a log to the table it went into
+    (`event_links`)."""
+    out: list[tuple[frozenset, frozenset]] = []
+    prev: dict[str, float] = {}
+    empty = (frozenset(), frozenset())
+    for step in steps:
+        inv = step.get("inventory")
+        if not isinstance(inv, list):
+            out.append(empty)
+            continue
+        now: dict[str, float] = {}
+        for item in inv:
+            if isinstance(item, dict) and isinstance(item.get("type"), str) and item["type"] not in ignore \
+                    and isinstance(item.get("quantity"), (int, float)):
+                now[item["type"]] = now.get(item["type"], 0) + item["quantity"]
+        out.append((frozenset(k for k, v in now.items() if v > prev.get(k, 0)),
+                    frozenset(k for k, v in prev.items() if now.get(k, 0) < v)))
+        prev = now
+    return out
 
 
 def frame_of_line(keep: np.ndarray) -> np.ndarray:
@@ -268,7 +298,7 @@ def convert_actions(steps: list[dict], vpt_compat: bool = False, where: str = "a
             cursor_xy[i] = (_field(step, ("mouse", "x"), where, i), _field(step, ("mouse", "y"), where, i))
     acts_out: dict[str, np.ndarray] = dict(acts)
     acts_out["camera"] = camera
-    return ConvertedActions(keep, acts_out, gui_open, cursor_xy, stat_events(steps))
+    return ConvertedActions(keep, acts_out, gui_open, cursor_xy, stat_events(steps), inventory_changes(steps))
 
 
 # --------------------------------------------------------------------------------------------------

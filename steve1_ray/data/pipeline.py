@@ -147,6 +147,28 @@ def event_frames(actions, n_frames: int) -> list[int]:
     return [int(f) for f in frames if f < n_frames]
 
 
+def event_links(actions, n_frames: int) -> list[int]:
+    """For each of `event_frames`' events, the index (into that list) of the first later event that used an item
+    this one gained (a log that went into a table, a sapling planted), or -1. Read from the lines' inventories
+    (`inventory_changes`); recordings without them link nothing. `goal_event_pick=use` follows these links."""
+    frames = event_frames(actions, n_frames)
+    if not frames or actions.items is None:
+        return [-1] * len(frames)
+    index = {f: k for k, f in enumerate(frames)}
+    gained: list[set] = [set() for _ in frames]
+    used: list[set] = [set() for _ in frames]
+    line_frame = frame_of_line(actions.keep)
+    for line in np.flatnonzero(actions.events):
+        k = index.get(int(line_frame[line]))
+        if k is not None:
+            gained[k] |= actions.items[line][0]
+            used[k] |= actions.items[line][1]
+    links = []
+    for k, items in enumerate(gained):
+        links.append(next((j for j in range(k + 1, len(frames)) if used[j] & items), -1) if items else -1)
+    return links
+
+
 ATTEMPTS = "attempts"
 """folder of the dataset root with one marker per episode whose convert task started and has not ended"""
 
@@ -258,7 +280,8 @@ def _convert(task: dict, cfg: DataConfig) -> Iterator[dict]:
         pending["last"] = True
         pending["episode"] = json.dumps({
             "n_frames": n_frames, "n_lines": len(actions.keep), "seconds": len(actions.keep) / FPS,
-            "convert_s": round(time.perf_counter() - t0, 3), "events": event_frames(actions, n_frames)})
+            "convert_s": round(time.perf_counter() - t0, 3), "events": event_frames(actions, n_frames),
+            "event_links": event_links(actions, n_frames)})
         yield pending
     except EpisodeError as e:
         yield _error_row(task, str(e))
@@ -395,7 +418,8 @@ class Ledger:
         entry = {"episode_id": eid, "n_frames": st["episode"]["n_frames"], "n_segments": len(segs),
                  "n_lines": st["episode"]["n_lines"], "seconds": st["episode"]["seconds"],
                  "source": st["task"]["source"], "video": st["task"]["video"], "index": st["task"]["index"],
-                 "events": st["episode"].get("events", []), "segments": segs}
+                 "events": st["episode"].get("events", []), "event_links": st["episode"].get("event_links"),
+                 "segments": segs}
         self.store.delete(f"quarantine/{eid}.json")
         self.store.write_json(f"index/{eid}.json", entry)
         self.finished.append(eid)

@@ -69,8 +69,10 @@ class TrainConfig:
     `steve1 dataset` since events were recorded (index entries with `events`)."""
     goal_event_pick: str = "next"
     """With goal_event_horizon: which event a frame takes when several lie within the horizon: `next` (the
-    nearest) or `last` (the farthest, so the steps towards a goal that needs others first, e.g. two logs before
-    a table, are conditioned on that goal)."""
+    nearest), `last` (the farthest, so the steps towards a goal that needs others first, e.g. two logs before
+    a table, are conditioned on that goal, but also any unrelated later event), or `use` (the nearest, or the
+    later event within the horizon that used what it gained: the log's table; needs a dataset whose index
+    carries `event_links`; `steve1_ray.train.relabel.event_goals`)."""
     p_uncond: float = 0.1
     """Probability that a whole sequence gets zero goal embeddings (the classifier-free-guidance token)."""
     free_play: Optional[str] = None
@@ -189,7 +191,7 @@ class TrainConfig:
         from steve1_ray.train.relabel import EVENT_PICKS
 
         check(self.goal_event_pick in EVENT_PICKS,
-              f"goal_event_pick={self.goal_event_pick!r} must be 'next' or 'last'")
+              f"goal_event_pick={self.goal_event_pick!r} must be one of {list(EVENT_PICKS)}")
         check(0.0 <= self.p_uncond <= 1.0, f"p_uncond={self.p_uncond} must be in [0, 1]")
         check(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in [0, 1)")
         check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")

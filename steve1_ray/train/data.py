@@ -43,6 +43,10 @@ class EpisodeSource(Protocol):
     def events(self, episode_id: str) -> np.ndarray | None:
         """Sorted frame indices whose action achieved something (`stats` rose), or None if not recorded."""
 
+    def event_links(self, episode_id: str) -> np.ndarray | None:
+        """Per event, the index of the first later event that used an item it gained, or -1 (None: not recorded;
+        `steve1_ray.data.pipeline.event_links`)."""
+
 
 class InMemoryEpisodes:
     """Episodes held as arrays: {id: {"frames", "buttons", "camera", "embeds"[, "embed_valid"]}}."""
@@ -71,6 +75,10 @@ class InMemoryEpisodes:
         events = self.episodes[episode_id].get("events")
         return None if events is None else np.asarray(events, np.int64)
 
+    def event_links(self, episode_id: str) -> np.ndarray | None:
+        links = self.episodes[episode_id].get("event_links")
+        return None if links is None else np.asarray(links, np.int64)
+
 
 class ShardEpisodes:
     """Episodes of a Parquet shard dataset (`steve1_ray.data.shards`; a local path or a URI).
@@ -87,6 +95,8 @@ class ShardEpisodes:
         entries = shards.list_episodes(self.root)
         self._lengths = {eid: int(e["n_frames"]) for eid, e in entries.items()}
         self._events = {eid: np.asarray(e["events"], np.int64) for eid, e in entries.items() if "events" in e}
+        self._links = {eid: np.asarray(e["event_links"], np.int64) for eid, e in entries.items()
+                       if e.get("event_links") is not None}
         self._embeds: collections.OrderedDict[str, tuple] = collections.OrderedDict()
         self._cache_size = cache_episodes
         self._lock = threading.Lock()
@@ -121,6 +131,10 @@ class ShardEpisodes:
         """From the episode's index entry; None for datasets written before events were recorded."""
         return self._events.get(episode_id)
 
+    def event_links(self, episode_id: str) -> np.ndarray | None:
+        """From the episode's index entry; None for datasets written before links were recorded."""
+        return self._links.get(episode_id)
+
 
 class MultiSource:
     """Several shard datasets behind one EpisodeSource; episode keys are `<root>\t<episode_id>`."""
@@ -154,6 +168,10 @@ class MultiSource:
     def events(self, key: str):
         src, eid = self._split(key)
         return src.events(eid)
+
+    def event_links(self, key: str):
+        src, eid = self._split(key)
+        return src.event_links(eid)
 
 
 def recording_focus(recording: str) -> dict[str, str | None]:
@@ -270,17 +288,23 @@ class SequenceDataset:
         spec = self.sequences[index]
         embeds, valid = self.source.embeds(spec.episode_id)
         rng = sequence_rng(self.seed, epoch, index)
-        events = None
+        events = links = None
         if self.event_horizon:
             events = self.source.events(spec.episode_id)
             if events is None:
                 raise ValueError(f"episode {spec.episode_id} has no recorded events, needed by goal_event_horizon="
                                  f"{self.event_horizon}: rebuild the dataset with `steve1 dataset` (index entries "
                                  "now carry `events`), or set goal_event_horizon=0")
+            if self.event_pick == "use":
+                links = self.source.event_links(spec.episode_id)
+                if links is None or len(links) != len(events):
+                    raise ValueError(f"episode {spec.episode_id} has no recorded event links, needed by "
+                                     "goal_event_pick=use: rebuild the dataset with `steve1 dataset` (index entries "
+                                     "now carry `event_links`), or pick next or last")
         p_uncond = 0.0 if spec.episode_id in self.tasks else self.p_uncond_free
         goal_embed, _, uncond = relabel(embeds, valid, spec.start, self.T, self.min_btwn_goals,
                                         self.max_btwn_goals, p_uncond, rng, events, self.event_horizon,
-                                        self.event_pick)
+                                        self.event_pick, links)
         seq = self.source.read(spec.episode_id, spec.start, spec.start + self.T)
         if len(seq["buttons"]) != self.T or len(seq["frames"]) != self.T:
             raise ValueError(f"episode {spec.episode_id}: frames [{spec.start}, {spec.start + self.T}) gave "
