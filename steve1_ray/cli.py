@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("steve1_ray.train.run", "behaviour cloning with hindsight relabeling on Ray Train"),
     "train-prior": ("steve1_ray.train.prior", "train the CVAE prior (text → visual goal embedding)"),
     "train-embedder": ("steve1_ray.train.embedder", "train a MineCLIP-architecture video–text embedder on recordings"),
+    "whiten-embedder": ("steve1_ray.train.whiten", "give a world embedder a whitened goal space fitted on its dataset"),
     "sweep": ("steve1_ray.sweep.run", "hyperparameter sweep on Ray Tune"),
     "evaluate": ("steve1_ray.evaluate.run", "programmatic evaluation: prompts × guidance scales → report"),
     "serve": ("steve1_ray.serving.run", "start the prompt-to-action HTTP service on Ray Serve"),

@@ -81,6 +81,11 @@ class ReleaseConfig:
     """epochs of the world embedder's contrastive training"""
     embedder_args: list[str] = field(default_factory=list)
     """more `key=value` arguments for `steve1 train-embedder --config world` (e.g. paraphrase settings)"""
+    goal_whiten: bool = False
+    """whiten the embedder's goal space (`steve1 whiten-embedder`, fitted on the release's dataset embedded with
+    the trained embedder; the released mineclip.pth is then the whitened one, and the policies and the prior are
+    trained on its goals): docs/embedders.md, "A whitened goal space". Off in the committed release: one
+    measured run followed no more prompts than without (benchmarks/RESULTS.md, session 20)"""
     policy: str = "debug"
     """the foundation policy's preset (`steve1 train --config <policy>`; debug: the most fine-tuning per
     CPU-minute, docs/world.md)"""
@@ -198,7 +203,17 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
            ["--config", "world", f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}",
             *cfg.embedder_args],
            done=embedder / "metrics.json")  # written after mineclip.pth
-    dataset_stages(st, world, embedder / "mineclip.pth", shards, samplings, "release", val_share=10)
+    goal_embedder = embedder / "mineclip.pth"
+    if cfg.goal_whiten:
+        raw_shards, goal_embedder = st.path("shards_unwhitened"), st.path("embedder_white", "mineclip.pth")
+        st.run("dataset with the trained embedder, to fit the goal whitening on", "dataset", "steve1_ray.data.pipeline",
+               ["--config", "world", f"output={raw_shards}", f"sources=[local:{world / 'contractor'}]",
+                f"mineclip_path={embedder / 'mineclip.pth'}"],
+               done=raw_shards / "summary.json")
+        st.run("whiten the embedder's goal space", "whiten-embedder", "steve1_ray.train.whiten",
+               [f"embedder={embedder / 'mineclip.pth'}", f"data={raw_shards}", f"out={goal_embedder}"],
+               done=goal_embedder.with_suffix(".json"))  # written after mineclip.pth
+    dataset_stages(st, world, goal_embedder, shards, samplings, "release", val_share=10)
     st.run("train the foundation policy (unconditioned behaviour cloning)", "train", "steve1_ray.train.run",
            ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
             f"storage_path={train_dir}", "run_name=foundation", f"n_frames={cfg.foundation_frames}",
@@ -224,7 +239,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
                    done=events)
     st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
            ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}", f"epochs={cfg.prior_epochs}",
-            f"mineclip_path={embedder / 'mineclip.pth'}"],
+            f"mineclip_path={goal_embedder}"],
            done=prior.with_suffix(".json"))  # written after prior.pt
 
     t = time.time()
@@ -235,7 +250,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     tmp.mkdir(parents=True)
     # the final weights (the training stage's done marker) with the run's architecture
     policy_info = export_foundation(checkpoint_files(latest_checkpoint(train_dir / "foundation"))[0], foundation, tmp)
-    shutil.copyfile(embedder / "mineclip.pth", tmp / "mineclip.pth")
+    shutil.copyfile(goal_embedder, tmp / "mineclip.pth")
     shutil.copyfile(prior, tmp / "prior.pt")
     if cfg.goal_frames:
         shutil.copyfile(steve1, tmp / RELEASE_STEVE1)
@@ -256,6 +271,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         "metrics": {
             "recordings": {k: record_summary.get(k) for k in ("episodes", "frames") if k in record_summary},
             "embedder": json.loads((embedder / "metrics.json").read_text()),
+            **({"goal_whitening": json.loads(goal_embedder.with_suffix(".json").read_text())}
+               if cfg.goal_whiten else {}),
             # the exported weights are the final ones; `best_*` describe the best validation step of the run
             "foundation": {**policy_info, **(json.loads(best.read_text()) if best.is_file() else {})},
             # per stage, by its output file (`<stem>_best.json` beside it)

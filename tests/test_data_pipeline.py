@@ -145,3 +145,48 @@ def test_job_script_connects_to_the_running_cluster(ray_cluster, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert '"episodes_written": 1' in out.stdout
     assert shards.read_manifest(tmp_path / "ds")["counts"]["episodes"] == 1
+
+
+@pytest.mark.slow
+def test_whiten_embedder_fits_the_dataset_it_embedded_and_the_dataset_job_then_writes_whitened_goals(
+        ray_cluster, tmp_path):
+    import torch
+
+    from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, load_mineclip, save_mineclip
+    from steve1_ray.train.data import ShardEpisodes
+    from steve1_ray.train.whiten import main as whiten_main
+
+    rec = tmp_path / "rec"
+    write_episode(rec / "good_a", 60, seed=1)
+    write_episode(rec / "good_b", 45, seed=2)
+    torch.manual_seed(0)
+    raw_file = save_mineclip(MineCLIP(MineCLIPConfig.preset("debug", embed_dim=32)), tmp_path / "raw.pth")
+
+    def embed(model_file, out):
+        generate_dataset(DataConfig(output=str(out), sources=[f"local:{rec}"], min_frames=24, segment_len=16,
+                                    frame_codec="png", embedder="mineclip", mineclip_path=str(model_file),
+                                    frame_batch=16, progress=False))
+        src = ShardEpisodes(str(out))
+        return {e: src.embeds(e) for e in sorted(src.episode_ids())}
+
+    raw = embed(raw_file, tmp_path / "ds_raw")
+    white_file = tmp_path / "white" / "mineclip.pth"
+    assert whiten_main([f"embedder={raw_file}", f"data={tmp_path / 'ds_raw'}", f"out={white_file}"]) == 0
+    white = load_mineclip(white_file)
+    x = np.concatenate([e[v] for e, v in raw.values()])
+    assert white.cfg.goal_whiten and json.loads(white_file.with_suffix(".json").read_text())["frames"] == len(x) > 32
+    y = (x - white.goal_mean.numpy()) @ white.goal_matrix.numpy().T
+    assert np.allclose(y.mean(0), 0, atol=1e-3) and np.linalg.eigvalsh(np.cov(y.T)).max() < 1.01
+    # the dataset job with the whitened embedder writes the whitened goals of the same windows
+    again = embed(white_file, tmp_path / "ds_white")
+    for eid, (e, v) in raw.items():
+        want = (e[v] - white.goal_mean.numpy()) @ white.goal_matrix.numpy().T
+        np.testing.assert_allclose(again[eid][0][v], want, atol=2e-3, rtol=1e-3)
+    # refused: whitening twice; a dataset of another width; missing arguments
+    with pytest.raises(ValueError, match="whitened already"):
+        whiten_main([f"embedder={white_file}", f"data={tmp_path / 'ds_raw'}", f"out={tmp_path / 'w2.pth'}"])
+    torch.manual_seed(0)
+    other = save_mineclip(MineCLIP(MineCLIPConfig.preset("debug", embed_dim=16)), tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="not a dataset this embedder made"):
+        whiten_main([f"embedder={other}", f"data={tmp_path / 'ds_raw'}", f"out={tmp_path / 'w3.pth'}"])
+    assert whiten_main([f"embedder={raw_file}"]) == 2

@@ -238,3 +238,51 @@ def test_bad_inputs(tmp_path, debug_model):
     torch.save({"state_dict": {"model.foo": torch.zeros(1)}}, tmp_path / "wrong.pth")
     with pytest.raises(KeyError, match="missing"):
         load_mineclip(tmp_path / "wrong.pth", cfg="debug")
+
+
+def test_whitened_goal_space_round_trips_and_only_changes_goals(tmp_path, debug_model):
+    from steve1_ray.data.embed import window_embeds, window_embeds_per_window
+    from steve1_ray.models.mineclip import fit_goal_whitening
+
+    rng = np.random.default_rng(0)
+    # a skewed cloud: one direction 30x the others, as a small world embedder's pooled embeddings are
+    x = rng.normal(size=(2000, 512)).astype(np.float32) * np.r_[30.0, np.ones(511)].astype(np.float32) + 3.0
+    mean, matrix = fit_goal_whitening(x, rel_eps=1e-6)
+    y = (x - mean) @ matrix.T
+    assert np.allclose(y.mean(0), 0, atol=1e-3)
+    cov = np.cov(y[:, :8].T)  # the fit sample itself: identity covariance
+    assert np.allclose(np.diag(cov), 1, atol=1e-3) and abs(cov[0, 1]) < 1e-3
+    floored = fit_goal_whitening(x, rel_eps=0.5)[1]  # weak directions floored at half the largest eigenvalue
+    assert np.linalg.eigvalsh(floored.astype(np.float64)).max() < 1.5 / 30
+    for bad in (x[:1], np.full((4, 3), np.nan)):
+        with pytest.raises(ValueError, match="finite embeddings"):
+            fit_goal_whitening(bad)
+
+    cfg = MineCLIPConfig.preset("debug", goal_whiten=True)
+    white = MineCLIP(cfg)
+    white.load_state_dict({**debug_model.state_dict(), "goal_mean": white.goal_mean,
+                           "goal_matrix": white.goal_matrix}, strict=True)
+    white.eval().set_goal_whitening(mean, matrix)
+    frames = torch.from_numpy(rng.integers(0, 255, size=(2, 16, 160, 256, 3), dtype=np.uint8))
+    raw = debug_model.encode_video(frames)
+    want = (raw - torch.from_numpy(mean)) @ torch.from_numpy(matrix).T
+    torch.testing.assert_close(white.encode_video(frames), want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(white.encode_text(["chop a tree"]), debug_model.encode_text(["chop a tree"]))
+    feats = debug_model.encode_frames(frames[0])[None]
+    torch.testing.assert_close(white.pool_features(feats), debug_model.pool_features(feats))  # training path
+    # the dataset job's cached-feature path whitens as encode_video does
+    clip = frames[0].numpy()
+    fast, valid = window_embeds(white, clip)
+    slow, _ = window_embeds_per_window(white, clip)
+    np.testing.assert_allclose(fast[valid], want[:1].numpy(), atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(fast, slow, atol=1e-3, rtol=1e-4)
+    # the file keeps the fit and the flag; an unwhitened config refuses a fit
+    loaded = load_mineclip(save_mineclip(white, tmp_path / "white.pth"))
+    assert loaded.cfg.goal_whiten and torch.equal(loaded.goal_matrix, white.goal_matrix)
+    torch.testing.assert_close(loaded.encode_video(frames), white.encode_video(frames))
+    with pytest.raises(ValueError, match="goal_whiten=True"):
+        debug_model.set_goal_whitening(mean, matrix)
+    with pytest.raises(ValueError, match="finite mean"):
+        white.set_goal_whitening(mean[:3], matrix)
+    with pytest.raises(ValueError, match="goal_whiten"):
+        MineCLIPConfig.preset("debug", goal_whiten="yes")

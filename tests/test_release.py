@@ -106,7 +106,7 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     from steve1_ray.release import verify
 
     out, work = tmp_path / "release", tmp_path / "work"
-    args = ["release-world", "tiny=true", f"out={out}", f"work={work}"]
+    args = ["release-world", "tiny=true", f"out={out}", f"work={work}", "goal_whiten=true"]  # every stage
     proc = _steve1(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     manifest = verify(out)
@@ -123,11 +123,18 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     assert events["in_weights"].endswith("steve1_goals.weights") and events["goal_event_pick"] == "last"
     assert set(GOAL_KEYS) <= set(read_state_dict(out / "steve1.weights")[0])
     assert set(manifest["metrics"]["steve1"]) == {"steve1_goals", "steve1"}
+    # the released embedder has the whitened goal space fitted on the release's own data, and everything after
+    # it (the dataset the policies and the prior train on) was embedded with that file
+    from steve1_ray.models.mineclip import load_mineclip
+
+    assert load_mineclip(out / "mineclip.pth").cfg.goal_whiten
+    assert manifest["metrics"]["goal_whitening"]["frames"] > 128
+    assert "embedder_white/mineclip.pth" in (work / "shards" / "manifest.json").read_text()
     assert re.search(r"^\| total +\| \S+ \|$", proc.stdout, re.M)  # the stage-time table
     # re-running resumes: every stage is skipped, the same files come out
     again = _steve1(args, tmp_path)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
-    assert again.stdout.count("already done") == 8
+    assert again.stdout.count("already done") == 10
     assert verify(out)["files"] == manifest["files"]
 
 

@@ -7,7 +7,7 @@ pooling slides over the cached features:
 
     feats = model.encode_frames(frames)            # (N, D)   one ViT pass per frame
     windows = feats.unfold(0, 16, 1)               # (N-15, 16, D) views, no copy
-    embeds[15:] = model.pool_features(windows)     # (N-15, D)
+    embeds[15:] = model.pool_features(windows)     # (N-15, D)   (then `model.to_goal`, see MineCLIPConfig)
 
 The embedder is any object with `.encode_frames((N,160,256,3) uint8) -> (N,D)`, `.pool_features((B,L,D))
 -> (B,D)`, `.encode_video((B,L,160,256,3)) -> (B,D)` and `.embed_dim` (steve1_ray.models.mineclip).
@@ -64,7 +64,9 @@ def window_embeds(model, frames: np.ndarray, frame_batch: int = 64, window_batch
                                                .to(device))
                            for i in range(0, n, frame_batch)])  # (N, D)
         windows = feats.unfold(0, WINDOW, 1).permute(0, 2, 1)  # (N-15, 16, D)
-        pooled = [model.pool_features(windows[i:i + window_batch]) for i in range(0, len(windows), window_batch)]
+        to_goal = getattr(model, "to_goal", None) or (lambda x: x)  # a whitened world embedder's goal space
+        pooled = [to_goal(model.pool_features(windows[i:i + window_batch]))
+                  for i in range(0, len(windows), window_batch)]
         embeds[WINDOW - 1:] = torch.cat(pooled).float().cpu().numpy()
     return embeds, valid
 

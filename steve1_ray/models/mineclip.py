@@ -84,6 +84,14 @@ class MineCLIPConfig:
     count went up, a table appeared, a cow vanished) is in what changed between its frames, which a mean over
     frames hides: on crafter a linear probe of a clip's last-minus-first frame names its goal far better than
     one of its last frame (benchmarks/results/embedder.md). Off for MineCLIP as released."""
+    goal_whiten: bool = False
+    """Goals (`encode_video`, and the dataset job's window embeddings through `to_goal`) are the pooled video
+    embedding centred and whitened: `(v - goal_mean) @ goal_matrix.T`, two buffers fitted on a dataset's
+    embeddings by `steve1 whiten-embedder` (`fit_goal_whitening`). The pooled embeddings of a small world
+    embedder put over half their variance in one direction and the goals' differences in directions a
+    hundred times weaker, so a policy's linear goal layer barely tells a wood clip from a sapling clip (cosine
+    0.74; 0.36 whitened). Text embeddings, `pool_features` (what the embedder trains on) and `score` are
+    unchanged. Off for MineCLIP as released."""
 
     def __post_init__(self):
         self.resolution = tuple(int(r) for r in self.resolution)
@@ -117,6 +125,8 @@ class MineCLIPConfig:
             bad("window", f"must be <= temporal_max_seq_len={self.temporal_max_seq_len}")
         if not isinstance(self.temporal_delta, bool):
             bad("temporal_delta", "must be true or false")
+        if not isinstance(self.goal_whiten, bool):
+            bad("goal_whiten", "must be true or false")
         if self.temporal_delta and 2 * self.window - 1 > self.temporal_max_seq_len:
             bad("temporal_delta", f"needs 2*window-1={2 * self.window - 1} <= temporal_max_seq_len="
                                   f"{self.temporal_max_seq_len} positions")
@@ -413,6 +423,9 @@ class MineCLIP(nn.Module):
         self.clip_model = clip_model
         self.register_buffer("pixel_mean", torch.tensor(MC_IMAGE_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(MC_IMAGE_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        if cfg.goal_whiten:  # saved with the weights (set by `set_goal_whitening`); identity until then
+            self.register_buffer("goal_mean", torch.zeros(cfg.embed_dim))
+            self.register_buffer("goal_matrix", torch.eye(cfg.embed_dim))
 
     @property
     def embed_dim(self) -> int:
@@ -458,6 +471,28 @@ class MineCLIP(nn.Module):
             feats = torch.cat([feats, feats[:, 1:] - feats[:, :-1]], dim=1)  # (B, 2L-1, D)
         return self.temporal_encoder(feats)
 
+    def to_goal(self, video_embed: torch.Tensor) -> torch.Tensor:
+        """Pooled video embeddings (B, D) -> goals: whitened with `goal_whiten`, else unchanged."""
+        if not self.cfg.goal_whiten:
+            return video_embed
+        x = video_embed.to(self.goal_matrix.dtype)
+        return (x - self.goal_mean) @ self.goal_matrix.T
+
+    def set_goal_whitening(self, mean, matrix) -> "MineCLIP":
+        """Store a fitted whitening (`fit_goal_whitening`); the config must have `goal_whiten`."""
+        if not self.cfg.goal_whiten:
+            raise ValueError("set_goal_whitening needs a MineCLIPConfig with goal_whiten=True")
+        mean, matrix = _as_tensor(mean).float(), _as_tensor(matrix).float()
+        d = self.cfg.embed_dim
+        if tuple(mean.shape) != (d,) or tuple(matrix.shape) != (d, d) or not (
+                torch.isfinite(mean).all() and torch.isfinite(matrix).all()):
+            raise ValueError(f"whitening must be a finite mean ({d},) and matrix ({d}, {d}); got "
+                             f"{tuple(mean.shape)} and {tuple(matrix.shape)}")
+        with torch.no_grad():
+            self.goal_mean.copy_(mean)
+            self.goal_matrix.copy_(matrix)
+        return self
+
     def forward_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, 77) int64 tokens -> (B, D) text embeddings (with grad if enabled)."""
         return self.clip_model.text_model(_as_tensor(tokens).to(self.device))
@@ -482,13 +517,13 @@ class MineCLIP(nn.Module):
 
     @torch.no_grad()
     def encode_video(self, frames, batch_size: int = 64) -> torch.Tensor:
-        """(B, L, 160, 256, 3) uint8 RGB -> (B, D) float32 (= pool_features of encode_frames)."""
+        """(B, L, 160, 256, 3) uint8 RGB -> (B, D) float32 goals (= to_goal(pool_features(encode_frames)))."""
         frames = _as_tensor(frames)
         if frames.ndim != 5:
             raise ValueError(f"encode_video expects (B, L, H, W, 3) frames, got {tuple(frames.shape)}")
         b, l = frames.shape[:2]
         feats = self.encode_frames(frames.reshape(b * l, *frames.shape[2:]), batch_size)
-        return self.pool_features(feats.view(b, l, -1)).float()
+        return self.to_goal(self.pool_features(feats.view(b, l, -1))).float()
 
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         """(B, 77) int64 CLIP tokens (on CPU)."""
@@ -577,6 +612,21 @@ def load_mineclip(path: str | Path | None = None, cfg: MineCLIPConfig | str | No
     model = MineCLIP(cfg)
     _strict_load(model, state, str(path))
     return model.to(device).eval()
+
+
+def fit_goal_whitening(embeds: np.ndarray, rel_eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """ZCA whitening of (N, D) pooled embeddings: (mean (D,), matrix (D, D)) with `(v - mean) @ matrix.T` of
+    identity covariance, except that eigenvalues below `rel_eps` x the largest are floored there (directions the
+    data hardly uses are not blown up into noise)."""
+    x = np.asarray(embeds, np.float64)
+    if x.ndim != 2 or len(x) < 2 or not np.isfinite(x).all():
+        raise ValueError(f"need (N >= 2, D) finite embeddings to fit a whitening, got {x.shape}")
+    if not rel_eps > 0:
+        raise ValueError(f"rel_eps={rel_eps} must be > 0")
+    mean = x.mean(0)
+    w, v = np.linalg.eigh(np.cov((x - mean).T))
+    w = np.maximum(w, rel_eps * max(float(w.max()), 1e-12))
+    return mean.astype(np.float32), (v @ np.diag(w ** -0.5) @ v.T).astype(np.float32)
 
 
 def save_mineclip(model: MineCLIP, path: str | Path) -> Path:

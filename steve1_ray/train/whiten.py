@@ -1,0 +1,83 @@
+"""`steve1 whiten-embedder`: give a world embedder a whitened goal space, fitted on a dataset it embedded.
+
+    steve1 whiten-embedder embedder=<world>/embedder/mineclip.pth data=<shards embedded with it> \
+        out=<world>/embedder_white/mineclip.pth [rel_eps=1e-3]
+
+Reads every valid window embedding of the dataset (`embeds` where `embed_valid`), fits a ZCA whitening
+(`steve1_ray.models.mineclip.fit_goal_whitening`) and writes the embedder again with `goal_whiten` on and the
+fit in its `goal_mean` / `goal_matrix` buffers. Its goals (`encode_video`, the dataset job's embeddings) are
+then whitened; its text tower and its training path are the same weights. Re-embed the data with the new file
+(`steve1 dataset mineclip_path=...`) before training a policy or a prior on it. Why: docs/embedders.md,
+"A whitened goal space".
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+USAGE = "usage: steve1 whiten-embedder embedder=<mineclip.pth> data=<shards> out=<mineclip.pth> [rel_eps=1e-3]"
+
+
+def whiten_embedder(embedder: str | Path, data: str, out: str | Path, rel_eps: float = 1e-3) -> dict:
+    """Fit and write; returns a summary (frames used, variance share of the top direction before and after)."""
+    import dataclasses
+
+    from steve1_ray.models.mineclip import MineCLIP, fit_goal_whitening, load_mineclip, save_mineclip
+    from steve1_ray.train.data import ShardEpisodes
+
+    model = load_mineclip(embedder)
+    if model.cfg.goal_whiten:
+        raise ValueError(f"{embedder} is whitened already; fit on a dataset embedded with the embedder it was "
+                         "made from")
+    source = ShardEpisodes(data)
+    rows = []
+    for eid in source.episode_ids():
+        embeds, valid = source.embeds(eid)
+        rows.append(embeds[valid])
+    x = np.concatenate(rows) if rows else np.zeros((0, model.embed_dim), np.float32)
+    if x.shape[1] != model.embed_dim:
+        raise ValueError(f"{data} holds {x.shape[1]}-d embeddings, {embedder} makes {model.embed_dim}-d ones: "
+                         "not a dataset this embedder made")
+    if len(x) <= model.embed_dim:
+        raise ValueError(f"{data}: {len(x)} window embeddings, need more than embed_dim={model.embed_dim} to fit "
+                         "a whitening")
+    mean, matrix = fit_goal_whitening(x, rel_eps)
+    white = MineCLIP(dataclasses.replace(model.cfg, goal_whiten=True))
+    state = {**model.state_dict(), "goal_mean": white.goal_mean, "goal_matrix": white.goal_matrix}
+    white.load_state_dict(state, strict=True)
+    white.set_goal_whitening(mean, matrix)
+    out = save_mineclip(white, out)
+
+    def top_share(v: np.ndarray) -> float:
+        w = np.linalg.eigvalsh(np.cov((v - v.mean(0)).T))
+        return round(float(w[-1] / w.sum()), 3)
+
+    y = (x - mean) @ matrix.T
+    summary = {"embedder": str(embedder), "data": str(data), "out": str(out), "frames": int(len(x)),
+               "rel_eps": rel_eps, "top_direction_share": {"before": top_share(x), "after": top_share(y)}}
+    Path(out).with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
+    extra = [a for a in (sys.argv[1:] if argv is None else argv) if "=" not in a]
+    if extra and extra[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    unknown = sorted(set(args) - {"embedder", "data", "out", "rel_eps"})
+    if extra or unknown or not {"embedder", "data", "out"} <= set(args):
+        print(f"steve1 whiten-embedder: bad arguments {extra + unknown or sorted(args)}\n{USAGE}", file=sys.stderr)
+        return 2
+    summary = whiten_embedder(args["embedder"], args["data"], args["out"], float(args.get("rel_eps", 1e-3)))
+    print(f"whiten-embedder: {summary['frames']:,} window embeddings; the top direction held "
+          f"{summary['top_direction_share']['before']:.0%} of the variance, now "
+          f"{summary['top_direction_share']['after']:.0%}; wrote {summary['out']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
