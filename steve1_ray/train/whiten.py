@@ -14,11 +14,32 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-USAGE = "usage: steve1 whiten-embedder embedder=<mineclip.pth> data=<shards> out=<mineclip.pth> [rel_eps=1e-3]"
+from steve1_ray.config import check
+from steve1_ray.runner import Job, run_job
+
+
+@dataclass
+class WhitenConfig:
+    """Fit a whitened goal space for a world embedder on a dataset it embedded."""
+
+    embedder: str = ""
+    """the embedder (mineclip.pth, ours: not whitened yet)"""
+    data: str = ""
+    """a shard dataset (`steve1 dataset`) embedded with that embedder"""
+    out: str = ""
+    """where the whitened embedder is written (a summary goes beside it as .json)"""
+    rel_eps: float = 1e-3
+    """eigenvalues below this share of the largest are floored there (directions the data hardly uses stay weak)"""
+
+    def __post_init__(self):
+        check(bool(self.embedder and self.data and self.out), "give embedder=<mineclip.pth> data=<shards> "
+                                                              "out=<new mineclip.pth>")
+        check(0 < self.rel_eps < 1, f"rel_eps={self.rel_eps!r} must be in (0, 1)")
 
 
 def whiten_embedder(embedder: str | Path, data: str, out: str | Path, rel_eps: float = 1e-3) -> dict:
@@ -62,21 +83,22 @@ def whiten_embedder(embedder: str | Path, data: str, out: str | Path, rel_eps: f
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
-    extra = [a for a in (sys.argv[1:] if argv is None else argv) if "=" not in a]
-    if extra and extra[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0
-    unknown = sorted(set(args) - {"embedder", "data", "out", "rel_eps"})
-    if extra or unknown or not {"embedder", "data", "out"} <= set(args):
-        print(f"steve1 whiten-embedder: bad arguments {extra + unknown or sorted(args)}\n{USAGE}", file=sys.stderr)
-        return 2
-    summary = whiten_embedder(args["embedder"], args["data"], args["out"], float(args.get("rel_eps", 1e-3)))
+def _run(cfg: WhitenConfig) -> int:
+    summary = whiten_embedder(cfg.embedder, cfg.data, cfg.out, cfg.rel_eps)
     print(f"whiten-embedder: {summary['frames']:,} window embeddings; the top direction held "
           f"{summary['top_direction_share']['before']:.0%} of the variance, now "
           f"{summary['top_direction_share']['after']:.0%}; wrote {summary['out']}", flush=True)
     return 0
+
+
+JOB = Job("whiten-embedder", WhitenConfig, _run, summary=__doc__.strip().splitlines()[0],
+          errors=(FileNotFoundError, ValueError, KeyError),
+          examples="""
+          steve1 whiten-embedder embedder=runs/w/embedder/mineclip.pth data=runs/w/shards out=runs/w/white/mineclip.pth""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":
