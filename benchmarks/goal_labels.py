@@ -4,7 +4,7 @@ A goal-conditioned policy learns "given goal clip g, act like the frames that we
 teaches "chop a tree" depends on which frames get the wood clip: the demonstrator's own captioned segments
 (`meta/<episode>.json`, never seen by training) say what it was doing at each frame. For each scheme this prints,
 per evaluated goal, the share of the goal's segment frames whose goal clip (the 16 frames ending at the goal
-timestep) lies in a segment of the same goal, and how many of the frames that gather wood right before a
+timestep) shows the same goal (the achievement it ends on, else the segment most of its frames lie in), and how many of the frames that gather wood right before a
 table segment are given the table's clip (what lets a table prompt ask for the wood it needs).
 
     python benchmarks/goal_labels.py --recording runs/release/world [--horizons 16 40] [--episodes 100]
@@ -34,13 +34,42 @@ def load(recording: Path, limit: int | None) -> list[dict]:
         meta = json.loads(meta_file.read_text())
         conv = read_actions(recording / meta["actions"])
         keep = np.flatnonzero(conv.keep)  # frame i is jsonl line keep[i]
+        achieved = np.full(len(conv.keep), "", object)  # per line: the achievement whose counter rose there
+        prev: dict = {}
+        for i, line in enumerate(json.loads(x) for x in (recording / meta["actions"]).read_text().splitlines()):
+            stats = line.get("stats") or {}
+            rose = sorted(k.split(":")[-1] for k, v in stats.items() if v > prev.get(k, 0))
+            achieved[i] = rose[0] if rose else ""
+            prev = stats
         seg_of_line = np.full(len(conv.keep), "", object)
         for s in meta["segments"]:
             seg_of_line[s["start"]:s["end"]] = s["goal"]
         n = len(keep)
-        episodes.append({"n": n, "seg": seg_of_line[keep], "events": np.asarray(event_frames(conv, n), np.int64),
+        episodes.append({"n": n, "seg": seg_of_line[keep], "achieved": achieved[keep],
+                         "events": np.asarray(event_frames(conv, n), np.int64),
                          "links": np.asarray(event_links(conv, n), np.int64)})
     return episodes
+
+
+def clip_goal(seg: np.ndarray, achieved: np.ndarray, goal_t: np.ndarray, window: int = 16) -> np.ndarray:
+    """What the clip ending on each goal timestep shows: the achievement its last two frames first show (an event
+    clip ends one frame after the first frame that shows the event; with our recorder a line's stats are the
+    state its frame shows), else the demonstrator goal of most of its 16 frames."""
+    n = len(seg)
+    last = np.clip(goal_t, 0, n - 1)
+    before = np.clip(goal_t - 1, 0, n - 1)
+    event = np.where(achieved[last] != "", achieved[last], achieved[before])
+    return np.where(event != "", event, clip_segment(seg, goal_t, window))
+
+
+def clip_segment(seg: np.ndarray, goal_t: np.ndarray, window: int = 16) -> np.ndarray:
+    """The demonstrator goal of most of the 16 frames of the clip ending on each goal timestep."""
+    names, codes = np.unique(seg, return_inverse=True)
+    n = len(seg)
+    idx = np.clip(goal_t[:, None] - np.arange(window)[None, :], 0, n - 1)  # (T, 16) frames of each clip
+    counts = np.zeros((len(goal_t), len(names)), np.int64)
+    np.add.at(counts, (np.arange(len(goal_t))[:, None].repeat(window, 1), codes[idx]), 1)
+    return names[counts.argmax(1)]
 
 
 def score(episodes: list[dict], labels) -> dict:
@@ -48,7 +77,7 @@ def score(episodes: list[dict], labels) -> dict:
     for k, ep in enumerate(episodes):
         n, seg = ep["n"], ep["seg"]
         goal_t = labels(ep, np.random.default_rng([0, k]))
-        shown = seg[np.clip(goal_t - 1, 0, n - 1)]  # the clip ending on goal_t shows the frames before it
+        shown = clip_goal(seg, ep["achieved"], goal_t)
         for goal in FIVE:
             mine = seg == goal
             tot[goal] += int(mine.sum())

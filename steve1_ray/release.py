@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import (RELEASE_FILES, RELEASE_STEVE1, RELEASED_DIR, checkpoint_files,
@@ -186,6 +188,11 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     work = Path(cfg.work).resolve()
     st = Stages(work, "release-world")
     work.mkdir(parents=True, exist_ok=True)
+    before = work / "release_config.yaml"
+    if before.is_file():  # stages are resumed by position: a folder made with the other goal space would mix both
+        was = bool((yaml.safe_load(before.read_text()) or {}).get("goal_whiten", False))
+        check(was == cfg.goal_whiten, f"{work} was made with goal_whiten={str(was).lower()}; resume it with the same "
+                                      "setting, or start over in a new work folder")
     save_config(cfg, work / "release_config.yaml")
     print(f"steve1 release-world: intermediate files in {work}, the release in {Path(cfg.out or RELEASED_DIR / 'world').resolve()}")
     connect(private=True, num_cpus=max(2, os.cpu_count() or 2), log_to_driver=False,

@@ -271,5 +271,5 @@ def test_event_links_tie_what_an_event_gained_to_the_event_that_used_it():
     assert event_links(conv, n_frames=8) == [3, 3, -1, -1, -1]
     assert event_links(conv, n_frames=5) == [-1, -1, -1]  # the table is past the episode's frames
     for step in steps:
-        del step["inventory"]  # recordings without inventories (Minecraft's contractors): no links
+        del step["inventory"]  # recordings without inventories: no links
     assert event_links(convert_actions(steps), n_frames=8) == [-1] * 5

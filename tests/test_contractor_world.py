@@ -39,9 +39,25 @@ def test_recorded_world_episode_round_trips(tmp_path):
     stats = [json.loads(line).get("stats", {}) for line in open(tasks[0].actions)]
     assert all(sum(stats[i].values()) > sum(stats[i - 1].values()) for i in np.flatnonzero(events) if i > 0)
 
-    # event links (goal_event_pick=use): a recorded table is made of logs recorded before it
+
+
+def test_recorded_event_links_tie_the_logs_to_the_table_made_of_them(tmp_path):
     from steve1_ray.data.pipeline import event_frames, event_links
 
-    conv = read_actions(tasks[0].actions)
-    frames, links = event_frames(conv, len(ep)), event_links(conv, len(ep))
-    assert len(links) == len(frames) and all(j == -1 or j > k for k, j in enumerate(links))
+    rec = recorder.record_episode(tmp_path, "t", seed=3, max_steps=150, demo_kwargs={"focus": "place_table"},
+                                  env_kwargs={"tree_logs": 4})
+    assert rec.achievements.get("place_table", 0) >= 1 and rec.achievements.get("collect_wood", 0) >= 2
+    lines = [json.loads(line) for line in open(tmp_path / "contractor" / "t.jsonl")]
+    conv = read_actions(tmp_path / "contractor" / "t.jsonl")
+    n = rec.n_frames - rec.n_null
+    frames, links = event_frames(conv, n), event_links(conv, n)
+    assert len(links) == len(frames) and all(j == -1 or k < j < len(frames) for k, j in enumerate(links))
+
+    def rose(frame, key):  # the counter `key` rose on this event's line (no null actions: frame = line)
+        return lines[frame]["stats"].get(key, 0) > lines[frame - 1].get("stats", {}).get(key, 0)
+
+    tables = [k for k, f in enumerate(frames) if rose(f, "crafter:place_table")]
+    linked = [k for k, j in enumerate(links) if j in tables]
+    # every event linked to a table collected wood, and the first table has the logs it used linked to it
+    assert linked and all(rose(frames[k], "crafter:collect_wood") for k in linked)
+    assert any(links[k] == tables[0] for k in range(tables[0]))

@@ -155,6 +155,32 @@ def test_release_out_refuses_a_folder_that_is_not_a_release(tmp_path):
     assert (tmp_path / "src" / "main.py").read_text() == "precious"
 
 
+def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_path, capsys):
+    """Stages resume by position: a folder made without the whitening stages must not be resumed with them."""
+    from steve1_ray.release import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "release_config.yaml").write_text("goal_whiten: false\n")
+    assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true"]) == 2
+    assert "made with goal_whiten=false" in capsys.readouterr().err
+    assert (work / "release_config.yaml").read_text() == "goal_whiten: false\n" and not (tmp_path / "out").exists()
+
+
+def test_a_whitened_embedder_is_refused_as_a_training_start(tmp_path):
+    import dataclasses
+
+    from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, save_mineclip
+    from steve1_ray.train.embedder import EmbedderConfig, _initial_model
+
+    white = save_mineclip(MineCLIP(MineCLIPConfig.preset("debug", goal_whiten=True)), tmp_path / "white.pth")
+    plain = save_mineclip(MineCLIP(MineCLIPConfig.preset("debug")), tmp_path / "plain.pth")
+    cfg = EmbedderConfig(init=str(plain))
+    assert not _initial_model(cfg).cfg.goal_whiten
+    with pytest.raises(ValueError, match="whitened goal space"):
+        _initial_model(dataclasses.replace(cfg, init=str(white)))
+
+
 def test_verify_refuses_a_manifest_that_lists_other_files(tmp_path):
     import shutil
 

@@ -553,6 +553,8 @@ def test_event_goals_use_pick_follows_what_an_event_gained_to_the_event_that_use
         event_goals(goal_t, t, events, 20, n, pick="use", links=np.array([0, 3, -1, 4, -1]))
     with pytest.raises(ValueError, match="later event"):
         event_goals(goal_t, t, events, 20, n, pick="use", links=np.array([3, 3]))
+    with pytest.raises(ValueError, match="later event"):  # past the last event
+        event_goals(goal_t, t, events, 20, n, pick="use", links=np.array([3, 3, -1, 5, -1]))
     embeds = np.arange(n, dtype=np.float32)[:, None].repeat(2, 1)
     r = relabel(embeds, None, 40, 32, 15, 40, 0.0, sequence_rng(0, 0, 3), events, 20, "use", links)
     assert np.all(r[1][:15] == 61) and np.all(r[1][15:19] == 59)

@@ -225,8 +225,10 @@ def frame_of_line(keep: np.ndarray) -> np.ndarray:
 
 
 def stat_events(steps: list[dict], ignore: tuple[str, ...] = IGNORED_STAT_PREFIXES) -> np.ndarray:
-    """(L,) bool: line i's `stats` has a counter above line i-1's (its action achieved something: a tree
-    chopped, a cow eaten, an item crafted). Lines without `stats`, or with a malformed one, have no event."""
+    """(L,) bool: line i's `stats` has a counter above line i-1's (a tree chopped, a cow eaten, an item crafted):
+    the first line whose recorded state shows it (our recorder writes each line's state as its frame shows it,
+    before the line's action, so line i-1's action did it). Lines without `stats`, or with a malformed one, have
+    no event."""
     events = np.zeros(len(steps), bool)
     prev: dict = {}
     for i, step in enumerate(steps):

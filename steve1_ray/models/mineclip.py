@@ -630,7 +630,8 @@ def fit_goal_whitening(embeds: np.ndarray, rel_eps: float = 1e-3) -> tuple[np.nd
 
 
 def save_mineclip(model: MineCLIP, path: str | Path) -> Path:
-    """Write `{"state_dict": {"model.<key>": tensor}, "mineclip_config": {...}}` (loads in the original)."""
+    """Write `{"state_dict": {"model.<key>": tensor}, "mineclip_config": {...}}` (loads in the original, except a
+    `goal_whiten` embedder: its `goal_mean` / `goal_matrix` are keys the original does not have)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}  # aliases share storage

@@ -624,11 +624,15 @@ def _initial_model(cfg: EmbedderConfig) -> MineCLIP:
     if not cfg.init:
         return load_mineclip(None, cfg.model_config(), seed=cfg.seed)
     try:
-        return load_mineclip(cfg.init)
+        model = load_mineclip(cfg.init)
     except ValueError as e:
         if "md5='official'" not in str(e):
             raise
         return load_mineclip(cfg.init, md5="official")  # refused unless it is the released file
+    if model.cfg.goal_whiten:  # its whitening was fitted to these weights; training them would leave it stale
+        raise ValueError(f"init={cfg.init!r} has a whitened goal space (steve1 whiten-embedder): start from the "
+                         "embedder it was made from, and whiten the new one again after training")
+    return model
 
 
 def _average_gradients(model: torch.nn.Module, world_size: int) -> None:

@@ -48,18 +48,20 @@ EVENT_PICKS = ("next", "last", "use")
 
 def event_goals(goal_t: np.ndarray, timesteps: np.ndarray, events: np.ndarray, horizon: int,
                 n_frames: int, pick: str = "next", links: np.ndarray | None = None) -> np.ndarray:
-    """Ours: a timestep with an event e >= t at most `horizon` frames ahead takes the goal e + 1 (the clip
-    ending on the frame that shows the event's result); the others keep their spaced goal.
+    """Ours: a timestep with an event e >= t at most `horizon` frames ahead takes the goal e + 1 (the clip ending
+    one frame after frame e, the first frame whose recorded state shows the event; the others keep their spaced
+    goal.
 
     `pick` says which event when several lie in [t, t + horizon]: `next`, the nearest one (what the frame is
     about to achieve), or `last`, the farthest one, so that the steps towards a goal that needs others first
     (two logs, then a table) are conditioned on that goal rather than on each prerequisite; or `use`, the nearest
     one unless what it gained was used by a later event within the horizon (`links[k]`: the first event that used
     an item event k gained, -1 if none; `steve1_ray.data.pipeline.event_links`), then that one, followed as a
-    chain (log → table → pickaxe). `last` also takes an unrelated drink that comes after the table: on the
+    chain while the links stay within the horizon (in crafter mostly one step: a placed table is no inventory
+    item, so nothing links from it). `last` also takes an unrelated drink that comes after the table: on the
     release's recordings, horizon 40, the goal clip of a frame of the five evaluated goals shows that frame's own
-    demonstrator goal 17 % of the time (`next` 68 %, `use` 62 %), while `use` gives 81 % of the frames that gather
-    wood for a table the table's clip (`next` 28 %, `last` 41 %; `benchmarks/goal_labels.py`). Without links
+    demonstrator goal 26 % of the time (`next` 77 %, `use` 71 %), while `use` gives 80 % of the frames that gather
+    wood for a table the table's clip (`next` 29 %, `last` 40 %; `benchmarks/goal_labels.py`). Without links
     `use` is `next`.
     """
     if pick not in EVENT_PICKS:
@@ -72,7 +74,8 @@ def event_goals(goal_t: np.ndarray, timesteps: np.ndarray, events: np.ndarray, h
         has = k < len(events)
         if pick == "use" and links is not None and has.any():
             links = np.asarray(links, np.int64)
-            if len(links) != len(events) or not np.all((links == -1) | (links > np.arange(len(events)))):
+            if len(links) != len(events) or not np.all(
+                (links == -1) | ((links > np.arange(len(events))) & (links < len(events)))):
                 raise ValueError("links must give, per event, a later event's index or -1")
             k = np.clip(k, 0, len(events) - 1)
             for _ in range(len(events)):  # each step moves to a later event: at most len(events) steps
@@ -95,7 +98,8 @@ def relabel(embeds: np.ndarray, embed_valid: np.ndarray | None, start: int, T: i
             event_horizon: int = 0, event_pick: str = "next", event_links: np.ndarray | None = None):
     """Goal embeddings for frames [start, start + T) of an episode whose per-frame embeds are `embeds` (N, D).
     With `event_horizon > 0`, frames at most that far before one of `events` take its goal (`event_goals`,
-    the nearest or with `event_pick="last"` the farthest of them);
+    the nearest, with `event_pick="last"` the farthest of them, with "use" the nearest or the one that used what it
+    gained, `event_links`);
     the random draws are the same either way.
 
     Returns (goal_embed (T, D) float32, goal_t (T,) int64 goal timestep per frame, uncond bool).
