@@ -475,8 +475,10 @@ class MineCLIP(nn.Module):
         """Pooled video embeddings (B, D) -> goals: whitened with `goal_whiten`, else unchanged."""
         if not self.cfg.goal_whiten:
             return video_embed
-        x = video_embed.to(self.goal_matrix.dtype)
-        return (x - self.goal_mean) @ self.goal_matrix.T
+        # in fp32 also under autocast (the dataset job's fp16/bf16): whitening scales weak directions up, and
+        # with them the rounding of a half-precision product
+        with torch.autocast(device_type=video_embed.device.type, enabled=False):
+            return (video_embed.float() - self.goal_mean.float()) @ self.goal_matrix.float().T
 
     def set_goal_whitening(self, mean, matrix) -> "MineCLIP":
         """Store a fitted whitening (`fit_goal_whitening`); the config must have `goal_whiten`."""
