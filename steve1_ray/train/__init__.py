@@ -7,5 +7,5 @@ loop.py        train_loop_per_worker (what each worker runs)   run.py        bui
 step.py        one optimizer step (truncated BPTT, accum)      validate.py   val loss, best weights, patience
 report.py      TensorBoard / metrics.jsonl / console lines
 prior.py       prior training (main)                           synthetic.py  tiny learnable shard dataset
-embedder.py    MineCLIP-architecture embedder training (main)
+embedder.py    MineCLIP-architecture embedder training (main)  whiten.py     a whitened goal space for it (main)
 """
