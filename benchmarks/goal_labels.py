@@ -26,17 +26,19 @@ FIVE = ("collect_wood", "collect_sapling", "collect_drink", "eat_cow", "place_ta
 
 
 def load(recording: Path, limit: int | None) -> list[dict]:
-    from steve1_ray.data.contractor import read_actions
+    from steve1_ray.data.contractor import convert_actions, parse_jsonl
     from steve1_ray.data.pipeline import event_frames, event_links
 
     episodes = []
     for meta_file in sorted((recording / "meta").glob("*.json"))[:limit]:
         meta = json.loads(meta_file.read_text())
-        conv = read_actions(recording / meta["actions"])
+        path = recording / meta["actions"]
+        steps = parse_jsonl(path.read_text(), str(path))  # read once: the conversion and the counters below
+        conv = convert_actions(steps, where=str(path))
         keep = np.flatnonzero(conv.keep)  # frame i is jsonl line keep[i]
         achieved = np.full(len(conv.keep), "", object)  # per line: the achievement whose counter rose there
         prev: dict = {}
-        for i, line in enumerate(json.loads(x) for x in (recording / meta["actions"]).read_text().splitlines()):
+        for i, line in enumerate(steps):
             stats = line.get("stats") or {}
             rose = sorted(k.split(":")[-1] for k, v in stats.items() if v > prev.get(k, 0))
             achieved[i] = rose[0] if rose else ""
