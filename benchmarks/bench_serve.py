@@ -170,10 +170,12 @@ def inprocess_only(args) -> int:
 
 
 def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str | None,
-           deadline: float | None = None) -> dict:
+           deadline: float | None = None, counters: bool = True) -> dict:
     """n_sessions client threads, each stepping its own session through `steve1_ray.client` (JPEG frames).
 
     `deadline` (a time.perf_counter() value): sessions stop stepping once it has passed (at least one timed step).
+    `counters`: read the replica's batch counters from `/info` before and after; off with several PolicyServer
+    replicas, where each `/info` answers from whichever replica it reaches.
     """
     from requests.adapters import HTTPAdapter
 
@@ -182,7 +184,7 @@ def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str 
     api = Client(url, api_key=key, retries=0)  # an error answer fails the run, never hides in the latency
     api.http.mount("http://", HTTPAdapter(pool_maxsize=max(64, n_sessions * 2)))  # one connection per thread
     sessions = [api.session(prompt="chop down the tree", cond_scale=6.0, seed=i) for i in range(n_sessions)]
-    before, t_all = api.info(), time.perf_counter()
+    before, t_all = (api.info() if counters else None), time.perf_counter()
 
     def play(i):
         lat = []  # (seconds, start, end) of each timed step
@@ -197,7 +199,7 @@ def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str 
 
     with cf.ThreadPoolExecutor(n_sessions) as pool:
         lats = [x for per in pool.map(play, range(n_sessions)) for x in per]
-    info = api.info()
+    info = api.info() if counters else None
     t_all = time.perf_counter() - t_all  # the window of the replica's counters (warm-up steps included)
     # actions/s over the timed steps only: from the first timed step's start to the last one's end (every timed
     # step lies inside; until session 19 the window also held the two warm-up steps, which understated the
@@ -206,6 +208,10 @@ def served(frames: list[bytes], n_sessions: int, steps: int, url: str, key: str 
     for s in sessions:
         s.close()
     xs = [d for d, _, _ in lats]
+    if not counters:
+        nan = float("nan")
+        return {"actions_per_s": len(xs) / wall, "p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99), "mean_batch": nan,
+                "step_ms": nan, "store_ms": nan}
     batches = max(1, info["batches"] - before["batches"])
     # the replica's own time per batch (policy step; store claim + sync) against the client's cycle: the rest
     # of a cycle is the round trip (HTTP, the proxy, the Api, JPEG decode) and the batch wait
@@ -252,7 +258,8 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       sticky_sessions=not args.no_sticky, precision=args.precision[0],
                       torch_threads=args.torch_threads, batch_wait_fraction=args.batch_wait_fraction,
                       batch_size_rule=args.batch_size_rule, batch_groups=args.batch_groups)
-    serve.run(build_app(cfg, api_options={"num_replicas": args.api_replicas}), name="steve1", route_prefix="/",
+    serve.run(build_app(cfg, policy_options={"num_replicas": args.policy_replicas},
+                        api_options={"num_replicas": args.api_replicas}), name="steve1", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
 
@@ -276,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ServeConfig.batch_groups: the active sessions step in this many groups in turn")
     p.add_argument("--api-replicas", type=int, default=1,
                    help="replicas of the Api ingress (JSON, base64, JPEG decode per request; one by default)")
+    p.add_argument("--policy-replicas", type=int, default=1,
+                   help="PolicyServer replicas (sessions spread over them by consistent hashing); with "
+                        "--torch-threads 1, one replica per core steps without waiting on a preempted sibling thread")
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
     p.add_argument("--state-sync-every", type=int, default=1,
                    help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")
@@ -303,7 +313,7 @@ def main(argv=None) -> int:
             # The machine is shared: measure the in-process baseline right before each served run, so
             # both see the same background load (the Serve replicas are idle meanwhile).
             base = baseline(frames, args.baseline_steps, args)
-            res = served(frames, n, args.steps, url, None)
+            res = served(frames, n, args.steps, url, None, counters=args.policy_replicas == 1)
             rows.append((f"served, batched CFG: {n} concurrent sessions", n, res, base))
             print(rows[-1], flush=True)
         for n in args.sessions:
@@ -316,7 +326,7 @@ def main(argv=None) -> int:
         start_app(args, two_pass=True)
         served(frames, 1, 3, url, None)
         base = baseline(frames, args.baseline_steps, args)
-        res = served(frames, 1, args.steps, url, None)
+        res = served(frames, 1, args.steps, url, None, counters=args.policy_replicas == 1)
         for k in ("busy", "fill", "idle"):  # counters of a replica replaced by the redeployment: not shown
             res.pop(k, None)
         served_base = ("served, original two-pass, 1 session at a time", 1, res, base)
@@ -329,7 +339,8 @@ def main(argv=None) -> int:
              f"--device {args.device} --threads {args.threads} --state-sync-every {args.state_sync_every} "
              f"--torch-threads {args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
              f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction} --batch-size-rule "
-             f"{args.batch_size_rule} --batch-groups {args.batch_groups} --api-replicas {args.api_replicas}`", "",
+             f"{args.batch_size_rule} --batch-groups {args.batch_groups} --api-replicas {args.api_replicas} "
+             f"--policy-replicas {args.policy_replicas}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
              f"{os.getloadavg()[0]:.1f}. Frames: 640x360 JPEG (q90) from the embedded "
              "world, sent base64 in JSON over HTTP on 127.0.0.1. Latency = one `act` request (client side).", "",

@@ -16,9 +16,9 @@ Prints a Markdown table; `--out FILE` also writes it.
 log-likelihood loss, backward, clip_grad_norm_ 5.0, fused AdamW, as STEVE-1's loop does) in fp32 and in bf16
 autocast (its launch line's `--mixed_precision bf16`), beside the project's `optimizer_step` in fp32, bf16 autocast
 and (`--variants ... fp32+ckpt`) fp32 with activation checkpointing, on the same model size and batch, interleaved
-step by step (round-robin) so that a noisy machine loads every variant alike; each project step is compared with
-the original in fp32 and in its own precision, and each variant's first loss with fp32's on the same weights and
-batch. Every variant holds its model and AdamW state (at 2x about 4 GB).
+step by step (round-robin, each round starting one variant later) so that a noisy machine loads every variant
+alike; each project step is compared with the original in fp32 and in its own precision, and each variant's first
+loss with fp32's on the same weights and batch. Every variant holds its model and AdamW state (at 2x about 4 GB).
 """
 from __future__ import annotations
 
@@ -140,12 +140,15 @@ def profile_step(run, dev: torch.device, n: int) -> list[dict]:
             for e in rows[:n]]
 
 
-VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt", "fp32-whole", "bf16-whole")
+VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt", "fp32-whole", "bf16-whole", "original-again")
 """--vs-original's variants: the original's step in fp32 and in bf16 (its launch line's precision), and the
 project's step in fp32, bf16, fp32 with activation checkpointing, and fp32 / bf16 with the ImpalaCNN on all of a
 piece's frames in one pass (`-whole`, as before session 19; the project's steps run it CPU_FRAME_CHUNK frames at a
 time on CPU, the original's in one pass, as VPT's). Each holds a model with its AdamW state (at 2x about 4 GB), so
-pick a few on a small machine; the original in fp32 always runs (the reference)."""
+pick a few on a small machine; the original in fp32 always runs (the reference). `original-again` is a second,
+identical copy of the original's fp32 step: how far two equal steps differ in one run is the noise floor of every
+other ratio (sessions 14-19 reported a 0.70-0.79x gap between the project's and the original's one-pass steps that
+an equal copy, measured later, also showed)."""
 
 
 def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_dim: int = 512,
@@ -186,7 +189,7 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 5.0)
             opt.step()
             state[0] = detach_state(new)
-            return float(loss)
+            return float(loss.detach())
         return step
 
     def project(precision: str, checkpointing: bool = False, chunked: bool = True):
@@ -213,12 +216,17 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
               "fp32-whole": ("project optimizer_step fp32, the CNN on all frames at once",
                              lambda: project("fp32", chunked=False)),
               "bf16-whole": ("project optimizer_step bf16 autocast, the CNN on all frames at once",
-                             lambda: project("bf16", chunked=False))}
+                             lambda: project("bf16", chunked=False)),
+              "original-again": ("original step again (fp32, an equal copy: the noise floor)", original)}
     variants = {makers[k][0]: makers[k][1]() for k in dict.fromkeys(("original", *which))}
     first_loss = {name: step(0) for name, step in variants.items()}  # warm-up; step 0 from the same weights
     times = {name: [] for name in variants}
+    names = list(variants)
     for r in range(rounds):
-        for name, step in variants.items():
+        # each round starts one variant later, so that no variant always runs right after the same one (a step's
+        # time depends on what ran before it: caches, freed and re-faulted pages)
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            step = variants[name]
             t = time.perf_counter()
             step(r + 1)
             times[name].append(time.perf_counter() - t)

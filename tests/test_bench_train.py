@@ -1,0 +1,33 @@
+"""benchmarks/bench_train.py --vs-original at the debug preset: every variant runs, the steps start from the same
+weights and batch (their first losses agree), and the equal copy of the original gives the noise floor."""
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_train", REPO / "benchmarks" / "bench_train.py")
+bench_train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_train)
+
+
+def _rows(lines):
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+
+
+def test_vs_original_rows_and_equal_first_losses(capsys):
+    lines = bench_train.vs_original("debug", batch_size=1, trunc_t=4, rounds=3, embed_dim=16,
+                                    which=("fp32", "fp32-whole", "original-again"))
+    rows = _rows(lines)
+    assert set(rows) == {"original step (fp32, fused AdamW)", "project optimizer_step fp32",
+                         "project optimizer_step fp32, the CNN on all frames at once",
+                         "original step again (fp32, an equal copy: the noise floor)"}
+    for name, cells in rows.items():
+        median_s, frames_s, first_loss, rel = float(cells[0]), float(cells[1]), float(cells[4]), float(cells[5])
+        assert median_s > 0 and frames_s > 0, name
+        assert abs(rel) < 1e-4, (name, first_loss, rel)  # the same weights, batch and loss for every variant
+    # the rounds rotate: round 2 starts with the second variant, round 3 with the third
+    printed = [line.split(": ", 1)[1].rsplit(" ", 2)[0] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("round ")]
+    names = list(rows)
+    assert printed[:4] == names
+    assert printed[4:8] == names[1:] + names[:1]
+    assert printed[8:12] == names[2:] + names[:2]
