@@ -140,7 +140,8 @@ def profile_step(run, dev: torch.device, n: int) -> list[dict]:
             for e in rows[:n]]
 
 
-VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt", "fp32-whole", "bf16-whole", "original-again")
+VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt", "fp32-whole", "bf16-whole", "original-again",
+            "fp32-glibc")
 """--vs-original's variants: the original's step in fp32 and in bf16 (its launch line's precision), and the
 project's step in fp32, bf16, fp32 with activation checkpointing, and fp32 / bf16 with the ImpalaCNN on all of a
 piece's frames in one pass (`-whole`, as before session 19; the project's steps run it CPU_FRAME_CHUNK frames at a
@@ -148,14 +149,24 @@ time on CPU, the original's in one pass, as VPT's). Each holds a model with its 
 pick a few on a small machine; the original in fp32 always runs (the reference). `original-again` is a second,
 identical copy of the original's fp32 step: how far two equal steps differ in one run is the noise floor of every
 other ratio (sessions 14-19 reported a 0.70-0.79x gap between the project's and the original's one-pass steps that
-an equal copy, measured later, also showed)."""
+an equal copy, measured later, also showed). `fp32-glibc`: the project's fp32 step with glibc's malloc defaults,
+i.e. without `TrainConfig.reuse_freed_memory` (steve1_ray/hostmem.py), which the other project steps have as the
+trainer's workers do (with separate processes; in one process no variant has it)."""
+
+NAMES = {"original": "original step (fp32, fused AdamW)",
+         "original-bf16": "original step (bf16 autocast, its launch line)",
+         "fp32": "project optimizer_step fp32",
+         "bf16": "project optimizer_step bf16 autocast",
+         "fp32+ckpt": "project optimizer_step fp32 + activation checkpointing",
+         "fp32-whole": "project optimizer_step fp32, the CNN on all frames at once",
+         "bf16-whole": "project optimizer_step bf16 autocast, the CNN on all frames at once",
+         "original-again": "original step again (fp32, an equal copy: the noise floor)",
+         "fp32-glibc": "project optimizer_step fp32, glibc malloc defaults (no reuse_freed_memory)"}
 
 
-def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_dim: int = 512,
-                which: tuple[str, ...] = VARIANTS) -> list[str]:
-    """Rows of a Markdown table: frames/s of each training-step variant, measured round-robin."""
-    import copy
-
+def make_variant(key: str, preset: str, batch_size: int, trunc_t: int, embed_dim: int):
+    """The step function of one --vs-original variant, built from seed 0 (the same weights and batch in every
+    variant and process): step(k) runs piece k % 2 of the batch and returns the loss."""
     from steve1_ray.models.policy import build_policy, detach_state, logprob
     from steve1_ray.train.config import TrainConfig
     from steve1_ray.train.optim import build_optimizer, enable_activation_checkpointing, freeze_parts
@@ -163,17 +174,20 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
 
     dev = torch.device("cpu")
     torch.manual_seed(0)
-    base = build_policy(preset, embed_dim=embed_dim).train()
+    policy = build_policy(preset, embed_dim=embed_dim).train()
     T = trunc_t * 2
-    batch = {"img": torch.randint(0, 256, (batch_size, T, 128, 128, 3), dtype=torch.uint8),
-             "goal_embed": torch.randn(batch_size, T, embed_dim), "first": torch.zeros(batch_size, T, dtype=torch.bool),
-             "buttons": torch.randint(0, 8641, (batch_size, T)), "camera": torch.randint(0, 121, (batch_size, T))}
+    g = torch.Generator().manual_seed(1)
+    batch = {"img": torch.randint(0, 256, (batch_size, T, 128, 128, 3), dtype=torch.uint8, generator=g),
+             "goal_embed": torch.randn(batch_size, T, embed_dim, generator=g),
+             "first": torch.zeros(batch_size, T, dtype=torch.bool),
+             "buttons": torch.randint(0, 8641, (batch_size, T), generator=g),
+             "camera": torch.randint(0, 121, (batch_size, T), generator=g)}
     batch["first"][:, 0] = True
 
-    def original(bf16: bool = False):
-        """The original's step; with `bf16` as its launch line runs it (`accelerate --mixed_precision bf16`:
-        the model's forward under bf16 autocast, its outputs back in fp32, fp32 master weights, no scaler)."""
-        policy = copy.deepcopy(base)
+    if key.startswith("original"):
+        # The original's step; bf16 as its launch line runs it (`accelerate --mixed_precision bf16`: the model's
+        # forward under bf16 autocast, its outputs back in fp32, fp32 master weights, no scaler)
+        bf16 = key == "original-bf16"
         policy.net.img_process.cnn.cpu_chunk = 0  # VPT's ImpalaCNN runs all of a piece's frames in one pass
         opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=0.039428, fused=True)
         state = [policy.initial_state(batch_size)]
@@ -192,50 +206,104 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
             return float(loss.detach())
         return step
 
-    def project(precision: str, checkpointing: bool = False, chunked: bool = True):
-        policy = copy.deepcopy(base)
-        policy.net.img_process.cnn.chunk_with_grad = chunked  # False: the CNN on all frames at once (before s19)
-        freeze_parts(policy, [])
-        if checkpointing:
-            enable_activation_checkpointing(policy)
-        opt = build_optimizer(policy, 1e-4, 0.039428)
-        cfg = TrainConfig(model=preset, T=T, trunc_t=trunc_t, batch_size=batch_size, grad_accum=1,
-                          precision=precision, min_btwn_goals=15, max_btwn_goals=40)
-        states = [policy.initial_state(batch_size)]
+    precision = "bf16" if key.startswith("bf16") else "fp32"
+    policy.net.img_process.cnn.chunk_with_grad = not key.endswith("-whole")  # False: all frames at once
+    freeze_parts(policy, [])
+    if key == "fp32+ckpt":
+        enable_activation_checkpointing(policy)
+    opt = build_optimizer(policy, 1e-4, 0.039428)
+    cfg = TrainConfig(model=preset, T=T, trunc_t=trunc_t, batch_size=batch_size, grad_accum=1,
+                      precision=precision, min_btwn_goals=15, max_btwn_goals=40)
+    states = [policy.initial_state(batch_size)]
 
-        def step(k):
-            out = optimizer_step(policy, policy, opt, None, [batch], states, (k % 2) * trunc_t, cfg, dev, 1e-4)
-            return out["loss_sum"]
-        return step
+    def step(k):
+        return optimizer_step(policy, policy, opt, None, [batch], states, (k % 2) * trunc_t, cfg, dev, 1e-4)["loss_sum"]
+    return step
 
-    makers = {"original": ("original step (fp32, fused AdamW)", original),
-              "original-bf16": ("original step (bf16 autocast, its launch line)", lambda: original(True)),
-              "fp32": ("project optimizer_step fp32", lambda: project("fp32")),
-              "bf16": ("project optimizer_step bf16 autocast", lambda: project("bf16")),
-              "fp32+ckpt": ("project optimizer_step fp32 + activation checkpointing", lambda: project("fp32", True)),
-              "fp32-whole": ("project optimizer_step fp32, the CNN on all frames at once",
-                             lambda: project("fp32", chunked=False)),
-              "bf16-whole": ("project optimizer_step bf16 autocast, the CNN on all frames at once",
-                             lambda: project("bf16", chunked=False)),
-              "original-again": ("original step again (fp32, an equal copy: the noise floor)", original)}
-    variants = {makers[k][0]: makers[k][1]() for k in dict.fromkeys(("original", *which))}
-    first_loss = {name: step(0) for name, step in variants.items()}  # warm-up; step 0 from the same weights
-    times = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(rounds):
-        # each round starts one variant later, so that no variant always runs right after the same one (a step's
-        # time depends on what ran before it: caches, freed and re-faulted pages)
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            step = variants[name]
-            t = time.perf_counter()
-            step(r + 1)
-            times[name].append(time.perf_counter() - t)
-            print(f"round {r + 1}: {name} {times[name][-1]:.2f} s", flush=True)
+
+class VariantProcess:
+    """One variant in a process of its own (`bench_train.py --variant-worker`), stepped over a pipe: each program
+    as it runs alone (its own allocator settings, its own heap), the project's with the trainer's
+    `reuse_freed_memory` unless the variant is `fp32-glibc`."""
+
+    def __init__(self, key: str, preset: str, batch_size: int, trunc_t: int, embed_dim: int):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, __file__, "--variant-worker", key, "--presets", preset,
+                                      "--batch_size", str(batch_size), "--trunc_t", str(trunc_t),
+                                      "--embed-dim", str(embed_dim)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._read()  # "ready": built
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"variant process exited with {self.proc.wait()}")
+        return line.strip()
+
+    def __call__(self, k: int) -> tuple[float, float]:
+        self.proc.stdin.write(f"{k}\n")
+        seconds, loss = self._read().split()
+        return float(seconds), float(loss)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def variant_worker(key: str, preset: str, batch_size: int, trunc_t: int, embed_dim: int) -> int:
+    """The child side of VariantProcess: build, answer "ready", then "<seconds> <loss>" per step number read."""
+    from steve1_ray.train.config import TrainConfig
+
+    out, sys.stdout = sys.stdout, sys.stderr  # only the protocol on stdout
+    if not key.startswith("original") and key != "fp32-glibc" and TrainConfig.reuse_freed_memory:
+        from steve1_ray.hostmem import reuse_freed_memory
+        reuse_freed_memory()  # as train/loop.py does in every training worker
+    step = make_variant(key, preset, batch_size, trunc_t, embed_dim)
+    print("ready", file=out, flush=True)
+    for line in sys.stdin:
+        t = time.perf_counter()
+        loss = step(int(line))
+        print(f"{time.perf_counter() - t} {loss}", file=out, flush=True)
+    return 0
+
+
+def timed(step):
+    """step(k) -> loss as VariantProcess's call: k -> (seconds, loss)."""
+    def run(k: int) -> tuple[float, float]:
+        t = time.perf_counter()
+        loss = step(k)
+        return time.perf_counter() - t, loss
+    return run
+
+
+def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_dim: int = 512,
+                which: tuple[str, ...] = VARIANTS, processes: bool = True) -> list[str]:
+    """Rows of a Markdown table: frames/s of each training-step variant, measured round-robin; `processes`: each
+    variant in a process of its own (VariantProcess), else all in this one (then no variant reuses freed memory)."""
+    keys = list(dict.fromkeys(("original", *which)))
+    if processes:
+        variants = {NAMES[k]: VariantProcess(k, preset, batch_size, trunc_t, embed_dim) for k in keys}
+    else:
+        variants = {NAMES[k]: timed(make_variant(k, preset, batch_size, trunc_t, embed_dim)) for k in keys}
+    try:
+        first_loss = {name: step(0)[1] for name, step in variants.items()}  # warm-up; step 0 from the same weights
+        times = {name: [] for name in variants}
+        names = list(variants)
+        for r in range(rounds):
+            # each round starts one variant later, so that no variant always runs right after the same one (a
+            # step's time depends on what ran before it: caches, freed and re-faulted pages)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                times[name].append(variants[name](r + 1)[0])
+                print(f"round {r + 1}: {name} {times[name][-1]:.2f} s", flush=True)
+    finally:
+        for step in variants.values():
+            if isinstance(step, VariantProcess):
+                step.close()
     frames = batch_size * trunc_t
-    ref = statistics.median(times["original step (fp32, fused AdamW)"])
-    ref_loss = first_loss.get("project optimizer_step fp32", first_loss["original step (fp32, fused AdamW)"])
-    bf16_name = "original step (bf16 autocast, its launch line)"
-    ref_bf16 = statistics.median(times[bf16_name]) if bf16_name in times else None
+    ref = statistics.median(times[NAMES["original"]])
+    ref_loss = first_loss.get(NAMES["fp32"], first_loss[NAMES["original"]])
+    ref_bf16 = statistics.median(times[NAMES["original-bf16"]]) if NAMES["original-bf16"] in times else None
     rows = [f"| variant | {preset}, B {batch_size} x trunc_t {trunc_t}: median s/step | frames/s | vs original fp32 | "
             "vs original, same precision | first loss (same weights and batch) | vs fp32 loss |",
             "|---|---:|---:|---:|---:|---:|---:|"]
@@ -284,15 +352,22 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="--vs-original: timed steps per variant")
     p.add_argument("--variants", nargs="+", default=["original", "fp32", "original-bf16", "bf16"], choices=VARIANTS,
                    help="--vs-original: which steps (the original in fp32 always)")
+    p.add_argument("--same-process", action="store_true",
+                   help="--vs-original: every variant in this process (glibc's malloc defaults for all) instead of "
+                        "one process each")
+    p.add_argument("--variant-worker", default=None, help=argparse.SUPPRESS)  # VariantProcess's child
+    p.add_argument("--embed-dim", type=int, default=512, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    if args.variant_worker:
+        return variant_worker(args.variant_worker, args.presets[0], args.batch_size, args.trunc_t, args.embed_dim)
     if args.vs_original:
         lines = [f"Machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; load average "
                  f"{os.getloadavg()[0]:.1f} at start.", ""]
         for preset in args.presets:
             lines += vs_original(preset, args.batch_size, args.trunc_t, args.rounds,
-                                 which=tuple(args.variants)) + [""]
+                                 which=tuple(args.variants), processes=not args.same_process) + [""]
         text = "\n".join(lines)
         print(text)
         if args.out:

@@ -1,7 +1,10 @@
 """benchmarks/bench_train.py --vs-original at the debug preset: every variant runs, the steps start from the same
-weights and batch (their first losses agree), and the equal copy of the original gives the noise floor."""
+weights and batch (their first losses agree, also each in a process of its own), and the equal copy of the original
+gives the noise floor."""
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_train", REPO / "benchmarks" / "bench_train.py")
@@ -13,13 +16,13 @@ def _rows(lines):
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
 
 
-def test_vs_original_rows_and_equal_first_losses(capsys):
-    lines = bench_train.vs_original("debug", batch_size=1, trunc_t=4, rounds=3, embed_dim=16,
-                                    which=("fp32", "fp32-whole", "original-again"))
+@pytest.mark.parametrize("processes", [False, True])
+def test_vs_original_rows_and_equal_first_losses(capsys, processes):
+    which = ("fp32", "fp32-whole", "original-again") + (("fp32-glibc",) if processes else ())
+    lines = bench_train.vs_original("debug", batch_size=1, trunc_t=4, rounds=3, embed_dim=16, which=which,
+                                    processes=processes)
     rows = _rows(lines)
-    assert set(rows) == {"original step (fp32, fused AdamW)", "project optimizer_step fp32",
-                         "project optimizer_step fp32, the CNN on all frames at once",
-                         "original step again (fp32, an equal copy: the noise floor)"}
+    assert set(rows) == {bench_train.NAMES[k] for k in ("original",) + which}
     for name, cells in rows.items():
         median_s, frames_s, first_loss, rel = float(cells[0]), float(cells[1]), float(cells[4]), float(cells[5])
         assert median_s > 0 and frames_s > 0, name
@@ -28,6 +31,7 @@ def test_vs_original_rows_and_equal_first_losses(capsys):
     printed = [line.split(": ", 1)[1].rsplit(" ", 2)[0] for line in capsys.readouterr().out.splitlines()
                if line.startswith("round ")]
     names = list(rows)
-    assert printed[:4] == names
-    assert printed[4:8] == names[1:] + names[:1]
-    assert printed[8:12] == names[2:] + names[:2]
+    n = len(names)
+    assert printed[:n] == names
+    assert printed[n:2 * n] == names[1:] + names[:1]
+    assert printed[2 * n:3 * n] == names[2:] + names[:2]

@@ -112,6 +112,9 @@ class EvalConfig:
     """GPUs Ray reserves for each rollout actor; > 0 runs its policy on CUDA (when available)."""
     torch_threads: int = 1
     """torch intra-op threads per worker."""
+    reuse_freed_memory: bool = True
+    """Each worker keeps the memory a step frees for the next step instead of returning it to the OS (glibc
+    `mallopt`, steve1_ray/hostmem.py); false = glibc's defaults."""
     videos_per_cell: int = 1
     """Sample mp4s per (goal, scale) cell, with the prompt written over the frames (0 = none)."""
     video_height: int = 256
@@ -417,6 +420,9 @@ class EvalWorker:
 
         from steve1_ray.models.policy import Steve1Policy
         self.cfg = from_dict(EvalConfig, cfg_dict)
+        if self.cfg.reuse_freed_memory:
+            from steve1_ray.hostmem import reuse_freed_memory
+            reuse_freed_memory()
         torch.set_num_threads(self.cfg.torch_threads)
         device = "cuda" if self.cfg.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
         self.policies = {}
