@@ -8,7 +8,8 @@
 
 Every run plays `--episodes` worlds (seeds 500, 501, ...) for `--steps` steps and reports, per episode, the five
 evaluated achievements and, per step, how often the agent stands next to / faces a tree, water, a cow or free
-grass and how often it presses `do` (MineRL `attack`) while facing each. The goal is a prompt through the embedder and
+grass and how often it presses `do` (MineRL `attack`) while facing each, and what share of its `do` on water
+(on a cow) comes with its drink (food) already full. The goal is a prompt through the embedder and
 the prior (decoded at z = 0), or a (D,) `.npy` embedding (`--goal`); `sK` means guidance scale K. No video is written.
 """
 from __future__ import annotations
@@ -43,6 +44,9 @@ def play(env: CrafterEnv, act, seed: int, steps: int, stats: collections.Counter
             if test(*faced):
                 stats[f"face {thing}"] += 1
                 stats[f"do facing {thing}"] += name == "do"
+                need = {"water": "drink", "cow": "food"}.get(thing)
+                if need:  # pressing `do` with that need already full (9): drinking or hunting for its own sake
+                    stats[f"do facing {thing}, {need} full"] += name == "do" and p.inventory[need] >= 9
             stats[f"next to {thing}"] += any(test(*world[(int(p.pos[0] + dx), int(p.pos[1] + dy))])
                                              for dx, dy in NEIGHBOURS)
         obs, _, done, _ = env.step(action)
@@ -59,6 +63,9 @@ def summarise(label: str, stats: collections.Counter, achieved: list[dict]) -> d
         row[f"P(do | facing {thing})"] = round(stats[f"do facing {thing}"] / max(1, stats[f"face {thing}"]), 2)
         row[f"facing {thing}"] = round(stats[f"face {thing}"] / steps, 3)
         row[f"next to {thing}"] = round(stats[f"next to {thing}"] / steps, 3)
+    for thing, need in (("water", "drink"), ("cow", "food")):
+        row[f"share of do facing {thing} at full {need}"] = round(
+            stats[f"do facing {thing}, {need} full"] / max(1, stats[f"do facing {thing}"]), 2)
     row.update({"do": round(stats["do"] / steps, 3), "moves": round(stats["moves"] / steps, 3)})
     return row
 

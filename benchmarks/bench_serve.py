@@ -142,8 +142,11 @@ def inprocess_only(args) -> int:
              f"Command: `python benchmarks/bench_serve.py --in-process-only --policy {args.policy} "
              f"--device {args.device} --sessions "
              f"{' '.join(map(str, args.sessions))} --threads {args.threads} --steps {args.steps} --baseline-steps "
-             f"{args.baseline_steps} --precision {' '.join(args.precision)}`", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs{gpu_name(args.device)}.", "",
+             f"{args.baseline_steps} --precision {' '.join(args.precision)}"
+             f"{' --glibc-malloc' if args.glibc_malloc else ''}`", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs{gpu_name(args.device)}. "
+             + ("glibc's malloc defaults." if args.glibc_malloc else "Freed memory reused (steve1_ray/hostmem.py) "
+                "in this process: by act_batch and by the original's loop alike."), "",
              "| setup | sessions | actions/s | p50 ms/step | p99 ms/step | original loop actions/s (measured just "
              "before) | vs original |", "|---|---:|---:|---:|---:|---:|---:|"]
     for n in args.sessions:
@@ -256,9 +259,13 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       max_sessions=max_sessions, max_sessions_per_key=max_sessions,  # one anonymous client
                       state_sync_every=args.state_sync_every, two_pass_baseline=two_pass,
                       sticky_sessions=not args.no_sticky, precision=args.precision[0],
-                      torch_threads=args.torch_threads, batch_wait_fraction=args.batch_wait_fraction,
-                      batch_size_rule=args.batch_size_rule, batch_groups=args.batch_groups)
-    serve.run(build_app(cfg, policy_options={"num_replicas": args.policy_replicas},
+                      # the two-pass baseline: one replica with the threads of the in-process baseline
+                      torch_threads=args.threads if two_pass else args.torch_threads,
+                      batch_wait_fraction=args.batch_wait_fraction,
+                      batch_size_rule=args.batch_size_rule, batch_groups=args.batch_groups,
+                      reuse_freed_memory=not args.glibc_malloc)
+    # the two-pass baseline (the original's computation, one session at a time) on one replica
+    serve.run(build_app(cfg, policy_options={"num_replicas": 1 if two_pass else args.policy_replicas},
                         api_options={"num_replicas": args.api_replicas}), name="steve1", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})
     return f"http://127.0.0.1:{port}", serve
@@ -286,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-replicas", type=int, default=1,
                    help="PolicyServer replicas (sessions spread over them by consistent hashing); with "
                         "--torch-threads 1, one replica per core steps without waiting on a preempted sibling thread")
+    p.add_argument("--glibc-malloc", action="store_true",
+                   help="glibc's malloc defaults in this process and the replicas (reuse_freed_memory off)")
     p.add_argument("--no-sticky", action="store_true", help="Serve's default router instead of consistent hashing")
     p.add_argument("--state-sync-every", type=int, default=1,
                    help="copy each session's state to the store every N steps (2x on a GPU: 20; docs/serving.md)")
@@ -301,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.glibc_malloc:
+        # as every PolicyServer replica is started (ServeConfig.reuse_freed_memory; here by mallopt, which
+        # reaches this main thread): this process's act_batch rows are then the replica's in-process
+        # counterpart; the original's loop in this process gets it too
+        from steve1_ray.hostmem import reuse_freed_memory
+        reuse_freed_memory()
     if args.in_process_only:
         return inprocess_only(args)
 
@@ -340,7 +355,7 @@ def main(argv=None) -> int:
              f"--torch-threads {args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
              f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction} --batch-size-rule "
              f"{args.batch_size_rule} --batch-groups {args.batch_groups} --api-replicas {args.api_replicas} "
-             f"--policy-replicas {args.policy_replicas}`", "",
+             f"--policy-replicas {args.policy_replicas}{' --glibc-malloc' if args.glibc_malloc else ''}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
              f"{os.getloadavg()[0]:.1f}. Frames: 640x360 JPEG (q90) from the embedded "
              "world, sent base64 in JSON over HTTP on 127.0.0.1. Latency = one `act` request (client side).", "",

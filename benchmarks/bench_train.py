@@ -141,7 +141,7 @@ def profile_step(run, dev: torch.device, n: int) -> list[dict]:
 
 
 VARIANTS = ("original", "fp32", "original-bf16", "bf16", "fp32+ckpt", "fp32-whole", "bf16-whole", "original-again",
-            "fp32-glibc")
+            "fp32-glibc", "original-reuse", "original-bf16-reuse")
 """--vs-original's variants: the original's step in fp32 and in bf16 (its launch line's precision), and the
 project's step in fp32, bf16, fp32 with activation checkpointing, and fp32 / bf16 with the ImpalaCNN on all of a
 piece's frames in one pass (`-whole`, as before session 19; the project's steps run it CPU_FRAME_CHUNK frames at a
@@ -149,9 +149,11 @@ time on CPU, the original's in one pass, as VPT's). Each holds a model with its 
 pick a few on a small machine; the original in fp32 always runs (the reference). `original-again` is a second,
 identical copy of the original's fp32 step: how far two equal steps differ in one run is the noise floor of every
 other ratio (sessions 14-19 reported a 0.70-0.79x gap between the project's and the original's one-pass steps that
-an equal copy, measured later, also showed). `fp32-glibc`: the project's fp32 step with glibc's malloc defaults,
-i.e. without `TrainConfig.reuse_freed_memory` (steve1_ray/hostmem.py), which the other project steps have as the
-trainer's workers do (with separate processes; in one process no variant has it)."""
+an equal copy, measured later, also showed). With separate processes (the default) the project's steps run in a
+process started with `steve1_ray.hostmem.worker_env()`, as the trainer's workers are (`TrainConfig.
+reuse_freed_memory`), and the original's with glibc's defaults, as its script runs; `fp32-glibc` is the project's
+fp32 step with glibc's defaults, `original-reuse` / `original-bf16-reuse` the original's with the project's
+setting (like for like). In one process (`--same-process`) every variant has glibc's defaults."""
 
 NAMES = {"original": "original step (fp32, fused AdamW)",
          "original-bf16": "original step (bf16 autocast, its launch line)",
@@ -161,7 +163,14 @@ NAMES = {"original": "original step (fp32, fused AdamW)",
          "fp32-whole": "project optimizer_step fp32, the CNN on all frames at once",
          "bf16-whole": "project optimizer_step bf16 autocast, the CNN on all frames at once",
          "original-again": "original step again (fp32, an equal copy: the noise floor)",
-         "fp32-glibc": "project optimizer_step fp32, glibc malloc defaults (no reuse_freed_memory)"}
+         "fp32-glibc": "project optimizer_step fp32, glibc malloc defaults (no reuse_freed_memory)",
+         "original-reuse": "original step (fp32) in a process with the project's reuse_freed_memory",
+         "original-bf16-reuse": "original step (bf16 autocast) in a process with the project's reuse_freed_memory"}
+
+
+def reuses_memory(key: str) -> bool:
+    """Whether a variant's process starts with the project's malloc setting (hostmem.worker_env)."""
+    return key.endswith("-reuse") or not (key.startswith("original") or key == "fp32-glibc")
 
 
 def make_variant(key: str, preset: str, batch_size: int, trunc_t: int, embed_dim: int):
@@ -187,7 +196,7 @@ def make_variant(key: str, preset: str, batch_size: int, trunc_t: int, embed_dim
     if key.startswith("original"):
         # The original's step; bf16 as its launch line runs it (`accelerate --mixed_precision bf16`: the model's
         # forward under bf16 autocast, its outputs back in fp32, fp32 master weights, no scaler)
-        bf16 = key == "original-bf16"
+        bf16 = key.startswith("original-bf16")
         policy.net.img_process.cnn.cpu_chunk = 0  # VPT's ImpalaCNN runs all of a piece's frames in one pass
         opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=0.039428, fused=True)
         state = [policy.initial_state(batch_size)]
@@ -223,48 +232,69 @@ def make_variant(key: str, preset: str, batch_size: int, trunc_t: int, embed_dim
 
 class VariantProcess:
     """One variant in a process of its own (`bench_train.py --variant-worker`), stepped over a pipe: each program
-    as it runs alone (its own allocator settings, its own heap), the project's with the trainer's
-    `reuse_freed_memory` unless the variant is `fp32-glibc`."""
+    as it runs alone (its own heap and allocator settings: `reuses_memory`)."""
 
     def __init__(self, key: str, preset: str, batch_size: int, trunc_t: int, embed_dim: int):
         import subprocess
 
+        from steve1_ray.hostmem import worker_env
+
+        env = {**os.environ, **(worker_env() if reuses_memory(key) else {})}
+        if not reuses_memory(key):
+            env.pop("GLIBC_TUNABLES", None)
+        self.key = key
         self.proc = subprocess.Popen([sys.executable, __file__, "--variant-worker", key, "--presets", preset,
                                       "--batch_size", str(batch_size), "--trunc_t", str(trunc_t),
                                       "--embed-dim", str(embed_dim)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self._read()  # "ready": built
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        ready = self._read()
+        if ready != f"ready {int(reuses_memory(key))}":
+            self.close()
+            raise RuntimeError(f"variant {key}: expected 'ready {int(reuses_memory(key))}', got {ready!r}")
 
     def _read(self) -> str:
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"variant process exited with {self.proc.wait()}")
+            raise RuntimeError(f"variant {self.key}: its process exited with {self.proc.wait()} (its stderr is above)")
         return line.strip()
 
     def __call__(self, k: int) -> tuple[float, float]:
-        self.proc.stdin.write(f"{k}\n")
+        try:
+            self.proc.stdin.write(f"{k}\n")
+        except BrokenPipeError:
+            raise RuntimeError(f"variant {self.key}: its process exited with {self.proc.wait()}") from None
         seconds, loss = self._read().split()
         return float(seconds), float(loss)
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        import subprocess
+
+        try:
+            self.proc.stdin.close()
+        except OSError:  # it died: nothing to tell it
+            pass
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def variant_worker(key: str, preset: str, batch_size: int, trunc_t: int, embed_dim: int) -> int:
-    """The child side of VariantProcess: build, answer "ready", then "<seconds> <loss>" per step number read."""
-    from steve1_ray.train.config import TrainConfig
+    """The child side of VariantProcess: build, answer "ready <1 if started with the project's malloc setting>",
+    then "<seconds> <loss>" per step number read. The protocol has its own copy of stdout; file descriptor 1 (what
+    native libraries print) goes to stderr."""
+    from steve1_ray.hostmem import started_with_reuse
 
-    out, sys.stdout = sys.stdout, sys.stderr  # only the protocol on stdout
-    if not key.startswith("original") and key != "fp32-glibc" and TrainConfig.reuse_freed_memory:
-        from steve1_ray.hostmem import reuse_freed_memory
-        reuse_freed_memory()  # as train/loop.py does in every training worker
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     step = make_variant(key, preset, batch_size, trunc_t, embed_dim)
-    print("ready", file=out, flush=True)
+    print(f"ready {int(started_with_reuse())}", file=proto, flush=True)
     for line in sys.stdin:
         t = time.perf_counter()
         loss = step(int(line))
-        print(f"{time.perf_counter() - t} {loss}", file=out, flush=True)
+        print(f"{time.perf_counter() - t} {loss}", file=proto, flush=True)
     return 0
 
 
@@ -282,11 +312,11 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
     """Rows of a Markdown table: frames/s of each training-step variant, measured round-robin; `processes`: each
     variant in a process of its own (VariantProcess), else all in this one (then no variant reuses freed memory)."""
     keys = list(dict.fromkeys(("original", *which)))
-    if processes:
-        variants = {NAMES[k]: VariantProcess(k, preset, batch_size, trunc_t, embed_dim) for k in keys}
-    else:
-        variants = {NAMES[k]: timed(make_variant(k, preset, batch_size, trunc_t, embed_dim)) for k in keys}
+    variants = {}
     try:
+        for k in keys:  # inside the try: a variant that fails to start closes those already started
+            variants[NAMES[k]] = (VariantProcess(k, preset, batch_size, trunc_t, embed_dim) if processes else
+                                  timed(make_variant(k, preset, batch_size, trunc_t, embed_dim)))
         first_loss = {name: step(0)[1] for name, step in variants.items()}  # warm-up; step 0 from the same weights
         times = {name: [] for name in variants}
         names = list(variants)
@@ -304,6 +334,8 @@ def vs_original(preset: str, batch_size: int, trunc_t: int, rounds: int, embed_d
     ref = statistics.median(times[NAMES["original"]])
     ref_loss = first_loss.get(NAMES["fp32"], first_loss[NAMES["original"]])
     ref_bf16 = statistics.median(times[NAMES["original-bf16"]]) if NAMES["original-bf16"] in times else None
+    # "same precision" compares with the original in glibc's defaults, as its script runs; the -reuse rows are
+    # the like-for-like reference
     rows = [f"| variant | {preset}, B {batch_size} x trunc_t {trunc_t}: median s/step | frames/s | vs original fp32 | "
             "vs original, same precision | first loss (same weights and batch) | vs fp32 loss |",
             "|---|---:|---:|---:|---:|---:|---:|"]

@@ -18,7 +18,7 @@ def _rows(lines):
 
 @pytest.mark.parametrize("processes", [False, True])
 def test_vs_original_rows_and_equal_first_losses(capsys, processes):
-    which = ("fp32", "fp32-whole", "original-again") + (("fp32-glibc",) if processes else ())
+    which = ("fp32", "fp32-whole", "original-again") + (("fp32-glibc", "original-reuse") if processes else ())
     lines = bench_train.vs_original("debug", batch_size=1, trunc_t=4, rounds=3, embed_dim=16, which=which,
                                     processes=processes)
     rows = _rows(lines)
@@ -35,3 +35,11 @@ def test_vs_original_rows_and_equal_first_losses(capsys, processes):
     assert printed[:n] == names
     assert printed[n:2 * n] == names[1:] + names[:1]
     assert printed[2 * n:3 * n] == names[2:] + names[:2]
+
+
+def test_each_process_starts_with_its_malloc_setting_and_a_dead_one_says_so():
+    # the child reports whether it started with the project's setting; VariantProcess refuses a mismatch
+    for key, reuses in (("fp32", True), ("fp32-glibc", False), ("original", False), ("original-reuse", True)):
+        assert bench_train.reuses_memory(key) is reuses
+    with pytest.raises(RuntimeError, match="variant fp32: its process exited with 1"):
+        bench_train.VariantProcess("fp32", "no-such-preset", 1, 4, 16)

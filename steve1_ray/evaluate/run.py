@@ -41,6 +41,7 @@ import numpy as np
 from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, check, from_dict, save_config, to_dict
 from steve1_ray.evaluate.targets import targets_for
+from steve1_ray.hostmem import worker_env
 from steve1_ray.progress import duration
 from steve1_ray.runner import Job, run_job
 from steve1_ray.world.config import WorldConfig
@@ -114,7 +115,7 @@ class EvalConfig:
     """torch intra-op threads per worker."""
     reuse_freed_memory: bool = True
     """Each worker keeps the memory a step frees for the next step instead of returning it to the OS (glibc
-    `mallopt`, steve1_ray/hostmem.py); false = glibc's defaults."""
+    tunables in its environment, steve1_ray/hostmem.py); false = glibc's defaults."""
     videos_per_cell: int = 1
     """Sample mp4s per (goal, scale) cell, with the prompt written over the frames (0 = none)."""
     video_height: int = 256
@@ -420,9 +421,6 @@ class EvalWorker:
 
         from steve1_ray.models.policy import Steve1Policy
         self.cfg = from_dict(EvalConfig, cfg_dict)
-        if self.cfg.reuse_freed_memory:
-            from steve1_ray.hostmem import reuse_freed_memory
-            reuse_freed_memory()
         torch.set_num_threads(self.cfg.torch_threads)
         device = "cuda" if self.cfg.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
         self.policies = {}
@@ -525,7 +523,8 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict], baseline=None) -> li
     policy_ref = shipped(policy)
     base_cfg, base_ref = (baseline.cfg, shipped(baseline)) if baseline is not None else (None, None)
     Worker = ray.remote(max_concurrency=2)(EvalWorker)  # a second thread answers progress() during run()
-    actors = [Worker.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker)
+    env = {"runtime_env": {"env_vars": worker_env()}} if cfg.reuse_freed_memory else {}
+    actors = [Worker.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, **env)
               .remote(policy.cfg, policy_ref, cfg_dict, base_cfg, base_ref) for _ in range(n_workers)]
     queue = deque(range(len(chunks)))
     results: dict[int, list] = {}

@@ -94,8 +94,8 @@ class ServeConfig:
     (2x at 16 sessions on 2 cores: 2 threads; benchmarks/RESULTS.md)."""
     reuse_freed_memory: bool = True
     """Each PolicyServer replica keeps the memory a batch frees for the next batch instead of returning it to the
-    OS (glibc `mallopt`, steve1_ray/hostmem.py): 2x `act_batch` at 16 sessions on 2 CPU cores 11.5 instead of
-    9.6 actions/s (benchmarks/RESULTS.md, session 21). Its RSS then stays at its peak; false = glibc's defaults."""
+    OS (glibc tunables in its environment, steve1_ray/hostmem.py; serve_config.yaml sets the same for its
+    PolicyServer deployment). Its RSS then stays at its peak; false = glibc's defaults."""
     two_pass_baseline: bool = False
     """Benchmark only: step sessions one at a time with two batch-1 forwards each (the original's
     computation) instead of batched guided steps; use with max_batch_size=1."""

@@ -17,7 +17,6 @@ from ray.serve.handle import DeploymentHandle
 
 from steve1_ray import agent as A
 from steve1_ray.config import from_dict
-from steve1_ray.hostmem import reuse_freed_memory
 from steve1_ray.serving.config import ServeConfig
 from steve1_ray.serving.sessions import SessionTable, error
 
@@ -288,8 +287,6 @@ class PolicyServer:
         from steve1_ray.serving.models import load_serving_policy
 
         self.cfg = from_dict(ServeConfig, cfg)
-        if self.cfg.reuse_freed_memory:
-            reuse_freed_memory()
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
         self.policy = load_serving_policy(self.cfg)

@@ -133,9 +133,10 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute CNN stacks and transformer blocks in the backward pass (less memory, ~30% more compute)."""
     reuse_freed_memory: bool = True
-    """Each worker keeps the memory a step frees for the next step instead of returning it to the OS (glibc
-    `mallopt`, steve1_ray/hostmem.py): the 2x step on CPU took 7.4 s instead of 10.1-10.7 s (benchmarks/RESULTS.md,
-    session 21). The worker's RSS then stays at its peak; false = glibc's defaults."""
+    """Each Ray Train worker keeps the memory a step frees for the next step instead of returning it to the OS
+    (glibc tunables in its environment, steve1_ray/hostmem.py): the 2x step on CPU without its refaults took 7.4 s
+    instead of 10.1-10.7 s (benchmarks/RESULTS.md, session 21). The worker's RSS then stays at its peak; false =
+    glibc's defaults. (Local mode, num_workers=0, runs in this process: untouched.)"""
     freeze: list[str] = field(default_factory=list)
     """Parts kept fixed: `cnn`, `img_process`, `recurrent`, `lastlayer`, `final_ln`, `goal`, `pi_head`, or
     parameter-name prefixes. The value head is never trained (it is not in the loss)."""

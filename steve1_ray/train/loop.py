@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from steve1_ray.config import from_dict
-from steve1_ray.hostmem import reuse_freed_memory
 from steve1_ray.models.formats import load_policy
 from steve1_ray.models.loading import local_copy
 from steve1_ray.models.policy import PRESETS
@@ -41,8 +40,6 @@ def train_loop_per_worker(config: dict) -> None:
         config = dict(config)
         sink = config.pop(PROGRESS_SINK_KEY, None)
     cfg = from_dict(TrainConfig, config) if isinstance(config, dict) else config
-    if cfg.reuse_freed_memory:
-        reuse_freed_memory()  # before the first tensor: every step's activations then come from reused memory
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if world > 1 or cfg.use_gpu else torch.device("cpu")
