@@ -44,6 +44,14 @@ def worker_env(environ: dict | None = None) -> dict[str, str]:
     return {"GLIBC_TUNABLES": f"{have}:{TUNABLES}" if have and TUNABLES not in have else (have or TUNABLES)}
 
 
+def runtime_env(base: dict | None = None) -> dict:
+    """A Ray `runtime_env` that is `base` with `worker_env()` merged into its env_vars (the one shape every caller
+    needs: Train's worker_runtime_env, a Serve deployment's ray_actor_options, an actor's options)."""
+    base = dict(base or {})
+    env = dict(base.get("env_vars") or {})
+    return {**base, "env_vars": {**env, **worker_env(env)}}
+
+
 def started_with_reuse(environ: dict | None = None) -> bool:
     """Whether this process was started with `worker_env()`'s settings."""
     return TUNABLES in (os.environ if environ is None else environ).get("GLIBC_TUNABLES", "")

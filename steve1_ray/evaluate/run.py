@@ -41,7 +41,7 @@ import numpy as np
 from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, check, from_dict, save_config, to_dict
 from steve1_ray.evaluate.targets import targets_for
-from steve1_ray.hostmem import worker_env
+from steve1_ray.hostmem import runtime_env
 from steve1_ray.progress import duration
 from steve1_ray.runner import Job, run_job
 from steve1_ray.world.config import WorldConfig
@@ -523,7 +523,7 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict], baseline=None) -> li
     policy_ref = shipped(policy)
     base_cfg, base_ref = (baseline.cfg, shipped(baseline)) if baseline is not None else (None, None)
     Worker = ray.remote(max_concurrency=2)(EvalWorker)  # a second thread answers progress() during run()
-    env = {"runtime_env": {"env_vars": worker_env()}} if cfg.reuse_freed_memory else {}
+    env = {"runtime_env": runtime_env()} if cfg.reuse_freed_memory else {}
     actors = [Worker.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, **env)
               .remote(policy.cfg, policy_ref, cfg_dict, base_cfg, base_ref) for _ in range(n_workers)]
     queue = deque(range(len(chunks)))

@@ -24,7 +24,7 @@ from ray.serve.handle import DeploymentHandle
 
 from steve1_ray.agent import resize_pov
 from steve1_ray.config import ConfigError, from_dict, load_config, to_dict
-from steve1_ray.hostmem import worker_env
+from steve1_ray.hostmem import runtime_env
 from steve1_ray.serving import auth
 from steve1_ray.serving.config import MAX_CLIP_FRAMES, MAX_COND_SCALE, MAX_ROLLOUT_STEPS, ServeConfig
 from steve1_ray.serving.inputs import InputError, check_embedding, check_scale, decode_image, decode_pixels
@@ -555,9 +555,7 @@ def build_app(cfg: ServeConfig, policy_options: dict | None = None, api_options:
                **(policy_options or {})}  # e.g. num_replicas=2
     if cfg.reuse_freed_memory:  # glibc reads its tunables at process start (steve1_ray/hostmem.py)
         actor = dict(options.get("ray_actor_options") or PolicyServer.ray_actor_options or {})
-        env = dict((actor.get("runtime_env") or {}).get("env_vars") or {})
-        actor["runtime_env"] = {**(actor.get("runtime_env") or {}), "env_vars": {**env, **worker_env(env)}}
-        options["ray_actor_options"] = actor
+        options["ray_actor_options"] = {**actor, "runtime_env": runtime_env(actor.get("runtime_env"))}
     policy = PolicyServer.options(**options).bind(d, store)
     embedder = GoalEmbedder.bind(d, None)
     rollouts = RolloutManager.bind(d)

@@ -23,7 +23,7 @@ import time
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import ConfigError, save_config, to_dict
-from steve1_ray.hostmem import worker_env
+from steve1_ray.hostmem import runtime_env
 from steve1_ray.progress import Meter, duration, rate
 from steve1_ray.runner import Job, run_job
 from steve1_ray.train.config import TrainConfig, is_uri
@@ -54,7 +54,7 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None, run_config_kw
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         callbacks=callbacks or None,
         # glibc reads its tunables at process start: they go into the workers' environment (steve1_ray/hostmem.py)
-        **({"worker_runtime_env": {"env_vars": worker_env()}} if cfg.reuse_freed_memory else {}),
+        **({"worker_runtime_env": runtime_env()} if cfg.reuse_freed_memory else {}),
         **(run_config_kwargs or {}))
     loop_config = to_dict(cfg) | ({PROGRESS_SINK_KEY: progress_sink} if progress_sink is not None else {})
     return TorchTrainer(train_loop_per_worker, train_loop_config=loop_config, scaling_config=scaling,
