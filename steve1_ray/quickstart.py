@@ -65,6 +65,9 @@ class QuickstartConfig:
     """the demonstrators' appetite (`steve1 record appetite=`): eager = they drink, hunt and chop whenever they
     can; needs = mostly when their needs call for it, which makes a task stand out from free play 3.7-12x
     instead of 2.7-5.8x (benchmarks/demo_contrast.py)"""
+    stop_at_full: bool = False
+    """the demonstrators' gathering goals other than the episode's task end once what they fill is full (`steve1
+    record stop_at_full=`, docs/world.md): only the task drinks or chops at a full level"""
     world: WorldConfig = field(default_factory=lambda: WorldConfig(tree_logs=4))
     """the embedded world; recording, serving's rollouts and the evaluation all play in it (trees give 4 logs, as
     in the release's world, docs/world.md)"""
@@ -189,7 +192,7 @@ def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder:
     world, shards, samplings = st.path("world"), st.path("shards"), st.path("samplings")
     st.run("record embedded-world episodes", "record", "steve1_ray.world.record",
            [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0", world_arg,
-            f"appetite={cfg.appetite}"]
+            f"appetite={cfg.appetite}", f"stop_at_full={str(cfg.stop_at_full).lower()}"]
            + ([] if train_embedder else ["focus_goals=" + json.dumps(cfg.focus_goals), "focus_order=cycle",
                                           f"focus_fraction={cfg.focus_fraction}"]),
            done=world / "summary.json")

@@ -79,6 +79,9 @@ class ReleaseConfig:
     appetite: str = "eager"
     """the demonstrators' appetite (`steve1 record appetite=`, docs/world.md): eager (the committed release) or
     needs (tasks stand out from free play 3.7-12x instead of 2.7-5.8x)"""
+    stop_at_full: bool = False
+    """the demonstrators' gathering goals other than the episode's task end once what they fill is full (`steve1
+    record stop_at_full=`, docs/world.md); false in the committed release"""
     embedder_epochs: int = 8
     """epochs of the world embedder's contrastive training"""
     embedder_args: list[str] = field(default_factory=list)
@@ -204,7 +207,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
 
     st.run("record demonstrator episodes", "record", "steve1_ray.world.record",
            [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", f"seed={cfg.seed}", world_arg,
-            f"appetite={cfg.appetite}"],
+            f"appetite={cfg.appetite}", f"stop_at_full={str(cfg.stop_at_full).lower()}"],
            done=world / "summary.json")
     st.run("train the world embedder (MineCLIP layout)", "train-embedder", "steve1_ray.train.embedder",
            ["--config", "world", f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}",

@@ -158,3 +158,27 @@ def test_appetite_needs_makes_a_task_stand_out_from_free_play():
         from steve1_ray.world.demonstrators import Demonstrator
 
         Demonstrator(CrafterEnv(max_steps=10), appetite="greedy")
+
+
+def test_stop_at_full_leaves_gathering_at_full_to_the_task():
+    """stop_at_full=True: free play stops drinking (chopping) once drink (wood) is full, so the frames of `do` on
+    water at a full drink level all come from the drink task; without it free play drinks at full too (its drink
+    goals drink their count and linger), which made `do` on water an attractor for the unconditioned policy
+    (session 21)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from demo_contrast import play
+
+    world = {"zombie_rate": 0.2, "tree_logs": 4}
+    runs = {(focus, stop): [play(s, 200, focus, "eager", world, stop_at_full=stop) for s in (5000, 5001, 5002)]
+            for focus in (None, "collect_drink") for stop in (False, True)}
+    at_full = {k: sum(r["collect_drink_at_full"] for r in v) for k, v in runs.items()}
+    assert at_full[(None, False)] > 0, at_full  # the behaviour the option removes
+    assert at_full[(None, True)] == 0, at_full
+    assert at_full[("collect_drink", True)] >= 10, at_full  # the task still drinks at full
+    assert sum(r["collect_wood_at_full"] for r in runs[(None, False)]) > 0  # and chops at full: wood too
+    assert sum(r["collect_wood_at_full"] for r in runs[(None, True)]) == 0
+    drinks = {k: sum(r["collect_drink"] for r in v) for k, v in runs.items()}
+    assert drinks[(None, True)] >= 3, drinks  # free play still drinks when it needs to

@@ -93,6 +93,9 @@ APPETITES = {
     "needs": {"drink_below": 5, "food_below": 5, "wood_below": 2,
               "sated": {"collect_drink": 0.1, "eat_cow": 0.1, "collect_wood": 0.2}},
 }
+# the inventory item (or need) a gathering goal fills; crafter caps each at 9 (Demonstrator(stop_at_full=...))
+FILLS = {"collect_drink": "drink", "eat_cow": "food", "collect_wood": "wood", "collect_sapling": "sapling",
+         "collect_stone": "stone", "collect_coal": "coal"}
 URGENT = 6.0  # goal weight from which a need (a zombie near, thirst, hunger, exhaustion) overrides a task
 GLANCE_DEG = (-9.0, -6.0, -3.0, 3.0, 6.0, 9.0)  # camera glances: multiples of 3 degrees (20 mouse counts)
 
@@ -140,12 +143,19 @@ class Demonstrator:
                    for it (drink or food < 5, wood < 2: what the next table or tool takes), as a player who is
                    not asked to; a task goal is still pursued with the same zeal. "needs" sharpens the contrast
                    between a task and free play that a prompt has to carry (docs/world.md).
+        stop_at_full: True: a gathering goal (drink, cow, wood, sapling, stone, coal) that is not the
+                   episode's task ends as soon as what it fills is full (9), as a player not asked to drink or
+                   chop walks on once it has had enough; the task's own goal goes on to its count and keeps
+                   its segment up. False: every gathering goal takes its count (2-5) and lingers to
+                   `min_segment` frames at full too: then half the free play's drinks and a third of its logs
+                   come at full, and the frames that show water (a tree) in front mostly come with `do`
+                   whatever the player needs (docs/world.md).
     """
 
     def __init__(self, env: CrafterEnv, seed: int = 0, noise: float = 0.05, goal_steps: int = 150,
                  radius: int = 12, goals: tuple[str, ...] | list[str] | None = None, min_segment: int = 16,
                  focus: str | None = None, focus_boost: float = 8.0, sight: bool = False,
-                 appetite: str = "eager"):
+                 appetite: str = "eager", stop_at_full: bool = False):
         if not isinstance(env, CrafterEnv):
             raise TypeError("Demonstrator drives the crafter backend (it reads crafter's tile map); "
                             f"got {type(env).__name__}")
@@ -165,6 +175,7 @@ class Demonstrator:
         self._appetite = {goal: APPETITES["eager" if goal == focus else appetite]
                           for goal in ("collect_wood", "collect_drink", "eat_cow")}
         self.sight = bool(sight)
+        self.stop_at_full = bool(stop_at_full)
         self.env = env
         self.rng = np.random.default_rng(seed)
         self.noise = float(noise)
@@ -242,6 +253,9 @@ class Demonstrator:
             if a.goal.name not in ("collect_drink", "eat_cow", "defeat_zombie", "flee", "explore") and (
                     thirsty or hungry):  # a pressing need ends whatever else it was doing
                 a.done = True
+            fills = FILLS.get(a.goal.name)
+            if self.stop_at_full and fills and a.goal.name != self.focus and inv[fills] >= 9:
+                a.done = True  # had enough: only the task's own goal gathers on at full
             # a goal reached early is kept up a little (more of the same, or walking on) so that each
             # captioned segment spans at least `min_segment` frames, one MineCLIP window
             short = self._achieved(a) and t - a.start < self.min_segment

@@ -70,6 +70,9 @@ class RecordConfig:
     appetite: str = "eager"
     """demonstrator: eager = drinks, hunts and chops whenever it can; needs = mostly when its needs call for it,
     which sharpens the contrast between a task and free play (docs/world.md)"""
+    stop_at_full: bool = False
+    """demonstrator: true = a gathering goal (drink, cow, wood, ...) that is not the episode's task ends once what
+    it fills is full (9), so only the task gathers at full; false = each takes its count and lingers (docs/world.md)"""
     focus_fraction: float = 0.5
     """share of episodes that are *tasks*: the demonstrator prefers one goal for the whole episode (drawn from
     `focus_goals` by the episode's seed), the rest is free play. Tasks give hindsight goals that stay the same for
@@ -153,7 +156,7 @@ def _record_one(cfg_dict: dict, i: int) -> dict:
             env_kwargs=cfg.world.env_kwargs(),
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
                          "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i), "sight": cfg.sight,
-                         "appetite": cfg.appetite},
+                         "appetite": cfg.appetite, "stop_at_full": cfg.stop_at_full},
             crf=cfg.crf, preset=cfg.preset)
     except Exception as e:  # noqa: BLE001 - one bad episode never stops the job
         return {"name": name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
