@@ -191,3 +191,22 @@ def test_whiten_embedder_fits_the_dataset_it_embedded_and_the_dataset_job_then_w
     assert "not a dataset this embedder made" in capsys.readouterr().err
     assert whiten_main([f"embedder={raw_file}"]) == 2 and "give embedder=" in capsys.readouterr().err
     assert not (tmp_path / "w2.pth").exists() and not (tmp_path / "w3.pth").exists()
+
+
+@pytest.mark.slow
+def test_a_relative_embedder_path_is_found_by_the_embedding_actors(ray_cluster, tmp_path, monkeypatch):
+    """`steve1 dataset mineclip_path=steve1_ray/released/world/mineclip.pth` from the checkout: the embedding
+    actors run in Ray's own folder, so the path is made absolute in the driver (it failed there before)."""
+    import torch
+
+    from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, save_mineclip
+
+    write_episode(tmp_path / "rec" / "ep", 40, seed=9)
+    torch.manual_seed(0)
+    save_mineclip(MineCLIP(MineCLIPConfig.preset("debug", embed_dim=32)), tmp_path / "models" / "emb.pth")
+    monkeypatch.chdir(tmp_path)
+    summary = generate_dataset(DataConfig(output=str(tmp_path / "ds"), sources=[f"local:{tmp_path / 'rec'}"],
+                                          min_frames=16, segment_len=16, frame_codec="png", embedder="mineclip",
+                                          mineclip_path="models/emb.pth", frame_batch=16, progress=False))
+    assert summary["episodes_written"] == 1, summary
+    assert shards.read_manifest(tmp_path / "ds")["options"]["mineclip_path"] == str(tmp_path / "models" / "emb.pth")

@@ -22,7 +22,8 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
@@ -464,6 +465,9 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     check(bool(cfg.output), "output is empty: pass output=<dataset root> (a path or s3://, gs:// URI)")
     check(bool(cfg.sources), "sources is empty: pass e.g. sources=[local:/path/to/episodes] or "
                              "sources=[contractor:10.x] (see docs/data.md)")
+    if cfg.mineclip_path and "://" not in cfg.mineclip_path and Path(cfg.mineclip_path).expanduser().exists():
+        # the embedding actors do not run in this process's folder: a relative path would not be found there
+        cfg = replace(cfg, mineclip_path=str(Path(cfg.mineclip_path).expanduser().resolve()))
     store = shards.Store(cfg.output)
     store.delete("summary.json")  # a finished run's marker; this run writes its own when it finishes
     store.write_bytes("config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
