@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--appetites", nargs="+", default=["eager", "needs"])
     ap.add_argument("--sight", action="store_true", help="demonstrators that know only what the frame shows")
     ap.add_argument("--stop-at-full", action="store_true",
-                    help="drink and cow goals other than the task's end once that need is full")
+                    help="gathering goals (drink, cow, wood, ...) other than the task's end once what they fill is full")
     args = ap.parse_args()
     world = {"zombie_rate": 0.2, "tree_logs": 4}  # the release's and the quick start's world
     rows = []

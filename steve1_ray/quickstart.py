@@ -192,7 +192,7 @@ def _record_dataset(st: Stages, cfg: QuickstartConfig, world_arg: str, embedder:
     world, shards, samplings = st.path("world"), st.path("shards"), st.path("samplings")
     st.run("record embedded-world episodes", "record", "steve1_ray.world.record",
            [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", "seed=0", world_arg,
-            f"appetite={cfg.appetite}", f"stop_at_full={str(cfg.stop_at_full).lower()}"]
+            f"appetite={cfg.appetite}"] + (["stop_at_full=true"] if cfg.stop_at_full else [])
            + ([] if train_embedder else ["focus_goals=" + json.dumps(cfg.focus_goals), "focus_order=cycle",
                                           f"focus_fraction={cfg.focus_fraction}"]),
            done=world / "summary.json")

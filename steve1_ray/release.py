@@ -207,7 +207,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
 
     st.run("record demonstrator episodes", "record", "steve1_ray.world.record",
            [f"out={world}", f"episodes={cfg.episodes}", f"max_steps={cfg.max_steps}", f"seed={cfg.seed}", world_arg,
-            f"appetite={cfg.appetite}", f"stop_at_full={str(cfg.stop_at_full).lower()}"],
+            f"appetite={cfg.appetite}"] + (["stop_at_full=true"] if cfg.stop_at_full else []),
            done=world / "summary.json")
     st.run("train the world embedder (MineCLIP layout)", "train-embedder", "steve1_ray.train.embedder",
            ["--config", "world", f"recordings={world}", f"out={embedder}", f"epochs={cfg.embedder_epochs}",

@@ -194,19 +194,27 @@ def test_whiten_embedder_fits_the_dataset_it_embedded_and_the_dataset_job_then_w
 
 
 @pytest.mark.slow
-def test_a_relative_embedder_path_is_found_by_the_embedding_actors(ray_cluster, tmp_path, monkeypatch):
-    """`steve1 dataset mineclip_path=steve1_ray/released/world/mineclip.pth` from the checkout: the embedding
-    actors run in Ray's own folder, so the path is made absolute in the driver (it failed there before)."""
+def test_relative_paths_are_found_by_the_tasks_and_actors(ray_cluster, tmp_path, monkeypatch):
+    """`steve1 dataset output=ds sources=[local:rec] mineclip_path=models/emb.pth` from a working folder: the
+    convert tasks and embedding actors run in Ray's own folder (the cluster started before), so the driver makes
+    every local path absolute (the embedder's path failed in the actors before). A missing embedder fails in the
+    driver, with the path in the message."""
     import torch
 
+    from steve1_ray.config import ConfigError
     from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, save_mineclip
 
     write_episode(tmp_path / "rec" / "ep", 40, seed=9)
     torch.manual_seed(0)
     save_mineclip(MineCLIP(MineCLIPConfig.preset("debug", embed_dim=32)), tmp_path / "models" / "emb.pth")
     monkeypatch.chdir(tmp_path)
-    summary = generate_dataset(DataConfig(output=str(tmp_path / "ds"), sources=[f"local:{tmp_path / 'rec'}"],
-                                          min_frames=16, segment_len=16, frame_codec="png", embedder="mineclip",
-                                          mineclip_path="models/emb.pth", frame_batch=16, progress=False))
+    cfg = DataConfig(output="ds", sources=["local:rec"], min_frames=16, segment_len=16, frame_codec="png",
+                     embedder="mineclip", mineclip_path="models/emb.pth", frame_batch=16, progress=False)
+    summary = generate_dataset(cfg)
     assert summary["episodes_written"] == 1, summary
-    assert shards.read_manifest(tmp_path / "ds")["options"]["mineclip_path"] == str(tmp_path / "models" / "emb.pth")
+    options = shards.read_manifest(tmp_path / "ds")["options"]
+    assert options["mineclip_path"] == str((tmp_path / "models" / "emb.pth").resolve())
+    assert options["sources"] == [f"local:{(tmp_path / 'rec').resolve()}"]
+    with pytest.raises(ConfigError, match="mineclip_path='models/missing.pth': no such file"):
+        generate_dataset(DataConfig(output="ds2", sources=["local:rec"], mineclip_path="models/missing.pth"))
+    assert not (tmp_path / "ds2").exists()

@@ -160,15 +160,14 @@ def test_appetite_needs_makes_a_task_stand_out_from_free_play():
         Demonstrator(CrafterEnv(max_steps=10), appetite="greedy")
 
 
-def test_stop_at_full_leaves_gathering_at_full_to_the_task():
+def test_stop_at_full_leaves_gathering_at_full_to_the_task(monkeypatch):
     """stop_at_full=True: free play stops drinking (chopping) once drink (wood) is full, so the frames of `do` on
     water at a full drink level all come from the drink task; without it free play drinks at full too (its drink
     goals drink their count and linger), which made `do` on water an attractor for the unconditioned policy
-    (session 21)."""
-    import sys
+    (session 21). A goal that fills up counts as reached and keeps its segment up by walking on."""
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from demo_contrast import play
 
     world = {"zombie_rate": 0.2, "tree_logs": 4}
@@ -182,3 +181,9 @@ def test_stop_at_full_leaves_gathering_at_full_to_the_task():
     assert sum(r["collect_wood_at_full"] for r in runs[(None, True)]) == 0
     drinks = {k: sum(r["collect_drink"] for r in v) for k, v in runs.items()}
     assert drinks[(None, True)] >= 3, drinks  # free play still drinks when it needs to
+    # the segments: gathering goals that filled up are successes of at least one MineCLIP window
+    gathered = [s for seed in (5000, 5001, 5002) for s in _play(seed, 300, stop_at_full=True)[2][:-1]
+                if s.goal in ("collect_drink", "collect_wood", "eat_cow")]
+    ok = [s for s in gathered if s.success]
+    assert len(ok) >= 10 and len(ok) >= 0.7 * len(gathered), [(s.goal, s.success) for s in gathered]
+    assert sum(s.end - s.start < 16 for s in ok) <= 0.1 * len(ok), [(s.goal, s.end - s.start) for s in ok]

@@ -36,6 +36,7 @@ from steve1_ray.data.contractor import (EpisodeError, frame_of_line, iter_kept_f
                                         read_actions)
 from steve1_ray.data.embed import WINDOW
 from steve1_ray.data.sources import EpisodeTask, SourceError, fetch_episode, resolve_sources
+from steve1_ray.models.loading import RANDOM_EMBEDDERS, RELEASED
 from steve1_ray.progress import Meter, rate
 from steve1_ray.runner import Job, run_job
 
@@ -457,6 +458,27 @@ def write_manifest(store: shards.Store, cfg: DataConfig, embed_dim: int) -> dict
     return manifest
 
 
+def absolute_paths(cfg: DataConfig) -> DataConfig:
+    """`cfg` with its local paths absolute: the convert tasks and the embedding actors may run in another folder
+    than this driver (a cluster started elsewhere, `ray job submit`), where a relative path is not found. An
+    embedder path that is not there fails here, not in an actor."""
+    def local(path: str | None) -> str | None:
+        return path if not path or "://" in path else str(Path(path).expanduser().resolve())
+
+    def source(s: str) -> str:
+        if s.startswith("contractor:"):
+            return s
+        return "local:" + local(s[len("local:"):]) if s.startswith("local:") else local(s)
+
+    mineclip = cfg.mineclip_path
+    if mineclip and "://" not in mineclip and mineclip not in (RELEASED, *RANDOM_EMBEDDERS):
+        check(Path(mineclip).expanduser().is_file(), f"mineclip_path={mineclip!r}: no such file; give MineCLIP's "
+              f"attn.pth, one of our embedder checkpoints, {RELEASED!r} or {' or '.join(RANDOM_EMBEDDERS)}")
+        mineclip = local(mineclip)
+    return replace(cfg, output=local(cfg.output), sources=[source(s) for s in cfg.sources], mirror=local(cfg.mirror),
+                   cache_dir=local(cfg.cache_dir), cursor_image=local(cfg.cursor_image), mineclip_path=mineclip)
+
+
 def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     """Run the pipeline; returns the summary dict (also printed). Connects to / starts Ray."""
     import ray
@@ -465,9 +487,7 @@ def generate_dataset(cfg: DataConfig, embedder_factory=None) -> dict:
     check(bool(cfg.output), "output is empty: pass output=<dataset root> (a path or s3://, gs:// URI)")
     check(bool(cfg.sources), "sources is empty: pass e.g. sources=[local:/path/to/episodes] or "
                              "sources=[contractor:10.x] (see docs/data.md)")
-    if cfg.mineclip_path and "://" not in cfg.mineclip_path and Path(cfg.mineclip_path).expanduser().exists():
-        # the embedding actors do not run in this process's folder: a relative path would not be found there
-        cfg = replace(cfg, mineclip_path=str(Path(cfg.mineclip_path).expanduser().resolve()))
+    cfg = absolute_paths(cfg)
     store = shards.Store(cfg.output)
     store.delete("summary.json")  # a finished run's marker; this run writes its own when it finishes
     store.write_bytes("config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())

@@ -144,11 +144,12 @@ class Demonstrator:
                    not asked to; a task goal is still pursued with the same zeal. "needs" sharpens the contrast
                    between a task and free play that a prompt has to carry (docs/world.md).
         stop_at_full: True: a gathering goal (drink, cow, wood, sapling, stone, coal) that is not the
-                   episode's task ends as soon as what it fills is full (9), as a player not asked to drink or
-                   chop walks on once it has had enough; the task's own goal goes on to its count and keeps
-                   its segment up. False: every gathering goal takes its count (2-5) and lingers to
-                   `min_segment` frames at full too: then half the free play's drinks and a third of its logs
-                   come at full, and the frames that show water (a tree) in front mostly come with `do`
+                   episode's task is reached as soon as what it fills is full (9), as a player not asked to
+                   drink or chop has had enough: it walks on (its segment kept up to `min_segment` frames, a
+                   success) instead of gathering more; the task's own goal goes on to its count and keeps its
+                   segment up by gathering. False: every gathering goal takes its count (1-5) and keeps its
+                   segment up by gathering at full too: then half the free play's drinks and a third of its
+                   logs come at full, and the frames that show water (a tree) in front mostly come with `do`
                    whatever the player needs (docs/world.md).
     """
 
@@ -204,7 +205,7 @@ class Demonstrator:
         if self.rng.random() < self.noise:
             return self._noise_action()
         a = self._active
-        if a.extra.get("linger") and a.goal.name not in COLLECT_MORE:
+        if a.extra.get("linger") and (a.goal.name not in COLLECT_MORE or self._full(a.goal.name)):
             # walk on, not stand looking around: idle frames kept up after a placing or crafting goal made
             # half of those goals' segments idle, and a policy learned "place a table" as "stand still"
             action = self._explore_step()
@@ -217,7 +218,7 @@ class Demonstrator:
     def finish(self) -> list[Segment]:
         """Close the open segment; returns all segments (frames [start, end) cover the episode)."""
         if self._active is not None:
-            self._close(self._t, self._achieved(self._active))
+            self._close(self._t, self._reached(self._active))
         return self.segments
 
     # ------------------------------------------------------------------ goals
@@ -230,6 +231,15 @@ class Demonstrator:
 
     def _achieved(self, a: _Active) -> bool:
         return a.goal.achievement is not None and self._count(a.goal) - a.baseline >= a.target
+
+    def _full(self, name: str) -> bool:
+        """With `stop_at_full`: a gathering goal other than the task's whose item (need) is full (9)."""
+        fills = FILLS.get(name)
+        return bool(self.stop_at_full and fills and name != self.focus and self.env.player.inventory[fills] >= 9)
+
+    def _reached(self, a: _Active) -> bool:
+        """Its target count, or (`stop_at_full`) full after gathering some: had enough, so done as well."""
+        return self._achieved(a) or (self._full(a.goal.name) and self._count(a.goal) > a.baseline)
 
     def _close(self, t: int, success: bool) -> None:
         a = self._active
@@ -253,15 +263,15 @@ class Demonstrator:
             if a.goal.name not in ("collect_drink", "eat_cow", "defeat_zombie", "flee", "explore") and (
                     thirsty or hungry):  # a pressing need ends whatever else it was doing
                 a.done = True
-            fills = FILLS.get(a.goal.name)
-            if self.stop_at_full and fills and a.goal.name != self.focus and inv[fills] >= 9:
-                a.done = True  # had enough: only the task's own goal gathers on at full
+            if self._full(a.goal.name) and self._count(a.goal) == a.baseline:
+                a.done = True  # full before it gathered anything (it is not offered full: a fallback start)
             # a goal reached early is kept up a little (more of the same, or walking on) so that each
             # captioned segment spans at least `min_segment` frames, one MineCLIP window
-            short = self._achieved(a) and t - a.start < self.min_segment
+            reached = self._reached(a)
+            short = reached and t - a.start < self.min_segment
             a.extra["linger"] = short
-            if (self._achieved(a) and not short) or t >= a.deadline or a.done or react:
-                self._close(t, self._achieved(a))
+            if (reached and not short) or t >= a.deadline or a.done or react:
+                self._close(t, reached)
                 if react:
                     self._start(react, t)
         if self._active is None:
@@ -292,7 +302,8 @@ class Demonstrator:
             elif not urgent and "explore" in weights:
                 weights["explore"] *= self.focus_boost / 2  # look for what the task needs
         if not weights:
-            return "explore" if "explore" in self.allowed else self.allowed[0]
+            return "explore" if "explore" in self.allowed else next(
+                (g for g in self.allowed if not self._full(g)), self.allowed[0])
         names = list(weights)
         p = np.array([weights[n] for n in names], np.float64)
         return str(names[self.rng.choice(len(names), p=p / p.sum())])
