@@ -261,7 +261,7 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
                       sticky_sessions=not args.no_sticky, precision=args.precision[0],
                       # the two-pass baseline: one replica with the threads of the in-process baseline
                       torch_threads=args.threads if two_pass else args.torch_threads,
-                      batch_wait_fraction=args.batch_wait_fraction,
+                      batch_wait_fraction=args.batch_wait_fraction, max_batch_wait_s=args.max_batch_wait,
                       batch_size_rule=args.batch_size_rule, batch_groups=args.batch_groups,
                       reuse_freed_memory=not args.glibc_malloc)
     # the two-pass baseline (the original's computation, one session at a time) on one replica
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait", type=float, default=0.005)
     p.add_argument("--batch-wait-fraction", type=float, default=0.3,
                    help="the batch wait grows to this fraction of a full batch's step (ServeConfig; 0 = fixed)")
+    p.add_argument("--max-batch-wait", type=float, default=0.5,
+                   help="ServeConfig.max_batch_wait_s: the longest the adapted wait gets")
     p.add_argument("--batch-size-rule", default="auto", choices=["auto", "sessions", "fixed"],
                    help="ServeConfig.batch_size_rule (auto: sessions on CPU, fixed on CUDA)")
     p.add_argument("--batch-groups", type=int, default=2,
@@ -353,7 +355,8 @@ def main(argv=None) -> int:
              f"--steps {args.steps} --baseline-steps {args.baseline_steps} --policy {args.policy} "
              f"--device {args.device} --threads {args.threads} --state-sync-every {args.state_sync_every} "
              f"--torch-threads {args.torch_threads} --precision {args.precision[0]} --max-batch-size {args.max_batch_size} "
-             f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction} --batch-size-rule "
+             f"--batch-wait {args.batch_wait} --batch-wait-fraction {args.batch_wait_fraction} "
+             f"--max-batch-wait {args.max_batch_wait} --batch-size-rule "
              f"{args.batch_size_rule} --batch-groups {args.batch_groups} --api-replicas {args.api_replicas} "
              f"--policy-replicas {args.policy_replicas}{' --glibc-malloc' if args.glibc_malloc else ''}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
