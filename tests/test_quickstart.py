@@ -110,6 +110,8 @@ def test_quickstart_config_rejects_bad_values():
         load_config(QuickstartConfig, [], ["focus_fraction=1.5"])
     with pytest.raises(ConfigError, match="appetite='greedy'"):
         load_config(QuickstartConfig, [], ["appetite=greedy"])
+    with pytest.raises(ConfigError, match="stop_at_full: expected true/false, got 'maybe'"):
+        load_config(QuickstartConfig, [], ["stop_at_full=maybe"])
     with pytest.raises(ConfigError, match="goal_lr_scale"):
         load_config(QuickstartConfig, [], ["goal_lr_scale=-10"])
     with pytest.raises(ConfigError, match="finetune_frames"):
