@@ -243,3 +243,24 @@ def test_keeps_the_best_epoch_on_selection_episodes():
     assert split_train_val_select(_synthetic(episodes=4), cfg)[2] is None
     with pytest.raises(ConfigError, match="select_fraction"):
         EmbedderConfig(val_fraction=0.5, select_fraction=0.5)
+
+
+def test_embedder_goals_per_goal_accuracy_adds_up_to_the_jobs_clip_to_goal():
+    """benchmarks/embedder_goals.py's per-goal numbers are the job's clip->goal accuracy split by goal: weighted by
+    each goal's clips they give back `retrieval_metrics`' figure, and each goal's confusions count all its clips."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from embedder_goals import per_goal
+
+    data = _synthetic()
+    cfg = EmbedderConfig(epochs=4, batch_size=12, lr=3e-3, warmup_steps=3, mineclip={
+        "patch_size": 32, "crop": None, "embed_dim": 64, "temporal_heads": 2, "temporal_dim_head": 32})
+    model, _ = train_embedder(cfg, data, data, log=lambda s: None)
+    acc, confused = per_goal(model, data)
+    counts = {g: data.goals.count(g) for g in set(data.goals)}
+    assert set(acc) == set(counts) and all(sum(confused[g].values()) == counts[g] for g in counts)
+    overall = sum(acc[g] * counts[g] for g in counts) / len(data)
+    assert abs(overall - retrieval_metrics(model, data)["clip_to_goal_acc"]) < 1e-9
+    assert len(set(acc.values())) > 1 or overall in (0.0, 1.0)  # not one number copied to every goal
