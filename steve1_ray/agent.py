@@ -311,6 +311,14 @@ def release_slab(stream: AgentStream) -> None:
         stream.slab = None
 
 
+def exported_state(stream: AgentStream) -> list[np.ndarray]:
+    """The stream's recurrent state as C-contiguous CPU arrays, for the session store. A stream stepped in a batch
+    holds strided views of the batch's state, and pickle (Ray's serializer) can pass only contiguous arrays out of
+    band: strided ones are copied into the pickle stream and out again, which made one state sync of 16 sessions
+    of 2x (268 MB) stall the replica for 6.3 s (benchmarks/RESULTS.md, session 23); contiguous, it takes ~0.2 s."""
+    return [np.ascontiguousarray(t.detach().cpu().numpy()) for t in stream.state]
+
+
 def _batched_state(streams: Sequence[AgentStream]) -> list[torch.Tensor]:
     """The streams' states stacked row-wise: the last batch's state itself when these streams were that batch,
     in this order, and none of them has had its state replaced since (reset, a state reloaded); else a copy."""

@@ -248,3 +248,29 @@ def test_a_batch_steps_on_its_own_state_without_copies_and_gives_the_same_action
     A.release_slab(reused[1])
     assert reused[1].slab is None and reused[1].state[0].untyped_storage().data_ptr() != ptr[0]
     assert reused[1].state[0].shape[0] == 1  # only its own row(s)
+
+
+def test_exported_state_is_contiguous_so_pickle_passes_it_out_of_band(policy):
+    """The state a PolicyServer sends to the session store: a stream stepped in a batch holds strided views of the
+    batch's state, which pickle (Ray's serializer) copies into the stream; the exported arrays travel as
+    out-of-band buffers (zero-copy in Ray's object store), with the same values."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    goal = rng.normal(size=A.policy_embed_dim(policy)).astype(np.float32)
+    streams = [A.new_stream(policy, goal, 6.0, seed=i) for i in range(3)]
+    for _ in range(2):
+        A.act_batch(policy, streams, _obs(rng, 3, (128, 128, 3)))
+    raw = [t.detach().cpu().numpy() for t in streams[1].state]
+    assert not all(a.flags.c_contiguous for a in raw)  # why it matters: the batch's rows are strided views
+    for stream in streams:
+        out = A.exported_state(stream)
+        assert all(a.flags.c_contiguous for a in out)
+        for a, t in zip(out, stream.state):
+            np.testing.assert_array_equal(a, t.numpy())
+        buffers = []
+        data = pickle.dumps(out, protocol=5, buffer_callback=buffers.append)
+        big = [a for a in out if a.nbytes > 0]
+        assert len(buffers) == len(big) and len(data) < 4096 + 200 * len(out)  # no array bytes in band
+    in_band = pickle.dumps(raw, protocol=5, buffer_callback=lambda b: None)
+    assert len(in_band) > sum(a.nbytes for a in raw if not a.flags.c_contiguous)  # today's copy, measured

@@ -501,7 +501,7 @@ class PolicyServer:
                 continue
             u = {"session_id": sid, "epoch": h.epoch, "steps": h.stream.steps}
             if every and h.stream.steps % every == 0:
-                u["state"] = [s.detach().cpu().numpy() for s in h.stream.state]
+                u["state"] = A.exported_state(h.stream)
                 u["rng_state"] = h.stream.generator.get_state().numpy()
                 u["last_result"] = h.last_result
             updates.append(u)
