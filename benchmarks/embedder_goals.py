@@ -27,16 +27,13 @@ def per_goal(model, data) -> tuple[dict, dict]:
     import torch
     import torch.nn.functional as F
 
-    from steve1_ray.train.embedder import embed_clipset
+    from steve1_ray.train.embedder import embed_clipset, nearest_goal
 
     model.eval()
     with torch.no_grad():
         v = F.normalize(embed_clipset(model, data), dim=-1)
-        t = F.normalize(model.encode_text(data.texts), dim=-1)
-    names = sorted(set(data.goals))
-    proto = torch.stack([t[[i for i, g in enumerate(data.goals) if g == n]].mean(0) for n in names])
-    pred = np.asarray(names)[(v @ F.normalize(proto, dim=-1).T).argmax(dim=1).numpy()]
-    goals = np.asarray(data.goals)
+        pred = nearest_goal(v, F.normalize(model.encode_text(data.texts), dim=-1), data.goals)
+    names, goals = sorted(set(data.goals)), np.asarray(data.goals)
     acc = {g: float((pred[goals == g] == g).mean()) for g in names}
     confused = {g: collections.Counter(pred[goals == g]) for g in names}
     return acc, confused
@@ -54,8 +51,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     cfg = load_config(EmbedderConfig, [preset_path("embedder", args.config)], [f"recordings={args.recordings}"])
-    window = 16
-    data = build_clips(cfg, window)
+    data = build_clips(cfg, cfg.model_config().window)  # the job's clip length
     _, val, _ = split_train_val_select(data, cfg)
     counts = collections.Counter(val.goals)
     print(f"{len(val)} validation clips from {len(set(val.episodes))} held-out episodes "

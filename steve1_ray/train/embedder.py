@@ -45,6 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -446,6 +447,14 @@ def embed_clipset(model: MineCLIP, data: ClipSet, frame_batch: int = 256) -> tor
                       for i in range(0, len(data), 256)]).float()
 
 
+def nearest_goal(v: torch.Tensor, t: torch.Tensor, goals: Sequence[str]) -> np.ndarray:
+    """Clip -> goal: each clip's (`v`, normalised) nearest goal, each goal represented by all of its captions
+    seen here (the mean of their normalised embeddings `t`, one row per clip)."""
+    names = sorted(set(goals))
+    proto = torch.stack([t[[i for i, g in enumerate(goals) if g == n]].mean(0) for n in names])
+    return np.asarray(names)[(v @ F.normalize(proto, dim=-1).T).argmax(dim=1).cpu().numpy()]
+
+
 @torch.no_grad()
 def retrieval_metrics(model: MineCLIP, data: ClipSet) -> dict:
     """text→clip R@1/R@5 by goal, clip→goal accuracy over the goals' captions, with chance levels."""
@@ -466,10 +475,8 @@ def retrieval_metrics(model: MineCLIP, data: ClipSet) -> dict:
         # chance: probability that k random clips include one of the same goal
         chance = 1 - np.array([math.comb(m - s, k) / math.comb(m, k) if m - s >= k else 0.0 for s in same])
         out[f"text_to_clip_r@{k}_chance"] = float(chance.mean())
-    # clip -> goal: each goal is represented by all of its captions seen here (mean of their embeddings)
     names = sorted(set(data.goals))
-    proto = torch.stack([t[[i for i, g in enumerate(data.goals) if g == n]].mean(0) for n in names])
-    pred = np.asarray(names)[(v @ F.normalize(proto, dim=-1).T).argmax(dim=1).cpu().numpy()]
+    pred = nearest_goal(v, t, data.goals)
     out["clip_to_goal_acc"] = float((pred == goals).mean())
     out["clip_to_goal_chance"] = 1.0 / len(names)
     if data.is_end.any():
