@@ -67,3 +67,24 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
     ray.init(address="local", num_cpus=num_cpus, log_to_driver=log_to_driver,
              runtime_env={"env_vars": env} if env else None, **kwargs)
     return ray
+
+
+def check_workers_fit(num_workers: int, cpus_per_worker: float, use_gpu: bool = False,
+                      gpus_per_worker: float = 1.0, fix: str = "lower num_workers or cpus_per_worker") -> None:
+    """Fail fast, naming the fix, when the cluster can never place `num_workers` Ray Train workers of this size
+    (Ray Train would wait for them forever). Call after `connect()`."""
+    import ray
+
+    from steve1_ray.config import ConfigError
+
+    if num_workers == 0:
+        return
+    total = ray.cluster_resources()
+    need_cpu = num_workers * cpus_per_worker
+    if total.get("CPU", 0) < need_cpu:
+        raise ConfigError(f"num_workers={num_workers} x cpus_per_worker={cpus_per_worker} needs {need_cpu} "
+                          f"CPUs but the cluster has {total.get('CPU', 0)}: {fix}")
+    if use_gpu and total.get("GPU", 0) < num_workers * gpus_per_worker:
+        raise ConfigError(f"use_gpu=true with num_workers={num_workers} needs {num_workers * gpus_per_worker} GPUs "
+                          f"but the cluster has {total.get('GPU', 0)}: set use_gpu=false (and precision=fp32 or "
+                          f"bf16) or lower num_workers")

@@ -211,15 +211,21 @@ def test_job_script_exits_2_naming_the_fix(tmp_path):
 def test_ray_train_workers_write_the_same_layout(world, tmp_path, ray_cluster):
     from steve1_ray.train.embedder import run
 
+    # Half a CPU each: the session's 2-CPU cluster may still hold an actor of an earlier test (this test once
+    # waited forever for two whole CPUs, sessions 19 and 23)
     out, lines = tmp_path / "emb", []
     info = run(EmbedderConfig(recordings=str(world), out=str(out), epochs=2, batch_size=8, clips_per_segment=2,
-                              num_workers=2), log=lines.append)
+                              num_workers=2, cpus_per_worker=0.5), log=lines.append)
     assert info["embed_dim"] == 128 and info["history"] and "val/clip_to_goal_acc" in info["final"]
     # the workers' per-epoch progress (with an ETA) reaches the driver's log
     epochs = [l for l in lines if l.startswith("embedder: epoch")]
     assert [l.split()[2] for l in epochs] == ["1/2", "2/2"] and all("ETA" in l for l in epochs)
     cfg = load_mineclip(out / "mineclip.pth").cfg  # the world preset: 16-px patches on the player's surroundings
     assert cfg.patch_size == 16 and cfg.crop == (48, 64, 112, 128)
+    # a cluster that can never place the workers is refused at once, naming the fix (Ray Train would wait forever)
+    with pytest.raises(ConfigError, match="cpus_per_worker"):
+        run(EmbedderConfig(recordings=str(world), out=str(tmp_path / "big"), epochs=1, num_workers=2,
+                           cpus_per_worker=64))
 
 
 def test_keeps_the_best_epoch_on_selection_episodes():

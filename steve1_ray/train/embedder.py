@@ -52,7 +52,7 @@ import torch
 import yaml
 import torch.nn.functional as F
 
-from steve1_ray.cluster import connect
+from steve1_ray.cluster import check_workers_fit, connect
 from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.mineclip import MineCLIP, MineCLIPConfig, load_mineclip, save_mineclip
 from steve1_ray.progress import duration
@@ -129,6 +129,8 @@ class EmbedderConfig:
     """Ray Train workers; 0 trains in this process (Ray not needed)"""
     use_gpu: bool = False
     """train on CUDA when available; with num_workers > 0 each Ray Train worker gets one GPU"""
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves for each Ray Train worker (num_workers > 0)"""
     storage_path: str = ""
     """Ray Train storage (local dir or s3://); default <out>/ray"""
 
@@ -147,6 +149,7 @@ class EmbedderConfig:
         check(0.0 <= self.paraphrases <= 1.0,
               f"paraphrases={self.paraphrases!r} must be in [0, 1] (share of clips trained on a template paraphrase)")
         check(self.num_workers >= 0, f"num_workers={self.num_workers!r} must be >= 0")
+        check(self.cpus_per_worker > 0, f"cpus_per_worker={self.cpus_per_worker!r} must be > 0")
         check(isinstance(self.mineclip, dict), f"mineclip={self.mineclip!r} must be a mapping of MineCLIPConfig fields")
         # `mineclip.embed_dim=768` on the command line arrives as a string: parse it as YAML like other values
         self.mineclip = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in self.mineclip.items()}
@@ -737,10 +740,13 @@ def run(cfg: EmbedderConfig, log=print) -> dict:
         from ray.train.torch import TorchTrainer
 
         connect()
+        check_workers_fit(cfg.num_workers, cfg.cpus_per_worker, cfg.use_gpu)
         log(f"embedder: {cfg.num_workers} Ray Train workers; per-epoch progress from {progress}")
+        resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
         trainer = TorchTrainer(
             _train_loop_per_worker, train_loop_config={**to_dict(cfg), "out": str(out.resolve())},
-            scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+            scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                                   resources_per_worker=resources),
             run_config=ray.train.RunConfig(name=f"embedder-{int(time.time())}",
                                            storage_path=cfg.storage_path or str((out / "ray").resolve())))
         with _Tail(progress, log):

@@ -21,8 +21,8 @@ import sys
 import threading
 import time
 
-from steve1_ray.cluster import connect
-from steve1_ray.config import ConfigError, save_config, to_dict
+from steve1_ray.cluster import check_workers_fit, connect
+from steve1_ray.config import save_config, to_dict
 from steve1_ray.hostmem import runtime_env
 from steve1_ray.progress import Meter, duration, rate
 from steve1_ray.runner import Job, run_job
@@ -191,19 +191,7 @@ def _storage(path: str) -> str:
 
 def _check_resources(cfg: TrainConfig) -> None:
     """Fail fast, naming the fix, when the cluster can never place the workers (Ray would wait forever)."""
-    import ray
-
-    if cfg.num_workers == 0:
-        return
-    total = ray.cluster_resources()
-    need_cpu = cfg.num_workers * cfg.cpus_per_worker
-    if total.get("CPU", 0) < need_cpu:
-        raise ConfigError(f"num_workers={cfg.num_workers} x cpus_per_worker={cfg.cpus_per_worker} needs {need_cpu} "
-                          f"CPUs but the cluster has {total.get('CPU', 0)}: lower num_workers or cpus_per_worker")
-    if cfg.use_gpu and total.get("GPU", 0) < cfg.num_workers * cfg.gpus_per_worker:
-        raise ConfigError(f"use_gpu=true with num_workers={cfg.num_workers} needs "
-                          f"{cfg.num_workers * cfg.gpus_per_worker} GPUs but the cluster has {total.get('GPU', 0)}: "
-                          f"set use_gpu=false (and precision=fp32 or bf16) or lower num_workers")
+    check_workers_fit(cfg.num_workers, cfg.cpus_per_worker, cfg.use_gpu, cfg.gpus_per_worker)
 
 
 def train(cfg: TrainConfig) -> int:
