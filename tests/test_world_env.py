@@ -305,3 +305,51 @@ def test_a_tree_yields_tree_logs_logs_then_turns_to_grass(logs):
 def test_tree_logs_must_be_a_small_positive_integer(bad):
     with pytest.raises(ValueError, match="tree_logs"):
         CrafterEnv(frame_size=(64, 36), tile_px=4, tree_logs=bad)
+
+
+def _cow_steps(env, steps=120):
+    """How often a cow moved per turn, over `steps` turns of a player standing still (`noop` is not an action
+    here: the camera glance keeps the player in place)."""
+    from crafter import objects
+
+    where = {id(o): tuple(o.pos) for o in env.world.objects if type(o) is objects.Cow}
+    moved = turns = 0
+    frames = []
+    for i in range(steps):
+        obs, _, done, _ = env.step({"camera": [0.0, 3.0 if i % 2 else -3.0]})
+        frames.append(obs["pov"])
+        for o in env.world.objects:
+            if type(o) is objects.Cow and id(o) in where:
+                turns += 1
+                moved += tuple(o.pos) != where[id(o)]
+                where[id(o)] = tuple(o.pos)
+        if done:
+            break
+    return moved / max(turns, 1), frames
+
+
+def test_cows_graze_at_cow_move_and_crafter_s_own_rate_plays_the_same_world():
+    kw = dict(frame_size=(64, 36), tile_px=4, area=(48, 48), zombie_rate=0.0)
+    own, frames = _cow_steps(_reset(CrafterEnv(**kw)))
+    same, frames_same = _cow_steps(_reset(CrafterEnv(**kw, cow_move=0.5)))
+    assert own == same and all(np.array_equal(a, b) for a, b in zip(frames, frames_same))
+    # crafter's cows step on about half their turns (a blocked step stays put); grazing ones rarely, or never
+    slow, _ = _cow_steps(_reset(CrafterEnv(**kw, cow_move=0.1)))
+    still, _ = _cow_steps(_reset(CrafterEnv(**kw, cow_move=0.0)))
+    assert own > 0.25 and 0.02 < slow < 0.5 * own and still == 0.0, (own, slow, still)
+
+
+def _reset(env, seed=3):
+    env.reset(seed=seed)
+    return env
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, True, "fast"])
+def test_cow_move_must_be_a_chance(bad):
+    with pytest.raises(ValueError, match="cow_move"):
+        CrafterEnv(frame_size=(64, 36), tile_px=4, cow_move=bad)
+    from steve1_ray.config import ConfigError
+    from steve1_ray.world.config import WorldConfig
+
+    with pytest.raises(ConfigError, match="world.cow_move"):
+        WorldConfig(cow_move=bad)

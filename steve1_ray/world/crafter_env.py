@@ -41,7 +41,8 @@ import numpy as np
 import crafter
 from crafter import constants, engine, objects, worldgen
 
-from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, normalize_action, pressed_hotbar, tree_logs_problem
+from steve1_ray.world.env import (COW_MOVE, FRAME_SHAPE, WorldEnv, cow_move_problem, normalize_action, pressed_hotbar,
+                                  tree_logs_problem)
 
 CRAFTER_ACTIONS: tuple[str, ...] = tuple(constants.actions)  # the 17 actions, in crafter's index order
 ACHIEVEMENTS: tuple[str, ...] = tuple(constants.achievements)  # the 22 achievements
@@ -178,6 +179,23 @@ def _do_material_with_logs(player, target, material):
         player.logs_left.pop(key, None)
 
 
+def _cow_update(cow):
+    """crafter's `Cow.update` with the chance of a step per turn set by `cow.move_chance` (crafter: 0.5).
+
+    Draws the world RNG exactly as crafter does, so at 0.5 a world plays out the same. Bound per cow, like the
+    player's `_do_material` (crafter's semantic view looks objects up by their exact class)."""
+    if cow.health <= 0:
+        cow.world.remove(cow)
+    if cow.random.uniform() < cow.move_chance:
+        cow.move(cow.random_dir())
+
+
+def _graze(cow, move_chance: float):
+    cow.move_chance = move_chance
+    cow.update = types.MethodType(_cow_update, cow)
+    return cow
+
+
 # Generated worlds, by what generation reads: the area, the player's start and the world RNG's state (seeded by
 # reset). crafter draws each world tile by tile with pure-Python simplex noise, about 2 s for 64x64 tiles, while
 # an evaluation plays the same dozen worlds in every cell; a hit restores the world exactly as generation leaves it.
@@ -223,7 +241,8 @@ def generate_world(world: engine.World, player: objects.Player) -> bool:
 class _Core(crafter.Env):
     """crafter.Env rendering our frame layout (one render per step)."""
 
-    def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0, target_outline=True, tree_logs=1):
+    def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0, target_outline=True, tree_logs=1,
+                 cow_move=0.5):
         cols, rows = VIEW_TILES
         super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
                          reward=True, length=length, seed=0)
@@ -233,6 +252,7 @@ class _Core(crafter.Env):
         self.zombie_rate = float(zombie_rate)
         self.target_outline = bool(target_outline)
         self.tree_logs = int(tree_logs)
+        self.cow_move = float(cow_move)
         self.hotbar = 0
 
     def reset(self):
@@ -252,6 +272,10 @@ class _Core(crafter.Env):
             player = self._player
             player.tree_logs, player.logs_left = self.tree_logs, {}
             player._do_material = types.MethodType(_do_material_with_logs, player)
+        if self.cow_move != COW_MOVE:  # cows that graze (see _cow_update); crafter's own update otherwise
+            for obj in self._world.objects:
+                if type(obj) is objects.Cow:
+                    _graze(obj, self.cow_move)
         return obs
 
     def _balance_object(self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob,
@@ -259,6 +283,9 @@ class _Core(crafter.Env):
         if cls is objects.Zombie and self.zombie_rate != 1.0:  # scale crafter's per-chunk zombie targets
             base, rate = target_fn, self.zombie_rate
             target_fn = lambda num, space: tuple(rate * v for v in base(num, space))  # noqa: E731
+        if cls is objects.Cow and self.cow_move != COW_MOVE:  # cows spawned later graze too
+            make, chance = ctor, self.cow_move
+            ctor = lambda pos: _graze(make(pos), chance)  # noqa: E731
         super()._balance_object(chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob,
                                 ctor, target_fn)
 
@@ -321,13 +348,15 @@ class CrafterEnv(WorldEnv):
                     outline; False = crafter's own look (recordings made before this option lack it).
         tree_logs:  logs a tree yields before it turns to grass (1 = crafter as published; a Minecraft tree
                     has several, one per block).
+        cow_move:   the chance that a cow steps on a turn (0.5 = crafter as published: a step every other turn;
+                    a Minecraft cow grazes, mostly standing, now and then wandering a few blocks).
     """
 
     backend = "crafter"
 
     def __init__(self, frame_size: tuple[int, int] = (FRAME_SHAPE[1], FRAME_SHAPE[0]), tile_px: int = 20,
                  max_steps: int = 10000, area: tuple[int, int] = (64, 64), zombie_rate: float = 1.0,
-                 target_outline: bool = True, tree_logs: int = 1):
+                 target_outline: bool = True, tree_logs: int = 1, cow_move: float = COW_MOVE):
         if tile_px < 4:
             raise ValueError(f"tile_px={tile_px} is too small to draw tiles; use 4 or more (default 20)")
         if len(frame_size) != 2 or min(frame_size) < 16:
@@ -338,10 +367,12 @@ class CrafterEnv(WorldEnv):
             raise ValueError(f"zombie_rate={zombie_rate} must be in [0, 10] (1 = crafter's own rate)")
         if problem := tree_logs_problem(tree_logs):
             raise ValueError(problem)
+        if problem := cow_move_problem(cow_move):
+            raise ValueError(problem)
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.max_steps = int(max_steps)
         self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate, target_outline,
-                           tree_logs)
+                           tree_logs, cow_move)
         self._seed_rng = np.random.default_rng()
         self.seed: int | None = None
         self._done = True

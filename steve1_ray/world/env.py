@@ -127,6 +127,16 @@ def tree_logs_problem(n) -> str | None:
     return None
 
 
+COW_MOVE = 0.5  # crafter's cows step on every other turn (Cow.update)
+
+
+def cow_move_problem(p) -> str | None:
+    """Why `p` is not a valid `cow_move` (the chance that a cow steps on a turn), or None when it is."""
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 <= p <= 1.0:
+        return f"cow_move={p!r} must be a number in [0, 1] (0.5 = crafter's own cows)"
+    return None
+
+
 def camera_to_mouse(camera_deg: float) -> float:
     """Degrees -> recorded mouse counts (contractor jsonl dx/dy); 1 count = 360/2400 = 0.15 degrees."""
     return camera_deg / DEGREES_PER_MOUSE_COUNT
