@@ -296,6 +296,83 @@ def test_free_play_is_read_by_the_loop_and_refused_when_there_is_none(tmp_path):
     assert 0 < train.free_play_share < 1 and val.p_uncond_free == train.p_uncond_free
 
 
+def _segment_recording(rec, name, segments, null_lines=()):
+    """A recording with one episode: `meta/<name>.json` with `segments` and a jsonl of 80 lines (the lines in
+    `null_lines` null actions, which the conversion drops)."""
+    import json as _json
+
+    (rec / "meta").mkdir(parents=True, exist_ok=True)
+    (rec / "contractor").mkdir(parents=True, exist_ok=True)
+    def line(keys):
+        return {"mouse": {"x": 640.0, "y": 360.0, "dx": 0.0, "dy": 0.0, "buttons": [], "newButtons": []},
+                "keyboard": {"keys": keys, "newKeys": [], "chars": ""}, "isGuiOpen": False, "hotbar": 0}
+
+    noop, fwd = line([]), line(["key.keyboard.w"])
+    lines = [_json.dumps(noop if i in null_lines else fwd) for i in range(80)]
+    (rec / "contractor" / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    (rec / "meta" / f"{name}.json").write_text(_json.dumps(
+        {"name": name, "actions": f"contractor/{name}.jsonl", "segments": segments}))
+    return str(rec)
+
+
+def test_segment_goals_condition_each_frame_on_the_clip_that_ends_its_achieved_segment(tmp_path):
+    from steve1_ray.train.data import segment_goal_frames
+
+    segs = [{"start": 0, "end": 30, "goal": "collect_wood", "success": True},
+            {"start": 30, "end": 50, "goal": "eat_cow", "success": False},
+            {"start": 50, "end": 80, "goal": "collect_drink", "success": True}]
+    rec = _segment_recording(tmp_path / "rec", "demo-0", segs, null_lines=(10, 11))
+    goal = segment_goal_frames(rec, ["/d\tdemo-0", "/d\tother"])["/d\tdemo-0"]
+    # 78 kept frames: lines 10-11 dropped, so line i >= 12 is frame i - 2
+    assert len(goal) == 78
+    assert (goal[:28] == 27).all()  # the wood segment ends on line 29 = frame 27
+    assert (goal[28:48] == -1).all()  # the failed cow segment keeps its spaced/event goals
+    assert (goal[48:] == 77).all()
+    with pytest.raises(ValueError, match="goal_segments=.*none of its 1 episodes"):
+        segment_goal_frames(rec, ["/d\tw0"])
+    # the logs chopped right before a table lead to the table: they take its clip; a drink in between breaks it
+    chain = [{"start": 0, "end": 16, "goal": "collect_wood", "success": True},
+             {"start": 16, "end": 32, "goal": "collect_wood", "success": True},
+             {"start": 32, "end": 40, "goal": "place_table", "success": True},
+             {"start": 40, "end": 56, "goal": "collect_wood", "success": True},
+             {"start": 56, "end": 64, "goal": "collect_drink", "success": True},
+             {"start": 64, "end": 80, "goal": "place_table", "success": True}]
+    rec2 = _segment_recording(tmp_path / "rec2", "demo-1", chain)
+    linked = segment_goal_frames(rec2, ["demo-1"])["demo-1"]
+    assert (linked[:40] == 39).all() and (linked[40:56] == 55).all() and (linked[56:64] == 63).all()
+    assert (linked[64:] == 79).all()
+
+    # in a dataset: those frames take the segment's clip, the rest their spaced goal (the same draws)
+    n = 78
+    src = InMemoryEpisodes({"demo-0": {"frames": np.zeros((n, 128, 128, 3), np.uint8), "buttons": np.zeros(n, int),
+                                       "camera": np.zeros(n, int),
+                                       "embeds": np.arange(n, dtype=np.float32)[:, None].repeat(D, 1)}})
+    kw = dict(T=32, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.0, seed=1)
+    plain = SequenceDataset(src, ["demo-0"], **kw)
+    seg = SequenceDataset(src, ["demo-0"], **kw, segment_goals={"demo-0": goal})
+    for i, spec in enumerate(seg.sequences):
+        got, before = seg.load(i, 0)["goal_embed"][:, 0], plain.load(i, 0)["goal_embed"][:, 0]
+        t = np.arange(spec.start, spec.start + 32)
+        want = np.where(goal[t] >= 0, goal[t], before)
+        assert np.array_equal(got, want), (spec.start, got, want)
+        assert (got >= t - 1).all()  # a clip ahead of the frame (a spaced goal: up to the frame before)
+
+
+def test_goal_segments_is_read_by_the_loop(tmp_path):
+    from steve1_ray.train.loop import open_sequences
+    from steve1_ray.train.synthetic import make_dataset
+
+    data = make_dataset(str(tmp_path / "shards"), n_episodes=4, n_frames=80, embed_dim=D)
+    rec = tmp_path / "rec"
+    for i in range(4):
+        _segment_recording(rec, f"synth{i:03d}", [{"start": 0, "end": 80, "goal": "collect_wood", "success": True}])
+    cfg = load_train_config("debug", [f"data={data}", "T=16", "batch_size=1", "grad_accum=1", "val_fraction=0.25",
+                                      f"goal_segments={rec}"])
+    train, val = open_sequences(cfg)[:2]
+    assert set(train.segment_goals) == {k for k in train.segment_goals} and len(train.segment_goals) == 4
+    assert all((g == 79).all() for g in train.segment_goals.values())
+
+
 # ---- gradient accumulation and losses --------------------------------------------------------------
 def _cfg(**kw):
     base = dict(T=16, trunc_t=8, batch_size=8, grad_accum=1, precision="fp32", max_grad_norm=1e9,

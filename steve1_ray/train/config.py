@@ -81,6 +81,12 @@ class TrainConfig:
     mixed in) meets the zero goal, still on a `p_uncond` share of all sequences: the unconditioned branch learns
     play without a task, so guidance pushes from free play towards the goal rather than from the recording's
     mix of tasks (docs/training.md)."""
+    goal_segments: Optional[str] = None
+    """Ours, off by default: a recording (`steve1 record out=`) whose `meta/<episode>.json` list the
+    demonstrators' captioned segments. Then every frame of an achieved segment is conditioned on the clip that
+    ends the segment, the clips the world prior maps each caption to (`train.prior.world_pairs`), instead of its
+    spaced or event goal: what the policy learns a goal means is what a prompt's goal will ask for. The segments
+    are the recording's own labels, which contractor data does not have (docs/training.md)."""
     loader_threads: int = 2
     """Threads per training worker that read and decode sequences ahead of the model."""
     prefetch_batches: int = 4
@@ -241,7 +247,7 @@ class TrainConfig:
         return dataclasses.replace(
             self, model=model, in_weights=local(self.in_weights), out_weights=local(self.out_weights),
             data=local(self.data), sampling_dir=local(self.sampling_dir), storage_path=local(self.storage_path),
-            free_play=local(self.free_play),
+            free_play=local(self.free_play), goal_segments=local(self.goal_segments),
             tensorboard_dir=local(self.tensorboard_dir))
 
     # --- derived quantities ---------------------------------------------------------------------------

@@ -21,7 +21,8 @@ import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Collection, Iterator, Protocol
+from pathlib import Path
+from typing import Collection, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -174,52 +175,110 @@ class MultiSource:
         return src.event_links(eid)
 
 
-def recording_focus(recording: str) -> dict[str, str | None]:
-    """{episode name: its task's goal, or None for free play} from a recording's `meta/<name>.json`
-    (`steve1 record`)."""
+def recording_meta(recording: str, option: str = "free_play") -> dict[str, dict]:
+    """{episode name: its `meta/<name>.json` record} of a recording (`steve1 record out=`); `option` names the
+    setting that pointed here, for the error messages."""
     from steve1_ray.data.shards import Store
 
     store = Store(recording)
     files = store.list("meta", ".json")
     if not files:
-        raise FileNotFoundError(f"free_play={recording!r}: no meta/*.json there; point it at the folder "
+        raise FileNotFoundError(f"{option}={recording!r}: no meta/*.json there; point it at the folder "
                                 f"`steve1 record out=` wrote")
-    focus = {}
+    metas = {}
     for file in files:
         try:
             meta = store.read_json(f"meta/{file}")
-            focus[str(meta.get("name") or file.removesuffix(".json"))] = meta.get("focus") or None
+            metas[str(meta.get("name") or file.removesuffix(".json"))] = meta
         except (ValueError, AttributeError) as e:  # bad JSON, or JSON that is not an object
-            raise ValueError(f"free_play={recording!r}: meta/{file} is not an episode record ({e})") from None
-    return focus
+            raise ValueError(f"{option}={recording!r}: meta/{file} is not an episode record ({e})") from None
+    return metas
+
+
+def recording_focus(recording: str) -> dict[str, str | None]:
+    """{episode name: its task's goal, or None for free play} from a recording's `meta/<name>.json`
+    (`steve1 record`)."""
+    return {name: meta.get("focus") or None for name, meta in recording_meta(recording).items()}
+
+
+def recording_keys(names, keys: list[str], recording: str, option: str) -> dict[str, str]:
+    """{dataset key: recording episode name} for the keys (`<root>\t<id>` or `<id>`) that are episodes of the
+    recording whose episode names are `names`. An episode id is the recording's name (`sources=[local:<out>/
+    contractor]`) or `<tag>-<name>` (`sources=[contractor:<out>/index.json]`). Refused: a recording none of whose
+    names is in the data, and a name found under two dataset roots (two recordings with the same names mixed)."""
+    from steve1_ray.data.sources import safe_id
+
+    by_id = {safe_id(name): name for name in names}
+    roots: dict[str, set[str]] = {}
+    found = {}
+    for key in keys:
+        root, _, eid = key.rpartition("\t")
+        sid = eid if eid in by_id else eid.partition("-")[2]
+        if sid not in by_id:
+            continue
+        roots.setdefault(sid, set()).add(root)
+        found[key] = by_id[sid]
+    if not roots:
+        raise ValueError(f"{option}={recording!r}: none of its {len(by_id)} episodes is in the training data: "
+                         f"point {option} at the recording this dataset was made from")
+    twice = sorted(name for name, where in roots.items() if len(where) > 1)
+    if twice:
+        raise ValueError(f"{option}={recording!r}: episode {twice[0]!r} (and {len(twice) - 1} more) is in "
+                         f"several datasets ({sorted(roots[twice[0]])}); record with another name_prefix")
+    return found
 
 
 def task_keys(recording: str, keys: list[str]) -> frozenset[str]:
-    """The dataset keys (`<root>\t<id>` or `<id>`) of `recording`'s task episodes. An episode id is the
-    recording's name (`sources=[local:<out>/contractor]`) or `<tag>-<name>` (`sources=[contractor:<out>/index.json]`);
-    a name no key matches is free play that is not in the data. Refused: a recording none of whose names is in
-    the data, and a name found under two dataset roots (two recordings with the same names mixed)."""
-    from steve1_ray.data.sources import safe_id
+    """The dataset keys of `recording`'s task episodes (`recording_keys`); a name no key matches is free play
+    that is not in the data."""
+    focus = recording_focus(recording)
+    return frozenset(key for key, name in recording_keys(focus, keys, recording, "free_play").items()
+                     if focus[name])
 
-    focus = {safe_id(name): goal for name, goal in recording_focus(recording).items()}
-    roots: dict[str, set[str]] = {}
-    tasks = set()
-    for key in keys:
-        root, _, eid = key.rpartition("\t")
-        name = eid if eid in focus else eid.partition("-")[2]
-        if name not in focus:
-            continue
-        roots.setdefault(name, set()).add(root)
-        if focus[name]:
-            tasks.add(key)
-    if not roots:
-        raise ValueError(f"free_play={recording!r}: none of its {len(focus)} episodes is in the training data: "
-                         f"point free_play at the recording this dataset was made from")
-    twice = sorted(name for name, where in roots.items() if len(where) > 1)
-    if twice:
-        raise ValueError(f"free_play={recording!r}: episode {twice[0]!r} (and {len(twice) - 1} more) is in "
-                         f"several datasets ({sorted(roots[twice[0]])}); record with another name_prefix")
-    return frozenset(tasks)
+
+def segment_goal_frames(recording: str, keys: list[str]) -> dict[str, np.ndarray]:
+    """Per dataset key of `recording`'s episodes, (N,) int64 over the episode's kept frames: for a frame inside
+    one of the demonstrator's achieved segments (`meta/<name>.json` `segments`, `success`), the segment's last
+    kept frame, whose clip ends the segment (the clips the world prior learns each caption's goals from,
+    `train.prior.world_pairs`); -1 elsewhere (failed segments, frames no segment covers).
+
+    A run of achieved segments that work towards the next one's goal (`world.demonstrators.FOCUS_NEEDS`: the
+    logs chopped right before a table) takes that segment's clip instead, as `goal_event_pick=use` does for
+    events: the steps that gather what a goal needs are conditioned on that goal."""
+    from steve1_ray.data.contractor import EpisodeError, frame_of_line, read_actions
+    from steve1_ray.world.demonstrators import FOCUS_NEEDS
+
+    metas = recording_meta(recording, "goal_segments")
+    out = {}
+    for key, name in recording_keys(metas, keys, recording, "goal_segments").items():
+        meta = metas[name]
+        actions = Path(recording) / str(meta.get("actions", ""))
+        try:
+            keep = read_actions(actions).keep
+        except EpisodeError as e:
+            raise ValueError(f"goal_segments={recording!r}: episode {name!r}: {e}") from None
+        frame_of = frame_of_line(keep)
+        segs = []  # (frames, goal, end frame or -1 when not achieved), in episode order
+        for seg in sorted(meta.get("segments") or [], key=lambda g: int(g["start"])):
+            start, end = max(int(seg["start"]), 0), min(int(seg["end"]), len(keep))
+            kept = np.flatnonzero(keep[start:end]) + start
+            if len(kept):
+                segs.append((frame_of[kept], seg.get("goal"), int(frame_of[kept[-1]]) if seg.get("success") else -1))
+        target = [end for _, _, end in segs]
+        for i in reversed(range(len(segs) - 1)):
+            (_, goal, end), (_, nxt_goal, nxt_end) = segs[i], segs[i + 1]
+            if end < 0 or nxt_end < 0:
+                continue
+            if FOCUS_NEEDS.get(nxt_goal) == goal:
+                target[i] = nxt_end
+            elif nxt_goal == goal and target[i + 1] != nxt_end:  # a run of the same prerequisite
+                target[i] = target[i + 1]
+        goal_of = np.full(int(keep.sum()), -1, np.int64)
+        for (frames, _, _), t in zip(segs, target):
+            if t >= 0:
+                goal_of[frames] = t
+        out[key] = goal_of
+    return out
 
 
 @dataclass(frozen=True)
@@ -233,12 +292,16 @@ class SequenceDataset:
 
     def __init__(self, source: EpisodeSource, episode_ids: list[str], T: int, min_btwn_goals: int,
                  max_btwn_goals: int, p_uncond: float, seed: int, event_horizon: int = 0,
-                 event_pick: str = "next", tasks: Collection[str] = (), p_uncond_free: float | None = None):
+                 event_pick: str = "next", tasks: Collection[str] = (), p_uncond_free: float | None = None,
+                 segment_goals: Mapping[str, np.ndarray] | None = None):
         """`tasks`: episodes (of `episode_ids`) that never get the zero goal; the other (free-play) sequences
         then get it with probability `p_uncond_free`, by default p_uncond / (their share of the sequences),
         capped at 1, so that a `p_uncond` share of all sequences is still unconditioned (`free_play_share` and
-        `p_uncond_free` say what it came to; a validation set takes its training set's probability)."""
+        `p_uncond_free` say what it came to; a validation set takes its training set's probability).
+        `segment_goals`: per episode, the goal timestep of each frame that has one (`segment_goal_frames`; -1:
+        none); those frames take it over the spaced and event goals."""
         self.source = source
+        self.segment_goals = dict(segment_goals or {})
         self.T, self.seed, self.event_horizon, self.event_pick = T, seed, event_horizon, event_pick
         self.min_btwn_goals, self.max_btwn_goals, self.p_uncond = min_btwn_goals, max_btwn_goals, p_uncond
         self.tasks = frozenset(tasks)
@@ -302,9 +365,16 @@ class SequenceDataset:
                                      "goal_event_pick=use: rebuild the dataset with `steve1 dataset` (index entries "
                                      "now carry `event_links`), or pick next or last")
         p_uncond = 0.0 if spec.episode_id in self.tasks else self.p_uncond_free
+        override = self.segment_goals.get(spec.episode_id)
+        if override is not None:
+            override = override[spec.start:spec.start + self.T]
+            ok = (override >= NONE_EMBED_OFFSET) & (override < len(embeds))
+            if valid is not None:
+                ok &= valid[np.clip(override, 0, len(embeds) - 1)]
+            override = np.where(ok, override, -1)
         goal_embed, _, uncond = relabel(embeds, valid, spec.start, self.T, self.min_btwn_goals,
                                         self.max_btwn_goals, p_uncond, rng, events, self.event_horizon,
-                                        self.event_pick, links)
+                                        self.event_pick, links, goal_override=override)
         seq = self.source.read(spec.episode_id, spec.start, spec.start + self.T)
         if len(seq["buttons"]) != self.T or len(seq["frames"]) != self.T:
             raise ValueError(f"episode {spec.episode_id}: frames [{spec.start}, {spec.start + self.T}) gave "

@@ -20,7 +20,8 @@ from steve1_ray.models.loading import local_copy
 from steve1_ray.models.policy import PRESETS
 from steve1_ray.train.checkpoint import NonFiniteError, Progress, RunCheckpoints, export_weights, maybe_fail
 from steve1_ray.train.config import FREEZE_ALIASES, TrainConfig
-from steve1_ray.train.data import MultiSource, Prefetcher, SequenceDataset, epoch_groups, hash_split, task_keys
+from steve1_ray.train.data import (MultiSource, Prefetcher, SequenceDataset, epoch_groups, hash_split,
+                                   segment_goal_frames, task_keys)
 from steve1_ray.train.optim import build_optimizer, enable_activation_checkpointing, freeze_parts
 from steve1_ray.train.report import RunLog, TrainMetrics, run_metrics
 from steve1_ray.train.schedule import lr_at
@@ -186,11 +187,12 @@ def open_sequences(cfg: TrainConfig) -> tuple[SequenceDataset, SequenceDataset, 
     embed_dim = source.embeds(train_ids[0])[0].shape[1] if train_ids else None
 
     tasks = task_keys(cfg.free_play, train_ids + val_ids) if cfg.free_play else frozenset()
+    segments = segment_goal_frames(cfg.goal_segments, train_ids + val_ids) if cfg.goal_segments else None
 
     def sequences(ids: list[str], seed: int, p_uncond_free: float | None = None) -> SequenceDataset:
         return SequenceDataset(source, ids, cfg.T, cfg.min_btwn_goals, cfg.max_btwn_goals, cfg.p_uncond, seed=seed,
                                event_horizon=cfg.goal_event_horizon, event_pick=cfg.goal_event_pick, tasks=tasks,
-                               p_uncond_free=p_uncond_free)
+                               p_uncond_free=p_uncond_free, segment_goals=segments)
 
     train_set = sequences(train_ids, cfg.seed)
     val_set = sequences(val_ids, cfg.val_seed, train_set.p_uncond_free)  # the same rule as training, every run

@@ -95,12 +95,14 @@ def event_goals(goal_t: np.ndarray, timesteps: np.ndarray, events: np.ndarray, h
 
 def relabel(embeds: np.ndarray, embed_valid: np.ndarray | None, start: int, T: int, min_btwn_goals: int,
             max_btwn_goals: int, p_uncond: float, rng: np.random.Generator, events: np.ndarray | None = None,
-            event_horizon: int = 0, event_pick: str = "next", event_links: np.ndarray | None = None):
+            event_horizon: int = 0, event_pick: str = "next", event_links: np.ndarray | None = None,
+            goal_override: np.ndarray | None = None):
     """Goal embeddings for frames [start, start + T) of an episode whose per-frame embeds are `embeds` (N, D).
     With `event_horizon > 0`, frames at most that far before one of `events` take its goal (`event_goals`,
     the nearest, with `event_pick="last"` the farthest of them, with "use" the nearest or the one that used what it
     gained, `event_links`);
-    the random draws are the same either way.
+    `goal_override` (T,): a goal timestep per frame (>= 0) that replaces the spaced or event goal, -1 to keep it
+    (segment goals, `train.data.segment_goal_frames`); the random draws are the same either way.
 
     Returns (goal_embed (T, D) float32, goal_t (T,) int64 goal timestep per frame, uncond bool).
     """
@@ -110,6 +112,8 @@ def relabel(embeds: np.ndarray, embed_valid: np.ndarray | None, start: int, T: i
     goal_t = goal_index_per_timestep(goals, timesteps)
     if event_horizon > 0 and events is not None:
         goal_t = event_goals(goal_t, timesteps, events, event_horizon, n_frames, event_pick, event_links)
+    if goal_override is not None:
+        goal_t = np.where(np.asarray(goal_override) >= 0, goal_override, goal_t)
     if embed_valid is not None and not bool(np.all(embed_valid[goal_t])):
         bad = int(goal_t[~embed_valid[goal_t]][0])
         raise ValueError(f"goal timestep {bad} has no valid embedding (embed_valid is False): the embedder's "
