@@ -81,6 +81,9 @@ class QuickstartConfig:
     """the fine-tune's learning rate of the goal layer is `finetune_lr` times this; None = 1 from the released
     STEVE-1 policy, 10 from a foundation policy (its goal layer starts at zero: 10 doubles goal use per frame of
     fine-tuning, benchmarks/RESULTS.md session 12)"""
+    segment_goals: bool = False
+    """fine-tune: condition every frame of a demonstrator's reached segment on the clip that ends it (`steve1
+    train goal_segments=<the recording>`, docs/training.md), over the event goals"""
     event_horizon: int = 40
     """fine-tune: a frame at most this many frames before an event (an achievement) is conditioned on the clip of
     the farthest such event (`steve1 train goal_event_horizon= goal_event_pick=last`)"""
@@ -239,7 +242,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                   f"in_weights={release / weights}",
                   f"goal_event_horizon={cfg.event_horizon}", "goal_event_pick=last", f"lr={lr}",
                   f"goal_lr_scale={goal_lr_scale}",
-                  "val_every_steps=128", "checkpoint_every_steps=128"],
+                  "val_every_steps=128", "checkpoint_every_steps=128"]
+               + ([f"goal_segments={world}"] if cfg.segment_goals else []),
                done=train_dir / f"{run_name}.weights")
         prior = release / "prior.pt"
     else:

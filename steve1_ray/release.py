@@ -91,6 +91,9 @@ class ReleaseConfig:
     the trained embedder; the released mineclip.pth is then the whitened one, and the policies and the prior are
     trained on its goals): docs/embedders.md, "A whitened goal space". Off in the committed release: one
     measured run followed no more prompts than without (benchmarks/RESULTS.md, session 20)"""
+    goal_segments: bool = False
+    """the goal stage conditions every frame of a demonstrator's reached segment on the clip that ends it
+    (`steve1 train goal_segments=<the recording>`, docs/training.md), over the hindsight goals"""
     policy: str = "debug"
     """the foundation policy's preset (`steve1 train --config <policy>`; debug: the most fine-tuning per
     CPU-minute, docs/world.md)"""
@@ -239,7 +242,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
                   f"storage_path={train_dir}", f"model={model}", "val_every_steps=256", "checkpoint_every_steps=256"]
         st.run("train STEVE-1 (goal-conditioned behaviour cloning from scratch, hindsight goals, p_uncond)", "train",
                "steve1_ray.train.run", common + ["run_name=steve1_goals", f"n_frames={cfg.goal_frames}",
-                                                 f"out_weights={goals}"],
+                                                 f"out_weights={goals}"]
+               + ([f"goal_segments={world}"] if cfg.goal_segments else []),
                done=goals)
         if cfg.event_frames:
             st.run("fine-tune STEVE-1 on event goals (the farthest event within 40 frames)", "train",
