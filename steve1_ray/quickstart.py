@@ -81,9 +81,10 @@ class QuickstartConfig:
     """the fine-tune's learning rate of the goal layer is `finetune_lr` times this; None = 1 from the released
     STEVE-1 policy, 10 from a foundation policy (its goal layer starts at zero: 10 doubles goal use per frame of
     fine-tuning, benchmarks/RESULTS.md session 12)"""
-    segment_goals: bool = False
+    segment_goals: bool = True
     """fine-tune: condition every frame of a demonstrator's reached segment on the clip that ends it (`steve1
-    train goal_segments=<the recording>`, docs/training.md), over the event goals"""
+    train goal_segments=<the recording>`, docs/training.md), over the event goals; false = event goals alone (the
+    default before session 24)"""
     event_horizon: int = 40
     """fine-tune: a frame at most this many frames before an event (an achievement) is conditioned on the clip of
     the farthest such event (`steve1 train goal_event_horizon= goal_event_pick=last`)"""

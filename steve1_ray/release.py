@@ -9,8 +9,9 @@ STEVE-1 user does on new data:
       → dataset (shards embedded with it) → sampling
       → train the foundation policy: unconditioned behaviour cloning (p_uncond 1, goal layer frozen), VPT's role
       → train STEVE-1 on the same recordings: goal-conditioned behaviour cloning from scratch (hindsight goals,
-        p_uncond 0.1), then event goals (the farthest event within 40 frames): the quick start fine-tunes this
-        one (`goal_frames=0`: no STEVE-1 policy, the quick start fine-tunes the foundation)
+        p_uncond 0.1; every frame of a demonstrator's reached segment conditioned on the clip that ends it,
+        `goal_segments`; optionally then event goals, `event_frames`): the quick start fine-tunes this one
+        (`goal_frames=0`: no STEVE-1 policy, the quick start fine-tunes the foundation)
       → train the prior (text → visual goal) on the world's captions
       → <out>/ foundation.model + foundation.weights (VPT layout: no goal layer), steve1.weights (the same
                architecture, with its goal layer), mineclip.pth, prior.pt,
@@ -19,7 +20,7 @@ STEVE-1 user does on new data:
 Why a goal-conditioned policy in the release (benchmarks/RESULTS.md, session 17): fine-tuned from the unconditioned
 foundation on a quick start's 24 episodes, the policy hardly learns to use its goals (1 of 5 prompts followed in
 every variant tried, sessions 12-16); trained with goals from the start on the release's 100 episodes and then
-fine-tuned on the same 24 episodes, it follows 2 of 5.
+fine-tuned on the same 24 episodes, it follows 2 of 5; with segment goals in both, 3 of 5 (session 24).
 
 Intermediate files (recordings, shards, training runs) go under `work`, not into `out`. Re-running the same
 command resumes: finished stages are skipped, the recording and the dataset keep their finished episodes, and the
@@ -91,9 +92,10 @@ class ReleaseConfig:
     the trained embedder; the released mineclip.pth is then the whitened one, and the policies and the prior are
     trained on its goals): docs/embedders.md, "A whitened goal space". Off in the committed release: one
     measured run followed no more prompts than without (benchmarks/RESULTS.md, session 20)"""
-    goal_segments: bool = False
+    goal_segments: bool = True
     """the goal stage conditions every frame of a demonstrator's reached segment on the clip that ends it
-    (`steve1 train goal_segments=<the recording>`, docs/training.md), over the hindsight goals"""
+    (`steve1 train goal_segments=<the recording>`, docs/training.md), over the hindsight goals; false = hindsight
+    goals alone (the release before session 24)"""
     policy: str = "debug"
     """the foundation policy's preset (`steve1 train --config <policy>`; debug: the most fine-tuning per
     CPU-minute, docs/world.md)"""
@@ -102,8 +104,9 @@ class ReleaseConfig:
     goal_frames: int = 262144
     """behaviour-cloning frames of the STEVE-1 policy, goal-conditioned from scratch (hindsight goals, the preset's
     p_uncond); 0 = no STEVE-1 policy in the release"""
-    event_frames: int = 131072
-    """then this many frames on event goals (`goal_event_horizon=40 goal_event_pick=last lr=3e-4`); 0 = none"""
+    event_frames: int = 0
+    """then this many frames on event goals (`goal_event_horizon=40 goal_event_pick=last lr=3e-4`); 0 = none (the
+    committed release since session 24; 131072 before, with hindsight goals alone)"""
     prior_epochs: int = 50
     """epochs of the prior's training (the original's 50)"""
     tiny: bool = False

@@ -197,6 +197,7 @@ def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_pa
     # from the released STEVE-1 policy (goal-conditioned), at its event stage's lr, the goal layer at the same lr
     assert Path(ft["in_weights"]) == release / "steve1.weights" and Path(ft["model"]) == release / "foundation.model"
     assert ft["goal_event_pick"] == "last" and ft["p_uncond"] > 0 and ft["goal_lr_scale"] == 1
+    assert ft["goal_segments"] == str(out / "world")  # segment goals from the fresh recording
     assert ft["lr"] == 3e-4
     assert not (out / "embedder").exists() and not (out / "prior").exists()  # the released ones are used
     data = json.loads((out / "shards" / "manifest.json").read_text())

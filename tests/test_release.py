@@ -106,7 +106,8 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     from steve1_ray.release import verify
 
     out, work = tmp_path / "release", tmp_path / "work"
-    args = ["release-world", "tiny=true", f"out={out}", f"work={work}", "goal_whiten=true"]  # every stage
+    args = ["release-world", "tiny=true", f"out={out}", f"work={work}", "goal_whiten=true",
+            "event_frames=131072"]  # every stage
     proc = _steve1(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     manifest = verify(out)
@@ -120,6 +121,7 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     # STEVE-1: goal-conditioned from scratch, then event goals from those weights; shipped with its goal layer
     goals, events = train_cfg("steve1_goals"), train_cfg("steve1")
     assert 0 < goals["p_uncond"] < 1 and not goals["in_weights"] and not goals["freeze"]
+    assert goals["goal_segments"] == str(work / "world")  # each reached segment's frames take its end clip
     assert events["in_weights"].endswith("steve1_goals.weights") and events["goal_event_pick"] == "last"
     assert set(GOAL_KEYS) <= set(read_state_dict(out / "steve1.weights")[0])
     assert set(manifest["metrics"]["steve1"]) == {"steve1_goals", "steve1"}
