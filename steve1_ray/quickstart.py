@@ -237,7 +237,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         weights, lr, goal_lr_scale = finetune_plan(cfg, release)  # `release` was verified by _release
         goal_trained = weights == RELEASE_STEVE1
         st.run("fine-tune STEVE-1 from the released " + ("STEVE-1" if goal_trained else "foundation")
-               + " policy (event goals, p_uncond)", "train", "steve1_ray.train.run",
+               + " policy (" + ("segment and " if cfg.segment_goals else "") + "event goals, p_uncond)", "train",
+               "steve1_ray.train.run",
                _train_args(shards, samplings, train_dir, run_name, cfg.finetune_frames)
                + [f"model={release / 'foundation.model'}",
                   f"in_weights={release / weights}",
