@@ -369,8 +369,49 @@ def test_goal_segments_is_read_by_the_loop(tmp_path):
     cfg = load_train_config("debug", [f"data={data}", "T=16", "batch_size=1", "grad_accum=1", "val_fraction=0.25",
                                       f"goal_segments={rec}"])
     train, val = open_sequences(cfg)[:2]
-    assert set(train.segment_goals) == {k for k in train.segment_goals} and len(train.segment_goals) == 4
+    assert len(train.segment_goals) == len(val.segment_goals) == 4 and len(train) and len(val)
     assert all((g == 79).all() for g in train.segment_goals.values())
+    # every frame of a sequence takes the segment's end clip
+    ep = train.sequences[0].episode_id
+    embeds = train.source.embeds(ep)[0]
+    item = train.load(0, 0)
+    assert item["uncond"] or np.array_equal(item["goal_embed"], np.repeat(embeds[79:80], 16, 0))
+    # a recording of another episode with the same name (fewer lines than the dataset's frames) is refused
+    _segment_recording(rec, "synth000", [{"start": 0, "end": 60, "goal": "collect_wood", "success": True}])
+    import json as _json
+
+    short = _json.loads((rec / "meta" / "synth000.json").read_text())
+    (rec / "contractor" / "synth000.jsonl").write_text(
+        "\n".join((rec / "contractor" / "synth000.jsonl").read_text().splitlines()[:60]) + "\n")
+    with pytest.raises(ValueError, match="synth000.*80 frames in the dataset but 60 kept lines"):
+        open_sequences(cfg)
+    assert short["segments"][0]["end"] == 60
+    with pytest.raises(ValueError, match="local recording folder"):
+        segment_goal_frames_uri()
+
+
+def segment_goal_frames_uri():
+    from steve1_ray.train.data import segment_goal_frames
+
+    return segment_goal_frames("s3://bucket/rec", ["synth000"])
+
+
+def test_segment_goals_fall_back_where_the_segment_clip_has_no_embedding(tmp_path):
+    """A segment ending before frame 15 (no 16-frame clip) keeps its frames' spaced goals."""
+    n = 64
+    goal = np.full(n, -1, np.int64)
+    goal[:10], goal[20:40], goal[40:] = 9, 39, 63
+    src = InMemoryEpisodes({"e": {"frames": np.zeros((n, 128, 128, 3), np.uint8), "buttons": np.zeros(n, int),
+                                  "camera": np.zeros(n, int),
+                                  "embeds": np.arange(n, dtype=np.float32)[:, None].repeat(D, 1)}})
+    kw = dict(T=32, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.0, seed=4)
+    plain, seg = SequenceDataset(src, ["e"], **kw), SequenceDataset(src, ["e"], **kw, segment_goals={"e": goal})
+    for i, spec in enumerate(seg.sequences):
+        got, before = seg.load(i, 0)["goal_embed"][:, 0], plain.load(i, 0)["goal_embed"][:, 0]
+        t = np.arange(spec.start, spec.start + 32)
+        want = np.where(goal[t] >= 15, goal[t], before)  # 9 (< 15) falls back
+        assert (got[t < 10] == before[t < 10]).all()
+        assert np.array_equal(got, want)
 
 
 # ---- gradient accumulation and losses --------------------------------------------------------------

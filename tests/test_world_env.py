@@ -353,3 +353,16 @@ def test_cow_move_must_be_a_chance(bad):
 
     with pytest.raises(ConfigError, match="world.cow_move"):
         WorldConfig(cow_move=bad)
+
+
+def test_the_grazing_update_at_crafter_s_rate_plays_crafter_s_world(monkeypatch):
+    """`_cow_update` itself (not only crafter's own update, which 0.5 keeps) draws the world RNG as crafter does."""
+    import steve1_ray.world.crafter_env as ce
+
+    kw = dict(frame_size=(64, 36), tile_px=4, area=(48, 48), zombie_rate=0.0)
+    own, frames = _cow_steps(_reset(CrafterEnv(**kw)))
+    monkeypatch.setattr(ce, "COW_MOVE", -1.0)  # every cow gets the bound update, at 0.5
+    env = _reset(CrafterEnv(**kw, cow_move=0.5))
+    assert all(getattr(o, "move_chance", None) == 0.5 for o in env.world.objects if type(o).__name__ == "Cow")
+    ours, frames_ours = _cow_steps(env)
+    assert own == ours and all(np.array_equal(a, b) for a, b in zip(frames, frames_ours))

@@ -248,6 +248,9 @@ def segment_goal_frames(recording: str, keys: list[str]) -> dict[str, np.ndarray
     from steve1_ray.data.contractor import EpisodeError, frame_of_line, read_actions
     from steve1_ray.world.demonstrators import FOCUS_NEEDS
 
+    if "://" in str(recording):
+        raise ValueError(f"goal_segments={recording!r}: a local recording folder is needed (its jsonl files are read "
+                         f"to map lines to frames)")
     metas = recording_meta(recording, "goal_segments")
     out = {}
     for key, name in recording_keys(metas, keys, recording, "goal_segments").items():
@@ -259,8 +262,13 @@ def segment_goal_frames(recording: str, keys: list[str]) -> dict[str, np.ndarray
             raise ValueError(f"goal_segments={recording!r}: episode {name!r}: {e}") from None
         frame_of = frame_of_line(keep)
         segs = []  # (frames, goal, end frame or -1 when not achieved), in episode order
-        for seg in sorted(meta.get("segments") or [], key=lambda g: int(g["start"])):
-            start, end = max(int(seg["start"]), 0), min(int(seg["end"]), len(keep))
+        try:
+            segments = sorted(((max(int(g["start"]), 0), min(int(g["end"]), len(keep)), g) for g in
+                               meta.get("segments") or []), key=lambda x: x[0])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"goal_segments={recording!r}: episode {name!r}: a segment without a numeric start "
+                             f"and end ({e!r})") from None
+        for start, end, seg in segments:
             kept = np.flatnonzero(keep[start:end]) + start
             if len(kept):
                 segs.append((frame_of[kept], seg.get("goal"), int(frame_of[kept[-1]]) if seg.get("success") else -1))
@@ -302,6 +310,12 @@ class SequenceDataset:
         none); those frames take it over the spaced and event goals."""
         self.source = source
         self.segment_goals = dict(segment_goals or {})
+        for eid in episode_ids:  # a goal per frame of the episode, or the recording is another one of that name
+            goal = self.segment_goals.get(eid)
+            if goal is not None and len(goal) < source.length(eid):
+                raise ValueError(f"goal_segments: episode {eid.rpartition(chr(9))[2]!r} has {source.length(eid)} "
+                                 f"frames in the dataset but {len(goal)} kept lines in the recording: point "
+                                 f"goal_segments at the recording this dataset was made from")
         self.T, self.seed, self.event_horizon, self.event_pick = T, seed, event_horizon, event_pick
         self.min_btwn_goals, self.max_btwn_goals, self.p_uncond = min_btwn_goals, max_btwn_goals, p_uncond
         self.tasks = frozenset(tasks)
