@@ -249,6 +249,9 @@ def test_keeps_the_best_epoch_on_selection_episodes():
     assert split_train_val_select(_synthetic(episodes=4), cfg)[2] is None
     with pytest.raises(ConfigError, match="select_fraction"):
         EmbedderConfig(val_fraction=0.5, select_fraction=0.5)
+    for bad in (0, -1.0):
+        with pytest.raises(ConfigError, match="cpus_per_worker"):
+            EmbedderConfig(cpus_per_worker=bad)
 
 
 def test_embedder_goals_per_goal_accuracy_adds_up_to_the_jobs_clip_to_goal():

@@ -102,6 +102,10 @@ def test_quickstart_config_rejects_bad_values():
         load_config(QuickstartConfig, [], ["episode=4"])
     with pytest.raises(ConfigError, match="world.tree_logs"):
         load_config(QuickstartConfig, [], ["world.tree_logs=0"])
+    with pytest.raises(ConfigError, match="segment_goals"):
+        load_config(QuickstartConfig, [], ["segment_goals=maybe"])
+    with pytest.raises(ConfigError, match="world.cow_move"):
+        load_config(QuickstartConfig, [], ["world.cow_move=2"])
     with pytest.raises(ConfigError, match="crafter's scripted demonstrators"):
         load_config(QuickstartConfig, [], ["world.backend=minerl"])
     with pytest.raises(ConfigError, match="event_frames"):

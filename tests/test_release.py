@@ -22,6 +22,8 @@ def test_release_config_rejects_bad_values():
         load_config(ReleaseConfig, [], ["episodes=1"])
     with pytest.raises(ConfigError, match="foundation_frames=0"):
         load_config(ReleaseConfig, [], ["foundation_frames=0"])
+    with pytest.raises(ConfigError, match="goal_segments"):
+        load_config(ReleaseConfig, [], ["goal_segments=maybe"])
     with pytest.raises(ConfigError, match="event_frames=512 needs goal_frames > 0"):
         load_config(ReleaseConfig, [], ["goal_frames=0", "event_frames=512"])
     with pytest.raises(ConfigError, match="must be >= 0"):

@@ -390,6 +390,23 @@ def test_goal_segments_is_read_by_the_loop(tmp_path):
         segment_goal_frames_uri()
 
 
+def test_segment_goals_refuse_a_malformed_recording(tmp_path):
+    import json as _json
+
+    from steve1_ray.train.data import segment_goal_frames
+
+    rec = _segment_recording(tmp_path / "rec", "demo-0", [{"start": "zero", "end": 30, "success": True}])
+    with pytest.raises(ValueError, match="goal_segments=.*demo-0.*numeric start"):
+        segment_goal_frames(rec, ["demo-0"])
+    (tmp_path / "rec" / "meta" / "demo-0.json").write_text(_json.dumps(
+        {"name": "demo-0", "actions": "contractor/demo-0.jsonl", "segments": [{"end": 30}]}))
+    with pytest.raises(ValueError, match="numeric start"):
+        segment_goal_frames(rec, ["demo-0"])
+    (tmp_path / "rec" / "contractor" / "demo-0.jsonl").write_text("{not json\n")
+    with pytest.raises(ValueError, match="goal_segments=.*demo-0"):
+        segment_goal_frames(rec, ["demo-0"])
+
+
 def segment_goal_frames_uri():
     from steve1_ray.train.data import segment_goal_frames
 

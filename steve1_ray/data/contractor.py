@@ -224,6 +224,13 @@ def frame_of_line(keep: np.ndarray) -> np.ndarray:
     return np.cumsum(keep) - keep
 
 
+def kept_index(jsonl_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(frame of each jsonl line `frame_of_line`, keep mask) of a contractor jsonl file (null-action lines are
+    dropped by the conversion); raises EpisodeError if it cannot be read."""
+    keep = read_actions(jsonl_path).keep
+    return frame_of_line(keep), keep
+
+
 def stat_events(steps: list[dict], ignore: tuple[str, ...] = IGNORED_STAT_PREFIXES) -> np.ndarray:
     """(L,) bool: line i's `stats` has a counter above line i-1's (a tree chopped, a cow eaten, an item crafted):
     the first line whose recorded state shows it (our recorder writes each line's state as its frame shows it,

@@ -245,7 +245,7 @@ def segment_goal_frames(recording: str, keys: list[str]) -> dict[str, np.ndarray
     A run of achieved segments that work towards the next one's goal (`world.demonstrators.FOCUS_NEEDS`: the
     logs chopped right before a table) takes that segment's clip instead, as `goal_event_pick=use` does for
     events: the steps that gather what a goal needs are conditioned on that goal."""
-    from steve1_ray.data.contractor import EpisodeError, frame_of_line, read_actions
+    from steve1_ray.data.contractor import EpisodeError, kept_index
     from steve1_ray.world.demonstrators import FOCUS_NEEDS
 
     if "://" in str(recording):
@@ -257,10 +257,9 @@ def segment_goal_frames(recording: str, keys: list[str]) -> dict[str, np.ndarray
         meta = metas[name]
         actions = Path(recording) / str(meta.get("actions", ""))
         try:
-            keep = read_actions(actions).keep
+            frame_of, keep = kept_index(actions)
         except EpisodeError as e:
             raise ValueError(f"goal_segments={recording!r}: episode {name!r}: {e}") from None
-        frame_of = frame_of_line(keep)
         segs = []  # (frames, goal, end frame or -1 when not achieved), in episode order
         try:
             segments = sorted(((max(int(g["start"]), 0), min(int(g["end"]), len(keep)), g) for g in

@@ -127,17 +127,10 @@ def load_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
     return text, visual
 
 
-def _kept_index(actions_path: str) -> tuple[np.ndarray, np.ndarray]:
-    """For each jsonl line, the index of its frame in the converted episode (null-action lines are dropped)."""
-    from steve1_ray.data.contractor import frame_of_line, read_actions
-
-    keep = read_actions(actions_path).keep
-    return frame_of_line(keep), keep
-
-
 def world_pairs(cfg: PriorConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Pairs from a recorded world's captions and its shard dataset (see the module docstring)."""
     from steve1_ray.data import shards
+    from steve1_ray.data.contractor import kept_index
     from steve1_ray.data.sources import safe_id
 
     captions_path = Path(cfg.world) / "captions.jsonl"
@@ -159,7 +152,7 @@ def world_pairs(cfg: PriorConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
         actions = cap.get("actions")
         if actions and not Path(actions).is_absolute():
             actions = str(Path(cfg.world) / actions)
-        frame_of, keep = _kept_index(actions) if actions and Path(actions).exists() else (None, None)
+        frame_of, keep = kept_index(actions) if actions and Path(actions).exists() else (None, None)
         end = min(int(cap["end"]), (len(frame_of) if frame_of is not None else episodes[eid]["n_frames"])) - 1
         lines = np.arange(int(cap["start"]), end + 1)
         if keep is not None:

@@ -242,7 +242,7 @@ class _Core(crafter.Env):
     """crafter.Env rendering our frame layout (one render per step)."""
 
     def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0, target_outline=True, tree_logs=1,
-                 cow_move=0.5):
+                 cow_move=COW_MOVE):
         cols, rows = VIEW_TILES
         super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
                          reward=True, length=length, seed=0)
