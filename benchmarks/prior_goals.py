@@ -8,7 +8,10 @@ is the prompt's own goal, the mean cosine to its own centroid and to the nearest
 samples land on instead.
 
     python benchmarks/prior_goals.py --world <run>/world --data <run>/shards \\
-        --embedder <run>/embedder/mineclip.pth --prior <run>/prior/prior.pt [--samples 12]
+        --embedder <run>/embedder/mineclip.pth --prior <run>/prior/prior.pt [--samples 12] [--heldout]
+
+`--heldout` adds the held-out phrasings of the five goals (no caption, no template phrase) and a summary: the share
+of samples that land on their own goal, for the captions and for the held-out phrasings.
 """
 from __future__ import annotations
 
@@ -48,6 +51,22 @@ def landing(samples: np.ndarray, names: list[str], cents: np.ndarray, own: str) 
             "lands_on": dict(Counter(nearest).most_common(3))}
 
 
+def phrasings(heldout: bool) -> list[tuple[str, str, str]]:
+    """(kind, goal, phrase) to sample: each evaluated goal's prompt ("caption"), and with `heldout` its held-out
+    phrasings too (`steve1_ray.world.phrases.HELDOUT`: no caption, no template phrase)."""
+    from steve1_ray.world.phrases import HELDOUT
+
+    return [row for goal, prompt in PROMPTS.items()
+            for row in [("caption", goal, prompt)] + [("heldout", goal, h) for h in (HELDOUT[goal] if heldout else ())]]
+
+
+def own_share_summary(out: dict, rows: list[tuple[str, str, str]]) -> dict:
+    """{"<kind>_own_share": the mean share of samples landing on their own goal} over the phrases of each kind."""
+    kinds = dict.fromkeys(kind for kind, _, _ in rows)
+    return {f"{k}_own_share": round(float(np.mean([out[p]["samples"]["own_share"] for kk, _, p in rows if kk == k])), 3)
+            for k in kinds}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world", required=True, help="the recording (captions.jsonl)")
@@ -55,6 +74,9 @@ def main(argv=None) -> None:
     ap.add_argument("--embedder", required=True)
     ap.add_argument("--prior", required=True)
     ap.add_argument("--samples", type=int, default=12)
+    ap.add_argument("--heldout", action="store_true",
+                    help="also every held-out phrasing of the five goals (steve1_ray.world.phrases.HELDOUT), and a "
+                         "summary line: the share of samples landing on their own goal, captions vs held-out")
     args = ap.parse_args(argv)
 
     import torch
@@ -69,13 +91,15 @@ def main(argv=None) -> None:
     goals = [goal_of.get(t, "?") for t in texts]
     names, cents = centroids(visual, goals)
     embedder, prior = load_embedder(args.embedder), load_prior(args.prior).eval()
-    out = {}
-    for goal, prompt in PROMPTS.items():
-        text = embedder.encode_text([prompt]).float()
+    out, rows = {}, phrasings(args.heldout)
+    for _, goal, phrase in rows:
+        text = embedder.encode_text([phrase]).float()
         sampled = np.stack([prior.sample(text, seed=k).float().numpy()[0] for k in range(args.samples)])
         z0 = prior.sample(text, deterministic=True).float().numpy()
-        out[prompt] = {"samples": landing(sampled, names, cents, goal), "z0": landing(z0, names, cents, goal),
+        out[phrase] = {"samples": landing(sampled, names, cents, goal), "z0": landing(z0, names, cents, goal),
                        "text": landing(text.numpy(), names, cents, goal)}
+    if args.heldout:
+        out["summary"] = own_share_summary(out, rows)
     print(json.dumps(out, indent=1))
 
 

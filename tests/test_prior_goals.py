@@ -30,3 +30,16 @@ def test_landing_counts_nearest_centroid_and_cosines():
     assert out["cos_own"] == pytest.approx(cos[:, 0].mean())
     assert out["cos_best_other"] == pytest.approx(cos[:, 1].mean())
     assert pg.landing(samples, names, cents, "wood")["own_share"] == pytest.approx(1 / 3)
+
+
+def test_phrasings_add_the_heldout_ones_and_the_summary_splits_by_kind():
+    from steve1_ray.world.phrases import HELDOUT
+
+    rows = pg.phrasings(heldout=False)
+    assert [(k, g) for k, g, _ in rows] == [("caption", g) for g in pg.PROMPTS]
+    rows = pg.phrasings(heldout=True)
+    assert len(rows) == len(pg.PROMPTS) + sum(len(HELDOUT[g]) for g in pg.PROMPTS)
+    assert {p for k, g, p in rows if k == "heldout" and g == "eat_cow"} == set(HELDOUT["eat_cow"])
+    assert not {p for k, _, p in rows if k == "heldout"} & set(pg.PROMPTS.values())
+    out = {p: {"samples": {"own_share": 1.0 if k == "caption" else 0.25}} for k, _, p in rows}
+    assert pg.own_share_summary(out, rows) == {"caption_own_share": 1.0, "heldout_own_share": 0.25}
