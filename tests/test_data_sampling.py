@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -62,6 +63,30 @@ def test_mixture_weights(tmp_path, ds):
     info = create_sampling([(ds, 0.8), (other, 0.2)], "mixall", tmp_path, val_frames=1000)
     d = {x["root"]: x for x in info["datasets"]}
     assert d[ds]["train_frames"] / (d[ds]["train_frames"] + d[other]["train_frames"]) == pytest.approx(0.8, abs=0.06)
+
+
+def test_relative_roots_are_written_absolute(tmp_path, ds, monkeypatch):
+    # training reads the roots in Ray Train workers, which start in another folder: "a" must not stay "a"
+    monkeypatch.chdir(tmp_path)
+    info = create_sampling(["a"], "rel", "s", val_frames=1000)
+    assert info["datasets"][0]["root"] == str((tmp_path / "a").resolve())
+    other = _fake_dataset(tmp_path / "b", {f"b{i:02d}": 700 for i in range(10)})
+    mix = create_sampling(["a:0.8", "b:0.2"], "relmix", "s", val_frames=1000)
+    assert {d["root"] for d in mix["datasets"]} == {str((tmp_path / "a").resolve()), str(Path(other).resolve())}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rows = read_sampling(tmp_path / "s", "rel", "train")
+    assert rows and {root for root, _ in rows} == {str((tmp_path / "a").resolve())}
+    assert set(shards.list_episodes(shards.Store(rows[0][0]))) >= {eid for _, eid in rows}
+    # val_from an older sampling that stored the root as given still finds its val episodes
+    (tmp_path / "s" / "old_sampling.json").write_text((tmp_path / "s" / "rel_sampling.json").read_text()
+                                                       .replace(str((tmp_path / "a").resolve()), "a"))
+    for split in ("train", "val"):
+        (tmp_path / "s" / f"old_{split}.txt").write_text((tmp_path / "s" / f"rel_{split}.txt").read_text())
+    monkeypatch.chdir(tmp_path)
+    again = create_sampling(["a"], "again", "s", val_frames=0, val_from="old")
+    assert read_sampling("s", "again", "val") == read_sampling("s", "rel", "val")
+    assert again["val_frames"] == info["val_frames"]
 
 
 def test_bad_requests_name_the_fix(tmp_path, ds):
