@@ -30,6 +30,12 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message says which and what to do."""
 
 
+def absolute_local(path: str | None) -> str | None:
+    """A local path made absolute here (`~` expanded); empty values and URIs (`s3://...`) are returned as given.
+    Jobs hand paths to Ray tasks, actors and Train workers, which may start in another folder."""
+    return path if not path or "://" in path else str(Path(path).expanduser().resolve())
+
+
 def _parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)

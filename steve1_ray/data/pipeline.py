@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from steve1_ray.cluster import connect
-from steve1_ray.config import check, to_dict
+from steve1_ray.config import absolute_local, check, to_dict
 from steve1_ray.data import shards
 from steve1_ray.data.contractor import (EpisodeError, frame_of_line, iter_kept_frames, pack_env_buttons,
                                         read_actions)
@@ -462,8 +462,7 @@ def absolute_paths(cfg: DataConfig) -> DataConfig:
     """`cfg` with its local paths absolute: the convert tasks and the embedding actors may run in another folder
     than this driver (a cluster started elsewhere, `ray job submit`), where a relative path is not found. An
     embedder path that is not there fails here, not in an actor."""
-    def local(path: str | None) -> str | None:
-        return path if not path or "://" in path else str(Path(path).expanduser().resolve())
+    local = absolute_local
 
     def source(s: str) -> str:
         if s.startswith("contractor:"):

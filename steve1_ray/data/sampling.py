@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from steve1_ray.config import check
+from steve1_ray.config import absolute_local, check
 from steve1_ray.data.shards import Store, list_episodes
 from steve1_ray.runner import Job, run_job
 
@@ -42,12 +42,6 @@ def _parse_dataset(spec: str) -> tuple[str, float]:
         except ValueError:
             pass
     return spec, 1.0
-
-
-def _absolute(root: str) -> str:
-    """A local dataset root made absolute where the sampling is written (URIs stay): training reads the roots in
-    Ray Train workers, which start in another folder, so a relative root would name nothing there."""
-    return root if not root or "://" in root else str(Path(root).expanduser().resolve())
 
 
 def _take(ids: list[str], lengths: dict[str, int], budget: float) -> list[str]:
@@ -71,7 +65,8 @@ def create_sampling(datasets: list[str] | list[tuple[str, float]], name: str, ou
     datasets: roots (weight 1) or (root, weight) pairs / "root:weight" strings.
     """
     pairs = [_parse_dataset(d) if isinstance(d, str) else (str(d[0]), float(d[1])) for d in datasets]
-    pairs = [(_absolute(root), w) for root, w in pairs]
+    # local roots absolute: training reads them in Ray Train workers, which start in another folder
+    pairs = [(absolute_local(root), w) for root, w in pairs]
     if not pairs:
         raise ValueError("no datasets: pass at least one dataset root")
     if any(w <= 0 for _, w in pairs):
@@ -80,7 +75,7 @@ def create_sampling(datasets: list[str] | list[tuple[str, float]], name: str, ou
     output_dir = Path(output_dir)
     reuse_val: set[tuple[str, str]] | None = None
     if val_from is not None:
-        reuse_val = {(_absolute(root), eid) for root, eid in read_sampling(output_dir, val_from, "val")}
+        reuse_val = {(absolute_local(root), eid) for root, eid in read_sampling(output_dir, val_from, "val")}
 
     per_dataset = []
     for root, w in pairs:

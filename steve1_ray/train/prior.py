@@ -144,6 +144,7 @@ def world_pairs(cfg: PriorConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
         raise ValueError(f"{cfg.data} was built with embedder=none (no visual embeddings): rebuild it with MineCLIP")
 
     visual, texts = [], []
+    kept, loaded = {}, {}
     for cap in captions:
         sid = safe_id(cap["episode"])
         eid = next((e for e in episodes if e == sid or e.endswith("-" + sid)), None)
@@ -152,7 +153,9 @@ def world_pairs(cfg: PriorConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
         actions = cap.get("actions")
         if actions and not Path(actions).is_absolute():
             actions = str(Path(cfg.world) / actions)
-        frame_of, keep = kept_index(actions) if actions and Path(actions).exists() else (None, None)
+        if actions not in kept:  # an episode's many captions share its jsonl and shard: read each once
+            kept[actions] = kept_index(actions) if actions and Path(actions).exists() else (None, None)
+        frame_of, keep = kept[actions]
         end = min(int(cap["end"]), (len(frame_of) if frame_of is not None else episodes[eid]["n_frames"])) - 1
         lines = np.arange(int(cap["start"]), end + 1)
         if keep is not None:
@@ -160,7 +163,9 @@ def world_pairs(cfg: PriorConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
             frames = frame_of[lines]
         else:
             frames = lines
-        ep = shards.load_episode(cfg.data, eid, columns=["embeds", "embed_valid"])
+        if eid not in loaded:
+            loaded[eid] = shards.load_episode(cfg.data, eid, columns=["embeds", "embed_valid"])
+        ep = loaded[eid]
         frames = frames[frames < len(ep["embeds"])]
         frames = frames[ep["embed_valid"][frames]][-cfg.clips_per_caption:]
         for f in frames:
