@@ -26,7 +26,8 @@ from typing import ClassVar, Optional
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
-from steve1_ray.models.loading import RELEASE_STEVE1, latest_checkpoint, released_policy_weights
+from steve1_ray.models.loading import (RELEASE_STEVE1, latest_checkpoint, released_policy_model,
+                                       released_policy_weights)
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
@@ -240,7 +241,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                + " policy (" + ("segment and " if cfg.segment_goals else "") + "event goals, p_uncond)", "train",
                "steve1_ray.train.run",
                _train_args(shards, samplings, train_dir, run_name, cfg.finetune_frames)
-               + [f"model={release / 'foundation.model'}",
+               + [f"model={release / released_policy_model(release, weights)}",
                   f"in_weights={release / weights}",
                   f"goal_event_horizon={cfg.event_horizon}", "goal_event_pick=last", f"lr={lr}",
                   f"goal_lr_scale={goal_lr_scale}",

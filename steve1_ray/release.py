@@ -14,7 +14,8 @@ STEVE-1 user does on new data:
         (`goal_frames=0`: no STEVE-1 policy, the quick start fine-tunes the foundation)
       → train the prior (text → visual goal) on the world's captions
       → <out>/ foundation.model + foundation.weights (VPT layout: no goal layer), steve1.weights (the same
-               architecture, with its goal layer), mineclip.pth, prior.pt,
+               architecture with its goal layer, or `steve1_policy`'s, written beside it as steve1.model),
+               mineclip.pth, prior.pt,
                manifest.json (sha256 and size of each file, the command, the commit, the metrics)
 
 Why a goal-conditioned policy in the release (benchmarks/RESULTS.md, session 17): fine-tuned from the unconditioned
@@ -46,8 +47,8 @@ import yaml
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
-from steve1_ray.models.loading import (RELEASE_FILES, RELEASE_STEVE1, RELEASED_DIR, checkpoint_files,
-                                       latest_checkpoint, released_world)
+from steve1_ray.models.loading import (RELEASE_FILES, RELEASE_STEVE1, RELEASE_STEVE1_MODEL, RELEASED_DIR,
+                                       checkpoint_files, latest_checkpoint, released_world)
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
@@ -104,6 +105,10 @@ class ReleaseConfig:
     goal_frames: int = 262144
     """behaviour-cloning frames of the STEVE-1 policy, goal-conditioned from scratch (hindsight goals, the preset's
     p_uncond); 0 = no STEVE-1 policy in the release"""
+    steve1_policy: str = ""
+    """the STEVE-1 policy's architecture: a preset (`steve1_ray.models.policy.PRESETS`, e.g. `wide`) or a `.model`
+    file; the release then carries it as `steve1.model` beside `steve1.weights`. Empty: the foundation's
+    architecture (no `steve1.model`, as the original's `steve1.weights` goes with VPT's `2x.model`)"""
     event_frames: int = 0
     """then this many frames on event goals (`goal_event_horizon=40 goal_event_pick=last lr=3e-4`); 0 = none (the
     committed release since session 24; 131072 before, with hindsight goals alone)"""
@@ -123,6 +128,13 @@ class ReleaseConfig:
               f"goal_frames={self.goal_frames!r}, event_frames={self.event_frames!r} must be >= 0")
         check(self.goal_frames > 0 or self.event_frames == 0,
               f"event_frames={self.event_frames!r} needs goal_frames > 0 (the event stage continues that policy)")
+        check(self.goal_frames > 0 or not self.steve1_policy,
+              f"steve1_policy={self.steve1_policy!r} needs goal_frames > 0 (it is the STEVE-1 policy's architecture)")
+        if self.steve1_policy:
+            from steve1_ray.models.policy import PRESETS
+
+            check(self.steve1_policy in PRESETS or Path(self.steve1_policy).is_file(),
+                  f"steve1_policy={self.steve1_policy!r} is neither a preset ({sorted(PRESETS)}) nor a .model file")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.foundation_frames, self.prior_epochs = 1024, 2
@@ -145,12 +157,14 @@ def verify(root: str | Path) -> dict:
     """Check every file of a release folder against its manifest (size and sha256); returns the manifest."""
     root = Path(root)
     manifest = json.loads((root / "manifest.json").read_text())
-    if not isinstance(manifest.get("files"), dict) or set(manifest["files"]) not in (set(FILES),
-                                                                                     set(FILES) | {RELEASE_STEVE1}):
+    allowed = (set(FILES), set(FILES) | {RELEASE_STEVE1}, set(FILES) | {RELEASE_STEVE1, RELEASE_STEVE1_MODEL})
+    if not isinstance(manifest.get("files"), dict) or set(manifest["files"]) not in allowed:
         raise ValueError(f"{root / 'manifest.json'}: lists {sorted(manifest.get('files') or [])}, not the release's "
-                         f"files {sorted(FILES)} (and, optionally, {RELEASE_STEVE1})")
-    if RELEASE_STEVE1 not in manifest["files"] and (root / RELEASE_STEVE1).exists():
-        raise ValueError(f"{root / RELEASE_STEVE1}: not listed in {root / 'manifest.json'} (an unverified policy)")
+                         f"files {sorted(FILES)} (and, optionally, {RELEASE_STEVE1}, with or without "
+                         f"{RELEASE_STEVE1_MODEL})")
+    for name in (RELEASE_STEVE1, RELEASE_STEVE1_MODEL):
+        if name not in manifest["files"] and (root / name).exists():
+            raise ValueError(f"{root / name}: not listed in {root / 'manifest.json'} (an unverified policy)")
     for name, want in manifest["files"].items():
         got = file_entries(root, [name])[name]
         if got != want:
@@ -172,7 +186,8 @@ def _git_commit() -> str:
 def _check_out(out: Path) -> None:
     """Refuse to replace a folder that is not a release (`out=.` must not delete the working tree)."""
     if out.exists():
-        extra = sorted(p.name for p in out.iterdir() if p.name not in FILES + (RELEASE_STEVE1, "manifest.json"))
+        extra = sorted(p.name for p in out.iterdir() if p.name not in FILES + (RELEASE_STEVE1, RELEASE_STEVE1_MODEL,
+                                                                                 "manifest.json"))
         check(out.is_dir() and not extra, f"out={out}: exists and is not a release folder (it holds {extra[:5]}); "
                                           "give a release folder, an empty folder or a new path")
 
@@ -198,10 +213,13 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     st = Stages(work, "release-world")
     work.mkdir(parents=True, exist_ok=True)
     before = work / "release_config.yaml"
-    if before.is_file():  # stages are resumed by position: a folder made with the other goal space would mix both
-        was = bool((yaml.safe_load(before.read_text()) or {}).get("goal_whiten", False))
-        check(was == cfg.goal_whiten, f"{work} was made with goal_whiten={str(was).lower()}; resume it with the same "
-                                      "setting, or start over in a new work folder")
+    if before.is_file():  # stages are resumed by position: a folder made with the other goal space (or the other
+        # STEVE-1 architecture) would mix both
+        made = yaml.safe_load(before.read_text()) or {}
+        for key, default in (("goal_whiten", False), ("steve1_policy", "")):
+            was = made.get(key, default)
+            check(was == getattr(cfg, key), f"{work} was made with {key}={json.dumps(was)}; resume it with the "
+                                            "same setting, or start over in a new work folder")
     save_config(cfg, work / "release_config.yaml")
     print(f"steve1 release-world: intermediate files in {work}, the release in {Path(cfg.out or RELEASED_DIR / 'world').resolve()}")
     connect(private=True, num_cpus=max(2, os.cpu_count() or 2), log_to_driver=False,
@@ -239,8 +257,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     # each stage its own output (its done marker); the release's steve1.weights is the last one run
     goals, events = train_dir / "steve1_goals.weights", train_dir / RELEASE_STEVE1
     steve1 = events if cfg.event_frames else goals
-    if cfg.goal_frames:
-        model = checkpoint_files(latest_checkpoint(train_dir / "foundation"))[0]  # the foundation's architecture
+    if cfg.goal_frames:  # the foundation's architecture, or its own
+        model = cfg.steve1_policy or checkpoint_files(latest_checkpoint(train_dir / "foundation"))[0]
         common = ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
                   f"storage_path={train_dir}", f"model={model}", "val_every_steps=256", "checkpoint_every_steps=256"]
         st.run("train STEVE-1 (goal-conditioned behaviour cloning from scratch, hindsight goals, p_uncond)", "train",
@@ -269,9 +287,18 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     policy_info = export_foundation(checkpoint_files(latest_checkpoint(train_dir / "foundation"))[0], foundation, tmp)
     shutil.copyfile(goal_embedder, tmp / "mineclip.pth")
     shutil.copyfile(prior, tmp / "prior.pt")
+    names = FILES
     if cfg.goal_frames:
         shutil.copyfile(steve1, tmp / RELEASE_STEVE1)
-    files = file_entries(tmp, FILES + ((RELEASE_STEVE1,) if cfg.goal_frames else ()))
+        names += (RELEASE_STEVE1,)
+    if cfg.steve1_policy:  # the architecture the STEVE-1 stages trained (their checkpoints' .model)
+        from steve1_ray.models.formats import read_model_file, write_model_file
+
+        last = "steve1" if cfg.event_frames else "steve1_goals"
+        write_model_file(read_model_file(checkpoint_files(latest_checkpoint(train_dir / last))[0]),
+                         tmp / RELEASE_STEVE1_MODEL)
+        names += (RELEASE_STEVE1_MODEL,)
+    files = file_entries(tmp, names)
     total = sum(f["bytes"] for f in files.values())
     check(total <= MAX_RELEASE_BYTES, f"the release is {total / 2**20:.1f} MiB, over the "
                                       f"{MAX_RELEASE_BYTES / 2**20:.0f} MiB that may go into git")

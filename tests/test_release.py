@@ -109,7 +109,7 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
 
     out, work = tmp_path / "release", tmp_path / "work"
     args = ["release-world", "tiny=true", f"out={out}", f"work={work}", "goal_whiten=true",
-            "event_frames=131072"]  # every stage
+            "event_frames=131072", "steve1_policy=wide"]  # every stage, and a STEVE-1 policy wider than the foundation
     proc = _steve1(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     manifest = verify(out)
@@ -127,6 +127,13 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     assert events["in_weights"].endswith("steve1_goals.weights") and events["goal_event_pick"] == "last"
     assert set(GOAL_KEYS) <= set(read_state_dict(out / "steve1.weights")[0])
     assert set(manifest["metrics"]["steve1"]) == {"steve1_goals", "steve1"}
+    # its own architecture ships beside it as steve1.model; the foundation keeps the preset's
+    from steve1_ray.models.formats import read_model_file
+    from steve1_ray.models.loading import load_policy_spec, released_policy_model
+
+    assert (read_model_file(out / "steve1.model").hidsize, read_model_file(out / "foundation.model").hidsize) == (128, 64)
+    assert released_policy_model(out) == "steve1.model" and released_policy_model(out, "foundation.weights") == "foundation.model"
+    assert not load_policy_spec(out / "steve1.model", out / "steve1.weights").load_report.missing_goal_layer
     # the released embedder has the whitened goal space fitted on the release's own data, and everything after
     # it (the dataset the policies and the prior train on) was embedded with that file
     from steve1_ray.models.mineclip import load_mineclip
@@ -141,6 +148,33 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     assert again.stdout.count("already done") == 10
     assert verify(out)["files"] == manifest["files"]
 
+
+
+def test_verify_takes_a_steve1_model_only_when_the_manifest_lists_it(tmp_path):
+    """A release may carry its STEVE-1 policy's own architecture (`steve1.model`, `steve1_policy=`): listed, it is
+    what the release's STEVE-1 weights load with; present but unlisted, the release is refused."""
+    import shutil
+
+    from steve1_ray.models.formats import write_model_file
+    from steve1_ray.models.loading import RELEASE_STEVE1_MODEL, released_policy_model
+    from steve1_ray.models.policy import PolicyConfig
+    from steve1_ray.release import file_entries, released_world, verify
+
+    root = tmp_path / "rw"
+    shutil.copytree(released_world(), root)
+    assert released_policy_model(root) == "foundation.model"
+    write_model_file(PolicyConfig.preset("wide", embed_dim=128), root / RELEASE_STEVE1_MODEL)
+    with pytest.raises(ValueError, match="steve1.model: not listed"):
+        verify(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"].update(file_entries(root, [RELEASE_STEVE1_MODEL]))
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert RELEASE_STEVE1_MODEL in verify(root)["files"]
+    assert released_policy_model(root) == RELEASE_STEVE1_MODEL
+    assert released_policy_model(root, "foundation.weights") == "foundation.model"
+    (root / RELEASE_STEVE1_MODEL).write_bytes(b"changed")
+    with pytest.raises(ValueError, match="steve1.model"):
+        verify(root)
 
 
 def test_release_out_refuses_a_folder_that_is_not_a_release(tmp_path):
@@ -169,6 +203,10 @@ def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_pat
     assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true"]) == 2
     assert "made with goal_whiten=false" in capsys.readouterr().err
     assert (work / "release_config.yaml").read_text() == "goal_whiten: false\n" and not (tmp_path / "out").exists()
+    # nor with another STEVE-1 architecture (its checkpoints are the foundation's)
+    assert main([f"work={work}", f"out={tmp_path / 'out'}", "steve1_policy=wide", "tiny=true"]) == 2
+    assert 'made with steve1_policy=""' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_whitened_embedder_is_refused_as_a_training_start(tmp_path):

@@ -10,9 +10,9 @@ models are random and seeded (seed 0 by default), so that every process of a run
 the dataset job's actors, the evaluation, the server — computes the same (meaningless) embeddings: tests only.
 
 `released` names the embedded world's released files (`steve1_ray/released/world/`, made by `steve1 release-world`):
-as a policy its STEVE-1 policy (`foundation.model` + `steve1.weights`, goal-conditioned; a release without
-`steve1.weights`: the foundation policy, `foundation.weights`, no goal layer), as an embedder its `mineclip.pth`, as
-a prior its `prior.pt`.
+as a policy its STEVE-1 policy (`steve1.weights` with `steve1.model` where the release has one, else with
+`foundation.model`: goal-conditioned; a release without `steve1.weights`: the foundation policy, `foundation.weights`,
+no goal layer), as an embedder its `mineclip.pth`, as a prior its `prior.pt`.
 
 A checkpoint folder of ours (written by steve1_ray.train.checkpoint) holds `model/policy.model` (the original
 `.model` layout) and `model/steve1.weights`; its `model/` folder alone is accepted too.
@@ -51,16 +51,30 @@ RELEASED_DIR = Path(__file__).resolve().parents[1] / "released"
 RELEASE_FILES = ("foundation.model", "foundation.weights", "mineclip.pth", "prior.pt")
 """what a release folder holds besides manifest.json (and, optionally, `RELEASE_STEVE1`)"""
 RELEASE_STEVE1 = WEIGHTS_NAME
-"""a release's goal-conditioned policy (the foundation's architecture, `foundation.model`), when it has one: named
-like the original's and a checkpoint's weights, `steve1.weights`"""
+"""a release's goal-conditioned policy, when it has one: named like the original's and a checkpoint's weights,
+`steve1.weights`"""
+RELEASE_STEVE1_MODEL = "steve1.model"
+"""the STEVE-1 policy's architecture when it is not the foundation's (a wider policy than the foundation); without
+it `steve1.weights` goes with `foundation.model`, as the original's `steve1.weights` goes with VPT's `2x.model`"""
+
+
+def _release_files(root: Path) -> dict:
+    import json
+
+    return json.loads((root / "manifest.json").read_text()).get("files") or {}
 
 
 def released_policy_weights(root: Path) -> str:
     """The release's policy weights: its STEVE-1 policy when its manifest lists one, else its foundation."""
-    import json
+    return RELEASE_STEVE1 if RELEASE_STEVE1 in _release_files(root) else "foundation.weights"
 
-    files = json.loads((root / "manifest.json").read_text()).get("files") or {}
-    return RELEASE_STEVE1 if RELEASE_STEVE1 in files else "foundation.weights"
+
+def released_policy_model(root: Path, weights: str | None = None) -> str:
+    """The architecture file for the release's `weights` (default: `released_policy_weights`): `steve1.model` for
+    its STEVE-1 policy when the manifest lists one, else `foundation.model`."""
+    files = _release_files(root)
+    weights = weights or (RELEASE_STEVE1 if RELEASE_STEVE1 in files else "foundation.weights")
+    return RELEASE_STEVE1_MODEL if weights == RELEASE_STEVE1 and RELEASE_STEVE1_MODEL in files else "foundation.model"
 
 
 def released_world(name: str = "world") -> Path:
@@ -183,7 +197,8 @@ def policy_files(policy: str | Path, weights: str | Path | None = None) -> tuple
     policy, weights = local_copy(policy, only=MODEL_DIR), None if weights is None else local_copy(weights)
     if str(policy) == RELEASED:
         root = released_world()
-        return str(root / "foundation.model"), str(weights or root / released_policy_weights(root))
+        # other weights (a fine-tune of the release's policy) go with the release's policy's architecture
+        return str(root / released_policy_model(root)), str(weights or root / released_policy_weights(root))
     p = Path(policy)
     if p.is_dir():
         model, w = checkpoint_files(p)

@@ -178,6 +178,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # and twice its width; ~2.4x debug's cost per frame (prompt following: benchmarks/RESULTS.md, session 4).
     "small": {"hidsize": 128, "attention_heads": 4, "impala_width": 1, "impala_chans": [16, 32, 32],
               "n_recurrence_layers": 2, "attention_memory_size": 24, "timesteps": 16},
+    # debug twice as wide (hidsize 128, ImpalaCNN 8/16/16): 2.2x debug's parameters, ~0.8x its training speed on 2
+    # CPU cores (`steve1 release-world steve1_policy=wide`; as the release's STEVE-1 policy it followed no more prompts
+    # than debug's width, benchmarks/RESULTS.md sessions 25-26)
+    "wide": {"hidsize": 128, "attention_heads": 4, "impala_width": 1, "impala_chans": [8, 16, 16],
+             "n_recurrence_layers": 2, "attention_memory_size": 24, "timesteps": 16},
 }
 
 
