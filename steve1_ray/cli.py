@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("steve1_ray.train.run", "behaviour cloning with hindsight relabeling on Ray Train"),
     "train-prior": ("steve1_ray.train.prior", "train the CVAE prior (text → visual goal embedding)"),
     "train-embedder": ("steve1_ray.train.embedder", "train a MineCLIP-architecture video–text embedder on recordings"),
+    "train-text-tower": ("steve1_ray.train.text_tower", "teach a world embedder's text tower more phrasings (goals unchanged)"),
     "whiten-embedder": ("steve1_ray.train.whiten", "give a world embedder a whitened goal space fitted on its dataset"),
     "sweep": ("steve1_ray.sweep.run", "hyperparameter sweep on Ray Tune"),
     "evaluate": ("steve1_ray.evaluate.run", "programmatic evaluation: prompts × guidance scales → report"),

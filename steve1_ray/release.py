@@ -6,6 +6,7 @@ STEVE-1 user does on new data:
 
     record (scripted demonstrators, seeds from `seed`, other than the quick start's)
       → train the world embedder (MineCLIP layout; text tower on captions and template paraphrases)
+      → (then its text tower alone on more phrasings, the goals unchanged: `text_epochs`, after the dataset)
       → dataset (shards embedded with it) → sampling
       → train the foundation policy: unconditioned behaviour cloning (p_uncond 1, goal layer frozen), VPT's role
       → train STEVE-1 on the same recordings: goal-conditioned behaviour cloning from scratch (hindsight goals,
@@ -88,6 +89,10 @@ class ReleaseConfig:
     """epochs of the world embedder's contrastive training"""
     embedder_args: list[str] = field(default_factory=list)
     """more `key=value` arguments for `steve1 train-embedder --config world` (e.g. paraphrase settings)"""
+    text_epochs: int = 8
+    """then this many epochs of the embedder's text tower alone (`steve1 train-text-tower`: template paraphrases and
+    filler words, the video tower frozen so every goal stays as it is), before the prior is trained on it;
+    0 = none (the release before session 26)"""
     goal_whiten: bool = False
     """whiten the embedder's goal space (`steve1 whiten-embedder`, fitted on the release's dataset embedded with
     the trained embedder; the released mineclip.pth is then the whitened one, and the policies and the prior are
@@ -135,8 +140,10 @@ class ReleaseConfig:
 
             check(self.steve1_policy in PRESETS or Path(self.steve1_policy).is_file(),
                   f"steve1_policy={self.steve1_policy!r} is neither a preset ({sorted(PRESETS)}) nor a .model file")
+        check(self.text_epochs >= 0, f"text_epochs={self.text_epochs!r} must be >= 0")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
+            self.text_epochs = min(self.text_epochs, 1)
             self.foundation_frames, self.prior_epochs = 1024, 2
             self.goal_frames, self.event_frames = (512 if self.goal_frames else 0), (512 if self.event_frames else 0)
 
@@ -226,7 +233,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
             env_vars={"PYTHONPATH": str(_REPO)})
     world_arg = world_override(cfg.world)
     world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
-    samplings, train_dir, prior = st.path("samplings"), st.path("train"), st.path("prior", "prior.pt")
+    samplings, train_dir = st.path("samplings"), st.path("train")
+    prior = st.path("prior_text" if cfg.text_epochs else "prior", "prior.pt")  # a prior of the text tower it had
     foundation = train_dir / "foundation.weights"
 
     st.run("record demonstrator episodes", "record", "steve1_ray.world.record",
@@ -238,16 +246,30 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
             *cfg.embedder_args],
            done=embedder / "metrics.json")  # written after mineclip.pth
     goal_embedder = embedder / "mineclip.pth"
+    text_dir = st.path("text_tower")
+
+    def text_tower(src: Path, data: Path) -> Path:
+        """The embedder `src` with its text tower trained on more phrasings against `data`'s goals (unchanged)."""
+        st.run("train the embedder's text tower on more phrasings (goals unchanged)", "train-text-tower",
+               "steve1_ray.train.text_tower", [f"embedder={src}", f"world={world}", f"data={data}", f"out={text_dir}",
+                                               f"epochs={cfg.text_epochs}"],
+               done=text_dir / "metrics.json")  # written after mineclip.pth
+        return text_dir / "mineclip.pth"
+
     if cfg.goal_whiten:
         raw_shards, goal_embedder = st.path("shards_unwhitened"), st.path("embedder_white", "mineclip.pth")
         st.run("dataset with the trained embedder, to fit the goal whitening on", "dataset", "steve1_ray.data.pipeline",
                ["--config", "world", f"output={raw_shards}", f"sources=[local:{world / 'contractor'}]",
                 f"mineclip_path={embedder / 'mineclip.pth'}"],
                done=raw_shards / "summary.json")
+        # the text tower learns against the raw goals; the whitening (of the goals only) is then fitted as before
+        src = text_tower(embedder / "mineclip.pth", raw_shards) if cfg.text_epochs else embedder / "mineclip.pth"
         st.run("whiten the embedder's goal space", "whiten-embedder", "steve1_ray.train.whiten",
-               [f"embedder={embedder / 'mineclip.pth'}", f"data={raw_shards}", f"out={goal_embedder}"],
+               [f"embedder={src}", f"data={raw_shards}", f"out={goal_embedder}"],
                done=goal_embedder.with_suffix(".json"))  # written after mineclip.pth
     dataset_stages(st, world, goal_embedder, shards, samplings, "release", val_share=10)
+    if cfg.text_epochs and not cfg.goal_whiten:  # its goals are the dataset's: the same video tower
+        goal_embedder = text_tower(goal_embedder, shards)
     st.run("train the foundation policy (unconditioned behaviour cloning)", "train", "steve1_ray.train.run",
            ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
             f"storage_path={train_dir}", "run_name=foundation", f"n_frames={cfg.foundation_frames}",
@@ -315,6 +337,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         "metrics": {
             "recordings": {k: record_summary.get(k) for k in ("episodes", "frames") if k in record_summary},
             "embedder": json.loads((embedder / "metrics.json").read_text()),
+            **({"text_tower": json.loads((text_dir / "metrics.json").read_text())} if cfg.text_epochs else {}),
             **({"goal_whitening": json.loads(goal_embedder.with_suffix(".json").read_text())}
                if cfg.goal_whiten else {}),
             # the exported weights are the final ones; `best_*` describe the best validation step of the run

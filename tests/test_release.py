@@ -28,6 +28,8 @@ def test_release_config_rejects_bad_values():
         load_config(ReleaseConfig, [], ["goal_frames=0", "event_frames=512"])
     with pytest.raises(ConfigError, match="must be >= 0"):
         load_config(ReleaseConfig, [], ["goal_frames=-1"])
+    with pytest.raises(ConfigError, match="text_epochs=-1"):
+        load_config(ReleaseConfig, [], ["text_epochs=-1"])
     with pytest.raises(ConfigError, match="crafter's scripted demonstrators"):
         load_config(ReleaseConfig, [], ["world.backend=minerl"])
     assert load_config(ReleaseConfig, [], []).world.tree_logs == 4
@@ -139,13 +141,22 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
     from steve1_ray.models.mineclip import load_mineclip
 
     assert load_mineclip(out / "mineclip.pth").cfg.goal_whiten
+    # its text tower was then trained alone (before the whitening, on the raw goals): the video tower is the
+    # embedder stage's, bit for bit, and the prior was trained on the new text side
+    import torch
+
+    from steve1_ray.train.text_tower import video_state
+
+    trained, released = video_state(load_mineclip(work / "embedder" / "mineclip.pth")), video_state(load_mineclip(out / "mineclip.pth"))
+    assert all(torch.equal(trained[k], released[k]) for k in trained)
+    assert manifest["metrics"]["text_tower"]["final"]["epoch"] == 1 and "prior_text" in manifest["metrics"]["prior"]["out"]
     assert manifest["metrics"]["goal_whitening"]["frames"] > 128
     assert "embedder_white/mineclip.pth" in (work / "shards" / "manifest.json").read_text()
     assert re.search(r"^\| total +\| \S+ \|$", proc.stdout, re.M)  # the stage-time table
     # re-running resumes: every stage is skipped, the same files come out
     again = _steve1(args, tmp_path)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
-    assert again.stdout.count("already done") == 10
+    assert again.stdout.count("already done") == 11
     assert verify(out)["files"] == manifest["files"]
 
 

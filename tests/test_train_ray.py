@@ -247,3 +247,60 @@ def test_non_finite_numbers_are_skipped_then_stop_the_run(ray_cluster, tmp_path)
     assert error is not None and "3 optimizer steps in a row" in str(error), error
     assert "max_nonfinite_steps" in str(error)
     assert not Path(cfg.resolved_out_weights()).exists()
+
+
+def test_text_tower_learns_alone_and_leaves_every_goal_as_it_was(world_dataset, tmp_path):
+    """`steve1 train-text-tower`: only the text tower moves (the video tower, so every goal embedding, is
+    bit-identical), the prior's caption pairs are its data, and a dataset embedded with another video tower is
+    refused."""
+    import shutil
+
+    import torch
+
+    from steve1_ray.config import ConfigError
+    from steve1_ray.models.loading import load_embedder
+    from steve1_ray.models.mineclip import load_mineclip, save_mineclip
+    from steve1_ray.train.text_tower import TextTowerConfig, run, video_state
+
+    world = Path(world_dataset).parent / "rec"
+    data = tmp_path / "shards"
+    shutil.copytree(world_dataset, data)
+    save_mineclip(load_embedder("debug", device="cpu"), tmp_path / "mine.pth")  # what the fixture embedded with
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest.setdefault("options", {})["mineclip_path"] = str(tmp_path / "mine.pth")
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    cfg = TextTowerConfig(embedder=str(tmp_path / "mine.pth"), world=str(world), data=str(data),
+                          out=str(tmp_path / "out"), epochs=2, batch_size=8, clips_per_caption=2)
+    info = run(cfg, log=lambda *_: None)
+    before, after = load_mineclip(tmp_path / "mine.pth"), load_mineclip(tmp_path / "out" / "mineclip.pth")
+    a, b = video_state(before), video_state(after)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    text = [k for k in before.state_dict() if k.startswith("clip_model.text_model.")]
+    assert any(not torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in text)
+    assert [h["epoch"] for h in info["history"]] == [0, 1, 2] and info["pairs"] > 0
+    assert {"heldout/to_caption", "heldout/five/to_goal", "caption/to_caption"} <= set(info["final"])
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["final"] == info["final"]
+    # a dataset whose goals came from another video tower: refused, nothing written
+    save_mineclip(load_embedder("debug", device="cpu", seed=1), tmp_path / "other.pth")
+    manifest["options"]["mineclip_path"] = str(tmp_path / "other.pth")
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="video tower differs"):
+        run(TextTowerConfig(**{**cfg.__dict__, "out": str(tmp_path / "out2")}), log=lambda *_: None)
+    assert not (tmp_path / "out2" / "mineclip.pth").exists()
+
+
+def test_filler_words_are_words_the_captions_and_templates_never_use():
+    import numpy as np
+
+    from steve1_ray.train.text_tower import add_filler, filler_words
+    from steve1_ray.world.phrases import captions, template_phrases
+
+    words = filler_words()
+    used = {w for ts in list(captions().values()) + list(template_phrases().values()) for t in ts for w in t.split()}
+    assert len(words) > 10000 and not set(words) & used and {"sapling", "cow", "tree", "please"} & set(words) == set()
+    texts = ["chop a tree"] * 200
+    out = add_filler(texts, 0.5, words, np.random.default_rng(0))
+    extra = [len(o.split()) - 3 for o in out]
+    assert set(extra) <= {0, 1, 2, 3} and 60 < sum(e > 0 for e in extra) < 140
+    assert all([w for w in o.split() if w not in words] == ["chop", "a", "tree"] for o in out)
+    assert add_filler(texts, 0.0, words, np.random.default_rng(0)) == texts
