@@ -138,7 +138,8 @@ class ReleaseConfig:
         if self.steve1_policy:
             from steve1_ray.models.policy import PRESETS
 
-            check(self.steve1_policy in PRESETS or Path(self.steve1_policy).is_file(),
+            check(self.steve1_policy in PRESETS or (Path(self.steve1_policy).suffix == ".model"
+                                                    and Path(self.steve1_policy).is_file()),
                   f"steve1_policy={self.steve1_policy!r} is neither a preset ({sorted(PRESETS)}) nor a .model file")
         check(self.text_epochs >= 0, f"text_epochs={self.text_epochs!r} must be >= 0")
         if self.tiny:
@@ -223,7 +224,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     if before.is_file():  # stages are resumed by position: a folder made with the other goal space (or the other
         # STEVE-1 architecture) would mix both
         made = yaml.safe_load(before.read_text()) or {}
-        for key, default in (("goal_whiten", False), ("steve1_policy", "")):
+        # (a text-tower stage moves every later stage's position: text_epochs must match too; 0 in older folders)
+        for key, default in (("goal_whiten", False), ("steve1_policy", ""), ("text_epochs", 0)):
             was = made.get(key, default)
             check(was == getattr(cfg, key), f"{work} was made with {key}={json.dumps(was)}; resume it with the "
                                             "same setting, or start over in a new work folder")

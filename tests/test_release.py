@@ -147,9 +147,18 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
 
     from steve1_ray.train.text_tower import video_state
 
+    def text_state(path):
+        return {k: v for k, v in load_mineclip(path).state_dict().items() if "clip_model.text_model." in k}
+
     trained, released = video_state(load_mineclip(work / "embedder" / "mineclip.pth")), video_state(load_mineclip(out / "mineclip.pth"))
     assert all(torch.equal(trained[k], released[k]) for k in trained)
-    assert manifest["metrics"]["text_tower"]["final"]["epoch"] == 1 and "prior_text" in manifest["metrics"]["prior"]["out"]
+    tuned, raw, shipped = (text_state(work / "text_tower" / "mineclip.pth"), text_state(work / "embedder" / "mineclip.pth"),
+                           text_state(out / "mineclip.pth"))
+    assert all(torch.equal(tuned[k], shipped[k]) for k in tuned) and any(not torch.equal(raw[k], shipped[k]) for k in raw)
+    assert manifest["metrics"]["text_tower"]["final"]["epoch"] == 1
+    # the prior was trained on the shipped text tower (the whitened copy of the tuned one), not the raw embedder's
+    prior_cfg = yaml.safe_load((work / "prior_text" / "prior.yaml").read_text())
+    assert prior_cfg["mineclip_path"] == str(work / "embedder_white" / "mineclip.pth")
     assert manifest["metrics"]["goal_whitening"]["frames"] > 128
     assert "embedder_white/mineclip.pth" in (work / "shards" / "manifest.json").read_text()
     assert re.search(r"^\| total +\| \S+ \|$", proc.stdout, re.M)  # the stage-time table
@@ -161,7 +170,7 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
 
 
 
-def test_verify_takes_a_steve1_model_only_when_the_manifest_lists_it(tmp_path):
+def test_verify_takes_a_steve1_model_only_when_the_manifest_lists_it(tmp_path, monkeypatch):
     """A release may carry its STEVE-1 policy's own architecture (`steve1.model`, `steve1_policy=`): listed, it is
     what the release's STEVE-1 weights load with; present but unlisted, the release is refused."""
     import shutil
@@ -183,6 +192,17 @@ def test_verify_takes_a_steve1_model_only_when_the_manifest_lists_it(tmp_path):
     assert RELEASE_STEVE1_MODEL in verify(root)["files"]
     assert released_policy_model(root) == RELEASE_STEVE1_MODEL
     assert released_policy_model(root, "foundation.weights") == "foundation.model"
+    # `released` as a policy: STEVE-1's weights with steve1.model, the release's foundation weights with theirs
+    from steve1_ray.models import loading
+
+    monkeypatch.setattr(loading, "RELEASED_DIR", tmp_path)
+    root.rename(tmp_path / "world")
+    root = tmp_path / "world"
+    assert loading.policy_files("released") == (str(root / "steve1.model"), str(root / "steve1.weights"))
+    assert loading.policy_files("released", root / "foundation.weights")[0] == str(root / "foundation.model")
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "ft" / "steve1.weights").write_bytes((root / "steve1.weights").read_bytes())  # a fine-tune of it
+    assert loading.policy_files("released", tmp_path / "ft" / "steve1.weights")[0] == str(root / "steve1.model")
     (root / RELEASE_STEVE1_MODEL).write_bytes(b"changed")
     with pytest.raises(ValueError, match="steve1.model"):
         verify(root)
@@ -218,6 +238,9 @@ def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_pat
     assert main([f"work={work}", f"out={tmp_path / 'out'}", "steve1_policy=wide", "tiny=true"]) == 2
     assert 'made with steve1_policy=""' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # nor with a text-tower stage it did not have (it moves every later stage's position)
+    assert main([f"work={work}", f"out={tmp_path / 'out'}", "tiny=true"]) == 2
+    assert "made with text_epochs=0" in capsys.readouterr().err
 
 
 def test_a_whitened_embedder_is_refused_as_a_training_start(tmp_path):

@@ -197,8 +197,12 @@ def policy_files(policy: str | Path, weights: str | Path | None = None) -> tuple
     policy, weights = local_copy(policy, only=MODEL_DIR), None if weights is None else local_copy(weights)
     if str(policy) == RELEASED:
         root = released_world()
-        # other weights (a fine-tune of the release's policy) go with the release's policy's architecture
-        return str(root / released_policy_model(root)), str(weights or root / released_policy_weights(root))
+        if weights is None:
+            return str(root / released_policy_model(root)), str(root / released_policy_weights(root))
+        # one of the release's own weight files goes with its architecture; other weights (a fine-tune of the
+        # release's policy) with the release's policy's
+        own = Path(weights).resolve().parent == root.resolve()
+        return str(root / released_policy_model(root, Path(weights).name if own else None)), str(weights)
     p = Path(policy)
     if p.is_dir():
         model, w = checkpoint_files(p)

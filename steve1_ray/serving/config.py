@@ -33,7 +33,8 @@ class ServeConfig:
     # --- models
     policy: str = "debug"
     """Policy architecture: a preset name (debug, 1x, 2x, 3x), an original `.model` file, or `released` (the
-    embedded world's released STEVE-1 policy: `foundation.model` + `steve1.weights`)."""
+    embedded world's released STEVE-1 policy: `steve1.weights` with `steve1.model` where the release has one, else
+    with `foundation.model`)."""
     weights: Optional[str] = None
     """Policy weights: the original `steve1.weights` or one of ours; None = random init (debug only)."""
     checkpoint: Optional[str] = None
