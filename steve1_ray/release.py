@@ -224,8 +224,11 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     if before.is_file():  # stages are resumed by position: a folder made with the other goal space (or the other
         # STEVE-1 architecture) would mix both
         made = yaml.safe_load(before.read_text()) or {}
-        # (a text-tower stage moves every later stage's position: text_epochs must match too; 0 in older folders)
-        for key, default in (("goal_whiten", False), ("steve1_policy", ""), ("text_epochs", 0)):
+        # With goal_whiten the text-tower stage runs before the whitening and moves every later stage's position, so
+        # text_epochs must match too (0 in older folders); without it the stage comes after the policies and writes
+        # its own prior (prior_text/), so an older folder gains it safely.
+        keys = (("goal_whiten", False), ("steve1_policy", "")) + ((("text_epochs", 0),) if cfg.goal_whiten else ())
+        for key, default in keys:
             was = made.get(key, default)
             check(was == getattr(cfg, key), f"{work} was made with {key}={json.dumps(was)}; resume it with the "
                                             "same setting, or start over in a new work folder")

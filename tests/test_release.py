@@ -238,9 +238,12 @@ def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_pat
     assert main([f"work={work}", f"out={tmp_path / 'out'}", "steve1_policy=wide", "tiny=true"]) == 2
     assert 'made with steve1_policy=""' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    # nor with a text-tower stage it did not have (it moves every later stage's position)
-    assert main([f"work={work}", f"out={tmp_path / 'out'}", "tiny=true"]) == 2
+    # a whitened folder, nor with a text-tower stage it did not have (the stage runs before the whitening there and
+    # moves every later stage's position); an unwhitened one gains the stage after its policies, with its own prior
+    (work / "release_config.yaml").write_text("goal_whiten: true\n")
+    assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true"]) == 2
     assert "made with text_epochs=0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_whitened_embedder_is_refused_as_a_training_start(tmp_path):
