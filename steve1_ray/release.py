@@ -6,7 +6,8 @@ STEVE-1 user does on new data:
 
     record (scripted demonstrators, seeds from `seed`, other than the quick start's)
       → train the world embedder (MineCLIP layout; text tower on captions and template paraphrases)
-      → (then its text tower alone on more phrasings, the goals unchanged: `text_epochs`, after the dataset)
+      → (its text tower alone on more phrasings, the goals unchanged: `text_epochs`; after the policies, before the
+        prior; with `goal_whiten`, before the whitening)
       → dataset (shards embedded with it) → sampling
       → train the foundation policy: unconditioned behaviour cloning (p_uncond 1, goal layer frozen), VPT's role
       → train STEVE-1 on the same recordings: goal-conditioned behaviour cloning from scratch (hindsight goals,
@@ -273,8 +274,6 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
                [f"embedder={src}", f"data={raw_shards}", f"out={goal_embedder}"],
                done=goal_embedder.with_suffix(".json"))  # written after mineclip.pth
     dataset_stages(st, world, goal_embedder, shards, samplings, "release", val_share=10)
-    if cfg.text_epochs and not cfg.goal_whiten:  # its goals are the dataset's: the same video tower
-        goal_embedder = text_tower(goal_embedder, shards)
     st.run("train the foundation policy (unconditioned behaviour cloning)", "train", "steve1_ray.train.run",
            ["--config", cfg.policy, f"data={shards}", "sampling=release", f"sampling_dir={samplings}",
             f"storage_path={train_dir}", "run_name=foundation", f"n_frames={cfg.foundation_frames}",
@@ -299,6 +298,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
                    common + ["run_name=steve1", f"n_frames={cfg.event_frames}", f"in_weights={goals}",
                              "goal_event_horizon=40", "goal_event_pick=last", "lr=3e-4", f"out_weights={events}"],
                    done=events)
+    if cfg.text_epochs and not cfg.goal_whiten:  # after the policies, so their stages keep their positions; its goals
+        goal_embedder = text_tower(goal_embedder, shards)  # are the dataset's (the same video tower)
     st.run("train the prior (text embedding → visual goal embedding)", "train-prior", "steve1_ray.train.prior",
            ["--config", "world", f"world={world}", f"data={shards}", f"out={prior}", f"epochs={cfg.prior_epochs}",
             f"mineclip_path={goal_embedder}"],

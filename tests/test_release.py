@@ -208,6 +208,24 @@ def test_verify_takes_a_steve1_model_only_when_the_manifest_lists_it(tmp_path, m
         verify(root)
 
 
+@pytest.mark.slow
+def test_release_world_tiny_default_runs_the_text_tower_after_the_policies(tmp_path):
+    """The committed release's path (no whitening): the text-tower stage comes after the policy stages (they keep
+    their positions in older work folders) and the prior is trained on its text tower, which is what ships."""
+    import yaml
+
+    out, work = tmp_path / "release", tmp_path / "work"
+    proc = _steve1(["release-world", "tiny=true", f"out={out}", f"work={work}"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    order = re.findall(r"^\[\d+\] (.+?)  \(t\+", proc.stdout, re.M)
+    names = [n.split(" (")[0] for n in order]
+    steve1, text, prior = (next(i for i, n in enumerate(names) if n.startswith(p))
+                           for p in ("train STEVE-1", "train the embedder's text tower", "train the prior"))
+    assert steve1 < text < prior == len(names) - 1, names
+    assert yaml.safe_load((work / "prior_text" / "prior.yaml").read_text())["mineclip_path"] == str(work / "text_tower" / "mineclip.pth")
+    assert (out / "mineclip.pth").read_bytes() == (work / "text_tower" / "mineclip.pth").read_bytes()
+
+
 def test_release_out_refuses_a_folder_that_is_not_a_release(tmp_path):
     """`out=.` must never delete a working tree: only a release folder (or an empty or new one) is replaced."""
     from steve1_ray.config import ConfigError
