@@ -72,9 +72,9 @@ def released_policy_weights(root: Path) -> str:
 def released_policy_model(root: Path, weights: str | None = None) -> str:
     """The architecture file for the release's `weights` (default: `released_policy_weights`): `steve1.model` for
     its STEVE-1 policy when the manifest lists one, else `foundation.model`."""
-    files = _release_files(root)
-    weights = weights or (RELEASE_STEVE1 if RELEASE_STEVE1 in files else "foundation.weights")
-    return RELEASE_STEVE1_MODEL if weights == RELEASE_STEVE1 and RELEASE_STEVE1_MODEL in files else "foundation.model"
+    weights = weights or released_policy_weights(root)
+    return RELEASE_STEVE1_MODEL if weights == RELEASE_STEVE1 and RELEASE_STEVE1_MODEL in _release_files(root) \
+        else "foundation.model"
 
 
 def released_world(name: str = "world") -> Path:

@@ -169,7 +169,7 @@ def _check_data(cfg: TextTowerConfig, model) -> None:
 
 def run(cfg: TextTowerConfig, log=print) -> dict:
     from steve1_ray.models.mineclip import load_mineclip, save_mineclip
-    from steve1_ray.train.embedder import contrastive_loss, paraphrase_texts
+    from steve1_ray.train.embedder import _schedule, contrastive_loss, paraphrase_texts
     from steve1_ray.train.prior import PriorConfig, world_pairs
     from steve1_ray.world.demonstrators import GOALS
 
@@ -215,7 +215,7 @@ def run(cfg: TextTowerConfig, log=print) -> dict:
         for i in range(0, max(1, n - b + 1), b):
             idx = order[i:i + b]
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / total))
+                g["lr"] = cfg.lr * _schedule(step, total, warmup=0)  # cosine to 0, as train-embedder's
             text = model.forward_text(model.tokenize([batch_texts[j] for j in idx]))
             loss = contrastive_loss(v[idx], text, model.clip_model.logit_scale, goals[idx].tolist())
             opt.zero_grad(set_to_none=True)
