@@ -30,6 +30,12 @@ def test_release_config_rejects_bad_values():
         load_config(ReleaseConfig, [], ["goal_frames=-1"])
     with pytest.raises(ConfigError, match="text_epochs=-1"):
         load_config(ReleaseConfig, [], ["text_epochs=-1"])
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_config(ReleaseConfig, [], ["steve1_policy=/no/such.model"])
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_config(ReleaseConfig, [], [f"steve1_policy={REPO / 'README.md'}"])  # a file, but no .model
+    with pytest.raises(ConfigError, match="needs goal_frames > 0"):
+        load_config(ReleaseConfig, [], ["steve1_policy=wide", "goal_frames=0"])
     with pytest.raises(ConfigError, match="crafter's scripted demonstrators"):
         load_config(ReleaseConfig, [], ["world.backend=minerl"])
     assert load_config(ReleaseConfig, [], []).world.tree_logs == 4

@@ -304,3 +304,17 @@ def test_filler_words_are_words_the_captions_and_templates_never_use():
     assert set(extra) <= {0, 1, 2, 3} and 60 < sum(e > 0 for e in extra) < 140
     assert all([w for w in o.split() if w not in words] == ["chop", "a", "tree"] for o in out)
     assert add_filler(texts, 0.0, words, np.random.default_rng(0)) == texts
+
+
+def test_text_tower_config_refuses_missing_and_out_of_range_values():
+    from steve1_ray.config import ConfigError, load_config
+    from steve1_ray.train.text_tower import TextTowerConfig
+
+    ok = ["embedder=e.pth", "world=w", "data=d"]
+    with pytest.raises(ConfigError, match="embedder= is required"):
+        load_config(TextTowerConfig, [], ["world=w", "data=d"])
+    for bad, msg in (("filler=2", "shares in"), ("paraphrases=-0.1", "shares in"), ("batch_size=1", "batch_size=1"),
+                     ("epochs=0", "epochs=0"), ("lr=0", "lr=0"), ("clips_per_caption=0", "clips_per_caption=0")):
+        with pytest.raises(ConfigError, match=msg):
+            load_config(TextTowerConfig, [], ok + [bad])
+    assert load_config(TextTowerConfig, [], ok).filler == 0.5
