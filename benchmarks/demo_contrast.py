@@ -55,14 +55,18 @@ def main() -> None:
     ap.add_argument("--sight", action="store_true", help="demonstrators that know only what the frame shows")
     ap.add_argument("--stop-at-full", action="store_true",
                     help="gathering goals (drink, cow, wood, ...) other than the task's end once what they fill is full")
+    ap.add_argument("--tree-logs", type=int, default=4, help="logs per tree (the release's and quick start's 4)")
+    ap.add_argument("--log-hits", type=int, default=1, help="`do`s per log (world.log_hits; 1 = crafter's own)")
+    ap.add_argument("--goals", nargs="+", default=list(TARGETS), choices=list(TARGETS), help="the tasks to play")
     args = ap.parse_args()
-    world = {"zombie_rate": 0.2, "tree_logs": 4}  # the release's and the quick start's world
+    # the release's and the quick start's world by default
+    world = {"zombie_rate": 0.2, "tree_logs": args.tree_logs, "log_hits": args.log_hits}
     rows = []
     for appetite in args.appetites:
         t0 = time.time()
         kw = {"sight": args.sight, "stop_at_full": args.stop_at_full}
         free = [play(args.seed + w, args.steps, None, appetite, world, **kw) for w in range(args.worlds)]
-        for goal, target in TARGETS.items():
+        for goal, target in ((g, TARGETS[g]) for g in args.goals):
             task = [play(args.seed + w, args.steps, goal, appetite, world, **kw) for w in range(args.worlds)]
             f, t = np.mean([x[target] for x in free]), np.mean([x[target] for x in task])
             rows.append({"appetite": appetite, "goal": goal, "free_play": round(float(f), 2),
@@ -73,7 +77,7 @@ def main() -> None:
         print(f"[{appetite}] {args.worlds} worlds x 6 episodes in {time.time() - t0:.0f} s", flush=True)
     print("\n| goal | " + " | ".join(f"{a}: free play / task (ratio)" for a in args.appetites) + " |")
     print("|---|" + "---|" * len(args.appetites))
-    for goal in TARGETS:
+    for goal in args.goals:
         cells = [next(r for r in rows if r["goal"] == goal and r["appetite"] == a) for a in args.appetites]
         print(f"| {goal} | " + " | ".join(f"{c['free_play']} / {c['task']} ({c['ratio']}x)" for c in cells) + " |")
     for r in rows:

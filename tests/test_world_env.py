@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steve1_ray.world import ActionError, make_env, normalize_action
+from steve1_ray.config import ConfigError
+from steve1_ray.world import ActionError, WorldConfig, make_env, normalize_action
 from steve1_ray.world.crafter_env import (ACHIEVEMENTS, CRAFT_SLOTS, CRAFTER_ACTIONS, PLACE_SLOTS, CrafterEnv,
                                           action_for, crafter_action)
 from steve1_ray.world.env import ACTION_KEYS, is_exact_camera, is_null_action, noop_action
@@ -299,6 +300,37 @@ def test_a_tree_yields_tree_logs_logs_then_turns_to_grass(logs):
     assert [w for w, _ in got] == [min(i + 1, logs) for i in range(logs + 2)]
     assert [m for _, m in got] == ["tree"] * (logs - 1) + ["grass"] * 3
     assert info["achievements"]["collect_wood"] == logs
+
+
+def test_a_log_takes_log_hits_hits_and_a_tree_keeps_them():
+    """log_hits=3: every third `do` on a tree gives a log; the hits a tree has taken are kept when the player
+    turns away and comes back (per tile, as what is left of the tree)."""
+    env = CrafterEnv(frame_size=(64, 36), tile_px=4, area=(32, 32), tree_logs=2, log_hits=3)
+    env.reset(seed=1)
+    px, py = (int(v) for v in env.player.pos)
+    env.world[(px, py - 1)] = "tree"
+    env.step({"forward": 1})
+    wood = []
+    for _ in range(2):
+        wood.append(env.step({"attack": 1})[3]["inventory"]["wood"])
+    env.world[(px - 1, py)] = "water"  # turn away to a tile that blocks, hit that, turn back
+    env.step({"left": 1})
+    env.step({"attack": 1})
+    env.step({"forward": 1})
+    for _ in range(5):
+        _, _, _, info = env.step({"attack": 1})
+        wood.append(info["inventory"]["wood"])
+    assert wood == [0, 0, 1, 1, 1, 2, 2]  # hit 3 (after the break), then 6: the tree's second and last log
+    assert env.world[(px, py - 1)][0] == "grass" and info["achievements"]["collect_wood"] == 2
+    assert env.player.hits_taken == {} and env.player.logs_left == {}
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, 101])
+def test_log_hits_must_be_a_small_positive_integer(bad):
+    with pytest.raises(ValueError, match="log_hits"):
+        CrafterEnv(frame_size=(64, 36), tile_px=4, log_hits=bad)
+    with pytest.raises(ConfigError, match="world.log_hits"):
+        WorldConfig(log_hits=bad)
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, 101])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steve1_ray.config import check
-from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, cow_move_problem, tree_logs_problem
+from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, cow_move_problem, log_hits_problem, tree_logs_problem
 
 BACKENDS = ("crafter", "minerl")
 
@@ -33,6 +33,9 @@ class WorldConfig:
     tree_logs: int = 1
     """crafter: logs a tree yields before it turns to grass (1 = crafter as published; a Minecraft tree has
     several)"""
+    log_hits: int = 1
+    """crafter: `do`s a tree takes for each log (1 = crafter as published; a Minecraft log breaks after about
+    three seconds of attacking it by hand)"""
     cow_move: float = 0.5
     """crafter: the chance that a cow steps on a turn (0.5 = crafter as published; lower: cows that graze, as
     Minecraft's do)"""
@@ -58,6 +61,8 @@ class WorldConfig:
         check(problem is None, f"world.{problem}")
         problem = cow_move_problem(self.cow_move)
         check(problem is None, f"world.{problem}")
+        problem = log_hits_problem(self.log_hits)
+        check(problem is None, f"world.{problem}")
         check(self.frame_width >= 16 and self.frame_height >= 16,
               f"world frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
         check(self.tile_px >= 4, f"world.tile_px={self.tile_px} must be at least 4 (default 20)")
@@ -74,7 +79,7 @@ class WorldConfig:
             return dict(self.minerl)
         return {"frame_size": (self.frame_width, self.frame_height), "tile_px": self.tile_px,
                 "zombie_rate": self.zombie_rate, "target_outline": self.target_outline, "tree_logs": self.tree_logs,
-                "cow_move": self.cow_move, "area": tuple(self.area)}
+                "log_hits": self.log_hits, "cow_move": self.cow_move, "area": tuple(self.area)}
 
     def make(self, max_steps: int | None = None) -> WorldEnv:
         """The env; `max_steps` ends episodes there (None: the backend's own limit)."""

@@ -41,8 +41,8 @@ import numpy as np
 import crafter
 from crafter import constants, engine, objects, worldgen
 
-from steve1_ray.world.env import (COW_MOVE, FRAME_SHAPE, WorldEnv, cow_move_problem, normalize_action, pressed_hotbar,
-                                  tree_logs_problem)
+from steve1_ray.world.env import (COW_MOVE, FRAME_SHAPE, WorldEnv, cow_move_problem, log_hits_problem, normalize_action,
+                                  pressed_hotbar, tree_logs_problem)
 
 CRAFTER_ACTIONS: tuple[str, ...] = tuple(constants.actions)  # the 17 actions, in crafter's index order
 ACHIEVEMENTS: tuple[str, ...] = tuple(constants.achievements)  # the 22 achievements
@@ -161,12 +161,22 @@ class _LocalView(engine.LocalView):
 
 
 def _do_material_with_logs(player, target, material):
-    """crafter's `Player._do_material` on a world whose trees yield `player.tree_logs` logs.
+    """crafter's `Player._do_material` on a world whose trees yield `player.tree_logs` logs, each after
+    `player.log_hits` hits.
 
     crafter 1.8.3 turns a tree into grass at the first `do` (`collect: tree: leaves: grass`); a Minecraft tree
-    gives several logs, one per block. What is left is kept per tile, so a tree chopped part-way keeps it.
-    Bound on the player instance (crafter's semantic view looks objects up by their exact class).
+    gives several logs, one per block, and each block breaks only after about three seconds of attacking it by
+    hand. What is left of a tree, and the hits its next log has taken, are kept per tile, so a tree chopped
+    part-way keeps them. Bound on the player instance (crafter's semantic view looks objects up by their exact
+    class).
     """
+    if material == "tree" and player.log_hits > 1:
+        key = (int(target[0]), int(target[1]))
+        hits = player.hits_taken.get(key, 0) + 1
+        if hits < player.log_hits:  # not yet: the tree stays, nothing is received
+            player.hits_taken[key] = hits
+            return
+        player.hits_taken.pop(key, None)
     objects.Player._do_material(player, target, material)
     if material != "tree" or player.world[target][0] == "tree":
         return
@@ -242,7 +252,7 @@ class _Core(crafter.Env):
     """crafter.Env rendering our frame layout (one render per step)."""
 
     def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0, target_outline=True, tree_logs=1,
-                 cow_move=COW_MOVE):
+                 cow_move=COW_MOVE, log_hits=1):
         cols, rows = VIEW_TILES
         super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
                          reward=True, length=length, seed=0)
@@ -252,6 +262,7 @@ class _Core(crafter.Env):
         self.zombie_rate = float(zombie_rate)
         self.target_outline = bool(target_outline)
         self.tree_logs = int(tree_logs)
+        self.log_hits = int(log_hits)
         self.cow_move = float(cow_move)
         self.hotbar = 0
 
@@ -268,9 +279,10 @@ class _Core(crafter.Env):
         self._unlocked = set()
         generate_world(self._world, self._player)
         obs = self._obs()
-        if self.tree_logs != 1:  # trees that take several `do`s (see _do_material_with_logs)
+        if self.tree_logs != 1 or self.log_hits != 1:  # trees that take several `do`s (_do_material_with_logs)
             player = self._player
             player.tree_logs, player.logs_left = self.tree_logs, {}
+            player.log_hits, player.hits_taken = self.log_hits, {}
             player._do_material = types.MethodType(_do_material_with_logs, player)
         if self.cow_move != COW_MOVE:  # cows that graze (see _cow_update); crafter's own update otherwise
             for obj in self._world.objects:
@@ -350,13 +362,15 @@ class CrafterEnv(WorldEnv):
                     has several, one per block).
         cow_move:   the chance that a cow steps on a turn (0.5 = crafter as published: a step every other turn;
                     a Minecraft cow grazes, mostly standing, now and then wandering a few blocks).
+        log_hits:   `do`s a tree takes for each log (1 = crafter as published; a Minecraft log breaks after
+                    about three seconds of attacking it by hand).
     """
 
     backend = "crafter"
 
     def __init__(self, frame_size: tuple[int, int] = (FRAME_SHAPE[1], FRAME_SHAPE[0]), tile_px: int = 20,
                  max_steps: int = 10000, area: tuple[int, int] = (64, 64), zombie_rate: float = 1.0,
-                 target_outline: bool = True, tree_logs: int = 1, cow_move: float = COW_MOVE):
+                 target_outline: bool = True, tree_logs: int = 1, cow_move: float = COW_MOVE, log_hits: int = 1):
         if tile_px < 4:
             raise ValueError(f"tile_px={tile_px} is too small to draw tiles; use 4 or more (default 20)")
         if len(frame_size) != 2 or min(frame_size) < 16:
@@ -369,10 +383,12 @@ class CrafterEnv(WorldEnv):
             raise ValueError(problem)
         if problem := cow_move_problem(cow_move):
             raise ValueError(problem)
+        if problem := log_hits_problem(log_hits):
+            raise ValueError(problem)
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.max_steps = int(max_steps)
         self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate, target_outline,
-                           tree_logs, cow_move)
+                           tree_logs, cow_move, log_hits)
         self._seed_rng = np.random.default_rng()
         self.seed: int | None = None
         self._done = True

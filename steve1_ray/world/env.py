@@ -127,6 +127,13 @@ def tree_logs_problem(n) -> str | None:
     return None
 
 
+def log_hits_problem(n) -> str | None:
+    """Why `n` is not a valid `log_hits` (hits a log takes in the embedded world), or None when it is."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 100:
+        return f"log_hits={n!r} must be an integer in [1, 100] (1 = crafter's own trees: a log per hit)"
+    return None
+
+
 COW_MOVE = 0.5  # crafter's cows step on every other turn (Cow.update)
 
 
