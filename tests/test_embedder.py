@@ -273,3 +273,9 @@ def test_embedder_goals_per_goal_accuracy_adds_up_to_the_jobs_clip_to_goal():
     overall = sum(acc[g] * counts[g] for g in counts) / len(data)
     assert abs(overall - retrieval_metrics(model, data)["clip_to_goal_acc"]) < 1e-9
     assert len(set(acc.values())) > 1 or overall in (0.0, 1.0)  # not one number copied to every goal
+    # the job's own per-goal figure on the end clips adds up to its end-clip accuracy the same way
+    m = retrieval_metrics(model, data)
+    goals = np.asarray(data.goals)
+    ends = {g: int((data.is_end & (goals == g)).sum()) for g in counts}
+    per = {g: m[f"end_clip_to_goal_acc/{g}"] for g in counts if ends[g]}
+    assert per and abs(sum(per[g] * ends[g] for g in per) / sum(ends.values()) - m["end_clip_to_goal_acc"]) < 1e-9

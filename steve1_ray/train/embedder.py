@@ -31,7 +31,8 @@ demonstrators' few captions.
 
 Validation (episodes held out): text→clip retrieval R@1 / R@5 — for each held-out clip's caption, are the
 top-k clips of the same goal? — and clip→goal accuracy over the goals' captions, each with its chance level;
-`val/end_clip_to_goal_acc` is the same on the clips that end on the goal-reached frame. `val/heldout_phrase/*`
+`val/end_clip_to_goal_acc` is the same on the clips that end on the goal-reached frame (and
+`val/end_clip_to_goal_acc/<goal>` per goal: the share of that goal's end clips recognised). `val/heldout_phrase/*`
 scores phrasings that no template produces (`phrases.HELDOUT`) beside the captions (`val/caption/*`).
 Each epoch also prints a progress line with the ETA, also written to <out>/progress.log (relayed from Ray
 Train's rank 0 to the driver).
@@ -484,6 +485,10 @@ def retrieval_metrics(model: MineCLIP, data: ClipSet) -> dict:
     out["clip_to_goal_chance"] = 1.0 / len(names)
     if data.is_end.any():
         out["end_clip_to_goal_acc"] = float((pred[data.is_end] == goals[data.is_end]).mean())
+        for name in names:  # per goal: the goals whose clips the policy cannot tell apart show here
+            mine = data.is_end & (goals == name)
+            if mine.any():
+                out[f"end_clip_to_goal_acc/{name}"] = float((pred[mine] == name).mean())
     # chance of a guess drawn from the goal frequencies (a stronger baseline than 1/n_goals)
     freq = np.unique(goals, return_counts=True)[1] / m
     out["clip_to_goal_prior_chance"] = float((freq ** 2).sum())
