@@ -175,7 +175,8 @@ def _release(cfg: QuickstartConfig) -> Path:
         manifest = verify(root)
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise SystemExit(f"quickstart: {e} (or run `steve1 quickstart from_scratch=true`)") from None
-    if manifest["world"] != to_dict(cfg.world):
+    made = {**to_dict(WorldConfig()), **manifest["world"]}  # a field newer than the manifest: its default
+    if made != to_dict(cfg.world):
         print(f"quickstart: note: the released models were trained in world {manifest['world']}; this run plays "
               f"in {to_dict(cfg.world)}", flush=True)
     return root

@@ -129,6 +129,18 @@ def test_quickstart_config_rejects_bad_values():
     assert cfg.eval_episodes >= 12 and 0.0 in cfg.eval_scales and max(cfg.eval_scales) > 0
 
 
+def test_quickstart_notes_only_a_world_that_differs_from_the_release_s(capsys):
+    """The committed manifest predates `world.log_hits`: a field it lacks is that field's default, so the release's
+    own world gives no note; another world does."""
+    from steve1_ray.quickstart import QuickstartConfig, _release
+    from steve1_ray.world.config import WorldConfig
+
+    _release(QuickstartConfig())
+    assert "were trained in world" not in capsys.readouterr().out
+    _release(QuickstartConfig(world=WorldConfig(tree_logs=4, log_hits=3)))
+    assert "were trained in world" in capsys.readouterr().out
+
+
 def test_quickstart_refuses_a_release_that_does_not_match_its_manifest(tmp_path):
     import shutil
 
