@@ -31,7 +31,7 @@ from steve1_ray.models.loading import (RELEASE_STEVE1, latest_checkpoint, releas
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
-from steve1_ray.world.config import WorldConfig, world_override
+from steve1_ray.world.config import WorldConfig, recorded_world, world_override
 
 _REPO = Path(__file__).resolve().parents[1]
 FIVE_PROMPTS = ["chop a tree", "collect a sapling", "drink water", "eat a cow", "place a crafting table"]
@@ -175,8 +175,7 @@ def _release(cfg: QuickstartConfig) -> Path:
         manifest = verify(root)
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise SystemExit(f"quickstart: {e} (or run `steve1 quickstart from_scratch=true`)") from None
-    made = {**to_dict(WorldConfig()), **manifest["world"]}  # a field newer than the manifest: its default
-    if made != to_dict(cfg.world):
+    if recorded_world(manifest["world"]) != to_dict(cfg.world):
         print(f"quickstart: note: the released models were trained in world {manifest['world']}; this run plays "
               f"in {to_dict(cfg.world)}", flush=True)
     return root

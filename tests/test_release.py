@@ -60,12 +60,13 @@ def test_committed_release_matches_its_manifest_and_loads_strictly():
 
     from steve1_ray.config import to_dict
     from steve1_ray.quickstart import QuickstartConfig
-    from steve1_ray.world.config import WorldConfig
+    from steve1_ray.world.config import WorldConfig, recorded_world
 
-    assert to_dict(QuickstartConfig().world) == manifest["world"]
+    made = recorded_world(manifest["world"])  # the manifest predates world.log_hits: its default
+    assert to_dict(QuickstartConfig().world) == made
     serve_world = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())["applications"][0]["args"]["world"]
     eval_world = yaml.safe_load((REPO / "configs" / "eval" / "crafter.yaml").read_text())["world"]
-    assert to_dict(WorldConfig(**serve_world)) == to_dict(WorldConfig(**eval_world)) == manifest["world"]
+    assert to_dict(WorldConfig(**serve_world)) == to_dict(WorldConfig(**eval_world)) == made
     # the foundation is in VPT's layout: no goal layer; a STEVE-1 policy built on it reports the missing layer
     sd, _ = read_state_dict(root / "foundation.weights")
     assert not set(GOAL_KEYS) & set(sd)

@@ -102,6 +102,14 @@ def make_env(backend: str = "crafter", **kwargs) -> WorldEnv:
     raise ValueError(f"unknown world backend {backend!r}; choose one of {list(BACKENDS)}")
 
 
+def recorded_world(made: dict) -> dict:
+    """A world as a manifest or a record wrote it (`to_dict`), every field it lacks at its default: a field newer
+    than the record (e.g. `log_hits`) did not exist, so the record's world had that field's default."""
+    from steve1_ray.config import to_dict
+
+    return {**to_dict(WorldConfig()), **made}
+
+
 def world_override(world: WorldConfig) -> str:
     """`world={...}`: the whole world as one command-line override, so that every stage a pipeline runs plays in
     it whatever its config files say."""
