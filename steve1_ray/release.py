@@ -86,10 +86,11 @@ class ReleaseConfig:
     stop_at_full: bool = False
     """the demonstrators' gathering goals other than the episode's task end once what they fill is full (`steve1
     record stop_at_full=`, docs/world.md); false in the committed release"""
-    embedder_epochs: int = 20
-    """epochs of the world embedder's contrastive training (8 before session 28: the video tower was still learning;
-    20 lifts its end-clip accuracy on held-out episodes from 0.56 to 0.81, chop a tree 0.67 -> 0.92, eat a cow
-    0.61 -> 0.89, place a crafting table 0.23 -> 0.72; about 10 minutes on 2 idle cores)"""
+    embedder_epochs: int = 8
+    """epochs of the world embedder's contrastive training (the committed release's 8). 20 separates the goals far
+    better (held-out end-clip accuracy 0.56 -> 0.81; chop a tree 0.67 -> 0.92, eat a cow 0.61 -> 0.89), but the
+    quick start on that release followed 2 of 5 prompts at two seeds, against 3 of 5 (benchmarks/RESULTS.md,
+    session 28)"""
     embedder_args: list[str] = field(default_factory=list)
     """more `key=value` arguments for `steve1 train-embedder --config world` (e.g. paraphrase settings)"""
     text_epochs: int = 8

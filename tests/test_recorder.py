@@ -127,3 +127,43 @@ def test_custom_layout_and_crash_leaves_no_half_episode(tmp_path):
     assert not list(tmp_path.glob("broken*"))
     with pytest.raises(ValueError, match="layout"):
         episode_paths(tmp_path, "x", layout="zip")
+
+
+def test_a_driver_plays_its_share_of_frames_and_the_demonstrator_labels_every_frame(tmp_path):
+    """DAgger round: the driver's actions are played, the demonstrator's recorded. A driver that only ever sleeps
+    (sneak -> crafter `sleep`) and plays every frame keeps the player where it starts, while the recorded actions
+    are the demonstrator's own (it walks); with driver_share=0 the recording is the plain one, byte for byte,
+    although the driver still sees every frame (its memory must)."""
+    calls = []
+
+    def sleeper(pov):
+        calls.append(pov.shape)
+        return {"sneak": 1}
+
+    plain = record_episode(tmp_path / "plain", "crafter-demo-s4-00000", seed=4, max_steps=60, keep_frames=True)
+    shadow = record_episode(tmp_path / "shadow", "crafter-demo-s4-00000", seed=4, max_steps=60, driver=sleeper,
+                            driver_share=0.0)
+    assert len(calls) == shadow.n_frames and shadow.driven_frames == 0
+    name = "contractor/crafter-demo-s4-00000.jsonl"
+    assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "shadow" / name).read_bytes()
+    assert plain.segments == shadow.segments
+
+    driven = record_episode(tmp_path / "driven", "crafter-demo-s4-00000", seed=4, max_steps=60, keep_frames=True,
+                            driver=sleeper, driver_share=1.0)
+    assert driven.driven_frames == driven.n_frames
+    moves = [a for a in driven.played_actions if any(a.get(k) for k in ("forward", "back", "left", "right"))]
+    assert moves, "the recorded actions are the demonstrator's (it walks), not the driver's"
+    assert not any(a.get("sneak") for a in driven.played_actions[:10])
+    # the player never moved: the frames stay as the first one was, apart from the HUD and the light
+    first, last = driven.played_frames[0], driven.played_frames[-1]
+    assert np.abs(first[:300].astype(int) - last[:300].astype(int)).mean() < \
+        np.abs(plain.played_frames[0][:300].astype(int) - plain.played_frames[-1][:300].astype(int)).mean()
+
+
+def test_a_driver_share_in_between_plays_about_that_share():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        rec = record_episode(d, "crafter-demo-s2-00000", seed=2, max_steps=200, driver=lambda pov: {},
+                             driver_share=0.5)
+    assert 0.35 * rec.n_frames < rec.driven_frames < 0.65 * rec.n_frames

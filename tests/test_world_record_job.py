@@ -65,6 +65,36 @@ def test_bad_config_names_the_fix(capsys):
         RecordConfig(focus_fraction=1.5)
     with pytest.raises(ConfigError, match="focus_goals"):
         RecordConfig(focus_goals=["fly"])
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="driver_share"):
+            RecordConfig(driver_share=bad)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="driver_scale"):
+            RecordConfig(driver_scale=bad)
+    with pytest.raises(ConfigError, match="driver_embedder= and driver_prior="):
+        RecordConfig(driver="released", driver_embedder="x.pth")
+
+
+def test_a_dagger_round_with_the_released_policy_labels_its_states_with_the_demonstrator(tmp_path):
+    """`driver=`: the embedded world's released STEVE-1 policy plays every frame of a task episode toward its goal's
+    caption (and free play unconditioned), the demonstrator's actions are recorded, and the episodes load back."""
+    from steve1_ray.models.loading import RELEASED_DIR
+
+    rel = RELEASED_DIR / "world"
+    out = tmp_path / "dagger"
+    cfg = RecordConfig(out=str(out), episodes=2, max_steps=30, seed=11, use_ray=False, progress=False,
+                       name_prefix="crafter-dagger", focus_fraction=0.5, focus_order="cycle",
+                       focus_goals=["collect_wood"], driver=str(rel / "foundation.model"),
+                       driver_weights=str(rel / "steve1.weights"), driver_embedder=str(rel / "mineclip.pth"),
+                       driver_prior=str(rel / "prior.pt"), driver_share=1.0)
+    summary = record_episodes(cfg)
+    assert summary["episodes"] == 2 and summary["failed"] == []
+    metas = [json.loads(p.read_text()) for p in sorted((out / "meta").glob("*.json"))]
+    assert [m["focus"] for m in metas] == [None, "collect_wood"]
+    for m in metas:
+        assert m["driven_frames"] == m["n_frames"] > 0
+        stem = str(out / "contractor" / m["name"])
+        assert len(load_contractor_episode(stem + ".mp4", stem + ".jsonl", with_mineclip=False)) == m["n_frames"]
 
 
 def test_task_episodes_are_a_seeded_share():

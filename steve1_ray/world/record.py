@@ -18,7 +18,9 @@ Feed the result to the dataset job with `sources=[contractor:<out>/index.json]` 
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import time
 import traceback
@@ -26,6 +28,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
+
+import numpy as np
 
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, from_dict, save_config, to_dict
@@ -87,6 +91,22 @@ class RecordConfig:
     goal (24 random draws gave one goal 0 of 12 tasks and another 5)"""
     world: WorldConfig = field(default_factory=WorldConfig)
     """the world recorded in (crafter only: the demonstrators read its state); `world.tree_logs=4`, ..."""
+    driver: str = ""
+    """a DAgger round (docs/world.md): a trained policy (checkpoint folder, or a `.model` with `driver_weights`)
+    plays `driver_share` of the frames, the demonstrator the rest, and every recorded action is the
+    demonstrator's, so the recording shows what to do in the states the policy reaches on its own. A task episode
+    drives toward its goal's first caption (through `driver_embedder` and `driver_prior`, at guidance
+    `driver_scale`), free play unconditioned. Empty: the demonstrator alone"""
+    driver_weights: str = ""
+    """weights for a `.model` driver (e.g. a release's foundation.model with a steve1.weights)"""
+    driver_embedder: str = ""
+    """the driver's goal embedder (mineclip.pth)"""
+    driver_prior: str = ""
+    """the driver's prior (prior.pt)"""
+    driver_share: float = 0.5
+    """share of the frames whose played action is the driver's"""
+    driver_scale: float = 2.0
+    """guidance scale of a task episode's driver"""
     crf: int = 23
     """H.264 quality (lower = better, bigger files)"""
     preset: str = "superfast"
@@ -124,6 +144,11 @@ class RecordConfig:
         check(0 <= self.crf <= 51, f"crf={self.crf} must be in 0..51")
         check(self.num_cpus > 0, f"num_cpus={self.num_cpus} must be positive")
         check(self.seed >= 0, f"seed={self.seed} must be non-negative")
+        check(0.0 <= self.driver_share <= 1.0, f"driver_share={self.driver_share} must be in [0, 1]")
+        check(math.isfinite(self.driver_scale) and self.driver_scale >= 0,
+              f"driver_scale={self.driver_scale} must be a finite number >= 0")
+        check(not self.driver or (self.driver_embedder and self.driver_prior),
+              "driver= needs driver_embedder= and driver_prior= (a task episode drives toward its goal's caption)")
 
 
 def episode_name(cfg: RecordConfig, i: int) -> str:
@@ -134,7 +159,6 @@ def episode_focus(cfg: RecordConfig, i: int) -> str | None:
     """The goal episode i is a task for (None: free play); a function of the config and i, so re-runs agree."""
     import math
 
-    import numpy as np
 
     allowed = [g for g in cfg.focus_goals if not cfg.goals or g in cfg.goals]
     if cfg.focus_order == "cycle":  # task k (k = 0, 1, ...) is the episode where floor(i * fraction) steps up
@@ -146,18 +170,53 @@ def episode_focus(cfg: RecordConfig, i: int) -> str | None:
     return str(allowed[int(rng.integers(len(allowed)))]) if allowed else None
 
 
+@functools.lru_cache(maxsize=2)
+def _driver_models(policy: str, weights: str, embedder: str, prior: str):
+    """(policy, embedder, prior) of a driver, loaded once per process."""
+    import torch
+
+    from steve1_ray.models.loading import load_embedder, load_policy_spec
+    from steve1_ray.models.prior import load_prior
+
+    torch.set_num_threads(1)  # one CPU per recording task
+    return (load_policy_spec(policy, weights or None, seed=0), load_embedder(embedder).eval(),
+            load_prior(prior).eval())
+
+
+def make_driver(cfg: RecordConfig, focus: str | None, seed: int):
+    """Episode `seed`'s driver: frame -> MineRL action of `cfg.driver`, toward `focus`'s first caption at
+    `cfg.driver_scale` (free play: the zero goal, unguided)."""
+    import torch
+
+    from steve1_ray.agent import act_batch, new_stream, text_goal
+
+    policy, embedder, prior = _driver_models(cfg.driver, cfg.driver_weights, cfg.driver_embedder, cfg.driver_prior)
+    if focus is None:
+        stream = new_stream(policy, np.zeros(policy.cfg.embed_dim, np.float32), None, seed=seed)
+    else:
+        goal = text_goal(embedder, prior, GOALS[focus].captions[0], prior_seed=seed)
+        stream = new_stream(policy, goal, cfg.driver_scale, seed=seed)
+
+    def drive(pov: np.ndarray) -> dict:
+        with torch.inference_mode():
+            return act_batch(policy, [stream], [pov])[0]
+    return drive
+
+
 def _record_one(cfg_dict: dict, i: int) -> dict:
     """One episode -> its record dict (or {"name", "error"}); writes <out>/meta/<name>.json last."""
     cfg = from_dict(RecordConfig, cfg_dict)
     name = episode_name(cfg, i)
     try:
+        focus = episode_focus(cfg, i)
         rec = record_episode(
             cfg.out, name, seed=cfg.seed + i, max_steps=cfg.max_steps, layout=cfg.layout,
             env_kwargs=cfg.world.env_kwargs(),
             demo_kwargs={"noise": cfg.noise, "goal_steps": cfg.goal_steps, "goals": tuple(cfg.goals) or None,
-                         "min_segment": cfg.min_segment, "focus": episode_focus(cfg, i), "sight": cfg.sight,
+                         "min_segment": cfg.min_segment, "focus": focus, "sight": cfg.sight,
                          "appetite": cfg.appetite, "stop_at_full": cfg.stop_at_full},
-            crf=cfg.crf, preset=cfg.preset)
+            crf=cfg.crf, preset=cfg.preset,
+            driver=make_driver(cfg, focus, cfg.seed + i) if cfg.driver else None, driver_share=cfg.driver_share)
     except Exception as e:  # noqa: BLE001 - one bad episode never stops the job
         return {"name": name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     meta = Path(cfg.out) / "meta" / f"{name}.json"

@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -189,6 +189,7 @@ class EpisodeRecord:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     focus: str | None = None  # the goal a task episode prefers (None: free play)
+    driven_frames: int = 0  # frames whose executed action was the driver policy's (the recorded one: the demonstrator's)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,8 +197,16 @@ class EpisodeRecord:
 
 def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000, layout: str = "contractor",
                    env_kwargs: Mapping[str, Any] | None = None, demo_kwargs: Mapping[str, Any] | None = None,
-                   crf: int = 23, preset: str = "superfast", keep_frames: bool = False) -> EpisodeRecord:
+                   crf: int = 23, preset: str = "superfast", keep_frames: bool = False,
+                   driver: Callable[[np.ndarray], Mapping[str, Any]] | None = None,
+                   driver_share: float = 0.0) -> EpisodeRecord:
     """Play one scripted-demonstrator episode in the crafter world and record it under `root`.
+
+    With a `driver` (frame -> action, e.g. a trained policy's step) the episode is a DAgger round (Ross et al.,
+    2011): on each frame the driver's action is the one played with probability `driver_share` (else the
+    demonstrator's), but the recorded action is always the demonstrator's, so the recording labels the states the
+    driver gets itself into (stuck at a stone it cannot mine, say) with what the demonstrator would do there. The
+    driver is stepped on every frame, so its memory sees the whole episode.
 
     Files: contractor layout `<root>/contractor/<name>.mp4|.jsonl`, custom `<root>/<name>/...`.
     Returns the EpisodeRecord (paths relative to root). With keep_frames the raw frames and actions are
@@ -216,7 +225,8 @@ def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000
     demo.reset()
     info = env.last_info
     frames, actions = [], []
-    done = False
+    done, driven = False, 0
+    pick = np.random.default_rng([int(seed), 104729])  # which frames the driver plays: a function of the seed
     with Recorder(video, jsonl, frame_size=env.frame_size, crf=crf, preset=preset) as rec:
         while not done:
             action = demo.act()
@@ -224,7 +234,12 @@ def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000
             if keep_frames:
                 frames.append(obs["pov"])
                 actions.append(normalize_action(action))
-            obs, _, done, info = env.step(action)
+            played = action
+            if driver is not None:
+                proposed = driver(obs["pov"])
+                if pick.random() < driver_share:
+                    played, driven = proposed, driven + 1
+            obs, _, done, info = env.step(played)
     segments = [s.to_dict() for s in demo.finish()]
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     record = EpisodeRecord(
@@ -232,7 +247,7 @@ def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000
         n_frames=rec.n_frames, n_null=rec.n_null,
         achievements={k: int(v) for k, v in info["achievements"].items() if v},
         segments=segments, died=bool(env.player.health <= 0), seconds=seconds, cpu_seconds=cpu,
-        env_steps_per_s=rec.n_frames / max(seconds, 1e-9), focus=demo.focus)
+        env_steps_per_s=rec.n_frames / max(seconds, 1e-9), focus=demo.focus, driven_frames=driven)
     if keep_frames:
         record.played_frames, record.played_actions = frames, actions  # type: ignore[attr-defined]
     return record
