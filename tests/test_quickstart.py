@@ -127,6 +127,7 @@ def test_quickstart_config_rejects_bad_values():
     cfg = load_config(QuickstartConfig, [], [])
     assert not cfg.from_scratch and cfg.world.tree_logs == 4 and len(cfg.eval_prompts) == 5
     assert cfg.eval_episodes >= 12 and 0.0 in cfg.eval_scales and max(cfg.eval_scales) > 0
+    assert cfg.prompt in cfg.eval_prompts  # the rollout a newcomer watches is one the report judges
 
 
 def test_quickstart_notes_only_a_world_that_differs_from_the_release_s(capsys):
