@@ -143,7 +143,9 @@ class QuickstartConfig:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.policy_frames, self.prior_epochs, self.play_steps = 1024, 2, 20
             self.finetune_frames = min(self.finetune_frames, 1024)
-            self.eval_prompts, self.eval_scales = self.eval_prompts[:1], [0.0, 6.0]
+            # the played prompt, so the one rollout a newcomer watches is the one the report judges
+            self.eval_prompts = [self.prompt] if self.prompt in self.eval_prompts else self.eval_prompts[:1]
+            self.eval_scales = [0.0, 6.0]
             self.eval_episodes, self.eval_steps = 1, 20
             self.event_frames = min(self.event_frames, 512)
 

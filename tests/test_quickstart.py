@@ -128,6 +128,8 @@ def test_quickstart_config_rejects_bad_values():
     assert not cfg.from_scratch and cfg.world.tree_logs == 4 and len(cfg.eval_prompts) == 5
     assert cfg.eval_episodes >= 12 and 0.0 in cfg.eval_scales and max(cfg.eval_scales) > 0
     assert cfg.prompt in cfg.eval_prompts  # the rollout a newcomer watches is one the report judges
+    assert load_config(QuickstartConfig, [], ["tiny=true"]).eval_prompts == [cfg.prompt]  # also in a smoke run
+    assert load_config(QuickstartConfig, [], ["tiny=true", "prompt=drink water"]).eval_prompts == ["drink water"]
 
 
 def test_quickstart_notes_only_a_world_that_differs_from_the_release_s(capsys):
@@ -188,7 +190,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     video = (out / "play" / "rollout.mp4").read_bytes()
     assert video[4:8] == b"ftyp", "the rollout video is not an mp4"
     report = (out / "eval" / "report.md").read_text()
-    assert "chop a tree" in report and "uncond" in report
+    assert "collect a sapling" in report and "uncond" in report  # the played prompt is the one evaluated
     assert list((out / "train").rglob("events.out.tfevents.*")), "no TensorBoard event files"
     assert "quickstart done" in proc.stdout and summary["report"].endswith("report.md")
 

@@ -73,6 +73,8 @@ def test_bad_config_names_the_fix(capsys):
             RecordConfig(driver_scale=bad)
     with pytest.raises(ConfigError, match="driver_embedder= and driver_prior="):
         RecordConfig(driver="released", driver_embedder="x.pth")
+    with pytest.raises(ConfigError, match="driver= is empty"):
+        RecordConfig(driver_prior="prior.pt")
 
 
 def test_a_dagger_round_with_the_released_policy_labels_its_states_with_the_demonstrator(tmp_path):
@@ -95,6 +97,13 @@ def test_a_dagger_round_with_the_released_policy_labels_its_states_with_the_demo
         assert m["driven_frames"] == m["n_frames"] > 0
         stem = str(out / "contractor" / m["name"])
         assert len(load_contractor_episode(stem + ".mp4", stem + ".jsonl", with_mineclip=False)) == m["n_frames"]
+
+    # a driver that cannot load is one clear error before any episode, not one per episode
+    for bad, match in ((dict(driver_prior=str(tmp_path / "missing.pt")), "cannot load"),
+                       (dict(driver=str(tmp_path), driver_weights=str(rel / "steve1.weights")), "checkpoint folder")):
+        with pytest.raises(ConfigError, match=match):
+            record_episodes(RecordConfig(**{**cfg.__dict__, "out": str(tmp_path / "bad"), "world": cfg.world, **bad}))
+        assert not list((tmp_path / "bad").glob("contractor/*.mp4"))
 
 
 def test_task_episodes_are_a_seeded_share():

@@ -32,7 +32,7 @@ from typing import ClassVar
 import numpy as np
 
 from steve1_ray.cluster import connect
-from steve1_ray.config import check, from_dict, save_config, to_dict
+from steve1_ray.config import ConfigError, check, from_dict, save_config, to_dict
 from steve1_ray.progress import Meter, rate
 from steve1_ray.runner import Job, run_job
 from steve1_ray.world.config import WorldConfig
@@ -149,6 +149,9 @@ class RecordConfig:
               f"driver_scale={self.driver_scale} must be a finite number >= 0")
         check(not self.driver or (self.driver_embedder and self.driver_prior),
               "driver= needs driver_embedder= and driver_prior= (a task episode drives toward its goal's caption)")
+        check(self.driver or not (self.driver_weights or self.driver_embedder or self.driver_prior),
+              "driver_weights=/driver_embedder=/driver_prior= are set but driver= is empty (no DAgger round without "
+              "a driving policy)")
 
 
 def episode_name(cfg: RecordConfig, i: int) -> str:
@@ -171,16 +174,34 @@ def episode_focus(cfg: RecordConfig, i: int) -> str | None:
 
 
 @functools.lru_cache(maxsize=2)
-def _driver_models(policy: str, weights: str, embedder: str, prior: str):
-    """(policy, embedder, prior) of a driver, loaded once per process."""
+def _driver_models(policy: str, weights: str, embedder: str, prior: str, one_thread: bool):
+    """(policy, embedder, prior) of a driver, loaded once per process and checked against each other (the goal
+    models' width against the policy's goal layer). `one_thread`: in a Ray task of one CPU, torch uses one thread."""
     import torch
 
-    from steve1_ray.models.loading import load_embedder, load_policy_spec
-    from steve1_ray.models.prior import load_prior
+    from steve1_ray.agent import policy_embed_dim
+    from steve1_ray.models.loading import load_goal_models, load_policy_spec
 
-    torch.set_num_threads(1)  # one CPU per recording task
-    return (load_policy_spec(policy, weights or None, seed=0), load_embedder(embedder).eval(),
-            load_prior(prior).eval())
+    if one_thread:
+        torch.set_num_threads(1)
+    net = load_policy_spec(policy, weights or None, seed=0)
+    mineclip, prior_net = load_goal_models(embedder, prior, embed_dim=policy_embed_dim(net))
+    return net, mineclip, prior_net
+
+
+def check_driver(cfg: RecordConfig) -> None:
+    """Load the driver's models once before any episode starts, so that a wrong path or a mismatched file is one
+    clear error, not one per episode."""
+    if not cfg.driver:
+        return
+    check(not (Path(cfg.driver).is_dir() and cfg.driver_weights),
+          f"driver={cfg.driver!r} is a checkpoint folder, which has its own weights; drop driver_weights= "
+          "(or give a .model file with them)")
+    try:
+        _driver_models(cfg.driver, cfg.driver_weights, cfg.driver_embedder, cfg.driver_prior, False)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ConfigError(f"driver: cannot load the driving policy and its goal models ({type(e).__name__}: {e})") \
+            from None
 
 
 def make_driver(cfg: RecordConfig, focus: str | None, seed: int):
@@ -188,11 +209,12 @@ def make_driver(cfg: RecordConfig, focus: str | None, seed: int):
     `cfg.driver_scale` (free play: the zero goal, unguided)."""
     import torch
 
-    from steve1_ray.agent import act_batch, new_stream, text_goal
+    from steve1_ray.agent import act_batch, new_stream, policy_embed_dim, text_goal
 
-    policy, embedder, prior = _driver_models(cfg.driver, cfg.driver_weights, cfg.driver_embedder, cfg.driver_prior)
+    policy, embedder, prior = _driver_models(cfg.driver, cfg.driver_weights, cfg.driver_embedder, cfg.driver_prior,
+                                             cfg.use_ray)
     if focus is None:
-        stream = new_stream(policy, np.zeros(policy.cfg.embed_dim, np.float32), None, seed=seed)
+        stream = new_stream(policy, np.zeros(policy_embed_dim(policy), np.float32), None, seed=seed)
     else:
         goal = text_goal(embedder, prior, GOALS[focus].captions[0], prior_seed=seed)
         stream = new_stream(policy, goal, cfg.driver_scale, seed=seed)
@@ -241,6 +263,8 @@ def record_episodes(cfg: RecordConfig) -> dict:
     save_config(cfg, root / "record_config.yaml")
     names = [episode_name(cfg, i) for i in range(cfg.episodes)]
     todo = [i for i, n in enumerate(names) if cfg.overwrite or not _is_done(cfg, n)]
+    if todo:
+        check_driver(cfg)
     cfg_dict = to_dict(cfg)
     results: dict[str, dict] = {}
     t0 = time.perf_counter()

@@ -206,13 +206,14 @@ def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000
     2011): on each frame the driver's action is the one played with probability `driver_share` (else the
     demonstrator's), but the recorded action is always the demonstrator's, so the recording labels the states the
     driver gets itself into (stuck at a stone it cannot mine, say) with what the demonstrator would do there. The
-    driver is stepped on every frame, so its memory sees the whole episode.
+    driver is stepped on every frame, so its memory sees the whole episode; its `sleep` is never played (crafter
+    would ignore every action until the player wakes).
 
     Files: contractor layout `<root>/contractor/<name>.mp4|.jsonl`, custom `<root>/<name>/...`.
     Returns the EpisodeRecord (paths relative to root). With keep_frames the raw frames and actions are
     attached as `record.played_frames` / `record.played_actions` (for tests).
     """
-    from steve1_ray.world.crafter_env import CrafterEnv
+    from steve1_ray.world.crafter_env import CrafterEnv, crafter_action
     from steve1_ray.world.demonstrators import Demonstrator
 
     root = Path(root)
@@ -237,7 +238,9 @@ def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000
             played = action
             if driver is not None:
                 proposed = driver(obs["pov"])
-                if pick.random() < driver_share:
+                # not the driver's `sleep`: crafter would then ignore every action until the player wakes, and the
+                # recording would label a stretch of sleep with moves that did nothing
+                if pick.random() < driver_share and crafter_action(proposed, env.hotbar)[0] != "sleep":
                     played, driven = proposed, driven + 1
             obs, _, done, info = env.step(played)
     segments = [s.to_dict() for s in demo.finish()]
