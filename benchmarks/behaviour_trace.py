@@ -36,7 +36,7 @@ def play(env: CrafterEnv, act, seed: int, steps: int, stats: collections.Counter
         action = act(obs)
         name, _ = crafter_action(action, env.hotbar)
         p, world = env.player, env.world
-        faced = world[(int(p.pos[0] + p.facing[0]), int(p.pos[1] + p.facing[1]))]
+        _, faced = env.faced
         stats["steps"] += 1
         stats["do"] += name == "do"
         stats["moves"] += name.startswith("move_")

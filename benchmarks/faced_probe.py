@@ -26,8 +26,7 @@ EPISODES = (None, "collect_wood", "collect_drink", "eat_cow", None, "collect_woo
 
 
 def faced_tile(env) -> str:
-    p = env.player
-    material, obj = env.world[(int(p.pos[0] + p.facing[0]), int(p.pos[1] + p.facing[1]))]
+    _, (material, obj) = env.faced
     if type(obj).__name__ == "Cow":
         return "cow"
     return material if material in TILES else "other"

@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-N_BUTTONS = 8641
+from steve1_ray.actions import CAMERA_NULL_BIN, N_BUTTONS, N_CAMERA_BINS
 
 
 def action_matrix():
@@ -32,7 +32,8 @@ def action_matrix():
     from steve1_ray.agent import _to_env_rows
     from steve1_ray.world.crafter_env import crafter_action
 
-    rows = _to_env_rows(np.arange(N_BUTTONS), np.full(N_BUTTONS, 60))  # camera 60 = centred (crafter ignores it)
+    still = CAMERA_NULL_BIN * N_CAMERA_BINS + CAMERA_NULL_BIN  # the camera index that does not move (crafter ignores it)
+    rows = _to_env_rows(np.arange(N_BUTTONS), np.full(N_BUTTONS, still))
     names = [crafter_action(r, 0)[0] for r in rows]
     acts = sorted(set(names))
     m = torch.zeros(N_BUTTONS, len(acts))
@@ -42,20 +43,19 @@ def action_matrix():
 
 def faced(env) -> str:
     """What the player faces: a creature's kind (cow, zombie, ...) or the tile's material."""
-    p = env.player
-    material, obj = env.world[(int(p.pos[0] + p.facing[0]), int(p.pos[1] + p.facing[1]))]
+    _, (material, obj) = env.faced
     return type(obj).__name__.lower() if obj is not None else str(material)
 
 
-def trace(policy, goal, scale: float | None, env, seeds, steps: int) -> dict:
+def trace(policy, goal, scale: float, env, seeds, steps: int) -> dict:
     """Play and sum the three distributions per crafter action and per faced tile."""
     import torch
 
-    from steve1_ray.agent import _sample, batched_log_probs, guided_logits, new_stream
+    from steve1_ray.agent import _combine_rows, _sample, batched_log_probs, new_stream
 
     acts, m = action_matrix()
     do = acts.index("do")
-    s = 0.0 if scale is None else scale
+    s = float(scale)
     share = {k: np.zeros(len(acts)) for k in ("cond", "uncond", "guided")}
     by_tile = collections.defaultdict(collections.Counter)
     rare, n = [], 0
@@ -65,7 +65,7 @@ def trace(policy, goal, scale: float | None, env, seeds, steps: int) -> dict:
             stream = new_stream(policy, goal, s, seed=i)  # two rows (cond, uncond) even at scale 0
             for _ in range(steps):
                 lp = batched_log_probs(policy, [stream], [obs["pov"]])
-                guided = {h: guided_logits(lp[h][0:1], lp[h][1:2], [s]) for h in lp}
+                guided = _combine_rows(lp, [stream])  # (1+s)·cond − s·uncond, as the agent acts
                 pc, pu = lp["buttons"][0].exp(), lp["buttons"][1].exp()
                 pg = torch.softmax(guided["buttons"][0], -1)
                 tile = faced(env)

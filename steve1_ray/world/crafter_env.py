@@ -405,6 +405,14 @@ class CrafterEnv(WorldEnv):
         return self._core._player
 
     @property
+    def faced(self) -> tuple[tuple[int, int], tuple[str, Any]]:
+        """((x, y), (material, object or None)) of the tile the player faces (the outlined one), where `do`,
+        `use` and crafting act."""
+        p = self.player
+        target = (int(p.pos[0] + p.facing[0]), int(p.pos[1] + p.facing[1]))
+        return target, self.world[target]
+
+    @property
     def hotbar(self) -> int:
         """Selected hotbar slot, 0..8."""
         return self._core.hotbar

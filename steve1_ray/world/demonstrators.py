@@ -397,9 +397,7 @@ class Demonstrator:
         return best
 
     def _facing_tile(self):
-        p = self.env.player
-        target = (int(p.pos[0] + p.facing[0]), int(p.pos[1] + p.facing[1]))
-        return target, self.env.world[target]
+        return self.env.faced
 
     def _safe(self, direction: str) -> bool:
         p = self.env.player

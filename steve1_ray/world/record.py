@@ -160,9 +160,6 @@ def episode_name(cfg: RecordConfig, i: int) -> str:
 
 def episode_focus(cfg: RecordConfig, i: int) -> str | None:
     """The goal episode i is a task for (None: free play); a function of the config and i, so re-runs agree."""
-    import math
-
-
     allowed = [g for g in cfg.focus_goals if not cfg.goals or g in cfg.goals]
     if cfg.focus_order == "cycle":  # task k (k = 0, 1, ...) is the episode where floor(i * fraction) steps up
         task = math.floor((i + 1) * cfg.focus_fraction) > math.floor(i * cfg.focus_fraction)
