@@ -20,11 +20,8 @@ def test_every_button_combination_plays_exactly_one_crafter_action():
 
 @pytest.fixture(scope="module")
 def released_policy():
-    import torch
-
     from steve1_ray.models.loading import RELEASED_DIR, load_goal_models, load_policy_spec
 
-    torch.set_grad_enabled(False)
     rel = RELEASED_DIR / "world"
     policy = load_policy_spec(rel / "foundation.model", rel / "steve1.weights", seed=0)
     mineclip, prior = load_goal_models(rel / "mineclip.pth", rel / "prior.pt", embed_dim=policy.cfg.embed_dim)
