@@ -4,14 +4,20 @@ The scripted demonstrator plays embedded-world episodes (free play and tasks, se
 labelled with the tile the player faces (tree, stone, water, grass, a cow, sand, other) and encoded by the policy's
 image encoder (`net.img_process`: ImpalaCNN and its dense layer, before the goal is added). A multinomial logistic
 regression is fitted on the first `--train` episodes and tested on the rest, by episode. Reported: held-out accuracy
-overall and per tile, and the commonest confusions. A preset name with no weights (`--policy debug`) probes a
+overall and per tile, the commonest confusions, and on the held-out episodes whether the policy's `do` depends on the
+faced tile as the demonstrator's does (`do_by_tile`: the unconditioned policy's P(do) per faced tile, teacher-forced,
+beside the demonstrator's share of `do`). A preset name with no weights (`--policy debug`) probes a
 randomly initialised encoder: the floor.
 
     python benchmarks/faced_probe.py --policy <run>/train/steve1/checkpoint_<time>
     python benchmarks/faced_probe.py --policy debug      # the floor
+    python benchmarks/faced_probe.py --policy <checkpoint> --episodes 16 --train 10
 
 Session 28 (benchmarks/RESULTS.md): the committed quick-start policy 0.61 (tree 0.51, cow 0.21, stone 0.05), a
 random debug encoder 0.48: the debug preset's encoder barely encodes the faced tile, and its `do` does not depend on it.
+Session 29: after 65,536 frames of unconditioned behaviour cloning the debug policy presses `do` at 0.14-0.21 whatever
+it faces (the demonstrator: grass 0.08, a tree 0.62), the `fovea` preset at 0.07-0.09 on grass and sand and 0.29-0.44
+at a tree, water, stone or a cow; probe 0.55 against 0.75.
 """
 from __future__ import annotations
 
@@ -25,6 +31,22 @@ TILES = ("tree", "stone", "water", "grass", "cow", "sand", "other")
 EPISODES = (None, "collect_wood", "collect_drink", "eat_cow", None, "collect_wood", "collect_stone", None)
 
 
+def episode_focuses(n: int) -> tuple:
+    """`n` episodes' tasks: `EPISODES` over and over (free play, wood, drink, cow, free, wood, stone, free)."""
+    return tuple(EPISODES[k % len(EPISODES)] for k in range(n))
+
+
+def _sibling(name: str):
+    """Another script of this folder, as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def faced_tile(env) -> str:
     _, (material, obj) = env.faced
     if type(obj).__name__ == "Cow":
@@ -32,12 +54,14 @@ def faced_tile(env) -> str:
     return material if material in TILES else "other"
 
 
-def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600):
-    """(frames (N, 128, 128, 3) uint8 as the policy sees them, labels (N,) indices into TILES, episode (N,))."""
+def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600, with_do: bool = False):
+    """(frames (N, 128, 128, 3) uint8 as the policy sees them, labels (N,) indices into TILES, episode (N,)), and
+    with `with_do` a fourth array (N,) bool: the demonstrator pressed `do` on that frame."""
     from steve1_ray.agent import resize_pov
+    from steve1_ray.world.crafter_env import crafter_action
     from steve1_ray.world.demonstrators import Demonstrator
 
-    frames, labels, episode = [], [], []
+    frames, labels, episode, did = [], [], [], []
     for k, focus in enumerate(focuses):
         demo = Demonstrator(env, seed=seed + k, focus=focus)
         obs = env.reset(seed=seed + k)
@@ -46,10 +70,39 @@ def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600):
             frames.append(resize_pov(obs["pov"]))
             labels.append(TILES.index(faced_tile(env)))
             episode.append(k)
-            obs, _, done, _ = env.step(demo.act())
+            action = demo.act()
+            did.append(crafter_action(action, 0)[0] == "do")
+            obs, _, done, _ = env.step(action)
             if done:
                 break
-    return np.stack(frames), np.array(labels), np.array(episode)
+    out = (np.stack(frames), np.array(labels), np.array(episode))
+    return out + (np.array(did, bool),) if with_do else out
+
+
+def do_by_tile(policy, frames: np.ndarray, labels: np.ndarray, episode: np.ndarray, did: np.ndarray,
+               chunk: int = 16) -> dict:
+    """Does the policy's `do` depend on what the player faces, as the demonstrator's does? The unconditioned policy
+    (zero goal) reads each episode's frames in order with its memory (teacher-forced: the demonstrator drives), and
+    its probability of `do` (summed over every button combination that plays it) is averaged per faced tile, beside
+    the share of those frames on which the demonstrator pressed `do`. {tile: {"frames", "policy", "demonstrator"}}."""
+    import torch
+
+    acts, m = _sibling("guided_do").action_matrix()
+    p_do = np.zeros(len(frames))
+    with torch.inference_mode():
+        for k in np.unique(episode):
+            idx = np.flatnonzero(episode == k)
+            state = policy.initial_state(1)
+            for j, i0 in enumerate(range(0, len(idx), chunk)):
+                rows = idx[i0:i0 + chunk]
+                img = torch.from_numpy(frames[rows])[None]
+                first = torch.zeros(1, len(rows), dtype=torch.bool)
+                first[0, 0] = j == 0
+                lp, state = policy(img, None, first, state)
+                p_do[rows] = (lp["buttons"][0].exp() @ m[:, acts.index("do")]).numpy()
+    return {TILES[t]: {"frames": int((labels == t).sum()), "policy": round(float(p_do[labels == t].mean()), 3),
+                       "demonstrator": round(float(did[labels == t].mean()), 3)}
+            for t in range(len(TILES)) if (labels == t).sum() > 3}
 
 
 def features(policy, frames: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -102,7 +155,8 @@ def main(argv=None) -> None:
     ap.add_argument("--policy", required=True, help="checkpoint folder, .model (with --weights) or a preset name")
     ap.add_argument("--weights")
     ap.add_argument("--steps", type=int, default=300, help="frames per episode at most")
-    ap.add_argument("--train", type=int, default=6, help="the first this many of the 8 episodes fit the probe")
+    ap.add_argument("--episodes", type=int, default=8, help="demonstrator episodes (tasks cycle through EPISODES)")
+    ap.add_argument("--train", type=int, default=6, help="the first this many episodes fit the probe")
     ap.add_argument("--tree-logs", type=int, default=4)
     args = ap.parse_args(argv)
     import torch
@@ -113,14 +167,18 @@ def main(argv=None) -> None:
     torch.set_grad_enabled(False)
     policy = load_policy_spec(args.policy, args.weights, seed=0)
     env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=args.tree_logs)
-    frames, labels, episode = collect(env, steps=args.steps)
+    frames, labels, episode, did = collect(env, focuses=episode_focuses(args.episodes), steps=args.steps,
+                                           with_do=True)
     out = probe(features(policy, frames), labels, episode < args.train)
+    held = episode >= args.train
     print(json.dumps({"policy": args.policy, "labels": {TILES[k]: int(v) for k, v in
                                                         sorted(collections.Counter(labels.tolist()).items())},
                       "accuracy": round(out["accuracy"], 3),
                       "per_tile": {TILES[c]: round(a, 2) for c, a in out["per_class"].items()},
                       "confusions": [[TILES[a], TILES[p], n] for a, p, n in out["confusions"]],
-                      "n_train": out["n_train"], "n_test": out["n_test"]}, indent=1))
+                      "n_train": out["n_train"], "n_test": out["n_test"],
+                      "do_by_tile": do_by_tile(policy, frames[held], labels[held], episode[held], did[held])},
+                     indent=1))
 
 
 if __name__ == "__main__":

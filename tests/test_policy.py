@@ -356,3 +356,43 @@ def test_the_cnn_runs_in_frame_chunks_on_cpu_with_the_same_log_probs_and_grads()
     assert set(g8) == set(g0) and len(g0) > 10
     for n in g0:  # rounding in another order
         assert float((g8[n] - g0[n]).norm()) <= 1e-4 * float(g0[n].norm()) + 1e-8, n
+
+
+def test_fovea_sees_the_centre_crop_and_only_it(tmp_path):
+    """The `fovea` preset adds features of the frame's centre (48x32 of 128x128) to the whole frame's; its branch reads
+    no pixel outside the crop, and a pixel inside it changes them. debug without it writes no fovea key."""
+    from steve1_ray.models.formats import read_model_file, save_weights, write_model_file
+
+    torch.manual_seed(0)
+    policy = build_policy("fovea").eval()
+    fovea = policy.net.img_process.fovea
+    assert (fovea.y0, fovea.x0, fovea.h, fovea.w) == (40, 48, 48, 32)
+    x = torch.rand(3, 128, 128, 3)
+    outside, inside = x.clone(), x.clone()
+    outside[:, :40] = 0.0; outside[:, 88:] = 1.0; outside[:, :, :48] = 0.5; outside[:, :, 80:] = 0.25  # noqa: E702
+    inside[:, 60, 64] = 1.0 - inside[:, 60, 64]
+    with torch.no_grad():
+        base = fovea(x)
+        assert torch.equal(fovea(outside), base)
+        assert not torch.allclose(fovea(inside), base)
+        whole = policy.net.img_process(x)
+        assert torch.allclose(whole, policy.net.img_process.linear(policy.net.img_process.cnn(x)) + base)
+    # the .model file carries the fovea, and the released layout does not mention it
+    cfg = read_model_file(write_model_file(policy.cfg, tmp_path / "f.model"))
+    assert cfg.fovea_shape == [48, 32] and cfg.fovea_chans == [16, 16]
+    assert "fovea_shape" not in PolicyConfig.preset("debug").to_model_kwargs()
+    assert "fovea_shape" not in PolicyConfig.preset("2x").to_model_kwargs()
+    # its weights load strictly into the same architecture, and not into debug
+    save_weights(policy, tmp_path / "f.weights")
+    again = load_policy(tmp_path / "f.model", tmp_path / "f.weights")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in policy.state_dict().items())
+    with pytest.raises(Exception, match="fovea"):
+        load_policy("debug", tmp_path / "f.weights")
+
+
+@pytest.mark.parametrize("bad", [[48], [2, 32], [48, 200], [48, 32, 3]])
+def test_fovea_shape_is_checked(bad):
+    with pytest.raises(ValueError, match="fovea_shape"):
+        PolicyConfig.preset("debug", fovea_shape=bad)
+    with pytest.raises(ValueError, match="fovea_chans"):
+        PolicyConfig.preset("fovea", fovea_chans=[16, 0])

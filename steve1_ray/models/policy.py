@@ -80,6 +80,13 @@ class PolicyConfig:
     use_pointwise_layer: bool = True
     use_pre_lstm_ln: bool = False
     img_shape: list[int] = field(default_factory=lambda: [128, 128, 3])
+    fovea_shape: Optional[list[int]] = None
+    """Ours, not VPT's: [height, width] of a crop at the image centre that a second, small ImpalaCNN sees at the
+    input's own resolution; its features are added to the whole image's (`net.img_process.fovea.*`). The centre is
+    where the player acts: the crosshair in Minecraft, the player's tile and the four it can face in the embedded
+    world. None (every released VPT/STEVE-1 model): no fovea, and the `.model` file has neither fovea key."""
+    fovea_chans: list[int] = field(default_factory=lambda: [16, 16])
+    """Channels of the fovea's down-stacks (each halves the crop); read only with `fovea_shape`."""
     temperature: float = 2.0
     """Action logits are divided by this before log-softmax (training too, as the original)."""
     embed_dim: int = 512
@@ -108,6 +115,14 @@ class PolicyConfig:
             bad("impala_chans", "must be a non-empty list of positive channel counts, e.g. [16, 32, 32]")
         if len(self.img_shape) != 3 or self.img_shape[2] != 3 or min(self.img_shape) <= 0:
             bad("img_shape", "must be [height, width, 3], e.g. [128, 128, 3]")
+        self.fovea_chans = [int(c) for c in self.fovea_chans]
+        if self.fovea_shape is not None:
+            self.fovea_shape = [int(s) for s in self.fovea_shape]
+            if (len(self.fovea_shape) != 2 or min(self.fovea_shape) < 4
+                    or self.fovea_shape[0] > self.img_shape[0] or self.fovea_shape[1] > self.img_shape[1]):
+                bad("fovea_shape", f"must be [height, width], each at least 4 and within img_shape {self.img_shape[:2]}")
+            if len(self.fovea_chans) == 0 or min(self.fovea_chans) <= 0:
+                bad("fovea_chans", "must be a non-empty list of positive channel counts, e.g. [16, 16]")
         if self.recurrence_type not in RECURRENCE_TYPES:
             bad("recurrence_type", f"must be one of {list(RECURRENCE_TYPES)}")
         if not isinstance(self.n_recurrence_layers, int) or self.n_recurrence_layers < 1:
@@ -163,6 +178,8 @@ class PolicyConfig:
         d = dataclasses.asdict(self)
         for ours in ("temperature", "embed_dim", "activation_checkpointing"):
             d.pop(ours)
+        if self.fovea_shape is None:  # the released layout, key for key
+            d.pop("fovea_shape"), d.pop("fovea_chans")
         d["mineclip_embed_dim"] = self.embed_dim
         return d
 
@@ -183,6 +200,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # than debug's width, benchmarks/RESULTS.md sessions 25-26)
     "wide": {"hidsize": 128, "attention_heads": 4, "impala_width": 1, "impala_chans": [8, 16, 16],
              "n_recurrence_layers": 2, "attention_memory_size": 24, "timesteps": 16},
+    # debug with a fovea: a 48x32 crop at the centre of the 128x128 frame (the embedded world's player tile and the
+    # tiles it can face, 3 rows x 4 columns) seen by two 16-channel down-stacks, features added to the frame's
+    # (benchmarks/RESULTS.md, session 29: debug's encoder barely encodes the faced tile)
+    "fovea": {"hidsize": 64, "attention_heads": 4, "impala_width": 1, "impala_chans": [4, 8, 8],
+              "n_recurrence_layers": 2, "attention_memory_size": 24, "timesteps": 16,
+              "fovea_shape": [48, 32], "fovea_chans": [16, 16]},
 }
 
 
@@ -293,14 +316,34 @@ class ImpalaCNN(nn.Module):
         return self.dense(x.flatten(1))  # flatten in (C, H, W) order
 
 
+class Fovea(nn.Module):
+    """The centre crop of the frame (`PolicyConfig.fovea_shape`) through its own ImpalaCNN down-stacks
+    (`fovea_chans`) and dense layers to `hidsize`. Keys `net.img_process.fovea.cnn.*`, `.linear.*`."""
+
+    def __init__(self, cfg: PolicyConfig, dense_norm: Optional[str], cnn_outsize: int = 256):
+        super().__init__()
+        fh, fw = cfg.fovea_shape
+        h, w = cfg.img_shape[:2]
+        self.y0, self.x0, self.h, self.w = (h - fh) // 2, (w - fw) // 2, fh, fw
+        sub = dataclasses.replace(cfg, img_shape=[fh, fw, 3], impala_chans=list(cfg.fovea_chans), impala_width=1,
+                                  fovea_shape=None)
+        self.cnn = ImpalaCNN(sub, cnn_outsize)
+        self.linear = NormLayer(cnn_outsize, cfg.hidsize, "linear", dense_norm)
+
+    def forward(self, x):  # (N, H, W, C) -> (N, hidsize)
+        return self.linear(self.cnn(x[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w]))
+
+
 class ImgObsProcess(nn.Module):
     def __init__(self, cfg: PolicyConfig, dense_norm: Optional[str], cnn_outsize: int = 256):
         super().__init__()
         self.cnn = ImpalaCNN(cfg, cnn_outsize)
         self.linear = NormLayer(cnn_outsize, cfg.hidsize, "linear", dense_norm)
+        self.fovea = Fovea(cfg, dense_norm, cnn_outsize) if cfg.fovea_shape is not None else None
 
     def forward(self, x):
-        return self.linear(self.cnn(x))
+        out = self.linear(self.cnn(x))
+        return out if self.fovea is None else out + self.fovea(x)
 
 
 def _normed_linear(cin: int, cout: int, scale: float, bias: bool = True) -> nn.Linear:
