@@ -115,9 +115,11 @@ class ReleaseConfig:
     """behaviour-cloning frames of the STEVE-1 policy, goal-conditioned from scratch (hindsight goals, the preset's
     p_uncond); 0 = no STEVE-1 policy in the release"""
     steve1_policy: str = ""
-    """the STEVE-1 policy's architecture: a preset (`steve1_ray.models.policy.PRESETS`, e.g. `wide`) or a `.model`
-    file; the release then carries it as `steve1.model` beside `steve1.weights`. Empty: the foundation's
-    architecture (no `steve1.model`, as the original's `steve1.weights` goes with VPT's `2x.model`)"""
+    """the STEVE-1 policy's architecture: a preset (`steve1_ray.models.policy.PRESETS`, e.g. `wide`, `fovea`) or a
+    `.model` file; the release then carries it as `steve1.model` beside `steve1.weights`. Empty: the foundation's
+    architecture (no `steve1.model`, as the original's `steve1.weights` goes with VPT's `2x.model`). `fovea` with
+    `embedder_epochs=20`: a lower goal-stage loss (13.63 against 14.27) and the quick start followed 2 of 5 prompts
+    at two seeds, as debug did there (benchmarks/RESULTS.md, session 29)"""
     event_frames: int = 0
     """then this many frames on event goals (`goal_event_horizon=40 goal_event_pick=last lr=3e-4`); 0 = none (the
     committed release since session 24; 131072 before, with hindsight goals alone)"""
