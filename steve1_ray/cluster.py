@@ -10,7 +10,9 @@ The rule, in order:
    the address and the submission's runtime env.
 3. `RAY_ADDRESS` is a cluster's address (`host:port`): join it.
 4. Unless `private=True` or `RAY_ADDRESS=local`: a cluster started with `ray start` runs on this host: join it
-   (`address="auto"`).
+   (the address `ray start` wrote to Ray's temp dir, as a plain `ray.init()` finds it, when its GCS still runs).
+   Never another process's own cluster: Ray's `address="auto"` would join any GCS it finds on the host, and that
+   cluster ends with the process that started it (a quick start's, another job's), taking this job with it.
 5. Otherwise start a cluster of this process's own (`num_cpus` cores, all by default).
 
 `dashboard=True` is for Ray Train under Tune (`steve1 sweep`): the placement-group cleaner of stopped trials
@@ -30,6 +32,17 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def started_cluster() -> str | None:
+    """The GCS address of the cluster `ray start` started on this host, if it still runs; else None.
+
+    Ray keeps the last `ray start`'s address in its temp dir (`ray.init()` without an address reads it there), and
+    finds the running GCS processes by their command lines; both are Ray internals with no public API (Ray 2.60)."""
+    from ray._private import services
+
+    address = services.find_bootstrap_address(None)
+    return address if address and address in services.find_gcs_addresses() else None
 
 
 def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_dashboard: bool | None = None,
@@ -52,11 +65,12 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
         env = {"RAY_ADDRESS": address} if dashboard else {}
         ray.init(address=address, log_to_driver=log_to_driver, runtime_env={"env_vars": env} if env else None)
         return ray
-    if not private and address != "local":  # rule 4
+    started = None if private or address == "local" else started_cluster()
+    if started:  # rule 4
         try:
-            ray.init(address="auto", log_to_driver=log_to_driver)
+            ray.init(address=started, log_to_driver=log_to_driver)
             return ray
-        except (ConnectionError, RuntimeError):  # none running on this host (or several: pick none of them)
+        except (ConnectionError, RuntimeError):  # it stopped in between
             pass
     env = dict(env_vars or {})  # rule 5 (and RAY_ADDRESS=local): start one
     kwargs: dict = {} if include_dashboard is None else {"include_dashboard": include_dashboard}

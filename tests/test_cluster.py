@@ -30,3 +30,22 @@ def test_ray_address_local_starts_a_private_cluster(ray_cluster):
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["ok"] and got["gcs"] != ray.get_runtime_context().gcs_address
+
+
+@pytest.mark.slow
+def test_another_processes_own_cluster_is_never_joined(ray_cluster):
+    """Rule 4 joins a `ray start` cluster only. This process's cluster (the fixture's, started by ray.init like a
+    quick start's) ends with this process, so a job in another process that joined it would die with it."""
+    import ray
+
+    from steve1_ray.cluster import started_cluster
+
+    mine = ray.get_runtime_context().gcs_address
+    assert started_cluster() != mine
+    code = ("import json, ray; from steve1_ray.cluster import connect; connect(log_to_driver=False, num_cpus=1); "
+            "print(json.dumps({'gcs': ray.get_runtime_context().gcs_address, 'ok': ray.get(ray.put(7)) == 7}))")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["ok"] and got["gcs"] != mine
