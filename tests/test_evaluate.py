@@ -141,7 +141,10 @@ def test_a_failing_world_only_ends_its_own_episode():
 
 
 @pytest.mark.slow
-def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path, capsys):
+def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar is drawn for a terminal only
     out = tmp_path / "eval"
     args = ["--config", DEBUG, f"out_dir={out}", "episodes=2", "max_steps=8", "prompts=[collect wood]",
             "cond_scales=[0, 6]", "video_height=64", "world.frame_width=128", "world.frame_height=72", "world.area=[32, 32]",
@@ -399,7 +402,9 @@ def test_evaluate_job_with_foundation_and_phrasings_prints_progress(ray_cluster,
             f"baseline_weights={tmp_path / 'foundation.weights'}", "video_height=64", "world.frame_width=128",
             "world.frame_height=72", "world.area=[32, 32]", "workers=1", "streams_per_worker=2"]
     assert main(args) == 0
-    stdout = capsys.readouterr().out
+    captured = capsys.readouterr()
+    stdout = captured.out
+    assert "evaluate:" not in captured.err  # stderr is no terminal here: no bar redrawn with '\r' into a log
     # Progress in the job's own output, not only the stderr bar or Ray's worker logs.
     assert ("[evaluate] 8 episodes: 1 prompts + 1 other phrasings x 1 scales (6), unconditioned, foundation; "
             "2 worlds each, at most 6 steps; 1 workers x 2 streams") in stdout

@@ -127,7 +127,7 @@ class EvalConfig:
     out_dir: str = "runs/eval"
     """Report folder: report.md, summary.json, episodes.json, plots/, videos/ and config.yaml."""
     progress: bool = True
-    """A tqdm progress bar over episode steps."""
+    """Progress lines with an ETA on stdout, and a tqdm bar over episode steps on stderr when it is a terminal."""
     report_only: bool = False
     """Play nothing: re-render report.md, summary.json and plots from `<out_dir>/episodes.json` (e.g.
     with another `confidence`)."""
@@ -502,6 +502,12 @@ def chunk_jobs(jobs: Sequence[dict], size: int) -> list[list[dict]]:
     return chunks
 
 
+def _bar_wanted(cfg: EvalConfig) -> bool:
+    """The tqdm bar only where a person watches stderr: redrawn with '\\r' into a log file or a pipe (the quick
+    start's output) it is one endless line; the progress lines say the same there."""
+    return bool(cfg.progress) and sys.stderr.isatty()
+
+
 def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict], baseline=None) -> list[tuple[dict, bytes | None]]:
     """Play every job on `cfg.workers` Ray actors, `streams_per_worker` episodes per call (`baseline`: the
     foundation policy, for the jobs with `policy: foundation`).
@@ -537,7 +543,7 @@ def run_rollouts(cfg: EvalConfig, policy, jobs: list[dict], baseline=None) -> li
 
     for actor in actors:
         submit(actor)
-    bar = tqdm(total=len(jobs) * cfg.max_steps, desc="evaluate", unit="step", disable=not cfg.progress,
+    bar = tqdm(total=len(jobs) * cfg.max_steps, desc="evaluate", unit="step", disable=not _bar_wanted(cfg),
                file=sys.stderr, smoothing=0.1)
     lines = ProgressLines(len(jobs))
     done_steps = 0
