@@ -114,12 +114,14 @@ class ReleaseConfig:
     goal_frames: int = 262144
     """behaviour-cloning frames of the STEVE-1 policy, goal-conditioned from scratch (hindsight goals, the preset's
     p_uncond); 0 = no STEVE-1 policy in the release"""
-    steve1_policy: str = ""
+    steve1_policy: str = "fovea"
     """the STEVE-1 policy's architecture: a preset (`steve1_ray.models.policy.PRESETS`, e.g. `wide`, `fovea`) or a
     `.model` file; the release then carries it as `steve1.model` beside `steve1.weights`. Empty: the foundation's
-    architecture (no `steve1.model`, as the original's `steve1.weights` goes with VPT's `2x.model`). `fovea` with
-    `embedder_epochs=20`: a lower goal-stage loss (13.63 against 14.27) and the quick start followed 2 of 5 prompts
-    at two seeds, as debug did there (benchmarks/RESULTS.md, session 29)"""
+    architecture (no `steve1.model`, as the original's `steve1.weights` goes with VPT's `2x.model`). Default `fovea`
+    (the committed release since session 29: debug with a second small CNN on the frame's centre, where the player
+    acts): its quick start follows 3, 3 and 4 of 5 prompts at evaluation seeds 0-2 against debug's 3 (eat a cow for the
+    first time at seed 2), goal-stage val loss 14.40 against 14.87; with `embedder_epochs=20` it followed 2 of 5
+    (benchmarks/RESULTS.md, session 29)"""
     event_frames: int = 0
     """then this many frames on event goals (`goal_event_horizon=40 goal_event_pick=last lr=3e-4`); 0 = none (the
     committed release since session 24; 131072 before, with hindsight goals alone)"""

@@ -214,7 +214,8 @@ def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_pa
     assert "eat_cow" in recorded["focus_goals"] and recorded["focus_order"] == "cycle"
     ft = yaml.safe_load(next((out / "train" / "steve1").glob("checkpoint_*/train_config.yaml")).read_text())
     # from the released STEVE-1 policy (goal-conditioned), at its event stage's lr, the goal layer at the same lr
-    assert Path(ft["in_weights"]) == release / "steve1.weights" and Path(ft["model"]) == release / "foundation.model"
+    # with its own architecture (steve1.model: the fovea preset, since session 29)
+    assert Path(ft["in_weights"]) == release / "steve1.weights" and Path(ft["model"]) == release / "steve1.model"
     assert ft["goal_event_pick"] == "last" and ft["p_uncond"] > 0 and ft["goal_lr_scale"] == 1
     assert ft["goal_segments"] == str(out / "world")  # segment goals from the fresh recording
     assert ft["lr"] == 3e-4

@@ -47,12 +47,14 @@ def test_committed_release_matches_its_manifest_and_loads_strictly():
     import torch
 
     from steve1_ray.models.formats import GOAL_KEYS, read_state_dict
-    from steve1_ray.models.loading import RELEASE_STEVE1, load_goal_models, load_policy_spec
+    from steve1_ray.models.loading import (RELEASE_STEVE1, RELEASE_STEVE1_MODEL, load_goal_models, load_policy_spec,
+                                           released_policy_model)
     from steve1_ray.release import FILES, MAX_RELEASE_BYTES, released_world, verify
 
     root = released_world()
     manifest = verify(root)  # sizes and sha256 of every file
-    assert sorted(manifest["files"]) == sorted(FILES + (RELEASE_STEVE1,))
+    # since session 29 the STEVE-1 policy has its own architecture (the `fovea` preset), carried as steve1.model
+    assert sorted(manifest["files"]) == sorted(FILES + (RELEASE_STEVE1, RELEASE_STEVE1_MODEL))
     assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"].values()) <= MAX_RELEASE_BYTES
     assert manifest["command"].startswith("steve1 release-world") and manifest["commit"]
     # the quick start's, serving's and the evaluation's defaults play in the release's world
@@ -76,8 +78,10 @@ def test_committed_release_matches_its_manifest_and_loads_strictly():
     assert prior is not None and embedder.embed_dim == policy.cfg.embed_dim
     for key in ("embedder", "foundation", "prior", "recordings", "steve1"):
         assert manifest["metrics"][key], key
-    # the STEVE-1 policy: the foundation's architecture with a trained goal layer, loaded strictly
-    steve1 = load_policy_spec(root / "foundation.model", root / RELEASE_STEVE1)
+    # the STEVE-1 policy: its own architecture (the foundation's with a fovea) with a trained goal layer, strictly
+    assert released_policy_model(root) == RELEASE_STEVE1_MODEL
+    steve1 = load_policy_spec(root / RELEASE_STEVE1_MODEL, root / RELEASE_STEVE1)
+    assert steve1.cfg.fovea_shape == [48, 32] and steve1.cfg.hidsize == policy.cfg.hidsize
     assert not steve1.load_report.missing_goal_layer
     assert any(steve1.state_dict()[k].abs().sum() > 0 for k in GOAL_KEYS if k in steve1.state_dict())
     # `released` names the same files wherever a policy, embedder or prior is asked for: as a policy, STEVE-1
@@ -189,6 +193,11 @@ def test_verify_takes_a_steve1_model_only_when_the_manifest_lists_it(tmp_path, m
 
     root = tmp_path / "rw"
     shutil.copytree(released_world(), root)
+    # the committed release lists its steve1.model (since session 29); start from one without, as before
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["files"][RELEASE_STEVE1_MODEL]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / RELEASE_STEVE1_MODEL).unlink()
     assert released_policy_model(root) == "foundation.model"
     write_model_file(PolicyConfig.preset("wide", embed_dim=128), root / RELEASE_STEVE1_MODEL)
     with pytest.raises(ValueError, match="steve1.model: not listed"):
@@ -265,7 +274,7 @@ def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_pat
     assert not (tmp_path / "out").exists()
     # a whitened folder, nor with a text-tower stage it did not have (the stage runs before the whitening there and
     # moves every later stage's position); an unwhitened one gains the stage after its policies, with its own prior
-    (work / "release_config.yaml").write_text("goal_whiten: true\n")
+    (work / "release_config.yaml").write_text("goal_whiten: true\nsteve1_policy: fovea\n")
     assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true"]) == 2
     assert "made with text_epochs=0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -315,6 +324,8 @@ def test_a_release_without_a_steve1_policy_fine_tunes_and_serves_its_foundation(
     shutil.copytree(committed, old)
     m = json.loads((old / "manifest.json").read_text())
     del m["files"]["steve1.weights"]
+    del m["files"]["steve1.model"]  # its architecture goes with it
+    (old / "steve1.model").unlink()
     (old / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="steve1.weights: not listed"):
         verify(old)  # on disk but not in the manifest
