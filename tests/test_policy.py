@@ -396,3 +396,19 @@ def test_fovea_shape_is_checked(bad):
         PolicyConfig.preset("debug", fovea_shape=bad)
     with pytest.raises(ValueError, match="fovea_chans"):
         PolicyConfig.preset("fovea", fovea_chans=[16, 0])
+
+
+@pytest.mark.parametrize("key,value", [("fovea_shape", "ab"), ("fovea_shape", 48), ("fovea_shape", [48, None]),
+                                       ("fovea_chans", 16), ("fovea_chans", ["x"])])
+def test_a_hostile_model_file_fovea_is_refused_by_name(tmp_path, key, value):
+    """A `.model` file's fovea keys are data: wrong types give the field's ValueError, never a TypeError."""
+    import pickle
+
+    from steve1_ray.models.formats import read_model_file, write_model_file
+
+    path = write_model_file(PolicyConfig.preset("fovea"), tmp_path / "f.model")
+    d = pickle.loads(path.read_bytes())
+    d["model"]["args"]["net"]["args"][key] = value
+    path.write_bytes(pickle.dumps(d, protocol=2))
+    with pytest.raises(ValueError, match=key):
+        read_model_file(path)

@@ -115,9 +115,15 @@ class PolicyConfig:
             bad("impala_chans", "must be a non-empty list of positive channel counts, e.g. [16, 32, 32]")
         if len(self.img_shape) != 3 or self.img_shape[2] != 3 or min(self.img_shape) <= 0:
             bad("img_shape", "must be [height, width, 3], e.g. [128, 128, 3]")
-        self.fovea_chans = [int(c) for c in self.fovea_chans]
+        def ints(name):
+            try:
+                return [int(v) for v in getattr(self, name)]
+            except (TypeError, ValueError):
+                bad(name, "must be a list of integers")
+
+        self.fovea_chans = ints("fovea_chans")
         if self.fovea_shape is not None:
-            self.fovea_shape = [int(s) for s in self.fovea_shape]
+            self.fovea_shape = ints("fovea_shape")
             if (len(self.fovea_shape) != 2 or min(self.fovea_shape) < 4
                     or self.fovea_shape[0] > self.img_shape[0] or self.fovea_shape[1] > self.img_shape[1]):
                 bad("fovea_shape", f"must be [height, width], each at least 4 and within img_shape {self.img_shape[:2]}")
@@ -316,24 +322,6 @@ class ImpalaCNN(nn.Module):
         return self.dense(x.flatten(1))  # flatten in (C, H, W) order
 
 
-class Fovea(nn.Module):
-    """The centre crop of the frame (`PolicyConfig.fovea_shape`) through its own ImpalaCNN down-stacks
-    (`fovea_chans`) and dense layers to `hidsize`. Keys `net.img_process.fovea.cnn.*`, `.linear.*`."""
-
-    def __init__(self, cfg: PolicyConfig, dense_norm: Optional[str], cnn_outsize: int = 256):
-        super().__init__()
-        fh, fw = cfg.fovea_shape
-        h, w = cfg.img_shape[:2]
-        self.y0, self.x0, self.h, self.w = (h - fh) // 2, (w - fw) // 2, fh, fw
-        sub = dataclasses.replace(cfg, img_shape=[fh, fw, 3], impala_chans=list(cfg.fovea_chans), impala_width=1,
-                                  fovea_shape=None)
-        self.cnn = ImpalaCNN(sub, cnn_outsize)
-        self.linear = NormLayer(cnn_outsize, cfg.hidsize, "linear", dense_norm)
-
-    def forward(self, x):  # (N, H, W, C) -> (N, hidsize)
-        return self.linear(self.cnn(x[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w]))
-
-
 class ImgObsProcess(nn.Module):
     def __init__(self, cfg: PolicyConfig, dense_norm: Optional[str], cnn_outsize: int = 256):
         super().__init__()
@@ -344,6 +332,21 @@ class ImgObsProcess(nn.Module):
     def forward(self, x):
         out = self.linear(self.cnn(x))
         return out if self.fovea is None else out + self.fovea(x)
+
+
+class Fovea(ImgObsProcess):
+    """The centre crop of the frame (`PolicyConfig.fovea_shape`) through an image process of its own: ImpalaCNN
+    down-stacks of `fovea_chans` and the dense layers to `hidsize`. Keys `net.img_process.fovea.cnn.*`, `.linear.*`."""
+
+    def __init__(self, cfg: PolicyConfig, dense_norm: Optional[str], cnn_outsize: int = 256):
+        fh, fw = cfg.fovea_shape
+        h, w = cfg.img_shape[:2]
+        super().__init__(dataclasses.replace(cfg, img_shape=[fh, fw, 3], impala_chans=list(cfg.fovea_chans),
+                                             impala_width=1, fovea_shape=None), dense_norm, cnn_outsize)
+        self.y0, self.x0, self.h, self.w = (h - fh) // 2, (w - fw) // 2, fh, fw
+
+    def forward(self, x):  # (N, H, W, C) -> (N, hidsize)
+        return super().forward(x[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w])
 
 
 def _normed_linear(cin: int, cout: int, scale: float, bias: bool = True) -> nn.Linear:
