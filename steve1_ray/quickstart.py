@@ -111,8 +111,11 @@ class QuickstartConfig:
     eval_scales: list[float] = field(default_factory=lambda: [0.0, 2.0, 6.0])
     """guidance scales the evaluation sweeps (0 = the plain conditional policy); the unconditioned agent (and
     the foundation policy, when fine-tuning) always play the same worlds too"""
-    eval_episodes: int = 12
-    """evaluation episodes (worlds) per (prompt, scale) cell and for each baseline"""
+    eval_episodes: int = 24
+    """evaluation episodes (worlds) per (prompt, scale) cell and for each baseline. 24: a cow or a table is 0-2 per
+    episode, so at 12 worlds one seed's verdict could flip on a single lucky episode (the committed release's quick
+    start: "eat a cow" 2.8x at seed 2 and 3.0x at seed 0 on 12 worlds, 2.4x and 1.2x on 24; benchmarks/RESULTS.md,
+    session 30); 24 costs about 3 minutes more"""
     eval_steps: int = 300
     """steps per evaluation episode at most (20 per second)"""
     eval_seed: int = 0
