@@ -119,9 +119,9 @@ class ReleaseConfig:
     `.model` file; the release then carries it as `steve1.model` beside `steve1.weights`. Empty: the foundation's
     architecture (no `steve1.model`, as the original's `steve1.weights` goes with VPT's `2x.model`). Default `fovea`
     (the committed release since session 29: debug with a second small CNN on the frame's centre, where the player
-    acts): its quick start follows 3, 3 and 4 of 5 prompts at evaluation seeds 0-2 against debug's 3 (eat a cow for the
-    first time at seed 2), goal-stage val loss 14.40 against 14.87; with `embedder_epochs=20` it followed 2 of 5
-    (benchmarks/RESULTS.md, session 29)"""
+    acts): its quick start follows 3, 3 and 4 of 5 prompts at evaluation seeds 0-2 on 12 worlds against debug's 3 (eat
+    a cow at seed 2; 3 of 5 at seeds 0 and 1 on 24 worlds, session 30), goal-stage val loss 14.40 against 14.87; with
+    `embedder_epochs=20` it followed 2 of 5 (benchmarks/RESULTS.md, session 29)"""
     event_frames: int = 0
     """then this many frames on event goals (`goal_event_horizon=40 goal_event_pick=last lr=3e-4`); 0 = none (the
     committed release since session 24; 131072 before, with hindsight goals alone)"""
