@@ -114,8 +114,9 @@ class QuickstartConfig:
     eval_episodes: int = 24
     """evaluation episodes (worlds) per (prompt, scale) cell and for each baseline. 24: a cow or a table is 0-2 per
     episode, so at 12 worlds one seed's verdict could flip on a single lucky episode (the committed release's quick
-    start: "eat a cow" 2.8x at seed 2 and 3.0x at seed 0 on 12 worlds, 2.4x and 1.2x on 24; benchmarks/RESULTS.md,
-    session 30); 24 costs about 3 minutes more"""
+    start: "eat a cow" followed at seed 2 of three on 12 worlds, 2.8x; on 24 worlds 2.4x but not above scale 0 at seed
+    0 and 1.2x at seed 1; benchmarks/RESULTS.md, session 30). 24 costs 1.5-3 minutes more (the evaluation 4m32s and
+    6m02s against 3m08s)"""
     eval_steps: int = 300
     """steps per evaluation episode at most (20 per second)"""
     eval_seed: int = 0
