@@ -23,7 +23,7 @@ def released_policy():
     from steve1_ray.models.loading import RELEASED_DIR, load_goal_models, load_policy_spec
 
     rel = RELEASED_DIR / "world"
-    policy = load_policy_spec(rel / "steve1.model", rel / "steve1.weights", seed=0)
+    policy = load_policy_spec("released", seed=0)  # the release's STEVE-1 policy with its own architecture
     mineclip, prior = load_goal_models(rel / "mineclip.pth", rel / "prior.pt", embed_dim=policy.cfg.embed_dim)
     return policy, mineclip, prior
 

@@ -86,8 +86,7 @@ def test_a_dagger_round_with_the_released_policy_labels_its_states_with_the_demo
     out = tmp_path / "dagger"
     cfg = RecordConfig(out=str(out), episodes=2, max_steps=30, seed=11, use_ray=False, progress=False,
                        name_prefix="crafter-dagger", focus_fraction=0.5, focus_order="cycle",
-                       focus_goals=["collect_wood"], driver=str(rel / "steve1.model"),
-                       driver_weights=str(rel / "steve1.weights"), driver_embedder=str(rel / "mineclip.pth"),
+                       focus_goals=["collect_wood"], driver="released", driver_embedder=str(rel / "mineclip.pth"),
                        driver_prior=str(rel / "prior.pt"), driver_share=1.0)
     summary = record_episodes(cfg)
     assert summary["episodes"] == 2 and summary["failed"] == []

@@ -92,13 +92,14 @@ class RecordConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     """the world recorded in (crafter only: the demonstrators read its state); `world.tree_logs=4`, ..."""
     driver: str = ""
-    """a DAgger round (docs/world.md): a trained policy (checkpoint folder, or a `.model` with `driver_weights`)
-    plays `driver_share` of the frames, the demonstrator the rest, and every recorded action is the
+    """a DAgger round (docs/world.md): a trained policy (checkpoint folder, `released`, or a `.model` with
+    `driver_weights`) plays `driver_share` of the frames, the demonstrator the rest, and every recorded action is the
     demonstrator's, so the recording shows what to do in the states the policy reaches on its own. A task episode
     drives toward its goal's first caption (through `driver_embedder` and `driver_prior`, at guidance
     `driver_scale`), free play unconditioned. Empty: the demonstrator alone"""
     driver_weights: str = ""
-    """weights for a `.model` driver (e.g. a release's foundation.model with a steve1.weights)"""
+    """weights for a `.model` driver (e.g. a release's steve1.model with its steve1.weights; `driver=released` names
+    both)"""
     driver_embedder: str = ""
     """the driver's goal embedder (mineclip.pth)"""
     driver_prior: str = ""
