@@ -398,3 +398,40 @@ def test_the_grazing_update_at_crafter_s_rate_plays_crafter_s_world(monkeypatch)
     assert all(getattr(o, "move_chance", None) == 0.5 for o in env.world.objects if type(o).__name__ == "Cow")
     ours, frames_ours = _cow_steps(env)
     assert own == ours and all(np.array_equal(a, b) for a, b in zip(frames, frames_ours))
+
+
+def _cows(env):
+    from crafter import objects
+
+    return sorted(tuple(int(v) for v in o.pos) for o in env.world.objects if type(o) is objects.Cow)
+
+
+def test_cow_herds_put_n_times_the_cows_on_the_same_land_and_keep_them():
+    """cow_herds=3: the same terrain as crafter's world of that seed, with its own cows still there and about
+    twice as many more on the grass; crafter's per-chunk balance, scaled, keeps them through play."""
+    kw = dict(frame_size=(64, 36), tile_px=4, area=(48, 48), zombie_rate=0.0)
+    own, herd = _reset(CrafterEnv(**kw)), _reset(CrafterEnv(**kw, cow_herds=3))
+    assert np.array_equal(own.world._mat_map, herd.world._mat_map)
+    mine, theirs = _cows(own), _cows(herd)
+    assert set(mine) <= set(theirs) and 2 * len(mine) <= len(theirs) <= 5 * len(mine), (len(mine), len(theirs))
+    grass = herd.world._mat_ids["grass"]
+    px, py = (int(v) for v in herd.player.pos)
+    assert all(herd.world._mat_map[x, y] == grass and (x - px) ** 2 + (y - py) ** 2 > 9 for x, y in theirs)
+    assert _cows(_reset(CrafterEnv(**kw, cow_herds=3))) == theirs  # the same seed, the same herds
+    assert _cows(_reset(CrafterEnv(**kw, cow_herds=3), seed=4)) != theirs
+    for env in (own, herd):  # 100 of crafter's balance rounds (one each 10 steps of play)
+        for _ in range(100):
+            for chunk, objs in list(env._core._world.chunks.items()):
+                env._core._balance_chunk(chunk, objs)
+    assert len(_cows(herd)) >= 2 * len(_cows(own)), (len(_cows(own)), len(_cows(herd)))
+
+
+@pytest.mark.parametrize("bad", [0, 11, 1.5, True, "many"])
+def test_cow_herds_must_be_a_small_positive_integer(bad):
+    with pytest.raises(ValueError, match="cow_herds"):
+        CrafterEnv(frame_size=(64, 36), tile_px=4, cow_herds=bad)
+    from steve1_ray.config import ConfigError
+    from steve1_ray.world.config import WorldConfig
+
+    with pytest.raises(ConfigError, match="world.cow_herds"):
+        WorldConfig(cow_herds=bad)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steve1_ray.config import check
-from steve1_ray.world.env import FRAME_SHAPE, WorldEnv, cow_move_problem, log_hits_problem, tree_logs_problem
+from steve1_ray.world.env import (FRAME_SHAPE, WorldEnv, cow_herds_problem, cow_move_problem, log_hits_problem,
+                                  tree_logs_problem)
 
 BACKENDS = ("crafter", "minerl")
 
@@ -39,6 +40,9 @@ class WorldConfig:
     cow_move: float = 0.5
     """crafter: the chance that a cow steps on a turn (0.5 = crafter as published; lower: cows that graze, as
     Minecraft's do)"""
+    cow_herds: int = 1
+    """crafter: cows on the grass, times crafter's (1 = crafter as published, about one per 70 grass tiles; a
+    Minecraft plain has its cows in herds of a few)"""
     target_outline: bool = True
     """crafter: outline the tile the player faces (Minecraft's block outline; false = crafter's own look)"""
     frame_width: int = FRAME_SHAPE[1]
@@ -63,6 +67,8 @@ class WorldConfig:
         check(problem is None, f"world.{problem}")
         problem = log_hits_problem(self.log_hits)
         check(problem is None, f"world.{problem}")
+        problem = cow_herds_problem(self.cow_herds)
+        check(problem is None, f"world.{problem}")
         check(self.frame_width >= 16 and self.frame_height >= 16,
               f"world frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
         check(self.tile_px >= 4, f"world.tile_px={self.tile_px} must be at least 4 (default 20)")
@@ -79,7 +85,8 @@ class WorldConfig:
             return dict(self.minerl)
         return {"frame_size": (self.frame_width, self.frame_height), "tile_px": self.tile_px,
                 "zombie_rate": self.zombie_rate, "target_outline": self.target_outline, "tree_logs": self.tree_logs,
-                "log_hits": self.log_hits, "cow_move": self.cow_move, "area": tuple(self.area)}
+                "log_hits": self.log_hits, "cow_move": self.cow_move, "cow_herds": self.cow_herds,
+                "area": tuple(self.area)}
 
     def make(self, max_steps: int | None = None) -> WorldEnv:
         """The env; `max_steps` ends episodes there (None: the backend's own limit)."""

@@ -41,7 +41,7 @@ import numpy as np
 import crafter
 from crafter import constants, engine, objects, worldgen
 
-from steve1_ray.world.env import (COW_MOVE, FRAME_SHAPE, WorldEnv, cow_move_problem, log_hits_problem, normalize_action,
+from steve1_ray.world.env import (COW_MOVE, FRAME_SHAPE, WorldEnv, cow_herds_problem, cow_move_problem, log_hits_problem, normalize_action,
                                   pressed_hotbar, tree_logs_problem)
 
 CRAFTER_ACTIONS: tuple[str, ...] = tuple(constants.actions)  # the 17 actions, in crafter's index order
@@ -206,6 +206,22 @@ def _graze(cow, move_chance: float):
     return cow
 
 
+def add_herds(world: engine.World, player: objects.Player, herds: int, seed: int) -> int:
+    """`herds - 1` times crafter's cows more on the world's grass: each free grass tile more than 3 tiles from the
+    player gets one with chance (herds - 1) x 1.5 % (crafter's generation: 1.5 %). Draws from an RNG of its own
+    (`seed`), so the world's RNG, and everything it decides afterwards, is not shifted by the drawing. Returns
+    the number of cows added."""
+    grass = world._mat_map == world._mat_ids["grass"]
+    xs, ys = np.meshgrid(np.arange(grass.shape[0]), np.arange(grass.shape[1]), indexing="ij")
+    px, py = (int(v) for v in player.pos)
+    far = (xs - px) ** 2 + (ys - py) ** 2 > 9
+    draw = np.random.RandomState(seed % 2**32).uniform(size=grass.shape)
+    picked = np.argwhere(grass & (world._obj_map == 0) & far & (draw < 0.015 * (herds - 1)))
+    for x, y in picked:
+        world.add(objects.Cow(world, (int(x), int(y))))
+    return len(picked)
+
+
 # Generated worlds, by what generation reads: the area, the player's start and the world RNG's state (seeded by
 # reset). crafter draws each world tile by tile with pure-Python simplex noise, about 2 s for 64x64 tiles, while
 # an evaluation plays the same dozen worlds in every cell; a hit restores the world exactly as generation leaves it.
@@ -252,7 +268,7 @@ class _Core(crafter.Env):
     """crafter.Env rendering our frame layout (one render per step)."""
 
     def __init__(self, area, length, tile_px, frame_size, zombie_rate=1.0, target_outline=True, tree_logs=1,
-                 cow_move=COW_MOVE, log_hits=1):
+                 cow_move=COW_MOVE, log_hits=1, cow_herds=1):
         cols, rows = VIEW_TILES
         super().__init__(area=area, view=(cols, rows), size=(cols * tile_px, rows * tile_px),
                          reward=True, length=length, seed=0)
@@ -264,6 +280,7 @@ class _Core(crafter.Env):
         self.tree_logs = int(tree_logs)
         self.log_hits = int(log_hits)
         self.cow_move = float(cow_move)
+        self.cow_herds = int(cow_herds)
         self.hotbar = 0
 
     def reset(self):
@@ -271,13 +288,16 @@ class _Core(crafter.Env):
         center = (self._world.area[0] // 2, self._world.area[1] // 2)
         self._episode += 1
         self._step = 0
-        self._world.reset(seed=hash((self._seed, self._episode)) % (2 ** 31 - 1))
+        world_seed = hash((self._seed, self._episode)) % (2 ** 31 - 1)
+        self._world.reset(seed=world_seed)
         self._update_time()
         self._player = objects.Player(self._world, center)
         self._last_health = self._player.health
         self._world.add(self._player)
         self._unlocked = set()
         generate_world(self._world, self._player)
+        if self.cow_herds != 1:  # herds: more cows on the grass (add_herds), drawn apart from the world's RNG
+            add_herds(self._world, self._player, self.cow_herds, world_seed + 1)
         obs = self._obs()
         if self.tree_logs != 1 or self.log_hits != 1:  # trees that take several `do`s (_do_material_with_logs)
             player = self._player
@@ -295,6 +315,9 @@ class _Core(crafter.Env):
         if cls is objects.Zombie and self.zombie_rate != 1.0:  # scale crafter's per-chunk zombie targets
             base, rate = target_fn, self.zombie_rate
             target_fn = lambda num, space: tuple(rate * v for v in base(num, space))  # noqa: E731
+        if cls is objects.Cow and self.cow_herds != 1:  # keep the herds: crafter's per-chunk cow targets x herds
+            base_cows, herds = target_fn, self.cow_herds
+            target_fn = lambda num, space: tuple(herds * v for v in base_cows(num, space))  # noqa: E731
         if cls is objects.Cow and self.cow_move != COW_MOVE:  # cows spawned later graze too
             make, chance = ctor, self.cow_move
             ctor = lambda pos: _graze(make(pos), chance)  # noqa: E731
@@ -364,13 +387,16 @@ class CrafterEnv(WorldEnv):
                     a Minecraft cow grazes, mostly standing, now and then wandering a few blocks).
         log_hits:   `do`s a tree takes for each log (1 = crafter as published; a Minecraft log breaks after
                     about three seconds of attacking it by hand).
+        cow_herds:  cows on the grass, times crafter's (1 = crafter as published; see `add_herds`), at world
+                    generation and in crafter's per-chunk balance of cows afterwards.
     """
 
     backend = "crafter"
 
     def __init__(self, frame_size: tuple[int, int] = (FRAME_SHAPE[1], FRAME_SHAPE[0]), tile_px: int = 20,
                  max_steps: int = 10000, area: tuple[int, int] = (64, 64), zombie_rate: float = 1.0,
-                 target_outline: bool = True, tree_logs: int = 1, cow_move: float = COW_MOVE, log_hits: int = 1):
+                 target_outline: bool = True, tree_logs: int = 1, cow_move: float = COW_MOVE, log_hits: int = 1,
+                 cow_herds: int = 1):
         if tile_px < 4:
             raise ValueError(f"tile_px={tile_px} is too small to draw tiles; use 4 or more (default 20)")
         if len(frame_size) != 2 or min(frame_size) < 16:
@@ -385,10 +411,12 @@ class CrafterEnv(WorldEnv):
             raise ValueError(problem)
         if problem := log_hits_problem(log_hits):
             raise ValueError(problem)
+        if problem := cow_herds_problem(cow_herds):
+            raise ValueError(problem)
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.max_steps = int(max_steps)
         self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate, target_outline,
-                           tree_logs, cow_move, log_hits)
+                           tree_logs, cow_move, log_hits, cow_herds)
         self._seed_rng = np.random.default_rng()
         self.seed: int | None = None
         self._done = True

@@ -137,6 +137,13 @@ def log_hits_problem(n) -> str | None:
 COW_MOVE = 0.5  # crafter's cows step on every other turn (Cow.update)
 
 
+def cow_herds_problem(n) -> str | None:
+    """Why `n` is not a valid `cow_herds` (cows per grass tile, times crafter's), or None when it is."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 10:
+        return f"cow_herds={n!r} must be an integer in [1, 10] (1 = crafter's own cows)"
+    return None
+
+
 def cow_move_problem(p) -> str | None:
     """Why `p` is not a valid `cow_move` (the chance that a cow steps on a turn), or None when it is."""
     if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 <= p <= 1.0:
