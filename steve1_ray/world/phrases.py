@@ -33,7 +33,7 @@ FRAMES: tuple[str, ...] = (
 TEMPLATES: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
     "collect_wood": (
         (("chop", "cut", "punch", "hit", "fell", "chop down", "cut down"), ("a tree", "the tree", "trees")),
-        (("collect", "gather", "get", "harvest", "take"),
+        (("collect", "gather", "get", "harvest", "take", "pick up"),
          ("wood", "some wood", "logs", "a log", "wood from a tree", "wood from the trees")),
     ),
     "collect_sapling": (
@@ -56,7 +56,7 @@ TEMPLATES: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
         (("make", "craft", "build", "create"), ("a wooden sword", "a wood sword", "a sword")),
     ),
     "collect_stone": (
-        (("mine", "collect", "dig", "get", "gather", "break", "quarry"),
+        (("mine", "collect", "dig", "get", "gather", "break", "quarry", "pick up"),
          ("stone", "some stone", "cobblestone", "rocks", "stone blocks", "a stone block")),
     ),
     "place_stone": (
@@ -73,7 +73,7 @@ TEMPLATES: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
         (("place", "build", "put down", "set up", "make", "craft"), ("a furnace", "the furnace", "a smelter")),
     ),
     "collect_coal": (
-        (("mine", "collect", "dig", "get", "gather"), ("coal", "some coal", "coal ore")),
+        (("mine", "collect", "dig", "get", "gather", "pick up"), ("coal", "some coal", "coal ore")),
         (("dig for", "look for", "search for"), ("coal", "coal ore")),
     ),
     "collect_drink": (
