@@ -41,8 +41,8 @@ import numpy as np
 import crafter
 from crafter import constants, engine, objects, worldgen
 
-from steve1_ray.world.env import (COW_MOVE, FRAME_SHAPE, WorldEnv, cow_herds_problem, cow_move_problem, log_hits_problem, normalize_action,
-                                  pressed_hotbar, tree_logs_problem)
+from steve1_ray.world.env import (COW_MOVE, FRAME_SHAPE, WorldEnv, cow_herds_problem, cow_move_problem, log_hits_problem,
+                                  normalize_action, pressed_hotbar, tree_logs_problem)
 
 CRAFTER_ACTIONS: tuple[str, ...] = tuple(constants.actions)  # the 17 actions, in crafter's index order
 ACHIEVEMENTS: tuple[str, ...] = tuple(constants.achievements)  # the 22 achievements
@@ -312,12 +312,11 @@ class _Core(crafter.Env):
 
     def _balance_object(self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob,
                         ctor, target_fn):
-        if cls is objects.Zombie and self.zombie_rate != 1.0:  # scale crafter's per-chunk zombie targets
-            base, rate = target_fn, self.zombie_rate
-            target_fn = lambda num, space: tuple(rate * v for v in base(num, space))  # noqa: E731
-        if cls is objects.Cow and self.cow_herds != 1:  # keep the herds: crafter's per-chunk cow targets x herds
-            base_cows, herds = target_fn, self.cow_herds
-            target_fn = lambda num, space: tuple(herds * v for v in base_cows(num, space))  # noqa: E731
+        # crafter's per-chunk targets, scaled: zombies by zombie_rate, cows by cow_herds (so the balance keeps herds)
+        scale = {objects.Zombie: self.zombie_rate, objects.Cow: self.cow_herds}.get(cls, 1)
+        if scale != 1:
+            base = target_fn
+            target_fn = lambda num, space: tuple(scale * v for v in base(num, space))  # noqa: E731
         if cls is objects.Cow and self.cow_move != COW_MOVE:  # cows spawned later graze too
             make, chance = ctor, self.cow_move
             ctor = lambda pos: _graze(make(pos), chance)  # noqa: E731

@@ -120,18 +120,21 @@ class WorldEnv(abc.ABC):
         self.close()
 
 
+def _count_problem(key: str, n, top: int, default: str) -> str | None:
+    """Why `n` is not a valid `key`, a whole number in [1, top], or None when it is (`default` says what 1 is)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= top:
+        return f"{key}={n!r} must be an integer in [1, {top}] (1 = {default})"
+    return None
+
+
 def tree_logs_problem(n) -> str | None:
     """Why `n` is not a valid `tree_logs` (logs per tree in the embedded world), or None when it is."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 100:
-        return f"tree_logs={n!r} must be an integer in [1, 100] (1 = crafter's own trees)"
-    return None
+    return _count_problem("tree_logs", n, 100, "crafter's own trees")
 
 
 def log_hits_problem(n) -> str | None:
     """Why `n` is not a valid `log_hits` (hits a log takes in the embedded world), or None when it is."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 100:
-        return f"log_hits={n!r} must be an integer in [1, 100] (1 = crafter's own trees: a log per hit)"
-    return None
+    return _count_problem("log_hits", n, 100, "crafter's own trees: a log per hit")
 
 
 COW_MOVE = 0.5  # crafter's cows step on every other turn (Cow.update)
@@ -139,9 +142,7 @@ COW_MOVE = 0.5  # crafter's cows step on every other turn (Cow.update)
 
 def cow_herds_problem(n) -> str | None:
     """Why `n` is not a valid `cow_herds` (cows per grass tile, times crafter's), or None when it is."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 10:
-        return f"cow_herds={n!r} must be an integer in [1, 10] (1 = crafter's own cows)"
-    return None
+    return _count_problem("cow_herds", n, 10, "crafter's own cows")
 
 
 def cow_move_problem(p) -> str | None:
