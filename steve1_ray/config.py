@@ -107,8 +107,25 @@ def from_dict(cls: Type[T], data: dict, where: str = "") -> T:
         hints = "; ".join(f"{k} is now {moved[k]}" for k in unknown if k in moved)
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; "
                           + (f"{hints}" if hints else f"known keys: {sorted(types)}"))
+    data = dict(data)
+    for f in dataclasses.fields(cls):  # a section given in part keeps this class's own defaults for the rest
+        if f.name in data and dataclasses.is_dataclass(types[f.name]):
+            default = _field_default(f)
+            value = data[f.name]
+            if isinstance(value, str):  # a whole section from the command line: `world={tree_logs: 4}`
+                value = _parse_yaml(value, f"{where + '.' if where else ''}{f.name}")
+            if isinstance(value, dict) and dataclasses.is_dataclass(default):
+                data[f.name] = _deep_merge(to_dict(default), value)
     kwargs = {k: _coerce(v, types[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
 
 
 def to_dict(cfg: Any) -> dict:
@@ -211,23 +228,19 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default as YAML, docstring) for every field, nested dataclasses flattened."""
+def describe_fields(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, str]]:
+    """(dotted key, default as YAML, docstring) for every field, nested dataclasses flattened. A nested section's
+    defaults are its parent's (the quick start's `world.tree_logs` is 4, WorldConfig's own 1)."""
     rows = []
     docs = field_docs(cls)
     types = _field_types(cls)
     for f in dataclasses.fields(cls):
         key = prefix + f.name
         tp = types[f.name]
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if dataclasses.is_dataclass(tp):
-            rows += describe_fields(tp, key + ".")
+            rows += describe_fields(tp, key + ".", default if dataclasses.is_dataclass(default) else None)
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = None
         shown = json.dumps(default, default=str)  # one line, unambiguous: "null", "[]", "\"debug\""
         rows.append((key, shown, docs.get(f.name, "")))
     return rows

@@ -14,6 +14,12 @@ class Inner:
 
 
 @dataclass
+class Inner2:
+    width: int = 4
+    depth: int = 1
+
+
+@dataclass
 class Cfg:
     lr: float = 1e-3
     steps: int = 10
@@ -21,6 +27,27 @@ class Cfg:
     flag: bool = False
     tags: list[str] = field(default_factory=list)
     inner: Inner = field(default_factory=Inner)
+    section: Inner2 = field(default_factory=lambda: Inner2(depth=3))  # the parent's own default for a section
+
+
+def test_a_section_given_in_part_keeps_its_parents_defaults(tmp_path):
+    """`world.cow_herds=3` on the quick start once rebuilt its world from WorldConfig's defaults: tree_logs fell from
+    the quick start's 4 to 1 without a word. Overrides, YAML sections and whole-section strings all merge now."""
+    assert load_config(Cfg).section == Inner2(4, 3)
+    assert load_config(Cfg, [], ["section.width=9"]).section == Inner2(9, 3)
+    assert load_config(Cfg, [], ["section={width: 9}"]).section == Inner2(9, 3)
+    (tmp_path / "a.yaml").write_text("section: {width: 7}\n")
+    assert load_config(Cfg, [tmp_path / "a.yaml"]).section == Inner2(7, 3)
+    assert load_config(Cfg, [], ["section.depth=5"]).section == Inner2(4, 5)
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(Cfg, [], ["section={wdth: 9}"])
+
+    from steve1_ray.config import describe_fields
+    from steve1_ray.quickstart import QuickstartConfig
+
+    assert ("section.depth", "3") in [r[:2] for r in describe_fields(Cfg)]  # --help shows the parent's default
+    qs = load_config(QuickstartConfig, [], ["world.cow_herds=3"]).world
+    assert (qs.cow_herds, qs.tree_logs) == (3, QuickstartConfig().world.tree_logs) and qs.tree_logs != 1
 
 
 def test_overrides_are_parsed_as_yaml_scalars_and_coerced(tmp_path):
