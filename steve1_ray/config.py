@@ -13,6 +13,7 @@ takes `overlay=` to pick one. Nested dataclasses are filled from nested mappings
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import inspect
 import json
@@ -98,8 +99,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: Type[T], data: dict, where: str = "") -> T:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys with the list of known ones."""
+def from_dict(cls: Type[T], data: dict, where: str = "", defaults: Any = None) -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys with the list of known ones.
+
+    Fields the mapping leaves out take `defaults`' values (an instance of `cls`), else the class's own. A section
+    (a dataclass-typed field) given in part keeps the rest of its default, the parent's: `world.cow_herds=3` on
+    the quick start keeps its `world.tree_logs` 4 where WorldConfig's own is 1. Other values replace theirs whole.
+    """
     types = _field_types(cls)
     unknown = sorted(set(data) - set(types))
     if unknown:
@@ -107,16 +113,22 @@ def from_dict(cls: Type[T], data: dict, where: str = "") -> T:
         hints = "; ".join(f"{k} is now {moved[k]}" for k in unknown if k in moved)
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; "
                           + (f"{hints}" if hints else f"known keys: {sorted(types)}"))
-    data = dict(data)
-    for f in dataclasses.fields(cls):  # a section given in part keeps this class's own defaults for the rest
-        if f.name in data and dataclasses.is_dataclass(types[f.name]):
-            default = _field_default(f)
-            value = data[f.name]
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        at = f"{where + '.' if where else ''}{f.name}"
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
+        if f.name not in data:
+            if defaults is not None:
+                kwargs[f.name] = copy.deepcopy(default)
+            continue
+        value, tp = data[f.name], types[f.name]
+        if dataclasses.is_dataclass(tp) and dataclasses.is_dataclass(default) and not isinstance(value, tp):
             if isinstance(value, str):  # a whole section from the command line: `world={tree_logs: 4}`
-                value = _parse_yaml(value, f"{where + '.' if where else ''}{f.name}")
-            if isinstance(value, dict) and dataclasses.is_dataclass(default):
-                data[f.name] = _deep_merge(to_dict(default), value)
-    kwargs = {k: _coerce(v, types[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
+                value = _parse_yaml(value, at)
+            if isinstance(value, dict):
+                kwargs[f.name] = from_dict(tp, value, at, defaults=default)
+                continue
+        kwargs[f.name] = _coerce(value, tp, at)
     return cls(**kwargs)
 
 

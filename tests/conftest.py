@@ -1,6 +1,7 @@
 """Shared fixtures. One Ray cluster per test session (starting one costs ~3 s on 2 cores)."""
 from __future__ import annotations
 
+import faulthandler
 import os
 from pathlib import Path
 
@@ -23,6 +24,13 @@ SHARED = REPO.parent / "shared"
 LONGEST_FIRST = ["test_multinode.py", "test_quickstart.py", "test_release.py", "test_sweep_run.py",
                  "test_gpu_check.py", "test_train_ray.py", "test_embedder.py", "test_serve_soak.py", "test_serve.py",
                  "test_progress.py", "test_evaluate.py", "test_data_pipeline.py", "test_serve_schema.py"]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The per-test limits (pyproject.toml: pytest-timeout, faulthandler_timeout) end with the last test's teardown;
+    a hang after it (an xdist worker's shutdown, Ray's exit handlers) would hold CI to its limit without a word. So:
+    every thread's stack and exit 1, if this process is still alive 5 minutes after its session finished."""
+    faulthandler.dump_traceback_later(float(os.environ.get("STEVE1_TEST_EXIT_GRACE_S", 300)), exit=True)
 
 
 def pytest_collection_modifyitems(config, items):

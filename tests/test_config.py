@@ -17,6 +17,8 @@ class Inner:
 class Inner2:
     width: int = 4
     depth: int = 1
+    opts: dict = field(default_factory=dict)
+    inner: Inner = field(default_factory=Inner)
 
 
 @dataclass
@@ -27,25 +29,33 @@ class Cfg:
     flag: bool = False
     tags: list[str] = field(default_factory=list)
     inner: Inner = field(default_factory=Inner)
-    section: Inner2 = field(default_factory=lambda: Inner2(depth=3))  # the parent's own default for a section
+    section: Inner2 = field(default_factory=lambda: Inner2(depth=3, opts={"a": 1}, inner=Inner(7)))  # the parent's
 
 
 def test_a_section_given_in_part_keeps_its_parents_defaults(tmp_path):
     """`world.cow_herds=3` on the quick start once rebuilt its world from WorldConfig's defaults: tree_logs fell from
-    the quick start's 4 to 1 without a word. Overrides, YAML sections and whole-section strings all merge now."""
-    assert load_config(Cfg).section == Inner2(4, 3)
-    assert load_config(Cfg, [], ["section.width=9"]).section == Inner2(9, 3)
-    assert load_config(Cfg, [], ["section={width: 9}"]).section == Inner2(9, 3)
+    the quick start's 4 to 1 without a word. Overrides, YAML sections and whole-section strings keep the parent's
+    defaults now, at every depth; a value that is no section (a dict field) replaces its default whole."""
+    default = Inner2(4, 3, {"a": 1}, Inner(7))
+    assert load_config(Cfg).section == default
+    assert load_config(Cfg, [], ["section.width=9"]).section == Inner2(9, 3, {"a": 1}, Inner(7))
+    assert load_config(Cfg, [], ["section={width: 9}"]).section == Inner2(9, 3, {"a": 1}, Inner(7))
     (tmp_path / "a.yaml").write_text("section: {width: 7}\n")
-    assert load_config(Cfg, [tmp_path / "a.yaml"]).section == Inner2(7, 3)
-    assert load_config(Cfg, [], ["section.depth=5"]).section == Inner2(4, 5)
-    with pytest.raises(ConfigError, match="unknown key"):
+    assert load_config(Cfg, [tmp_path / "a.yaml"]).section == Inner2(7, 3, {"a": 1}, Inner(7))
+    assert load_config(Cfg, [], ["section.inner={}"]).section.inner == Inner(7)  # two deep
+    assert load_config(Cfg, [], ["section.opts={b: 2}"]).section.opts == {"b": 2}  # replaced, not merged
+    assert load_config(Cfg, [], ["section.depth=5"]).section == Inner2(4, 5, {"a": 1}, Inner(7))
+    assert load_config(Cfg).section.opts is not load_config(Cfg).section.opts
+    with pytest.raises(ConfigError, match=r"section: unknown key\(s\) \['wdth'\]"):
         load_config(Cfg, [], ["section={wdth: 9}"])
+    with pytest.raises(ConfigError, match="section.inner.width: expected an integer"):
+        load_config(Cfg, [], ["section.inner.width=x"])
 
     from steve1_ray.config import describe_fields
     from steve1_ray.quickstart import QuickstartConfig
 
-    assert ("section.depth", "3") in [r[:2] for r in describe_fields(Cfg)]  # --help shows the parent's default
+    assert ("section.depth", "3") in [r[:2] for r in describe_fields(Cfg)]
+    assert ("world.tree_logs", "4") in [r[:2] for r in describe_fields(QuickstartConfig)]  # what --help lists
     qs = load_config(QuickstartConfig, [], ["world.cow_herds=3"]).world
     assert (qs.cow_herds, qs.tree_logs) == (3, QuickstartConfig().world.tree_logs) and qs.tree_logs != 1
 

@@ -167,7 +167,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     env.pop("RAY_ADDRESS")
     proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
                            "port=8123", "world.tree_logs=2", "event_frames=512", "from_scratch=true"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=1500)
+                          capture_output=True, text=True, timeout=840)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     # every stage ran and produced what the next one reads
@@ -207,7 +207,7 @@ def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_pa
     out = tmp_path / "qs"
     env = _from_wheel(wheel_site)
     proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                           "port=8126"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+                           "port=8126"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=840)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     recorded = yaml.safe_load((out / "world" / "record_config.yaml").read_text())
     assert recorded["seed"] == 0 and recorded["world"]["tree_logs"] == 4  # other seeds than the release's, its world

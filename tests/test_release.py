@@ -110,7 +110,7 @@ def _steve1(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     env.pop("RAY_ADDRESS", None)
     return subprocess.run([sys.executable, "-m", "steve1_ray.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=1500)
+                          text=True, timeout=840)
 
 
 @pytest.mark.slow

@@ -130,6 +130,19 @@ def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
         app_builder({**args, "world": {"zombie_rat": 0.2}})  # typo: refused before any actor starts
 
 
+def test_a_world_field_in_the_args_keeps_the_config_file_s_other_world_fields(tmp_path):
+    """`app_builder({"config": file, "world": {...}})` laid the args over the file's config one level deep, so a
+    world given in part lost the file's world (tree_logs 4 fell to 1)."""
+    from steve1_ray.serving.app import app_builder
+
+    (tmp_path / "serve.yaml").write_text("policy: debug\nworld: {zombie_rate: 0.5, tree_logs: 4}\n")
+    app = app_builder({"config": str(tmp_path / "serve.yaml"), "world": {"cow_herds": 2}, "max_sessions": 7})
+    d = app._bound_deployment.init_args[0]
+    assert (d["policy"], d["max_sessions"]) == ("debug", 7)
+    assert {k: d["world"][k] for k in ("zombie_rate", "tree_logs", "cow_herds")} == {
+        "zombie_rate": 0.5, "tree_logs": 4, "cow_herds": 2}
+
+
 def test_every_session_s_step_is_admitted_at_once_on_both_hops(tmp_path):
     """Serve's router parks a request that finds every replica at its max_ongoing_requests and retries it with
     back-off; with the Api capped at 128, 256 sessions got 7.3 actions/s instead of 81.1 (RESULTS, session 18).

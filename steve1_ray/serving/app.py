@@ -568,8 +568,8 @@ def app_builder(args: dict):
     args = dict(args or {})
     path = args.pop("config", None)
     try:
-        base = to_dict(load_config(ServeConfig, [path])) if path else {}
-        cfg = from_dict(ServeConfig, {**base, **args})
+        base = load_config(ServeConfig, [path]) if path else None
+        cfg = from_dict(ServeConfig, args, defaults=base)  # `world.x` in args keeps the file's other world fields
         return build_app(cfg)
     except (ConfigError, auth.AuthConfigError) as exc:
         raise ValueError(f"serve config: {exc}") from None
