@@ -115,17 +115,17 @@ def from_dict(cls: Type[T], data: dict, where: str = "", defaults: Any = None) -
                           + (f"{hints}" if hints else f"known keys: {sorted(types)}"))
     kwargs = {}
     for f in dataclasses.fields(cls):
-        at = f"{where + '.' if where else ''}{f.name}"
-        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if f.name not in data:
-            if defaults is not None:
-                kwargs[f.name] = copy.deepcopy(default)
+            if defaults is not None:  # else the dataclass fills it in
+                kwargs[f.name] = copy.deepcopy(getattr(defaults, f.name))
             continue
+        at = f"{where + '.' if where else ''}{f.name}"
         value, tp = data[f.name], types[f.name]
-        if dataclasses.is_dataclass(tp) and dataclasses.is_dataclass(default) and not isinstance(value, tp):
+        if dataclasses.is_dataclass(tp) and not isinstance(value, tp):
+            default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
             if isinstance(value, str):  # a whole section from the command line: `world={tree_logs: 4}`
                 value = _parse_yaml(value, at)
-            if isinstance(value, dict):
+            if isinstance(value, dict) and dataclasses.is_dataclass(default):
                 kwargs[f.name] = from_dict(tp, value, at, defaults=default)
                 continue
         kwargs[f.name] = _coerce(value, tp, at)
