@@ -50,6 +50,9 @@ def test_a_section_given_in_part_keeps_its_parents_defaults(tmp_path):
         load_config(Cfg, [], ["section={wdth: 9}"])
     with pytest.raises(ConfigError, match="section.inner.width: expected an integer"):
         load_config(Cfg, [], ["section.inner.width=x"])
+    for hostile in ("section=[1, 2]", "section=", "section=7", "section={width: [9]}", "section.inner={width: {}}"):
+        with pytest.raises(ConfigError, match="section"):
+            load_config(Cfg, [], [hostile])
 
     from steve1_ray.config import describe_fields
     from steve1_ray.quickstart import QuickstartConfig
