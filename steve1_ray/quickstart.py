@@ -69,6 +69,10 @@ class QuickstartConfig:
     stop_at_full: bool = False
     """the demonstrators' gathering goals other than the episode's task end once what they fill is full (`steve1
     record stop_at_full=`, docs/world.md): only the task drinks or chops at a full level"""
+    free_play: bool = False
+    """fine-tune: only the recording's free-play episodes meet the zero goal (`steve1 train free_play=<the
+    recording>`, docs/training.md), on a `p_uncond` share of all sequences as before: the unconditioned agent,
+    the evaluation's baseline, learns play without a task instead of the recording's mix of tasks"""
     world: WorldConfig = field(default_factory=lambda: WorldConfig(tree_logs=4))
     """the embedded world; recording, serving's rollouts and the evaluation all play in it (trees give 4 logs, as
     in the release's world, docs/world.md)"""
@@ -254,7 +258,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                   f"goal_event_horizon={cfg.event_horizon}", "goal_event_pick=last", f"lr={lr}",
                   f"goal_lr_scale={goal_lr_scale}",
                   "val_every_steps=128", "checkpoint_every_steps=128"]
-               + ([f"goal_segments={world}"] if cfg.segment_goals else []),
+               + ([f"goal_segments={world}"] if cfg.segment_goals else [])
+               + ([f"free_play={world}"] if cfg.free_play else []),
                done=train_dir / f"{run_name}.weights")
         prior = release / "prior.pt"
     else:

@@ -86,6 +86,10 @@ class ReleaseConfig:
     stop_at_full: bool = False
     """the demonstrators' gathering goals other than the episode's task end once what they fill is full (`steve1
     record stop_at_full=`, docs/world.md); false in the committed release"""
+    free_play: bool = False
+    """the STEVE-1 goal stage meets the zero goal only on the recording's free-play episodes (`steve1 train
+    free_play=<the recording>`, docs/training.md), on a `p_uncond` share of all sequences as before: the
+    unconditioned branch learns play without a task; false in the committed release"""
     embedder_epochs: int = 8
     """epochs of the world embedder's contrastive training (the committed release's 8). 20 separates the goals far
     better (held-out end-clip accuracy 0.56 -> 0.81; chop a tree 0.67 -> 0.92, eat a cow 0.61 -> 0.89), but the
@@ -235,7 +239,9 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         # With goal_whiten the text-tower stage runs before the whitening and moves every later stage's position, so
         # text_epochs must match too (0 in older folders); without it the stage comes after the policies and writes
         # its own prior (prior_text/), so an older folder gains it safely.
-        keys = (("goal_whiten", False), ("steve1_policy", "")) + ((("text_epochs", 0),) if cfg.goal_whiten else ())
+        # The demonstrators and the zero goal's episodes change what a resumed recording or policy stage would mix.
+        keys = ((("goal_whiten", False), ("steve1_policy", ""), ("appetite", "eager"), ("stop_at_full", False),
+                 ("free_play", False)) + ((("text_epochs", 0),) if cfg.goal_whiten else ()))
         for key, default in keys:
             was = made.get(key, default)
             check(was == getattr(cfg, key), f"{work} was made with {key}={json.dumps(was)}; resume it with the "
@@ -297,7 +303,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         st.run("train STEVE-1 (goal-conditioned behaviour cloning from scratch, hindsight goals, p_uncond)", "train",
                "steve1_ray.train.run", common + ["run_name=steve1_goals", f"n_frames={cfg.goal_frames}",
                                                  f"out_weights={goals}"]
-               + ([f"goal_segments={world}"] if cfg.goal_segments else []),
+               + ([f"goal_segments={world}"] if cfg.goal_segments else [])
+               + ([f"free_play={world}"] if cfg.free_play else []),
                done=goals)
         if cfg.event_frames:
             st.run("fine-tune STEVE-1 on event goals (the farthest event within 40 frames)", "train",

@@ -63,3 +63,36 @@ def data_root(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+class PlanStop(Exception):
+    """Raised by `stage_plan` at the stage a test stops at."""
+
+
+@pytest.fixture
+def stage_plan(monkeypatch):
+    """A pipeline's plan without its jobs or a Ray cluster: every `Stages.run` appends (command, argv) to the
+    returned list instead of running; a dataset stage leaves an empty shard manifest so the plan goes on; the
+    `stop` predicate (set it on the list: `plan.stop = lambda command, argv: ...`) ends the plan there with
+    `PlanStop`."""
+    from steve1_ray import quickstart, release
+    from steve1_ray.stages import Stages
+
+    class Plan(list):
+        stop = staticmethod(lambda command, argv: False)
+
+    plan = Plan()
+
+    def run(self, name, command, module, argv, done=None):
+        plan.append((command, list(argv)))
+        if plan.stop(command, argv):
+            raise PlanStop(command)
+        if command == "dataset":
+            shards = Path(next(a for a in argv if a.startswith("output=")).split("=", 1)[1])
+            shards.mkdir(parents=True, exist_ok=True)
+            (shards / "manifest.json").write_text('{"counts": {"frames": 0}}')
+
+    monkeypatch.setattr(Stages, "run", run)
+    for module in (quickstart, release):
+        monkeypatch.setattr(module, "connect", lambda **kw: None)
+    return plan

@@ -158,6 +158,24 @@ def test_quickstart_refuses_a_release_that_does_not_match_its_manifest(tmp_path)
         _release(QuickstartConfig(release=str(tmp_path / "missing")))
 
 
+def test_quickstart_free_play_gives_the_fine_tune_its_recording(stage_plan, tmp_path):
+    """`free_play=true`: the fine-tune meets the zero goal on the fresh recording's free play only (`steve1 train
+    free_play=<that recording>`); off, no such argument. Planned without running the jobs."""
+    from conftest import PlanStop
+    from steve1_ray.quickstart import QuickstartConfig, run_quickstart
+
+    stage_plan.stop = lambda command, argv: command == "train"
+    for free_play in (True, False):
+        out = tmp_path / str(free_play)
+        with pytest.raises(PlanStop):
+            run_quickstart(QuickstartConfig(out=str(out), free_play=free_play, appetite="needs"))
+        (_, record), *_, (command, train) = stage_plan
+        assert command == "train" and "appetite=needs" in record and "focus_order=cycle" in record
+        assert f"goal_segments={out / 'world'}" in train
+        assert [a for a in train if a.startswith("free_play=")] == ([f"free_play={out / 'world'}"] if free_play else [])
+        stage_plan.clear()
+
+
 @pytest.mark.slow
 def test_quickstart_tiny_end_to_end(tmp_path):
     import yaml

@@ -258,6 +258,27 @@ def test_release_out_refuses_a_folder_that_is_not_a_release(tmp_path):
     assert (tmp_path / "src" / "main.py").read_text() == "precious"
 
 
+def test_release_free_play_reaches_the_goal_stage_only(stage_plan, tmp_path):
+    """`free_play=true`: the STEVE-1 goal stage meets the zero goal on the recording's free play only; the
+    foundation stays unconditioned on every episode. Planned without running the jobs."""
+    from conftest import PlanStop
+    from steve1_ray.release import ReleaseConfig, run_release
+
+    stage_plan.stop = lambda command, argv: "run_name=steve1_goals" in argv
+    for free_play in (True, False):
+        work = tmp_path / str(free_play)
+        with pytest.raises(PlanStop):
+            run_release(ReleaseConfig(out=str(tmp_path / "out"), work=str(work), free_play=free_play,
+                                      appetite="needs"), [])
+        record, train = stage_plan[0][1], {a.split("=")[1]: argv for c, argv in stage_plan if c == "train"
+                                            for a in argv if a.startswith("run_name=")}
+        assert "appetite=needs" in record and set(train) == {"foundation", "steve1_goals"}
+        assert not [a for a in train["foundation"] if a.startswith("free_play=")]
+        assert [a for a in train["steve1_goals"] if a.startswith("free_play=")] == (
+            [f"free_play={work / 'world'}"] if free_play else [])
+        stage_plan.clear()
+
+
 def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_path, capsys):
     """Stages resume by position: a folder made without the whitening stages must not be resumed with them."""
     from steve1_ray.release import main
@@ -277,6 +298,13 @@ def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_pat
     (work / "release_config.yaml").write_text("goal_whiten: true\nsteve1_policy: fovea\n")
     assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true"]) == 2
     assert "made with text_epochs=0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # nor with other demonstrators (the recording resumes episode by episode) or other zero-goal episodes
+    (work / "release_config.yaml").write_text("steve1_policy: fovea\nappetite: eager\n")
+    for arg, said in (("appetite=needs", 'appetite="eager"'), ("free_play=true", "free_play=false"),
+                      ("stop_at_full=true", "stop_at_full=false")):
+        assert main([f"work={work}", f"out={tmp_path / 'out'}", arg, "tiny=true"]) == 2
+        assert f"made with {said}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
