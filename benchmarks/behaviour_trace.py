@@ -8,8 +8,9 @@
 
 Every run plays `--episodes` worlds (seeds 500, 501, ...) for `--steps` steps and reports, per episode, the five
 evaluated achievements and, per step, how often the agent stands next to / faces a tree, water, a cow or free
-grass and how often it presses `do` (MineRL `attack`) while facing each, and what share of its `do` on water
-(on a cow) comes with its drink (food) already full. The goal is a prompt through the embedder and
+grass and how often it presses `do` (MineRL `attack`) while facing each, how often, standing beside one without
+facing it, it takes the move that turns it to face it (crafter turns a player who moves into a solid tile), and
+what share of its `do` on water (on a cow) comes with its drink (food) already full. The goal is a prompt through the embedder and
 the prior (decoded at z = 0), or a (D,) `.npy` embedding (`--goal`); `sK` means guidance scale K. No video is written.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ from steve1_ray.world.demonstrators import Demonstrator
 
 TARGETS = ("collect_wood", "collect_sapling", "collect_drink", "eat_cow", "place_table")
 NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+TOWARD = {(-1, 0): "move_left", (1, 0): "move_right", (0, -1): "move_up", (0, 1): "move_down"}
+"""the crafter move that turns the player to face the tile at that offset (moving into a solid tile only turns)"""
 THINGS = {"tree": lambda m, o: m == "tree", "water": lambda m, o: m == "water",
           "cow": lambda m, o: type(o).__name__ == "Cow", "grass": lambda m, o: m == "grass" and o is None}
 
@@ -47,8 +50,11 @@ def play(env: CrafterEnv, act, seed: int, steps: int, stats: collections.Counter
                 need = {"water": "drink", "cow": "food"}.get(thing)
                 if need:  # pressing `do` with that need already full (9): drinking or hunting for its own sake
                     stats[f"do facing {thing}, {need} full"] += name == "do" and p.inventory[need] >= 9
-            stats[f"next to {thing}"] += any(test(*world[(int(p.pos[0] + dx), int(p.pos[1] + dy))])
-                                             for dx, dy in NEIGHBOURS)
+            beside = [d for d in NEIGHBOURS if test(*world[(int(p.pos[0] + d[0]), int(p.pos[1] + d[1]))])]
+            stats[f"next to {thing}"] += bool(beside)
+            if beside and not test(*faced):  # one step from facing it: does the agent turn to it?
+                stats[f"beside {thing}, not facing"] += 1
+                stats[f"turns to {thing}"] += name in {TOWARD[d] for d in beside}
         obs, _, done, _ = env.step(action)
         if done:
             break
@@ -63,6 +69,8 @@ def summarise(label: str, stats: collections.Counter, achieved: list[dict]) -> d
         row[f"P(do | facing {thing})"] = round(stats[f"do facing {thing}"] / max(1, stats[f"face {thing}"]), 2)
         row[f"facing {thing}"] = round(stats[f"face {thing}"] / steps, 3)
         row[f"next to {thing}"] = round(stats[f"next to {thing}"] / steps, 3)
+        row[f"P(turn to {thing} | beside it, not facing)"] = round(
+            stats[f"turns to {thing}"] / max(1, stats[f"beside {thing}, not facing"]), 2)
     for thing, need in (("water", "drink"), ("cow", "food")):
         row[f"share of do facing {thing} at full {need}"] = round(
             stats[f"do facing {thing}, {need} full"] / max(1, stats[f"do facing {thing}"]), 2)
