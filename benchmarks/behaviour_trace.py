@@ -53,8 +53,12 @@ def play(env: CrafterEnv, act, seed: int, steps: int, stats: collections.Counter
             beside = [d for d in NEIGHBOURS if test(*world[(int(p.pos[0] + d[0]), int(p.pos[1] + d[1]))])]
             stats[f"next to {thing}"] += bool(beside)
             if beside and not test(*faced):  # one step from facing it: does the agent turn to it?
+                turns = name in {TOWARD[d] for d in beside}
                 stats[f"beside {thing}, not facing"] += 1
-                stats[f"turns to {thing}"] += name in {TOWARD[d] for d in beside}
+                stats[f"turns to {thing}"] += turns
+                if THINGS["grass"](*faced):  # with nothing in front to act on
+                    stats[f"beside {thing}, facing grass"] += 1
+                    stats[f"turns to {thing} from grass"] += turns
         obs, _, done, _ = env.step(action)
         if done:
             break
@@ -71,6 +75,9 @@ def summarise(label: str, stats: collections.Counter, achieved: list[dict]) -> d
         row[f"next to {thing}"] = round(stats[f"next to {thing}"] / steps, 3)
         row[f"P(turn to {thing} | beside it, not facing)"] = round(
             stats[f"turns to {thing}"] / max(1, stats[f"beside {thing}, not facing"]), 2)
+        row[f"P(turn to {thing} | beside it, facing grass)"] = round(
+            stats[f"turns to {thing} from grass"] / max(1, stats[f"beside {thing}, facing grass"]), 2)
+        row[f"beside {thing}, facing grass"] = round(stats[f"beside {thing}, facing grass"] / steps, 3)
     for thing, need in (("water", "drink"), ("cow", "food")):
         row[f"share of do facing {thing} at full {need}"] = round(
             stats[f"do facing {thing}, {need} full"] / max(1, stats[f"do facing {thing}"]), 2)
