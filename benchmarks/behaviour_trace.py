@@ -10,8 +10,9 @@ Every run plays `--episodes` worlds (seeds 500, 501, ...) for `--steps` steps an
 evaluated achievements and, per step, how often the agent stands next to / faces a tree, water, a cow or free
 grass and how often it presses `do` (MineRL `attack`) while facing each, how often, standing beside one without
 facing it, it takes the move that turns it to face it (crafter turns a player who moves into a solid tile), and
-what share of its `do` on water (on a cow) comes with its drink (food) already full. The goal is a prompt through the embedder and
-the prior (decoded at z = 0), or a (D,) `.npy` embedding (`--goal`); `sK` means guidance scale K. No video is written.
+what share of its `do` on water (on a cow) comes with its drink (food) already full. The goal is a prompt through
+the embedder and the prior (decoded at z = 0), or a (D,) `.npy` embedding (`--goal`); `sK` means guidance scale K.
+No video is written.
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ import json
 import numpy as np
 
 from steve1_ray.world.crafter_env import CrafterEnv, crafter_action
-from steve1_ray.world.demonstrators import Demonstrator
+from steve1_ray.world.demonstrators import DIRS, Demonstrator
 
 TARGETS = ("collect_wood", "collect_sapling", "collect_drink", "eat_cow", "place_table")
 NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
-TOWARD = {(-1, 0): "move_left", (1, 0): "move_right", (0, -1): "move_up", (0, 1): "move_down"}
+TOWARD = {offset: f"move_{name}" for name, offset in DIRS.items()}
 """the crafter move that turns the player to face the tile at that offset (moving into a solid tile only turns)"""
 THINGS = {"tree": lambda m, o: m == "tree", "water": lambda m, o: m == "water",
           "cow": lambda m, o: type(o).__name__ == "Cow", "grass": lambda m, o: m == "grass" and o is None}
