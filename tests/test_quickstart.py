@@ -116,6 +116,9 @@ def test_quickstart_config_rejects_bad_values():
         load_config(QuickstartConfig, [], ["appetite=greedy"])
     with pytest.raises(ConfigError, match="stop_at_full: expected true/false, got 'maybe'"):
         load_config(QuickstartConfig, [], ["stop_at_full=maybe"])
+    for hostile in ("free_play=maybe", "free_play=[1]", "free_play=2"):
+        with pytest.raises(ConfigError, match="free_play"):
+            load_config(QuickstartConfig, [], [hostile])
     with pytest.raises(ConfigError, match="goal_lr_scale"):
         load_config(QuickstartConfig, [], ["goal_lr_scale=-10"])
     with pytest.raises(ConfigError, match="finetune_frames"):

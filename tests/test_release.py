@@ -24,6 +24,9 @@ def test_release_config_rejects_bad_values():
         load_config(ReleaseConfig, [], ["foundation_frames=0"])
     with pytest.raises(ConfigError, match="goal_segments"):
         load_config(ReleaseConfig, [], ["goal_segments=maybe"])
+    for hostile in ("free_play=maybe", "free_play=[1]", "free_play=2"):
+        with pytest.raises(ConfigError, match="free_play"):
+            load_config(ReleaseConfig, [], [hostile])
     with pytest.raises(ConfigError, match="event_frames=512 needs goal_frames > 0"):
         load_config(ReleaseConfig, [], ["goal_frames=0", "event_frames=512"])
     with pytest.raises(ConfigError, match="must be >= 0"):
