@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from steve1_ray.world.crafter_env import CrafterEnv, crafter_action
+from steve1_ray.world.crafter_env import CrafterEnv
 from steve1_ray.world.demonstrators import DIRS, Demonstrator
 
 TARGETS = ("collect_wood", "collect_sapling", "collect_drink", "eat_cow", "place_table")
@@ -38,7 +38,7 @@ def play(env: CrafterEnv, act, seed: int, steps: int, stats: collections.Counter
     obs = env.reset(seed=seed)
     for _ in range(steps):
         action = act(obs)
-        name, _ = crafter_action(action, env.hotbar)
+        name = env.crafter_name(action)
         p, world = env.player, env.world
         _, faced = env.faced
         stats["steps"] += 1
@@ -101,8 +101,10 @@ def main(argv=None) -> None:
     ap.add_argument("--zombie-rate", type=float, default=0.2)
     ap.add_argument("--no-outline", action="store_true", help="crafter's own look (policies trained before it)")
     ap.add_argument("--tree-logs", type=int, default=1, help="logs per tree (the recordings' `tree_logs`)")
+    ap.add_argument("--move-over-attack", action="store_true", help="the world's `move_over_attack` (docs/world.md)")
     args = ap.parse_args(argv)
-    env = CrafterEnv(zombie_rate=args.zombie_rate, target_outline=not args.no_outline, tree_logs=args.tree_logs)
+    env = CrafterEnv(zombie_rate=args.zombie_rate, target_outline=not args.no_outline, tree_logs=args.tree_logs,
+                     move_over_attack=args.move_over_attack)
     seeds = [500 + i for i in range(args.episodes)]
 
     for focus in [f for f in args.demo.split(",") if f]:

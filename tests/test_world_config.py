@@ -14,6 +14,7 @@ def test_defaults_are_the_recordings_world_and_build_a_crafter_env():
     obs = env.reset(seed=1)
     assert obs["pov"].shape == (72, 128, 3) and env.max_steps == 5
     assert env._core.tree_logs == 3 and env._core.zombie_rate == 0.2
+    assert env.move_over_attack is False and WorldConfig(move_over_attack=True).make().move_over_attack is True
     env.close()
 
 
@@ -25,6 +26,8 @@ def test_defaults_are_the_recordings_world_and_build_a_crafter_env():
     ("world.area=[8, 8]", "world.area=[8, 8] must be [width, height]"),
     ("world.minerl={resolution: [64, 64]}", "set backend=minerl"),
     ("world.zombie_rat=0.1", "unknown key(s) ['zombie_rat']"),
+    ("world.move_over_attack=maybe", "world.move_over_attack: expected true/false, got 'maybe'"),
+    ("world.move_over_attack=2", "world.move_over_attack: expected true/false, got 2"),
 ])
 def test_every_job_gets_the_same_checks(override, message):
     """A typo or a bad value fails when the config is built, in every job that nests the world."""

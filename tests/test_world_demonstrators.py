@@ -187,3 +187,32 @@ def test_stop_at_full_leaves_gathering_at_full_to_the_task(monkeypatch):
     ok = [s for s in gathered if s.success]
     assert len(ok) >= 10 and len(ok) >= 0.7 * len(gathered), [(s.goal, s.success) for s in gathered]
     assert sum(s.end - s.start < 16 for s in ok) <= 0.1 * len(ok), [(s.goal, s.end - s.start) for s in ok]
+
+
+def test_in_a_move_over_attack_world_the_turn_to_a_target_holds_attack():
+    """world.move_over_attack: the demonstrator aims with the button held (attack + the key toward a tree, water or a
+    cow it stands beside); the env turns it there without moving, and the next step's attack hits. Without the option
+    it never holds attack with a move key (the recordings made before the option are unchanged)."""
+    held = {}
+    for over in (False, True):
+        env = CrafterEnv(max_steps=300, area=(64, 64), tree_logs=4, move_over_attack=over)
+        turns, wood = [], 0
+        for seed in (2, 3):
+            env.reset(seed)
+            demo = Demonstrator(env, seed=seed, noise=0.0, goals=["collect_wood", "collect_drink"])
+            demo.reset()
+            done = False
+            while not done:
+                a = normalize_action(demo.act())
+                pos = env.player.pos.copy()
+                _, _, done, info = env.step(a)
+                if a["attack"] and (a["forward"] or a["back"] or a["left"] or a["right"]):
+                    turns.append((info["crafter_action"].startswith("move_"), bool((env.player.pos == pos).all()),
+                                  env.faced[1][0]))
+            wood += info["achievements"]["collect_wood"]
+        held[over] = turns
+        assert wood >= 4, (over, wood)
+    assert held[False] == []
+    assert len(held[True]) >= 4, held[True]
+    assert all(moved and stayed for moved, stayed, _ in held[True]), held[True]  # a turn: a move that stays put
+    assert all(m in ("tree", "water") for _, _, m in held[True]), held[True]  # ... to what it will hit

@@ -56,6 +56,51 @@ def test_adapter_table(keys, slot, expected, slot_after):
     assert (name, new_slot) == (expected, slot_after)
 
 
+# move_over_attack=True (WorldConfig `move_over_attack`): a move key held with attack moves or turns, the hit waits.
+# (pressed keys) -> (crafter action with the option, without it: the table's priority)
+MOVE_OVER_ATTACK = [
+    ({"attack": 1}, "do", "do"),
+    ({"attack": 1, "left": 1}, "move_left", "do"),
+    ({"attack": 1, "forward": 1}, "move_up", "do"),
+    ({"attack": 1, "back": 1, "right": 1}, "move_down", "do"),
+    ({"attack": 1, "forward": 1, "back": 1}, "do", "do"),  # the moves cancel: nothing held but attack
+    ({"attack": 1, "sneak": 1}, "do", "do"),
+    ({"attack": 1, "sneak": 1, "left": 1}, "move_left", "do"),
+    ({"sneak": 1, "left": 1}, "sleep", "sleep"),
+    ({"use": 1, "attack": 1, "forward": 1}, "place_stone", "place_stone"),
+    ({"inventory": 1, "attack": 1, "left": 1}, "make_wood_pickaxe", "make_wood_pickaxe"),
+]
+
+
+@pytest.mark.parametrize("keys,with_option,without", MOVE_OVER_ATTACK)
+def test_move_over_attack_lets_a_held_move_key_win_over_attack(keys, with_option, without):
+    act = normalize_action(keys)
+    assert crafter_action(act, 0, move_over_attack=True) == (with_option, 0)
+    assert crafter_action(act, 0) == (without, 0)
+
+
+def test_move_over_attack_turns_to_a_tree_with_the_button_held_then_hits_it():
+    """Beside a tree, facing grass: attack + the key toward the tree turns the player (no log, no move); the next
+    attack takes the log. Without the option the same keys hit the grass in front and leave the facing as it was."""
+    for over, facing, wood in ((True, (0, -1), [0, 1]), (False, (0, 1), [0, 0])):
+        env = CrafterEnv(frame_size=(64, 36), tile_px=4, area=(32, 32), tree_logs=3, move_over_attack=over)
+        env.reset(seed=1)
+        px, py = (int(v) for v in env.player.pos)
+        env.world[(px, py - 1)], env.world[(px, py + 1)] = "tree", "grass"
+        env.player.facing = (0, 1)  # facing the grass below
+        got = []
+        for action in ({"attack": 1, "forward": 1}, {"attack": 1}):
+            assert env.crafter_name(action) == ("move_up" if over and "forward" in action else "do")
+            _, _, _, info = env.step(action)
+            got.append(info["inventory"]["wood"])
+            if len(got) == 1:
+                assert info["facing"] == facing and info["player_pos"] == (px, py), over
+                assert info["crafter_action"] == ("move_up" if over else "do")
+        assert got == wood, over
+    with pytest.raises(ValueError, match="move_over_attack"):
+        CrafterEnv(move_over_attack="yes")
+
+
 def test_every_crafter_action_is_reachable_and_inverse_holds():
     assert set(PLACE_SLOTS.values()) | set(CRAFT_SLOTS.values()) | {
         "noop", "do", "sleep", "move_up", "move_down", "move_left", "move_right"} == set(CRAFTER_ACTIONS)

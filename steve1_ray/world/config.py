@@ -43,6 +43,10 @@ class WorldConfig:
     cow_herds: int = 1
     """crafter: cows on the grass, times crafter's (1 = crafter as published, about one per 70 grass tiles; a
     Minecraft plain has its cows in herds of a few)"""
+    move_over_attack: bool = False
+    """crafter: a move key held with attack moves or turns the player instead of hitting, and the scripted
+    demonstrators hold attack while they turn to what they will hit, as a Minecraft player holds the button while
+    aiming (false = attack wins, the adapter as first written; docs/world.md)"""
     target_outline: bool = True
     """crafter: outline the tile the player faces (Minecraft's block outline; false = crafter's own look)"""
     frame_width: int = FRAME_SHAPE[1]
@@ -69,6 +73,8 @@ class WorldConfig:
         check(problem is None, f"world.{problem}")
         problem = cow_herds_problem(self.cow_herds)
         check(problem is None, f"world.{problem}")
+        check(isinstance(self.move_over_attack, bool),
+              f"world.move_over_attack={self.move_over_attack!r} must be true or false")
         check(self.frame_width >= 16 and self.frame_height >= 16,
               f"world frame size {self.frame_width}x{self.frame_height} is too small (default 640x360)")
         check(self.tile_px >= 4, f"world.tile_px={self.tile_px} must be at least 4 (default 20)")
@@ -86,7 +92,7 @@ class WorldConfig:
         return {"frame_size": (self.frame_width, self.frame_height), "tile_px": self.tile_px,
                 "zombie_rate": self.zombie_rate, "target_outline": self.target_outline, "tree_logs": self.tree_logs,
                 "log_hits": self.log_hits, "cow_move": self.cow_move, "cow_herds": self.cow_herds,
-                "area": tuple(self.area)}
+                "move_over_attack": self.move_over_attack, "area": tuple(self.area)}
 
     def make(self, max_steps: int | None = None) -> WorldEnv:
         """The env; `max_steps` ends episodes there (None: the backend's own limit)."""

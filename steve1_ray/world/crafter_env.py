@@ -21,6 +21,10 @@ Action adapter (one MineRL action dict -> one of crafter's 17 actions; also in d
     left/right decides (vertical moves before horizontal ones). A move into a blocked tile only turns
     the player, which is how it faces a tree, water or a cow before `attack`.
 
+    `move_over_attack=True` (WorldConfig `move_over_attack`): a move key held with attack moves or turns
+    the player and the hit waits for a step without one, as a Minecraft player holds the button while aiming
+    at a block; the demonstrators then hold attack while they turn to what they will hit.
+
 Frames: the local view is 16x8 tiles plus one 16-slot inventory row (9 rows of tiles), rendered at
 `tile_px` pixels per tile (default 20 -> 320x180) and scaled with nearest-neighbour to `frame_size`
 (default 640x360, MineRL's size). A 9-cell hotbar strip at the bottom of the view shows the selected
@@ -58,8 +62,11 @@ VIEW_TILES = (16, 9)  # (columns, rows) incl. the inventory row
 WORLD_VIEW = (VIEW_TILES[0], VIEW_TILES[1] - 1)  # world tiles the frame shows (the last row is the inventory)
 
 
-def crafter_action(action: Mapping[str, Any], hotbar: int) -> tuple[str, int]:
-    """The adapter: (full MineRL action dict, selected slot 0..8) -> (crafter action name, new slot)."""
+def crafter_action(action: Mapping[str, Any], hotbar: int, move_over_attack: bool = False) -> tuple[str, int]:
+    """The adapter: (full MineRL action dict, selected slot 0..8) -> (crafter action name, new slot).
+
+    `move_over_attack`: a move key held with attack moves (or turns) instead of hitting (see the module docstring).
+    """
     slot = pressed_hotbar(action)
     if slot is not None:
         hotbar = slot
@@ -67,12 +74,12 @@ def crafter_action(action: Mapping[str, Any], hotbar: int) -> tuple[str, int]:
         return CRAFT_SLOTS.get(hotbar, "noop"), hotbar
     if action.get("use", 0):
         return PLACE_SLOTS.get(hotbar, "noop"), hotbar
-    if action.get("attack", 0):
-        return "do", hotbar
-    if action.get("sneak", 0):
-        return "sleep", hotbar
     vertical = int(action.get("back", 0)) - int(action.get("forward", 0))
     horizontal = int(action.get("right", 0)) - int(action.get("left", 0))
+    if action.get("attack", 0) and not (move_over_attack and (vertical or horizontal)):
+        return "do", hotbar
+    if action.get("sneak", 0) and not action.get("attack", 0):
+        return "sleep", hotbar
     if vertical:
         return ("move_down" if vertical > 0 else "move_up"), hotbar
     if horizontal:
@@ -388,6 +395,8 @@ class CrafterEnv(WorldEnv):
                     about three seconds of attacking it by hand).
         cow_herds:  cows on the grass, times crafter's (1 = crafter as published; see `add_herds`), at world
                     generation and in crafter's per-chunk balance of cows afterwards.
+        move_over_attack: a move key held with attack moves or turns the player instead of hitting (False:
+                    attack wins, the adapter as it was first written; see the module docstring).
     """
 
     backend = "crafter"
@@ -395,7 +404,7 @@ class CrafterEnv(WorldEnv):
     def __init__(self, frame_size: tuple[int, int] = (FRAME_SHAPE[1], FRAME_SHAPE[0]), tile_px: int = 20,
                  max_steps: int = 10000, area: tuple[int, int] = (64, 64), zombie_rate: float = 1.0,
                  target_outline: bool = True, tree_logs: int = 1, cow_move: float = COW_MOVE, log_hits: int = 1,
-                 cow_herds: int = 1):
+                 cow_herds: int = 1, move_over_attack: bool = False):
         if tile_px < 4:
             raise ValueError(f"tile_px={tile_px} is too small to draw tiles; use 4 or more (default 20)")
         if len(frame_size) != 2 or min(frame_size) < 16:
@@ -412,6 +421,9 @@ class CrafterEnv(WorldEnv):
             raise ValueError(problem)
         if problem := cow_herds_problem(cow_herds):
             raise ValueError(problem)
+        if not isinstance(move_over_attack, (bool, np.bool_)):
+            raise ValueError(f"move_over_attack={move_over_attack!r} must be true or false")
+        self.move_over_attack = bool(move_over_attack)
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.max_steps = int(max_steps)
         self._core = _Core(tuple(area), self.max_steps, int(tile_px), self.frame_size, zombie_rate, target_outline,
@@ -439,6 +451,10 @@ class CrafterEnv(WorldEnv):
         target = (int(p.pos[0] + p.facing[0]), int(p.pos[1] + p.facing[1]))
         return target, self.world[target]
 
+    def crafter_name(self, action: Mapping[str, Any]) -> str:
+        """The crafter action `action` would take now (the adapter, without stepping)."""
+        return crafter_action(normalize_action(action), self._core.hotbar, self.move_over_attack)[0]
+
     @property
     def hotbar(self) -> int:
         """Selected hotbar slot, 0..8."""
@@ -465,7 +481,7 @@ class CrafterEnv(WorldEnv):
         if self._done:
             raise RuntimeError("step() after the episode ended (done=True); call env.reset(seed)")
         act = normalize_action(action)
-        name, self._core.hotbar = crafter_action(act, self._core.hotbar)
+        name, self._core.hotbar = crafter_action(act, self._core.hotbar, self.move_over_attack)
         pov, reward, done, cinfo = self._core.step(ACTION_INDEX[name])
         self._done = bool(done)
         self.last_info = self._info(name, cinfo["discount"])

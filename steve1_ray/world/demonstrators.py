@@ -483,7 +483,9 @@ class Demonstrator:
         return mask
 
     def _approach_and(self, mask: np.ndarray, final: dict, is_target) -> dict:
-        """Walk next to a target tile, turn to it, then do `final` (e.g. attack)."""
+        """Walk next to a target tile, turn to it, then do `final` (e.g. attack). In a world with
+        `move_over_attack` the turn to what it will attack holds attack, as a Minecraft player aims with the
+        button held; the hit lands on the next step."""
         tile, (material, obj) = self._facing_tile()
         if is_target(material, obj):
             return dict(final)
@@ -495,6 +497,8 @@ class Demonstrator:
             for name, (dx, dy) in DIRS.items():
                 m, o = self.env.world[(int(p.pos[0] + dx), int(p.pos[1] + dy))]
                 if is_target(m, o):
+                    if self.env.move_over_attack and final.get("attack"):  # aim with the button held
+                        return {MOVE_KEY[name]: 1, "attack": 1}
                     return {MOVE_KEY[name]: 1}
             return self._explore_step()
         return {MOVE_KEY[step]: 1}

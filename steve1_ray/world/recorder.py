@@ -213,7 +213,7 @@ def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000
     Returns the EpisodeRecord (paths relative to root). With keep_frames the raw frames and actions are
     attached as `record.played_frames` / `record.played_actions` (for tests).
     """
-    from steve1_ray.world.crafter_env import CrafterEnv, crafter_action
+    from steve1_ray.world.crafter_env import CrafterEnv
     from steve1_ray.world.demonstrators import Demonstrator
 
     root = Path(root)
@@ -240,7 +240,7 @@ def record_episode(root: str | Path, name: str, seed: int, max_steps: int = 1000
                 proposed = driver(obs["pov"])
                 # not the driver's `sleep`: crafter would then ignore every action until the player wakes, and the
                 # recording would label a stretch of sleep with moves that did nothing
-                if pick.random() < driver_share and crafter_action(proposed, env.hotbar)[0] != "sleep":
+                if pick.random() < driver_share and env.crafter_name(proposed) != "sleep":
                     played, driven = proposed, driven + 1
             obs, _, done, info = env.step(played)
     segments = [s.to_dict() for s in demo.finish()]
