@@ -163,3 +163,23 @@ def test_chunks_never_mix_policies():
     chunks = chunk_jobs(jobs, 4)
     assert [[j["i"] for j in c] for c in chunks] == [[0, 1, 2, 3], [4], [0, 1, 2]]
     assert all(len({j["policy"] for j in c}) == 1 for c in chunks)
+
+
+def test_count_table_shows_a_prompt_that_goes_for_another_prompt_s_target(tmp_path):
+    """Shares of episodes hide it when every episode drinks a little: the count table shows "chop a tree" drinking
+    four times what the unconditioned agent drinks, while the share table reads 1.00 for both."""
+    eps = _eps("unconditioned", "unconditioned", None, [5] * 12, "collect_drink") \
+        + _eps("chop a tree", "text", 2.0, [20] * 12, "collect_drink") \
+        + _eps("drink water", "text", 2.0, [10] * 12, "collect_drink")
+    for ep in eps:  # every episode chops a log; "chop a tree" is scored on wood
+        ep["metrics"]["achievements/collect_wood"] = 1.0
+        if ep["goal"] == "chop a tree":
+            ep["targets"] = ["collect_wood"]
+    text = write_report(eps, tmp_path).read_text()
+    shares = text[text.index("## Which achievements each goal produces"):text.index("## How much of each target")]
+    counts = text[text.index("## How much of each target"):text.index("## Plots")]
+    assert "| goal | scale | collect_drink | collect_wood |" in counts
+    assert "| `chop a tree` | 2 | 1.00 | 1.00 |" in shares and "| *no goal* | uncond. | 1.00 | 1.00 |" in shares
+    assert "| `chop a tree` | 2 | 20.00 | 1.00 |" in counts
+    assert "| `drink water` | 2 | 10.00 | 1.00 |" in counts
+    assert counts.count("| *no goal* | uncond. | 5.00 | 1.00 |") == 1  # the baseline once, whichever goal scores it

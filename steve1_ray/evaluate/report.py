@@ -342,14 +342,19 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
                   "A prompt that is followed lights up its own column more than the others do.", "",
                   "| goal | scale | " + " | ".join(all_targets) + " |",
                   "|---|---|" + "---|" * len(all_targets)]
-        seen: set[str] = set()
-        for c in cells:
-            if c["kind"] in BASELINES:
-                if c["kind"] in seen:
-                    continue  # a baseline's achievements do not depend on which goal scores it
-                seen.add(c["kind"])
+        rows = _cross_rows(cells)
+        for c in rows:
             rates = [f"{_rate_of(episodes, c, t):.2f}" for t in all_targets]
             lines.append(f"| {_row_name(c)} | {_scale_label(c)} | " + " | ".join(rates) + " |")
+        lines += ["", "## How much of each target each goal produces", "",
+                  "Mean count per episode of each target achievement (rows: goal and scale). A share of episodes "
+                  "hides what a count shows: a prompt that sends the agent to another prompt's target (\"chop a "
+                  "tree\" drinking more than \"drink water\") raises that column's count.", "",
+                  "| goal | scale | " + " | ".join(all_targets) + " |",
+                  "|---|---|" + "---|" * len(all_targets)]
+        for c in rows:
+            counts = [f"{_count_of(episodes, c, t):.2f}" for t in all_targets]
+            lines.append(f"| {_row_name(c)} | {_scale_label(c)} | " + " | ".join(counts) + " |")
 
     lines += ["", "## Plots", ""]
     for goal, name in plot_names(cells).items():
@@ -367,13 +372,38 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
     return "\n".join(lines)
 
 
+def _cross_rows(cells: Sequence[dict]) -> list[dict]:
+    """The cells of the cross tables: each goal's, and each baseline once (a baseline's achievements do not
+    depend on which goal scores it)."""
+    rows, seen = [], set()
+    for c in cells:
+        if c["kind"] in BASELINES:
+            if c["kind"] in seen:
+                continue
+            seen.add(c["kind"])
+        rows.append(c)
+    return rows
+
+
+def _cell_episodes(episodes: Sequence[dict], cell: dict) -> list[dict]:
+    return [ep for ep in episodes if ep["kind"] == cell["kind"] and ep["cond_scale"] == cell["cond_scale"]
+            and (cell["kind"] in BASELINES or ep["goal"] == cell["goal"])]
+
+
 def _rate_of(episodes: Sequence[dict], cell: dict, achievement: str) -> float:
     """Share of `cell`'s episodes in which `achievement` happened."""
-    eps = [ep for ep in episodes if ep["kind"] == cell["kind"] and ep["cond_scale"] == cell["cond_scale"]
-           and (cell["kind"] in BASELINES or ep["goal"] == cell["goal"])]
+    eps = _cell_episodes(episodes, cell)
     if not eps:
         return math.nan
     return sum(ep["metrics"].get(f"achievements/{achievement}", 0.0) > 0 for ep in eps) / len(eps)
+
+
+def _count_of(episodes: Sequence[dict], cell: dict, achievement: str) -> float:
+    """Mean number of times `achievement` happened in `cell`'s episodes."""
+    eps = _cell_episodes(episodes, cell)
+    if not eps:
+        return math.nan
+    return sum(float(ep["metrics"].get(f"achievements/{achievement}", 0.0)) for ep in eps) / len(eps)
 
 
 def plot_scales(cells: Sequence[dict], goal: str, path: Path) -> None:
