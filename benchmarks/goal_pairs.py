@@ -2,9 +2,11 @@
 
 For every kept frame of a recording, the goal the training loader gives it (`steve1 train goal_segments=`: a reached
 segment's end clip, or the next goal's when the segment gathers what that one needs; elsewhere a hindsight clip
-`--min`..`--max` frames ahead, drawn once here), that goal's nearest *caption centroid* (the mean visual embedding of
+spaced `--min`..`--max` frames apart as the loader draws them, once here), that goal's nearest *caption centroid* (the mean visual embedding of
 the clips that end each captioned, achieved segment, as `benchmarks/prior_goals.py` computes them, where the prior
-puts a prompt's goal), and the goal the demonstrator itself pursues at that frame. Two tables:
+puts a prompt's goal), and the goal the demonstrator itself pursues at that frame. Hindsight goals follow the loader
+(`steve1_ray.train.relabel`); event goals (`goal_event_horizon`, used by the quick start's fine-tune, not by the
+release's goal stage) are not modelled. Two tables:
 
 - `given`: rows = the nearest centroid of the goal given, entries = share of those frames on which the demonstrator
   pursues each goal (what a policy learns to do when handed a goal near that centroid), and how many frames;
@@ -68,12 +70,20 @@ def episode_pairs(pursued: np.ndarray, nearest: np.ndarray, given: np.ndarray, r
                   lo: int, hi: int) -> collections.Counter:
     """One episode's (centroid of the goal given, goal pursued) counts. Per kept frame t: `pursued[t]` the
     demonstrator's goal, `nearest[t]` the centroid nearest the clip ending at t, `given[t]` the frame whose clip is
-    t's segment goal or -1 (then a hindsight clip lo..hi frames ahead, at most the last frame)."""
+    t's segment goal or -1. Frames without one (or with one before the first whole clip) get the training loader's
+    hindsight goal: goal timesteps spaced lo..hi-1 frames apart and each frame the first with t <= goal + 1
+    (`steve1_ray.train.relabel`, drawn once per episode here). Event goals (`goal_event_horizon`, the quick start's
+    fine-tune) are not modelled."""
+    from steve1_ray.train.relabel import NONE_EMBED_OFFSET, goal_index_per_timestep, goal_timesteps
+
     pairs: collections.Counter = collections.Counter()
     n = min(len(pursued), len(nearest), len(given))
-    for t in range(n):
-        g = int(given[t]) if given[t] >= 0 else min(t + int(rng.integers(lo, hi + 1)), n - 1)
-        pairs[(str(nearest[g]), str(pursued[t]))] += 1
+    if n == 0:
+        return pairs
+    hindsight = goal_index_per_timestep(goal_timesteps(n, lo, hi, rng), np.arange(n))
+    own = (np.asarray(given[:n]) >= NONE_EMBED_OFFSET) & (np.asarray(given[:n]) < n)
+    for t, g in enumerate(np.where(own, given[:n], hindsight)):
+        pairs[(str(nearest[int(g)]), str(pursued[t]))] += 1
     return pairs
 
 
@@ -94,8 +104,8 @@ def main(argv=None) -> None:
     ap.add_argument("--world", required=True, help="the recording (`steve1 record out=`)")
     ap.add_argument("--data", required=True, help="its shard dataset, embedded with --embedder")
     ap.add_argument("--embedder", required=True)
-    ap.add_argument("--min", type=int, default=15, help="hindsight goals: fewest frames ahead (min_btwn_goals)")
-    ap.add_argument("--max", type=int, default=40, help="hindsight goals: most frames ahead (max_btwn_goals)")
+    ap.add_argument("--min", type=int, default=15, help="hindsight goals: min_btwn_goals")
+    ap.add_argument("--max", type=int, default=40, help="hindsight goals: max_btwn_goals (exclusive, as the loader draws)")
     ap.add_argument("--json", help="write both tables here")
     args = ap.parse_args(argv)
     out = goal_pairs(args.world, args.data, args.embedder, args.min, args.max)

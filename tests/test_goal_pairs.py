@@ -27,16 +27,23 @@ def test_segment_goals_and_hindsight_goals_are_paired_with_what_is_pursued():
                               "collect_wood": {"frames": 3, "collect_wood": 1.0}}
 
 
-def test_hindsight_goals_look_lo_to_hi_frames_ahead():
+def test_frames_without_a_segment_goal_get_the_loader_s_hindsight_goal():
+    """As `steve1_ray.train.relabel`: goal timesteps spaced 15..39 apart, none before frame 15 (the first whole
+    clip), each frame conditioned on the first goal g with t <= g + 1; a segment goal before frame 15 is ignored."""
+    from steve1_ray.train.relabel import goal_index_per_timestep, goal_timesteps
+
     n = 200
     frames = np.arange(n)
+    given = np.full(n, -1)
+    given[:5] = 3  # a "segment goal" whose clip is not whole yet
     pairs = gp.episode_pairs(np.array([f"p{t}" for t in frames], object), np.array([f"c{t}" for t in frames], object),
-                             np.full(n, -1), np.random.default_rng(1), 15, 40)
+                             given, np.random.default_rng(1), 15, 40)
     assert sum(pairs.values()) == n and all(k == 1 for k in pairs.values())
-    ahead = {int(p[1:]): int(c[1:]) - int(p[1:]) for c, p in pairs}
-    assert all(15 <= a <= 40 for t, a in ahead.items() if t + 40 < n)
-    inside = [a for t, a in ahead.items() if t + 40 < n]
-    assert (min(inside), max(inside)) == (15, 40)
-    assert all(t + a == n - 1 or 15 <= a <= 40 for t, a in ahead.items())  # near the end: clipped to the last frame
-    with pytest.raises(ValueError):
-        gp.episode_pairs(np.array(["g"]), np.array(["c"]), np.array([-1]), np.random.default_rng(0), 5, 2)
+    goal_of = {int(p[1:]): int(c[1:]) for c, p in pairs}
+    expected = goal_index_per_timestep(goal_timesteps(n, 15, 40, np.random.default_rng(1)), frames)
+    assert [goal_of[t] for t in frames] == expected.tolist()
+    assert all(g >= max(t - 1, 15) for t, g in goal_of.items())  # a future clip (or the frame's own, just after)
+    goals = sorted(set(goal_of.values()))
+    assert goals[0] >= 15 and goals[-1] == n - 1 and all(b - a < 40 for a, b in zip(goals[:-1], goals[1:-1]))
+    assert gp.episode_pairs(np.array([], object), np.array([], object), np.array([]), np.random.default_rng(0),
+                            15, 40) == collections.Counter()

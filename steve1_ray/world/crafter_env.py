@@ -22,8 +22,8 @@ Action adapter (one MineRL action dict -> one of crafter's 17 actions; also in d
     the player, which is how it faces a tree, water or a cow before `attack`.
 
     `move_over_attack=True` (WorldConfig `move_over_attack`): a move key held with attack moves or turns
-    the player and the hit waits for a step without one, as a Minecraft player holds the button while aiming
-    at a block; the demonstrators then hold attack while they turn to what they will hit.
+    the player (with or without sneak) and the hit waits for a step without one, as a Minecraft player holds
+    the button while aiming at a block; the demonstrators then hold attack while they turn to what they will hit.
 
 Frames: the local view is 16x8 tiles plus one 16-slot inventory row (9 rows of tiles), rendered at
 `tile_px` pixels per tile (default 20 -> 320x180) and scaled with nearest-neighbour to `frame_size`
