@@ -1,12 +1,11 @@
 """What the training data pairs each goal with: the goal a frame is trained on against what the demonstrator does there.
 
 For every kept frame of a recording, the goal the training loader gives it (`steve1 train goal_segments=`: a reached
-segment's end clip, or the next goal's when the segment gathers what that one needs; elsewhere a hindsight clip
-spaced `--min`..`--max` frames apart as the loader draws them, once here), that goal's nearest *caption centroid* (the mean visual embedding of
-the clips that end each captioned, achieved segment, as `benchmarks/prior_goals.py` computes them, where the prior
-puts a prompt's goal), and the goal the demonstrator itself pursues at that frame. Hindsight goals follow the loader
-(`steve1_ray.train.relabel`); event goals (`goal_event_horizon`, used by the quick start's fine-tune, not by the
-release's goal stage) are not modelled. Two tables:
+segment's end clip, or the next goal's when the segment gathers what that one needs; elsewhere the loader's hindsight
+goal, `steve1_ray.train.relabel`, drawn once here; event goals, `goal_event_horizon`, used by the quick start's
+fine-tune but not by the release's goal stage, are not modelled), that goal's nearest *caption centroid* (the mean
+visual embedding of the clips that end each captioned, achieved segment, as `benchmarks/prior_goals.py` computes
+them, where the prior puts a prompt's goal), and the goal the demonstrator itself pursues at that frame:
 
 - `given`: rows = the nearest centroid of the goal given, entries = share of those frames on which the demonstrator
   pursues each goal (what a policy learns to do when handed a goal near that centroid), and how many frames;
@@ -35,7 +34,8 @@ SHOWN = [*PROMPTS, "explore"]
 
 
 def goal_pairs(world: str, data: str, embedder: str, lo: int = 15, hi: int = 40, seed: int = 0) -> dict:
-    """{"given": {centroid: {"frames": n, <goal>: share}}, "pursued": {goal: {"frames": n, <centroid>: share}}}."""
+    """{"given": {centroid: {"frames": n, <goal>: share}}, "pursued": {goal: {"frames": n, <centroid>: share}},
+    "cosines": {goal: {goal: cosine}}}."""
     from steve1_ray.data import shards
     from steve1_ray.data.contractor import kept_index
     from steve1_ray.train.data import recording_keys, recording_meta, segment_goal_frames
@@ -105,7 +105,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data", required=True, help="its shard dataset, embedded with --embedder")
     ap.add_argument("--embedder", required=True)
     ap.add_argument("--min", type=int, default=15, help="hindsight goals: min_btwn_goals")
-    ap.add_argument("--max", type=int, default=40, help="hindsight goals: max_btwn_goals (exclusive, as the loader draws)")
+    ap.add_argument("--max", type=int, default=40,
+                    help="hindsight goals: max_btwn_goals (exclusive, as the loader draws)")
     ap.add_argument("--json", help="write both tables here")
     args = ap.parse_args(argv)
     out = goal_pairs(args.world, args.data, args.embedder, args.min, args.max)

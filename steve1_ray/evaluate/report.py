@@ -342,9 +342,9 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
                   "A prompt that is followed lights up its own column more than the others do.", "",
                   "| goal | scale | " + " | ".join(all_targets) + " |",
                   "|---|---|" + "---|" * len(all_targets)]
-        rows = _cross_rows(cells)
-        for c in rows:
-            rates = [f"{_rate_of(episodes, c, t):.2f}" for t in all_targets]
+        rows = [(c, _cell_episodes(episodes, c)) for c in _cross_rows(cells)]  # each cell's episodes, found once
+        for c, eps in rows:
+            rates = [f"{_rate_of(eps, t):.2f}" for t in all_targets]
             lines.append(f"| {_row_name(c)} | {_scale_label(c)} | " + " | ".join(rates) + " |")
         lines += ["", "## How much of each target each goal produces", "",
                   "Mean count per episode of each target achievement (rows: goal and scale). A share of episodes "
@@ -352,8 +352,8 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
                   "tree\" drinking more than \"drink water\") raises that column's count.", "",
                   "| goal | scale | " + " | ".join(all_targets) + " |",
                   "|---|---|" + "---|" * len(all_targets)]
-        for c in rows:
-            counts = [f"{_count_of(episodes, c, t):.2f}" for t in all_targets]
+        for c, eps in rows:
+            counts = [f"{_count_of(eps, t):.2f}" for t in all_targets]
             lines.append(f"| {_row_name(c)} | {_scale_label(c)} | " + " | ".join(counts) + " |")
 
     lines += ["", "## Plots", ""]
@@ -390,17 +390,15 @@ def _cell_episodes(episodes: Sequence[dict], cell: dict) -> list[dict]:
             and (cell["kind"] in BASELINES or ep["goal"] == cell["goal"])]
 
 
-def _rate_of(episodes: Sequence[dict], cell: dict, achievement: str) -> float:
-    """Share of `cell`'s episodes in which `achievement` happened."""
-    eps = _cell_episodes(episodes, cell)
+def _rate_of(eps: Sequence[dict], achievement: str) -> float:
+    """Share of a cell's episodes (`_cell_episodes`) in which `achievement` happened."""
     if not eps:
         return math.nan
     return sum(ep["metrics"].get(f"achievements/{achievement}", 0.0) > 0 for ep in eps) / len(eps)
 
 
-def _count_of(episodes: Sequence[dict], cell: dict, achievement: str) -> float:
-    """Mean number of times `achievement` happened in `cell`'s episodes."""
-    eps = _cell_episodes(episodes, cell)
+def _count_of(eps: Sequence[dict], achievement: str) -> float:
+    """Mean number of times `achievement` happened in a cell's episodes (`_cell_episodes`)."""
     if not eps:
         return math.nan
     return sum(float(ep["metrics"].get(f"achievements/{achievement}", 0.0)) for ep in eps) / len(eps)
