@@ -2,7 +2,8 @@
 # How steve1_ray is installed, in one place: scripts/setup.sh (development, tests and CI) and the Dockerfile (the
 # cluster image of cluster.yaml and deploy/kuberay/) both run this; tests/test_deploy.py checks that they do.
 #
-#   bash scripts/install.sh dev PYTHON             torch, then this checkout editable with the test extras
+#   bash scripts/install.sh dev PYTHON             torch, then this checkout editable with the test extras, every
+#                                                  package at constraints.txt's version
 #   bash scripts/install.sh wheel PYTHON OUT_DIR   build this checkout's wheel into OUT_DIR
 #   bash scripts/install.sh image PYTHON WHEEL     torch, then the wheel (into the image's Python, next to its Ray)
 #
@@ -19,7 +20,8 @@ case "$MODE" in
   dev)
     "$PY" -m pip install -q --upgrade pip
     "$PY" -m pip install -q "$TORCH"
-    "$PY" -m pip install -q -e "$REPO[test]"
+    # every other package at the version the README's numbers were measured with (constraints.txt says why)
+    "$PY" -m pip install -q -c "$REPO/constraints.txt" -e "$REPO[test]"
     # Test reference only (tests/test_tokenizer.py compares our tokenizer with CLIP's own, read by path, never
     # imported: its torchvision requirement is skipped on purpose). steve1_ray ships the vocabulary itself.
     "$PY" -m pip install -q --no-deps clip-anytorch==2.6.0

@@ -326,6 +326,48 @@ def test_dockerfile_installs_with_the_script_setup_runs():
     assert "scripts/install.sh dev" in (REPO / "scripts" / "setup.sh").read_text()
 
 
+def _constraints(text: str) -> dict[str, str]:
+    """constraints.txt's pins, by normalised name; any line that is not a comment or `name==version` fails."""
+    pins = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([\w.+!-]+)", line.strip())
+            assert m, f"constraints.txt: {line!r} is not name==version"
+            name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+            assert name not in pins, f"constraints.txt pins {name} twice"
+            pins[name] = m.group(2)
+    return pins
+
+
+def _unpinned(pyproject: str, pins: dict[str, str]) -> list[str]:
+    """pyproject.toml's requirements (dependencies and the test extra) that constraints.txt does not pin, or pins to
+    another version than pyproject.toml's own `==`. torch is pinned by install.sh itself."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads(pyproject)["project"]
+    wrong = []
+    for req in project["dependencies"] + project["optional-dependencies"]["test"]:
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(==\s*([\w.]+))?", req)
+        name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+        if name == "torch":
+            continue
+        if name not in pins or (m.group(4) and pins[name] != m.group(4)):
+            wrong.append(req)
+    return wrong
+
+
+def test_constraints_pin_every_requirement_at_pyprojects_version():
+    """The development install (scripts/install.sh dev) takes every package at constraints.txt's version: the file
+    pins each requirement of pyproject.toml, at pyproject.toml's version where that pins one (and their own requirements besides)."""
+    pins = _constraints((REPO / "constraints.txt").read_text())
+    assert "torch" not in pins and "steve1-ray" not in pins  # pinned by install.sh / the checkout itself
+    assert _unpinned(PYPROJECT, pins) == []
+    # the checks can fail: a requirement missing, a pin that disagrees, a range
+    assert _unpinned(PYPROJECT.replace('"pyyaml",', '"pyyaml", "not-a-package",'), pins) == ["not-a-package"]
+    assert _unpinned(PYPROJECT, {**pins, "ray": "2.59.0"}) == ["ray[train,data,tune,serve]==2.60.0"]
+    with pytest.raises(AssertionError, match="name==version"):
+        _constraints("numpy>=2\n")
+
+
 def _fake(tmp_path: Path, name: str) -> tuple[Path, Path]:
     """An executable that records each call's arguments (one line each, shell-quoted) and does nothing else."""
     log = tmp_path / f"{name}.calls"
@@ -361,7 +403,7 @@ def test_install_steps_are_one_script_for_setup_and_image(tmp_path):
                    capture_output=True)
     calls = _calls(log)
     assert calls[1] == ["-m", "pip", "install", "-q", torch], calls
-    assert ["-m", "pip", "install", "-q", "-e", f"{REPO}[test]"] in calls[2:], calls
+    assert ["-m", "pip", "install", "-q", "-c", f"{REPO}/constraints.txt", "-e", f"{REPO}[test]"] in calls[2:], calls
     r = subprocess.run(["bash", str(REPO / "scripts" / "install.sh"), "docker", str(python)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "dev, wheel or image" in r.stderr
