@@ -58,7 +58,6 @@ def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600, with_do: b
     """(frames (N, 128, 128, 3) uint8 as the policy sees them, labels (N,) indices into TILES, episode (N,)), and
     with `with_do` a fourth array (N,) bool: the demonstrator pressed `do` on that frame."""
     from steve1_ray.agent import resize_pov
-    from steve1_ray.world.crafter_env import crafter_action
     from steve1_ray.world.demonstrators import Demonstrator
 
     frames, labels, episode, did = [], [], [], []
@@ -71,7 +70,7 @@ def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600, with_do: b
             labels.append(TILES.index(faced_tile(env)))
             episode.append(k)
             action = demo.act()
-            did.append(crafter_action(action, 0)[0] == "do")
+            did.append(env.crafter_name(action) == "do")  # the world's own adapter (its `move_over_attack`)
             obs, _, done, _ = env.step(action)
             if done:
                 break
@@ -80,14 +79,14 @@ def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600, with_do: b
 
 
 def do_by_tile(policy, frames: np.ndarray, labels: np.ndarray, episode: np.ndarray, did: np.ndarray,
-               chunk: int = 16) -> dict:
+               chunk: int = 16, move_over_attack: bool = False) -> dict:
     """Does the policy's `do` depend on what the player faces, as the demonstrator's does? The unconditioned policy
     (zero goal) reads each episode's frames in order with its memory (teacher-forced: the demonstrator drives), and
     its probability of `do` (summed over every button combination that plays it) is averaged per faced tile, beside
     the share of those frames on which the demonstrator pressed `do`. {tile: {"frames", "policy", "demonstrator"}}."""
     import torch
 
-    acts, m = _sibling("guided_do").action_matrix()
+    acts, m = _sibling("guided_do").action_matrix(move_over_attack)
     p_do = np.zeros(len(frames))
     with torch.inference_mode():
         for k in np.unique(episode):
@@ -158,6 +157,7 @@ def main(argv=None) -> None:
     ap.add_argument("--episodes", type=int, default=8, help="demonstrator episodes (tasks cycle through EPISODES)")
     ap.add_argument("--train", type=int, default=6, help="the first this many episodes fit the probe")
     ap.add_argument("--tree-logs", type=int, default=4)
+    ap.add_argument("--move-over-attack", action="store_true", help="the world's `move_over_attack` (docs/world.md)")
     args = ap.parse_args(argv)
     import torch
 
@@ -166,7 +166,8 @@ def main(argv=None) -> None:
 
     torch.set_grad_enabled(False)
     policy = load_policy_spec(args.policy, args.weights, seed=0)
-    env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=args.tree_logs)
+    env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=args.tree_logs,
+                    move_over_attack=args.move_over_attack)
     frames, labels, episode, did = collect(env, focuses=episode_focuses(args.episodes), steps=args.steps,
                                            with_do=True)
     out = probe(features(policy, frames), labels, episode < args.train)
@@ -177,7 +178,8 @@ def main(argv=None) -> None:
                       "per_tile": {TILES[c]: round(a, 2) for c, a in out["per_class"].items()},
                       "confusions": [[TILES[a], TILES[p], n] for a, p, n in out["confusions"]],
                       "n_train": out["n_train"], "n_test": out["n_test"],
-                      "do_by_tile": do_by_tile(policy, frames[held], labels[held], episode[held], did[held])},
+                      "do_by_tile": do_by_tile(policy, frames[held], labels[held], episode[held], did[held],
+                                                   move_over_attack=env.move_over_attack)},
                      indent=1))
 
 

@@ -25,8 +25,9 @@ import numpy as np
 from steve1_ray.actions import CAMERA_NULL_BIN, N_BUTTONS, N_CAMERA_BINS
 
 
-def action_matrix():
-    """(names of the crafter actions, (8641, A) 0/1 matrix: which crafter action each button combination plays)."""
+def action_matrix(move_over_attack: bool = False):
+    """(names of the crafter actions, (8641, A) 0/1 matrix: which crafter action each button combination plays), in
+    a world with or without `move_over_attack` (docs/world.md: a move key held with attack then moves, not `do`)."""
     import torch
 
     from steve1_ray.agent import _to_env_rows
@@ -34,7 +35,7 @@ def action_matrix():
 
     still = CAMERA_NULL_BIN * N_CAMERA_BINS + CAMERA_NULL_BIN  # the camera index that does not move (crafter ignores it)
     rows = _to_env_rows(np.arange(N_BUTTONS), np.full(N_BUTTONS, still))
-    names = [crafter_action(r, 0)[0] for r in rows]
+    names = [crafter_action(r, 0, move_over_attack)[0] for r in rows]
     acts = sorted(set(names))
     m = torch.zeros(N_BUTTONS, len(acts))
     m[torch.arange(N_BUTTONS), torch.tensor([acts.index(n) for n in names])] = 1
@@ -53,7 +54,7 @@ def trace(policy, goal, scale: float, env, seeds, steps: int) -> dict:
 
     from steve1_ray.agent import _combine_rows, _sample, batched_log_probs, new_stream
 
-    acts, m = action_matrix()
+    acts, m = action_matrix(env.move_over_attack)
     do = acts.index("do")
     s = float(scale)
     share = {k: np.zeros(len(acts)) for k in ("cond", "uncond", "guided")}
@@ -97,6 +98,7 @@ def main(argv=None) -> None:
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--tree-logs", type=int, default=4, help="the world's `tree_logs` (the release's 4)")
+    ap.add_argument("--move-over-attack", action="store_true", help="the world's `move_over_attack` (docs/world.md)")
     args = ap.parse_args(argv)
     import torch
 
@@ -112,7 +114,8 @@ def main(argv=None) -> None:
     else:
         mineclip, prior = load_goal_models(args.embedder, args.prior, embed_dim=dim)
         goal = text_goal(mineclip, prior, args.prompt, prior_seed=0)
-    env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=args.tree_logs)
+    env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=args.tree_logs,
+                    move_over_attack=args.move_over_attack)
     out = trace(policy, goal, args.scale, env, [500 + i for i in range(args.episodes)], args.steps)
     print(json.dumps({"prompt": args.prompt, "scale": args.scale, **out}, indent=1))
 

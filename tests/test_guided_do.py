@@ -16,6 +16,12 @@ def test_every_button_combination_plays_exactly_one_crafter_action():
     assert m.shape == (gd.N_BUTTONS, len(acts)) and bool((m.sum(1) == 1).all())
     assert {"do", "noop", "move_left", "move_right", "move_up", "move_down", "sleep"} <= set(acts)
     assert int(m[:, acts.index("do")].sum()) > 1  # attack with other keys is still `do`
+    # in a `move_over_attack` world a move key held with attack moves: fewer combinations play `do`, more move
+    acts2, m2 = gd.action_matrix(move_over_attack=True)
+    assert acts2 == acts and bool((m2.sum(1) == 1).all())
+    do, up = acts.index("do"), acts.index("move_up")
+    assert int(m2[:, do].sum()) < int(m[:, do].sum()) and int(m2[:, up].sum()) > int(m[:, up].sum())
+    assert bool((m2[:, do] <= m[:, do]).all())  # nothing becomes `do` that was not
 
 
 @pytest.fixture(scope="module")
