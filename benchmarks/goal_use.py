@@ -62,7 +62,8 @@ def episode_logprob(policy, ep: dict, goal: np.ndarray, chunk: int = 32) -> floa
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--policy", required=True)
+    ap.add_argument("--policy", required=True, help="checkpoint folder, or a .model with --weights")
+    ap.add_argument("--weights", help="weights for a .model --policy (e.g. a release's steve1.weights)")
     ap.add_argument("--data", required=True, help="the shard dataset the recording was converted into")
     ap.add_argument("--world", required=True, help="the recording (its meta/*.json name each episode's task)")
     ap.add_argument("--embedder", required=True)
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
     from steve1_ray.models.prior import load_prior
 
     torch.set_grad_enabled(False)
-    policy = load_policy_spec(args.policy, seed=0)
+    policy = load_policy_spec(args.policy, args.weights, seed=0)
     embedder, prior = load_embedder(args.embedder), load_prior(args.prior).eval()
     goals = {t: prior.sample(embedder.encode_text([p]).float(), seed=0, deterministic=True).float().numpy()
              .reshape(-1) for t, p in PROMPTS.items()}
