@@ -20,8 +20,14 @@ case "$MODE" in
   dev)
     "$PY" -m pip install -q --upgrade pip
     "$PY" -m pip install -q "$TORCH"
-    # every other package at the version the README's numbers were measured with (constraints.txt says why)
-    "$PY" -m pip install -q -c "$REPO/constraints.txt" -e "$REPO[test]"
+    # every other package at the version the README's numbers were measured with (constraints.txt says why), on
+    # the Python it was frozen on; other Pythons (3.10: NumPy 2.4 needs 3.11) get what pip picks for them
+    PIN=(-c "$REPO/constraints.txt")
+    if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      echo "scripts/install.sh: constraints.txt was frozen on Python 3.11; installing unpinned versions" >&2
+      PIN=()
+    fi
+    "$PY" -m pip install -q ${PIN[@]+"${PIN[@]}"} -e "$REPO[test]"
     # Test reference only (tests/test_tokenizer.py compares our tokenizer with CLIP's own, read by path, never
     # imported: its torchvision requirement is skipped on purpose). steve1_ray ships the vocabulary itself.
     "$PY" -m pip install -q --no-deps clip-anytorch==2.6.0

@@ -404,6 +404,15 @@ def test_install_steps_are_one_script_for_setup_and_image(tmp_path):
     calls = _calls(log)
     assert calls[1] == ["-m", "pip", "install", "-q", torch], calls
     assert ["-m", "pip", "install", "-q", "-c", f"{REPO}/constraints.txt", "-e", f"{REPO}[test]"] in calls[2:], calls
+    # on another Python than constraints.txt was frozen on (the version check exits 1), no pins, and it says so
+    log.unlink()
+    other = tmp_path / "bin" / "python310"
+    other.write_text(python.read_text().replace("\n", '\n[ "$1" = -c ] && exit 1\n', 1))
+    other.chmod(0o755)
+    r = subprocess.run(["bash", str(REPO / "scripts" / "install.sh"), "dev", str(other)], capture_output=True,
+                       text=True, timeout=60, check=True)
+    assert ["-m", "pip", "install", "-q", "-e", f"{REPO}[test]"] in _calls(log), _calls(log)
+    assert "unpinned" in r.stderr
     r = subprocess.run(["bash", str(REPO / "scripts" / "install.sh"), "docker", str(python)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "dev, wheel or image" in r.stderr
