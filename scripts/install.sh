@@ -3,7 +3,8 @@
 # cluster image of cluster.yaml and deploy/kuberay/) both run this; tests/test_deploy.py checks that they do.
 #
 #   bash scripts/install.sh dev PYTHON             torch, then this checkout editable with the test extras, every
-#                                                  package at constraints.txt's version
+#                                                  package at constraints.txt's version (on Python 3.11; other
+#                                                  Pythons unpinned)
 #   bash scripts/install.sh wheel PYTHON OUT_DIR   build this checkout's wheel into OUT_DIR
 #   bash scripts/install.sh image PYTHON WHEEL     torch, then the wheel (into the image's Python, next to its Ray)
 #
