@@ -326,6 +326,11 @@ def test_dockerfile_installs_with_the_script_setup_runs():
     assert "scripts/install.sh dev" in (REPO / "scripts" / "setup.sh").read_text()
 
 
+def _norm(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503: case and runs of `-_.` do not matter)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _constraints(text: str) -> dict[str, str]:
     """constraints.txt's pins, by normalised name; any line that is not a comment or `name==version` fails."""
     pins = {}
@@ -333,7 +338,7 @@ def _constraints(text: str) -> dict[str, str]:
         if line.strip() and not line.startswith("#"):
             m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([\w.+!-]+)", line.strip())
             assert m, f"constraints.txt: {line!r} is not name==version"
-            name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+            name = _norm(m.group(1))
             assert name not in pins, f"constraints.txt pins {name} twice"
             pins[name] = m.group(2)
     return pins
@@ -347,7 +352,7 @@ def _unpinned(pyproject: str, pins: dict[str, str]) -> list[str]:
     wrong = []
     for req in project["dependencies"] + project["optional-dependencies"]["test"]:
         m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(==\s*([\w.]+))?", req)
-        name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+        name = _norm(m.group(1))
         if name == "torch":
             continue
         if name not in pins or (m.group(4) and pins[name] != m.group(4)):
@@ -357,7 +362,8 @@ def _unpinned(pyproject: str, pins: dict[str, str]) -> list[str]:
 
 def test_constraints_pin_every_requirement_at_pyprojects_version():
     """The development install (scripts/install.sh dev) takes every package at constraints.txt's version: the file
-    pins each requirement of pyproject.toml, at pyproject.toml's version where that pins one (and their own requirements besides)."""
+    pins each requirement of pyproject.toml, at pyproject.toml's version where that pins one (and their own
+    requirements besides)."""
     pins = _constraints((REPO / "constraints.txt").read_text())
     assert "torch" not in pins and "steve1-ray" not in pins  # pinned by install.sh / the checkout itself
     assert _unpinned(PYPROJECT, pins) == []
