@@ -372,6 +372,13 @@ def test_constraints_pin_every_requirement_at_pyprojects_version():
     assert _unpinned(PYPROJECT, {**pins, "ray": "2.59.0"}) == ["ray[train,data,tune,serve]==2.60.0"]
     with pytest.raises(AssertionError, match="name==version"):
         _constraints("numpy>=2\n")
+    # what a hand edit or a careless freeze could leave: pip options, URLs, editables, markers, a name twice
+    for bad in ("--index-url https://evil.example/simple", "-r other.txt", "-e .", "numpy @ https://x/n.whl",
+                'numpy==2.4.6; python_version < "3.12"', "numpy==2.4.6 --hash=sha256:00"):
+        with pytest.raises(AssertionError, match="name==version"):
+            _constraints(bad + "\n")
+    with pytest.raises(AssertionError, match="twice"):
+        _constraints("NumPy==2.4.6\nnumpy==2.4.5\n")
 
 
 def _fake(tmp_path: Path, name: str) -> tuple[Path, Path]:
