@@ -1,4 +1,4 @@
-"""Shared fixtures. One Ray cluster per test session (starting one costs ~3 s on 2 cores)."""
+"""Shared fixtures. One Ray cluster per test file (starting one costs ~3 s on 2 cores)."""
 from __future__ import annotations
 
 import faulthandler
@@ -38,17 +38,79 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A local Ray cluster with the dashboard on (Train under Tune needs it; see docs)."""
+    """A local Ray cluster with the dashboard on (Train under Tune needs it; see docs), new for each test file.
+
+    One per file, not one per session (~4 s more per file): a file's leftovers (a Train controller still alive, a
+    Dataset execution's resource request that Ray Data's AutoscalingCoordinator keeps reserving, a Serve
+    controller) stay in that file's cluster. In session 35's CI every Ray Data job of test_data_pipeline.py hung
+    for its whole limit on the session's shared cluster, after other files had used it, and passed here alone."""
+    import ray
+
+    if ray.is_initialized():  # a test that connected elsewhere and did not disconnect: start clean
+        ray.shutdown()
+    # address="local": always a private cluster, even when `ray start` left one running on this host.
+    ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=True,
+             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    ray.shutdown()
+
+
+def ray_state() -> str:
+    """One line on this process's Ray cluster: CPUs free of total, tasks by state, live actors, and what Ray Data's
+    AutoscalingCoordinator reserves for each requester (a Dataset gets only its reservation)."""
     import ray
 
     if not ray.is_initialized():
-        # address="local": always a private cluster, even when `ray start` left one running on this host.
-        ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=True,
-                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield ray
-    ray.shutdown()
+        return "no Ray cluster in this process"
+    parts = [f"CPU free {ray.available_resources().get('CPU', 0):g} of {ray.cluster_resources().get('CPU', 0):g}"]
+    try:
+        from collections import Counter
+
+        from ray.util import state
+
+        tasks = Counter(f"{t.name}:{t.state}" for t in state.list_tasks(limit=1000, timeout=10)
+                        if t.state not in ("FINISHED", "FAILED"))
+        actors = Counter(a.class_name for a in state.list_actors(filters=[("state", "=", "ALIVE")], timeout=10))
+        parts += [f"tasks {dict(tasks)}", f"actors {dict(actors)}"]
+    except Exception as e:  # the state API needs the dashboard; say so rather than fail the report
+        parts.append(f"state API: {type(e).__name__}")
+    try:
+        coordinator = ray.get_actor("AutoscalingCoordinator", namespace="AutoscalingCoordinator")
+        reserved = ray.get(coordinator.__ray_call__.remote(
+            lambda self: {k: {n: {r: v for r, v in b.items() if r in ("CPU", "GPU")}
+                              for n, b in req.reserved_resources.items()}
+                          for k, req in self._ongoing_reqs.items()}), timeout=10)
+        parts.append(f"Data reservations {reserved}")
+    except Exception as e:  # no Dataset ran yet, or Ray moved its internals
+        parts.append(f"Data reservations: {type(e).__name__}")
+    return "; ".join(parts)
+
+
+RAY_AT_TIMEOUT = "Ray cluster at the timeout"
+_timed_out: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that times out (pytest-timeout, or a subprocess's timeout) carries the state of its Ray cluster in its
+    report: a hang's cause is in the cluster, not in the stack of the waiting driver."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.when == "call" and report.failed and "Timeout" in str(report.longrepr)[-3000:]:
+        report.sections.append((RAY_AT_TIMEOUT, ray_state()))
+
+
+def pytest_runtest_logreport(report):
+    # runs where the reports arrive: in the xdist controller too, which prints the summary
+    _timed_out.extend(f"{report.nodeid}: {text}" for name, text in report.sections if name == RAY_AT_TIMEOUT)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per timed-out test at the end of the run (CI keeps only the end of the output)."""
+    for line in _timed_out:
+        terminalreporter.write_line(f"timed out; {line}"[:1500])
 
 
 @pytest.fixture(scope="module")

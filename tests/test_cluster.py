@@ -49,3 +49,25 @@ def test_another_processes_own_cluster_is_never_joined(ray_cluster):
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["ok"] and got["gcs"] != mine
+
+
+@pytest.mark.slow
+def test_ray_state_names_a_paused_datasets_reservation(ray_cluster):
+    """conftest.ray_state, the line a timed-out test reports: CPUs free, live actors and the CPUs Ray Data's
+    AutoscalingCoordinator reserves for each Dataset execution (a Dataset runs on its reservation only: a hang
+    starved by another execution shows there)."""
+    import time
+
+    import ray.data as rd
+
+    from conftest import ray_state
+
+    batches = iter(rd.range(1000, override_num_blocks=50).map(lambda r: r).iter_batches(batch_size=1))
+    next(batches)  # the execution stays open, paused, holding its reservation
+    deadline = time.time() + 60
+    while "_AutoscalingCoordinatorActor" not in (line := ray_state()) and time.time() < deadline:
+        time.sleep(2)  # the state API lags the cluster by a few seconds
+    assert line.startswith("CPU free ") and " of 2;" in line, line
+    assert "'_AutoscalingCoordinatorActor': 1" in line and "Data reservations {'data-dataset_" in line, line
+    assert "'CPU': 2" in line, line  # alone on the cluster, the paused execution has both CPUs
+    del batches
