@@ -85,9 +85,13 @@ def ray_state() -> str:
 
         from ray.util import state
 
-        tasks = Counter(f"{t.name}:{t.state}" for t in state.list_tasks(limit=1000, timeout=10)
+        # this process's cluster by its address: without one the state API takes the newest cluster on the host,
+        # which under pytest-xdist may be the other worker's
+        gcs = ray.get_runtime_context().gcs_address
+        tasks = Counter(f"{t.name}:{t.state}" for t in state.list_tasks(address=gcs, limit=1000, timeout=10)
                         if t.state not in ("FINISHED", "FAILED"))
-        actors = Counter(a.class_name for a in state.list_actors(filters=[("state", "=", "ALIVE")], timeout=10))
+        actors = Counter(a.class_name for a in state.list_actors(address=gcs, filters=[("state", "=", "ALIVE")],
+                                                                 timeout=10))
         parts += [f"tasks {dict(tasks)}", f"actors {dict(actors)}"]
     except Exception as e:  # the state API needs the dashboard; say so rather than fail the report
         parts.append(f"state API: {type(e).__name__}")
