@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(config, items):
 def ray_cluster():
     """A local Ray cluster with the dashboard on (Train under Tune needs it; see docs), new for each test file.
 
-    One per file, not one per session (~4 s more per file): a file's leftovers (a Train controller still alive, a
+    One per file, not one per session (a start and a stop: 4-10 s on 2 cores): a file's leftovers (a Train controller still alive, a
     Dataset execution's resource request that Ray Data's AutoscalingCoordinator keeps reserving, a Serve
     controller) stay in that file's cluster. In session 35's CI every Ray Data job of test_data_pipeline.py hung
     for its whole limit on the session's shared cluster, after other files had used it, and passed here alone."""
@@ -54,22 +54,7 @@ def ray_cluster():
     ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=True,
              log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield ray
-    stop_open_datasets()
     ray.shutdown()
-
-
-def stop_open_datasets() -> int:
-    """Shut down every Ray Data execution still open in this process (a timed-out test's, an iterator left
-    unfinished); returns how many. Their executor threads keep calling into Ray: under `ray.shutdown()` they raise,
-    re-connect ("ray.init twice"), and in CI one took its pytest-xdist worker down, after which xdist stalled."""
-    import gc
-
-    from ray.data._internal.execution.streaming_executor import StreamingExecutor
-
-    open_ = [o for o in gc.get_objects() if isinstance(o, StreamingExecutor) and not o._shutdown]
-    for executor in open_:
-        executor.shutdown(force=True)
-    return len(open_)
 
 
 def ray_state() -> str:

@@ -52,28 +52,22 @@ def test_another_processes_own_cluster_is_never_joined(ray_cluster):
 
 
 @pytest.mark.slow
-def test_ray_state_names_a_paused_datasets_reservation_and_the_fixture_stops_it(ray_cluster):
-    """conftest.ray_state, the line a timed-out test reports: CPUs free, live actors and the CPUs Ray Data's
-    AutoscalingCoordinator reserves for each Dataset execution (a Dataset runs on its reservation only: a hang
-    starved by another execution shows there). conftest.stop_open_datasets, which the cluster fixture runs before
-    `ray.shutdown()`, ends such an execution and its reservation."""
+def test_ray_state_reads_this_clusters_cpus_actors_and_ray_datas_reservations(ray_cluster):
+    """conftest.ray_state, the line a timed-out test reports: CPUs free, live actors, and the CPUs Ray Data's
+    AutoscalingCoordinator reserves for each open Dataset execution (a Dataset runs on its reservation only); a
+    finished execution leaves none."""
     import time
 
     import ray.data as rd
 
-    from conftest import ray_state, stop_open_datasets
+    from conftest import ray_state
 
-    def state_when(cond):
-        deadline = time.time() + 60
-        while not cond(line := ray_state()) and time.time() < deadline:
-            time.sleep(2)  # the state API and the coordinator's 20-s tick lag the cluster
-        return line
-
-    batches = iter(rd.range(1000, override_num_blocks=50).map(lambda r: r).iter_batches(batch_size=1))
-    next(batches)  # the execution stays open, paused, holding its reservation
-    line = state_when(lambda s: "_AutoscalingCoordinatorActor" in s and "'CPU': 2" in s)
-    assert line.startswith("CPU free ") and " of 2;" in line, line
-    assert "'_AutoscalingCoordinatorActor': 1" in line and "Data reservations {'data-dataset_" in line, line
-    assert "'CPU': 2" in line, line  # alone on the cluster, the paused execution has both CPUs
-    assert stop_open_datasets() == 1 and stop_open_datasets() == 0
-    assert state_when(lambda s: "Data reservations {}" in s).endswith("Data reservations {}")
+    assert "Data reservations: ValueError" in ray_state()  # no Dataset yet: no coordinator
+    rows = rd.range(100, override_num_blocks=4).map(lambda r: {"id": r["id"] * 2}).take_all()
+    assert sum(r["id"] for r in rows) == 9900
+    deadline = time.time() + 60
+    while not ((line := ray_state()).startswith("CPU free 2 of 2;") and "_AutoscalingCoordinatorActor" in line) \
+            and time.time() < deadline:
+        time.sleep(2)  # the state API lags the cluster by a few seconds, the last task's CPU too
+    assert line.startswith("CPU free 2 of 2; tasks {"), line
+    assert "'_AutoscalingCoordinatorActor': 1" in line and line.endswith("Data reservations {}"), line
