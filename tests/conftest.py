@@ -1,4 +1,4 @@
-"""Shared fixtures. One Ray cluster per test file (starting one costs ~3 s on 2 cores)."""
+"""Shared fixtures. One Ray cluster per test file (see `ray_cluster`)."""
 from __future__ import annotations
 
 import faulthandler
@@ -42,9 +42,9 @@ def pytest_collection_modifyitems(config, items):
 def ray_cluster():
     """A local Ray cluster with the dashboard on (Train under Tune needs it; see docs), new for each test file.
 
-    One per file, not one per session (a start and a stop: 4-10 s on 2 cores): a file's leftovers (a Train controller still alive, a
-    Dataset execution's resource request that Ray Data's AutoscalingCoordinator keeps reserving, a Serve
-    controller) stay in that file's cluster. In session 35's CI every Ray Data job of test_data_pipeline.py hung
+    One per file, not one per session (a start and a stop: 4-10 s on 2 cores): a file's leftovers (a Train
+    controller still alive, a Dataset execution's resource request that Ray Data's AutoscalingCoordinator keeps
+    reserving, a Serve controller) stay in that file's cluster. In session 35's CI every Ray Data job of test_data_pipeline.py hung
     for its whole limit on the session's shared cluster, after other files had used it, and passed here alone."""
     import ray
 
