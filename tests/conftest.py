@@ -44,8 +44,9 @@ def ray_cluster():
 
     One per file, not one per session (a start and a stop: 4-10 s on 2 cores): a file's leftovers (a Train
     controller still alive, a Dataset execution's resource request that Ray Data's AutoscalingCoordinator keeps
-    reserving, a Serve controller) stay in that file's cluster. In session 35's CI every Ray Data job of test_data_pipeline.py hung
-    for its whole limit on the session's shared cluster, after other files had used it, and passed here alone."""
+    reserving, a Serve controller) stay in that file's cluster. In session 35's CI every Ray Data job of
+    test_data_pipeline.py hung for its whole limit on the session's shared cluster, after other files had used it,
+    and passed here alone."""
     import ray
 
     if ray.is_initialized():  # a test that connected elsewhere and did not disconnect: start clean
