@@ -258,6 +258,8 @@ def _shared_frame_forward(policy, frames: torch.Tensor, frame_of_row: torch.Tens
 
 def _can_share_frames(policy) -> bool:
     net = getattr(policy, "net", None)
+    if getattr(getattr(policy, "cfg", None), "goal_film", False):  # its image features depend on the row's goal
+        return False
     return all(hasattr(net, a) for a in ("img_process", "mineclip_embed_linear", "recurrent_layer", "lastlayer",
                                          "final_ln", "pre_lstm_ln")) and hasattr(policy, "pi_head")
 

@@ -110,6 +110,10 @@ class ReleaseConfig:
     """the goal stage conditions every frame of a demonstrator's reached segment on the clip that ends it
     (`steve1 train goal_segments=<the recording>`, docs/training.md), over the hindsight goals; false = hindsight
     goals alone (the release before session 24)"""
+    goal_balance: float = 0.0
+    """the STEVE-1 goal stage draws its sequences so that each segment goal comes up in proportion to (its count) **
+    (1 - goal_balance) (`steve1 train goal_balance=`, docs/training.md; needs `goal_segments`); 0 in the committed
+    release"""
     policy: str = "debug"
     """the foundation policy's preset (`steve1 train --config <policy>`; debug: the most fine-tuning per
     CPU-minute, docs/world.md)"""
@@ -154,6 +158,8 @@ class ReleaseConfig:
                                                     and Path(self.steve1_policy).is_file()),
                   f"steve1_policy={self.steve1_policy!r} is neither a preset ({sorted(PRESETS)}) nor a .model file")
         check(self.text_epochs >= 0, f"text_epochs={self.text_epochs!r} must be >= 0")
+        check(0.0 <= self.goal_balance <= 1.0 and (not self.goal_balance or self.goal_segments),
+              f"goal_balance={self.goal_balance!r} must be in [0, 1] and needs goal_segments=true")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.text_epochs = min(self.text_epochs, 1)
@@ -241,7 +247,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         # its own prior (prior_text/), so an older folder gains it safely.
         # The demonstrators and the zero goal's episodes change what a resumed recording or policy stage would mix.
         keys = ((("goal_whiten", False), ("steve1_policy", ""), ("appetite", "eager"), ("stop_at_full", False),
-                 ("free_play", False)) + ((("text_epochs", 0),) if cfg.goal_whiten else ()))
+                 ("free_play", False), ("goal_balance", 0.0)) + ((("text_epochs", 0),) if cfg.goal_whiten else ()))
         for key, default in keys:
             was = made.get(key, default)
             check(was == getattr(cfg, key), f"{work} was made with {key}={json.dumps(was)}; resume it with the "
@@ -304,7 +310,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
                "steve1_ray.train.run", common + ["run_name=steve1_goals", f"n_frames={cfg.goal_frames}",
                                                  f"out_weights={goals}"]
                + ([f"goal_segments={world}"] if cfg.goal_segments else [])
-               + ([f"free_play={world}"] if cfg.free_play else []),
+               + ([f"free_play={world}"] if cfg.free_play else [])
+               + ([f"goal_balance={cfg.goal_balance}"] if cfg.goal_balance else []),
                done=goals)
         if cfg.event_frames:
             st.run("fine-tune STEVE-1 on event goals (the farthest event within 40 frames)", "train",

@@ -47,8 +47,23 @@ def test_guided_logits_formula():
     torch.testing.assert_close(A.guided_logits(c, u, [0.0, 0.0, 0.0]), c)
 
 
-def test_batched_equals_alone_equals_two_pass(policy):
-    """Many streams with different scales in one forward == each alone == two batch-1 forwards per step."""
+def _film_policy():
+    """`fovea_film` with its FiLM layers made non-zero, so that the image features depend on the row's goal."""
+    torch.manual_seed(0)
+    policy = build_policy("fovea_film").eval()
+    with torch.no_grad():
+        for cnn in (policy.net.img_process.cnn, policy.net.img_process.fovea.cnn):
+            cnn.film.weight.normal_(0, 0.05), cnn.film.bias.normal_(0, 0.05)
+    return policy
+
+
+@pytest.mark.parametrize("which", ["debug", "fovea_film"])
+def test_batched_equals_alone_equals_two_pass(policy, which):
+    """Many streams with different scales in one forward == each alone == two batch-1 forwards per step (a
+    `goal_film` policy, whose image features depend on the goal, runs its CNNs per row)."""
+    if which == "fovea_film":
+        policy = _film_policy()
+        assert not A._can_share_frames(policy)
     rng = np.random.default_rng(1)
     scales = [6.0, 0.0, None, 3.0, 7.5]
     goals = [rng.normal(size=512).astype(np.float32) for _ in scales]

@@ -390,6 +390,50 @@ def test_fovea_sees_the_centre_crop_and_only_it(tmp_path):
         load_policy("debug", tmp_path / "f.weights")
 
 
+def test_goal_film_starts_as_the_plain_policy_and_lets_the_goal_change_the_image_features(tmp_path):
+    """`fovea_film`: FiLM layers from the goal on both CNNs' last channels, zero at initialisation (so the policy
+    computes what `fovea` with the same other weights computes); once trained, the image features depend on the
+    goal. The `.model` file carries `goal_film`, the released layout does not mention it, and the weights load
+    strictly only into a goal_film architecture."""
+    from steve1_ray.models.formats import read_model_file, save_weights, write_model_file
+
+    torch.manual_seed(0)
+    film = build_policy("fovea_film").eval()
+    keys = {k for k in film.state_dict() if ".film." in k}
+    assert keys == {f"net.img_process.{p}cnn.film.{w}" for p in ("", "fovea.") for w in ("weight", "bias")}
+    plain = build_policy("fovea").eval()
+    plain.load_state_dict({k: v for k, v in film.state_dict().items() if k not in keys})
+    img = torch.randint(0, 256, (2, 5, 128, 128, 3), dtype=torch.uint8)
+    goal = torch.randn(2, 5, film.cfg.embed_dim)
+    with torch.no_grad():
+        a, b = film(img, goal, torch.ones(2, 5, dtype=torch.bool))[0], plain(img, goal, torch.ones(2, 5, dtype=torch.bool))[0]
+        for h in ("buttons", "camera"):
+            torch.testing.assert_close(a[h], b[h])
+        x = torch.rand(3, 128, 128, 3)
+        g1, g2 = torch.randn(3, film.cfg.embed_dim), torch.randn(3, film.cfg.embed_dim)
+        assert torch.equal(film.net.img_process(x, g1), film.net.img_process(x, g2))  # zero FiLM: no effect yet
+        for cnn in (film.net.img_process.cnn, film.net.img_process.fovea.cnn):
+            cnn.film.weight.normal_(0, 0.05)
+        assert not torch.allclose(film.net.img_process(x, g1), film.net.img_process(x, g2))
+        assert not torch.allclose(film.net.img_process.fovea(x, g1), film.net.img_process.fovea(x, g2))
+        # the CPU chunking splits the goals with the frames
+        cnn = film.net.img_process.cnn
+        whole = cnn._frames(x, g1)
+        cnn.cpu_chunk = 2
+        torch.testing.assert_close(cnn(x, g1), whole)
+        with pytest.raises(ValueError, match="goal per frame"):
+            cnn(x)
+    cfg = read_model_file(write_model_file(film.cfg, tmp_path / "f.model"))
+    assert cfg.goal_film is True and "goal_film" not in PolicyConfig.preset("fovea").to_model_kwargs()
+    save_weights(film, tmp_path / "f.weights")
+    again = load_policy(tmp_path / "f.model", tmp_path / "f.weights")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in film.state_dict().items())
+    with pytest.raises(Exception, match="film"):
+        load_policy("fovea", tmp_path / "f.weights")
+    with pytest.raises(ValueError, match="goal_film"):
+        PolicyConfig.preset("fovea", goal_film="yes")
+
+
 @pytest.mark.parametrize("bad", [[48], [2, 32], [48, 200], [48, 32, 3]])
 def test_fovea_shape_is_checked(bad):
     with pytest.raises(ValueError, match="fovea_shape"):

@@ -2,6 +2,7 @@
 gradient accumulation, losses, precision, and config validation."""
 from __future__ import annotations
 
+import collections
 import copy
 import math
 
@@ -388,6 +389,40 @@ def test_goal_segments_is_read_by_the_loop(tmp_path):
     assert short["segments"][0]["end"] == 60
     with pytest.raises(ValueError, match="local recording folder"):
         segment_goal_frames_uri()
+
+
+def test_goal_balance_draws_each_segment_goal_equally_often(tmp_path):
+    from steve1_ray.train.loop import open_sequences
+    from steve1_ray.train.synthetic import make_dataset
+
+    data = make_dataset(str(tmp_path / "shards"), n_episodes=8, n_frames=80, embed_dim=D)
+    rec = tmp_path / "rec"
+    for i in range(8):  # six wood episodes, one drink, one whose only segment failed (no goal: class "")
+        goal = "collect_wood" if i < 6 else "collect_drink"
+        _segment_recording(rec, f"synth{i:03d}", [{"start": 0, "end": 80, "goal": goal, "success": i != 7}])
+    args = [f"data={data}", "T=16", "batch_size=1", "grad_accum=1", "val_fraction=0", f"goal_segments={rec}"]
+    train = open_sequences(load_train_config("debug", args))[0]
+    assert train.weights is None
+    with pytest.raises(ValueError, match="goal_balance=1.5 must be in"):
+        load_train_config("debug", args + ["goal_balance=1.5"])
+    with pytest.raises(ValueError, match="needs goal_segments"):
+        load_train_config("debug", [f"data={data}", "goal_balance=1"])
+    train = open_sequences(load_train_config("debug", args + ["goal_balance=1"]))[0]
+    cls = ["collect_wood" if int(s.episode_id[-3:]) < 6 else "collect_drink" if int(s.episode_id[-3:]) == 6 else ""
+           for s in train.sequences]
+    per = {c: train.weights[[k == c for k in cls]].sum() for c in set(cls)}
+    assert np.allclose(sorted(per.values()), [1 / 3] * 3) and np.isclose(train.weights.sum(), 1)
+    # an epoch: as many draws as sequences, each class about a third of them; the same draws on resume
+    g = epoch_groups(len(train), 5, 0, 0, 1, 1, 1, train.weights)
+    drawn = [cls[i] for grp in g for b in grp for i in b]
+    assert len(drawn) == len(train) and g == epoch_groups(len(train), 5, 0, 0, 1, 1, 1, train.weights)
+    draws = sum((epoch_groups(len(train), 5, e, 0, 1, 1, 1, train.weights) for e in range(40)), [])
+    share = collections.Counter(cls[i] for grp in draws for b in grp for i in b)
+    total = sum(share.values())
+    assert all(abs(share[c] / total - 1 / 3) < 0.05 for c in per), share  # plain: wood 0.75
+    half = open_sequences(load_train_config("debug", args + ["goal_balance=0.5"]))[0]
+    wood = half.weights[[k == "collect_wood" for k in cls]].sum()
+    assert 1 / 3 < wood < 0.75  # 6^0.5 / (6^0.5 + 1 + 1)
 
 
 def test_segment_goals_refuse_a_malformed_recording(tmp_path):

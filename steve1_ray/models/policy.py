@@ -87,6 +87,13 @@ class PolicyConfig:
     world. None (every released VPT/STEVE-1 model): no fovea, and the `.model` file has neither fovea key."""
     fovea_chans: list[int] = field(default_factory=lambda: [16, 16])
     """Channels of the fovea's down-stacks (each halves the crop); read only with `fovea_shape`."""
+    goal_film: bool = False
+    """Ours, not STEVE-1's: the goal embedding also scales and shifts every channel of each image CNN's last
+    down-stack (FiLM; `net.img_process.cnn.film.*`, and `net.img_process.fovea.cnn.film.*` with a fovea; zero at
+    initialisation, so training starts from the plain addition), so what the goal asks for can select *where* in the
+    frame the dense layer looks, not only shift the pooled features. False (every released model): no such layers,
+    and the `.model` file has no `goal_film` key. The image features then depend on the goal, so a guided step runs
+    the CNNs once per row instead of once per frame (`steve1_ray.agent`)."""
     temperature: float = 2.0
     """Action logits are divided by this before log-softmax (training too, as the original)."""
     embed_dim: int = 512
@@ -122,6 +129,8 @@ class PolicyConfig:
                 bad(name, "must be a list of integers")
 
         self.fovea_chans = ints("fovea_chans")
+        if not isinstance(self.goal_film, bool):
+            bad("goal_film", "must be true or false")
         if self.fovea_shape is not None:
             self.fovea_shape = ints("fovea_shape")
             if (len(self.fovea_shape) != 2 or min(self.fovea_shape) < 4
@@ -186,6 +195,8 @@ class PolicyConfig:
             d.pop(ours)
         if self.fovea_shape is None:  # the released layout, key for key
             d.pop("fovea_shape"), d.pop("fovea_chans")
+        if not self.goal_film:
+            d.pop("goal_film")
         d["mineclip_embed_dim"] = self.embed_dim
         return d
 
@@ -212,6 +223,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fovea": {"hidsize": 64, "attention_heads": 4, "impala_width": 1, "impala_chans": [4, 8, 8],
               "n_recurrence_layers": 2, "attention_memory_size": 24, "timesteps": 16,
               "fovea_shape": [48, 32], "fovea_chans": [16, 16]},
+    # fovea whose goal also scales and shifts both CNNs' last channels (FiLM, `goal_film`; benchmarks/RESULTS.md,
+    # session 37: the goal added after the CNNs' dense layers steers `do`, not where the player walks)
+    "fovea_film": {"hidsize": 64, "attention_heads": 4, "impala_width": 1, "impala_chans": [4, 8, 8],
+                   "n_recurrence_layers": 2, "attention_memory_size": 24, "timesteps": 16,
+                   "fovea_shape": [48, 32], "fovea_chans": [16, 16], "goal_film": True},
 }
 
 
@@ -303,22 +319,31 @@ class ImpalaCNN(nn.Module):
             c, h, w = cout, (h + 1) // 2, (w + 1) // 2
         dense_norm = "layer" if groups is not None else None
         self.dense = NormLayer(c * h * w, outsize, "linear", dense_norm, init_scale=1.4)
+        self.film = nn.Linear(cfg.embed_dim, 2 * c) if cfg.goal_film else None
+        if self.film is not None:  # identity at the start: (1 + 0) * x + 0
+            nn.init.zeros_(self.film.weight), nn.init.zeros_(self.film.bias)
 
     cpu_chunk: int = CPU_FRAME_CHUNK
     """frames per pass on CPU (0 = all at once); see CPU_FRAME_CHUNK"""
     chunk_with_grad: bool = True
     """chunk with autograd on too (training); False: only at inference"""
 
-    def forward(self, x):  # (N, H, W, C) float -> (N, outsize)
+    def forward(self, x, goal=None):  # (N, H, W, C) float [, (N, embed_dim) with goal_film] -> (N, outsize)
+        if self.film is not None and (goal is None or goal.shape[0] != x.shape[0]):
+            raise ValueError(f"a goal_film CNN needs a goal per frame: (N, embed_dim) with N = {x.shape[0]}")
         if (self.cpu_chunk and x.shape[0] > self.cpu_chunk and x.device.type == "cpu"
                 and (self.chunk_with_grad or not torch.is_grad_enabled())):
-            return torch.cat([self._frames(c) for c in x.split(self.cpu_chunk)])
-        return self._frames(x)
+            goals = goal.split(self.cpu_chunk) if self.film is not None else [None] * len(x.split(self.cpu_chunk))
+            return torch.cat([self._frames(c, g) for c, g in zip(x.split(self.cpu_chunk), goals)])
+        return self._frames(x, goal)
 
-    def _frames(self, x):
+    def _frames(self, x, goal=None):
         x = x.permute(0, 3, 1, 2)
         for stack in self.stacks:
             x = stack(x)
+        if self.film is not None:
+            scale, shift = self.film(goal.to(x.dtype))[:, :, None, None].chunk(2, dim=1)
+            x = x * (1 + scale) + shift
         return self.dense(x.flatten(1))  # flatten in (C, H, W) order
 
 
@@ -329,9 +354,9 @@ class ImgObsProcess(nn.Module):
         self.linear = NormLayer(cnn_outsize, cfg.hidsize, "linear", dense_norm)
         self.fovea = Fovea(cfg, dense_norm, cnn_outsize) if cfg.fovea_shape is not None else None
 
-    def forward(self, x):
-        out = self.linear(self.cnn(x))
-        return out if self.fovea is None else out + self.fovea(x)
+    def forward(self, x, goal=None):  # goal: (N, embed_dim), read only with goal_film
+        out = self.linear(self.cnn(x, goal))
+        return out if self.fovea is None else out + self.fovea(x, goal)
 
 
 class Fovea(ImgObsProcess):
@@ -345,8 +370,8 @@ class Fovea(ImgObsProcess):
                                              impala_width=1, fovea_shape=None), dense_norm, cnn_outsize)
         self.y0, self.x0, self.h, self.w = (h - fh) // 2, (w - fw) // 2, fh, fw
 
-    def forward(self, x):  # (N, H, W, C) -> (N, hidsize)
-        return super().forward(x[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w])
+    def forward(self, x, goal=None):  # (N, H, W, C) -> (N, hidsize)
+        return super().forward(x[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w], goal)
 
 
 def _normed_linear(cin: int, cout: int, scale: float, bias: bool = True) -> nn.Linear:
@@ -592,10 +617,12 @@ class Steve1Policy(nn.Module):
             state = self.initial_state(b, device=img.device)
         dtype = net.final_ln.weight.dtype  # float32 unless the whole policy was cast (e.g. .half())
         x = (img.reshape(b * t, *img.shape[2:]) / 255.0).to(dtype)          # (B*T, H, W, 3)
-        x = net.img_process(x).reshape(b, t, -1)                           # (B, T, hidsize)
         if goal_embed is None:
             goal_embed = x.new_zeros(b, t, self.cfg.embed_dim)
-        x = x + net.mineclip_embed_linear(goal_embed.to(dtype))
+        goal_embed = goal_embed.to(dtype)
+        film = goal_embed.reshape(b * t, -1) if self.cfg.goal_film else None
+        x = net.img_process(x, film).reshape(b, t, -1)                     # (B, T, hidsize)
+        x = x + net.mineclip_embed_linear(goal_embed)
         if net.pre_lstm_ln is not None:
             x = net.pre_lstm_ln(x)
 

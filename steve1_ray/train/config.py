@@ -87,6 +87,12 @@ class TrainConfig:
     ends the segment, the clips the world prior maps each caption to (`train.prior.world_pairs`), instead of its
     spaced or event goal: what the policy learns a goal means is what a prompt's goal will ask for. The segments
     are the recording's own labels, which contractor data does not have (docs/training.md)."""
+    goal_balance: float = 0.0
+    """Ours, off by default; needs `goal_segments`: each epoch draws its sequences with replacement so that the
+    segment goals come up in proportion to (their count) ** (1 - goal_balance) instead of their count: 1 = every
+    goal (and the frames no segment covers) equally often, 0 = a plain permutation of all sequences. A sequence's
+    goal is the one most of its frames are conditioned on (`train.data.goal_balance_weights`); validation keeps
+    the data's own proportions."""
     loader_threads: int = 2
     """Threads per training worker that read and decode sequences ahead of the model."""
     prefetch_batches: int = 4
@@ -204,6 +210,9 @@ class TrainConfig:
         check(self.goal_event_pick in EVENT_PICKS,
               f"goal_event_pick={self.goal_event_pick!r} must be one of {list(EVENT_PICKS)}")
         check(0.0 <= self.p_uncond <= 1.0, f"p_uncond={self.p_uncond} must be in [0, 1]")
+        check(0.0 <= self.goal_balance <= 1.0, f"goal_balance={self.goal_balance} must be in [0, 1]")
+        check(not self.goal_balance or bool(self.goal_segments),
+              f"goal_balance={self.goal_balance} needs goal_segments=<the recording> (its segments name the goals)")
         check(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in [0, 1)")
         check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
         check(self.grad_accum >= 1, f"grad_accum={self.grad_accum} must be >= 1")

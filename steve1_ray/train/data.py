@@ -236,7 +236,7 @@ def task_keys(recording: str, keys: list[str]) -> frozenset[str]:
                      if focus[name])
 
 
-def segment_goal_frames(recording: str, keys: list[str]) -> dict[str, np.ndarray]:
+def segment_goal_frames(recording: str, keys: list[str], names: dict | None = None) -> dict[str, np.ndarray]:
     """Per dataset key of `recording`'s episodes, (N,) int64 over the episode's kept frames: for a frame inside
     one of the demonstrator's achieved segments (`meta/<name>.json` `segments`, `success`), the segment's last
     kept frame, whose clip ends the segment (the clips the world prior learns each caption's goals from,
@@ -244,7 +244,10 @@ def segment_goal_frames(recording: str, keys: list[str]) -> dict[str, np.ndarray
 
     A run of achieved segments that work towards the next one's goal (`world.demonstrators.FOCUS_NEEDS`: the
     logs chopped right before a table) takes that segment's clip instead, as `goal_event_pick=use` does for
-    events: the steps that gather what a goal needs are conditioned on that goal."""
+    events: the steps that gather what a goal needs are conditioned on that goal.
+
+    `names`, when given, is filled with {dataset key: {goal timestep: the goal's name}} (e.g. `collect_wood`): what
+    each frame's goal is a clip of (`goal_balance_weights`)."""
     from steve1_ray.data.contractor import EpisodeError, kept_index
     from steve1_ray.world.demonstrators import FOCUS_NEEDS
 
@@ -285,7 +288,30 @@ def segment_goal_frames(recording: str, keys: list[str]) -> dict[str, np.ndarray
             if t >= 0:
                 goal_of[frames] = t
         out[key] = goal_of
+        if names is not None:  # a target is the end of the segment whose clip it is
+            names[key] = {end: str(goal) for _, goal, end in segs if end >= 0}
     return out
+
+
+def goal_balance_weights(dataset: "SequenceDataset", names: Mapping[str, Mapping[int, str]], power: float
+                         ) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
+    """Per sequence of `dataset`, the probability that an epoch draws it, so that the segment goals its frames are
+    conditioned on come up in proportion to (their count) ** (1 - power): each sequence's class is the goal most of
+    its frames take (`segment_goal_frames`; "" where none does), weighted by count(class) ** -power; 1 = every
+    class equally often. Returns (probabilities, {class: (share of sequences, share of draws)})."""
+    classes = []
+    for spec in dataset.sequences:
+        goal_of = dataset.segment_goals.get(spec.episode_id)
+        named = names.get(spec.episode_id, {})
+        frames = [] if goal_of is None else [named.get(int(t), "") for t in goal_of[spec.start:spec.start + dataset.T]
+                                             if t >= 0]
+        classes.append(collections.Counter(frames).most_common(1)[0][0] if frames else "")
+    count = collections.Counter(classes)
+    w = np.array([count[c] ** -float(power) for c in classes], np.float64)
+    w /= w.sum()
+    n = len(classes)
+    shares = {c: (k / n, float(sum(w[i] for i in range(n) if classes[i] == c))) for c, k in sorted(count.items())}
+    return w, shares
 
 
 @dataclass(frozen=True)
@@ -334,6 +360,8 @@ class SequenceDataset:
         if p_uncond_free is None:
             p_uncond_free = min(1.0, p_uncond / self.free_play_share) if free else 0.0
         self.p_uncond_free = p_uncond_free
+        self.weights: np.ndarray | None = None
+        """per sequence, the probability an epoch's draws give it (`goal_balance_weights`); None: a permutation"""
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -405,12 +433,15 @@ def collate(items: list[dict]) -> dict:
 
 
 def epoch_groups(n_sequences: int, seed: int, epoch: int, rank: int, world_size: int, batch_size: int,
-                 grad_accum: int) -> list[list[list[int]]]:
+                 grad_accum: int, weights: np.ndarray | None = None) -> list[list[list[int]]]:
     """This worker's sequence indices for one epoch: groups of `grad_accum` batches of `batch_size`.
 
     Every worker gets the same number of groups (the remainder of the permutation is dropped this epoch).
+    `weights` (probabilities summing to 1, `goal_balance_weights`): the epoch is `n_sequences` draws with
+    replacement in those proportions instead of a permutation (the same draws for a seed and epoch on every worker).
     """
-    perm = np.random.default_rng([seed, epoch, 7919]).permutation(n_sequences)
+    rng = np.random.default_rng([seed, epoch, 7919])
+    perm = rng.permutation(n_sequences) if weights is None else rng.choice(n_sequences, n_sequences, p=weights)
     mine = perm[rank::world_size]
     per_group = batch_size * grad_accum
     n_groups = n_sequences // (world_size * per_group)

@@ -20,8 +20,8 @@ from steve1_ray.models.loading import local_copy
 from steve1_ray.models.policy import PRESETS
 from steve1_ray.train.checkpoint import NonFiniteError, Progress, RunCheckpoints, export_weights, maybe_fail
 from steve1_ray.train.config import FREEZE_ALIASES, TrainConfig
-from steve1_ray.train.data import (MultiSource, Prefetcher, SequenceDataset, epoch_groups, hash_split,
-                                   segment_goal_frames, task_keys)
+from steve1_ray.train.data import (MultiSource, Prefetcher, SequenceDataset, epoch_groups, goal_balance_weights,
+                                   hash_split, segment_goal_frames, task_keys)
 from steve1_ray.train.optim import build_optimizer, enable_activation_checkpointing, freeze_parts
 from steve1_ray.train.report import RunLog, TrainMetrics, run_metrics
 from steve1_ray.train.schedule import lr_at
@@ -187,7 +187,8 @@ def open_sequences(cfg: TrainConfig) -> tuple[SequenceDataset, SequenceDataset, 
     embed_dim = source.embeds(train_ids[0])[0].shape[1] if train_ids else None
 
     tasks = task_keys(cfg.free_play, train_ids + val_ids) if cfg.free_play else frozenset()
-    segments = segment_goal_frames(cfg.goal_segments, train_ids + val_ids) if cfg.goal_segments else None
+    names: dict = {}
+    segments = segment_goal_frames(cfg.goal_segments, train_ids + val_ids, names) if cfg.goal_segments else None
 
     def sequences(ids: list[str], seed: int, p_uncond_free: float | None = None) -> SequenceDataset:
         return SequenceDataset(source, ids, cfg.T, cfg.min_btwn_goals, cfg.max_btwn_goals, cfg.p_uncond, seed=seed,
@@ -200,6 +201,10 @@ def open_sequences(cfg: TrainConfig) -> tuple[SequenceDataset, SequenceDataset, 
         raise ValueError(f"free_play={cfg.free_play!r}: every training episode is a task there, so no sequence "
                          f"could get the zero goal (p_uncond={cfg.p_uncond}); record some free play "
                          f"(`steve1 record focus_fraction=` below 1) or drop free_play")
+    if cfg.goal_balance:
+        train_set.weights, shares = goal_balance_weights(train_set, names, cfg.goal_balance)
+        print(f"goal_balance={cfg.goal_balance}: share of sequences -> of draws per goal: "
+              + ", ".join(f"{c or 'none'} {a:.3f} -> {b:.3f}" for c, (a, b) in shares.items()), flush=True)
     if len(train_set) < cfg.sequences_per_group:
         raise ValueError(
             f"{len(train_set)} training sequences of T={cfg.T} frames (from {len(train_ids)} episodes, "
@@ -250,7 +255,8 @@ def groups_from(progress: Progress, loader: Prefetcher, n_sequences: int, cfg: T
     `progress` (epoch, group), which the loop advances after each group; each epoch has its own order."""
     while True:
         epoch = progress.epoch
-        groups = epoch_groups(n_sequences, cfg.seed, epoch, rank, world, cfg.batch_size, cfg.grad_accum)
+        groups = epoch_groups(n_sequences, cfg.seed, epoch, rank, world, cfg.batch_size, cfg.grad_accum,
+                              loader.dataset.weights)
         batches = loader.iter_batches([b for g in groups[progress.group:] for b in g], epoch)
         for g in range(progress.group, len(groups)):
             yield epoch, g, len(groups), [next(batches) for _ in range(cfg.grad_accum)]
