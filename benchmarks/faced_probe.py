@@ -105,14 +105,16 @@ def do_by_tile(policy, frames: np.ndarray, labels: np.ndarray, episode: np.ndarr
 
 
 def features(policy, frames: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The policy's image features (N, hidsize) of frames (N, 128, 128, 3) uint8."""
+    """The policy's image features (N, hidsize) of frames (N, 128, 128, 3) uint8 (under the zero goal for a
+    `goal_film` policy, whose image features depend on the goal)."""
     import torch
 
     out = []
     with torch.inference_mode():
         for i in range(0, len(frames), batch):
             x = torch.from_numpy(frames[i:i + batch]).float() / 255.0
-            out.append(policy.net.img_process(x).float().numpy())
+            goal = x.new_zeros(len(x), policy.cfg.embed_dim) if getattr(policy.cfg, "goal_film", False) else None
+            out.append(policy.net.img_process(x, goal).float().numpy())
     return np.concatenate(out)
 
 

@@ -414,15 +414,40 @@ def test_goal_balance_draws_each_segment_goal_equally_often(tmp_path):
     assert np.allclose(sorted(per.values()), [1 / 3] * 3) and np.isclose(train.weights.sum(), 1)
     # an epoch: as many draws as sequences, each class about a third of them; the same draws on resume
     g = epoch_groups(len(train), 5, 0, 0, 1, 1, 1, train.weights)
-    drawn = [cls[i] for grp in g for b in grp for i in b]
+    drawn = [cls[i % len(train)] for grp in g for b in grp for i in b]
     assert len(drawn) == len(train) and g == epoch_groups(len(train), 5, 0, 0, 1, 1, 1, train.weights)
+    flat = [i for grp in g for b in grp for i in b]
+    assert len(set(flat)) == len(flat) and max(flat) >= len(train)  # a second copy is index + n
     draws = sum((epoch_groups(len(train), 5, e, 0, 1, 1, 1, train.weights) for e in range(40)), [])
-    share = collections.Counter(cls[i] for grp in draws for b in grp for i in b)
+    share = collections.Counter(cls[i % len(train)] for grp in draws for b in grp for i in b)
     total = sum(share.values())
     assert all(abs(share[c] / total - 1 / 3) < 0.05 for c in per), share  # plain: wood 0.75
     half = open_sequences(load_train_config("debug", args + ["goal_balance=0.5"]))[0]
     wood = half.weights[[k == "collect_wood" for k in cls]].sum()
     assert 1 / 3 < wood < 0.75  # 6^0.5 / (6^0.5 + 1 + 1)
+    # with free_play, a p_uncond share of the *draws* is unconditioned: the two non-wood episodes are free play
+    # (a third of the draws balanced, a quarter of the sequences), so p_uncond_free = 0.1 / (2/3), not 0.1 / (1/4)
+    import json as _json
+
+    for i in range(6):
+        meta = rec / "meta" / f"synth{i:03d}.json"
+        meta.write_text(_json.dumps({**_json.loads(meta.read_text()), "focus": "collect_wood"}))
+    both = open_sequences(load_train_config("debug", args + ["goal_balance=1", f"free_play={rec}", "p_uncond=0.1"]))
+    assert np.isclose(both[0].p_uncond_free, 0.15) and both[1].p_uncond_free == both[0].p_uncond_free
+    plain = open_sequences(load_train_config("debug", args + [f"free_play={rec}", "p_uncond=0.1"]))[0]
+    assert np.isclose(plain.p_uncond_free, 0.4)
+
+
+def test_a_second_copy_of_a_sequence_gets_its_own_goal_draws():
+    src = _episodes()
+    ds = SequenceDataset(src, src.episode_ids(), T=16, min_btwn_goals=15, max_btwn_goals=30, p_uncond=0.0, seed=3)
+    differ = 0
+    for i in range(len(ds)):
+        a, again, copy = ds.load(i, 0), ds.load(i, 0), ds.load(i + len(ds), 0)
+        assert np.array_equal(a["img"], copy["img"]) and np.array_equal(a["buttons"], copy["buttons"])
+        assert np.array_equal(a["goal_embed"], again["goal_embed"])
+        differ += not np.array_equal(a["goal_embed"], copy["goal_embed"])
+    assert differ >= len(ds) // 2, (differ, len(ds))
 
 
 def test_segment_goals_refuse_a_malformed_recording(tmp_path):

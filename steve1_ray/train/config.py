@@ -19,7 +19,8 @@ from steve1_ray.models.loading import WEIGHTS_NAME, is_uri  # noqa: F401 (is_uri
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOSS_REDUCTIONS = ("sum_time", "mean")
-# Short names for `freeze`; anything else is taken as a parameter-name prefix.
+# Short names for `freeze`; anything else is taken as a parameter-name prefix. `goal` (and `goal_lr_scale`) is the goal
+# layer only: a `goal_film` policy's FiLM layers train with the CNNs (`cnn`/`img_process` freeze them too).
 FREEZE_ALIASES = {
     "cnn": "net.img_process.cnn.",
     "img_process": "net.img_process.",
@@ -90,9 +91,10 @@ class TrainConfig:
     goal_balance: float = 0.0
     """Ours, off by default; needs `goal_segments`: each epoch draws its sequences with replacement so that the
     segment goals come up in proportion to (their count) ** (1 - goal_balance) instead of their count: 1 = every
-    goal (and the frames no segment covers) equally often, 0 = a plain permutation of all sequences. A sequence's
-    goal is the one most of its frames are conditioned on (`train.data.goal_balance_weights`); validation keeps
-    the data's own proportions."""
+    goal (and the sequences no segment covers) equally often, 0 = a plain permutation of all sequences. A
+    sequence's goal is the segment goal most of its segment-goal frames take (`train.data.goal_balance_weights`);
+    each copy of a sequence drawn twice gets its own goal draws; with `free_play` the unconditioned share is
+    `p_uncond` of the draws; validation keeps the data's own proportions."""
     loader_threads: int = 2
     """Threads per training worker that read and decode sequences ahead of the model."""
     prefetch_batches: int = 4

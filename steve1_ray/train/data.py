@@ -296,9 +296,10 @@ def segment_goal_frames(recording: str, keys: list[str], names: dict | None = No
 def goal_balance_weights(dataset: "SequenceDataset", names: Mapping[str, Mapping[int, str]], power: float
                          ) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
     """Per sequence of `dataset`, the probability that an epoch draws it, so that the segment goals its frames are
-    conditioned on come up in proportion to (their count) ** (1 - power): each sequence's class is the goal most of
-    its frames take (`segment_goal_frames`; "" where none does), weighted by count(class) ** -power; 1 = every
-    class equally often. Returns (probabilities, {class: (share of sequences, share of draws)})."""
+    conditioned on come up in proportion to (their count) ** (1 - power): each sequence's class is the segment goal
+    most of its segment-goal frames take (`segment_goal_frames`; "" when no frame has one), weighted by
+    count(class) ** -power; 1 = every class equally often. Returns (probabilities, {class: (share of sequences,
+    share of draws)})."""
     classes = []
     for spec in dataset.sequences:
         goal_of = dataset.segment_goals.get(spec.episode_id)
@@ -306,11 +307,12 @@ def goal_balance_weights(dataset: "SequenceDataset", names: Mapping[str, Mapping
         frames = [] if goal_of is None else [named.get(int(t), "") for t in goal_of[spec.start:spec.start + dataset.T]
                                              if t >= 0]
         classes.append(collections.Counter(frames).most_common(1)[0][0] if frames else "")
-    count = collections.Counter(classes)
-    w = np.array([count[c] ** -float(power) for c in classes], np.float64)
+    names_, code = np.unique(np.array(classes, dtype=object).astype(str), return_inverse=True)
+    count = np.bincount(code)
+    w = count[code].astype(np.float64) ** -float(power)
     w /= w.sum()
-    n = len(classes)
-    shares = {c: (k / n, float(sum(w[i] for i in range(n) if classes[i] == c))) for c, k in sorted(count.items())}
+    drawn = np.bincount(code, weights=w)
+    shares = {str(c): (count[k] / len(classes), float(drawn[k])) for k, c in enumerate(names_)}
     return w, shares
 
 
@@ -372,15 +374,17 @@ class SequenceDataset:
 
     def load(self, index: int, epoch: int) -> dict:
         """Sequence `index`, relabeled for `epoch`. A sequence whose shard is damaged (`CorruptShardError`) is
-        replaced by the next readable one (the same one in every run and on resume) and counted in `corrupt`."""
+        replaced by the next readable one (the same one in every run and on resume) and counted in `corrupt`.
+        `index` + k * len(self) is the same sequence with its own draws of goals (a weighted epoch's k-th copy)."""
         from steve1_ray.data.shards import CorruptShardError
 
-        for k in range(len(self.sequences)):
-            i = (index + k) % len(self.sequences)
+        n = len(self.sequences)
+        for k in range(n):
+            i = (index + k) % n
             if self.sequences[i].episode_id in self.corrupt:
                 continue
             try:
-                return self._load(i, epoch)
+                return self._load(i, epoch, i + (index // n) * n)
             except CorruptShardError as exc:
                 with self._corrupt_lock:
                     if self.sequences[i].episode_id not in self.corrupt:
@@ -388,10 +392,10 @@ class SequenceDataset:
                         print(f"skipping episode {self.sequences[i].episode_id} from now on: {exc}", flush=True)
         raise ValueError(f"every episode's shards are damaged ({len(self.corrupt)}); rebuild the dataset")
 
-    def _load(self, index: int, epoch: int) -> dict:
+    def _load(self, index: int, epoch: int, draw: int | None = None) -> dict:
         spec = self.sequences[index]
         embeds, valid = self.source.embeds(spec.episode_id)
-        rng = sequence_rng(self.seed, epoch, index)
+        rng = sequence_rng(self.seed, epoch, index if draw is None else draw)
         events = links = None
         if self.event_horizon:
             events = self.source.events(spec.episode_id)
@@ -441,7 +445,14 @@ def epoch_groups(n_sequences: int, seed: int, epoch: int, rank: int, world_size:
     replacement in those proportions instead of a permutation (the same draws for a seed and epoch on every worker).
     """
     rng = np.random.default_rng([seed, epoch, 7919])
-    perm = rng.permutation(n_sequences) if weights is None else rng.choice(n_sequences, n_sequences, p=weights)
+    if weights is None:
+        perm = rng.permutation(n_sequences)
+    else:  # a sequence drawn k times comes as index + k * n, so each copy gets its own goals (`load`)
+        perm = rng.choice(n_sequences, n_sequences, p=weights)
+        seen = collections.Counter()
+        for j, i in enumerate(perm.tolist()):
+            perm[j] = i + seen[i] * n_sequences
+            seen[i] += 1
     mine = perm[rank::world_size]
     per_group = batch_size * grad_accum
     n_groups = n_sequences // (world_size * per_group)
