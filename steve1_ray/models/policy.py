@@ -91,8 +91,8 @@ class PolicyConfig:
     """Ours, not STEVE-1's: the goal embedding also scales and shifts every channel of each image CNN's last
     down-stack (FiLM; `net.img_process.cnn.film.*`, and `net.img_process.fovea.cnn.film.*` with a fovea; zero at
     initialisation, so training starts from the plain addition), so the goal can choose which feature maps (a tree
-    detector's, say) reach the dense layer with their positions, not only shift the features after it. False (every released model): no such layers,
-    and the `.model` file has no `goal_film` key. The image features then depend on the goal, so a guided step runs
+    detector's, say) reach the dense layer with their positions, not only shift the features after it. False
+    (every released model): no such layers, and the `.model` file has no `goal_film` key. The image features then depend on the goal, so a guided step runs
     the CNNs once per row instead of once per frame (`steve1_ray.agent`)."""
     temperature: float = 2.0
     """Action logits are divided by this before log-softmax (training too, as the original)."""

@@ -357,13 +357,18 @@ class SequenceDataset:
                 self.skipped.append(eid)
                 continue
             self.sequences += [SequenceSpec(eid, s) for s in sequence_starts(n, T)]
-        free = sum(spec.episode_id not in self.tasks for spec in self.sequences)
-        self.free_play_share = free / len(self.sequences) if self.sequences else 1.0
-        if p_uncond_free is None:
-            p_uncond_free = min(1.0, p_uncond / self.free_play_share) if free else 0.0
-        self.p_uncond_free = p_uncond_free
-        self.weights: np.ndarray | None = None
-        """per sequence, the probability an epoch's draws give it (`goal_balance_weights`); None: a permutation"""
+        self._p_uncond_free = p_uncond_free
+        self.set_weights(None)
+
+    def set_weights(self, weights: np.ndarray | None) -> None:
+        """Per sequence, the probability an epoch's draws give it (`goal_balance_weights`; None: a permutation).
+        The free-play share, and with it `p_uncond_free` unless one was given, is then a share of the draws."""
+        self.weights = weights
+        free = np.array([spec.episode_id not in self.tasks for spec in self.sequences], bool)
+        share = (float(free.mean()) if weights is None else float(weights[free].sum())) if len(free) else 1.0
+        self.free_play_share = share
+        self.p_uncond_free = self._p_uncond_free if self._p_uncond_free is not None else (
+            min(1.0, self.p_uncond / share) if free.any() and share > 0 else 0.0)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -384,7 +389,7 @@ class SequenceDataset:
             if self.sequences[i].episode_id in self.corrupt:
                 continue
             try:
-                return self._load(i, epoch, i + (index // n) * n)
+                return self._load(i, epoch, draw=i + (index // n) * n)
             except CorruptShardError as exc:
                 with self._corrupt_lock:
                     if self.sequences[i].episode_id not in self.corrupt:
@@ -392,10 +397,10 @@ class SequenceDataset:
                         print(f"skipping episode {self.sequences[i].episode_id} from now on: {exc}", flush=True)
         raise ValueError(f"every episode's shards are damaged ({len(self.corrupt)}); rebuild the dataset")
 
-    def _load(self, index: int, epoch: int, draw: int | None = None) -> dict:
+    def _load(self, index: int, epoch: int, draw: int) -> dict:
         spec = self.sequences[index]
         embeds, valid = self.source.embeds(spec.episode_id)
-        rng = sequence_rng(self.seed, epoch, index if draw is None else draw)
+        rng = sequence_rng(self.seed, epoch, draw)  # = index for an epoch's first copy
         events = links = None
         if self.event_horizon:
             events = self.source.events(spec.episode_id)

@@ -197,12 +197,10 @@ def open_sequences(cfg: TrainConfig) -> tuple[SequenceDataset, SequenceDataset, 
 
     train_set = sequences(train_ids, cfg.seed)
     if cfg.goal_balance:
-        train_set.weights, shares = goal_balance_weights(train_set, names, cfg.goal_balance)
+        weights, shares = goal_balance_weights(train_set, names, cfg.goal_balance)
+        train_set.set_weights(weights)  # a p_uncond share of the draws (not of the sequences) is unconditioned
         print(f"goal_balance={cfg.goal_balance}: share of sequences -> of draws per goal: "
               + ", ".join(f"{c or 'none'} {a:.3f} -> {b:.3f}" for c, (a, b) in shares.items()), flush=True)
-        if tasks:  # a p_uncond share of the draws (not of the sequences) is unconditioned
-            free = sum(w for w, spec in zip(train_set.weights, train_set.sequences) if spec.episode_id not in tasks)
-            train_set.p_uncond_free = min(1.0, cfg.p_uncond / free) if free else 0.0
     val_set = sequences(val_ids, cfg.val_seed, train_set.p_uncond_free)  # the same rule as training, every run
     if cfg.free_play and cfg.p_uncond > 0 and train_set.free_play_share == 0:
         raise ValueError(f"free_play={cfg.free_play!r}: every training episode is a task there, so no sequence "
