@@ -443,7 +443,8 @@ def test_fovea_shape_is_checked(bad):
 
 
 @pytest.mark.parametrize("key,value", [("fovea_shape", "ab"), ("fovea_shape", 48), ("fovea_shape", [48, None]),
-                                       ("fovea_chans", 16), ("fovea_chans", ["x"])])
+                                       ("fovea_chans", 16), ("fovea_chans", ["x"]), ("goal_film", "yes"),
+                                       ("goal_film", 1), ("goal_film", None)])
 def test_a_hostile_model_file_fovea_is_refused_by_name(tmp_path, key, value):
     """A `.model` file's fovea keys are data: wrong types give the field's ValueError, never a TypeError."""
     import pickle
