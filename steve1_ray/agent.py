@@ -235,13 +235,19 @@ def _shared_frame_forward(policy, frames: torch.Tensor, frame_of_row: torch.Tens
 
     A guided session's two rows see the same frame, so the ImpalaCNN (most of the debug preset's cost)
     runs on S frames instead of R = 2S rows; everything after it is the policy's own modules in the
-    policy's order. tests/test_agent.py checks this equals `policy.forward` (the two-pass reference)."""
+    policy's order. A `goal_film` policy's goal acts after the last convolution, so its down-stacks run per frame
+    and its FiLM and dense layers per row. tests/test_agent.py checks this equals `policy.forward` (the two-pass
+    reference)."""
     import torch.nn.functional as F
 
     net, cfg = policy.net, policy.cfg
     s = frames.shape[0]
-    x = net.img_process(frames.reshape(s, *frames.shape[2:]) / 255.0)  # (S, hidsize)
-    x = x[frame_of_row].unsqueeze(1)  # (R, 1, hidsize)
+    if cfg.goal_film:  # the goal scales and shifts the CNNs' last channels: convolutions per frame, the rest per row
+        x = net.img_process(frames.reshape(s, *frames.shape[2:]) / 255.0, goal[:, 0], rows=frame_of_row)
+        x = x.unsqueeze(1)  # (R, 1, hidsize)
+    else:
+        x = net.img_process(frames.reshape(s, *frames.shape[2:]) / 255.0)  # (S, hidsize)
+        x = x[frame_of_row].unsqueeze(1)  # (R, 1, hidsize)
     x = x + net.mineclip_embed_linear(goal.to(net.mineclip_embed_linear.weight.dtype))
     if net.pre_lstm_ln is not None:
         x = net.pre_lstm_ln(x)
@@ -258,8 +264,6 @@ def _shared_frame_forward(policy, frames: torch.Tensor, frame_of_row: torch.Tens
 
 def _can_share_frames(policy) -> bool:
     net = getattr(policy, "net", None)
-    if getattr(getattr(policy, "cfg", None), "goal_film", False):  # its image features depend on the row's goal
-        return False
     return all(hasattr(net, a) for a in ("img_process", "mineclip_embed_linear", "recurrent_layer", "lastlayer",
                                          "final_ln", "pre_lstm_ln")) and hasattr(policy, "pi_head")
 

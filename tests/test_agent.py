@@ -60,10 +60,12 @@ def _film_policy():
 @pytest.mark.parametrize("which", ["debug", "fovea_film"])
 def test_batched_equals_alone_equals_two_pass(policy, which):
     """Many streams with different scales in one forward == each alone == two batch-1 forwards per step (a
-    `goal_film` policy, whose image features depend on the goal, runs its CNNs per row)."""
+    `goal_film` policy, whose image features depend on the goal, shares each frame's convolutions between its rows
+    and runs the FiLM per row)."""
     if which == "fovea_film":
         policy = _film_policy()
-        assert not A._can_share_frames(policy)
+    assert A._can_share_frames(policy)
+    atol = 5e-5 if which == "fovea_film" else 2e-5
     rng = np.random.default_rng(1)
     scales = [6.0, 0.0, None, 3.0, 7.5]
     goals = [rng.normal(size=512).astype(np.float32) for _ in scales]
@@ -77,9 +79,9 @@ def test_batched_equals_alone_equals_two_pass(policy, which):
         for i in range(len(scales)):
             act_a, logits_a = A.act_batch(policy, [alone[i]], [obs[i]], return_logits=True)
             act_t, logits_t = A.two_pass_step(policy, two_pass[i], obs[i], return_logits=True)
-            for h in A.HEADS:
-                torch.testing.assert_close(logits_b[h][i], logits_a[h][0], atol=2e-5, rtol=1e-5)
-                torch.testing.assert_close(logits_b[h][i], logits_t[h][0], atol=2e-5, rtol=1e-5)
+            for h in A.HEADS:  # float32 sums in another order (batch sizes); FiLM's extra products: 5e-5
+                torch.testing.assert_close(logits_b[h][i], logits_a[h][0], atol=atol, rtol=1e-5)
+                torch.testing.assert_close(logits_b[h][i], logits_t[h][0], atol=atol, rtol=1e-5)
             assert batched[i].last == alone[i].last == two_pass[i].last
             for k in acts_b[i]:
                 np.testing.assert_array_equal(acts_b[i][k], act_t[k])

@@ -418,11 +418,19 @@ def test_goal_film_starts_as_the_plain_policy_and_lets_the_goal_change_the_image
         assert not torch.allclose(film.net.img_process.fovea(x, g1), film.net.img_process.fovea(x, g2))
         # the CPU chunking splits the goals with the frames
         cnn = film.net.img_process.cnn
-        whole = cnn._frames(x, g1)
+        whole = cnn._head(cnn._stacks(x), g1)
         cnn.cpu_chunk = 2
         torch.testing.assert_close(cnn(x, g1), whole)
-        with pytest.raises(ValueError, match="goal per frame"):
+        with pytest.raises(ValueError, match="goal per row"):
             cnn(x)
+        # `rows`: the convolutions once per frame, FiLM and dense per row == the rows' frames through it whole
+        rows = torch.tensor([2, 0, 2, 1, 0])
+        g5 = torch.randn(5, film.cfg.embed_dim)
+        for chunk in (0, 2):
+            cnn.cpu_chunk = film.net.img_process.fovea.cnn.cpu_chunk = chunk
+            torch.testing.assert_close(film.net.img_process(x, g5, rows=rows), film.net.img_process(x[rows], g5))
+        with pytest.raises(ValueError, match="goal per row"):
+            cnn(x, g1, rows=rows)  # a goal per frame, not per row
     cfg = read_model_file(write_model_file(film.cfg, tmp_path / "f.model"))
     assert cfg.goal_film is True and "goal_film" not in PolicyConfig.preset("fovea").to_model_kwargs()
     save_weights(film, tmp_path / "f.weights")

@@ -328,19 +328,30 @@ class ImpalaCNN(nn.Module):
     chunk_with_grad: bool = True
     """chunk with autograd on too (training); False: only at inference"""
 
-    def forward(self, x, goal=None):  # (N, H, W, C) float [, (N, embed_dim) with goal_film] -> (N, outsize)
-        if self.film is not None and (goal is None or goal.shape[0] != x.shape[0]):
-            raise ValueError(f"a goal_film CNN needs a goal per frame: (N, embed_dim) with N = {x.shape[0]}")
-        if (self.cpu_chunk and x.shape[0] > self.cpu_chunk and x.device.type == "cpu"
-                and (self.chunk_with_grad or not torch.is_grad_enabled())):
+    def forward(self, x, goal=None, rows=None):
+        """(N, H, W, C) float [, (R, embed_dim) with goal_film] -> (R, outsize), R = N; or, with `rows` (R,) indices
+        into the N frames, the down-stacks run once per frame and only the goal's FiLM and the dense layer per row
+        (the agent's guided rows share a frame: the FiLM comes after every convolution)."""
+        n = x.shape[0] if rows is None else rows.shape[0]
+        if self.film is not None and (goal is None or goal.shape[0] != n):
+            raise ValueError(f"a goal_film CNN needs a goal per row: (R, embed_dim) with R = {n}")
+        chunked = (self.cpu_chunk and x.shape[0] > self.cpu_chunk and x.device.type == "cpu"
+                   and (self.chunk_with_grad or not torch.is_grad_enabled()))
+        if rows is not None:
+            feats = torch.cat([self._stacks(c) for c in x.split(self.cpu_chunk)]) if chunked else self._stacks(x)
+            return self._head(feats[rows], goal)
+        if chunked:
             goals = goal.split(self.cpu_chunk) if self.film is not None else [None] * len(x.split(self.cpu_chunk))
-            return torch.cat([self._frames(c, g) for c, g in zip(x.split(self.cpu_chunk), goals)])
-        return self._frames(x, goal)
+            return torch.cat([self._head(self._stacks(c), g) for c, g in zip(x.split(self.cpu_chunk), goals)])
+        return self._head(self._stacks(x), goal)
 
-    def _frames(self, x, goal=None):
+    def _stacks(self, x):  # (N, H, W, C) -> (N, C', H', W')
         x = x.permute(0, 3, 1, 2)
         for stack in self.stacks:
             x = stack(x)
+        return x
+
+    def _head(self, x, goal=None):  # the goal's FiLM (goal_film) and the dense layer
         if self.film is not None:
             scale, shift = self.film(goal.to(x.dtype))[:, :, None, None].chunk(2, dim=1)
             x = x * (1 + scale) + shift
@@ -354,9 +365,9 @@ class ImgObsProcess(nn.Module):
         self.linear = NormLayer(cnn_outsize, cfg.hidsize, "linear", dense_norm)
         self.fovea = Fovea(cfg, dense_norm, cnn_outsize) if cfg.fovea_shape is not None else None
 
-    def forward(self, x, goal=None):  # goal: (N, embed_dim), read only with goal_film
-        out = self.linear(self.cnn(x, goal))
-        return out if self.fovea is None else out + self.fovea(x, goal)
+    def forward(self, x, goal=None, rows=None):  # goal: (R, embed_dim), read only with goal_film; rows: ImpalaCNN's
+        out = self.linear(self.cnn(x, goal, rows))
+        return out if self.fovea is None else out + self.fovea(x, goal, rows)
 
 
 class Fovea(ImgObsProcess):
@@ -370,8 +381,8 @@ class Fovea(ImgObsProcess):
                                              impala_width=1, fovea_shape=None), dense_norm, cnn_outsize)
         self.y0, self.x0, self.h, self.w = (h - fh) // 2, (w - fw) // 2, fh, fw
 
-    def forward(self, x, goal=None):  # (N, H, W, C) -> (N, hidsize)
-        return super().forward(x[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w], goal)
+    def forward(self, x, goal=None, rows=None):  # (N, H, W, C) -> (R, hidsize)
+        return super().forward(x[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w], goal, rows)
 
 
 def _normed_linear(cin: int, cout: int, scale: float, bias: bool = True) -> nn.Linear:
