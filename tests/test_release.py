@@ -52,7 +52,7 @@ def test_committed_release_matches_its_manifest_and_loads_strictly():
     from steve1_ray.models.formats import GOAL_KEYS, read_state_dict
     from steve1_ray.models.loading import (RELEASE_STEVE1, RELEASE_STEVE1_MODEL, load_goal_models, load_policy_spec,
                                            released_policy_model)
-    from steve1_ray.release import FILES, MAX_RELEASE_BYTES, released_world, verify
+    from steve1_ray.release import FILES, MAX_RELEASE_BYTES, ReleaseConfig, released_world, verify
 
     root = released_world()
     manifest = verify(root)  # sizes and sha256 of every file
@@ -81,12 +81,20 @@ def test_committed_release_matches_its_manifest_and_loads_strictly():
     assert prior is not None and embedder.embed_dim == policy.cfg.embed_dim
     for key in ("embedder", "foundation", "prior", "recordings", "steve1"):
         assert manifest["metrics"][key], key
-    # the STEVE-1 policy: its own architecture (the foundation's with a fovea) with a trained goal layer, strictly
+    # the STEVE-1 policy: its own architecture (the foundation's with a fovea and the goal's FiLM on both CNNs) with
+    # a trained goal layer, strictly
     assert released_policy_model(root) == RELEASE_STEVE1_MODEL
     steve1 = load_policy_spec(root / RELEASE_STEVE1_MODEL, root / RELEASE_STEVE1)
-    assert steve1.cfg.fovea_shape == [48, 32] and steve1.cfg.hidsize == policy.cfg.hidsize
+    assert steve1.cfg.fovea_shape == [48, 32] and steve1.cfg.hidsize == policy.cfg.hidsize and steve1.cfg.goal_film
+    default = ReleaseConfig()  # the default command makes these files
+    assert (manifest["config"]["steve1_policy"], manifest["config"]["embedder_epochs"]) == (
+        default.steve1_policy, default.embedder_epochs)
     assert not steve1.load_report.missing_goal_layer
-    assert any(steve1.state_dict()[k].abs().sum() > 0 for k in GOAL_KEYS if k in steve1.state_dict())
+    sd1 = steve1.state_dict()
+    assert any(sd1[k].abs().sum() > 0 for k in GOAL_KEYS if k in sd1)
+    film = [k for k in sd1 if ".film." in k]  # trained away from their zero start, in both CNNs
+    assert {k.split(".cnn.")[0] for k in film} == {"net.img_process", "net.img_process.fovea"}
+    assert all(sd1[k].abs().sum() > 0 for k in film if k.endswith("weight"))
     # `released` names the same files wherever a policy, embedder or prior is asked for: as a policy, STEVE-1
     named = load_policy_spec("released")
     ours, theirs = named.state_dict(), steve1.state_dict()
@@ -284,8 +292,9 @@ def test_release_free_play_reaches_the_goal_stage_only(stage_plan, tmp_path):
 
 def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_path, capsys):
     """Stages resume by position: a folder made without the whitening stages must not be resumed with them."""
-    from steve1_ray.release import main
+    from steve1_ray.release import ReleaseConfig, main
 
+    arch = ReleaseConfig().steve1_policy  # the default STEVE-1 architecture, as a folder made by default records it
     work = tmp_path / "work"
     work.mkdir()
     (work / "release_config.yaml").write_text("goal_whiten: false\n")
@@ -298,14 +307,16 @@ def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_pat
     assert not (tmp_path / "out").exists()
     # a whitened folder, nor with a text-tower stage it did not have (the stage runs before the whitening there and
     # moves every later stage's position); an unwhitened one gains the stage after its policies, with its own prior
-    (work / "release_config.yaml").write_text("goal_whiten: true\nsteve1_policy: fovea\n")
+    # (embedder_epochs 1: tiny's)
+    (work / "release_config.yaml").write_text(f"goal_whiten: true\nsteve1_policy: {arch}\nembedder_epochs: 1\n")
     assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true"]) == 2
     assert "made with text_epochs=0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    # nor with other demonstrators (the recording resumes episode by episode) or other zero-goal episodes
-    (work / "release_config.yaml").write_text("steve1_policy: fovea\nappetite: eager\n")
+    # nor with other demonstrators (the recording resumes episode by episode), other zero-goal episodes or another
+    # embedder (a finished embedder stage is skipped; a folder from before session 38 trained 8 epochs)
+    (work / "release_config.yaml").write_text(f"steve1_policy: {arch}\nappetite: eager\nembedder_epochs: 8\n")
     for arg, said in (("appetite=needs", 'appetite="eager"'), ("free_play=true", "free_play=false"),
-                      ("stop_at_full=true", "stop_at_full=false")):
+                      ("stop_at_full=true", "stop_at_full=false"), ("embedder_epochs=20", "embedder_epochs=8")):
         assert main([f"work={work}", f"out={tmp_path / 'out'}", arg, "tiny=true"]) == 2
         assert f"made with {said}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
