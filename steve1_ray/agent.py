@@ -436,8 +436,8 @@ class Steve1Agent:
         text embedding is the goal). `precision`: fp32 or bf16 (`set_precision`). `kwargs` go to the constructor
         (cond_scale, seed, deterministic).
 
-        `released` is the embedded world's STEVE-1 policy (2 of the 5 evaluated prompts followed, benchmarks/
-        RESULTS.md session 17); a fine-tuned checkpoint loads the same way (`Steve1Agent.load("runs/.../checkpoint_...")`)."""
+        `released` is the embedded world's STEVE-1 policy (the one the quick start fine-tunes, docs/world.md); a
+        fine-tuned checkpoint loads the same way (`Steve1Agent.load("runs/.../checkpoint_...")`)."""
         from steve1_ray.models.loading import load_goal_models, load_policy_spec
 
         model = set_precision(load_policy_spec(policy, weights, device=device), precision)

@@ -95,7 +95,7 @@ class ReleaseConfig:
     With 8 the cow's and the table's goals were one goal (centroids at cosine 0.96: "eat a cow" placed tables); 20
     separates them (held-out end-clip accuracy 0.83: eat a cow 0.83, place a crafting table 0.70, chop a tree 0.94).
     With the `fovea` policy that did not help (2 of 5, session 29); with `fovea_film` the quick start followed chop a
-    tree for the first time (3.2x at both evaluation seeds) and eat a cow 6.0x at seed 1 (benchmarks/RESULTS.md,
+    tree for the first time (3.2x and 3.1x at evaluation seeds 0 and 1) and eat a cow 6.0x at seed 1 (benchmarks/RESULTS.md,
     session 38). A work folder resumes only with the epochs it was made with (8 for folders from before)"""
     embedder_args: list[str] = field(default_factory=list)
     """more `key=value` arguments for `steve1 train-embedder --config world` (e.g. paraphrase settings)"""
@@ -129,8 +129,8 @@ class ReleaseConfig:
     `.model` file; the release then carries it as `steve1.model` beside `steve1.weights`. Empty: the foundation's
     architecture (no `steve1.model`, as the original's `steve1.weights` goes with VPT's `2x.model`). Default
     `fovea_film` (the committed release since session 38): `fovea` (debug with a second small CNN on the frame's
-    centre, where the player acts; sessions 29-37) whose goal also scales and shifts both CNNs' last channels. Alone,
-    its policy no longer drinks when asked to chop a tree (6.7 drinks per episode at scale 0 against the unconditioned
+    centre, where the player acts; sessions 29-37) whose goal also scales and shifts both CNNs' last channels. Alone (with
+    8 embedder epochs, session 37), its policy no longer drinks when asked to chop a tree (6.7 drinks per episode at scale 0 against the unconditioned
     38; every fovea release drank more than unconditioned); the quick start on it, with 20 embedder epochs, followed
     3 and 4 of 5 prompts at evaluation seeds 0 and 1 (with 8: 4 and 3; the fovea with 8: 3 and 3, with 20: 2 and 2;
     benchmarks/RESULTS.md, sessions 29, 37, 38)"""

@@ -93,7 +93,9 @@ def test_a_dagger_round_with_the_released_policy_labels_its_states_with_the_demo
     metas = [json.loads(p.read_text()) for p in sorted((out / "meta").glob("*.json"))]
     assert [m["focus"] for m in metas] == [None, "collect_wood"]
     for m in metas:
-        assert m["driven_frames"] == m["n_frames"] > 0
+        # driver_share 1: every frame but those where the driver proposes `sleep` (never played; the session 38
+        # release proposed it on 1 of 30 frames)
+        assert 0.8 * m["n_frames"] <= m["driven_frames"] <= m["n_frames"] and m["n_frames"] > 0
         stem = str(out / "contractor" / m["name"])
         assert len(load_contractor_episode(stem + ".mp4", stem + ".jsonl", with_mineclip=False)) == m["n_frames"]
 

@@ -92,8 +92,9 @@ class PolicyConfig:
     down-stack (FiLM; `net.img_process.cnn.film.*`, and `net.img_process.fovea.cnn.film.*` with a fovea; zero at
     initialisation, so training starts from the plain addition), so the goal can choose which feature maps (a tree
     detector's, say) reach the dense layer with their positions, not only shift the features after it. False
-    (every released model): no such layers, and the `.model` file has no `goal_film` key. The image features then depend on the goal, so a guided step runs
-    the CNNs once per row instead of once per frame (`steve1_ray.agent`)."""
+    (every released model): no such layers, and the `.model` file has no `goal_film` key. The FiLM comes after the last convolution, so a guided step still
+    runs the down-stacks once per frame and only the FiLM and dense layers per row (`rows=`;
+    `steve1_ray.agent._shared_frame_forward`)."""
     temperature: float = 2.0
     """Action logits are divided by this before log-softmax (training too, as the original)."""
     embed_dim: int = 512
