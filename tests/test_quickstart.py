@@ -133,6 +133,17 @@ def test_quickstart_config_rejects_bad_values():
     assert cfg.prompt in cfg.eval_prompts  # the rollout a newcomer watches is one the report judges
     assert load_config(QuickstartConfig, [], ["tiny=true"]).eval_prompts == [cfg.prompt]  # also in a smoke run
     assert load_config(QuickstartConfig, [], ["tiny=true", "prompt=drink water"]).eval_prompts == ["drink water"]
+    # the quick start asks the question `steve1 evaluate --config crafter` asks, and its video is one of the cells
+    from steve1_ray.config import preset_path
+    from steve1_ray.evaluate.run import EvalConfig
+
+    crafter = load_config(EvalConfig, [preset_path("eval", "crafter")], [])
+    assert cfg.eval_scales == crafter.cond_scales and cfg.eval_prompts == crafter.prompts
+    assert cfg.eval_episodes == crafter.episodes and cfg.eval_steps == crafter.max_steps
+    assert cfg.cond_scale in cfg.eval_scales
+    tiny = load_config(QuickstartConfig, [], ["tiny=true"])
+    assert 0.0 in tiny.eval_scales and tiny.cond_scale in tiny.eval_scales
+    assert load_config(QuickstartConfig, [], ["tiny=true", "cond_scale=0"]).eval_scales == [0.0]
 
 
 def test_quickstart_notes_only_a_world_that_differs_from_the_release_s(capsys):
