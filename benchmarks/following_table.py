@@ -20,11 +20,12 @@ import math
 import sys
 from pathlib import Path
 
-from steve1_ray.evaluate.report import BASELINES, prompt_following
+from steve1_ray.evaluate.report import _json_safe, _ratio_text, prompt_following
 
 
 def load_cells(folder: str | Path, scales: list[float] | None = None) -> list[dict]:
-    """The evaluation's cells (`summary.json`); with `scales`, only those guided scales (and scale 0, baselines)."""
+    """The evaluation's cells (`summary.json`); with `scales`, only those guided scales (and scale 0, baselines).
+    A scale that the evaluation did not play is refused by name (it would silently answer for fewer scales)."""
     path = Path(folder) / "summary.json"
     if not path.is_file():
         raise SystemExit(f"following_table: {path} not found (pass a `steve1 evaluate` out_dir)")
@@ -32,7 +33,13 @@ def load_cells(folder: str | Path, scales: list[float] | None = None) -> list[di
     if scales is None:
         return cells
     keep = {float(s) for s in scales}
-    return [c for c in cells if c["kind"] in BASELINES or not c["cond_scale"] or float(c["cond_scale"]) in keep]
+    played = {float(c["cond_scale"]) for c in cells if c["cond_scale"]}
+    if keep - played:
+        raise SystemExit(f"following_table: {folder} played no guided scale "
+                         f"{', '.join(f'{s:g}' for s in sorted(keep - played))} (it played "
+                         f"{', '.join(f'{s:g}' for s in sorted(played)) or 'none'})")
+    # baselines have no scale, scale 0 is the plain conditional policy the rule compares with: both always stay
+    return [c for c in cells if not c["cond_scale"] or float(c["cond_scale"]) in keep]
 
 
 def rows(cells: list[dict]) -> list[dict]:
@@ -56,7 +63,7 @@ def render(folder: str, table: list[dict]) -> list[str]:
         name = r["goal"] + (f" (≈ {r['paraphrase_of']})" if r.get("paraphrase_of") else "")
         at = ", ".join(f"{s:g}" for s in r["followed_at"]) or "no"
         lines.append(f"| {name} | " + " | ".join(_num(r["counts"].get(k)) for k in keys)
-                     + f" | {r['ratio']:.1f}× | {at} |")
+                     + f" | {_ratio_text(r['ratio'])} | {at} |")
     caps = [r for r in table if not r.get("paraphrase_of")]
     phr = [r for r in table if r.get("paraphrase_of")]
     lines += ["", f"captions followed: **{sum(r['followed'] for r in caps)} of {len(caps)}**"
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tables = {f: rows(load_cells(f, args.scales)) for f in args.folders}
     if args.json:
-        print(json.dumps(tables, indent=1, default=str))
+        print(json.dumps(_json_safe(tables), indent=1, default=str))
     else:
         print("\n".join(line for f, t in tables.items() for line in render(f, t)))
     return 0

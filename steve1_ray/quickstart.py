@@ -16,6 +16,7 @@ Times on 2 idle CPU cores: benchmarks/RESULTS.md; `tiny=true` shrinks every stag
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -118,7 +119,7 @@ class QuickstartConfig:
     """guidance scales the evaluation sweeps (0 = the plain conditional policy; those of `steve1 evaluate --config
     crafter`); the unconditioned agent (and the foundation policy, when fine-tuning) always play the same worlds
     too. 1 and 2, not STEVE-1's 6: on this policy 6 was best for nothing but a sapling phrasing (by < 0.1 per
-    episode) and collapses the tree and the table (benchmarks/RESULTS.md, session 39)"""
+    episode), cuts the tree by a third and collapses the table (benchmarks/RESULTS.md, session 39)"""
     eval_episodes: int = 24
     """evaluation episodes (worlds) per (prompt, scale) cell and for each baseline. 24: a cow or a table is 0-2 per
     episode, so at 12 worlds one seed's verdict could flip on a single lucky episode (the committed release's quick
@@ -151,6 +152,8 @@ class QuickstartConfig:
         check(self.finetune_lr is None or self.finetune_lr > 0, f"finetune_lr={self.finetune_lr!r} must be > 0")
         check(self.event_horizon >= 0, f"event_horizon={self.event_horizon!r} must be >= 0 (0 = spaced goals only)")
         check(self.eval_episodes >= 1, f"eval_episodes={self.eval_episodes!r} must be >= 1")
+        check(math.isfinite(self.cond_scale) and self.cond_scale >= 0,
+              f"cond_scale={self.cond_scale!r} must be a finite number >= 0 (0 = the plain conditional policy)")
         if self.tiny:
             self.episodes, self.max_steps, self.embedder_epochs = 3, 160, 1
             self.policy_frames, self.prior_epochs, self.play_steps = 1024, 2, 20

@@ -133,7 +133,9 @@ class ReleaseConfig:
     8 embedder epochs, session 37), its policy no longer drinks when asked to chop a tree (6.7 drinks per episode at scale 0 against the unconditioned
     38; every fovea release drank more than unconditioned); the quick start on it, with 20 embedder epochs, followed
     3 and 4 of 5 prompts at evaluation seeds 0 and 1 (with 8: 4 and 3; the fovea with 8: 3 and 3, with 20: 2 and 2;
-    benchmarks/RESULTS.md, sessions 29, 37, 38)"""
+    benchmarks/RESULTS.md, sessions 29, 37, 38; guidance scales 0, 2, 6). On another machine in session 39 its quick
+    start followed 2 and 4 with those scales, and 4, 4, 3 and 3 at seeds 0-3 with the new default scales 0, 1, 2
+    (chosen on seeds 0 and 1)"""
     event_frames: int = 0
     """then this many frames on event goals (`goal_event_horizon=40 goal_event_pick=last lr=3e-4`); 0 = none (the
     committed release since session 24; 131072 before, with hindsight goals alone)"""

@@ -126,6 +126,9 @@ def test_quickstart_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="event_horizon"):
         load_config(QuickstartConfig, [], ["event_horizon=-40"])
     assert load_config(QuickstartConfig, [], ["tiny=true", "event_frames=131072"]).event_frames == 512
+    for bad in ("-2", "nan", "inf"):  # refused before anything runs, not by the evaluation at the end
+        with pytest.raises(ConfigError, match="cond_scale"):
+            load_config(QuickstartConfig, [], ["tiny=true", f"cond_scale={bad}"])
     # the default is the fine-tuning scenario, in the release's world, evaluating the five prompts
     cfg = load_config(QuickstartConfig, [], [])
     assert not cfg.from_scratch and cfg.world.tree_logs == 4 and len(cfg.eval_prompts) == 5
