@@ -348,6 +348,8 @@ def test_web_page_plays_an_episode_in_headless_chromium(served, tmp_path):
         prompt = browser.find_element(By.ID, "prompt")
         prompt.clear()
         prompt.send_keys("collect wood")
+        default = served["api"].request("GET", "/info")["default_cond_scale"]
+        assert browser.find_element(By.ID, "scaleValue").text == f"{default:g}"  # the slider starts at the server's
         browser.execute_script("const s = document.getElementById('scale'); s.value = '8';"
                                "s.dispatchEvent(new Event('input'));")
         assert browser.find_element(By.ID, "scaleValue").text == "8"

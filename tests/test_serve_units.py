@@ -107,6 +107,15 @@ def test_embedding_and_scale_checks():
         assert e.value.status == 422
 
 
+def test_the_page_s_slider_starts_at_the_server_s_default_scale():
+    from steve1_ray.serving.page import index_html
+
+    for default, shown in ((2.0, "2"), (6, "6"), (1.3, "1.5"), (50.0, "12"), (0.0, "0")):
+        html = index_html(default)
+        assert f'step="0.5" value="{shown}">' in html and f'<span id="scaleValue">{shown}</span>' in html, default
+        assert "__SCALE__" not in html
+
+
 def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
     from pathlib import Path
 
@@ -119,6 +128,12 @@ def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():
     args = read_serve_yaml(repo / "serve" / "config.yaml")
     assert args["host"] == "127.0.0.1" and args["port"] == 8000 and args["policy"] == "released"  # http_options too
     assert args["mineclip"] == args["prior"] == "released"  # the embedded world's released models
+    # a session without a scale plays one the default evaluation measures on the embedded world (session 39)
+    from steve1_ray.config import load_config, preset_path
+    from steve1_ray.evaluate.run import EvalConfig
+
+    measured = load_config(EvalConfig, [preset_path("eval", "crafter")], []).cond_scales
+    assert args["default_cond_scale"] in measured and args["default_cond_scale"] > 0
     assert isinstance(app_builder(args), Application)
     with pytest.raises(ValueError, match="max_sesions"):
         app_builder({**args, "max_sesions": 3})  # typo: the error lists the known keys

@@ -28,7 +28,7 @@ from steve1_ray.hostmem import runtime_env
 from steve1_ray.serving import auth
 from steve1_ray.serving.config import MAX_CLIP_FRAMES, MAX_COND_SCALE, MAX_ROLLOUT_STEPS, ServeConfig
 from steve1_ray.serving.inputs import InputError, check_embedding, check_scale, decode_image, decode_pixels
-from steve1_ray.serving.page import INDEX_HTML
+from steve1_ray.serving.page import index_html
 from steve1_ray.serving.policy_server import STICKY, GoalEmbedder, PolicyServer, SessionStore
 from steve1_ray.serving.rollouts import RolloutManager
 
@@ -391,7 +391,7 @@ class Api:
     # -- pages and meta --
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(self):
-        return HTMLResponse(INDEX_HTML)
+        return HTMLResponse(index_html(self.cfg.default_cond_scale))
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
     async def healthz(self):

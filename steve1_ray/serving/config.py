@@ -53,7 +53,9 @@ class ServeConfig:
     fp32 at 2x on a CPU with AMX, guided logits within about 0.2 of fp32's: benchmarks/RESULTS.md)."""
     # --- sessions
     default_cond_scale: float = 6.0
-    """Guidance scale when a session does not give one (the original: 6 for text, 7 for visual)."""
+    """Guidance scale when a session does not give one (the original: 6 for text, 7 for visual; `serve/config.yaml`,
+    which serves the embedded world's released models, sets 2: benchmarks/RESULTS.md, session 39). The web page's
+    slider starts at it."""
     max_cond_scale: float = 50.0
     """Largest accepted |cond_scale| (at most 50, the schema's bound)."""
     max_sessions: int = 256

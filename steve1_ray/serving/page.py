@@ -26,8 +26,8 @@ INDEX_HTML = r"""<!doctype html>
 <h1>STEVE-1: prompt &rarr; behaviour (embedded world)</h1>
 <div id="controls">
   <label>Prompt <input id="prompt" type="text" value="chop down the tree, gather wood"></label>
-  <label>Guidance scale <input id="scale" type="range" min="0" max="12" step="0.5" value="6">
-    <span id="scaleValue">6</span></label>
+  <label>Guidance scale <input id="scale" type="range" min="0" max="12" step="0.5" value="__SCALE__">
+    <span id="scaleValue">__SCALE__</span></label>
   <label>Steps <input id="steps" type="number" min="1" max="1000" value="100" style="width:5em"></label>
   <label>World seed <input id="seed" type="number" min="0" value="0" style="width:5em"></label>
   <label>API key <input id="apikey" type="password" style="width:8em" placeholder="(if set)"></label>
@@ -112,3 +112,10 @@ $("start").onclick = async () => {
 </body>
 </html>
 """
+
+
+def index_html(default_cond_scale: float) -> str:
+    """The page, its guidance slider starting at the server's `default_cond_scale` (on the slider's 0.5 steps, within
+    its 0-12 range)."""
+    scale = min(12.0, max(0.0, round(float(default_cond_scale) * 2) / 2))
+    return INDEX_HTML.replace("__SCALE__", f"{scale:g}")
