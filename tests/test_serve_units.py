@@ -114,6 +114,10 @@ def test_the_page_s_slider_starts_at_the_server_s_default_scale():
         html = index_html(default)
         assert f'step="0.5" value="{shown}">' in html and f'<span id="scaleValue">{shown}</span>' in html, default
         assert "__SCALE__" not in html
+    # it opens on the prompt the quick start plays, one every measurement so far follows (benchmarks/RESULTS.md)
+    from steve1_ray.quickstart import QuickstartConfig
+
+    assert f'id="prompt" type="text" value="{QuickstartConfig().prompt}"' in index_html(2.0)
 
 
 def test_serve_config_yaml_builds_the_app_and_rejects_bad_args():

@@ -25,7 +25,7 @@ INDEX_HTML = r"""<!doctype html>
 <body>
 <h1>STEVE-1: prompt &rarr; behaviour (embedded world)</h1>
 <div id="controls">
-  <label>Prompt <input id="prompt" type="text" value="chop down the tree, gather wood"></label>
+  <label>Prompt <input id="prompt" type="text" value="collect a sapling"></label>
   <label>Guidance scale <input id="scale" type="range" min="0" max="12" step="0.5" value="__SCALE__">
     <span id="scaleValue">__SCALE__</span></label>
   <label>Steps <input id="steps" type="number" min="1" max="1000" value="100" style="width:5em"></label>
