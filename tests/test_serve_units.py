@@ -212,6 +212,10 @@ def test_serving_precision_reaches_the_policy_and_bad_ones_are_refused():
         ServeConfig(precision="fp16")
     with pytest.raises(ConfigError, match=r"torch_threads must be in \[0, 1024\], got -1"):
         ServeConfig(torch_threads=-1)
+    for bad in (float("nan"), float("inf"), 51.0, -60.0):  # a session without a scale, and the page, would take it
+        with pytest.raises(ConfigError, match="default_cond_scale must be a finite number"):
+            ServeConfig(default_cond_scale=bad)
+    assert ServeConfig(default_cond_scale=-2.0).default_cond_scale == -2.0  # sessions accept |scale| <= max too
 
 
 def test_the_batch_wait_follows_the_policy_step_within_its_bounds():

@@ -7,6 +7,7 @@ itself reads them; `max_ongoing_requests` of the Api and the PolicyServer follow
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
@@ -157,6 +158,10 @@ class ServeConfig:
         check(self.max_sessions_per_key >= 1, f"max_sessions_per_key must be >= 1, got {self.max_sessions_per_key}")
         check(0 <= self.max_cond_scale <= MAX_COND_SCALE,
               f"max_cond_scale must be in [0, {MAX_COND_SCALE}], got {self.max_cond_scale}")
+        # a session without a scale and the page's slider take it: refused here, not in every request
+        check(math.isfinite(self.default_cond_scale) and abs(self.default_cond_scale) <= self.max_cond_scale,
+              f"default_cond_scale must be a finite number within max_cond_scale {self.max_cond_scale}, "
+              f"got {self.default_cond_scale}")
         check(1 <= self.max_clip_frames <= MAX_CLIP_FRAMES,
               f"max_clip_frames must be in [1, {MAX_CLIP_FRAMES}], got {self.max_clip_frames}")
         check(self.max_image_pixels >= 128 * 128, f"max_image_pixels must be >= 16384, got {self.max_image_pixels}")
