@@ -32,9 +32,6 @@ def evaluation(tmp_path):
            + _episodes("p", "text", 0.0, [2] * 8, "g")
            + _episodes("p", "text", 2.0, [3] * 8, "g")                                     # followed
            + _episodes("p", "text", 6.0, [0] * 8, "g"))
-    for e in eps:
-        if e["kind"] == "unconditioned":
-            e["goal"] = "unconditioned"
     write_report(eps, tmp_path, seed=0)
     return tmp_path
 

@@ -355,6 +355,7 @@ class Api:
         self.policy, self.store, self.embedder, self.rollouts = policy, store, embedder, rollouts
         self._info: dict | None = None
         self._embedder_info: dict | None = None
+        self._page = index_html(self.cfg.default_cond_scale)  # fixed for the replica's life: built once
 
     async def _policy_info(self) -> dict:
         if self._info is None:
@@ -391,7 +392,7 @@ class Api:
     # -- pages and meta --
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(self):
-        return HTMLResponse(index_html(self.cfg.default_cond_scale))
+        return HTMLResponse(self._page)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
     async def healthz(self):
