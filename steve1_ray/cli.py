@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-prior": ("steve1_ray.train.prior", "train the CVAE prior (text → visual goal embedding)"),
     "train-embedder": ("steve1_ray.train.embedder", "train a MineCLIP-architecture video–text embedder on recordings"),
     "train-text-tower": ("steve1_ray.train.text_tower", "teach a world embedder's text tower more phrasings (goals unchanged)"),
+    "goal-axes": ("steve1_ray.world.facing", "find the goal-space directions that say which way the player faces"),
     "whiten-embedder": ("steve1_ray.train.whiten", "give a world embedder a whitened goal space fitted on its dataset"),
     "sweep": ("steve1_ray.sweep.run", "hyperparameter sweep on Ray Tune"),
     "evaluate": ("steve1_ray.evaluate.run", "programmatic evaluation: prompts × guidance scales → report"),

@@ -442,6 +442,40 @@ def test_goal_film_starts_as_the_plain_policy_and_lets_the_goal_change_the_image
         PolicyConfig.preset("fovea", goal_film="yes")
 
 
+def test_null_goal_axes_blinds_every_goal_layer_to_those_axes_and_keeps_the_zero_goal():
+    """`null_goal_axes(U)`: the goal layer and both FiLMs stop reading the goal along U (g and g + Uᵀc act alike),
+    still read it elsewhere, and the zero goal (the unconditioned agent) acts exactly as before."""
+    torch.manual_seed(0)
+    policy = build_policy("fovea_film").eval()
+    assert set(policy.goal_layers()) == {"net.mineclip_embed_linear", "net.img_process.cnn.film",
+                                         "net.img_process.fovea.cnn.film"}
+    with torch.no_grad():
+        for m in policy.goal_layers().values():
+            m.weight.normal_(0, 0.1)
+    d = policy.cfg.embed_dim
+    u = torch.linalg.qr(torch.randn(d, 2))[0].T  # (2, D) orthonormal rows
+    img = torch.randint(0, 256, (2, 4, 128, 128, 3), dtype=torch.uint8)
+    first = torch.ones(2, 4, dtype=torch.bool)
+    g = torch.randn(2, 4, d) * 3
+    moved = g + (torch.randn(2, 4, 2) * 3) @ u
+    other = g + torch.randn(2, 4, d)
+
+    def act(goal):
+        with torch.no_grad():
+            return policy(img, goal, first)[0]["buttons"]
+
+    zero = act(torch.zeros(2, 4, d))
+    assert not torch.allclose(act(g), act(moved), atol=1e-4)  # before: the policy reads U
+    policy.null_goal_axes(u)
+    torch.testing.assert_close(act(g), act(moved), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(act(g), act(other), atol=1e-4)  # the rest of the goal still counts
+    torch.testing.assert_close(act(torch.zeros(2, 4, d)), zero)
+    for m in policy.goal_layers().values():
+        assert float((m.weight.detach() @ u.T).abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="goal axes must be"):
+        policy.null_goal_axes(torch.randn(2, d + 1))
+
+
 @pytest.mark.parametrize("bad", [[48], [2, 32], [48, 200], [48, 32, 3]])
 def test_fovea_shape_is_checked(bad):
     with pytest.raises(ValueError, match="fovea_shape"):

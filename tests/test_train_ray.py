@@ -183,6 +183,32 @@ def test_early_stopping_with_patience(ray_cluster, dataset, tmp_path):
     assert len(set(vals)) == 1 and len(vals) >= 3
 
 
+def test_goal_null_axes_keep_every_saved_goal_layer_blind_to_them(ray_cluster, dataset, tmp_path):
+    """`goal_null_axes`: the exported weights and the checkpoint's weights read nothing of the goal along the axes
+    after training (AdamW's steps leave that subspace; the loop projects back after each), and the rest of the goal
+    layer still learned. A file that is no (k, embed_dim) array stops the run before it trains."""
+    import numpy as np
+
+    from steve1_ray.models.formats import load_policy
+    from steve1_ray.train.run import run_training
+
+    u = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 2)))[0].T.astype(np.float32)  # (2, 16)
+    np.save(tmp_path / "axes.npy", u * 3)  # any basis of the span will do: the loop orthonormalises it
+    cfg = _cfg(dataset, tmp_path, "nulled", goal_null_axes=tmp_path / "axes.npy", n_frames=128,
+               snapshot_every_frames=0)
+    result = run_training(cfg)
+    assert result.error is None and result.metrics["frames"] == 128
+    ckpt = Path(result.checkpoint.path)
+    for weights in (Path(cfg.resolved_out_weights()), ckpt / "model/steve1.weights"):
+        policy = load_policy(ckpt / "model/policy.model", weights)
+        w = policy.net.mineclip_embed_linear.weight.detach().numpy()
+        assert np.abs(w @ u.T).max() < 1e-5, weights
+        assert np.abs(w).max() > 1e-3  # not simply zeroed
+    np.save(tmp_path / "bad.npy", np.zeros((2, 15), np.float32))
+    with pytest.raises(Exception, match="goal_null_axes"):  # local mode: the worker's error reaches the caller
+        run_training(_cfg(dataset, tmp_path, "bad_axes", goal_null_axes=tmp_path / "bad.npy", n_frames=32))
+
+
 def test_prior_pairs_from_the_embedded_world(world_dataset, tmp_path):
     import numpy as np
 

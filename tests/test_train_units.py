@@ -798,3 +798,26 @@ def test_placement_strategy_reaches_the_scaling_config_and_bad_ones_are_named():
     assert load_train_config("debug", []).placement_strategy == "PACK"  # Ray's default
     with pytest.raises(ConfigError, match="placement_strategy='spread': choose one of PACK, SPREAD, STRICT_PACK"):
         load_train_config("debug", ["placement_strategy=spread"])
+
+
+def test_goal_null_axes_file_is_checked_and_orthonormalised(tmp_path):
+    from steve1_ray.train.loop import load_goal_axes
+
+    assert load_goal_axes(None, 8, "cpu") is None
+    rows = np.array([[2.0, 0, 0, 0, 0, 0, 0, 0], [1.0, 1.0, 0, 0, 0, 0, 0, 0]], np.float32)
+    np.save(tmp_path / "ok.npy", rows)
+    u = load_goal_axes(str(tmp_path / "ok.npy"), 8, "cpu").numpy()
+    np.testing.assert_allclose(u @ u.T, np.eye(2), atol=1e-6)
+    np.testing.assert_allclose(np.abs(u[:, :2]).sum(0), [1.0, 1.0], atol=1e-6)  # the span of e0, e1
+    bad = {"wide": np.zeros((2, 9), np.float32), "flat": np.zeros(8, np.float32), "all": np.eye(8, dtype=np.float32),
+           "nan": np.full((1, 8), np.nan, np.float32), "ints": np.ones((1, 8), np.int64),
+           "dependent": np.stack([rows[0], 2 * rows[0]])}
+    for name, a in bad.items():
+        np.save(tmp_path / f"{name}.npy", a)
+        with pytest.raises(ValueError, match="goal_null_axes"):
+            load_goal_axes(str(tmp_path / f"{name}.npy"), 8, "cpu")
+    (tmp_path / "text.npy").write_text("not an array")
+    with pytest.raises(ValueError, match="goal_null_axes"):
+        load_goal_axes(str(tmp_path / "text.npy"), 8, "cpu")
+    with pytest.raises(FileNotFoundError):
+        load_goal_axes(str(tmp_path / "missing.npy"), 8, "cpu")

@@ -661,6 +661,26 @@ class Steve1Policy(nn.Module):
         self.activation_checkpointing = enabled
         return self
 
+    def goal_layers(self) -> dict[str, nn.Linear]:
+        """The layers that read the goal embedding: `net.mineclip_embed_linear` and, with `goal_film`, each
+        CNN's FiLM (`...cnn.film`), by parameter prefix."""
+        return {name: m for name, m in self.named_modules()
+                if isinstance(m, nn.Linear) and (name == "net.mineclip_embed_linear" or name.endswith("cnn.film"))}
+
+    @torch.no_grad()
+    def null_goal_axes(self, axes: torch.Tensor) -> "Steve1Policy":
+        """Make the policy blind to the goal's components along `axes` ((k, embed_dim), orthonormal rows U): every
+        goal layer's weight W becomes W (I - UᵀU), so the goal g and g + Uᵀc act alike. A linear map, so the zero
+        goal (the unconditioned agent) still gives exactly the bias; the file layout does not change."""
+        u = axes.to(dtype=torch.float64)
+        if u.ndim != 2 or u.shape[1] != self.cfg.embed_dim:
+            raise ValueError(f"goal axes must be (k, {self.cfg.embed_dim}), got {tuple(axes.shape)}")
+        keep = torch.eye(u.shape[1], dtype=torch.float64, device=u.device) - u.T @ u
+        for m in self.goal_layers().values():
+            w = m.weight
+            w.copy_((w.to(torch.float64) @ keep.to(w.device)).to(w.dtype))
+        return self
+
 
 # --------------------------------------------------------------------------------------------------
 # Helpers on log-probs and state

@@ -82,6 +82,11 @@ class TrainConfig:
     mixed in) meets the zero goal, still on a `p_uncond` share of all sequences: the unconditioned branch learns
     play without a task, so guidance pushes from free play towards the goal rather than from the recording's
     mix of tasks (docs/training.md)."""
+    goal_null_axes: Optional[str] = None
+    """Ours, off by default: a `.npy` of (k, embed_dim) goal directions the policy must not read (e.g. which way the
+    embedded world's player faces, `steve1 goal-axes`). Every goal layer's weight is projected off them before the
+    first step and after every optimizer step (`Steve1Policy.null_goal_axes`), so checkpoints and exported weights
+    act the same on g and g + Uᵀc (docs/training.md)."""
     goal_segments: Optional[str] = None
     """Ours, off by default: a recording (`steve1 record out=`) whose `meta/<episode>.json` list the
     demonstrators' captioned segments. Then every frame of an achieved segment is conditioned on the clip that
@@ -259,6 +264,7 @@ class TrainConfig:
             self, model=model, in_weights=local(self.in_weights), out_weights=local(self.out_weights),
             data=local(self.data), sampling_dir=local(self.sampling_dir), storage_path=local(self.storage_path),
             free_play=local(self.free_play), goal_segments=local(self.goal_segments),
+            goal_null_axes=local(self.goal_null_axes),
             tensorboard_dir=local(self.tensorboard_dir))
 
     # --- derived quantities ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from steve1_ray.config import from_dict
@@ -57,6 +58,9 @@ def train_loop_per_worker(config: dict) -> None:
     setup.mark("model")
     checkpoints = RunCheckpoints(cfg, rank, policy, optimizer, scaler)
     progress, resumed = checkpoints.resume()
+    null_axes = load_goal_axes(cfg.goal_null_axes, policy.cfg.embed_dim, device)
+    if null_axes is not None:  # blind to them from the first step (a resumed run's weights already are)
+        policy.null_goal_axes(null_axes)
     setup.mark("resume")
     model = distributed(policy, device) if world > 1 else policy
     if world > 1:
@@ -84,6 +88,8 @@ def train_loop_per_worker(config: dict) -> None:
         for t0 in range(0, cfg.T, cfg.trunc_t):
             lr = lr_at(progress.frames, cfg.lr, cfg.warmup_frames, cfg.n_frames, cfg.decay_frames_factor)
             out = optimizer_step(model, policy, optimizer, scaler, micro_batches, states, t0, cfg, device, lr)
+            if null_axes is not None and not out["skipped"]:  # AdamW's step leaves the subspace: project back
+                policy.null_goal_axes(null_axes)
             progress.frames += cfg.frames_per_step
             progress.steps += 1
             count_nonfinite(out, progress, cfg, rank)
@@ -232,6 +238,29 @@ def make_policy(cfg: TrainConfig, embed_dim: int | None):
         raise ValueError(f"the dataset's goal embeddings have {embed_dim} dims but model={cfg.model!r} "
                          f"expects {policy.cfg.embed_dim}: embed the data with the matching embedder")
     return policy
+
+
+def load_goal_axes(path: str | None, embed_dim: int, device) -> torch.Tensor | None:
+    """`goal_null_axes`: a (k, embed_dim) float `.npy` (k < embed_dim, finite, rows of full rank) -> orthonormal
+    rows (float32 on `device`), or None without a path."""
+    if path is None:
+        return None
+    local = local_copy(path)
+    if not Path(local).is_file():
+        raise FileNotFoundError(f"goal_null_axes={path!r} does not exist (make one with `steve1 goal-axes`)")
+    try:
+        a = np.load(local, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"goal_null_axes={path!r}: not a readable .npy array ({e})") from None
+    if a.ndim != 2 or a.shape[1] != embed_dim or not 1 <= a.shape[0] < embed_dim:
+        raise ValueError(f"goal_null_axes={path!r}: expected (k, {embed_dim}) with 1 <= k < {embed_dim}, "
+                         f"got {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
+        raise ValueError(f"goal_null_axes={path!r}: must hold finite floats")
+    q, r = np.linalg.qr(a.astype(np.float64).T)  # orthonormal basis of the rows' span
+    if np.abs(np.diag(r)).min() < 1e-6 * max(np.abs(np.diag(r)).max(), 1e-12):
+        raise ValueError(f"goal_null_axes={path!r}: its {a.shape[0]} rows are linearly dependent")
+    return torch.from_numpy(q.T.astype(np.float32)).to(device)
 
 
 def prepare_policy(policy, cfg: TrainConfig, device):

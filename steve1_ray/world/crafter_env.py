@@ -451,6 +451,11 @@ class CrafterEnv(WorldEnv):
         target = (int(p.pos[0] + p.facing[0]), int(p.pos[1] + p.facing[1]))
         return target, self.world[target]
 
+    def render_frame(self) -> np.ndarray:
+        """The frame of the world as it is now, (H, W, 3) uint8 like `obs["pov"]`: after a probe changes the live
+        state (e.g. which way the player faces, `steve1_ray.world.facing`) without stepping."""
+        return self._core.render()
+
     def crafter_name(self, action: Mapping[str, Any]) -> str:
         """The crafter action `action` would take now (the adapter, without stepping)."""
         return crafter_action(normalize_action(action), self._core.hotbar, self.move_over_attack)[0]
