@@ -474,6 +474,20 @@ def test_null_goal_axes_blinds_every_goal_layer_to_those_axes_and_keeps_the_zero
         assert float((m.weight.detach() @ u.T).abs().max()) < 1e-5
     with pytest.raises(ValueError, match="goal axes must be"):
         policy.null_goal_axes(torch.randn(2, d + 1))
+    with pytest.raises(ValueError, match="linearly independent"):
+        policy.null_goal_axes(torch.stack([u[0], 2 * u[0]]))
+    # any basis of the span gives the same projection
+    again = build_policy("fovea_film").eval()
+    again.load_state_dict(policy.state_dict())
+    with torch.no_grad():
+        for m in again.goal_layers().values():
+            m.weight.normal_(0, 0.1)
+    twin = build_policy("fovea_film").eval()
+    twin.load_state_dict(again.state_dict())
+    again.null_goal_axes(u)
+    twin.null_goal_axes(torch.tensor([[3.0], [1.0]]) * u[0] + torch.tensor([[0.0], [2.0]]) * u[1])
+    for (name, m), n in zip(again.goal_layers().items(), twin.goal_layers().values()):
+        torch.testing.assert_close(m.weight, n.weight, msg=name)
 
 
 @pytest.mark.parametrize("bad", [[48], [2, 32], [48, 200], [48, 32, 3]])

@@ -816,6 +816,9 @@ def test_goal_null_axes_file_is_checked_and_orthonormalised(tmp_path):
         np.save(tmp_path / f"{name}.npy", a)
         with pytest.raises(ValueError, match="goal_null_axes"):
             load_goal_axes(str(tmp_path / f"{name}.npy"), 8, "cpu")
+    np.savez(tmp_path / "arch.npz", axes=rows)
+    with pytest.raises(ValueError, match="npz"):
+        load_goal_axes(str(tmp_path / "arch.npz"), 8, "cpu")
     (tmp_path / "text.npy").write_text("not an array")
     with pytest.raises(ValueError, match="goal_null_axes"):
         load_goal_axes(str(tmp_path / "text.npy"), 8, "cpu")

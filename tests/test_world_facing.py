@@ -10,21 +10,45 @@ from steve1_ray.world.config import WorldConfig
 from steve1_ray.world.facing import FACINGS, facing_axes, facing_embeddings, main
 
 
-def test_the_frame_shows_the_facing_and_the_probe_leaves_the_state_as_it_was():
+def test_the_frame_shows_the_facing_and_rendering_it_again_changes_nothing_even_at_night():
     env = WorldConfig(tree_logs=4).make(max_steps=50)
     env.reset(seed=3)
     player = env.player
-    was = tuple(player.facing)
     frames = []
     for facing in FACINGS:
         player.facing = facing
         frames.append(env.render_frame())
-    player.facing = was
     assert all(f.shape == frames[0].shape and f.dtype == np.uint8 for f in frames)
     assert len({f.tobytes() for f in frames}) == 4  # sprite and outline move with the facing
-    player.facing = was
-    np.testing.assert_array_equal(env.render_frame(), env.render_frame())
+    env.world.daylight = 0.2  # night: crafter draws fresh noise into every rendered frame
+    rng = env._core._local_view.rng
+    before = rng.get_state()[1].copy()
+    first = env.render_frame()
+    np.testing.assert_array_equal(env.render_frame(), first)  # the same noise: only what the probe changed differs
+    np.testing.assert_array_equal(rng.get_state()[1], before)  # the episode's later frames are not shifted
     env.close()
+
+
+def test_a_still_clip_is_what_encode_video_gives_for_the_frame_repeated():
+    from steve1_ray.models.loading import load_embedder
+
+    model = load_embedder("debug", None)
+    world = WorldConfig(tree_logs=4)
+    e = facing_embeddings(model, world, 1, 10, 10, 900)  # one state (step 5)
+    env = world.make(max_steps=11)
+    env.reset(seed=900)
+    from steve1_ray.world.demonstrators import Demonstrator
+
+    demo = Demonstrator(env, seed=900)
+    demo.reset()
+    for _ in range(6):
+        env.step(demo.act())
+    import cv2
+
+    env.player.facing = FACINGS[2]
+    frame = cv2.resize(env.render_frame(), (256, 160), interpolation=cv2.INTER_LINEAR)
+    clip = np.repeat(frame[None, None], 16, axis=1)
+    np.testing.assert_allclose(e[0, 2], model.encode_video(clip)[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_axes_are_orthonormal_deterministic_and_hold_the_facing_differences():
@@ -56,7 +80,7 @@ def test_the_job_writes_axes_and_a_summary_and_refuses_bad_arguments(tmp_path, c
     assert summary["k"] == 2 and summary["out"] == str(out)
     assert "goal-axes:" in capsys.readouterr().out
     assert not list(out.parent.glob("*.tmp*"))
-    for bad in (["embedder=debug", f"out={out}", "k=4"], ["embedder=debug"], ["embedder=debug", f"out={out}", "every=0"],
+    for bad in (["embedder=debug", f"out={out}", "k=4"], ["embedder=debug", f"out={tmp_path / 'axes.json'}"], ["embedder=debug"], ["embedder=debug", f"out={out}", "every=0"],
                 ["embedder=debug", f"out={out}", "world.backend=minerl"]):
         assert main(bad) == 2, bad
     assert main(["embedder=nowhere.pth", f"out={out}", "episodes=1", "steps=20"]) == 2

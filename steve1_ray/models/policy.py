@@ -662,20 +662,28 @@ class Steve1Policy(nn.Module):
         return self
 
     def goal_layers(self) -> dict[str, nn.Linear]:
-        """The layers that read the goal embedding: `net.mineclip_embed_linear` and, with `goal_film`, each
-        CNN's FiLM (`...cnn.film`), by parameter prefix."""
-        return {name: m for name, m in self.named_modules()
-                if isinstance(m, nn.Linear) and (name == "net.mineclip_embed_linear" or name.endswith("cnn.film"))}
+        """The layers that read the goal embedding, by name: `net.mineclip_embed_linear` and, with `goal_film`, each
+        ImpalaCNN's FiLM (`ImpalaCNN.film`)."""
+        layers = {"net.mineclip_embed_linear": self.net.mineclip_embed_linear}
+        layers.update({f"{name}.film": m.film for name, m in self.named_modules()
+                       if isinstance(m, ImpalaCNN) and m.film is not None})
+        return layers
 
     @torch.no_grad()
     def null_goal_axes(self, axes: torch.Tensor) -> "Steve1Policy":
-        """Make the policy blind to the goal's components along `axes` ((k, embed_dim), orthonormal rows U): every
-        goal layer's weight W becomes W (I - UᵀU), so the goal g and g + Uᵀc act alike. A linear map, so the zero
+        """Make the policy blind to the goal's components along `axes` ((k, embed_dim), rows of full rank; U = an
+        orthonormal basis of their span): every goal layer's weight W becomes W (I - UᵀU), so the goal g and g + Uᵀc
+        act alike (exactly in float32 weights; half-precision weights round the product). A linear map, so the zero
         goal (the unconditioned agent) still gives exactly the bias; the file layout does not change."""
-        u = axes.to(dtype=torch.float64)
-        if u.ndim != 2 or u.shape[1] != self.cfg.embed_dim:
-            raise ValueError(f"goal axes must be (k, {self.cfg.embed_dim}), got {tuple(axes.shape)}")
-        keep = torch.eye(u.shape[1], dtype=torch.float64, device=u.device) - u.T @ u
+        a = axes.detach().to(dtype=torch.float64)
+        if a.ndim != 2 or a.shape[1] != self.cfg.embed_dim or not 1 <= a.shape[0] < self.cfg.embed_dim:
+            raise ValueError(f"goal axes must be (k, {self.cfg.embed_dim}) with 1 <= k < {self.cfg.embed_dim}, "
+                             f"got {tuple(axes.shape)}")
+        q, r = torch.linalg.qr(a.T)  # (D, k): an orthonormal basis of the rows' span
+        diag = r.diagonal().abs()
+        if not torch.isfinite(a).all() or diag.min() <= 1e-6 * diag.max().clamp(min=1e-12):
+            raise ValueError("goal axes must be finite and linearly independent")
+        keep = torch.eye(a.shape[1], dtype=torch.float64, device=a.device) - q @ q.T
         for m in self.goal_layers().values():
             w = m.weight
             w.copy_((w.to(torch.float64) @ keep.to(w.device)).to(w.dtype))

@@ -252,6 +252,9 @@ def load_goal_axes(path: str | None, embed_dim: int, device) -> torch.Tensor | N
         a = np.load(local, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise ValueError(f"goal_null_axes={path!r}: not a readable .npy array ({e})") from None
+    if not isinstance(a, np.ndarray):  # an .npz archive
+        a.close()
+        raise ValueError(f"goal_null_axes={path!r}: an .npz archive, not one .npy array")
     if a.ndim != 2 or a.shape[1] != embed_dim or not 1 <= a.shape[0] < embed_dim:
         raise ValueError(f"goal_null_axes={path!r}: expected (k, {embed_dim}) with 1 <= k < {embed_dim}, "
                          f"got {a.shape}")

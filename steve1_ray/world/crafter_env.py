@@ -453,8 +453,15 @@ class CrafterEnv(WorldEnv):
 
     def render_frame(self) -> np.ndarray:
         """The frame of the world as it is now, (H, W, 3) uint8 like `obs["pov"]`: after a probe changes the live
-        state (e.g. which way the player faces, `steve1_ray.world.facing`) without stepping."""
-        return self._core.render()
+        state (e.g. which way the player faces, `steve1_ray.world.facing`) without stepping. Leaves the night's noise
+        generator where it was, so two calls on the same state give the same frame and the episode's later
+        frames are those it would have had without the call."""
+        view = self._core._local_view
+        state = view.rng.get_state()
+        try:
+            return self._core.render()
+        finally:
+            view.rng.set_state(state)
 
     def crafter_name(self, action: Mapping[str, Any]) -> str:
         """The crafter action `action` would take now (the adapter, without stepping)."""

@@ -3,10 +3,10 @@
     steve1 goal-axes embedder=steve1_ray/released/world/mineclip.pth out=runs/axes/facing.npy
 
 In the embedded world the player's facing shows as its sprite and the white outline on the tile it faces, both at
-the centre of the frame that the embedder looks at most closely. The committed release's embedder puts most of
-what tells one clip from another on it (benchmarks/RESULTS.md, session 40): re-rendering the same states facing
-each of the four ways, 87 % of the differences lie on three directions, and those three carry 62 % of the
-variance of the rendered clips. A hindsight goal (the clip that ends a segment) therefore also says which way the
+the centre of the frame that the embedder looks at most closely, and the committed release's embedder encodes it
+strongly (benchmarks/RESULTS.md, session 40): re-rendering the same states facing each of the four ways, 87 % of
+the differences lie on three directions; those three carry 62 % of the variance of the rendered (still) clips and
+34 % of the quick start's real goal windows (2.3 % for three random directions of its 128). A hindsight goal (the clip that ends a segment) therefore also says which way the
 player will face there, and a text goal's facing is whatever the prior's training clips happened to show.
 
 How: scripted demonstrators play `episodes` worlds; every `every` steps the state is rendered four times, the
@@ -41,6 +41,9 @@ class GoalAxesConfig:
     """the world embedder (mineclip.pth in our MineCLIP layout)"""
     out: str = ""
     """where the (k, D) axes are written (.npy; a summary .json goes beside it)"""
+    data: str = ""
+    """optional: a shard dataset embedded with this embedder (`steve1 dataset`); the summary then also gives the share
+    of its window embeddings' variance that lies on the axes (the goals a policy trains on are moving clips)"""
     k: int = 3
     """axes kept (four facings differ in at most three directions)"""
     episodes: int = 6
@@ -56,6 +59,7 @@ class GoalAxesConfig:
 
     def __post_init__(self):
         check(bool(self.embedder and self.out), "give embedder=<mineclip.pth> out=<axes .npy>")
+        check(self.out.endswith(".npy"), f"out={self.out!r} must end in .npy (the summary goes beside it as .json)")
         check(1 <= self.k <= 3, f"k={self.k!r} must be 1, 2 or 3 (four facings span at most three directions)")
         check(self.episodes >= 1 and self.steps >= 1 and self.every >= 1,
               f"episodes, steps and every must be >= 1 (got {self.episodes}, {self.steps}, {self.every})")
@@ -72,6 +76,7 @@ def facing_embeddings(model, world: WorldConfig, episodes: int, steps: int, ever
     from steve1_ray.world.demonstrators import Demonstrator
 
     env = world.make(max_steps=steps + 1)
+    to_goal = getattr(model, "to_goal", None) or (lambda x: x)  # a whitened embedder's goal space
     out = []
     with torch.inference_mode():
         for ep in range(episodes):
@@ -87,13 +92,15 @@ def facing_embeddings(model, world: WorldConfig, episodes: int, steps: int, ever
                 player = env.player
                 was = player.facing
                 frames = []
-                for facing in FACINGS:
-                    player.facing = facing
-                    frames.append(cv2.resize(env.render_frame(), MINECLIP_RESOLUTION, interpolation=cv2.INTER_LINEAR))
-                player.facing = was
+                try:  # render_frame draws the same night noise each time: only the facing differs
+                    for facing in FACINGS:
+                        player.facing = facing
+                        frames.append(cv2.resize(env.render_frame(), MINECLIP_RESOLUTION,
+                                                 interpolation=cv2.INTER_LINEAR))
+                finally:
+                    player.facing = was
                 feats = model.encode_frames(np.stack(frames))  # a still clip: the same frame WINDOW times
                 clips = feats[:, None, :].expand(-1, WINDOW, -1)
-                to_goal = getattr(model, "to_goal", None) or (lambda x: x)
                 out.append(to_goal(model.pool_features(clips)).float().cpu().numpy())
     env.close()
     if not out:
@@ -104,11 +111,8 @@ def facing_embeddings(model, world: WorldConfig, episodes: int, steps: int, ever
 def facing_axes(embedder: str | Path, world: WorldConfig, k: int = 3, episodes: int = 6, steps: int = 300,
                 every: int = 15, seed: int = 900) -> tuple[np.ndarray, dict]:
     """((k, D) orthonormal float32 axes, summary)."""
-    import torch
-
     from steve1_ray.models.loading import load_embedder
 
-    torch.manual_seed(0)
     model = load_embedder(str(embedder), None, device="cpu")  # `released`, a file, or `debug` (random, tests)
     e = facing_embeddings(model, world, episodes, steps, every, seed).astype(np.float64)
     diff = (e - e.mean(1, keepdims=True)).reshape(-1, e.shape[-1])
@@ -124,8 +128,28 @@ def facing_axes(embedder: str | Path, world: WorldConfig, k: int = 3, episodes: 
     return axes.astype(np.float32), summary
 
 
+def data_variance_share(axes: np.ndarray, data: str) -> dict:
+    """Share of the variance of a dataset's valid window embeddings (its goals) that lies on `axes`."""
+    from steve1_ray.train.data import ShardEpisodes
+
+    source = ShardEpisodes(data)
+    rows = []
+    for eid in source.episode_ids():
+        embeds, valid = source.embeds(eid)
+        rows.append(embeds[valid])
+    x = np.concatenate(rows).astype(np.float64) if rows else np.zeros((0, axes.shape[1]))
+    if x.ndim != 2 or x.shape[1] != axes.shape[1] or len(x) < 2:
+        raise ValueError(f"{data}: {len(x)} window embeddings of width {x.shape[1] if x.ndim == 2 else '?'}; "
+                         f"need at least 2 of width {axes.shape[1]} (a dataset this embedder made)")
+    x -= x.mean(0)
+    return {"data": str(data), "data_windows": int(len(x)),
+            "data_variance_share": round(float(((x @ axes.T.astype(np.float64)) ** 2).sum() / (x ** 2).sum()), 4)}
+
+
 def _run(cfg: GoalAxesConfig) -> int:
     axes, summary = facing_axes(cfg.embedder, cfg.world, cfg.k, cfg.episodes, cfg.steps, cfg.every, cfg.seed)
+    if cfg.data:
+        summary.update(data_variance_share(axes, cfg.data))
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npy")
@@ -133,8 +157,9 @@ def _run(cfg: GoalAxesConfig) -> int:
     tmp.replace(out)  # whole or not at all
     out.with_suffix(".json").write_text(json.dumps({**summary, "out": str(out)}, indent=1) + "\n")
     print(f"goal-axes: {summary['states']} states x 4 facings; {cfg.k} axes hold {summary['difference_share']:.0%} "
-          f"of the facing differences and {summary['clip_variance_share']:.0%} of the clips' variance; wrote {out}",
-          flush=True)
+          f"of the facing differences and {summary['clip_variance_share']:.0%} of the clips' variance"
+          + (f", {summary['data_variance_share']:.0%} of {summary['data_windows']:,} dataset goals'"
+             if cfg.data else "") + f"; wrote {out}", flush=True)
     return 0
 
 
