@@ -36,10 +36,7 @@ from steve1_ray.world.config import WorldConfig, recorded_world, world_override
 
 _REPO = Path(__file__).resolve().parents[1]
 FIVE_PROMPTS = ["chop a tree", "collect a sapling", "drink water", "eat a cow", "place a crafting table"]
-FOCUS_GOALS = ["eat_cow", "collect_wood", "place_table", "eat_cow", "collect_sapling", "place_table", "eat_cow",
-               "collect_drink", "collect_wood"]
-"""the fine-tune recording's tasks, in turn: of its 18 task episodes 6 eat cows, 4 chop, 4 place tables, 2 collect
-saplings and 2 drink, the prompts the policy follows least getting the most (benchmarks/RESULTS.md, session 40)"""
+FIVE_GOALS = ["collect_wood", "collect_sapling", "collect_drink", "eat_cow", "place_table"]
 
 
 @dataclass
@@ -60,13 +57,10 @@ class QuickstartConfig:
     """embedded-world episodes recorded by the scripted demonstrators (world seeds 0.., the release's are 100000..)"""
     max_steps: int = 600
     """frames per episode at most (20 per second)"""
-    focus_goals: list[str] = field(default_factory=lambda: list(FOCUS_GOALS))
+    focus_goals: list[str] = field(default_factory=lambda: list(FIVE_GOALS))
     """fine-tune: the recording's task episodes each prefer one of these goals, in turn (`steve1 record
     focus_order=cycle`), so the fine-tune's data is about what the evaluation asks for, as a user records the
-    tasks they care about. A goal listed twice gets twice the episodes: the default gives eat a cow three shares and
-    chop a tree and the table two each (at held-out evaluation seeds 2 and 3: 5 and 4 of 5 prompts followed,
-    against 3 and 3 with each goal once, benchmarks/RESULTS.md session 40). from_scratch keeps the recorder's
-    defaults (tasks drawn at random among more goals)"""
+    tasks they care about; from_scratch keeps the recorder's defaults (tasks drawn at random among more goals)"""
     focus_fraction: float = 0.75
     """fine-tune: share of the recorded episodes that are tasks (the rest is free play)"""
     appetite: str = "eager"

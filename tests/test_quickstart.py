@@ -175,32 +175,6 @@ def test_quickstart_refuses_a_release_that_does_not_match_its_manifest(tmp_path)
         _release(QuickstartConfig(release=str(tmp_path / "missing")))
 
 
-def test_the_default_recording_has_tasks_for_every_evaluated_prompt_and_most_for_the_cow(stage_plan, tmp_path):
-    """The fine-tune's recording: the record command gets the default `focus_goals` in turn; of its 18 task
-    episodes every evaluated prompt's target gets some, eat a cow the most (6), chop a tree and the table 4 each."""
-    import collections
-    import json
-
-    from conftest import PlanStop
-    from steve1_ray.evaluate.targets import targets_for
-    from steve1_ray.quickstart import FIVE_PROMPTS, QuickstartConfig, run_quickstart
-    from steve1_ray.world.record import RecordConfig, episode_focus
-
-    stage_plan.stop = lambda command, argv: command == "record"
-    cfg = QuickstartConfig(out=str(tmp_path / "qs"))
-    with pytest.raises(PlanStop):
-        run_quickstart(cfg)
-    (_, record), = stage_plan
-    goals = json.loads(next(a for a in record if a.startswith("focus_goals="))[len("focus_goals="):])
-    assert goals == cfg.focus_goals and "focus_order=cycle" in record
-    rec = RecordConfig(focus_goals=goals, focus_order="cycle", focus_fraction=cfg.focus_fraction)
-    tasks = collections.Counter(episode_focus(rec, i) for i in range(cfg.episodes))
-    assert sum(n for g, n in tasks.items() if g) == 18
-    assert {g for g in tasks if g} == {t for p in FIVE_PROMPTS for t in targets_for(p)}
-    assert tasks["eat_cow"] == 6 and tasks["collect_wood"] == tasks["place_table"] == 4
-    assert tasks["collect_sapling"] == tasks["collect_drink"] == 2
-
-
 def test_quickstart_free_play_gives_the_fine_tune_its_recording(stage_plan, tmp_path):
     """`free_play=true`: the fine-tune meets the zero goal on the fresh recording's free play only (`steve1 train
     free_play=<that recording>`); off, no such argument. Planned without running the jobs."""
