@@ -84,3 +84,13 @@ def test_the_job_writes_axes_and_a_summary_and_refuses_bad_arguments(tmp_path, c
                 ["embedder=debug", f"out={out}", "world.backend=minerl"]):
         assert main(bad) == 2, bad
     assert main(["embedder=nowhere.pth", f"out={out}", "episodes=1", "steps=20"]) == 2
+
+
+def test_goal_axes_data_must_be_a_dataset_this_embedder_made(tmp_path):
+    from steve1_ray.train.synthetic import make_dataset
+
+    out = tmp_path / "facing.npy"
+    args = ["embedder=debug", f"out={out}", "episodes=1", "steps=10", "every=10"]
+    assert main(args + [f"data={tmp_path / 'nowhere'}"]) == 2
+    other = make_dataset(str(tmp_path / "shards"), n_episodes=2, n_frames=32, embed_dim=16)  # not the embedder's width
+    assert main(args + [f"data={other}"]) == 2
