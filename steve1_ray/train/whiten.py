@@ -53,12 +53,8 @@ def whiten_embedder(embedder: str | Path, data: str, out: str | Path, rel_eps: f
     if model.cfg.goal_whiten:
         raise ValueError(f"{embedder} is whitened already; fit on a dataset embedded with the embedder it was "
                          "made from")
-    source = ShardEpisodes(data)
-    rows = []
-    for eid in source.episode_ids():
-        embeds, valid = source.embeds(eid)
-        rows.append(embeds[valid])
-    x = np.concatenate(rows) if rows else np.zeros((0, model.embed_dim), np.float32)
+    x = ShardEpisodes(data).window_embeddings()
+    x = np.zeros((0, model.embed_dim), np.float32) if x is None else x
     if x.shape[1] != model.embed_dim:
         raise ValueError(f"{data} holds {x.shape[1]}-d embeddings, {embedder} makes {model.embed_dim}-d ones: "
                          "not a dataset this embedder made")

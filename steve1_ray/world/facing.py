@@ -132,12 +132,8 @@ def data_variance_share(axes: np.ndarray, data: str) -> dict:
     """Share of the variance of a dataset's valid window embeddings (its goals) that lies on `axes`."""
     from steve1_ray.train.data import ShardEpisodes
 
-    source = ShardEpisodes(data)
-    rows = []
-    for eid in source.episode_ids():
-        embeds, valid = source.embeds(eid)
-        rows.append(embeds[valid])
-    x = np.concatenate(rows).astype(np.float64) if rows else np.zeros((0, axes.shape[1]))
+    x = ShardEpisodes(data).window_embeddings()
+    x = np.zeros((0, axes.shape[1])) if x is None else x.astype(np.float64)
     if x.ndim != 2 or x.shape[1] != axes.shape[1] or len(x) < 2:
         raise ValueError(f"{data}: {len(x)} window embeddings of width {x.shape[1] if x.ndim == 2 else '?'}; "
                          f"need at least 2 of width {axes.shape[1]} (a dataset this embedder made)")
