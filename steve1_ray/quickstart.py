@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
+import yaml
+
 from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import (RELEASE_STEVE1, latest_checkpoint, released_policy_model,
                                        released_policy_weights)
+from steve1_ray.numerics import CPU_ISAS, CpuIsaError, pin_cpu_isa
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
@@ -132,6 +135,12 @@ class QuickstartConfig:
     """the evaluation's seed (its worlds and the prior's samples); re-run `steve1 evaluate seed=1` to check"""
     port: int = 8000
     """HTTP port the served app listens on (http://127.0.0.1:<port>)"""
+    cpu_isa: str = "avx2"
+    """the CPU kernels every stage runs (`steve1_ray.numerics`): `avx2` pins torch's, MKL's and oneDNN's to AVX2, so
+    every x86-64 machine with AVX2 trains the same weights and plays the same evaluation (with its own AVX-512
+    kernels a machine rounds differently and follows other prompts: benchmarks/RESULTS.md, sessions 39 and 41); a
+    CPU without AVX2 runs its own and says so; "" = the machine's own. A folder resumes only with the setting it
+    was made with"""
     tiny: bool = False
     """smallest settings everywhere (the smoke test of the quick start)"""
     fresh: bool = False
@@ -148,6 +157,7 @@ class QuickstartConfig:
         check(self.finetune_frames > 0, f"finetune_frames={self.finetune_frames!r} must be > 0")
         check(0.0 <= self.focus_fraction <= 1.0, f"focus_fraction={self.focus_fraction!r} must be in [0, 1]")
         check(self.appetite in ("eager", "needs"), f"appetite={self.appetite!r}: choose eager or needs")
+        check(self.cpu_isa in CPU_ISAS, f"cpu_isa={self.cpu_isa!r}: choose one of {list(CPU_ISAS)}")
         check(self.goal_lr_scale is None or self.goal_lr_scale > 0, f"goal_lr_scale={self.goal_lr_scale!r} must be > 0")
         check(self.finetune_lr is None or self.finetune_lr > 0, f"finetune_lr={self.finetune_lr!r} must be > 0")
         check(self.event_horizon >= 0, f"event_horizon={self.event_horizon!r} must be >= 0 (0 = spaced goals only)")
@@ -239,6 +249,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     st = Stages(cfg.out, "quickstart")
     if cfg.fresh and st.root.exists():
         shutil.rmtree(st.root)
+    made = st.path("quickstart_config.yaml")
+    if made.is_file():  # finished stages are skipped: their weights would be another rounding's
+        was = (yaml.safe_load(made.read_text()) or {}).get("cpu_isa", "")
+        check(was == cfg.cpu_isa, f"{st.root} was made with cpu_isa={json.dumps(was)}; resume it with the same "
+                                  "setting, or pass fresh=true (or another out=) to start over")
+    capability = pin_cpu_isa(cfg.cpu_isa)  # before any torch operation here or in a Ray worker this starts
     release = None if cfg.from_scratch else _release(cfg)
     st.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, st.path("quickstart_config.yaml"))
@@ -314,7 +330,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             # the captions only: other phrasings double the evaluation (`steve1 evaluate --config crafter` has them)
             f"seed={cfg.eval_seed}", world_arg, "workers=2", "paraphrases={}", *baseline])
 
-    summary = {"out": str(st.root), "minutes": round((time.time() - st.t0) / 60, 1),
+    summary = {"out": str(st.root), "minutes": round((time.time() - st.t0) / 60, 1), "cpu_capability": capability,
                "scenario": "from scratch" if release is None else f"fine-tune from {release}",
                "stage_seconds": {k: round(v, 1) for k, v in st.times.items()},
                "rollout_video": str(st.path("play", "rollout.mp4")), "rollout_metrics": play,
@@ -348,7 +364,7 @@ def _run(cfg: QuickstartConfig) -> int:
     return 0
 
 
-JOB = Job("quickstart", QuickstartConfig, _run, summary=__doc__.strip().splitlines()[0],
+JOB = Job("quickstart", QuickstartConfig, _run, summary=__doc__.strip().splitlines()[0], errors=(CpuIsaError,),
           examples="""
           steve1 quickstart                         # fine-tune from the released world models (README)
           steve1 quickstart tiny=true               # a few-minute smoke run

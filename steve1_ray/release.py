@@ -52,6 +52,7 @@ from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import (RELEASE_FILES, RELEASE_STEVE1, RELEASE_STEVE1_MODEL, RELEASED_DIR,
                                        checkpoint_files, latest_checkpoint, released_world)
 from steve1_ray.runner import Job, run_job
+from steve1_ray.numerics import CPU_ISAS, CpuIsaError, pin_cpu_isa
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
 from steve1_ray.world.config import WorldConfig, world_override
@@ -141,6 +142,11 @@ class ReleaseConfig:
     committed release since session 24; 131072 before, with hindsight goals alone)"""
     prior_epochs: int = 50
     """epochs of the prior's training (the original's 50)"""
+    cpu_isa: str = "avx2"
+    """the CPU kernels every stage runs (`steve1_ray.numerics`): `avx2` pins torch's, MKL's and oneDNN's to AVX2, so an
+    AVX-512 machine trains what the committed release's AVX2 machine trained (with the machine's own AVX-512 kernels
+    the world embedder diverged from epoch 1: benchmarks/RESULTS.md, session 41); a CPU without AVX2 runs its own and
+    says so; "" = the machine's own everywhere"""
     tiny: bool = False
     """smallest settings everywhere (tests)"""
 
@@ -148,6 +154,7 @@ class ReleaseConfig:
         check(self.episodes >= 2, f"episodes={self.episodes!r}: need at least 2 (some are held out for validation)")
         check(self.max_steps >= 64, f"max_steps={self.max_steps!r}: episodes need at least 64 frames")
         check(self.appetite in ("eager", "needs"), f"appetite={self.appetite!r}: choose eager or needs")
+        check(self.cpu_isa in CPU_ISAS, f"cpu_isa={self.cpu_isa!r}: choose one of {list(CPU_ISAS)}")
         check(self.world.backend == "crafter",
               f"world.backend={self.world.backend!r}: the release records with crafter's scripted demonstrators")
         check(self.foundation_frames > 0, f"foundation_frames={self.foundation_frames!r} must be > 0")
@@ -255,11 +262,12 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         # A finished embedder stage is skipped: resumed with other epochs, the manifest would name epochs it never had.
         keys = ((("goal_whiten", False), ("steve1_policy", ""), ("appetite", "eager"), ("stop_at_full", False),
                  ("free_play", False), ("goal_balance", 0.0), ("embedder_epochs", 8))
-                + ((("text_epochs", 0),) if cfg.goal_whiten else ()))
+                + ((("text_epochs", 0),) if cfg.goal_whiten else ()) + (("cpu_isa", ""),))
         for key, default in keys:
             was = made.get(key, default)
             check(was == getattr(cfg, key), f"{work} was made with {key}={json.dumps(was)}; resume it with the "
                                             "same setting, or start over in a new work folder")
+    capability = pin_cpu_isa(cfg.cpu_isa)  # before any stage runs a torch operation or starts a Ray worker
     save_config(cfg, work / "release_config.yaml")
     print(f"steve1 release-world: intermediate files in {work}, the release in {Path(cfg.out or RELEASED_DIR / 'world').resolve()}")
     connect(private=True, num_cpus=max(2, os.cpu_count() or 2), log_to_driver=False,
@@ -365,6 +373,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         "command": "steve1 release-world" + (" " + shlex.join(argv) if argv else ""),
         "commit": commit,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_capability": capability,  # torch's kernels, as pinned by cpu_isa
         "world": to_dict(cfg.world),
         "config": to_dict(cfg),
         "files": files,
@@ -402,7 +411,7 @@ def _run(cfg: ReleaseConfig, argv: list[str] | None = None) -> int:
     return 0
 
 
-JOB = Job("release-world", ReleaseConfig, _run, summary=__doc__.strip().splitlines()[0],
+JOB = Job("release-world", ReleaseConfig, _run, summary=__doc__.strip().splitlines()[0], errors=(CpuIsaError,),
           examples="""
           steve1 release-world                       # the committed release (hours on 2 CPU cores; re-run resumes)
           steve1 release-world tiny=true out=/tmp/rw work=/tmp/rw-work   # a smoke run""")

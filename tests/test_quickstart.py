@@ -185,7 +185,7 @@ def test_quickstart_free_play_gives_the_fine_tune_its_recording(stage_plan, tmp_
     for free_play in (True, False):
         out = tmp_path / str(free_play)
         with pytest.raises(PlanStop):
-            run_quickstart(QuickstartConfig(out=str(out), free_play=free_play, appetite="needs"))
+            run_quickstart(QuickstartConfig(out=str(out), free_play=free_play, appetite="needs", cpu_isa=""))
         (_, record), *_, (command, train) = stage_plan
         assert command == "train" and "appetite=needs" in record and "focus_order=cycle" in record
         assert f"goal_segments={out / 'world'}" in train
@@ -268,3 +268,20 @@ def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_pa
     assert re.search(r"^\| total +\| \S+ \|$", proc.stdout, re.M)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenario"].startswith("fine-tune from")
+
+
+def test_a_quickstart_folder_resumes_only_with_the_cpu_kernels_it_was_made_with(tmp_path, capsys):
+    """Finished stages are skipped on a re-run: a folder trained with the machine's own kernels (before session 41,
+    or cpu_isa=) must not be finished with the pinned ones, whose rounding differs."""
+    from steve1_ray.quickstart import main
+
+    out = tmp_path / "qs"
+    out.mkdir()
+    (out / "quickstart_config.yaml").write_text("episodes: 24\n")  # made before cpu_isa existed
+    assert main([f"out={out}"]) == 2
+    assert 'made with cpu_isa=""' in capsys.readouterr().err
+    assert (out / "quickstart_config.yaml").read_text() == "episodes: 24\n"
+    (out / "quickstart_config.yaml").write_text("cpu_isa: avx2\n")
+    assert main([f"out={out}", "cpu_isa="]) == 2
+    assert 'made with cpu_isa="avx2"' in capsys.readouterr().err
+

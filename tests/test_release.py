@@ -249,6 +249,11 @@ def test_release_world_tiny_default_runs_the_text_tower_after_the_policies(tmp_p
     steve1, text, prior = (next(i for i, n in enumerate(names) if n.startswith(p))
                            for p in ("train STEVE-1", "train the embedder's text tower", "train the prior"))
     assert steve1 < text < prior == len(names) - 1, names
+    # every stage ran the pinned AVX2 kernels (the committed release's), wherever the CPU has them
+    from steve1_ray.numerics import cpu_flags
+
+    if "avx2" in cpu_flags():
+        assert json.loads((out / "manifest.json").read_text())["cpu_capability"] == "AVX2"
     assert yaml.safe_load((work / "prior_text" / "prior.yaml").read_text())["mineclip_path"] == str(work / "text_tower" / "mineclip.pth")
     assert (out / "mineclip.pth").read_bytes() == (work / "text_tower" / "mineclip.pth").read_bytes()
 
@@ -279,7 +284,7 @@ def test_release_free_play_reaches_the_goal_stage_only(stage_plan, tmp_path):
     for free_play in (True, False):
         work = tmp_path / str(free_play)
         with pytest.raises(PlanStop):
-            run_release(ReleaseConfig(out=str(tmp_path / "out"), work=str(work), free_play=free_play,
+            run_release(ReleaseConfig(out=str(tmp_path / "out"), work=str(work), free_play=free_play, cpu_isa="",
                                       appetite="needs"), [])
         record, train = stage_plan[0][1], {a.split("=")[1]: argv for c, argv in stage_plan if c == "train"
                                             for a in argv if a.startswith("run_name=")}
@@ -324,6 +329,11 @@ def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_pat
     small = ["episodes=2", "max_steps=64", "foundation_frames=64", "goal_frames=64", "text_epochs=0", "prior_epochs=1"]
     assert main([f"work={work}", f"out={tmp_path / 'out'}", "embedder_epochs=8", *small]) == 2
     assert "made with embedder_epochs=20" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # nor with other CPU kernels (a folder from before session 41 ran the machine's own): its trained stages would
+    # mix two roundings
+    assert main([f"work={work}", f"out={tmp_path / 'out'}", "embedder_epochs=20", *small]) == 2
+    assert 'made with cpu_isa=""' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
