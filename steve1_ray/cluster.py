@@ -50,8 +50,14 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
     """Join or start a Ray cluster by the rule above; returns the `ray` module.
 
     `num_cpus`, `include_dashboard` and `env_vars` (put into every worker's environment) apply to a cluster this
-    process starts; a cluster that is joined keeps its own."""
+    process starts; a cluster that is joined keeps its own. The CPU-kernel pin (`steve1_ray.numerics`), when this
+    process has one, goes to the workers of a cluster it joins by address too; a submitted job's workers take the
+    job's runtime environment (`ray job submit --runtime-env-json`)."""
     import ray
+
+    from steve1_ray.numerics import pinned_env
+
+    pin = pinned_env()
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     if ray.is_initialized():
@@ -62,17 +68,17 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
         ray.init(log_to_driver=log_to_driver)
         return ray
     if address and address != "local":  # rule 3: a cluster's address
-        env = {"RAY_ADDRESS": address} if dashboard else {}
+        env = {**pin, **({"RAY_ADDRESS": address} if dashboard else {})}
         ray.init(address=address, log_to_driver=log_to_driver, runtime_env={"env_vars": env} if env else None)
         return ray
     started = None if private or address == "local" else started_cluster()
     if started:  # rule 4
         try:
-            ray.init(address=started, log_to_driver=log_to_driver)
+            ray.init(address=started, log_to_driver=log_to_driver, runtime_env={"env_vars": pin} if pin else None)
             return ray
         except (ConnectionError, RuntimeError):  # it stopped in between
             pass
-    env = dict(env_vars or {})  # rule 5 (and RAY_ADDRESS=local): start one
+    env = {**pin, **(env_vars or {})}  # rule 5 (and RAY_ADDRESS=local): start one
     kwargs: dict = {} if include_dashboard is None else {"include_dashboard": include_dashboard}
     if dashboard:
         port = _free_port()

@@ -34,6 +34,23 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def pinned_env() -> dict[str, str]:
+    """The pin's variables as this process has them (for the workers of a cluster it joins); empty without a pin."""
+    keys = {k for env in ISA_ENV.values() for k in env}
+    return {k: os.environ[k] for k in sorted(keys) if k in os.environ}
+
+
+def has_isa(isa: str, cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU runs `isa`'s kernels: /proc/cpuinfo's flags (ATen's own AVX2 needs FMA too), else torch's
+    probe where there is no /proc/cpuinfo (macOS, Windows); the probe does not fix torch's choice of kernels."""
+    flags = cpu_flags(cpuinfo)
+    if flags:
+        return isa in flags and "fma" in flags
+    import torch
+
+    return bool(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)())
+
+
 def pin_cpu_isa(isa: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """Pin the kernels to `isa` ("avx2"; "" leaves the machine's best) and return torch's CPU capability after.
 
@@ -45,17 +62,22 @@ def pin_cpu_isa(isa: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str:
 
     if not isa:
         return torch.backends.cpu.get_cpu_capability()
-    if isa not in cpu_flags(cpuinfo):
-        print(f"warning: cpu_isa={isa}: this CPU has no {isa.upper()}, so its own kernels run and the numbers will "
-              "differ from the committed files'", flush=True)
+    if not has_isa(isa, cpuinfo):
+        print(f"warning: cpu_isa={isa}: could not find {isa.upper()} on this CPU, so its own kernels run and the "
+              "numbers will differ from the committed files'", flush=True)
         return torch.backends.cpu.get_cpu_capability()
-    for key, value in ISA_ENV[isa].items():
+    for key, value in ISA_ENV[isa].items():  # all checked before any is set
         have = os.environ.get(key)
         if have is not None and have.lower() != value.lower():
-            raise CpuIsaError(f"cpu_isa={isa} needs {key}={value}, but the environment sets {key}={have}")
-        os.environ[key] = value
+            raise CpuIsaError(f"cpu_isa={isa} needs {key}={value}, but the environment sets {key}={have}: unset it, "
+                              f"or pass cpu_isa= to run with the environment's setting")
+    before = {k: os.environ.get(k) for k in ISA_ENV[isa]}
+    os.environ.update(ISA_ENV[isa])
     got = torch.backends.cpu.get_cpu_capability()
     if got.lower() != isa:
+        for k, v in before.items():  # leave the environment as it was: later subprocesses must not inherit half a pin
+            if v is None:
+                os.environ.pop(k, None)
         raise CpuIsaError(f"cpu_isa={isa}: torch chose its {got} kernels in this process before the pin; start "
-                           f"the process with " + " ".join(f"{k}={v}" for k, v in ISA_ENV[isa].items()))
+                          f"the process with " + " ".join(f"{k}={v}" for k, v in ISA_ENV[isa].items()))
     return got

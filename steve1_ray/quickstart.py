@@ -136,11 +136,12 @@ class QuickstartConfig:
     port: int = 8000
     """HTTP port the served app listens on (http://127.0.0.1:<port>)"""
     cpu_isa: str = "avx2"
-    """the CPU kernels every stage runs (`steve1_ray.numerics`): `avx2` pins torch's, MKL's and oneDNN's to AVX2, so
-    every x86-64 machine with AVX2 trains the same weights and plays the same evaluation (with its own AVX-512
-    kernels a machine rounds differently and follows other prompts: benchmarks/RESULTS.md, sessions 39 and 41); a
-    CPU without AVX2 runs its own and says so; "" = the machine's own. A folder resumes only with the setting it
-    was made with"""
+    """the CPU kernels every stage runs (`steve1_ray.numerics`): `avx2` pins torch's, MKL's and oneDNN's to AVX2, the
+    kernels the committed release was made with, so that an AVX-512 machine rounds as an AVX2 one does (with its own
+    AVX-512 kernels the release's embedder, re-run, diverged from its first epoch: benchmarks/RESULTS.md, session
+    41); a CPU without AVX2 runs its own and says so; "" = the machine's own. A folder resumes only with the setting
+    it was made with. `steve1 evaluate` and `steve1 train` run alone do not pin: set the three variables
+    (`steve1_ray.numerics.ISA_ENV`) to repeat a stage with the quick start's kernels"""
     tiny: bool = False
     """smallest settings everywhere (the smoke test of the quick start)"""
     fresh: bool = False

@@ -51,8 +51,8 @@ from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import (RELEASE_FILES, RELEASE_STEVE1, RELEASE_STEVE1_MODEL, RELEASED_DIR,
                                        checkpoint_files, latest_checkpoint, released_world)
-from steve1_ray.runner import Job, run_job
 from steve1_ray.numerics import CPU_ISAS, CpuIsaError, pin_cpu_isa
+from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
 from steve1_ray.world.config import WorldConfig, world_override

@@ -65,10 +65,30 @@ def test_no_pin_leaves_the_machine_its_own_kernels():
     assert r["err"] is None and r["got"] == r["now"] and r["env"] == dict.fromkeys(ENV_KEYS)
 
 
-def test_a_conflicting_setting_in_the_environment_is_refused():
-    r = _fresh(PIN.format(op_first=False, isa="avx2", keys=ENV_KEYS), ATEN_CPU_CAPABILITY="avx512")
-    if HAS_AVX2:
-        assert r["got"] is None and "ATEN_CPU_CAPABILITY=avx512" in r["err"]
+@pytest.mark.skipif(not HAS_AVX2, reason="the CPU has no AVX2")
+def test_a_conflicting_setting_in_the_environment_is_refused_and_nothing_is_half_set():
+    r = _fresh(PIN.format(op_first=False, isa="avx2", keys=ENV_KEYS), ATEN_CPU_CAPABILITY="default")
+    assert r["got"] is None and "ATEN_CPU_CAPABILITY=default" in r["err"] and "cpu_isa=" in r["err"]
+    assert r["env"] == {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": None, "ONEDNN_MAX_CPU_ISA": None}
+
+
+CONV = """
+import hashlib, json, torch
+{pin}
+g = torch.Generator().manual_seed(0)
+x, w = torch.randn(4, 16, 32, 32, generator=g), torch.randn(32, 16, 3, 3, generator=g)
+y = torch.nn.functional.conv2d(x, w, padding=1) @ torch.randn(32, 32, generator=g)
+print(json.dumps(hashlib.sha256(y.numpy().tobytes()).hexdigest()))
+"""
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="the CPU has no AVX2")
+def test_the_pin_in_process_computes_what_the_variables_set_at_start_compute():
+    """oneDNN's convolution and MKL's matmul, not only torch's own kernels, follow the in-process pin."""
+    pinned = _fresh(CONV.format(pin="from steve1_ray.numerics import pin_cpu_isa; pin_cpu_isa('avx2')"))
+    at_start = _fresh(CONV.format(pin=""), ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2",
+                      ONEDNN_MAX_CPU_ISA="AVX2")
+    assert pinned == at_start
 
 
 def test_a_cpu_without_avx2_keeps_its_kernels_and_says_so(tmp_path, capsys, monkeypatch):
@@ -78,7 +98,7 @@ def test_a_cpu_without_avx2_keeps_its_kernels_and_says_so(tmp_path, capsys, monk
     info.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 avx\n\nprocessor\t: 1\nflags\t\t: fpu sse sse2 avx\n")
     assert cpu_flags(info) == {"fpu", "sse", "sse2", "avx"}
     pin_cpu_isa("avx2", cpuinfo=info)
-    assert "has no AVX2" in capsys.readouterr().out
+    assert "could not find AVX2" in capsys.readouterr().out
     assert not any(k in os.environ for k in ENV_KEYS)
     assert cpu_flags(tmp_path / "missing") == set()
 

@@ -249,7 +249,7 @@ def test_release_world_tiny_default_runs_the_text_tower_after_the_policies(tmp_p
     steve1, text, prior = (next(i for i, n in enumerate(names) if n.startswith(p))
                            for p in ("train STEVE-1", "train the embedder's text tower", "train the prior"))
     assert steve1 < text < prior == len(names) - 1, names
-    # every stage ran the pinned AVX2 kernels (the committed release's), wherever the CPU has them
+    # the command pinned the AVX2 kernels (the committed release's) before its stages, wherever the CPU has them
     from steve1_ray.numerics import cpu_flags
 
     if "avx2" in cpu_flags():
