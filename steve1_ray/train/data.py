@@ -136,14 +136,14 @@ class ShardEpisodes:
         """From the episode's index entry; None for datasets written before links were recorded."""
         return self._links.get(episode_id)
 
-    def window_embeddings(self) -> np.ndarray | None:
+    def window_embeddings(self, width: int) -> np.ndarray:
         """Every valid window embedding of the dataset (its goals), episode after episode: (N, D) float32;
-        None for a dataset without episodes. Read once, not cached (for fits over the whole dataset)."""
+        (0, width) for a dataset without episodes. Read once, not cached (for fits over the whole dataset)."""
         rows = []
         for eid in self.episode_ids():
             ep = self._shards.load_episode(self.root, eid, columns=["embeds", "embed_valid"])
             rows.append(np.asarray(ep["embeds"], np.float32)[np.asarray(ep["embed_valid"], bool)])
-        return np.concatenate(rows) if rows else None
+        return np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
 
 
 class MultiSource:

@@ -53,8 +53,7 @@ def whiten_embedder(embedder: str | Path, data: str, out: str | Path, rel_eps: f
     if model.cfg.goal_whiten:
         raise ValueError(f"{embedder} is whitened already; fit on a dataset embedded with the embedder it was "
                          "made from")
-    x = ShardEpisodes(data).window_embeddings()
-    x = np.zeros((0, model.embed_dim), np.float32) if x is None else x
+    x = ShardEpisodes(data).window_embeddings(model.embed_dim)
     if x.shape[1] != model.embed_dim:
         raise ValueError(f"{data} holds {x.shape[1]}-d embeddings, {embedder} makes {model.embed_dim}-d ones: "
                          "not a dataset this embedder made")

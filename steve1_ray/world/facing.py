@@ -132,8 +132,7 @@ def data_variance_share(axes: np.ndarray, data: str) -> dict:
     """Share of the variance of a dataset's valid window embeddings (its goals) that lies on `axes`."""
     from steve1_ray.train.data import ShardEpisodes
 
-    x = ShardEpisodes(data).window_embeddings()
-    x = np.zeros((0, axes.shape[1])) if x is None else x.astype(np.float64)
+    x = ShardEpisodes(data).window_embeddings(axes.shape[1]).astype(np.float64)
     if x.ndim != 2 or x.shape[1] != axes.shape[1] or len(x) < 2:
         raise ValueError(f"{data}: {len(x)} window embeddings of width {x.shape[1] if x.ndim == 2 else '?'}; "
                          f"need at least 2 of width {axes.shape[1]} (a dataset this embedder made)")
