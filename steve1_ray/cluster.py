@@ -23,6 +23,7 @@ by `ray start` (set RAY_ADDRESS to use one).
 """
 from __future__ import annotations
 
+import json
 import os
 
 
@@ -65,6 +66,8 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
     address = os.environ.get("RAY_ADDRESS", "")
     submitted = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
     if submitted or address.startswith(("http://", "https://", "ray://")):  # rule 2
+        if submitted and pin:
+            _warn_unpinned_job(pin)
         ray.init(log_to_driver=log_to_driver)
         return ray
     if address and address != "local":  # rule 3: a cluster's address
@@ -87,6 +90,20 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
     ray.init(address="local", num_cpus=num_cpus, log_to_driver=log_to_driver,
              runtime_env={"env_vars": env} if env else None, **kwargs)
     return ray
+
+
+def _warn_unpinned_job(pin: dict[str, str]) -> None:
+    """A submitted job's workers take the job's runtime environment, not its driver's: say so where that environment
+    does not pin the CPU kernels the driver was pinned to (the workers would compute with the cluster's own)."""
+    try:
+        job = json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]).get("runtime_env") or {}
+        env = job.get("env_vars") or {}
+    except (ValueError, AttributeError):
+        env = {}
+    if any(env.get(k) != v for k, v in pin.items()):
+        print("warning: this job's workers take the job's runtime environment, which does not pin the CPU kernels "
+              f"its driver runs ({', '.join(f'{k}={v}' for k, v in pin.items())}): submit it with --runtime-env-json "
+              f"'{json.dumps({'env_vars': pin})}' to run them everywhere (docs/world.md)", flush=True)
 
 
 def check_workers_fit(num_workers: int, cpus_per_worker: float, use_gpu: bool = False,

@@ -15,6 +15,7 @@ from pathlib import Path
 # the libraries' own switches: torch's ATen kernels, MKL's BLAS, oneDNN's convolutions
 ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 CPU_ISAS = ("", *ISA_ENV)
+DEFAULT_CPU_ISA = "avx2"  # every `steve1` command's, and the committed files' (made on an AVX2 machine)
 
 
 class CpuIsaError(ValueError):
@@ -79,5 +80,6 @@ def pin_cpu_isa(isa: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str:
             if v is None:
                 os.environ.pop(k, None)
         raise CpuIsaError(f"cpu_isa={isa}: torch chose its {got} kernels in this process before the pin; start "
-                          f"the process with " + " ".join(f"{k}={v}" for k, v in ISA_ENV[isa].items()))
+                          f"the process with " + " ".join(f"{k}={v}" for k, v in ISA_ENV[isa].items())
+                          + ", or pass cpu_isa= to run the machine's own")
     return got

@@ -140,8 +140,8 @@ class QuickstartConfig:
     kernels the committed release was made with, so that an AVX-512 machine rounds as an AVX2 one does (with its own
     AVX-512 kernels the release's embedder, re-run, diverged from its first epoch: benchmarks/RESULTS.md, session
     41); a CPU without AVX2 runs its own and says so; "" = the machine's own. A folder resumes only with the setting
-    it was made with. `steve1 evaluate` and `steve1 train` run alone do not pin: set the three variables
-    (`steve1_ray.numerics.ISA_ENV`) to repeat a stage with the quick start's kernels"""
+    it was made with. Each stage's job gets the same setting; every `steve1` job run alone pins AVX2 by default too,
+    so a stage re-run alone computes what it computed here"""
     tiny: bool = False
     """smallest settings everywhere (the smoke test of the quick start)"""
     fresh: bool = False
@@ -247,7 +247,7 @@ def _train_args(shards: Path, samplings: Path, train_dir: Path, run_name: str, n
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
-    st = Stages(cfg.out, "quickstart")
+    st = Stages(cfg.out, "quickstart", cpu_isa=cfg.cpu_isa)
     if cfg.fresh and st.root.exists():
         shutil.rmtree(st.root)
     made = st.path("quickstart_config.yaml")

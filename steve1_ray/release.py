@@ -249,7 +249,7 @@ def export_foundation(model: Path, weights: Path, out: Path) -> dict:
 def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     commit = _git_commit()  # the code that runs is the code at the start
     work = Path(cfg.work).resolve()
-    st = Stages(work, "release-world")
+    st = Stages(work, "release-world", cpu_isa=cfg.cpu_isa)
     work.mkdir(parents=True, exist_ok=True)
     before = work / "release_config.yaml"
     if before.is_file():  # stages are resumed by position: a folder made with the other goal space (or the other

@@ -3,7 +3,8 @@
 Used by the multi-stage commands (`steve1 quickstart`, `steve1 release-world`). A stage whose `done` file exists
 is skipped, so re-running a pipeline resumes it (training stages resume from their own checkpoints). Every stage
 prints the `steve1 ...` command it runs, so it can be re-run or scaled up alone; `table()` is the summary of
-stage times printed at the end.
+stage times printed at the end. Each stage's job pins the CPU kernels as the pipeline's `cpu_isa` says (the runner's
+`cpu_isa=`), so a pipeline run with `cpu_isa=` keeps the machine's own kernels in every stage.
 """
 from __future__ import annotations
 
@@ -13,15 +14,19 @@ import shlex
 import time
 from pathlib import Path
 
+from steve1_ray.numerics import DEFAULT_CPU_ISA
 from steve1_ray.progress import duration
 
 
 class Stages:
     """Runs each stage as its job's `main(argv)`, printing the equivalent command and the time it took."""
 
-    def __init__(self, root: str | Path, prefix: str):
+    def __init__(self, root: str | Path, prefix: str, cpu_isa: str = DEFAULT_CPU_ISA):
         self.root = Path(root).resolve()
         self.prefix = prefix  # the pipeline's name in its error messages
+        # given to every stage's job, and shown in its command, where it is not the jobs' default; a stage's record
+        # (its resume check) keeps the arguments without it, since the pipeline checks its cpu_isa itself
+        self.extra = [] if cpu_isa == DEFAULT_CPU_ISA else [f"cpu_isa={cpu_isa}"]
         self.times: dict[str, float] = {}
         self.skipped: set[str] = set()
         self.t0 = time.time()
@@ -45,9 +50,9 @@ class Stages:
             self.skipped.add(name)
             return
         print(f"\n[{n}] {name}  (t+{duration(time.time() - self.t0)})\n    $ steve1 {command} "
-              + " ".join(shlex.quote(a) for a in argv), flush=True)
+              + " ".join(shlex.quote(a) for a in argv + self.extra), flush=True)
         t = time.time()
-        rc = importlib.import_module(module).main(argv)
+        rc = importlib.import_module(module).main(argv + self.extra)
         if rc not in (0, None):
             raise SystemExit(f"{self.prefix}: stage {name!r} failed (exit {rc}); see the output above")
         self.times[name] = time.time() - t

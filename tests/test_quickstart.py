@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from steve1_ray.numerics import ISA_ENV, cpu_flags
+
+ISA_KEYS = tuple(ISA_ENV["avx2"])
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -198,13 +201,18 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     import yaml
 
     out = tmp_path / "qs"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
+    env = {k: v for k, v in os.environ.items() if k not in (*ISA_KEYS, "RAY_ADDRESS")}
+    env.update(RAY_AUTH_MODE="disabled", PYTHONWARNINGS="ignore")
+    # cpu_isa= (the machine's own kernels) reaches every stage's job: each would pin AVX2 by default, and on an
+    # AVX-512 machine refuse to (torch chose its kernels in the quick start's process already)
     proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
-                           "port=8123", "world.tree_logs=2", "event_frames=512", "from_scratch=true"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=840)
+                           "port=8123", "world.tree_logs=2", "event_frames=512", "from_scratch=true", "cpu_isa="],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=840)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
+    own = summary["cpu_capability"]
+    assert proc.stdout.count(f'CPU kernels: {own} (cpu_isa="")') >= 6 and "$ steve1 train " in proc.stdout
+    assert all(line.endswith(" cpu_isa=") for line in proc.stdout.splitlines() if line.startswith("    $ steve1 "))
     # every stage ran and produced what the next one reads
     assert (out / "world" / "index.json").exists() and (out / "world" / "captions.jsonl").exists()
     # recording and evaluation play in the same world (tree_logs reaches both)
@@ -244,6 +252,11 @@ def test_quickstart_tiny_finetunes_from_the_committed_release(wheel_site, tmp_pa
     proc = subprocess.run([sys.executable, "-m", "steve1_ray.cli", "quickstart", "tiny=true", f"out={out}",
                            "port=8126"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=840)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    if {"avx2", "fma"} <= cpu_flags():  # every stage's job runs the pinned kernels; the commands show the default
+        assert json.loads((out / "summary.json").read_text())["cpu_capability"] == "AVX2"
+        assert proc.stdout.count('CPU kernels: AVX2 (cpu_isa="avx2")') >= 5
+    commands = [line for line in proc.stdout.splitlines() if line.startswith("    $ steve1 ")]
+    assert len(commands) >= 5 and not any("cpu_isa" in line for line in commands)
     recorded = yaml.safe_load((out / "world" / "record_config.yaml").read_text())
     assert recorded["seed"] == 0 and recorded["world"]["tree_logs"] == 4  # other seeds than the release's, its world
     assert "eat_cow" in recorded["focus_goals"] and recorded["focus_order"] == "cycle"

@@ -58,3 +58,16 @@ def test_a_failing_stage_stops_the_pipeline_with_its_name(tmp_path, job):
         Stages(tmp_path, "demo").run("bad", "fake", "fake_stage_job", [str(tmp_path / "b"), "fail"],
                                      done=tmp_path / "b")
     assert not (tmp_path / ".stages" / "01-fake.json").exists()  # nothing recorded for a failed stage
+
+
+def test_the_pipelines_cpu_isa_reaches_every_stage_but_not_its_resume_record(tmp_path, job, capsys):
+    """`steve1 quickstart cpu_isa=` runs each stage's job with `cpu_isa=` (each job pins AVX2 by default); the
+    default adds nothing, so a folder resumes whichever way its stages were recorded (the pipeline checks cpu_isa)."""
+    Stages(tmp_path, "demo", cpu_isa="").run("first", "fake", "fake_stage_job", [str(tmp_path / "a"), "x"],
+                                             done=tmp_path / "a")
+    assert job == [[str(tmp_path / "a"), "x", "cpu_isa="]]
+    assert f"$ steve1 fake {tmp_path / 'a'} x cpu_isa=" in capsys.readouterr().out
+    again = Stages(tmp_path, "demo")  # the default: the record matches, the stage is skipped
+    again.run("first", "fake", "fake_stage_job", [str(tmp_path / "a"), "x"], done=tmp_path / "a")
+    again.run("second", "fake", "fake_stage_job", [str(tmp_path / "b"), "y"], done=tmp_path / "b")
+    assert job[1:] == [[str(tmp_path / "b"), "y"]] and "already done" in capsys.readouterr().out
