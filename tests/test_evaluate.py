@@ -154,6 +154,11 @@ def test_evaluate_job_end_to_end_writes_report(ray_cluster, tmp_path, capsys, mo
     assert "evaluate: 100%" in err and "48/48" in err and "episodes=6" in err  # the progress bar
     report = (out / "report.md").read_text()
     assert "| `collect wood` | collect_wood | 6 | 2 |" in report
+    import re
+
+    import torch  # the kernels the workers played with (conftest pins AVX2 where the CPU has it): named in the header
+
+    assert re.search(rf"on \d+ workers, CPU kernels {torch.backends.cpu.get_cpu_capability()}\n", report)
     assert "| *no goal* | collect_wood | uncond. | 2 |" in report
     episodes = json.loads((out / "episodes.json").read_text())
     assert len(episodes) == 6 and all(e["steps"] == 8 for e in episodes)

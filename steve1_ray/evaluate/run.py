@@ -340,6 +340,10 @@ def _record(job: dict, steps: int, died: bool, metrics: dict, seconds: float, er
     rec.update(steps=steps, died=died, metrics=metrics, video=None, seconds=round(seconds, 3))
     if error:
         rec["error"] = error
+    else:  # the kernels the process that played it ran (`steve1_ray.numerics`): the report names them
+        import torch
+
+        rec["cpu_kernels"] = torch.backends.cpu.get_cpu_capability()
     return rec
 
 
@@ -640,6 +644,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
         raise RuntimeError(f"every episode failed (see {out / 'failed.json'}); the first error: {first}")
     wall = time.time() - t0
     steps = sum(e["steps"] for e in episodes)
+    kernels = sorted({e["cpu_kernels"] for e in episodes if e.get("cpu_kernels")})  # two where workers differed
     foundation = ""
     if baseline is not None:
         loaded = getattr(baseline, "load_report", None)
@@ -651,6 +656,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
               f"{cfg.episodes} episodes per cell, at most {cfg.max_steps} steps; seed {cfg.seed}",
               f"- {len(episodes)} episodes, {steps} steps in {wall:.0f} s "
               f"({steps / max(wall, 1e-9):.0f} steps/s) on {cfg.workers} workers"
+              + (f", CPU kernels {' + '.join(kernels)}" if kernels else "")
               + (f"; **{len(failed)} episodes failed**, see failed.json" if failed else "")]
     report = write_report(episodes, out, cfg.confidence, cfg.seed, header_lines=header)
     return report
