@@ -107,8 +107,13 @@ def test_local_mode_resume_matches_uninterrupted_run(ray_cluster, dataset, tmp_p
     part = _cfg(dataset, tmp_path, "resumed", stop_after_steps=6)
     first = run_training(part)
     assert first.metrics["steps"] == 6
+    kernels = torch.backends.cpu.get_cpu_capability()  # the checkpoint says which kernels trained it
+    mid = Path(first.checkpoint.path) / "training_state/progress.json"
+    assert json.loads(mid.read_text())["cpu_kernels"] == kernels
     second = run_training(_cfg(dataset, tmp_path, "resumed"))
     assert second.metrics["frames"] == 256
+    assert json.loads((Path(second.checkpoint.path) / "training_state/progress.json").read_text())["cpu_kernels"] \
+        == kernels
     a, b = _losses(full), _losses(part)
     assert sorted(a) == sorted(b) == list(range(1, 17))
     for step in a:

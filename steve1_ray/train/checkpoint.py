@@ -51,6 +51,7 @@ class Progress:
     attempt: int = 0           # how many times this run has (re)started from a checkpoint
     skipped_steps: int = 0     # optimizer steps skipped for a non-finite loss or gradient norm
     nonfinite_in_a_row: int = 0
+    cpu_kernels: str = ""      # torch's CPU kernels when the run last (re)started ("" in older checkpoints)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -58,6 +59,17 @@ class Progress:
     @classmethod
     def from_json(cls, text: str) -> "Progress":
         return cls(**json.loads(text))
+
+
+def kernels_note(recorded: str, now: str) -> str | None:
+    """The warning for a run resumed with other CPU kernels than it was trained with (`steve1_ray.numerics`): from
+    there on it rounds differently, so it no longer repeats an uninterrupted run. None where nothing changed or the
+    checkpoint does not say."""
+    if not recorded or recorded == now:
+        return None
+    return (f"warning: this run was trained with torch's {recorded} CPU kernels and resumes with {now}: from here "
+            f"it rounds differently from an uninterrupted run (resume on the same kind of CPU, or with the cpu_isa= "
+            f"it was started with)")
 
 
 class NonFiniteError(RuntimeError):

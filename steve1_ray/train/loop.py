@@ -67,6 +67,7 @@ def train_loop_per_worker(config: dict) -> None:
         setup.mark("ddp")
     log = RunLog(cfg, rank == 0, purge_step=progress.steps if resumed else None, sink=sink)
     log.start(progress, resumed, train_set, val_set, policy, world, device)
+    progress.cpu_kernels = torch.backends.cpu.get_cpu_capability()  # what the checkpoints from here were made with
     validation = Validation(policy, val_set, cfg, rank, world, device, log)
     train_metrics = TrainMetrics(cfg, log, device)
 

@@ -13,7 +13,7 @@ import time
 import torch
 
 from steve1_ray.progress import duration, seconds_left
-from steve1_ray.train.checkpoint import Progress
+from steve1_ray.train.checkpoint import Progress, kernels_note
 from steve1_ray.train.config import TrainConfig, is_uri
 from steve1_ray.train.validate import all_reduce_sum
 
@@ -81,8 +81,12 @@ class RunLog:
     def start(self, progress: Progress, resumed: bool, train_set, val_set, policy, world: int, device) -> None:
         """The two lines a run starts with: where it starts from, and what it trains on."""
         n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+        kernels = torch.backends.cpu.get_cpu_capability()
         self.line(("resumed from checkpoint: " if resumed else "starting: ") + f"{progress.frames:,} frames, "
-                  f"step {progress.steps}, epoch {progress.epoch} group {progress.group}")
+                  f"step {progress.steps}, epoch {progress.epoch} group {progress.group}; CPU kernels {kernels}")
+        note = kernels_note(progress.cpu_kernels, kernels) if resumed else None
+        if note:
+            self.line(note)
         self.line(f"{len(train_set)} train sequences ({train_set.n_frames:,} frames), {len(val_set)} val sequences; "
                   f"{n_params / 1e6:.2f}M trainable parameters; {world} worker(s) on {device}; "
                   f"{self.cfg.frames_per_step:,} frames per optimizer step")
