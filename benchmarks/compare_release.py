@@ -6,8 +6,8 @@
 Prints, for every file, whether its sha256 is the same, and for every training metric of the manifest (every leaf of
 `metrics`: the recordings' counts, each embedder epoch, the text tower's, the policies' validation losses, the
 prior's history) whether it is equal, or how far apart. Timings (`seconds`, `cpu_seconds`) and absolute paths (the
-work folders) are not compared. Exit 0 when every file is identical or every compared metric is within `--rtol`
-(default 0: equal), else 1.
+work folders) are not compared. Exit 0 when every file is identical, or when both manifests have the same metrics
+and each is within `--rtol` (default 0: equal); else 1.
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def leaves(x, path: str = "") -> dict[str, object]:
 
 def close(a, b, rtol: float) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if math.isnan(a) and math.isnan(b):
+            return True
         return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= rtol * max(abs(a), abs(b)))
     return a == b
 
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ... and {len(r['differ']) - 40} more")
     if r["missing"]:
         print(f"in one manifest only: {len(r['missing'])}, e.g. {', '.join(r['missing'][:5])}")
-    return 0 if all(r["files"].values()) or not r["differ"] else 1
+    reproduced = not r["differ"] and not r["missing"] and r["metrics"] > 0
+    return 0 if all(r["files"].values()) or reproduced else 1
 
 
 if __name__ == "__main__":

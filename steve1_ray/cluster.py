@@ -100,7 +100,7 @@ def _warn_unpinned_job(pin: dict[str, str]) -> None:
         env = job.get("env_vars") or {}
     except (ValueError, AttributeError):
         env = {}
-    if any(env.get(k) != v for k, v in pin.items()):
+    if any(str(env.get(k, "")).lower() != v.lower() for k, v in pin.items()):  # the libraries read them so
         print("warning: this job's workers take the job's runtime environment, which does not pin the CPU kernels "
               f"its driver runs ({', '.join(f'{k}={v}' for k, v in pin.items())}): submit it with --runtime-env-json "
               f"'{json.dumps({'env_vars': pin})}' to run them everywhere (docs/world.md)", flush=True)

@@ -31,3 +31,15 @@ def test_the_committed_manifest_matches_itself_and_a_changed_metric_is_named(tmp
     out = capsys.readouterr().out
     assert "mineclip.pth         DIFFERENT" in out and "embedder.history[0].train/loss:" in out
     assert cr.main([str(path), "--rtol", "1e-3"]) == 0
+
+
+def test_a_metric_in_one_manifest_only_is_not_a_pass(tmp_path, capsys):
+    committed = json.loads(cr.COMMITTED.read_text())
+    rerun = copy.deepcopy(committed)
+    rerun["files"]["prior.pt"]["sha256"] = "0" * 64  # a file differs, so the metrics must carry the verdict
+    rerun["metrics"]["prior"]["history"].pop()  # a shorter history: one epoch fewer
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(rerun))
+    assert cr.main([str(path), "--rtol", "1"]) == 1
+    assert "in one manifest only" in capsys.readouterr().out
+    assert cr.close(float("nan"), float("nan"), 0.0) and not cr.close(float("nan"), 1.0, 0.0)

@@ -308,11 +308,16 @@ def test_report_only_rerenders_from_episodes_json(tmp_path):
 
     from steve1_ray.evaluate.report import write_report
 
-    write_report(_episodes(), tmp_path)
+    episodes = _episodes()
+    write_report(episodes, tmp_path)
     (tmp_path / "report.md").unlink()
     assert main([f"out_dir={tmp_path}", "report_only=true", "confidence=0.5"]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "Means with 50% confidence intervals" in text and "| `chop a tree` | collect_wood | 6 | 10 |" in text
+    assert "CPU kernels" not in text  # records from before they were kept
+    write_report([{**e, "cpu_kernels": "AVX2"} for e in episodes], tmp_path)
+    assert main([f"out_dir={tmp_path}", "report_only=true"]) == 0
+    assert "; played with CPU kernels AVX2\n" in (tmp_path / "report.md").read_text()
     assert main([f"out_dir={tmp_path / 'nothing'}", "report_only=true"]) == 2
 
 

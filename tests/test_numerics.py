@@ -223,6 +223,10 @@ def test_a_submitted_job_whose_runtime_env_lacks_the_pin_is_warned(monkeypatch, 
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": pin}}))
     _warn_unpinned_job(pin)
     assert capsys.readouterr().out == ""
+    same = {**pin, "ATEN_CPU_CAPABILITY": "AVX2"}  # the libraries read the values case-insensitively
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": same}}))
+    _warn_unpinned_job(pin)
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason="the CPU has no AVX2")

@@ -146,7 +146,7 @@ def test_a_run_resumed_with_other_cpu_kernels_is_warned_and_old_checkpoints_stil
 
     assert kernels_note("AVX2", "AVX2") is None and kernels_note("", "AVX512") is None  # older checkpoints: silent
     note = kernels_note("AVX2", "AVX512")
-    assert note.startswith("warning: this run was trained with torch's AVX2 CPU kernels and resumes with AVX512")
+    assert note.startswith("warning: this run last (re)started with torch's AVX2 CPU kernels and resumes with AVX512")
     old = '{"frames": 32, "steps": 1, "epoch": 0, "group": 1, "best_val_loss": 3.0}'  # before cpu_kernels existed
     assert Progress.from_json(old).cpu_kernels == "" and Progress.from_json(old).steps == 1
     assert Progress.from_json(Progress(cpu_kernels="AVX2").to_json()).cpu_kernels == "AVX2"

@@ -689,7 +689,9 @@ def rerender_report(out: Path, confidence: float = 0.95, seed: int = 0) -> Path:
     episodes = json.loads(path.read_text())
     for ep in episodes:
         ep["metrics"] = {k: math.nan if v is None else v for k, v in ep["metrics"].items()}
-    header = [f"- re-rendered from episodes.json ({len(episodes)} episodes), confidence {confidence:g}"]
+    kernels = sorted({e["cpu_kernels"] for e in episodes if e.get("cpu_kernels")})  # none in older evaluations
+    header = [f"- re-rendered from episodes.json ({len(episodes)} episodes), confidence {confidence:g}"
+              + (f"; played with CPU kernels {' + '.join(kernels)}" if kernels else "")]
     return write_report(episodes, out, confidence, seed, header_lines=header)
 
 

@@ -67,9 +67,9 @@ def kernels_note(recorded: str, now: str) -> str | None:
     checkpoint does not say."""
     if not recorded or recorded == now:
         return None
-    return (f"warning: this run was trained with torch's {recorded} CPU kernels and resumes with {now}: from here "
-            f"it rounds differently from an uninterrupted run (resume on the same kind of CPU, or with the cpu_isa= "
-            f"it was started with)")
+    return (f"warning: this run last (re)started with torch's {recorded} CPU kernels and resumes with {now}: from "
+            f"here its CPU operations round differently from an uninterrupted run's (resume on the same kind of CPU, "
+            f"or with the cpu_isa= it was started with)")
 
 
 class NonFiniteError(RuntimeError):

@@ -84,7 +84,7 @@ class RunLog:
         kernels = torch.backends.cpu.get_cpu_capability()
         self.line(("resumed from checkpoint: " if resumed else "starting: ") + f"{progress.frames:,} frames, "
                   f"step {progress.steps}, epoch {progress.epoch} group {progress.group}; CPU kernels {kernels}")
-        note = kernels_note(progress.cpu_kernels, kernels) if resumed else None
+        note = kernels_note(progress.cpu_kernels, kernels) if resumed and device.type == "cpu" else None
         if note:
             self.line(note)
         self.line(f"{len(train_set)} train sequences ({train_set.n_frames:,} frames), {len(val_set)} val sequences; "
