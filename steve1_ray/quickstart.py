@@ -31,7 +31,7 @@ from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import (RELEASE_STEVE1, latest_checkpoint, released_policy_model,
                                        released_policy_weights)
-from steve1_ray.numerics import CPU_ISAS, CpuIsaError, pin_cpu_isa
+from steve1_ray.numerics import CPU_ISAS, DEFAULT_CPU_ISA, CpuIsaError, pin_cpu_isa
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
@@ -135,7 +135,7 @@ class QuickstartConfig:
     """the evaluation's seed (its worlds and the prior's samples); re-run `steve1 evaluate seed=1` to check"""
     port: int = 8000
     """HTTP port the served app listens on (http://127.0.0.1:<port>)"""
-    cpu_isa: str = "avx2"
+    cpu_isa: str = DEFAULT_CPU_ISA
     """the CPU kernels every stage runs (`steve1_ray.numerics`): `avx2` pins torch's, MKL's and oneDNN's to AVX2, the
     kernels the committed release was made with, so that an AVX-512 machine rounds as an AVX2 one does (with its own
     AVX-512 kernels the release's embedder, re-run, diverged from its first epoch: benchmarks/RESULTS.md, session

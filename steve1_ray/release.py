@@ -51,7 +51,7 @@ from steve1_ray.cluster import connect
 from steve1_ray.config import check, save_config, to_dict
 from steve1_ray.models.loading import (RELEASE_FILES, RELEASE_STEVE1, RELEASE_STEVE1_MODEL, RELEASED_DIR,
                                        checkpoint_files, latest_checkpoint, released_world)
-from steve1_ray.numerics import CPU_ISAS, CpuIsaError, pin_cpu_isa
+from steve1_ray.numerics import CPU_ISAS, DEFAULT_CPU_ISA, CpuIsaError, pin_cpu_isa
 from steve1_ray.runner import Job, run_job
 from steve1_ray.progress import duration
 from steve1_ray.stages import Stages, dataset_stages
@@ -142,7 +142,7 @@ class ReleaseConfig:
     committed release since session 24; 131072 before, with hindsight goals alone)"""
     prior_epochs: int = 50
     """epochs of the prior's training (the original's 50)"""
-    cpu_isa: str = "avx2"
+    cpu_isa: str = DEFAULT_CPU_ISA
     """the CPU kernels every stage runs (`steve1_ray.numerics`): `avx2` pins torch's, MKL's and oneDNN's to AVX2, so an
     AVX-512 machine trains what the committed release's AVX2 machine trained (with the machine's own AVX-512 kernels
     the world embedder diverged from epoch 1: benchmarks/RESULTS.md, session 41); a CPU without AVX2 runs its own and

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from steve1_ray.numerics import ISA_ENV, cpu_flags
+from steve1_ray.numerics import ISA_ENV, has_isa
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # The kernels every `steve1` command pins by default (steve1_ray.numerics), set before torch's first operation: the
 # tests' own processes, their Ray workers and the commands they start all compute what a user's commands compute.
-if {"avx2", "fma"} <= cpu_flags():
+if has_isa("avx2"):
     for _key, _value in ISA_ENV["avx2"].items():
         os.environ.setdefault(_key, _value)
 

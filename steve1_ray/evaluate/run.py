@@ -347,6 +347,11 @@ def _record(job: dict, steps: int, died: bool, metrics: dict, seconds: float, er
     return rec
 
 
+def _kernels(episodes: Sequence[dict]) -> list[str]:
+    """The CPU kernels the episodes were played with (two where workers differed; none in older evaluations)."""
+    return sorted({e["cpu_kernels"] for e in episodes if e.get("cpu_kernels")})
+
+
 def _failed(jobs: Sequence[dict], error: str) -> list[tuple[dict, None]]:
     return [(_record(j, 0, False, {}, 0.0, error), None) for j in jobs]
 
@@ -644,7 +649,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
         raise RuntimeError(f"every episode failed (see {out / 'failed.json'}); the first error: {first}")
     wall = time.time() - t0
     steps = sum(e["steps"] for e in episodes)
-    kernels = sorted({e["cpu_kernels"] for e in episodes if e.get("cpu_kernels")})  # two where workers differed
+    kernels = _kernels(episodes)
     foundation = ""
     if baseline is not None:
         loaded = getattr(baseline, "load_report", None)
@@ -689,7 +694,7 @@ def rerender_report(out: Path, confidence: float = 0.95, seed: int = 0) -> Path:
     episodes = json.loads(path.read_text())
     for ep in episodes:
         ep["metrics"] = {k: math.nan if v is None else v for k, v in ep["metrics"].items()}
-    kernels = sorted({e["cpu_kernels"] for e in episodes if e.get("cpu_kernels")})  # none in older evaluations
+    kernels = _kernels(episodes)
     header = [f"- re-rendered from episodes.json ({len(episodes)} episodes), confidence {confidence:g}"
               + (f"; played with CPU kernels {' + '.join(kernels)}" if kernels else "")]
     return write_report(episodes, out, confidence, seed, header_lines=header)
