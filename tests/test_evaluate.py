@@ -358,7 +358,13 @@ def test_plan_jobs_other_phrasings_and_foundation_play_the_same_worlds():
         == [j["world_seed"] for j in phrasing[:3]]
     assert all(j["policy"] == "foundation" and j["targets"] == [] for j in found)
     assert {j["policy"] for j in jobs if j["kind"] != "foundation"} == {"policy"}
-    assert len({j["agent_seed"] for j in jobs}) == len(jobs)
+    # The phrasing is paired with its prompt: the same prior noise and action noise per (scale, episode), so its
+    # cells differ from the prompt's only by the words; every other cell draws its own.
+    prompt = by_cell[("collect wood", "text")]
+    assert [(j["goal_seed"], j["agent_seed"]) for j in phrasing] == [(j["goal_seed"], j["agent_seed"]) for j in prompt]
+    others = [j for j in jobs if j["goal"] != "get me some logs"]
+    assert len({j["agent_seed"] for j in others}) == len(others)
+    assert len({j["goal_seed"] for j in by_cell[("place a table", "text")]} & {j["goal_seed"] for j in prompt}) == 0
     assert "get me some logs" not in {j["goal"] for j in plan_jobs(load_config(EvalConfig, [DEBUG], ["episodes=1"]))}
 
 

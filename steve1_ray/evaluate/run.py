@@ -10,7 +10,8 @@ What it does, top to bottom (`run_evaluation`):
    goal seed (the prior's sample) on (goal, episode), so every scale of a goal gets the same K goal
    embeddings; the agent seed (Gumbel noise of action sampling) on (goal, scale, episode).
    Other phrasings of a prompt (`paraphrases`) are goals of their own, scored with the prompt's
-   targets; a foundation policy (`baseline_policy`) plays the baseline's worlds without a goal.
+   targets and played with the prompt's goal and agent seeds (paired with the prompt's cells); a
+   foundation policy (`baseline_policy`) plays the baseline's worlds without a goal.
 2. Goals: text prompts go through the embedder's `encode_text` and, if a prior is given, one seeded
    `prior.sample` per episode (as STEVE-1 does per episode); visual goals are a stored embedding
    (.npy/.pt) or a clip (.mp4/.npz frames) encoded with `encode_video`. The baselines' goal is zeros.
@@ -185,7 +186,10 @@ def derive_seed(*parts: Any) -> int:
 def plan_jobs(cfg: EvalConfig) -> list[dict]:
     """Every episode to play, in report order: per goal (each prompt followed by its other phrasings), per scale,
     per episode; then the unconditioned baseline, then the foundation policy. A job's `policy` says which policy
-    plays it ("policy" or "foundation"); `paraphrase_of` names the prompt a phrasing rephrases (else None)."""
+    plays it ("policy" or "foundation"); `paraphrase_of` names the prompt a phrasing rephrases (else None).
+    A phrasing's episodes take its prompt's goal and agent seeds (common random numbers): the prior draws the same
+    noise for both wordings and the actions the same Gumbel noise, so a phrasing's cell differs from its prompt's
+    only by what the words do, not by another draw of the dice."""
     jobs = []
     extra: dict[str, list[str]] = {}
     for prompt, phrasing in cfg.phrasings():
@@ -199,11 +203,12 @@ def plan_jobs(cfg: EvalConfig) -> list[dict]:
         cells.append(("foundation", "foundation", None, None))
     for goal, kind, scale, of in cells:
         targets = [] if kind in BASELINE_KINDS else targets_for(of or goal, cfg.prompt_achievements)
+        seeded_as = of or goal  # a phrasing draws its prompt's noise: only the words differ from the prompt's cell
         for k in range(cfg.episodes):
             jobs.append({"goal": goal, "kind": kind, "cond_scale": scale, "episode": k,
                          "world_seed": derive_seed(cfg.seed, "world", k),
-                         "goal_seed": derive_seed(cfg.seed, "goal", kind, goal, k),
-                         "agent_seed": derive_seed(cfg.seed, "agent", kind, goal, scale, k),
+                         "goal_seed": derive_seed(cfg.seed, "goal", kind, seeded_as, k),
+                         "agent_seed": derive_seed(cfg.seed, "agent", kind, seeded_as, scale, k),
                          "targets": targets, "paraphrase_of": of,
                          "policy": "foundation" if kind == "foundation" else "policy",
                          "video": k < cfg.videos_per_cell})
