@@ -7,7 +7,8 @@ The rule, in order:
 
 1. Ray is already initialised in this process (a test fixture, the quick start, a notebook): use it.
 2. The driver was started by `ray job submit`, or `RAY_ADDRESS` is a dashboard/client URL: `ray.init()` reads
-   the address and the submission's runtime env.
+   the address and the submission's runtime env (a Ray Client driver, `ray://`, gives its workers the CPU-kernel
+   pin it runs with, as rule 3 does).
 3. `RAY_ADDRESS` is a cluster's address (`host:port`): join it.
 4. Unless `private=True` or `RAY_ADDRESS=local`: a cluster started with `ray start` runs on this host: join it
    (the address `ray start` wrote to Ray's temp dir, as a plain `ray.init()` finds it, when its GCS still runs).
@@ -52,8 +53,9 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
 
     `num_cpus`, `include_dashboard` and `env_vars` (put into every worker's environment) apply to a cluster this
     process starts; a cluster that is joined keeps its own. The CPU-kernel pin (`steve1_ray.numerics`), when this
-    process has one, goes to the workers of a cluster it joins by address too; a submitted job's workers take the
-    job's runtime environment (`ray job submit --runtime-env-json`)."""
+    process has one, goes to the workers of a cluster it joins by address too (a GCS address or a Ray Client
+    `ray://` one); a submitted job's workers take the job's runtime environment (`ray job submit
+    --runtime-env-json`)."""
     import ray
 
     from steve1_ray.numerics import pinned_env
@@ -68,7 +70,8 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
     if submitted or address.startswith(("http://", "https://", "ray://")):  # rule 2
         if submitted and pin:
             _warn_unpinned_job(pin)
-        ray.init(log_to_driver=log_to_driver)
+        client = address.startswith("ray://") and not submitted  # Ray Client: this driver's env, not the job's
+        ray.init(log_to_driver=log_to_driver, runtime_env={"env_vars": pin} if client and pin else None)
         return ray
     if address and address != "local":  # rule 3: a cluster's address
         env = {**pin, **({"RAY_ADDRESS": address} if dashboard else {})}

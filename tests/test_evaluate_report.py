@@ -7,7 +7,7 @@ import json
 import pytest
 
 from steve1_ray.evaluate.metrics import target_metrics
-from steve1_ray.evaluate.report import prompt_following, summarize, verdict, write_report
+from steve1_ray.evaluate.report import phrasing_vs_prompt, prompt_following, summarize, verdict, write_report
 from steve1_ray.evaluate.run import ProgressLines, chunk_jobs
 
 
@@ -134,9 +134,44 @@ def test_other_phrasings_reported_beside_their_prompt(tmp_path):
     i = lines.index(next(ln for ln in lines if ln.startswith("- **chop a tree**")))
     assert lines[i + 1].startswith("  - other phrasing **“could you cut down that tree”**: not followed — best 1.25 "
                                    "wood per episode at scale 6")
-    assert "| prompt | followed | ratio at best scale | other phrasing | followed | ratio at best scale |" in section
-    assert "| `chop a tree` | yes | 2.3× (scale 6) | `could you cut down that tree` | no | 1.2× (scale 6) |" in section
+    assert ("| prompt | followed | ratio at best scale | other phrasing | followed | ratio at best scale "
+            "| phrasing − prompt, per episode |") in section
+    # world by world: scale 0 equal, scale 6 WEAK - FOLLOWED; (1.25 - 2.33) / 2 = -0.54 per episode
+    gap = phrasing_vs_prompt(eps)["could you cut down that tree"]
+    assert gap["n"] == 12 and gap["prompt"] == "chop a tree" and gap["low"] < gap["mean"] < gap["high"] < 0
+    assert (f"| `chop a tree` | yes | 2.3× (scale 6) | `could you cut down that tree` | no | 1.2× (scale 6) "
+            f"| −0.54 (−{abs(gap['low']):.2f} to −{abs(gap['high']):.2f}) |") in section
+    assert "| `eat a cow` | no | — (scale 6) | `find a cow and eat it` | no | — (scale 6) | ±0 (±0 to ±0) |" in section
+    assert "same scales, and each phrasing plays with its prompt's seeds)" in section
+    fol = {r["goal"]: r for r in json.loads((tmp_path / "following.json").read_text())}
+    assert fol["could you cut down that tree"]["vs_prompt"]["mean"] == pytest.approx(-0.5417, abs=1e-4)
+    assert "vs_prompt" not in fol["chop a tree"]
     assert "| `could you cut down that tree` | `chop a tree` | collect_wood | 1.00 |" in section
+
+
+def test_phrasing_vs_prompt_pairs_world_by_world():
+    """The difference is taken per world over the scales both played, and the interval resamples worlds: a phrasing
+    that gets one more target than its prompt in every world is +1 with no spread, whatever the worlds' own spread."""
+    spread = [0, 5, 1, 9, 2, 7]
+    eps = _eps("drink water", "text", 1.0, spread, "collect_drink") \
+        + _eps("drink water", "text", 2.0, spread, "collect_drink") \
+        + _eps("sip from the lake", "text", 1.0, [c + 1 for c in spread], "collect_drink", of="drink water") \
+        + _eps("sip from the lake", "text", 2.0, [c + 1 for c in spread], "collect_drink", of="drink water") \
+        + _eps("sip from the lake", "text", 4.0, [50] * 6, "collect_drink", of="drink water") \
+        + _eps("lake please", "text", 2.0, [1] * 6, "collect_drink", of="eat a cow") \
+        + _eps("unconditioned", "unconditioned", None, spread)
+    gaps = phrasing_vs_prompt(eps)
+    assert set(gaps) == {"sip from the lake"}  # "eat a cow" was not played: nothing to pair with
+    assert gaps["sip from the lake"] == {"prompt": "drink water", "mean": 1.0, "low": 1.0, "high": 1.0, "n": 6,
+                                         "prompt_mean": 4.0, "same_seeds": True}  # scale 4: the phrasing's alone
+    one_world_off = [e if not (e["goal"] == "sip from the lake" and e["episode"] == 0 and e["cond_scale"] == 1.0)
+                     else {**e, "metrics": {**e["metrics"], "target/count": 0.0, "achievements/collect_drink": 0.0}}
+                     for e in eps]
+    g = phrasing_vs_prompt(one_world_off)["sip from the lake"]
+    assert g["mean"] == pytest.approx(1.0 - 1.0 / 12) and g["low"] < g["mean"] <= g["high"] == 1.0
+    # An evaluation made before phrasings took their prompt's seeds is still paired by world, and says so.
+    older = [{**e, "agent_seed": e["agent_seed"] + 100} if e.get("paraphrase_of") else e for e in eps]
+    assert phrasing_vs_prompt(older)["sip from the lake"]["same_seeds"] is False
 
 
 def test_progress_lines_with_eta():

@@ -54,6 +54,13 @@ def _pids_with(marker: str) -> list[int]:
     return pids
 
 
+def _cluster_pids(temp_dir: str, gcs_port: int) -> list[int]:
+    """A test cluster's processes: those naming its temp dir, and the Ray Client servers of its head, which name only
+    its GCS address and outlive `ray start` as orphans (not the temp dir's children)."""
+    clients = [pid for pid in _pids_with(f":{gcs_port}\0") if pid in _pids_with("ray.util.client.server")]
+    return _pids_with(temp_dir) + clients
+
+
 def _kill_trees(roots: list[int]) -> None:
     """SIGKILL these processes and all their descendants (Ray's workers are the raylets' children)."""
     children: dict[int, list[int]] = {}
@@ -111,7 +118,7 @@ def cluster(tmp_path_factory):
               f"--dashboard-agent-listen-port={_free_port()}", *common], env, 120)
         yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "gcs": f"127.0.0.1:{gcs}", "tmp": tmp}
     finally:
-        _kill_trees(_pids_with(temp_dir))
+        _kill_trees(_cluster_pids(temp_dir, gcs))
         moto.kill()
         moto.wait(timeout=30)
         moto_log.close()
@@ -311,3 +318,44 @@ def test_two_trial_sweep_on_the_cluster_writes_its_results_to_s3(cluster):
     assert results.count("\n") == 3, results  # header + 2 trials
     best = json.loads(fs.open_input_stream(f"{BUCKET}/sweeps/mn/best.json").read())
     assert best["params"]["lr"] in (0.002, 0.0002) and best["path"].startswith(f"{BUCKET}/sweeps/mn/")
+
+
+def test_a_ray_client_driver_hands_its_kernel_pin_to_the_clusters_workers():
+    """`RAY_ADDRESS=ray://...` (Ray Client): the tasks run on the cluster's nodes, in the nodes' environment, not the
+    driver's. `connect` hands them the CPU-kernel pin its driver runs with (steve1_ray.numerics), as it does for a
+    cluster joined by its GCS address; a driver without the pin leaves the nodes' own. The head here is started
+    without the pin, as a cluster someone else set up would be."""
+    from steve1_ray.numerics import ISA_ENV
+
+    pin = ISA_ENV["avx2"]
+    env = {k: v for k, v in os.environ.items() if k not in pin and not k.startswith("RAY_ADDRESS")}
+    env.update(PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", RAY_AUTH_MODE="disabled",
+               RAY_USAGE_STATS_ENABLED="0")
+    client_port, gcs = _free_port(), _free_port()
+    temp_dir = f"/tmp/steve1_rc_{os.getpid()}_{client_port}"
+    script = ("import json, os\n"
+              "from steve1_ray.cluster import connect\n"
+              "ray = connect()\n"
+              "keys = json.loads(os.environ['PIN_KEYS'])\n"
+              "@ray.remote\n"
+              "def worker_env():\n"
+              "    return {k: os.environ.get(k) for k in keys}\n"
+              "print('WORKER_ENV', json.dumps(ray.get(worker_env.remote())))\n")
+    try:
+        _run(["ray", "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client_port}",
+              # a fixed runtime-env agent port: with a random one (0) the client proxy may start before the agent
+              # has one and then asks port 0 for the driver's runtime env, and the connection hangs
+              f"--runtime-env-agent-port={_free_port()}",
+              "--num-cpus=1", "--include-dashboard=false", f"--dashboard-agent-listen-port={_free_port()}",
+              "--object-store-memory=100000000", "--disable-usage-stats", f"--temp-dir={temp_dir}"], env, 120)
+        for pinned in (True, False):
+            driver = {**env, "RAY_ADDRESS": f"ray://127.0.0.1:{client_port}", "PIN_KEYS": json.dumps(sorted(pin)),
+                      **(pin if pinned else {})}
+            out = _run([sys.executable, "-c", script], driver, 180)
+            got = json.loads(out.split("WORKER_ENV ", 1)[1].splitlines()[0])
+            assert got == (pin if pinned else dict.fromkeys(pin)), (pinned, got)
+    finally:
+        _kill_trees(_cluster_pids(temp_dir, gcs))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    time.sleep(1)
+    assert not _cluster_pids(temp_dir, gcs), "the test cluster's processes outlived it"

@@ -7,7 +7,7 @@
                      prompt (`verdict`), other phrasings of it beside it, a table; then the table per
                      (goal, guidance scale) + the baselines, a goal x target-achievement success
                      matrix, links to plots and videos
-    following.json   `prompt_following`'s rows
+    following.json   `prompt_following`'s rows (a phrasing's with `vs_prompt`: `phrasing_vs_prompt`)
     summary.json     every metric of every cell as {mean, low, high, n}
     episodes.json    the raw records, one per episode
     plots/scale_<goal>.png      metric vs guidance scale for one goal (baseline as a dashed band)
@@ -155,6 +155,54 @@ def prompt_following(cells: Sequence[dict], ratio: float = FOLLOW_RATIO) -> list
     return rows
 
 
+def phrasing_vs_prompt(episodes: Sequence[dict], confidence: float = 0.95, seed: int = 0) -> dict[str, dict]:
+    """Each other phrasing's target count minus its prompt's, world by world: does the wording change what the agent
+    does?
+
+    Pairs are the (scale, episode) cells both played: the same world, and (since `plan_jobs` gives a phrasing its
+    prompt's seeds) the same prior and action noise. Each world contributes its mean difference over the scales, and
+    the seeded bootstrap resamples worlds. Returns phrasing -> {prompt, mean, low, high, n (worlds), prompt_mean,
+    same_seeds (every pair played with the same goal and agent seeds; False for evaluations made before phrasings
+    took their prompt's)}; a phrasing whose prompt was not played has no entry.
+    """
+    count: dict[tuple, float] = {}
+    seeds: dict[tuple, tuple] = {}
+    prompt_of: dict[str, str] = {}
+    for ep in episodes:
+        if ep["kind"] in BASELINES or not ep.get("targets"):
+            continue
+        key = (ep["goal"], ep["cond_scale"], ep["episode"])
+        count[key] = target_metrics(ep["metrics"], ep["targets"])["target/count"]
+        seeds[key] = (ep.get("goal_seed"), ep.get("agent_seed"))
+        if ep.get("paraphrase_of"):
+            prompt_of[ep["goal"]] = ep["paraphrase_of"]
+    out = {}
+    for phrasing, prompt in prompt_of.items():
+        per_world: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        same = True
+        for (goal, scale, k), c in count.items():
+            if goal == phrasing and (prompt, scale, k) in count:
+                per_world[k].append((c, count[(prompt, scale, k)]))
+                same = same and seeds[(goal, scale, k)] == seeds[(prompt, scale, k)]
+        if not per_world:
+            continue
+        diffs = [sum(a - b for a, b in pairs) / len(pairs) for _, pairs in sorted(per_world.items())]
+        mean, lo, hi = mean_ci(diffs, confidence, seed=seed)
+        prompt_mean = sum(b for pairs in per_world.values() for _, b in pairs) \
+            / sum(len(pairs) for pairs in per_world.values())
+        out[phrasing] = {"prompt": prompt, "mean": mean, "low": lo, "high": hi, "n": len(diffs),
+                         "prompt_mean": prompt_mean, "same_seeds": same}
+    return out
+
+
+def with_phrasing_gaps(following: list[dict], episodes: Sequence[dict], confidence: float = 0.95,
+                       seed: int = 0) -> list[dict]:
+    """`prompt_following`'s rows, each phrasing's with `vs_prompt` (`phrasing_vs_prompt`'s entry) added."""
+    gaps = phrasing_vs_prompt(episodes, confidence, seed)
+    return [{**r, "vs_prompt": gaps[r["goal"]]} if r.get("paraphrase_of") and r["goal"] in gaps else r
+            for r in following]
+
+
 # achievement -> (what the agent does, what it gets) for the plain sentences of `verdict`
 WHAT: dict[str, tuple[str, str]] = {
     "collect_wood": ("collects", "wood"), "collect_sapling": ("collects", "saplings"),
@@ -179,6 +227,14 @@ def _num(v: float | None) -> str:
     if abs(v) >= 10:
         return f"{v:.1f}"
     return f"{v:.2f}".rstrip("0").rstrip(".") or "0"
+
+
+def _signed(v: float) -> str:
+    """+0.04, −0.21, +12.5 (a difference, its sign always written)."""
+    if v is None or math.isnan(v):
+        return "—"
+    text = f"{v:+.1f}" if abs(v) >= 10 else f"{v:+.2f}"
+    return "±0" if float(text) == 0 else text.replace("-", "−")
 
 
 def _ratio_text(r: float) -> str:
@@ -254,17 +310,28 @@ def _following_lines(rows: Sequence[dict], ratio: float = FOLLOW_RATIO, confiden
                          + ("" if r is not None else f" (of `{q['paraphrase_of']}`)")
                          + f": {verdict(q, ratio, confidence)}")
     if others:
-        lines += ["", "Each prompt beside its other phrasings (same targets, same worlds, same scales):", "",
-                  "| prompt | followed | ratio at best scale | other phrasing | followed | ratio at best scale |",
-                  "|---|---|---|---|---|---|"]
+        pct = f"{confidence * 100:g}%"
+        paired = all(q.get("vs_prompt", {}).get("same_seeds") for q in others)
+        lines += ["", "Each prompt beside its other phrasings (same targets, same worlds, same scales"
+                  + (", and each phrasing plays with its prompt's seeds" if paired else "")
+                  + "). *Phrasing − prompt* is the phrasing's target count minus the "
+                  f"prompt's, world by world over every scale, with its {pct} interval: one around 0 says the words "
+                  "changed nothing measurable.", "",
+                  "| prompt | followed | ratio at best scale | other phrasing | followed | ratio at best scale "
+                  "| phrasing − prompt, per episode |",
+                  "|---|---|---|---|---|---|---|"]
 
         def short(r: dict) -> list[str]:
             return ["yes" if r["followed"] else "no", f"{_ratio_text(r['ratio'])} (scale {r['best_scale']:g})"]
 
+        def gap(q: dict) -> str:
+            g = q.get("vs_prompt")
+            return "—" if g is None else f"{_signed(g['mean'])} ({_signed(g['low'])} to {_signed(g['high'])})"
+
         for r, qs in groups:
             for i, q in enumerate(qs or [None]):
                 left = ([f"`{r['goal']}`", *short(r)] if i == 0 else ["", "", ""]) if r is not None else ["—", "", ""]
-                right = [f"`{q['goal']}`", *short(q)] if q is not None else ["—", "", ""]
+                right = [f"`{q['goal']}`", *short(q), gap(q)] if q is not None else ["—", "", "", ""]
                 lines.append("| " + " | ".join(left + right) + " |")
     cols = ["goal"] + (["phrasing of"] if others else []) + ["targets", "unconditioned"] \
         + (["foundation"] if has_found else []) + ["scale 0", "best scale", "its count", "ratio", "followed at"]
@@ -315,7 +382,9 @@ def markdown(cells: Sequence[dict], episodes: Sequence[dict], confidence: float 
     cols = ["goal", "targets", "scale", "n", "success rate", "target count", "first step",
             "max distance"] + (["max logs", "max dirt", "max seeds"] if has_paper else [])
     lines = [f"# {title}"] + (["", *header_lines] if header_lines else [])
-    lines += _following_lines(prompt_following(cells) if following is None else following, confidence=confidence)
+    if following is None:
+        following = with_phrasing_gaps(prompt_following(cells), episodes, confidence)
+    lines += _following_lines(following, confidence=confidence)
     lines += ["", "## Every goal and scale", "",
               f"Means with {pct} confidence intervals: Wilson for success rates, seeded bootstrap for the "
               "rest. `success rate` = share of episodes in which any target achievement happened; "
@@ -508,7 +577,7 @@ def write_report(episodes: Sequence[dict], out_dir: str | Path, confidence: floa
     cells = summarize(episodes, confidence, seed)
     (out / "episodes.json").write_text(json.dumps(_json_safe(list(episodes)), indent=1))
     (out / "summary.json").write_text(json.dumps(_json_safe(cells), indent=1))
-    following = prompt_following(cells)
+    following = with_phrasing_gaps(prompt_following(cells), episodes, confidence, seed)
     (out / "following.json").write_text(json.dumps(_json_safe(following), indent=1))
     for goal, name in plot_names(cells).items():
         plot_scales(cells, goal, out / "plots" / name)
