@@ -7,8 +7,8 @@ The rule, in order:
 
 1. Ray is already initialised in this process (a test fixture, the quick start, a notebook): use it.
 2. The driver was started by `ray job submit`, or `RAY_ADDRESS` is a dashboard/client URL: `ray.init()` reads
-   the address and the submission's runtime env (a Ray Client driver, `ray://`, gives its workers the CPU-kernel
-   pin it runs with, as rule 3 does).
+   the address and the submission's runtime env (a pinned Ray Client driver, `ray://`, warns that its workers run
+   the nodes' own kernels: `_warn_unpinned_client`).
 3. `RAY_ADDRESS` is a cluster's address (`host:port`): join it.
 4. Unless `private=True` or `RAY_ADDRESS=local`: a cluster started with `ray start` runs on this host: join it
    (the address `ray start` wrote to Ray's temp dir, as a plain `ray.init()` finds it, when its GCS still runs).
@@ -53,9 +53,9 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
 
     `num_cpus`, `include_dashboard` and `env_vars` (put into every worker's environment) apply to a cluster this
     process starts; a cluster that is joined keeps its own. The CPU-kernel pin (`steve1_ray.numerics`), when this
-    process has one, goes to the workers of a cluster it joins by address too (a GCS address or a Ray Client
-    `ray://` one); a submitted job's workers take the job's runtime environment (`ray job submit
-    --runtime-env-json`)."""
+    process has one, goes to the workers of a cluster it joins by its GCS address too; a submitted job's workers
+    take the job's runtime environment (`ray job submit --runtime-env-json`), a Ray Client driver's the nodes' own
+    (both warned when they lack it)."""
     import ray
 
     from steve1_ray.numerics import pinned_env
@@ -70,8 +70,9 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
     if submitted or address.startswith(("http://", "https://", "ray://")):  # rule 2
         if submitted and pin:
             _warn_unpinned_job(pin)
-        client = address.startswith("ray://") and not submitted  # Ray Client: this driver's env, not the job's
-        ray.init(log_to_driver=log_to_driver, runtime_env={"env_vars": pin} if client and pin else None)
+        elif address.startswith("ray://") and pin:
+            _warn_unpinned_client(pin)
+        ray.init(log_to_driver=log_to_driver)
         return ray
     if address and address != "local":  # rule 3: a cluster's address
         env = {**pin, **({"RAY_ADDRESS": address} if dashboard else {})}
@@ -107,6 +108,17 @@ def _warn_unpinned_job(pin: dict[str, str]) -> None:
         print("warning: this job's workers take the job's runtime environment, which does not pin the CPU kernels "
               f"its driver runs ({', '.join(f'{k}={v}' for k, v in pin.items())}): submit it with --runtime-env-json "
               f"'{json.dumps({'env_vars': pin})}' to run them everywhere (docs/world.md)", flush=True)
+
+
+def _warn_unpinned_client(pin: dict[str, str]) -> None:
+    """A Ray Client driver (`ray://`) does not send its CPU-kernel pin to the cluster's workers: in Ray 2.60 a client
+    that brings a runtime environment fails or hangs ("Starting Ray client server failed") against a head started
+    without `--runtime-env-agent-port`, as `ray start --head` does by default (the client server starts before the
+    agent has a port). The workers run in the nodes' own environment; say how to pin them there."""
+    print("warning: the workers of a Ray Client (ray://) driver run in the cluster nodes' environment, not with this "
+          f"driver's CPU-kernel pin ({', '.join(f'{k}={v}' for k, v in pin.items())}): start the nodes with those "
+          "variables set (`env ... ray start ...`) to run the same kernels everywhere, or join by the GCS address "
+          "(RAY_ADDRESS=host:port), which hands them the pin (docs/world.md)", flush=True)
 
 
 def check_workers_fit(num_workers: int, cpus_per_worker: float, use_gpu: bool = False,

@@ -135,23 +135,34 @@ def test_other_phrasings_reported_beside_their_prompt(tmp_path):
     assert lines[i + 1].startswith("  - other phrasing **“could you cut down that tree”**: not followed — best 1.25 "
                                    "wood per episode at scale 6")
     assert ("| prompt | followed | ratio at best scale | other phrasing | followed | ratio at best scale "
-            "| phrasing − prompt, per episode |") in section
-    # world by world: scale 0 equal, scale 6 WEAK - FOLLOWED; (1.25 - 2.33) / 2 = -0.54 per episode
+            "| phrasing − prompt: scale 0 | guided | guidance's gain |") in section
+    # world by world: equal at scale 0; at scale 6 WEAK - FOLLOWED = 1.25 - 2.33 = -1.08 per episode
     gap = phrasing_vs_prompt(eps)["could you cut down that tree"]
-    assert gap["n"] == 12 and gap["prompt"] == "chop a tree" and gap["low"] < gap["mean"] < gap["high"] < 0
+    assert gap["prompt"] == "chop a tree" and gap["scale_0"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 12}
+    g = gap["guided"]
+    assert g["n"] == 12 and g["low"] < g["mean"] < g["high"] < 0 and gap["gain"] == g
+    cut = (f"−1.08 (−{abs(g['low']):.2f} to −{abs(g['high']):.2f})")
     assert (f"| `chop a tree` | yes | 2.3× (scale 6) | `could you cut down that tree` | no | 1.2× (scale 6) "
-            f"| −0.54 (−{abs(gap['low']):.2f} to −{abs(gap['high']):.2f}) |") in section
-    assert "| `eat a cow` | no | — (scale 6) | `find a cow and eat it` | no | — (scale 6) | ±0 (±0 to ±0) |" in section
+            f"| ±0 (±0 to ±0) | {cut} | {cut} |") in section
+    # the cow's phrasing played no scale 0: no scale-0 difference and no gain over it
+    assert "| `eat a cow` | no | — (scale 6) | `find a cow and eat it` | no | — (scale 6) | — | ±0 (±0 to ±0) | — |" \
+        in section
     assert "same scales, and each phrasing plays with its prompt's seeds)" in section
     fol = {r["goal"]: r for r in json.loads((tmp_path / "following.json").read_text())}
-    assert fol["could you cut down that tree"]["vs_prompt"]["mean"] == pytest.approx(-0.5417, abs=1e-4)
+    assert fol["could you cut down that tree"]["vs_prompt"]["guided"]["mean"] == pytest.approx(-1.0833, abs=1e-4)
     assert "vs_prompt" not in fol["chop a tree"]
+    # Records whose phrasing drew its own seeds (evaluations before session 43) are paired by world only: the
+    # report does not claim the same seeds.
+    own = [{**e, "agent_seed": e["agent_seed"] + 100} if e.get("paraphrase_of") else e for e in eps]
+    text = write_report(own, tmp_path / "own").read_text()
+    assert "same scales). The last three columns" in text and "plays with its prompt's seeds" not in text
     assert "| `could you cut down that tree` | `chop a tree` | collect_wood | 1.00 |" in section
 
 
 def test_phrasing_vs_prompt_pairs_world_by_world():
-    """The difference is taken per world over the scales both played, and the interval resamples worlds: a phrasing
-    that gets one more target than its prompt in every world is +1 with no spread, whatever the worlds' own spread."""
+    """Differences are taken per world, and the interval resamples worlds: a phrasing that gets one more target than
+    its prompt in every world is +1 with no spread, whatever the worlds' own spread. A phrasing better at scale 0 and
+    worse guided does not net out: guidance's gain shows it."""
     spread = [0, 5, 1, 9, 2, 7]
     eps = _eps("drink water", "text", 1.0, spread, "collect_drink") \
         + _eps("drink water", "text", 2.0, spread, "collect_drink") \
@@ -162,16 +173,35 @@ def test_phrasing_vs_prompt_pairs_world_by_world():
         + _eps("unconditioned", "unconditioned", None, spread)
     gaps = phrasing_vs_prompt(eps)
     assert set(gaps) == {"sip from the lake"}  # "eat a cow" was not played: nothing to pair with
-    assert gaps["sip from the lake"] == {"prompt": "drink water", "mean": 1.0, "low": 1.0, "high": 1.0, "n": 6,
-                                         "prompt_mean": 4.0, "same_seeds": True}  # scale 4: the phrasing's alone
+    # scale 4, played by the phrasing alone, is left out; no scale 0 was played: no scale-0 difference, no gain
+    assert gaps["sip from the lake"] == {"prompt": "drink water", "scale_0": None,
+                                         "guided": {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 6}, "gain": None,
+                                         "prompt_mean": 4.0, "same_seeds": True}
+    # Scale 0 played too: the phrasing gets one more there and one fewer guided. Averaged over every scale the two
+    # would cancel; per scale they do not, and the gain is -2 per world.
+    both = eps + _eps("drink water", "text", 0.0, spread, "collect_drink") \
+        + _eps("sip from the lake", "text", 0.0, [c + 3 for c in spread], "collect_drink", of="drink water")
+    both = [{**e, "metrics": {**e["metrics"], "achievements/collect_drink": e["metrics"]["achievements/collect_drink"]
+                              - 2}} if e["goal"] == "sip from the lake" and e["cond_scale"] in (1.0, 2.0) else e
+            for e in both]
+    g = phrasing_vs_prompt(both)["sip from the lake"]
+    assert (g["scale_0"]["mean"], g["guided"]["mean"], g["gain"]["mean"]) == (3.0, -1.0, -4.0)
+    # One world off, failed episodes, other worlds and missing seeds
     one_world_off = [e if not (e["goal"] == "sip from the lake" and e["episode"] == 0 and e["cond_scale"] == 1.0)
-                     else {**e, "metrics": {**e["metrics"], "target/count": 0.0, "achievements/collect_drink": 0.0}}
-                     for e in eps]
-    g = phrasing_vs_prompt(one_world_off)["sip from the lake"]
+                     else {**e, "metrics": {**e["metrics"], "achievements/collect_drink": 0.0}} for e in eps]
+    g = phrasing_vs_prompt(one_world_off)["sip from the lake"]["guided"]
     assert g["mean"] == pytest.approx(1.0 - 1.0 / 12) and g["low"] < g["mean"] <= g["high"] == 1.0
-    # An evaluation made before phrasings took their prompt's seeds is still paired by world, and says so.
+    failed = [{**e, "metrics": {}, "error": "step 1 failed"} if e["goal"] == "sip from the lake" and e["episode"] == 0
+              else e for e in eps]
+    assert phrasing_vs_prompt(failed)["sip from the lake"]["guided"]["n"] == 5  # not a 0 against the prompt's
+    elsewhere = [{**e, "world_seed": e["world_seed"] + 7} if e["goal"] == "sip from the lake" and e["episode"] < 5
+                 else e for e in eps]
+    g = phrasing_vs_prompt(elsewhere)["sip from the lake"]["guided"]
+    assert g == {"mean": 1.0, "low": None, "high": None, "n": 1}  # only world 5 is the same world: no interval
     older = [{**e, "agent_seed": e["agent_seed"] + 100} if e.get("paraphrase_of") else e for e in eps]
     assert phrasing_vs_prompt(older)["sip from the lake"]["same_seeds"] is False
+    unseeded = [{k: v for k, v in e.items() if k not in ("goal_seed", "agent_seed")} for e in eps]
+    assert phrasing_vs_prompt(unseeded)["sip from the lake"]["same_seeds"] is False
 
 
 def test_progress_lines_with_eta():

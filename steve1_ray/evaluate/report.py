@@ -155,43 +155,64 @@ def prompt_following(cells: Sequence[dict], ratio: float = FOLLOW_RATIO) -> list
     return rows
 
 
-def phrasing_vs_prompt(episodes: Sequence[dict], confidence: float = 0.95, seed: int = 0) -> dict[str, dict]:
-    """Each other phrasing's target count minus its prompt's, world by world: does the wording change what the agent
-    does?
+def _interval(values: list[float], confidence: float, seed: int) -> dict | None:
+    """{mean, low, high, n} of per-world values (a seeded bootstrap over worlds; low = high = None under 2 worlds)."""
+    if not values:
+        return None
+    mean, lo, hi = mean_ci(values, confidence, seed=seed)
+    return {"mean": mean, "low": lo if len(values) > 1 else None, "high": hi if len(values) > 1 else None,
+            "n": len(values)}
 
-    Pairs are the (scale, episode) cells both played: the same world, and (since `plan_jobs` gives a phrasing its
-    prompt's seeds) the same prior and action noise. Each world contributes its mean difference over the scales, and
-    the seeded bootstrap resamples worlds. Returns phrasing -> {prompt, mean, low, high, n (worlds), prompt_mean,
-    same_seeds (every pair played with the same goal and agent seeds; False for evaluations made before phrasings
-    took their prompt's)}; a phrasing whose prompt was not played has no entry.
+
+def phrasing_vs_prompt(episodes: Sequence[dict], confidence: float = 0.95, seed: int = 0) -> dict[str, dict]:
+    """Each other phrasing's target count against its prompt's, world by world: does the wording change what the
+    agent does, and what guidance adds?
+
+    Pairs are the (scale, episode) cells both played in the same world (`world_seed`) and, since `plan_jobs` gives a
+    phrasing its prompt's seeds, with the same prior and action noise; failed episodes (`error`) are left out. Per
+    world: `scale_0` = phrasing − prompt at scale 0, `guided` = the same averaged over the guided scales (> 0) both
+    played, `gain` = guided − scale_0 (the phrasing's gain from guidance minus the prompt's: what decides "a guided
+    scale above scale 0"). Each is {mean, low, high, n (worlds)} from a seeded bootstrap over worlds (no interval
+    under 2 worlds), or None where no world has it. Returns phrasing -> {prompt, scale_0, guided, gain, prompt_mean
+    (its mean over the paired cells), same_seeds (every pair had equal, known goal and agent seeds)}; a phrasing
+    whose prompt was not played has no entry.
     """
-    count: dict[tuple, float] = {}
-    seeds: dict[tuple, tuple] = {}
+    played: dict[tuple, tuple[float, Any, tuple]] = {}
     prompt_of: dict[str, str] = {}
     for ep in episodes:
-        if ep["kind"] in BASELINES or not ep.get("targets"):
+        if ep["kind"] in BASELINES or not ep.get("targets") or "error" in ep:
             continue
-        key = (ep["goal"], ep["cond_scale"], ep["episode"])
-        count[key] = target_metrics(ep["metrics"], ep["targets"])["target/count"]
-        seeds[key] = (ep.get("goal_seed"), ep.get("agent_seed"))
+        played[(ep["goal"], ep["cond_scale"], ep["episode"])] = (
+            target_metrics(ep["metrics"], ep["targets"])["target/count"], ep.get("world_seed"),
+            (ep.get("goal_seed"), ep.get("agent_seed")))
         if ep.get("paraphrase_of"):
             prompt_of[ep["goal"]] = ep["paraphrase_of"]
     out = {}
     for phrasing, prompt in prompt_of.items():
-        per_world: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        per_world: dict[int, dict[float, tuple[float, float]]] = defaultdict(dict)
         same = True
-        for (goal, scale, k), c in count.items():
-            if goal == phrasing and (prompt, scale, k) in count:
-                per_world[k].append((c, count[(prompt, scale, k)]))
-                same = same and seeds[(goal, scale, k)] == seeds[(prompt, scale, k)]
+        for (goal, scale, k), (c, world, seeds) in played.items():
+            other = played.get((prompt, scale, k))
+            if goal != phrasing or other is None or other[1] != world:
+                continue
+            per_world[k][scale] = (c, other[0])
+            same = same and None not in seeds and seeds == other[2]
         if not per_world:
             continue
-        diffs = [sum(a - b for a, b in pairs) / len(pairs) for _, pairs in sorted(per_world.items())]
-        mean, lo, hi = mean_ci(diffs, confidence, seed=seed)
-        prompt_mean = sum(b for pairs in per_world.values() for _, b in pairs) \
-            / sum(len(pairs) for pairs in per_world.values())
-        out[phrasing] = {"prompt": prompt, "mean": mean, "low": lo, "high": hi, "n": len(diffs),
-                         "prompt_mean": prompt_mean, "same_seeds": same}
+        zero, guided, gain = [], [], []
+        for _, by_scale in sorted(per_world.items()):
+            d0 = by_scale[0.0][0] - by_scale[0.0][1] if 0.0 in by_scale else None
+            dg = [a - b for sc, (a, b) in by_scale.items() if sc]
+            if d0 is not None:
+                zero.append(d0)
+            if dg:
+                guided.append(sum(dg) / len(dg))
+                if d0 is not None:
+                    gain.append(guided[-1] - d0)
+        prompt_counts = [b for by_scale in per_world.values() for _, b in by_scale.values()]
+        out[phrasing] = {"prompt": prompt, "scale_0": _interval(zero, confidence, seed),
+                         "guided": _interval(guided, confidence, seed), "gain": _interval(gain, confidence, seed),
+                         "prompt_mean": sum(prompt_counts) / len(prompt_counts), "same_seeds": same}
     return out
 
 
@@ -229,12 +250,23 @@ def _num(v: float | None) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".") or "0"
 
 
-def _signed(v: float) -> str:
-    """+0.04, −0.21, +12.5 (a difference, its sign always written)."""
+def _signed(v: float | None, digits: int = 2) -> str:
+    """+0.04, −0.21, ±0 (a difference with its sign always written, `digits` decimals)."""
     if v is None or math.isnan(v):
         return "—"
-    text = f"{v:+.1f}" if abs(v) >= 10 else f"{v:+.2f}"
+    text = f"{v:+.{digits}f}"
     return "±0" if float(text) == 0 else text.replace("-", "−")
+
+
+def _difference(d: dict | None) -> str:
+    """A `phrasing_vs_prompt` entry as "−0.54 (−0.98 to −0.12)": one precision for the three numbers (one decimal
+    from 10 up), no interval under 2 worlds."""
+    if d is None:
+        return "—"
+    digits = 1 if max(abs(v) for v in (d["mean"], d["low"], d["high"]) if v is not None) >= 9.995 else 2
+    if d["low"] is None:
+        return f"{_signed(d['mean'], digits)} (1 world)"
+    return f"{_signed(d['mean'], digits)} ({_signed(d['low'], digits)} to {_signed(d['high'], digits)})"
 
 
 def _ratio_text(r: float) -> str:
@@ -311,27 +343,28 @@ def _following_lines(rows: Sequence[dict], ratio: float = FOLLOW_RATIO, confiden
                          + f": {verdict(q, ratio, confidence)}")
     if others:
         pct = f"{confidence * 100:g}%"
-        paired = all(q.get("vs_prompt", {}).get("same_seeds") for q in others)
+        paired = all((q.get("vs_prompt") or {}).get("same_seeds") for q in others)
         lines += ["", "Each prompt beside its other phrasings (same targets, same worlds, same scales"
                   + (", and each phrasing plays with its prompt's seeds" if paired else "")
-                  + "). *Phrasing − prompt* is the phrasing's target count minus the "
-                  f"prompt's, world by world over every scale, with its {pct} interval: one around 0 says the words "
-                  "changed nothing measurable.", "",
+                  + "). The last three columns are the phrasing's target count minus the prompt's, world by world "
+                  f"(mean and {pct} interval over the worlds): at scale 0, at the guided scales, and in what guidance "
+                  "adds over scale 0 (the guided difference minus the scale-0 one; below 0: guidance helps the "
+                  "phrasing less than the prompt).", "",
                   "| prompt | followed | ratio at best scale | other phrasing | followed | ratio at best scale "
-                  "| phrasing − prompt, per episode |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| phrasing − prompt: scale 0 | guided | guidance's gain |",
+                  "|---|---|---|---|---|---|---|---|---|"]
 
         def short(r: dict) -> list[str]:
             return ["yes" if r["followed"] else "no", f"{_ratio_text(r['ratio'])} (scale {r['best_scale']:g})"]
 
-        def gap(q: dict) -> str:
-            g = q.get("vs_prompt")
-            return "—" if g is None else f"{_signed(g['mean'])} ({_signed(g['low'])} to {_signed(g['high'])})"
+        def gaps(q: dict) -> list[str]:
+            g = q.get("vs_prompt") or {}
+            return [_difference(g.get(k)) for k in ("scale_0", "guided", "gain")]
 
         for r, qs in groups:
             for i, q in enumerate(qs or [None]):
                 left = ([f"`{r['goal']}`", *short(r)] if i == 0 else ["", "", ""]) if r is not None else ["—", "", ""]
-                right = [f"`{q['goal']}`", *short(q), gap(q)] if q is not None else ["—", "", "", ""]
+                right = [f"`{q['goal']}`", *short(q), *gaps(q)] if q is not None else ["—"] + [""] * 5
                 lines.append("| " + " | ".join(left + right) + " |")
     cols = ["goal"] + (["phrasing of"] if others else []) + ["targets", "unconditioned"] \
         + (["foundation"] if has_found else []) + ["scale 0", "best scale", "its count", "ratio", "followed at"]
