@@ -331,8 +331,10 @@ def test_a_pinned_ray_client_driver_connects_to_a_default_head_and_says_its_work
 
     pin = ISA_ENV["avx2"]
     env = {k: v for k, v in os.environ.items() if k not in pin and not k.startswith("RAY_ADDRESS")}
+    # The client proxy gives each client's server process 30 s to come up; beside the other test process on a 2-core
+    # box it took longer once (CI: "Starting Ray client server failed" after 30 s, no runtime env involved).
     env.update(PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", RAY_AUTH_MODE="disabled",
-               RAY_USAGE_STATS_ENABLED="0")
+               RAY_USAGE_STATS_ENABLED="0", RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="150")
     client_port, gcs = _free_port(), _free_port()
     temp_dir = f"/tmp/steve1_rc_{os.getpid()}_{client_port}"
     script = ("import json, os\n"
