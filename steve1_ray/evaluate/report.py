@@ -177,12 +177,12 @@ def phrasing_vs_prompt(episodes: Sequence[dict], confidence: float = 0.95, seed:
     (its mean over the paired cells), same_seeds (every pair had equal, known goal and agent seeds)}; a phrasing
     whose prompt was not played has no entry.
     """
-    played: dict[tuple, tuple[float, Any, tuple]] = {}
+    played: dict[str, dict[tuple, tuple[float, Any, tuple]]] = defaultdict(dict)  # goal -> (scale, episode) -> ...
     prompt_of: dict[str, str] = {}
     for ep in episodes:
         if ep["kind"] in BASELINES or not ep.get("targets") or "error" in ep:
             continue
-        played[(ep["goal"], ep["cond_scale"], ep["episode"])] = (
+        played[ep["goal"]][(ep["cond_scale"], ep["episode"])] = (
             target_metrics(ep["metrics"], ep["targets"])["target/count"], ep.get("world_seed"),
             (ep.get("goal_seed"), ep.get("agent_seed")))
         if ep.get("paraphrase_of"):
@@ -191,9 +191,9 @@ def phrasing_vs_prompt(episodes: Sequence[dict], confidence: float = 0.95, seed:
     for phrasing, prompt in prompt_of.items():
         per_world: dict[int, dict[float, tuple[float, float]]] = defaultdict(dict)
         same = True
-        for (goal, scale, k), (c, world, seeds) in played.items():
-            other = played.get((prompt, scale, k))
-            if goal != phrasing or other is None or other[1] != world:
+        for (scale, k), (c, world, seeds) in played[phrasing].items():
+            other = played.get(prompt, {}).get((scale, k))
+            if other is None or other[1] != world:
                 continue
             per_world[k][scale] = (c, other[0])
             same = same and None not in seeds and seeds == other[2]
