@@ -254,15 +254,12 @@ def start_app(args, two_pass: bool = False) -> tuple[str, object]:
 
     from steve1_ray.serving.app import build_app
     from steve1_ray.serving.config import ServeConfig
+    from steve1_ray.serving.run import start_http
 
     if not ray.is_initialized():
         # address="local": a private cluster even when another one runs on this host (`ray start`)
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        start_http("127.0.0.1")  # a free port, picked again if another process takes it first
     port = _get_global_client().http_config.port
     max_sessions = max(64, max(args.sessions) * 2)
     cfg = ServeConfig(policy=args.policy, weights=args.weights, device=args.device, rollout_workers=0,

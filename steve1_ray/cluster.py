@@ -28,11 +28,12 @@ import json
 import os
 
 
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free on `host` now (another process may take it before anyone binds it)."""
     import socket
 
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -88,7 +89,7 @@ def connect(log_to_driver: bool = True, num_cpus: int | None = None, include_das
     env = {**pin, **(env_vars or {})}  # rule 5 (and RAY_ADDRESS=local): start one
     kwargs: dict = {} if include_dashboard is None else {"include_dashboard": include_dashboard}
     if dashboard:
-        port = _free_port()
+        port = free_port()
         kwargs = {"include_dashboard": True, "dashboard_port": port}
         env.setdefault("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
     ray.init(address="local", num_cpus=num_cpus, log_to_driver=log_to_driver,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steve1_ray.cluster import _free_port
+from steve1_ray.cluster import free_port as _free_port
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 import io
-import socket
 import time
 
 import cv2
@@ -30,14 +29,6 @@ TTL_S = 30.0
 MAX_SESSIONS = 40
 PER_KEY = 30
 TIMEOUT = 180
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def png_b64(img: np.ndarray) -> str:
@@ -76,12 +67,13 @@ def served(ray_cluster, tmp_path_factory):
     from steve1_ray.models.policy import build_policy
     from steve1_ray.serving.app import build_app
     from steve1_ray.serving.config import ServeConfig
+    from steve1_ray.serving.run import start_http
 
     torch.manual_seed(123)
     policy = build_policy("debug").eval()
     weights = tmp_path_factory.mktemp("serve") / "debug.weights"
     save_weights(policy, weights)
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    start_http("127.0.0.1")
     port = _get_global_client().http_config.port
     keys = tmp_path_factory.mktemp("keys") / "api-keys"
     keys.write_text(f"# one key per line\n{OTHER_KEY}\n")

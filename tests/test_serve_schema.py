@@ -8,7 +8,6 @@ import schemathesis
 from schemathesis import checks
 from hypothesis import HealthCheck, Phase, given, settings
 
-from test_serve import _free_port
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +19,9 @@ def api_schema(ray_cluster, tmp_path_factory):
 
     from steve1_ray.serving.app import build_app
     from steve1_ray.serving.config import ServeConfig
+    from steve1_ray.serving.run import start_http
 
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    start_http("127.0.0.1")
     url = f"http://127.0.0.1:{_get_global_client().http_config.port}"
     cfg = ServeConfig(policy="debug", rollout_workers=1, rollout_max_steps=8, rollout_default_steps=4,
                       rollout_queue=2, max_sessions=64, max_payload_bytes=1_000_000, video_height=64)

@@ -15,7 +15,7 @@ import pytest
 import requests
 import torch
 
-from test_serve import _free_port, _replay
+from test_serve import _replay
 
 pytestmark = pytest.mark.slow
 N_SESSIONS, N_STEPS, KILL_AFTER = 6, 12, 4
@@ -30,12 +30,13 @@ def test_sessions_survive_a_killed_replica_and_stay_exact(ray_cluster, tmp_path)
     from steve1_ray.models.policy import build_policy
     from steve1_ray.serving.app import build_app
     from steve1_ray.serving.config import ServeConfig
+    from steve1_ray.serving.run import start_http
 
     torch.manual_seed(321)
     policy = build_policy("debug").eval()
     weights = tmp_path / "debug.weights"
     save_weights(policy, weights)
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    start_http("127.0.0.1")
     url = f"http://127.0.0.1:{_get_global_client().http_config.port}"
     cfg = ServeConfig(policy="debug", weights=str(weights), sticky_sessions=False, state_sync_every=1,
                       rollout_workers=0, batch_wait_timeout_s=0.002)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from steve1_ray.cluster import connect
+from steve1_ray.cluster import connect, free_port
 from steve1_ray.runner import Job, run_job
 from steve1_ray.serving import auth
 from steve1_ray.serving.config import ServeConfig
@@ -35,6 +35,33 @@ def read_serve_yaml(path: str | Path) -> dict:
     return {**http, **dict(apps[0].get("args") or {})}
 
 
+class PortInUse(RuntimeError):
+    """Serve's HTTP proxy could not bind its address (another process holds the port)."""
+
+
+def start_http(host: str, port: int = 0, tries: int = 5) -> int:
+    """`serve.start` with its HTTP proxy on host:port; returns the port it bound.
+
+    `port=0` picks a free port here. The proxy binds it a moment later in its own actor, and another process can
+    take the port in between (it happened beside the other CI test process), so a bind failure picks again, up to
+    `tries` ports. A given port that is taken raises PortInUse (with a plain message), not Ray's traceback.
+    """
+    from ray import serve
+
+    picked = []
+    for _ in range(tries if port == 0 else 1):
+        picked.append(port or free_port(host))
+        try:
+            serve.start(http_options={"host": host, "port": picked[-1]})
+            return picked[-1]
+        except Exception as e:  # Ray wraps the proxy's RuntimeError in a RayTaskError
+            if "Failed to bind to address" not in str(e):
+                raise
+            serve.shutdown()  # the failed proxy's controller, so the next start begins clean
+    raise PortInUse(f"could not bind {host}:{', '.join(map(str, picked))}: the port is in use by another process"
+                    + ("; pick another with port=..." if port else ""))
+
+
 def serve_forever(cfg: ServeConfig) -> int:
     """Deploy the app on the cluster (`cluster.connect`); with `blocking`, wait for Ctrl-C / SIGTERM."""
     keys = auth.key_digests(cfg.api_keys_env, cfg.api_keys_file)  # before any cluster starts: fail fast
@@ -44,7 +71,7 @@ def serve_forever(cfg: ServeConfig) -> int:
 
     from steve1_ray.serving.app import build_app
 
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    start_http(cfg.host, cfg.port)
     serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/",
               logging_config={"enable_access_log": False})
     print(f"STEVE-1 service ready at http://{cfg.host}:{cfg.port}/  (API docs: /docs; "
@@ -66,7 +93,7 @@ def serve_forever(cfg: ServeConfig) -> int:
 
 
 JOB = Job("serve", ServeConfig, serve_forever, default_configs=[DEFAULT_CONFIG], reader=read_serve_yaml,
-          errors=(auth.AuthConfigError,),
+          errors=(auth.AuthConfigError, PortInUse),
           examples="""
           steve1 serve                                   # serve/config.yaml: the released world models on CPU, port 8000
           steve1 serve policy=2x weights=steve1.weights mineclip=attn.pth prior=steve1_prior.pt
