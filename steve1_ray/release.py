@@ -104,6 +104,13 @@ class ReleaseConfig:
     """then this many epochs of the embedder's text tower alone (`steve1 train-text-tower`: template paraphrases and
     filler words, the video tower frozen so every goal stays as it is), before the prior is trained on it;
     0 = none (the release before session 26)"""
+    text_anchor: float = 5.0
+    """the text-tower stage's `anchor` (`steve1 train-text-tower anchor=`): each wording's embedding, as the prior
+    reads it, is pulled toward its goal's caption prototype, so a phrasing that is no caption gets its caption's goal
+    and not a shorter blend of goals. 5 in the committed release since session 44: the evaluation's phrasings were
+    then followed 5 and 5 of 5 at seeds 0 and 1, against 4 and 4 with 0 (benchmarks/RESULTS.md). 0 = none (the
+    release before). With an anchor the stage and the prior after it write folders of their own
+    (`text_tower_anchor<A>/`, `prior_text_anchor<A>/`), so an older work folder resumes into it"""
     goal_whiten: bool = False
     """whiten the embedder's goal space (`steve1 whiten-embedder`, fitted on the release's dataset embedded with
     the trained embedder; the released mineclip.pth is then the whitened one, and the policies and the prior are
@@ -171,6 +178,7 @@ class ReleaseConfig:
                                                     and Path(self.steve1_policy).is_file()),
                   f"steve1_policy={self.steve1_policy!r} is neither a preset ({sorted(PRESETS)}) nor a .model file")
         check(self.text_epochs >= 0, f"text_epochs={self.text_epochs!r} must be >= 0")
+        check(self.text_anchor >= 0, f"text_anchor={self.text_anchor!r} must be >= 0")
         check(0.0 <= self.goal_balance <= 1.0 and (not self.goal_balance or self.goal_segments),
               f"goal_balance={self.goal_balance!r} must be in [0, 1] and needs goal_segments=true")
         if self.tiny:
@@ -257,12 +265,13 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         made = yaml.safe_load(before.read_text()) or {}
         # With goal_whiten the text-tower stage runs before the whitening and moves every later stage's position, so
         # text_epochs must match too (0 in older folders); without it the stage comes after the policies and writes
-        # its own prior (prior_text/), so an older folder gains it safely.
+        # its own prior (prior_text/), so an older folder gains it safely. text_anchor likewise: with goal_whiten the
+        # whitened embedder carries its text tower; without, its stages write folders of their own.
         # The demonstrators and the zero goal's episodes change what a resumed recording or policy stage would mix.
         # A finished embedder stage is skipped: resumed with other epochs, the manifest would name epochs it never had.
         keys = ((("goal_whiten", False), ("steve1_policy", ""), ("appetite", "eager"), ("stop_at_full", False),
                  ("free_play", False), ("goal_balance", 0.0), ("embedder_epochs", 8))
-                + ((("text_epochs", 0),) if cfg.goal_whiten else ()) + (("cpu_isa", ""),))
+                + ((("text_epochs", 0), ("text_anchor", 0.0)) if cfg.goal_whiten else ()) + (("cpu_isa", ""),))
         for key, default in keys:
             was = made.get(key, default)
             check(was == getattr(cfg, key), f"{work} was made with {key}={json.dumps(was)}; resume it with the "
@@ -275,7 +284,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     world_arg = world_override(cfg.world)
     world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
     samplings, train_dir = st.path("samplings"), st.path("train")
-    prior = st.path("prior_text" if cfg.text_epochs else "prior", "prior.pt")  # a prior of the text tower it had
+    anchored = f"_anchor{cfg.text_anchor:g}" if cfg.text_anchor and cfg.text_epochs else ""  # (no stage, no anchor)
+    prior = st.path(f"prior_text{anchored}" if cfg.text_epochs else "prior", "prior.pt")  # of the text tower it had
     foundation = train_dir / "foundation.weights"
 
     st.run("record demonstrator episodes", "record", "steve1_ray.world.record",
@@ -287,13 +297,14 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
             *cfg.embedder_args],
            done=embedder / "metrics.json")  # written after mineclip.pth
     goal_embedder = embedder / "mineclip.pth"
-    text_dir = st.path("text_tower")
+    text_dir = st.path(f"text_tower{anchored}")
 
     def text_tower(src: Path, data: Path) -> Path:
         """The embedder `src` with its text tower trained on more phrasings against `data`'s goals (unchanged)."""
         st.run("train the embedder's text tower on more phrasings (goals unchanged)", "train-text-tower",
                "steve1_ray.train.text_tower", [f"embedder={src}", f"world={world}", f"data={data}", f"out={text_dir}",
-                                               f"epochs={cfg.text_epochs}"],
+                                               f"epochs={cfg.text_epochs}"]
+               + ([f"anchor={cfg.text_anchor:g}"] if anchored else []),
                done=text_dir / "metrics.json")  # written after mineclip.pth
         return text_dir / "mineclip.pth"
 

@@ -33,6 +33,8 @@ def test_release_config_rejects_bad_values():
         load_config(ReleaseConfig, [], ["goal_frames=-1"])
     with pytest.raises(ConfigError, match="text_epochs=-1"):
         load_config(ReleaseConfig, [], ["text_epochs=-1"])
+    with pytest.raises(ConfigError, match="text_anchor=-1"):
+        load_config(ReleaseConfig, [], ["text_anchor=-1"])
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config(ReleaseConfig, [], ["steve1_policy=/no/such.model"])
     with pytest.raises(ConfigError, match="neither a preset"):
@@ -174,12 +176,13 @@ def test_release_world_tiny_writes_a_verified_release_and_resumes(tmp_path):
 
     trained, released = video_state(load_mineclip(work / "embedder" / "mineclip.pth")), video_state(load_mineclip(out / "mineclip.pth"))
     assert all(torch.equal(trained[k], released[k]) for k in trained)
-    tuned, raw, shipped = (text_state(work / "text_tower" / "mineclip.pth"), text_state(work / "embedder" / "mineclip.pth"),
+    # (the default text_anchor=5: the stage and its prior write text_tower_anchor5/ and prior_text_anchor5/)
+    tuned, raw, shipped = (text_state(work / "text_tower_anchor5" / "mineclip.pth"), text_state(work / "embedder" / "mineclip.pth"),
                            text_state(out / "mineclip.pth"))
     assert all(torch.equal(tuned[k], shipped[k]) for k in tuned) and any(not torch.equal(raw[k], shipped[k]) for k in raw)
     assert manifest["metrics"]["text_tower"]["final"]["epoch"] == 1
     # the prior was trained on the shipped text tower (the whitened copy of the tuned one), not the raw embedder's
-    prior_cfg = yaml.safe_load((work / "prior_text" / "prior.yaml").read_text())
+    prior_cfg = yaml.safe_load((work / "prior_text_anchor5" / "prior.yaml").read_text())
     assert prior_cfg["mineclip_path"] == str(work / "embedder_white" / "mineclip.pth")
     assert manifest["metrics"]["goal_whitening"]["frames"] > 128
     assert "embedder_white/mineclip.pth" in (work / "shards" / "manifest.json").read_text()
@@ -254,8 +257,29 @@ def test_release_world_tiny_default_runs_the_text_tower_after_the_policies(tmp_p
 
     if has_isa("avx2"):
         assert json.loads((out / "manifest.json").read_text())["cpu_capability"] == "AVX2"
-    assert yaml.safe_load((work / "prior_text" / "prior.yaml").read_text())["mineclip_path"] == str(work / "text_tower" / "mineclip.pth")
+    text, prior = work / "text_tower_anchor5", work / "prior_text_anchor5"  # the default text_anchor=5
+    assert yaml.safe_load((prior / "prior.yaml").read_text())["mineclip_path"] == str(text / "mineclip.pth")
+    assert (out / "mineclip.pth").read_bytes() == (text / "mineclip.pth").read_bytes()
+    assert json.loads((out / "manifest.json").read_text())["config"]["text_anchor"] == 5
+    assert "heldout/five/to_prototype" in json.loads((text / "metrics.json").read_text())["final"]
+    # resumed with text_anchor=0 (the release before session 44): only the text tower and the prior run again, into
+    # folders of their own, and the video tower (every goal the policies were trained on) is the same
+    import torch
+
+    from steve1_ray.models.mineclip import load_mineclip
+    from steve1_ray.train.text_tower import video_state
+
+    first = video_state(load_mineclip(out / "mineclip.pth"))
+    proc = _steve1(["release-world", "tiny=true", f"out={out}", f"work={work}", "text_anchor=0"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    ran = [n.split(" (")[0] for n in re.findall(r"^\[\d+\] (.+?)  \(t\+", proc.stdout, re.M)]
+    assert len(ran) == 2 and ran[0].startswith("train the embedder's text tower") and ran[1].startswith("train the prior"), ran
     assert (out / "mineclip.pth").read_bytes() == (work / "text_tower" / "mineclip.pth").read_bytes()
+    assert (out / "prior.pt").read_bytes() == (work / "prior_text" / "prior.pt").read_bytes()
+    again = video_state(load_mineclip(out / "mineclip.pth"))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["text_anchor"] == 0 and "heldout/five/to_prototype" not in manifest["metrics"]["text_tower"]["final"]
 
 
 def test_release_out_refuses_a_folder_that_is_not_a_release(tmp_path):

@@ -320,6 +320,33 @@ def test_text_tower_learns_alone_and_leaves_every_goal_as_it_was(world_dataset, 
     assert not (tmp_path / "out2").exists()
 
 
+def test_text_tower_anchor_pulls_each_wording_toward_its_goals_caption_prototype(world_dataset, tmp_path):
+    """`anchor`: what the prior reads (the raw text embedding) moves toward each goal's caption prototype, held-out
+    phrasings included (they are never trained on); without it the metrics of the committed release stay as they
+    were (no `to_prototype` keys)."""
+    import shutil
+
+    from steve1_ray.models.loading import load_embedder
+    from steve1_ray.models.mineclip import save_mineclip
+    from steve1_ray.train.text_tower import TextTowerConfig, run
+
+    world = Path(world_dataset).parent / "rec"
+    data = tmp_path / "shards"
+    shutil.copytree(world_dataset, data)
+    save_mineclip(load_embedder("debug", device="cpu"), tmp_path / "mine.pth")
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest.setdefault("options", {})["mineclip_path"] = str(tmp_path / "mine.pth")
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    common = dict(embedder=str(tmp_path / "mine.pth"), world=str(world), data=str(data), epochs=3, batch_size=8,
+                  clips_per_caption=2, lr=1e-3)
+    plain = run(TextTowerConfig(**common, out=str(tmp_path / "plain")), log=lambda *_: None)
+    pulled = run(TextTowerConfig(**common, out=str(tmp_path / "pulled"), anchor=20.0), log=lambda *_: None)
+    assert not any("to_prototype" in k for k in plain["final"])
+    start, end = pulled["history"][0], pulled["final"]
+    assert end["heldout/five/to_prototype"] < 0.8 * start["heldout/five/to_prototype"]
+    assert end["caption/five/to_prototype"] < 0.8 * start["caption/five/to_prototype"]
+
+
 def test_filler_words_are_words_the_captions_and_templates_never_use():
     import numpy as np
 
@@ -345,7 +372,8 @@ def test_text_tower_config_refuses_missing_and_out_of_range_values():
     with pytest.raises(ConfigError, match="embedder= is required"):
         load_config(TextTowerConfig, [], ["world=w", "data=d"])
     for bad, msg in (("filler=2", "shares in"), ("paraphrases=-0.1", "shares in"), ("batch_size=1", "batch_size=1"),
-                     ("epochs=0", "epochs=0"), ("lr=0", "lr=0"), ("clips_per_caption=0", "clips_per_caption=0")):
+                     ("epochs=0", "epochs=0"), ("lr=0", "lr=0"), ("clips_per_caption=0", "clips_per_caption=0"),
+                     ("anchor=-1", "anchor=-1")):
         with pytest.raises(ConfigError, match=msg):
             load_config(TextTowerConfig, [], ok + [bad])
     assert load_config(TextTowerConfig, [], ok).filler == 0.5

@@ -78,6 +78,12 @@ class TextTowerConfig:
     """visual embeddings per caption: the clips ending on its segment's last k kept frames (the prior's pairs)"""
     seed: int = 0
     """seed of the paraphrases, the filler words and the batch order"""
+    anchor: float = 0.0
+    """weight of a pull of each text's embedding, as the prior reads it (not normalised), toward its goal's caption
+    prototype: the mean embedding of the goal's captions under the starting text tower, fixed. The loss is the squared
+    distance over the prototype's squared norm, batch mean. The contrastive loss sees directions only, so two wordings
+    of one goal can sit apart in what the prior reads, and the prior then gives the less certain one a shorter goal
+    (benchmarks/RESULTS.md, session 43). 0 = none"""
 
     def __post_init__(self):
         for name in ("embedder", "world", "data"):
@@ -88,6 +94,7 @@ class TextTowerConfig:
         check(0.0 <= self.paraphrases <= 1.0 and 0.0 <= self.filler <= 1.0,
               f"paraphrases={self.paraphrases!r} and filler={self.filler!r} are shares in [0, 1]")
         check(self.clips_per_caption >= 1, f"clips_per_caption={self.clips_per_caption!r} must be >= 1")
+        check(self.anchor >= 0, f"anchor={self.anchor!r} must be >= 0")
 
 
 def filler_words() -> list[str]:
@@ -153,6 +160,29 @@ def phrase_scores(model, visual: torch.Tensor, goals: np.ndarray) -> dict:
     return out
 
 
+@torch.no_grad()
+def caption_prototypes(model) -> dict[str, torch.Tensor]:
+    """Each goal's mean caption embedding (not normalised: what the prior reads)."""
+    from steve1_ray.world.phrases import captions
+
+    return {g: model.encode_text(list(cs)).float().mean(0) for g, cs in captions().items() if cs}
+
+
+@torch.no_grad()
+def prototype_distance(model, protos: dict[str, torch.Tensor]) -> dict:
+    """How far the evaluation's five goals' held-out phrasings and captions sit from their goal's caption prototype
+    (`protos`), in what the prior reads: distance over the prototype's norm, mean."""
+    from steve1_ray.world.phrases import captions, heldout_phrases
+
+    out = {}
+    for key, table in (("heldout", heldout_phrases()), ("caption", captions())):
+        rows = [(g, p) for g in FIVE for p in table.get(g, ())]
+        t = model.encode_text([p for _, p in rows]).float()
+        a = torch.stack([protos[g] for g, _ in rows])
+        out[f"{key}/five/to_prototype"] = round(float(((t - a).norm(dim=-1) / a.norm(dim=-1)).mean()), 4)
+    return out
+
+
 def _check_data(cfg: TextTowerConfig, model) -> None:
     """The dataset's goals must come from this embedder's video tower (its manifest names the embedder file)."""
     from steve1_ray.data import shards
@@ -190,9 +220,12 @@ def run(cfg: TextTowerConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     v = F.normalize(torch.from_numpy(np.asarray(visual)).float(), dim=-1)
+    protos = caption_prototypes(model)  # the starting tower's, fixed
+    anchor_of = torch.stack([protos[g] for g in goals.tolist()])
     words = filler_words()
     before = video_state(model)
-    history = [{"epoch": 0, **phrase_scores(model.eval(), v, goals)}]
+    near = (lambda: prototype_distance(model, protos)) if cfg.anchor else dict  # metrics of the committed run kept
+    history = [{"epoch": 0, **phrase_scores(model.eval(), v, goals), **near()}]
     log(f"text-tower: {len(texts)} caption pairs of {len(set(goals.tolist()))} goals, {len(words)} filler words; "
         f"before: held-out phrasings -> their goal {history[0]['heldout/to_caption']:.2f}")
 
@@ -218,6 +251,9 @@ def run(cfg: TextTowerConfig, log=print) -> dict:
                 g["lr"] = cfg.lr * _schedule(step, total, warmup=0)  # cosine to 0, as train-embedder's
             text = model.forward_text(model.tokenize([batch_texts[j] for j in idx]))
             loss = contrastive_loss(v[idx], text, model.clip_model.logit_scale, goals[idx].tolist())
+            if cfg.anchor:
+                a = anchor_of[idx]
+                loss = loss + cfg.anchor * ((text.float() - a) ** 2).sum(-1).div((a ** 2).sum(-1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -225,7 +261,8 @@ def run(cfg: TextTowerConfig, log=print) -> dict:
             losses.append(loss.item())
             step += 1
         metrics = {"epoch": epoch + 1, "train/loss": round(float(np.mean(losses)), 4),
-                   "seconds": round(time.time() - t0, 1), **phrase_scores(model.eval(), v, goals)}
+                   "seconds": round(time.time() - t0, 1), **phrase_scores(model.eval(), v, goals),
+                   **near()}
         history.append(metrics)
         elapsed = time.time() - t0
         log(f"text-tower: epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train/loss']:.3f}  held-out phrasings -> "
