@@ -19,7 +19,6 @@ import argparse
 import concurrent.futures as cf
 import os
 import platform
-import socket
 import statistics
 import threading
 import time

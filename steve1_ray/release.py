@@ -37,6 +37,7 @@ import dataclasses
 import hashlib
 import shlex
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -178,7 +179,8 @@ class ReleaseConfig:
                                                     and Path(self.steve1_policy).is_file()),
                   f"steve1_policy={self.steve1_policy!r} is neither a preset ({sorted(PRESETS)}) nor a .model file")
         check(self.text_epochs >= 0, f"text_epochs={self.text_epochs!r} must be >= 0")
-        check(self.text_anchor >= 0, f"text_anchor={self.text_anchor!r} must be >= 0")
+        check(math.isfinite(self.text_anchor) and self.text_anchor >= 0,
+              f"text_anchor={self.text_anchor!r} must be a number >= 0")
         check(0.0 <= self.goal_balance <= 1.0 and (not self.goal_balance or self.goal_segments),
               f"goal_balance={self.goal_balance!r} must be in [0, 1] and needs goal_segments=true")
         if self.tiny:
@@ -273,8 +275,10 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
                  ("free_play", False), ("goal_balance", 0.0), ("embedder_epochs", 8))
                 + ((("text_epochs", 0), ("text_anchor", 0.0)) if cfg.goal_whiten else ()) + (("cpu_isa", ""),))
         for key, default in keys:
-            was = made.get(key, default)
-            check(was == getattr(cfg, key), f"{work} was made with {key}={json.dumps(was)}; resume it with the "
+            was, now = made.get(key, default), getattr(cfg, key)
+            if key == "text_anchor" and not (made.get("text_epochs") and cfg.text_epochs):
+                was = now = 0.0  # no text-tower stage on either side: no anchor
+            check(was == now, f"{work} was made with {key}={json.dumps(was)}; resume it with the "
                                             "same setting, or start over in a new work folder")
     capability = pin_cpu_isa(cfg.cpu_isa)  # before any stage runs a torch operation or starts a Ray worker
     save_config(cfg, work / "release_config.yaml")
@@ -284,7 +288,8 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
     world_arg = world_override(cfg.world)
     world, embedder, shards = st.path("world"), st.path("embedder"), st.path("shards")
     samplings, train_dir = st.path("samplings"), st.path("train")
-    anchored = f"_anchor{cfg.text_anchor:g}" if cfg.text_anchor and cfg.text_epochs else ""  # (no stage, no anchor)
+    anchor = repr(float(cfg.text_anchor)).removesuffix(".0")  # 5.0 -> "5"; every digit kept
+    anchored = f"_anchor{anchor}" if cfg.text_anchor and cfg.text_epochs else ""  # (no stage, no anchor)
     prior = st.path(f"prior_text{anchored}" if cfg.text_epochs else "prior", "prior.pt")  # of the text tower it had
     foundation = train_dir / "foundation.weights"
 
@@ -304,7 +309,7 @@ def run_release(cfg: ReleaseConfig, argv: list[str]) -> dict:
         st.run("train the embedder's text tower on more phrasings (goals unchanged)", "train-text-tower",
                "steve1_ray.train.text_tower", [f"embedder={src}", f"world={world}", f"data={data}", f"out={text_dir}",
                                                f"epochs={cfg.text_epochs}"]
-               + ([f"anchor={cfg.text_anchor:g}"] if anchored else []),
+               + ([f"anchor={anchor}"] if anchored else []),
                done=text_dir / "metrics.json")  # written after mineclip.pth
         return text_dir / "mineclip.pth"
 

@@ -8,6 +8,7 @@ stage times printed at the end. Each stage's job pins the CPU kernels as the pip
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import shlex
@@ -38,9 +39,15 @@ class Stages:
         """Run one stage unless `done` (the file its job writes last) exists. A stage done before with other
         arguments is refused rather than reused (its outputs would not be what this command line asks for)."""
         n = len(self.times) + 1
-        record = self.root / ".stages" / f"{n:02d}-{command}.json"
+        # the record of what made `done`: by position and by `done` itself, so that a stage whose output folder
+        # depends on an option (the release's text_anchor) keeps one record per folder; records of folders made
+        # before session 44 are by position alone
+        legacy = self.root / ".stages" / f"{n:02d}-{command}.json"
+        record = legacy if done is None else legacy.with_name(
+            f"{n:02d}-{command}-{hashlib.sha256(str(Path(done).resolve()).encode()).hexdigest()[:12]}.json")
         if done is not None and done.exists():
-            before = json.loads(record.read_text())["argv"] if record.is_file() else argv
+            made = record if record.is_file() else legacy
+            before = json.loads(made.read_text())["argv"] if made.is_file() else argv
             if before != argv:
                 changed = sorted(set(argv) ^ set(before))
                 raise SystemExit(f"{self.prefix}: stage {name!r} was done in {self.root} with other arguments "

@@ -33,8 +33,9 @@ def test_release_config_rejects_bad_values():
         load_config(ReleaseConfig, [], ["goal_frames=-1"])
     with pytest.raises(ConfigError, match="text_epochs=-1"):
         load_config(ReleaseConfig, [], ["text_epochs=-1"])
-    with pytest.raises(ConfigError, match="text_anchor=-1"):
-        load_config(ReleaseConfig, [], ["text_anchor=-1"])
+    for bad in ("text_anchor=-1", "text_anchor=inf", "text_anchor=nan"):
+        with pytest.raises(ConfigError, match=bad):
+            load_config(ReleaseConfig, [], [bad])
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config(ReleaseConfig, [], ["steve1_policy=/no/such.model"])
     with pytest.raises(ConfigError, match="neither a preset"):
@@ -340,6 +341,17 @@ def test_a_work_folder_resumes_only_with_the_goal_space_it_was_made_with(tmp_pat
     (work / "release_config.yaml").write_text(f"goal_whiten: true\nsteve1_policy: {arch}\nembedder_epochs: 1\n")
     assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true"]) == 2
     assert "made with text_epochs=0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # nor with another text anchor (the whitened embedder carries that text tower); without a text-tower stage
+    # there is no anchor to compare (the check goes on to the next key, cpu_isa)
+    (work / "release_config.yaml").write_text(f"goal_whiten: true\nsteve1_policy: {arch}\nembedder_epochs: 1\n"
+                                              "text_epochs: 1\n")
+    assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true"]) == 2
+    assert "made with text_anchor=0.0" in capsys.readouterr().err
+    (work / "release_config.yaml").write_text(f"goal_whiten: true\nsteve1_policy: {arch}\nembedder_epochs: 1\n"
+                                              "text_epochs: 0\n")
+    assert main([f"work={work}", f"out={tmp_path / 'out'}", "goal_whiten=true", "tiny=true", "text_epochs=0"]) == 2
+    assert 'made with cpu_isa=""' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     # nor with other demonstrators (the recording resumes episode by episode), other zero-goal episodes or another
     # embedder (a finished embedder stage is skipped; a folder from before session 38 trained 8 epochs)

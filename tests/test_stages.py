@@ -57,7 +57,7 @@ def test_a_failing_stage_stops_the_pipeline_with_its_name(tmp_path, job):
     with pytest.raises(SystemExit, match="demo: stage 'bad' failed \\(exit 2\\)"):
         Stages(tmp_path, "demo").run("bad", "fake", "fake_stage_job", [str(tmp_path / "b"), "fail"],
                                      done=tmp_path / "b")
-    assert not (tmp_path / ".stages" / "01-fake.json").exists()  # nothing recorded for a failed stage
+    assert not list((tmp_path / ".stages").glob("01-fake*.json"))  # nothing recorded for a failed stage
 
 
 def test_the_pipelines_cpu_isa_reaches_every_stage_but_not_its_resume_record(tmp_path, job, capsys):
@@ -71,3 +71,26 @@ def test_the_pipelines_cpu_isa_reaches_every_stage_but_not_its_resume_record(tmp
     again.run("first", "fake", "fake_stage_job", [str(tmp_path / "a"), "x"], done=tmp_path / "a")
     again.run("second", "fake", "fake_stage_job", [str(tmp_path / "b"), "y"], done=tmp_path / "b")
     assert job[1:] == [[str(tmp_path / "b"), "y"]] and "already done" in capsys.readouterr().out
+
+
+def test_one_position_two_outputs_each_keeps_its_own_record(tmp_path, job, capsys):
+    """A stage whose output folder depends on an option (the release's `text_anchor`): run with one, then the other,
+    then the first again, each resumes its own folder (it was refused once the second run overwrote a record kept
+    by position alone); a record by position from an older folder still counts."""
+    def stage(out, arg):
+        Stages(tmp_path, "demo").run("first", "fake", "fake_stage_job", [str(tmp_path / out), arg],
+                                     done=tmp_path / out)
+
+    stage("a", "anchor=0")
+    stage("b", "anchor=5")
+    stage("a", "anchor=0")
+    stage("b", "anchor=5")
+    assert job == [[str(tmp_path / "a"), "anchor=0"], [str(tmp_path / "b"), "anchor=5"]]
+    with pytest.raises(SystemExit, match="with other arguments"):
+        stage("a", "anchor=1")  # the same folder with another value is still refused
+    (tmp_path / "c").write_text("done")  # a folder of an older run: its record is by position
+    (tmp_path / ".stages" / "01-fake.json").write_text('{"command": "fake", "argv": ["%s", "x"]}' % (tmp_path / "c"))
+    stage("c", "x")
+    with pytest.raises(SystemExit, match="with other arguments"):
+        stage("c", "y")
+    assert len(job) == 2

@@ -341,10 +341,20 @@ def test_text_tower_anchor_pulls_each_wording_toward_its_goals_caption_prototype
                   clips_per_caption=2, lr=1e-3)
     plain = run(TextTowerConfig(**common, out=str(tmp_path / "plain")), log=lambda *_: None)
     pulled = run(TextTowerConfig(**common, out=str(tmp_path / "pulled"), anchor=20.0), log=lambda *_: None)
-    assert not any("to_prototype" in k for k in plain["final"])
+    assert not any("to_prototype" in k for k in plain["final"]) and "train/anchor" not in plain["final"]
     start, end = pulled["history"][0], pulled["final"]
     assert end["heldout/five/to_prototype"] < 0.8 * start["heldout/five/to_prototype"]
     assert end["caption/five/to_prototype"] < 0.8 * start["caption/five/to_prototype"]
+    assert end["train/anchor"] < pulled["history"][1]["train/anchor"]
+    # the control: the same training without the pull does not get there
+    from steve1_ray.models.mineclip import load_mineclip
+    from steve1_ray.train.text_tower import caption_prototypes, prototype_distance
+
+    protos = caption_prototypes(load_mineclip(tmp_path / "mine.pth").eval())
+    alone = prototype_distance(load_mineclip(tmp_path / "plain" / "mineclip.pth").eval(), protos)
+    assert start["heldout/five/to_prototype"] == prototype_distance(load_mineclip(tmp_path / "mine.pth").eval(), protos)[
+        "heldout/five/to_prototype"]
+    assert alone["heldout/five/to_prototype"] > 0.8 * start["heldout/five/to_prototype"]
 
 
 def test_filler_words_are_words_the_captions_and_templates_never_use():
@@ -373,7 +383,7 @@ def test_text_tower_config_refuses_missing_and_out_of_range_values():
         load_config(TextTowerConfig, [], ["world=w", "data=d"])
     for bad, msg in (("filler=2", "shares in"), ("paraphrases=-0.1", "shares in"), ("batch_size=1", "batch_size=1"),
                      ("epochs=0", "epochs=0"), ("lr=0", "lr=0"), ("clips_per_caption=0", "clips_per_caption=0"),
-                     ("anchor=-1", "anchor=-1")):
+                     ("anchor=-1", "anchor=-1"), ("anchor=inf", "anchor=inf")):
         with pytest.raises(ConfigError, match=msg):
             load_config(TextTowerConfig, [], ok + [bad])
     assert load_config(TextTowerConfig, [], ok).filler == 0.5

@@ -47,13 +47,14 @@ def start_http(host: str, port: int = 0, tries: int = 5) -> int:
     `tries` ports. A given port that is taken raises PortInUse (with a plain message), not Ray's traceback.
     """
     from ray import serve
+    from ray.serve.context import _get_global_client
 
     picked = []
     for _ in range(tries if port == 0 else 1):
         picked.append(port or free_port(host))
         try:
             serve.start(http_options={"host": host, "port": picked[-1]})
-            return picked[-1]
+            return _get_global_client().http_config.port  # Serve's own (it keeps its port if it ran already)
         except Exception as e:  # Ray wraps the proxy's RuntimeError in a RayTaskError
             if "Failed to bind to address" not in str(e):
                 raise

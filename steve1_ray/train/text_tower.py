@@ -32,6 +32,7 @@ captions, sees). The last epoch is written (the held-out phrasings measure, they
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -94,7 +95,7 @@ class TextTowerConfig:
         check(0.0 <= self.paraphrases <= 1.0 and 0.0 <= self.filler <= 1.0,
               f"paraphrases={self.paraphrases!r} and filler={self.filler!r} are shares in [0, 1]")
         check(self.clips_per_caption >= 1, f"clips_per_caption={self.clips_per_caption!r} must be >= 1")
-        check(self.anchor >= 0, f"anchor={self.anchor!r} must be >= 0")
+        check(math.isfinite(self.anchor) and self.anchor >= 0, f"anchor={self.anchor!r} must be a number >= 0")
 
 
 def filler_words() -> list[str]:
@@ -220,8 +221,9 @@ def run(cfg: TextTowerConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     v = F.normalize(torch.from_numpy(np.asarray(visual)).float(), dim=-1)
-    protos = caption_prototypes(model)  # the starting tower's, fixed
-    anchor_of = torch.stack([protos[g] for g in goals.tolist()])
+    if cfg.anchor:
+        protos = caption_prototypes(model)  # the starting tower's, fixed
+        anchor_of = torch.stack([protos[g] for g in goals.tolist()])
     words = filler_words()
     before = video_state(model)
     near = (lambda: prototype_distance(model, protos)) if cfg.anchor else dict  # metrics of the committed run kept
@@ -244,7 +246,7 @@ def run(cfg: TextTowerConfig, log=print) -> dict:
         model.train()
         batch_texts = add_filler(paraphrase_texts(texts, goals.tolist(), cfg.paraphrases, [cfg.seed, 29, epoch]),
                                  cfg.filler, words, rng)
-        order, losses = rng.permutation(n), []
+        order, losses, pulls = rng.permutation(n), [], []
         for i in range(0, max(1, n - b + 1), b):
             idx = order[i:i + b]
             for g in opt.param_groups:
@@ -253,7 +255,9 @@ def run(cfg: TextTowerConfig, log=print) -> dict:
             loss = contrastive_loss(v[idx], text, model.clip_model.logit_scale, goals[idx].tolist())
             if cfg.anchor:
                 a = anchor_of[idx]
-                loss = loss + cfg.anchor * ((text.float() - a) ** 2).sum(-1).div((a ** 2).sum(-1)).mean()
+                pull = ((text.float() - a) ** 2).sum(-1).div((a ** 2).sum(-1)).mean()
+                pulls.append(pull.item())
+                loss = loss + cfg.anchor * pull
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -261,6 +265,7 @@ def run(cfg: TextTowerConfig, log=print) -> dict:
             losses.append(loss.item())
             step += 1
         metrics = {"epoch": epoch + 1, "train/loss": round(float(np.mean(losses)), 4),
+                   **({"train/anchor": round(float(np.mean(pulls)), 4)} if pulls else {}),  # (in the loss x anchor)
                    "seconds": round(time.time() - t0, 1), **phrase_scores(model.eval(), v, goals),
                    **near()}
         history.append(metrics)
