@@ -37,6 +37,10 @@ def absolute_local(path: str | None) -> str | None:
     return path if not path or "://" in path else str(Path(path).expanduser().resolve())
 
 
+YAML_NULLS = ("null", "Null", "NULL", "~")
+"""the texts YAML reads as null (the empty text aside, which stays "" on the command line)"""
+
+
 def _parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)
@@ -56,8 +60,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Union:  # Optional[X] and friends
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or isinstance(value, str) and value.strip() in YAML_NULLS):
+            return None  # `key=null` on the command line as in a file (a plain str field keeps the text "null")
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _coerce(value, inner[0], where)

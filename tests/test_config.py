@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import pytest
 
@@ -67,6 +68,24 @@ def test_overrides_are_parsed_as_yaml_scalars_and_coerced(tmp_path):
     cfg = load_config(Cfg, [], ["lr=3e-4", "steps=20", "flag=true", "tags=[a, b]", "inner.width=8", "name=x y"])
     assert cfg.lr == pytest.approx(3e-4) and isinstance(cfg.lr, float)
     assert (cfg.steps, cfg.flag, cfg.tags, cfg.inner.width, cfg.name) == (20, True, ["a", "b"], 8, "x y")
+
+
+@dataclass
+class WithOptional:
+    baseline: Optional[str] = "foundation.model"
+    scale: Optional[float] = 1.0
+    name: str = "run"
+
+
+def test_null_on_the_command_line_unsets_an_optional_field():
+    """`baseline_policy=null` used to set the string "null" on an Optional[str] field (the file name the job then
+    looked for); a YAML null on the command line is None there, as it is in a config file. A plain str keeps it."""
+    for null in ("null", "~", "Null", "NULL", " null "):
+        cfg = load_config(WithOptional, [], [f"baseline={null}", f"scale={null}", f"name={null}"])
+        assert (cfg.baseline, cfg.scale, cfg.name) == (None, None, null)
+    assert load_config(WithOptional, [], ["baseline=nullable.model"]).baseline == "nullable.model"
+    assert load_config(WithOptional, [], ["baseline="]).baseline == ""
+    assert load_config(WithOptional, [], ["baseline=eat: {a cow"]).baseline == "eat: {a cow"  # no YAML for text
 
 
 def test_yaml_overlays_apply_in_order_then_overrides(tmp_path):
