@@ -43,8 +43,12 @@ class Stages:
         # depends on an option (the release's text_anchor) keeps one record per folder; records of folders made
         # before session 44 are by position alone
         legacy = self.root / ".stages" / f"{n:02d}-{command}.json"
-        record = legacy if done is None else legacy.with_name(
-            f"{n:02d}-{command}-{hashlib.sha256(str(Path(done).resolve()).encode()).hexdigest()[:12]}.json")
+        if done is not None:  # named by `done` within the pipeline's folder, so a copied folder finds its records
+            where = Path(done).resolve()
+            where = where.relative_to(self.root) if where.is_relative_to(self.root) else where
+            record = legacy.with_name(f"{n:02d}-{command}-{hashlib.sha256(str(where).encode()).hexdigest()[:12]}.json")
+        else:
+            record = legacy
         if done is not None and done.exists():
             made = record if record.is_file() else legacy
             before = json.loads(made.read_text())["argv"] if made.is_file() else argv

@@ -61,7 +61,6 @@ def served(ray_cluster, tmp_path_factory):
     import os
 
     from ray import serve
-    from ray.serve.context import _get_global_client
 
     from steve1_ray.models.formats import save_weights
     from steve1_ray.models.policy import build_policy
@@ -73,8 +72,7 @@ def served(ray_cluster, tmp_path_factory):
     policy = build_policy("debug").eval()
     weights = tmp_path_factory.mktemp("serve") / "debug.weights"
     save_weights(policy, weights)
-    start_http("127.0.0.1")
-    port = _get_global_client().http_config.port
+    port = start_http("127.0.0.1")
     keys = tmp_path_factory.mktemp("keys") / "api-keys"
     keys.write_text(f"# one key per line\n{OTHER_KEY}\n")
     os.environ["STEVE1_TEST_KEYS"] = API_KEY  # read once, by build_app: only digests reach the replicas

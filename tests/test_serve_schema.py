@@ -15,14 +15,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def api_schema(ray_cluster, tmp_path_factory):
     from ray import serve
-    from ray.serve.context import _get_global_client
 
     from steve1_ray.serving.app import build_app
     from steve1_ray.serving.config import ServeConfig
     from steve1_ray.serving.run import start_http
 
-    start_http("127.0.0.1")
-    url = f"http://127.0.0.1:{_get_global_client().http_config.port}"
+    url = f"http://127.0.0.1:{start_http('127.0.0.1')}"
     cfg = ServeConfig(policy="debug", rollout_workers=1, rollout_max_steps=8, rollout_default_steps=4,
                       rollout_queue=2, max_sessions=64, max_payload_bytes=1_000_000, video_height=64)
     serve.run(build_app(cfg), name="schema", route_prefix="/",

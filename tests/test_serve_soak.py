@@ -24,7 +24,6 @@ N_SESSIONS, N_STEPS, KILL_AFTER = 6, 12, 4
 def test_sessions_survive_a_killed_replica_and_stay_exact(ray_cluster, tmp_path):
     import ray
     from ray import serve
-    from ray.serve.context import _get_global_client
 
     from steve1_ray.models.formats import save_weights
     from steve1_ray.models.policy import build_policy
@@ -36,8 +35,7 @@ def test_sessions_survive_a_killed_replica_and_stay_exact(ray_cluster, tmp_path)
     policy = build_policy("debug").eval()
     weights = tmp_path / "debug.weights"
     save_weights(policy, weights)
-    start_http("127.0.0.1")
-    url = f"http://127.0.0.1:{_get_global_client().http_config.port}"
+    url = f"http://127.0.0.1:{start_http('127.0.0.1')}"
     cfg = ServeConfig(policy="debug", weights=str(weights), sticky_sessions=False, state_sync_every=1,
                       rollout_workers=0, batch_wait_timeout_s=0.002)
     serve.run(build_app(cfg, policy_options={"num_replicas": 2}), name="soak", route_prefix="/",

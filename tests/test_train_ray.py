@@ -280,18 +280,13 @@ def test_non_finite_numbers_are_skipped_then_stop_the_run(ray_cluster, tmp_path)
     assert not Path(cfg.resolved_out_weights()).exists()
 
 
-def test_text_tower_learns_alone_and_leaves_every_goal_as_it_was(world_dataset, tmp_path):
-    """`steve1 train-text-tower`: only the text tower moves (the video tower, so every goal embedding, is
-    bit-identical), the prior's caption pairs are its data, and a dataset embedded with another video tower is
-    refused."""
+def _text_tower_inputs(world_dataset, tmp_path) -> tuple[Path, Path, dict]:
+    """The fixture's recording, a copy of its shards whose manifest names the embedder they were embedded with
+    (written to tmp_path/mine.pth), and that manifest."""
     import shutil
 
-    import torch
-
-    from steve1_ray.config import ConfigError
     from steve1_ray.models.loading import load_embedder
-    from steve1_ray.models.mineclip import load_mineclip, save_mineclip
-    from steve1_ray.train.text_tower import TextTowerConfig, run, video_state
+    from steve1_ray.models.mineclip import save_mineclip
 
     world = Path(world_dataset).parent / "rec"
     data = tmp_path / "shards"
@@ -300,6 +295,21 @@ def test_text_tower_learns_alone_and_leaves_every_goal_as_it_was(world_dataset, 
     manifest = json.loads((data / "manifest.json").read_text())
     manifest.setdefault("options", {})["mineclip_path"] = str(tmp_path / "mine.pth")
     (data / "manifest.json").write_text(json.dumps(manifest))
+    return world, data, manifest
+
+
+def test_text_tower_learns_alone_and_leaves_every_goal_as_it_was(world_dataset, tmp_path):
+    """`steve1 train-text-tower`: only the text tower moves (the video tower, so every goal embedding, is
+    bit-identical), the prior's caption pairs are its data, and a dataset embedded with another video tower is
+    refused."""
+    import torch
+
+    from steve1_ray.config import ConfigError
+    from steve1_ray.models.loading import load_embedder
+    from steve1_ray.models.mineclip import load_mineclip, save_mineclip
+    from steve1_ray.train.text_tower import TextTowerConfig, run, video_state
+
+    world, data, manifest = _text_tower_inputs(world_dataset, tmp_path)
     cfg = TextTowerConfig(embedder=str(tmp_path / "mine.pth"), world=str(world), data=str(data),
                           out=str(tmp_path / "out"), epochs=2, batch_size=8, clips_per_caption=2)
     info = run(cfg, log=lambda *_: None)
@@ -324,19 +334,9 @@ def test_text_tower_anchor_pulls_each_wording_toward_its_goals_caption_prototype
     """`anchor`: what the prior reads (the raw text embedding) moves toward each goal's caption prototype, held-out
     phrasings included (they are never trained on); without it the metrics of the committed release stay as they
     were (no `to_prototype` keys)."""
-    import shutil
-
-    from steve1_ray.models.loading import load_embedder
-    from steve1_ray.models.mineclip import save_mineclip
     from steve1_ray.train.text_tower import TextTowerConfig, run
 
-    world = Path(world_dataset).parent / "rec"
-    data = tmp_path / "shards"
-    shutil.copytree(world_dataset, data)
-    save_mineclip(load_embedder("debug", device="cpu"), tmp_path / "mine.pth")
-    manifest = json.loads((data / "manifest.json").read_text())
-    manifest.setdefault("options", {})["mineclip_path"] = str(tmp_path / "mine.pth")
-    (data / "manifest.json").write_text(json.dumps(manifest))
+    world, data, _ = _text_tower_inputs(world_dataset, tmp_path)
     common = dict(embedder=str(tmp_path / "mine.pth"), world=str(world), data=str(data), epochs=3, batch_size=8,
                   clips_per_caption=2, lr=1e-3)
     plain = run(TextTowerConfig(**common, out=str(tmp_path / "plain")), log=lambda *_: None)
