@@ -12,12 +12,20 @@ randomly initialised encoder: the floor.
     python benchmarks/faced_probe.py --policy <run>/train/steve1/checkpoint_<time>
     python benchmarks/faced_probe.py --policy debug      # the floor
     python benchmarks/faced_probe.py --policy <checkpoint> --episodes 16 --train 10
+    # and which side a cow (a tree) beside the player is on, from the features and from the fovea's raw pixels
+    python benchmarks/faced_probe.py --policy <checkpoint> --episodes 40 --train 28 --adjacent cow,tree
 
 Session 28 (benchmarks/RESULTS.md): the committed quick-start policy 0.61 (tree 0.51, cow 0.21, stone 0.05), a
 random debug encoder 0.48: the debug preset's encoder barely encodes the faced tile, and its `do` does not depend on it.
 Session 29: after 65,536 frames of unconditioned behaviour cloning the debug policy presses `do` at 0.14-0.21 whatever
 it faces (the demonstrator: grass 0.08, a tree 0.62), the `fovea` preset at 0.07-0.09 on grass and sand and 0.29-0.44
 at a tree, water, stone or a cow; probe 0.55 against 0.75.
+`--adjacent` (session 45; session 31 measured it with a script of its own): on the frames where the thing stands on
+one of the four tiles beside the player and the player does not face it (exactly one such side), a probe of that
+side (left, right, up, down) from the image features and, as the ceiling, from the raw pixels of the centre 48x32
+crop (the `fovea` presets' crop, where the player's tile is). Session 31: the released fovea policy 0.61 for a cow
+against 0.92 for a tree, raw pixels 0.90 and 0.98: the policy does not turn to a cow beside it because its encoder
+hardly says where one is.
 """
 from __future__ import annotations
 
@@ -28,6 +36,9 @@ import json
 import numpy as np
 
 TILES = ("tree", "stone", "water", "grass", "cow", "sand", "other")
+SIDES = ("left", "right", "up", "down")
+FOVEA = (48, 32)
+"""the centre crop (height, width) of the 128x128 frame the `fovea` presets read at full resolution"""
 EPISODES = (None, "collect_wood", "collect_drink", "eat_cow", None, "collect_wood", "collect_stone", None)
 
 
@@ -54,13 +65,33 @@ def faced_tile(env) -> str:
     return material if material in TILES else "other"
 
 
-def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600, with_do: bool = False):
+def adjacent_side(env, thing: str) -> int:
+    """Index into SIDES of the one tile beside the player holding `thing` (a TILES name) that it does not face; -1
+    when none, when it faces one, or when two or more sides hold one (no single answer)."""
+    p, world = env.player, env.world
+    if faced_tile(env) == thing:
+        return -1
+    from steve1_ray.world.demonstrators import DIRS
+
+    hits = []
+    for k, side in enumerate(SIDES):
+        dx, dy = DIRS[side]
+        material, obj = world[(int(p.pos[0] + dx), int(p.pos[1] + dy))]
+        name = "cow" if type(obj).__name__ == "Cow" else material
+        hits += [k] if name == thing else []
+    return hits[0] if len(hits) == 1 else -1
+
+
+def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600, with_do: bool = False,
+            adjacent: tuple[str, ...] = ()):
     """(frames (N, 128, 128, 3) uint8 as the policy sees them, labels (N,) indices into TILES, episode (N,)), and
-    with `with_do` a fourth array (N,) bool: the demonstrator pressed `do` on that frame."""
+    with `with_do` a next array (N,) bool: the demonstrator pressed `do` on that frame, and with `adjacent` things
+    a last {thing: (N,) int} of `adjacent_side`."""
     from steve1_ray.agent import resize_pov
     from steve1_ray.world.demonstrators import Demonstrator
 
     frames, labels, episode, did = [], [], [], []
+    sides = {thing: [] for thing in adjacent}
     for k, focus in enumerate(focuses):
         demo = Demonstrator(env, seed=seed + k, focus=focus)
         obs = env.reset(seed=seed + k)
@@ -69,13 +100,38 @@ def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600, with_do: b
             frames.append(resize_pov(obs["pov"]))
             labels.append(TILES.index(faced_tile(env)))
             episode.append(k)
+            for thing in adjacent:
+                sides[thing].append(adjacent_side(env, thing))
             action = demo.act()
             did.append(env.crafter_name(action) == "do")  # the world's own adapter (its `move_over_attack`)
             obs, _, done, _ = env.step(action)
             if done:
                 break
-    out = (np.stack(frames), np.array(labels), np.array(episode))
-    return out + (np.array(did, bool),) if with_do else out
+    out = (np.stack(frames), np.array(labels), np.array(episode)) + ((np.array(did, bool),) if with_do else ())
+    return out + ({thing: np.array(v, np.int64) for thing, v in sides.items()},) if adjacent else out
+
+
+def fovea_pixels(frames: np.ndarray) -> np.ndarray:
+    """The raw pixels (N, 48 * 32 * 3) float of frames' (N, 128, 128, 3) centre crop, `FOVEA`."""
+    h, w = FOVEA
+    top, left = (frames.shape[1] - h) // 2, (frames.shape[2] - w) // 2
+    return frames[:, top:top + h, left:left + w].reshape(len(frames), -1).astype(np.float32) / 255.0
+
+
+def side_probe(feats: np.ndarray, pixels: np.ndarray, side: np.ndarray, episode: np.ndarray, n_train: int) -> dict:
+    """Which side an adjacent thing is on (`side` from `adjacent_side`, -1 rows skipped), probed from `feats` and
+    from `pixels`, fitted on episodes < n_train and tested on the rest: {"frames", "test_frames", "majority" (the
+    test rows' commonest side's share), "features", "pixels"} (accuracies; None without test rows)."""
+    rows = side >= 0
+    train = (episode < n_train)[rows]
+    y = side[rows]
+    test = y[~train]
+    out = {"frames": int(rows.sum()), "test_frames": int(len(test)),
+           "majority": round(float(np.bincount(test, minlength=len(SIDES)).max() / len(test)), 3) if len(test) else None}
+    for name, x in (("features", feats), ("pixels", pixels)):
+        ok = len(test) and train.any()
+        out[name] = round(probe(x[rows], y, train, n_classes=len(SIDES))["accuracy"], 3) if ok else None
+    return out
 
 
 def do_by_tile(policy, frames: np.ndarray, labels: np.ndarray, episode: np.ndarray, did: np.ndarray,
@@ -160,7 +216,13 @@ def main(argv=None) -> None:
     ap.add_argument("--train", type=int, default=6, help="the first this many episodes fit the probe")
     ap.add_argument("--tree-logs", type=int, default=4)
     ap.add_argument("--move-over-attack", action="store_true", help="the world's `move_over_attack` (docs/world.md)")
+    ap.add_argument("--adjacent", default="", help="things (TILES names, e.g. cow,tree) whose side beside the player "
+                                                   "to probe as well")
     args = ap.parse_args(argv)
+    adjacent = tuple(t for t in args.adjacent.split(",") if t)
+    unknown = sorted(set(adjacent) - set(TILES))
+    if unknown:
+        ap.error(f"--adjacent: unknown {unknown}; choose among {list(TILES)}")
     import torch
 
     from steve1_ray.models.loading import load_policy_spec
@@ -170,9 +232,13 @@ def main(argv=None) -> None:
     policy = load_policy_spec(args.policy, args.weights, seed=0)
     env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=args.tree_logs,
                     move_over_attack=args.move_over_attack)
-    frames, labels, episode, did = collect(env, focuses=episode_focuses(args.episodes), steps=args.steps,
-                                           with_do=True)
-    out = probe(features(policy, frames), labels, episode < args.train)
+    frames, labels, episode, did, *sides = collect(env, focuses=episode_focuses(args.episodes), steps=args.steps,
+                                                   with_do=True, adjacent=adjacent)
+    feats = features(policy, frames)
+    out = probe(feats, labels, episode < args.train)
+    pixels = fovea_pixels(frames) if sides else None
+    sides = {thing: side_probe(feats, pixels, side, episode, args.train)
+             for thing, side in (sides[0] if sides else {}).items()}
     held = episode >= args.train
     print(json.dumps({"policy": args.policy, "labels": {TILES[k]: int(v) for k, v in
                                                         sorted(collections.Counter(labels.tolist()).items())},
@@ -181,7 +247,8 @@ def main(argv=None) -> None:
                       "confusions": [[TILES[a], TILES[p], n] for a, p, n in out["confusions"]],
                       "n_train": out["n_train"], "n_test": out["n_test"],
                       "do_by_tile": do_by_tile(policy, frames[held], labels[held], episode[held], did[held],
-                                                   move_over_attack=env.move_over_attack)},
+                                                   move_over_attack=env.move_over_attack),
+                      **({"adjacent_side": sides} if sides else {})},
                      indent=1))
 
 

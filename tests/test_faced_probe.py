@@ -60,3 +60,54 @@ def test_do_by_tile_reads_the_policy_and_the_demonstrator_per_faced_tile():
         head.bias.copy_(torch.where(m[:, acts.index("do")] > 0, 0.0, -1e4))
     assert all(v["policy"] == 1.0 for v in fp.do_by_tile(policy, frames, labels, episode, did).values())
     assert fp.episode_focuses(10)[8:] == fp.EPISODES[:2]
+
+
+def test_adjacent_side_names_the_one_side_a_thing_is_on_and_not_a_faced_or_doubled_one():
+    from crafter import objects
+
+    from steve1_ray.world.crafter_env import CrafterEnv
+
+    env = CrafterEnv(tree_logs=4, max_steps=10, area=(24, 24))
+    env.reset(seed=3)
+    x, y = (int(v) for v in env.player.pos)
+    for obj in [o for o in env.world.objects if isinstance(o, objects.Cow)]:
+        env.world.remove(obj)
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        env.world[(x + dx, y + dy)] = "grass"
+    env.player.facing = (0, 1)
+    assert fp.adjacent_side(env, "cow") == -1 and fp.adjacent_side(env, "tree") == -1  # nothing beside
+    env.world.add(objects.Cow(env.world, np.array([x - 1, y])))
+    assert fp.adjacent_side(env, "cow") == fp.SIDES.index("left") and fp.adjacent_side(env, "tree") == -1
+    env.world[(x, y - 1)] = "tree"
+    assert fp.adjacent_side(env, "tree") == fp.SIDES.index("up")
+    env.player.facing = (-1, 0)
+    assert fp.adjacent_side(env, "cow") == -1  # faced: nothing to turn to
+    env.player.facing = (0, 1)
+    env.world[(x + 1, y)] = "tree"
+    assert fp.adjacent_side(env, "tree") == -1  # two sides: no single answer
+
+
+def test_side_probe_reads_the_side_from_what_encodes_it_and_skips_unlabelled_frames():
+    rng = np.random.default_rng(1)
+    n = 900
+    side = rng.integers(-1, 4, n)  # -1: not beside, skipped
+    episode = np.repeat(np.arange(9), 100)
+    noise = rng.normal(size=(n, 12)).astype(np.float32)
+    encoded = noise.copy()
+    encoded[side >= 0, :4] += 3.0 * np.eye(4)[side[side >= 0]]
+    got = fp.side_probe(noise, encoded, side, episode, n_train=6)
+    assert got["frames"] == int((side >= 0).sum()) and got["test_frames"] == int((side[episode >= 6] >= 0).sum())
+    assert got["pixels"] > 0.9 and got["features"] < 0.45 and 0.2 < got["majority"] < 0.4
+    frames = rng.integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
+    px = fp.fovea_pixels(frames)
+    assert px.shape == (3, 48 * 32 * 3) and np.allclose(px[1, :3], frames[1, 40, 48] / 255.0)
+
+
+def test_collect_labels_adjacent_sides_when_asked():
+    from steve1_ray.world.crafter_env import CrafterEnv
+
+    env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=4, area=(24, 24))
+    frames, labels, episode, sides = fp.collect(env, focuses=(None, "collect_wood"), steps=30, adjacent=("tree",))
+    assert set(sides) == {"tree"} and sides["tree"].shape == labels.shape and set(sides["tree"]) <= {-1, 0, 1, 2, 3}
+    assert (sides["tree"][labels == fp.TILES.index("tree")] == -1).all()  # facing a tree: no side to turn to
+    assert len(fp.collect(env, focuses=(None,), steps=5)) == 3
