@@ -12,8 +12,10 @@ randomly initialised encoder: the floor.
     python benchmarks/faced_probe.py --policy <run>/train/steve1/checkpoint_<time>
     python benchmarks/faced_probe.py --policy debug      # the floor
     python benchmarks/faced_probe.py --policy <checkpoint> --episodes 16 --train 10
-    # and which side a cow (a tree) beside the player is on, from the features and from the fovea's raw pixels
-    python benchmarks/faced_probe.py --policy <checkpoint> --episodes 40 --train 28 --adjacent cow,tree
+    # and which side a cow (a tree) beside the player is on, from the features and from the fovea's raw pixels,
+    # on episodes every other one of which is a cow or a wood task (session 31's set-up: seeds 900-939)
+    python benchmarks/faced_probe.py --policy <checkpoint> --episodes 40 --train 28 --adjacent cow,tree \
+        --seed 900 --focuses none,eat_cow,none,collect_wood
 
 Session 28 (benchmarks/RESULTS.md): the committed quick-start policy 0.61 (tree 0.51, cow 0.21, stone 0.05), a
 random debug encoder 0.48: the debug preset's encoder barely encodes the faced tile, and its `do` does not depend on it.
@@ -22,10 +24,10 @@ it faces (the demonstrator: grass 0.08, a tree 0.62), the `fovea` preset at 0.07
 at a tree, water, stone or a cow; probe 0.55 against 0.75.
 `--adjacent` (session 45; session 31 measured it with a script of its own): on the frames where the thing stands on
 one of the four tiles beside the player and the player does not face it (exactly one such side), a probe of that
-side (left, right, up, down) from the image features and, as the ceiling, from the raw pixels of the centre 48x32
-crop (the `fovea` presets' crop, where the player's tile is). Session 31: the released fovea policy 0.61 for a cow
-against 0.92 for a tree, raw pixels 0.90 and 0.98: the policy does not turn to a cow beside it because its encoder
-hardly says where one is.
+side (left, right, up, down) from the image features and, as the ceiling, from the raw pixels of the centre crop
+the policy's fovea reads (48x32 for a policy without one: the `fovea` presets' crop, where the player's tile is).
+Session 31 (its own script, the set-up above): the fovea release of then 0.61 for a cow against 0.92 for a tree, raw
+pixels 0.90 and 0.98: the policy hardly knows where a cow beside it is.
 """
 from __future__ import annotations
 
@@ -38,13 +40,17 @@ import numpy as np
 TILES = ("tree", "stone", "water", "grass", "cow", "sand", "other")
 SIDES = ("left", "right", "up", "down")
 FOVEA = (48, 32)
-"""the centre crop (height, width) of the 128x128 frame the `fovea` presets read at full resolution"""
+"""the centre crop (height, width) of the 128x128 frame the `fovea` presets read at full resolution (`--adjacent`'s
+pixel ceiling for a policy without a fovea)"""
+ADJACENT = ("tree", "stone", "water", "cow", "sand")
+"""what `--adjacent` can probe (grass is beside the player on most sides, `other` is no one thing)"""
 EPISODES = (None, "collect_wood", "collect_drink", "eat_cow", None, "collect_wood", "collect_stone", None)
 
 
-def episode_focuses(n: int) -> tuple:
-    """`n` episodes' tasks: `EPISODES` over and over (free play, wood, drink, cow, free, wood, stone, free)."""
-    return tuple(EPISODES[k % len(EPISODES)] for k in range(n))
+def episode_focuses(n: int, cycle: tuple = EPISODES) -> tuple:
+    """`n` episodes' tasks: `cycle` over and over (default `EPISODES`: free play, wood, drink, cow, free, wood, stone,
+    free)."""
+    return tuple(cycle[k % len(cycle)] for k in range(n))
 
 
 def _sibling(name: str):
@@ -111,9 +117,10 @@ def collect(env, focuses=EPISODES, steps: int = 300, seed: int = 600, with_do: b
     return out + ({thing: np.array(v, np.int64) for thing, v in sides.items()},) if adjacent else out
 
 
-def fovea_pixels(frames: np.ndarray) -> np.ndarray:
-    """The raw pixels (N, 48 * 32 * 3) float of frames' (N, 128, 128, 3) centre crop, `FOVEA`."""
-    h, w = FOVEA
+def fovea_pixels(frames: np.ndarray, shape=FOVEA) -> np.ndarray:
+    """The raw pixels (N, h * w * 3) float of frames' (N, 128, 128, 3) centre crop of `shape` (h, w), where a
+    policy's fovea takes it (`Fovea`: top (128 - h) // 2, left (128 - w) // 2)."""
+    h, w = shape
     top, left = (frames.shape[1] - h) // 2, (frames.shape[2] - w) // 2
     return frames[:, top:top + h, left:left + w].reshape(len(frames), -1).astype(np.float32) / 255.0
 
@@ -216,13 +223,22 @@ def main(argv=None) -> None:
     ap.add_argument("--train", type=int, default=6, help="the first this many episodes fit the probe")
     ap.add_argument("--tree-logs", type=int, default=4)
     ap.add_argument("--move-over-attack", action="store_true", help="the world's `move_over_attack` (docs/world.md)")
-    ap.add_argument("--adjacent", default="", help="things (TILES names, e.g. cow,tree) whose side beside the player "
-                                                   "to probe as well")
+    ap.add_argument("--adjacent", default="", help=f"things ({', '.join(ADJACENT)}) whose side beside the player to "
+                                                   "probe as well, comma-separated")
+    ap.add_argument("--seed", type=int, default=600, help="world seed of the first episode (then +1 each)")
+    ap.add_argument("--focuses", default="", help="the episodes' tasks in turn, comma-separated goal names or `none` "
+                                                  "(free play); default EPISODES")
     args = ap.parse_args(argv)
     adjacent = tuple(t for t in args.adjacent.split(",") if t)
-    unknown = sorted(set(adjacent) - set(TILES))
+    unknown = sorted(set(adjacent) - set(ADJACENT))
     if unknown:
-        ap.error(f"--adjacent: unknown {unknown}; choose among {list(TILES)}")
+        ap.error(f"--adjacent: cannot probe {unknown}; choose among {list(ADJACENT)}")
+    from steve1_ray.world.demonstrators import GOALS
+
+    cycle = tuple(None if f == "none" else f for f in args.focuses.split(",") if f) or EPISODES
+    bad = sorted({f for f in cycle if f is not None} - set(GOALS))
+    if bad:
+        ap.error(f"--focuses: unknown goals {bad}; use `none` or names of {sorted(GOALS)}")
     import torch
 
     from steve1_ray.models.loading import load_policy_spec
@@ -232,15 +248,16 @@ def main(argv=None) -> None:
     policy = load_policy_spec(args.policy, args.weights, seed=0)
     env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=args.tree_logs,
                     move_over_attack=args.move_over_attack)
-    frames, labels, episode, did, *sides = collect(env, focuses=episode_focuses(args.episodes), steps=args.steps,
+    frames, labels, episode, did, *sides = collect(env, focuses=episode_focuses(args.episodes, cycle),
+                                                   steps=args.steps, seed=args.seed,
                                                    with_do=True, adjacent=adjacent)
     feats = features(policy, frames)
     out = probe(feats, labels, episode < args.train)
-    pixels = fovea_pixels(frames) if sides else None
+    pixels = fovea_pixels(frames, tuple(policy.cfg.fovea_shape or FOVEA)) if sides else None
     sides = {thing: side_probe(feats, pixels, side, episode, args.train)
              for thing, side in (sides[0] if sides else {}).items()}
     held = episode >= args.train
-    print(json.dumps({"policy": args.policy, "labels": {TILES[k]: int(v) for k, v in
+    print(json.dumps({"policy": args.policy, "seed": args.seed, "focuses": [f or "none" for f in cycle], "labels": {TILES[k]: int(v) for k, v in
                                                         sorted(collections.Counter(labels.tolist()).items())},
                       "accuracy": round(out["accuracy"], 3),
                       "per_tile": {TILES[c]: round(a, 2) for c, a in out["per_class"].items()},

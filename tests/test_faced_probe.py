@@ -60,6 +60,7 @@ def test_do_by_tile_reads_the_policy_and_the_demonstrator_per_faced_tile():
         head.bias.copy_(torch.where(m[:, acts.index("do")] > 0, 0.0, -1e4))
     assert all(v["policy"] == 1.0 for v in fp.do_by_tile(policy, frames, labels, episode, did).values())
     assert fp.episode_focuses(10)[8:] == fp.EPISODES[:2]
+    assert fp.episode_focuses(5, (None, "eat_cow")) == (None, "eat_cow", None, "eat_cow", None)
 
 
 def test_adjacent_side_names_the_one_side_a_thing_is_on_and_not_a_faced_or_doubled_one():
@@ -98,16 +99,35 @@ def test_side_probe_reads_the_side_from_what_encodes_it_and_skips_unlabelled_fra
     got = fp.side_probe(noise, encoded, side, episode, n_train=6)
     assert got["frames"] == int((side >= 0).sum()) and got["test_frames"] == int((side[episode >= 6] >= 0).sum())
     assert got["pixels"] > 0.9 and got["features"] < 0.45 and 0.2 < got["majority"] < 0.4
+    # the crop is the one the fovea policies read (their `Fovea`'s offsets), and a policy's own shape is honoured
+    import torch
+
+    from steve1_ray.models.loading import load_policy_spec
+
+    fovea = load_policy_spec("fovea_film", None, seed=0).net.img_process.fovea
     frames = rng.integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
     px = fp.fovea_pixels(frames)
-    assert px.shape == (3, 48 * 32 * 3) and np.allclose(px[1, :3], frames[1, 40, 48] / 255.0)
+    assert px.shape == (3, 48 * 32 * 3) and np.allclose(px[1, :3], frames[1, fovea.y0, fovea.x0] / 255.0)
+    assert fp.fovea_pixels(frames, (8, 4)).shape == (3, 8 * 4 * 3)
+    assert np.allclose(fp.fovea_pixels(frames, (8, 4))[2, :3], frames[2, 60, 62] / 255.0)
 
 
 def test_collect_labels_adjacent_sides_when_asked():
     from steve1_ray.world.crafter_env import CrafterEnv
 
     env = CrafterEnv(zombie_rate=0.2, target_outline=True, tree_logs=4, area=(24, 24))
-    frames, labels, episode, sides = fp.collect(env, focuses=(None, "collect_wood"), steps=30, adjacent=("tree",))
+    frames, labels, episode, sides = fp.collect(env, focuses=(None, "collect_wood"), steps=60, adjacent=("tree",))
     assert set(sides) == {"tree"} and sides["tree"].shape == labels.shape and set(sides["tree"]) <= {-1, 0, 1, 2, 3}
+    assert (sides["tree"] >= 0).any()  # the wood task walks up to trees
     assert (sides["tree"][labels == fp.TILES.index("tree")] == -1).all()  # facing a tree: no side to turn to
     assert len(fp.collect(env, focuses=(None,), steps=5)) == 3
+
+
+def test_main_refuses_what_it_cannot_probe_before_loading_anything(capsys):
+    import pytest
+
+    for argv, match in ((["--adjacent", "other"], "cannot probe"), (["--adjacent", "grass,cow"], "cannot probe"),
+                        (["--focuses", "none,eat_pizza"], "unknown goals")):
+        with pytest.raises(SystemExit) as e:
+            fp.main(["--policy", "/nonexistent/policy.model", *argv])
+        assert e.value.code == 2 and match in capsys.readouterr().err
