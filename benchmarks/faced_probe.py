@@ -135,11 +135,12 @@ def side_probe(feats: np.ndarray, pixels: np.ndarray, side: np.ndarray, episode:
     train = (episode < n_train)[rows]
     y = side[rows]
     test = y[~train]
+    majority = np.bincount(test, minlength=len(SIDES)).max() / len(test) if len(test) else None
     out = {"frames": int(rows.sum()), "test_frames": int(len(test)),
-           "majority": round(float(np.bincount(test, minlength=len(SIDES)).max() / len(test)), 3) if len(test) else None}
+           "majority": None if majority is None else round(float(majority), 3)}
+    fit = len(test) > 0 and train.any()
     for name, x in (("features", feats), ("pixels", pixels)):
-        ok = len(test) and train.any()
-        out[name] = round(probe(x[rows], y, train, n_classes=len(SIDES))["accuracy"], 3) if ok else None
+        out[name] = round(probe(x[rows], y, train, n_classes=len(SIDES))["accuracy"], 3) if fit else None
     return out
 
 
@@ -259,8 +260,8 @@ def main(argv=None) -> None:
     sides = {thing: side_probe(feats, pixels, side, episode, args.train)
              for thing, side in (sides[0] if sides else {}).items()}
     held = episode >= args.train
-    print(json.dumps({"policy": args.policy, "seed": args.seed, "focuses": [f or "none" for f in cycle], "labels": {TILES[k]: int(v) for k, v in
-                                                        sorted(collections.Counter(labels.tolist()).items())},
+    print(json.dumps({"policy": args.policy, "seed": args.seed, "focuses": [f or "none" for f in cycle],
+                      "labels": {TILES[k]: int(v) for k, v in sorted(collections.Counter(labels.tolist()).items())},
                       "accuracy": round(out["accuracy"], 3),
                       "per_tile": {TILES[c]: round(a, 2) for c, a in out["per_class"].items()},
                       "confusions": [[TILES[a], TILES[p], n] for a, p, n in out["confusions"]],
